@@ -1,0 +1,96 @@
+"""The RFC grammar smtpcore parses and produces, as regular expressions.
+
+Each rule quotes the RFC text it comes from, so a reviewer can compare the two.
+Rules are built as strings and compiled once at import; every parser in the
+package matches against these, and nothing "repairs" input that fails them.
+
+RFC 6531 (SMTPUTF8) extends several rules with ``UTF8-non-ascii``; where it does,
+there are two compiled variants, one for ASCII-only sessions and one that also
+admits UTF-8.  Strings here are ``str`` patterns: command lines are decoded
+(strictly, as UTF-8) before they are parsed, so a non-UTF-8 byte never reaches
+a rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 6531 §3.3: UTF8-non-ascii = UTF8-2 / UTF8-3 / UTF8-4.  After decoding,
+# that is any code point above U+007F.
+UTF8_NON_ASCII = "\u0080-\U0010ffff"
+
+# RFC 5321 §4.1.2 / RFC 5322 §3.2.3:
+#   atext = ALPHA / DIGIT / "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" /
+#           "/" / "=" / "?" / "^" / "_" / "`" / "{" / "|" / "}" / "~"
+ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+#   Atom = 1*atext ;  Dot-string = Atom *("." Atom)
+DOT_STRING = rf"[{ATEXT}]+(?:\.[{ATEXT}]+)*"
+DOT_STRING_UTF8 = rf"[{ATEXT}{UTF8_NON_ASCII}]+(?:\.[{ATEXT}{UTF8_NON_ASCII}]+)*"
+#   Quoted-string = DQUOTE *QcontentSMTP DQUOTE
+#   QcontentSMTP = qtextSMTP / quoted-pairSMTP
+#   quoted-pairSMTP = %d92 %d32-126 ; backslash followed by any ASCII graphic or space
+#   qtextSMTP = %d32-33 / %d35-91 / %d93-126
+QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+QUOTED_STRING_UTF8 = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{UTF8_NON_ASCII}]|\\[\x20-\x7e])*"'
+#   Local-part = Dot-string / Quoted-string
+LOCAL_PART = rf"(?:{DOT_STRING}|{QUOTED_STRING})"
+LOCAL_PART_UTF8 = rf"(?:{DOT_STRING_UTF8}|{QUOTED_STRING_UTF8})"
+
+#   sub-domain = Let-dig [Ldh-str] ; Let-dig = ALPHA / DIGIT
+#   Ldh-str = *( ALPHA / DIGIT / "-" ) Let-dig
+SUB_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+# RFC 6531 §3.3: sub-domain =/ U-label.  We admit any non-ASCII letter position
+# and leave IDNA validity to the application (the stdlib idna codec is IDNA 2003).
+SUB_DOMAIN_UTF8 = rf"[A-Za-z0-9{UTF8_NON_ASCII}](?:[A-Za-z0-9\-{UTF8_NON_ASCII}]*[A-Za-z0-9{UTF8_NON_ASCII}])?"
+#   Domain = sub-domain *("." sub-domain)
+DOMAIN = rf"{SUB_DOMAIN}(?:\.{SUB_DOMAIN})*"
+DOMAIN_UTF8 = rf"{SUB_DOMAIN_UTF8}(?:\.{SUB_DOMAIN_UTF8})*"
+#   address-literal = "[" ( IPv4-address-literal / IPv6-address-literal /
+#                           General-address-literal ) "]"
+#   General-address-literal = Standardized-tag ":" 1*dcontent
+#   dcontent = %d33-90 / %d94-126
+# The inside is checked further by ``_address.check_address_literal`` (with the
+# stdlib ``ipaddress`` module): a regex for IPv6 would be unreadable.
+ADDRESS_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
+
+#   Mailbox = Local-part "@" ( Domain / address-literal )
+MAILBOX = rf"(?P<local>{LOCAL_PART})@(?P<domain>{DOMAIN}|{ADDRESS_LITERAL})"
+MAILBOX_UTF8 = rf"(?P<local>{LOCAL_PART_UTF8})@(?P<domain>{DOMAIN_UTF8}|{ADDRESS_LITERAL})"
+#   Path = "<" [ A-d-l ":" ] Mailbox ">" ; A-d-l = At-domain *( "," At-domain )
+#   At-domain = "@" Domain
+# RFC 5321 §4.1.1.3 and appendix C: a source route must be accepted and ignored.
+ADL = rf"@{DOMAIN}(?:,@{DOMAIN})*:"
+ADL_UTF8 = rf"@{DOMAIN_UTF8}(?:,@{DOMAIN_UTF8})*:"
+
+MAILBOX_RE = re.compile(MAILBOX)
+MAILBOX_UTF8_RE = re.compile(MAILBOX_UTF8)
+PATH_RE = re.compile(rf"<(?:{ADL})?{MAILBOX}>")
+PATH_UTF8_RE = re.compile(rf"<(?:{ADL_UTF8})?{MAILBOX_UTF8}>")
+DOMAIN_RE = re.compile(DOMAIN)
+DOMAIN_UTF8_RE = re.compile(DOMAIN_UTF8)
+ADDRESS_LITERAL_RE = re.compile(ADDRESS_LITERAL)
+
+#   esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+ESMTP_KEYWORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
+#   esmtp-value = 1*(%d33-60 / %d62-126) ; any CHAR excluding "=", SP, and controls
+#   RFC 6531 §3.3: esmtp-value =/ UTF8-non-ascii
+ESMTP_VALUE_RE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
+ESMTP_VALUE_UTF8_RE = re.compile(rf"[\x21-\x3c\x3e-\x7e{UTF8_NON_ASCII}]+")
+
+#   ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")      (RFC 5321 §4.1.1.1)
+#   ehlo-param = 1*(%d33-126) ; any CHAR excluding <SP> and all control characters
+EHLO_LINE_RE = re.compile(r"(?P<keyword>[A-Za-z0-9][A-Za-z0-9\-]*)(?P<params>(?: +[\x21-\x7e]+)*) *")
+
+#   String = Atom / Quoted-string    (the argument of VRFY, EXPN, HELP, NOOP)
+STRING_RE = re.compile(rf"[{ATEXT}]+|{QUOTED_STRING}")
+STRING_UTF8_RE = re.compile(rf"[{ATEXT}{UTF8_NON_ASCII}]+|{QUOTED_STRING_UTF8}")
+
+# Numbers in the protocol (SIZE=, BDAT n, LIMITS, priorities) are ASCII digits
+# only, with a bounded length: int() would also take "2_5", " 25", "+25" and
+# non-ASCII digits, and an unbounded run of digits is a denial of service.
+NUMBER_RE = re.compile(r"[0-9]{1,20}")
+
+# RFC 3461 §4: xtext = *( xchar / hexchar )
+#   xchar = any ASCII CHAR between "!" (33) and "~" (126) inclusive, except "+" and "=".
+#   hexchar = "+" 2(%x30-39 / %x41-46) ; "+" followed by two upper-case hex digits
+XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")

@@ -1,0 +1,130 @@
+"""Mailbox, path and domain checks (RFC 5321 §4.1.2 and §4.5.3.1, RFC 6531).
+
+Both roles use these: the server to parse what a client sent, the client to
+refuse, before any byte is written, an address it could not send correctly.
+Nothing is repaired: input either matches the grammar in ``_abnf`` or is
+refused with the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from . import _abnf
+
+__all__ = ["AddressError", "check_domain", "check_mailbox", "format_path", "parse_path"]
+
+# RFC 5321 §4.5.3.1: local part 64 octets, domain 255, path 256 (with brackets).
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+MAX_LABEL = 63
+
+_POSTMASTER_RE = re.compile(r"<postmaster>", re.IGNORECASE)
+
+
+class AddressError(ValueError):
+    """An address, path or domain does not follow the grammar.
+
+    ``non_ascii`` is true when the only problem is UTF-8 without SMTPUTF8, which
+    RFC 6531 §3.6 answers differently (553 5.6.7) from a syntax error.
+    """
+
+    def __init__(self, message: str, non_ascii: bool = False) -> None:
+        super().__init__(message)
+        self.non_ascii = non_ascii
+
+
+def _octets(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def check_address_literal(literal: str) -> None:
+    """Check ``[1.2.3.4]``, ``[IPv6:...]`` or ``[tag:content]`` beyond its shape."""
+    inner = literal[1:-1]
+    tag, colon, rest = inner.partition(":")
+    if not colon:
+        # IPv4-address-literal = Snum 3("." Snum); Snum = 1*3DIGIT (0-255)
+        try:
+            ipaddress.IPv4Address(inner)
+        except ValueError:
+            raise AddressError(f"{literal} is not a valid IPv4 address literal") from None
+    elif tag.lower() == "ipv6":
+        try:
+            ipaddress.IPv6Address(rest)
+        except ValueError:
+            raise AddressError(f"{literal} is not a valid IPv6 address literal") from None
+    elif not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?", tag) or not rest:
+        raise AddressError(f"{literal} is not a valid address literal")
+
+
+def _check_domain_part(domain: str) -> None:
+    if domain.startswith("["):
+        check_address_literal(domain)
+        return
+    if _octets(domain) > MAX_DOMAIN:
+        raise AddressError(f"domain longer than {MAX_DOMAIN} octets")
+    if any(_octets(label) > MAX_LABEL for label in domain.split(".")):
+        raise AddressError(f"domain label longer than {MAX_LABEL} octets")
+
+
+def check_domain(name: str, utf8: bool = False) -> None:
+    """Check a HELO/EHLO argument: ``Domain / address-literal``."""
+    if _abnf.ADDRESS_LITERAL_RE.fullmatch(name):
+        check_address_literal(name)
+        return
+    if _abnf.DOMAIN_RE.fullmatch(name) is None:
+        if utf8 and _abnf.DOMAIN_UTF8_RE.fullmatch(name):
+            pass
+        elif _abnf.DOMAIN_UTF8_RE.fullmatch(name):
+            raise AddressError(f"{name!r} is not an ASCII domain", non_ascii=True)
+        else:
+            raise AddressError(f"{name!r} is not a domain name or address literal")
+    _check_domain_part(name)
+
+
+def check_mailbox(address: str, utf8: bool = False) -> None:
+    """Check ``local-part@domain`` (no angle brackets) against RFC 5321 / 6531."""
+    match = _abnf.MAILBOX_RE.fullmatch(address)
+    if match is None:
+        utf8_match = _abnf.MAILBOX_UTF8_RE.fullmatch(address)
+        if utf8_match is None:
+            raise AddressError(f"{address!r} is not a valid mailbox (local-part@domain)")
+        if not utf8:
+            raise AddressError(f"{address!r} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
+        match = utf8_match
+    if _octets(match.group("local")) > MAX_LOCAL_PART:
+        raise AddressError(f"local part longer than {MAX_LOCAL_PART} octets")
+    _check_domain_part(match.group("domain"))
+    if _octets(address) + 2 > MAX_PATH:
+        raise AddressError(f"path longer than {MAX_PATH} octets")
+
+
+def parse_path(text: str, *, utf8: bool, null_allowed: bool, postmaster_allowed: bool) -> str:
+    """Parse ``<mailbox>`` (with an ignored source route) and return the mailbox.
+
+    ``<>`` gives ``""`` where ``null_allowed`` (MAIL FROM); ``<Postmaster>``
+    gives ``"Postmaster"`` where ``postmaster_allowed`` (RCPT TO).
+    """
+    if null_allowed and text == "<>":
+        return ""
+    if postmaster_allowed and _POSTMASTER_RE.fullmatch(text):
+        return "Postmaster"
+    if len(text) < 2 or text[0] != "<" or text[-1] != ">":
+        raise AddressError("address must be in angle brackets: <user@example.com>")
+    match = _abnf.PATH_RE.fullmatch(text)
+    if match is None:
+        if _abnf.PATH_UTF8_RE.fullmatch(text) is None:
+            raise AddressError(f"{text} is not a valid path")
+        if not utf8:
+            raise AddressError(f"{text} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
+    # A source route's domains hold no ":" (nor quotes), so the first ":" ends it.
+    mailbox = text[text.index(":") + 1 : -1] if text[1] == "@" else text[1:-1]
+    check_mailbox(mailbox, utf8=utf8)
+    return mailbox
+
+
+def format_path(mailbox: str) -> str:
+    """The wire form of a mailbox: ``<mailbox>``; the null path is ``<>``."""
+    return f"<{mailbox}>"

@@ -1,0 +1,223 @@
+"""Every limit, switch and policy of a connection, in one frozen object per role.
+
+Defaults follow RFC 5321 and what Postfix does (shared/PROTOCOL-NOTES.md has the
+table).  A configuration is checked when it is built, so a machine never runs
+with a limit below what the RFC requires: ``ServerConfig(max_recipients=10)``
+raises ``ValueError`` at once rather than refusing mail later.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ._address import AddressError, check_domain
+
+__all__ = [
+    "AuthPolicy",
+    "BareNewlinePolicy",
+    "ClientConfig",
+    "LongLinePolicy",
+    "ServerConfig",
+    "Timeout",
+    "TlsPolicy",
+]
+
+
+class TlsPolicy(enum.Enum):
+    """Whether STARTTLS is offered (server) or used (client)."""
+
+    #: Never offered / never used.
+    OFF = "off"
+    #: Server: offered, not required.  Client: used when offered ("opportunistic").
+    OPTIONAL = "optional"
+    #: Server: everything but EHLO, HELO, STARTTLS, NOOP and QUIT gets 530 before TLS.
+    #: Client: a server without STARTTLS, or refusing it, ends the session.
+    REQUIRED = "required"
+
+
+class AuthPolicy(enum.Enum):
+    """Whether AUTH is offered, and whether mail is accepted without it."""
+
+    OFF = "off"
+    OPTIONAL = "optional"
+    #: MAIL, RCPT, DATA and the like get 530 5.7.0 until the client authenticates.
+    REQUIRED = "required"
+
+
+class BareNewlinePolicy(enum.Enum):
+    """What to do with a CR or LF that is not part of a CRLF in message content."""
+
+    #: Server: accept the message but answer 550 5.6.11 after the end of data.
+    #: Client: refuse to send the message (LocalProtocolError).
+    REJECT = "reject"
+    #: Server: pass the content through byte-exact.  (End of data is still only CRLF.CRLF.)
+    ACCEPT = "accept"
+    #: Client only: turn every bare CR and bare LF into CRLF (the default).
+    NORMALISE = "normalise"
+
+
+class LongLinePolicy(enum.Enum):
+    """What a server does with a content line longer than ``max_line_length``."""
+
+    REJECT = "reject"
+    ACCEPT = "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """How long the adapter may wait for the peer in the current state.
+
+    ``name`` says which wait it is (``"command"``, ``"data"``, ``"mail"``...),
+    ``rfc`` the RFC 5321 section it comes from.  During message content a
+    server also has ``min_rate``: the adapter should end a connection whose
+    average rate since the start of the content falls below it (as Postfix's
+    minimum data rate does), rather than cutting a slow but steady client.
+    """
+
+    name: str
+    seconds: float
+    rfc: str
+    min_rate: float | None = None
+
+
+def _check_hostname(hostname: str) -> None:
+    try:
+        check_domain(hostname, utf8=False)
+    except AddressError as exc:
+        raise ValueError(f"hostname: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Configuration of a :class:`~smtpcore.ServerConnection`."""
+
+    #: The name in the greeting and the EHLO reply.
+    hostname: str = "localhost"
+    #: Speak LMTP (RFC 2033): LHLO instead of EHLO/HELO, one reply per recipient.
+    lmtp: bool = False
+
+    # Extensions advertised in the EHLO reply.
+    pipelining: bool = True
+    eight_bit_mime: bool = True
+    enhanced_status_codes: bool = True
+    smtputf8: bool = True
+    chunking: bool = True
+    binarymime: bool = True
+    dsn: bool = False
+    #: REQUIRETLS (RFC 8689) is advertised only over TLS, and only if this is on.
+    requiretls: bool = False
+    #: More EHLO lines, e.g. ``("MT-PRIORITY", "DELIVERBY 60")``.  Parameters of an
+    #: extension named here are parsed by the registry if it knows them.
+    extra_extensions: tuple[str, ...] = ()
+    #: MAIL/RCPT parameter keywords the application handles itself; they are
+    #: accepted and handed over untouched in ``params.extra``.
+    extra_parameters: frozenset[str] = frozenset()
+    #: The optional ``LIMITS`` line (RFC 9422): advertise ``RCPTMAX``.
+    advertise_limits: bool = False
+
+    # TLS and authentication.
+    tls: TlsPolicy = TlsPolicy.OFF
+    #: The connection is TLS from its first byte (port 465, RFC 8314).
+    implicit_tls: bool = False
+    auth: AuthPolicy = AuthPolicy.OFF
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    #: Offer AUTH on a connection that is not TLS (off: RFC 4954 §4 advice).
+    allow_insecure_auth: bool = False
+
+    # Limits.
+    max_command_line: int = 512
+    max_auth_line: int = 12288
+    max_line_length: int = 1000
+    long_lines: LongLinePolicy = LongLinePolicy.REJECT
+    bare_newlines: BareNewlinePolicy = BareNewlinePolicy.REJECT
+    #: Octets of content; 0 means no limit.  Advertised as ``SIZE n``.
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 1000
+    #: Bad commands (unknown, bad syntax, bad sequence) before 421 and close.
+    max_errors: int = 20
+    #: Refuse a client that talks before the greeting (554 and close).
+    reject_early_talkers: bool = True
+    #: Hand VRFY / EXPN to the application (otherwise 252 / 502 from the core).
+    vrfy_enabled: bool = False
+    expn_enabled: bool = False
+
+    # Timeouts (RFC 5321 §4.5.3.2), enforced by the adapter.
+    command_timeout: float = 300.0
+    data_timeout: float = 300.0
+    #: Octets per second the content must average (Postfix: 500 B/s); 0 disables.
+    min_data_rate: float = 500.0
+    tls_handshake_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_hostname(self.hostname)
+        if self.max_recipients < 100:
+            raise ValueError("max_recipients must be at least 100 (RFC 5321 §4.5.3.1.8)")
+        if self.max_command_line < 512:
+            raise ValueError("max_command_line must be at least 512 (RFC 5321 §4.5.3.1.4)")
+        if self.max_auth_line < self.max_command_line:
+            raise ValueError("max_auth_line must be at least max_command_line")
+        if self.max_line_length < 1000:
+            raise ValueError("max_line_length must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+        if self.max_message_size < 0 or (0 < self.max_message_size < 65536):
+            raise ValueError("max_message_size must be 0 (no limit) or at least 65536 (RFC 5321 §4.5.3.1.10)")
+        if self.max_errors < 1:
+            raise ValueError("max_errors must be at least 1")
+        if self.bare_newlines is BareNewlinePolicy.NORMALISE:
+            raise ValueError("a server never rewrites content: bare_newlines is REJECT or ACCEPT")
+        for line in self.extra_extensions:
+            if not isinstance(line, str) or not line or any(ord(c) < 32 or ord(c) > 126 for c in line):
+                raise ValueError(f"extra_extensions: {line!r} is not a printable ASCII EHLO line")
+        for name in self.auth_mechanisms:
+            if name.upper() != name:
+                raise ValueError(f"auth_mechanisms: write {name!r} in upper case")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Configuration of a :class:`~smtpcore.ClientConnection`."""
+
+    #: The name sent in EHLO/HELO/LHLO.
+    local_hostname: str = "localhost"
+    lmtp: bool = False
+    #: STARTTLS: OFF never, OPTIONAL when offered (opportunistic), REQUIRED or fail.
+    starttls: TlsPolicy = TlsPolicy.OPTIONAL
+    #: The connection is TLS from its first byte (port 465).
+    implicit_tls: bool = False
+    #: Send AUTH over a connection that is not TLS (never, unless this is set).
+    allow_insecure_auth: bool = False
+    #: Mechanisms the client may use, strongest first.
+    auth_mechanisms: tuple[str, ...] = ("XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
+    #: Pipeline MAIL/RCPT/DATA when the server offers PIPELINING.
+    use_pipelining: bool = True
+    #: Send content with BDAT when the server offers CHUNKING.
+    use_chunking: bool = True
+    #: Octets per BDAT chunk.
+    chunk_size: int = 128 * 1024
+    bare_newlines: BareNewlinePolicy = BareNewlinePolicy.NORMALISE
+
+    # Reply bounds: larger replies are a RemoteProtocolError, not a memory leak.
+    max_reply_line: int = 8192
+    max_reply_size: int = 32 * 1024
+    max_reply_lines: int = 100
+
+    # Timeouts (RFC 5321 §4.5.3.2), enforced by the adapter.
+    timeouts: dict[str, float] = field(
+        default_factory=lambda: {
+            "greeting": 300.0,
+            "hello": 300.0,
+            "mail": 300.0,
+            "rcpt": 300.0,
+            "data": 120.0,
+            "data_block": 180.0,
+            "data_end": 600.0,
+            "other": 300.0,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        _check_hostname(self.local_hostname)
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        if self.max_reply_line < 512:
+            raise ValueError("max_reply_line must be at least 512 (RFC 5321 §4.5.3.1.5)")

@@ -1,0 +1,127 @@
+"""Message content after DATA: find the end, undo dot-stuffing, check the lines.
+
+The end of the content is **only** CRLF "." CRLF, where the first CRLF ends the
+last line of content, or the DATA command itself for an empty message (RFC 5321
+§4.1.1.4).  No other mix of CR, LF, NUL and "." ends a message, whatever the
+bare-newline policy: that is the whole defence against SMTP smuggling, so the
+search runs on the raw bytes before anything is changed.
+
+The reader works on whole buffers with C-level ``bytes`` operations (``find``,
+``replace``, ``count``) and never loops over bytes or lines in Python.  It hands
+out everything it has except a tail of at most four bytes that could be the
+start of CRLF.CRLF, so memory stays bounded and content flows as it arrives.
+Because a CRLF is never split between two pieces handed out, per-piece checks for
+bare CR and LF are exact.
+
+Errors found in the content (a bare CR or LF, an overlong line, too many octets)
+are only recorded here: the server answers them once, after the end of data.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DataReader", "ChunkReader"]
+
+_END = b"\r\n.\r\n"
+# Suffixes of a buffer that may be the beginning of _END, longest first.
+_END_PREFIXES = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
+
+
+class DataReader:
+    """Reads dot-stuffed content up to CRLF.CRLF.
+
+    ``feed_from(buffer)`` consumes what it can from a bytearray and returns the
+    unstuffed content found and whether the end was reached.  Problems are
+    recorded in ``bare_newline``, ``long_line`` and ``size``.
+    """
+
+    __slots__ = ("_at_start", "_line_length", "_strip_lead", "bare_newline", "long_line", "max_text_line", "size")
+
+    def __init__(self, max_line_length: int) -> None:
+        # The DATA command's CRLF is the "first CRLF" of an immediate end.
+        self._at_start = True
+        # Octets of the current line already handed out (to spot long lines).
+        self._line_length = 0
+        self._strip_lead = False
+        # RFC 5321 §4.5.3.1.6 counts the CRLF in the 1000.
+        self.max_text_line = max_line_length - 2
+        self.bare_newline = False
+        self.long_line = False
+        #: Content octets handed out so far, after unstuffing.
+        self.size = 0
+
+    def feed_from(self, buffer: bytearray) -> tuple[bytes, bool]:
+        if self._at_start:
+            if not buffer:
+                return b"", False
+            if buffer[:1] == b".":
+                if len(buffer) < 3 and b".\r\n".startswith(buffer):
+                    return b"", False  # could still be the end of an empty message
+                if buffer[:3] == b".\r\n":
+                    del buffer[:3]
+                    return b"", True
+            # Pretend the DATA command's CRLF is in front, so the first line is
+            # unstuffed and checked like every other.
+            buffer[:0] = b"\r\n"
+            self._at_start = False
+            self._strip_lead = True
+        end = buffer.find(_END)
+        if end >= 0:
+            raw = bytes(buffer[: end + 2])
+            del buffer[: end + 5]
+            return self._content(raw), True
+        keep = 0
+        for prefix in _END_PREFIXES:
+            if buffer.endswith(prefix):
+                keep = len(prefix)
+                break
+        cut = len(buffer) - keep
+        if cut <= 0:
+            return b"", False
+        raw = bytes(buffer[:cut])
+        del buffer[:cut]
+        return self._content(raw), False
+
+    def _content(self, raw: bytes) -> bytes:
+        """Check and unstuff one piece that starts and ends outside any CRLF."""
+        crlf = raw.count(b"\r\n")
+        if not self.bare_newline and (raw.count(b"\n") != crlf or raw.count(b"\r") != crlf):
+            self.bare_newline = True
+        if crlf == 0:
+            self._line_length += len(raw)
+            longest = self._line_length
+        else:
+            first = raw.find(b"\r\n")
+            last = raw.rfind(b"\r\n")
+            longest = self._line_length + first
+            # The complete lines between the first and last CRLF: split them only
+            # when one of them could be too long, which ordinary text never is.
+            if not self.long_line and last - first - 2 * (crlf - 1) > self.max_text_line:
+                longest = max(longest, *map(len, raw[first + 2 : last].split(b"\r\n")))
+            self._line_length = len(raw) - last - 2
+            longest = max(longest, self._line_length)
+        if longest > self.max_text_line:
+            self.long_line = True
+        # Every line-start "." goes (RFC 5321 §4.5.2); the end marker is already cut off.
+        content = raw.replace(b"\r\n.", b"\r\n") if b"\r\n." in raw else raw
+        if self._strip_lead:
+            # Drop the CRLF that stood in for the DATA command's own.
+            self._strip_lead = False
+            content = content[2:]
+        self.size += len(content)
+        return content
+
+
+class ChunkReader:
+    """Reads exactly ``size`` opaque octets (a BDAT chunk, RFC 3030)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+
+    def feed_from(self, buffer: bytearray) -> tuple[bytes, bool]:
+        count = min(self.remaining, len(buffer))
+        piece = bytes(buffer[:count])
+        del buffer[:count]
+        self.remaining -= count
+        return piece, self.remaining == 0

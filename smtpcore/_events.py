@@ -1,0 +1,356 @@
+"""Events: the small frozen values that cross between the machine and the application.
+
+The same classes serve both roles, as in h11: a client *sends* ``Mail(...)`` and
+the server *receives* the very same ``Mail(...)`` from its ``next_event()``.
+Replies go the other way as :class:`~smtpcore.Reply` values.  A few events exist
+for one role only (``AuthCredentials``, ``CommandRejected`` for the server,
+which runs the SASL exchange and answers bad commands itself).
+
+Every event an application may build validates its fields in the constructor,
+so an event that could not be sent correctly cannot exist.  The server's parser
+builds events through ``_unchecked`` because it has already applied the same
+grammar.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from . import _abnf
+from ._address import AddressError, check_domain, check_mailbox
+from ._errors import LocalProtocolError
+from ._params import MailParams, RcptParams
+from ._replies import Reply
+
+__all__ = [
+    "Auth",
+    "AuthCredentials",
+    "AuthResponse",
+    "Bdat",
+    "CommandRejected",
+    "ConnectionClosed",
+    "Data",
+    "EndOfMessage",
+    "Event",
+    "Expn",
+    "Hello",
+    "Help",
+    "Mail",
+    "MessageData",
+    "MessageRejected",
+    "Noop",
+    "Quit",
+    "Rcpt",
+    "Rset",
+    "StartTls",
+    "TlsHandshake",
+    "Vrfy",
+]
+
+_E = TypeVar("_E", bound="Event")
+
+# RFC 4422 §3.1: sasl-mech = 1*20mech-char ; mech-char = UPPER-ALPHA / DIGIT / HYPHEN / UNDERSCORE
+SASL_MECHANISM_RE = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+class Event:
+    """Base class of every event.
+
+    ``expects_reply`` says whether a server that receives this event must answer
+    it (with ``send()`` or ``accept()``) before the machine reads further.
+    """
+
+    __slots__ = ()
+    expects_reply: ClassVar[bool] = False
+
+    @classmethod
+    def _unchecked(cls: type[_E], **values: Any) -> _E:
+        """Build without validation: for parsers that already applied the grammar."""
+        self = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        return self
+
+
+def _check_string(value: str | None, what: str, optional: bool) -> None:
+    if value is None:
+        if not optional:
+            raise LocalProtocolError(f"{what} needs an argument")
+        return
+    if not isinstance(value, str) or not _abnf.STRING_UTF8_RE.fullmatch(value):
+        raise LocalProtocolError(f"{what} argument {value!r} must be an atom or a quoted string")
+
+
+# --- commands (client to server) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Event):
+    """EHLO, HELO or LHLO with the client's name (a domain or address literal)."""
+
+    domain: str
+    verb: Literal["EHLO", "HELO", "LHLO"] = "EHLO"
+    expects_reply: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.verb not in ("EHLO", "HELO", "LHLO"):
+            raise LocalProtocolError(f"verb must be EHLO, HELO or LHLO, not {self.verb!r}")
+        try:
+            check_domain(self.domain, utf8=True)
+        except (AddressError, TypeError) as exc:
+            raise LocalProtocolError(f"cannot send {self.verb} {self.domain!r}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Mail(Event):
+    """MAIL FROM:<sender> with its parameters; ``sender=""`` is the null path ``<>``."""
+
+    sender: str
+    params: MailParams = field(default_factory=MailParams)
+    expects_reply: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.sender != "":
+            try:
+                check_mailbox(self.sender, utf8=True)
+            except (AddressError, TypeError) as exc:
+                raise LocalProtocolError(f"cannot send MAIL FROM:<{self.sender!r}>: {exc}") from None
+        if not isinstance(self.params, MailParams):
+            raise LocalProtocolError("params must be a MailParams")
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt(Event):
+    """RCPT TO:<recipient> with this recipient's own parameters."""
+
+    recipient: str
+    params: RcptParams = field(default_factory=RcptParams)
+    expects_reply: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.recipient, str) and self.recipient.lower() == "postmaster"):
+            try:
+                check_mailbox(self.recipient, utf8=True)
+            except (AddressError, TypeError) as exc:
+                raise LocalProtocolError(f"cannot send RCPT TO:<{self.recipient!r}>: {exc}") from None
+        if not isinstance(self.params, RcptParams):
+            raise LocalProtocolError("params must be an RcptParams")
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Event):
+    """DATA: the server answers 354, then the content follows."""
+
+    expects_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Event):
+    """BDAT <size> [LAST] (RFC 3030): exactly ``size`` octets of content follow.
+
+    A server receives the octets as :class:`MessageData` events right after this
+    one; the core answers each non-final chunk itself.  A client sends this and
+    then ``MessageData`` totalling exactly ``size`` octets.
+    """
+
+    size: int
+    last: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 <= self.size < 10**15:
+            raise LocalProtocolError(f"BDAT size must be a non-negative int, not {self.size!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData(Event):
+    """A piece of message content, in order, as it arrives.
+
+    After DATA the server gives the content with the dot-stuffing removed and the
+    client stuffs what it is given; after BDAT the octets are opaque.
+    """
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError("message data must be bytes")
+
+    def __repr__(self) -> str:
+        # A message can be megabytes: show its size and a little of it.
+        head = bytes(self.data[:32])
+        return f"MessageData(<{len(self.data)} bytes: {head!r}{'...' if len(self.data) > 32 else ''}>)"
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage(Event):
+    """The end of the content: CRLF.CRLF after DATA, or the end of the BDAT LAST chunk."""
+
+    expects_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rset(Event):
+    """RSET: abort the current transaction.  The core answers 250 itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(Event):
+    """NOOP [string].  The core answers 250 itself."""
+
+    argument: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_string(self.argument, "NOOP", optional=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Event):
+    """QUIT.  The core answers 221 and the connection ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(Event):
+    """VRFY <string>.  Answered by the application only if the configuration says so."""
+
+    argument: str
+    expects_reply: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_string(self.argument, "VRFY", optional=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Expn(Event):
+    """EXPN <string>.  Answered by the application only if the configuration says so."""
+
+    argument: str
+    expects_reply: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_string(self.argument, "EXPN", optional=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Help(Event):
+    """HELP [string].  The core answers 214 itself."""
+
+    argument: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_string(self.argument, "HELP", optional=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls(Event):
+    """STARTTLS (RFC 3207).  After a 220 both sides start the TLS handshake."""
+
+    expects_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Event):
+    """AUTH <mechanism> [initial-response] (RFC 4954); the response as raw bytes.
+
+    ``initial_response=b""`` is sent as ``=`` (an empty initial response);
+    ``None`` sends none, and the server will ask with a 334 challenge.
+    """
+
+    mechanism: str
+    initial_response: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mechanism, str) or not SASL_MECHANISM_RE.fullmatch(self.mechanism):
+            raise LocalProtocolError(f"{self.mechanism!r} is not a SASL mechanism name (RFC 4422)")
+        if self.initial_response is not None and not isinstance(self.initial_response, bytes):
+            raise LocalProtocolError("initial_response must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """A response to a 334 challenge, as raw bytes; ``cancel=True`` sends ``*``."""
+
+    data: bytes = field(default=b"", repr=False)
+    cancel: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes):
+            raise LocalProtocolError("AuthResponse data must be bytes")
+
+
+# --- server-only events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCredentials(Event):
+    """A finished SASL exchange, for the server application to accept (235) or refuse (535).
+
+    ``username`` is the authentication identity and ``authorization_id`` the
+    identity to act as (often empty).  ``password`` is set for PLAIN and LOGIN;
+    for mechanisms without a password in clear (CRAM-MD5) use :meth:`verify`;
+    ``token`` holds an XOAUTH2 bearer token.  None of the secrets appear in the
+    repr, so logging the event leaks nothing.
+    """
+
+    mechanism: str
+    username: str
+    authorization_id: str = ""
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    verifier: Any = field(default=None, repr=False, compare=False)
+    expects_reply: ClassVar[bool] = True
+
+    def verify(self, password: str) -> bool:
+        """Whether ``password`` is the one the client proved it knows."""
+        if self.verifier is not None:
+            return bool(self.verifier(password))
+        if self.password is None:
+            return False
+        import hmac  # local: only the comparison needs it
+
+        return hmac.compare_digest(self.password.encode("utf-8"), password.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRejected(Event):
+    """The core refused a command itself (unknown verb, bad syntax, bad sequence).
+
+    The reply is already queued; the event lets the application log or count it.
+    """
+
+    command: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected(Event):
+    """The message that just ended was refused by the core or by ``reject_message()``.
+
+    The reply (for example 552 for size, 550 5.6.11 for a bare LF) is already
+    queued; discard whatever content was received.
+    """
+
+    reply: Reply
+
+
+# --- both roles -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TlsHandshake(Event):
+    """Start the TLS handshake now, then call ``tls_established()``.
+
+    Flush ``data_to_send()`` first: it ends with the 220 that tells the peer to
+    begin.  Every byte received before ``tls_established()`` is discarded.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The connection is over: flush ``data_to_send()`` and close the socket.
+
+    ``by_peer`` is true when the peer closed first (``receive_data(b"")``).
+    """
+
+    by_peer: bool = False

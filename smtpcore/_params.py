@@ -1,0 +1,351 @@
+"""The MAIL and RCPT parameter registry: one row per ESMTP parameter.
+
+Every parameter smtpcore knows is one :class:`ParamSpec` row in
+:data:`PARAMETERS`: its keyword, the command it belongs to, the EHLO keyword that
+must have been advertised, the field of :class:`MailParams` / :class:`RcptParams`
+it fills, and the functions that parse it from the wire and format it back.
+The server parses with the table, the client serialises with it, so adding an
+extension is one row here plus its tests.
+
+Parameters outside the table are never guessed at: the server refuses them
+with 555 unless the application listed the keyword as an extra extension, in
+which case they arrive untouched in ``extra``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from . import _abnf
+from ._errors import LocalProtocolError
+from ._replies import Reply
+
+__all__ = [
+    "PARAMETERS",
+    "DeliverBy",
+    "MailParams",
+    "ParamError",
+    "ParamSpec",
+    "RcptParams",
+    "format_params",
+    "parse_params",
+    "required_extensions",
+    "xtext_decode",
+    "xtext_encode",
+]
+
+Command = Literal["MAIL", "RCPT"]
+BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
+
+
+class ParamError(ValueError):
+    """A parameter the server must refuse; ``reply`` is the reply to send."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+def _syntax(text: str) -> ParamError:
+    return ParamError(Reply(501, text, "5.5.4"))
+
+
+# --- xtext (RFC 3461 §4) --------------------------------------------------------------------------
+
+_XTEXT_HEX_RE = re.compile(r"\+([0-9A-F]{2})")
+
+
+def xtext_encode(text: str) -> str:
+    """Encode as xtext: "+", "=" and anything outside ``!``..``~`` become ``+XX``.
+
+    Non-ASCII text is encoded octet by octet from its UTF-8 form.
+    """
+    out = []
+    for octet in text.encode("utf-8"):
+        if 33 <= octet <= 126 and octet not in (0x2B, 0x3D):
+            out.append(chr(octet))
+        else:
+            out.append(f"+{octet:02X}")
+    return "".join(out)
+
+
+def xtext_decode(value: str) -> str:
+    """Decode xtext strictly; raise :class:`ParamError` if it is not xtext."""
+    if not _abnf.XTEXT_RE.fullmatch(value):
+        raise _syntax("Malformed xtext value")
+    raw = _XTEXT_HEX_RE.sub(lambda m: chr(int(m.group(1), 16)), value).encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _syntax("xtext value is not UTF-8") from None
+
+
+# --- typed values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverBy:
+    """RFC 2852 ``BY=<seconds>;<mode>[T]``: deliver within ``seconds`` or (mode R) return."""
+
+    seconds: int
+    mode: Literal["N", "R"]
+    trace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailParams:
+    """The parameters of one MAIL command; ``None``/``False`` means absent."""
+
+    size: int | None = None
+    body: BodyType | None = None
+    smtputf8: bool = False
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    auth: str | None = None
+    requiretls: bool = False
+    mt_priority: int | None = None
+    by: DeliverBy | None = None
+    hold_for: int | None = None
+    hold_until: str | None = None
+    #: Parameters of extensions the application added, as (KEYWORD, value or None).
+    extra: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RcptParams:
+    """The parameters of one RCPT command; each recipient keeps its own."""
+
+    notify: tuple[str, ...] | None = None
+    orcpt: tuple[str, str] | None = None
+    rrvs: str | None = None
+    extra: tuple[tuple[str, str | None], ...] = ()
+
+
+# --- per-parameter parse and format functions -----------------------------------------------------
+
+
+def _flag(value: str | None) -> bool:
+    if value is not None:
+        raise _syntax("This parameter takes no value")
+    return True
+
+
+def _format_flag(value: Any) -> str | None:
+    return None
+
+
+def _number(value: str | None, maximum: int = 10**20) -> int:
+    if value is None or not _abnf.NUMBER_RE.fullmatch(value):
+        raise _syntax("Value must be ASCII digits")
+    number = int(value)
+    if number > maximum:
+        raise _syntax("Value out of range")
+    return number
+
+
+def _choice(*allowed: str) -> Callable[[str | None], str]:
+    def parse(value: str | None) -> str:
+        if value is None:
+            raise _syntax("Parameter needs a value")
+        upper = value.upper()
+        if upper not in allowed:
+            raise ParamError(Reply(504, f"Value {value} not supported", "5.5.4"))
+        return upper
+
+    return parse
+
+
+def _xtext(value: str | None) -> str:
+    if value is None:
+        raise _syntax("Parameter needs a value")
+    return xtext_decode(value)
+
+
+def _mt_priority(value: str | None) -> int:
+    # RFC 6710 §3: priority-value = [ "-" / "+" ] DIGIT, from -9 to 9.
+    if value is None or not re.fullmatch(r"[+-]?[0-9]", value):
+        raise _syntax("MT-PRIORITY must be an integer from -9 to 9")
+    return int(value)
+
+
+def _deliver_by(value: str | None) -> DeliverBy:
+    # RFC 2852 §4: by-value = by-time ";" by-mode [ by-trace ]
+    #   by-time = [ "-" / "+" ] 1*9digit ; by-mode = "N" / "R" ; by-trace = "T"
+    match = re.fullmatch(r"([+-]?[0-9]{1,9});([NRnr])([Tt]?)", value or "")
+    if match is None:
+        raise _syntax("BY must look like 120;R or 120;NT")
+    mode: Literal["N", "R"] = "N" if match.group(2).upper() == "N" else "R"
+    return DeliverBy(int(match.group(1)), mode, bool(match.group(3)))
+
+
+def _format_deliver_by(value: DeliverBy) -> str:
+    return f"{value.seconds};{value.mode}{'T' if value.trace else ''}"
+
+
+# RFC 3339 date-time, as RFC 4865 HOLDUNTIL and RFC 7293 RRVS use it.
+_DATE_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+
+
+def _hold_until(value: str | None) -> str:
+    if value is None or not re.fullmatch(_DATE_TIME, value):
+        raise _syntax("HOLDUNTIL must be an RFC 3339 date-time")
+    return value
+
+
+def _rrvs(value: str | None) -> str:
+    # RFC 7293 §3: rrvs-param = "RRVS=" date-time [ ";" ( "C" / "R" ) ]
+    if value is None or not re.fullmatch(rf"{_DATE_TIME}(?:;[CRcr])?", value):
+        raise _syntax("RRVS must be an RFC 3339 date-time, optionally ;C or ;R")
+    return value
+
+
+def _notify(value: str | None) -> tuple[str, ...]:
+    # RFC 3461 §4.1: "NEVER" alone, or a comma list of SUCCESS, FAILURE, DELAY.
+    items = tuple(item.upper() for item in (value or "").split(","))
+    if items == ("NEVER",):
+        return items
+    if not items or len(set(items)) != len(items) or not set(items) <= {"SUCCESS", "FAILURE", "DELAY"}:
+        raise _syntax("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")
+    return items
+
+
+def _orcpt(value: str | None) -> tuple[str, str]:
+    # RFC 3461 §4.2: orcpt-parameter = "ORCPT=" addr-type ";" xtext
+    addr_type, semicolon, address = (value or "").partition(";")
+    if not semicolon or not _abnf.ESMTP_KEYWORD_RE.fullmatch(addr_type):
+        raise _syntax("ORCPT must look like rfc822;user@example.com")
+    return (addr_type, xtext_decode(address))
+
+
+def _format_orcpt(value: tuple[str, str]) -> str:
+    return f"{value[0]};{xtext_encode(value[1])}"
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One ESMTP parameter: where it goes, what it needs, how it reads and writes."""
+
+    keyword: str
+    command: Command
+    extension: str
+    field: str
+    parse: Callable[[str | None], Any]
+    format: Callable[[Any], str | None] = str
+    rfc: str = ""
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("SIZE", "MAIL", "SIZE", "size", _number, rfc="RFC 1870"),
+    ParamSpec("BODY", "MAIL", "8BITMIME", "body", _choice("7BIT", "8BITMIME", "BINARYMIME"), rfc="RFC 6152, 3030"),
+    ParamSpec("SMTPUTF8", "MAIL", "SMTPUTF8", "smtputf8", _flag, _format_flag, rfc="RFC 6531"),
+    ParamSpec("RET", "MAIL", "DSN", "ret", _choice("FULL", "HDRS"), rfc="RFC 3461"),
+    ParamSpec("ENVID", "MAIL", "DSN", "envid", _xtext, xtext_encode, rfc="RFC 3461"),
+    ParamSpec("AUTH", "MAIL", "AUTH", "auth", _xtext, xtext_encode, rfc="RFC 4954"),
+    ParamSpec("REQUIRETLS", "MAIL", "REQUIRETLS", "requiretls", _flag, _format_flag, rfc="RFC 8689"),
+    ParamSpec("MT-PRIORITY", "MAIL", "MT-PRIORITY", "mt_priority", _mt_priority, rfc="RFC 6710"),
+    ParamSpec("BY", "MAIL", "DELIVERBY", "by", _deliver_by, _format_deliver_by, rfc="RFC 2852"),
+    ParamSpec("HOLDFOR", "MAIL", "FUTURERELEASE", "hold_for", lambda v: _number(v, 999_999_999), rfc="RFC 4865"),
+    ParamSpec("HOLDUNTIL", "MAIL", "FUTURERELEASE", "hold_until", _hold_until, rfc="RFC 4865"),
+    ParamSpec("NOTIFY", "RCPT", "DSN", "notify", _notify, ",".join, rfc="RFC 3461"),
+    ParamSpec("ORCPT", "RCPT", "DSN", "orcpt", _orcpt, _format_orcpt, rfc="RFC 3461"),
+    ParamSpec("RRVS", "RCPT", "RRVS", "rrvs", _rrvs, rfc="RFC 7293"),
+)
+
+_BY_KEYWORD: Mapping[tuple[str, str], ParamSpec] = {(spec.command, spec.keyword): spec for spec in PARAMETERS}
+_BY_FIELD: Mapping[tuple[str, str], ParamSpec] = {(spec.command, spec.field): spec for spec in PARAMETERS}
+
+#: Extra extensions a BODY value needs beyond 8BITMIME.
+_BODY_NEEDS = {"BINARYMIME": "BINARYMIME"}
+
+# What an unknown or unusable parameter gets (RFC 5321 §4.1.1.11).
+_UNKNOWN = "Parameter {} not recognized or not implemented"
+
+
+def parse_params(
+    command: Command,
+    words: Iterable[str],
+    extensions: frozenset[str],
+    extra_keywords: frozenset[str] = frozenset(),
+    utf8: bool = False,
+) -> MailParams | RcptParams:
+    """Parse the ``KEY[=value]`` words after a MAIL or RCPT path (server side).
+
+    ``extensions`` is the set of EHLO keywords this session advertised (upper
+    case); ``extra_keywords`` the parameter keywords the application handles
+    itself.  Raises :class:`ParamError` carrying the reply to send.
+    """
+    values: dict[str, Any] = {}
+    extra: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    value_re = _abnf.ESMTP_VALUE_UTF8_RE if utf8 else _abnf.ESMTP_VALUE_RE
+    for word in words:
+        keyword, equals, value = word.partition("=")
+        if not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword) or (equals and not value_re.fullmatch(value)):
+            raise _syntax(f"Malformed parameter {word[:40]}")
+        keyword = keyword.upper()
+        if keyword in seen:
+            raise _syntax(f"Parameter {keyword} given twice")
+        seen.add(keyword)
+        raw = value if equals else None
+        spec = _BY_KEYWORD.get((command, keyword))
+        if spec is None or spec.extension not in extensions:
+            if keyword in extra_keywords:
+                extra.append((keyword, raw))
+                continue
+            raise ParamError(Reply(555, _UNKNOWN.format(keyword), "5.5.4"))
+        parsed = spec.parse(raw)
+        needs = _BODY_NEEDS.get(parsed) if spec.field == "body" else None
+        if needs is not None and needs not in extensions:
+            raise ParamError(Reply(504, f"BODY={parsed} not supported", "5.5.4"))
+        values[spec.field] = parsed
+    if command == "MAIL":
+        return MailParams(extra=tuple(extra), **values)
+    return RcptParams(extra=tuple(extra), **values)
+
+
+def format_params(command: Command, params: MailParams | RcptParams) -> list[str]:
+    """The wire words for ``params`` (client side), validated as we write them.
+
+    Raises :class:`LocalProtocolError` for an extra keyword or value that is not
+    in the ESMTP grammar: that is how a CR, LF or space could forge a command.
+    """
+    words: list[str] = []
+    for item in fields(params):
+        value = getattr(params, item.name)
+        if item.name == "extra" or value is None or value is False:
+            continue
+        spec = _BY_FIELD[(command, item.name)]
+        formatted = spec.format(value)
+        words.append(spec.keyword if formatted is None else f"{spec.keyword}={formatted}")
+    for keyword, value in params.extra:
+        if not isinstance(keyword, str) or not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword):
+            raise LocalProtocolError(f"{keyword!r} is not a valid ESMTP parameter keyword")
+        if value is not None and (not isinstance(value, str) or not _abnf.ESMTP_VALUE_UTF8_RE.fullmatch(value)):
+            raise LocalProtocolError(f"{value!r} is not a valid ESMTP parameter value (no spaces, '=' or controls)")
+        words.append(keyword if value is None else f"{keyword}={value}")
+    for word in words:
+        # The typed fields are formatted by our own functions, but their inputs
+        # come from the application: check every word the same way.
+        keyword, equals, value = word.partition("=")
+        if equals and not _abnf.ESMTP_VALUE_UTF8_RE.fullmatch(value):
+            raise LocalProtocolError(f"parameter {keyword} has a value that cannot be sent: {value!r}")
+    return words
+
+
+def required_extensions(command: Command, params: MailParams | RcptParams) -> set[str]:
+    """The EHLO keywords a server must have advertised for ``params`` to be sent."""
+    needed: set[str] = set()
+    for item in fields(params):
+        value = getattr(params, item.name)
+        if item.name == "extra" or value is None or value is False:
+            continue
+        needed.add(_BY_FIELD[(command, item.name)].extension)
+        if item.name == "body" and value in _BODY_NEEDS:
+            needed.add(_BODY_NEEDS[value])
+    return needed

@@ -1,0 +1,107 @@
+"""The receive buffer: bytes in, CRLF-terminated lines out, in linear time and bounded space.
+
+Two properties matter more than anything else here, and both come from h11:
+
+* **Linear time when fed one byte at a time.**  The buffer remembers how far it
+  has already searched for CRLF, so each new byte is looked at a constant
+  number of times however the input is split.
+* **Bounded space whatever arrives.**  A line longer than its limit is not
+  kept: the buffer drops what it holds, remembers that it is *skipping*, and
+  throws bytes away until the next CRLF, at which point it reports the overlong
+  line once.  Long runs of CR, of NUL or of anything without a CRLF cost
+  nothing but the limit.
+
+Only CRLF ends a line (RFC 5321 §2.3.8).  A lone CR or LF stays inside the line,
+where the command parser refuses it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OVERLONG", "ReceiveBuffer"]
+
+
+class _Overlong:
+    """Returned by :meth:`ReceiveBuffer.next_line` for a line that was too long."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "OVERLONG"
+
+
+OVERLONG = _Overlong()
+
+
+class ReceiveBuffer:
+    __slots__ = ("_data", "_searched", "_skipping")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        # Where the next search for CRLF starts (everything before has no CRLF).
+        self._searched = 0
+        # Inside an overlong line: discard until CRLF.
+        self._skipping = False
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def feed(self, data: bytes) -> None:
+        self._data += data
+
+    def clear(self) -> None:
+        """Forget everything (STARTTLS: nothing received before TLS may be used)."""
+        self._data.clear()
+        self._searched = 0
+        self._skipping = False
+
+    def next_line(self, limit: int) -> bytes | _Overlong | None:
+        """The next line without its CRLF, ``OVERLONG``, or ``None`` if incomplete.
+
+        ``limit`` counts the CRLF (RFC 5321 §4.5.3.1.4 counts it).  The buffer never
+        holds more than ``limit`` octets of an incomplete line.
+        """
+        data = self._data
+        end = data.find(b"\r\n", self._searched)
+        if end < 0:
+            # Keep a trailing CR: it may be the first half of CRLF.
+            self._searched = max(len(data) - 1, 0)
+            if len(data) >= limit:
+                self._skipping = True
+                keep_cr = data.endswith(b"\r")
+                data.clear()
+                if keep_cr:
+                    data += b"\r"
+                self._searched = 0
+            return None
+        if self._skipping or end + 2 > limit:
+            del data[: end + 2]
+            self._searched = 0
+            self._skipping = False
+            return OVERLONG
+        line = bytes(data[:end])
+        del data[: end + 2]
+        self._searched = 0
+        return line
+
+    def take(self, limit: int) -> bytes:
+        """Remove and return up to ``limit`` octets (BDAT chunks, raw content)."""
+        data = self._data
+        if limit >= len(data):
+            out = bytes(data)
+            data.clear()
+        else:
+            out = bytes(data[:limit])
+            del data[:limit]
+        self._searched = 0
+        return out
+
+    def peek(self) -> bytearray:
+        """The buffered bytes, for a reader that consumes with :meth:`discard`."""
+        return self._data
+
+    def discard(self, count: int) -> None:
+        del self._data[:count]
+        self._searched = 0
