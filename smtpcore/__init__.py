@@ -33,7 +33,9 @@ from ._events import (
 )
 from ._params import DeliverBy, MailParams, RcptParams, xtext_decode, xtext_encode
 from ._replies import Reply
+from ._sasl_server import SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED
+from ._server import ServerConnection, State
 
 __version__ = "0.1.0"
 
@@ -70,8 +72,12 @@ __all__ = [
     "RemoteProtocolError",
     "Reply",
     "Rset",
+    "SaslFailure",
     "ServerConfig",
+    "ServerConnection",
+    "ServerMechanism",
     "StartTls",
+    "State",
     "Timeout",
     "TlsHandshake",
     "TlsPolicy",

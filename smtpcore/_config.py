@@ -9,7 +9,9 @@ raises ``ValueError`` at once rather than refusing mail later.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._address import AddressError, check_domain
 
@@ -122,6 +124,9 @@ class ServerConfig:
     implicit_tls: bool = False
     auth: AuthPolicy = AuthPolicy.OFF
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    #: Mechanisms of the application's own: name -> factory(hostname) returning a
+    #: ``smtpcore.ServerMechanism``.  List the name in ``auth_mechanisms`` too.
+    auth_mechanism_factories: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
     #: Offer AUTH on a connection that is not TLS (off: RFC 4954 §4 advice).
     allow_insecure_auth: bool = False
 
@@ -168,9 +173,13 @@ class ServerConfig:
         for line in self.extra_extensions:
             if not isinstance(line, str) or not line or any(ord(c) < 32 or ord(c) > 126 for c in line):
                 raise ValueError(f"extra_extensions: {line!r} is not a printable ASCII EHLO line")
+        from ._sasl_server import MECHANISMS
+
         for name in self.auth_mechanisms:
             if name.upper() != name:
                 raise ValueError(f"auth_mechanisms: write {name!r} in upper case")
+            if name not in MECHANISMS and name not in self.auth_mechanism_factories:
+                raise ValueError(f"auth_mechanisms: {name!r} has no built-in or configured implementation")
 
 
 @dataclass(frozen=True)

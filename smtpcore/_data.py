@@ -34,7 +34,16 @@ class DataReader:
     recorded in ``bare_newline``, ``long_line`` and ``size``.
     """
 
-    __slots__ = ("_at_start", "_line_length", "_strip_lead", "bare_newline", "long_line", "max_text_line", "size")
+    __slots__ = (
+        "_at_start",
+        "_line_length",
+        "_strip_lead",
+        "bare_newline",
+        "done",
+        "long_line",
+        "max_text_line",
+        "size",
+    )
 
     def __init__(self, max_line_length: int) -> None:
         # The DATA command's CRLF is the "first CRLF" of an immediate end.
@@ -46,10 +55,20 @@ class DataReader:
         self.max_text_line = max_line_length - 2
         self.bare_newline = False
         self.long_line = False
+        #: The end of data has been found.
+        self.done = False
         #: Content octets handed out so far, after unstuffing.
         self.size = 0
 
     def feed_from(self, buffer: bytearray) -> tuple[bytes, bool]:
+        if self.done:
+            # The caller may come back once more after the last piece: never read
+            # past the end, the bytes after it are the next command.
+            return b"", True
+        piece, self.done = self._feed_from(buffer)
+        return piece, self.done
+
+    def _feed_from(self, buffer: bytearray) -> tuple[bytes, bool]:
         if self._at_start:
             if not buffer:
                 return b"", False

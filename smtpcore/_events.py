@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import _abnf
 from ._address import AddressError, check_domain, check_mailbox
@@ -58,12 +58,12 @@ SASL_MECHANISM_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 class Event:
     """Base class of every event.
 
-    ``expects_reply`` says whether a server that receives this event must answer
-    it (with ``send()`` or ``accept()``) before the machine reads further.
+    Whether a server must answer an event it received is the connection's
+    business, not the event's (VRFY is answered by the core unless the
+    configuration hands it over): see ``ServerConnection.reply_due``.
     """
 
     __slots__ = ()
-    expects_reply: ClassVar[bool] = False
 
     @classmethod
     def _unchecked(cls: type[_E], **values: Any) -> _E:
@@ -79,8 +79,12 @@ def _check_string(value: str | None, what: str, optional: bool) -> None:
         if not optional:
             raise LocalProtocolError(f"{what} needs an argument")
         return
-    if not isinstance(value, str) or not _abnf.STRING_UTF8_RE.fullmatch(value):
-        raise LocalProtocolError(f"{what} argument {value!r} must be an atom or a quoted string")
+    # RFC 5321 §4.1.1 says String (an atom or a quoted string), and §3.5.1 shows
+    # mailboxes as VRFY arguments: accept both, refuse anything else.
+    if not isinstance(value, str) or not (
+        _abnf.STRING_UTF8_RE.fullmatch(value) or _abnf.MAILBOX_UTF8_RE.fullmatch(value)
+    ):
+        raise LocalProtocolError(f"{what} argument {value!r} must be an atom, a quoted string or a mailbox")
 
 
 # --- commands (client to server) ------------------------------------------------------------------
@@ -92,7 +96,6 @@ class Hello(Event):
 
     domain: str
     verb: Literal["EHLO", "HELO", "LHLO"] = "EHLO"
-    expects_reply: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.verb not in ("EHLO", "HELO", "LHLO"):
@@ -109,7 +112,6 @@ class Mail(Event):
 
     sender: str
     params: MailParams = field(default_factory=MailParams)
-    expects_reply: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.sender != "":
@@ -127,7 +129,6 @@ class Rcpt(Event):
 
     recipient: str
     params: RcptParams = field(default_factory=RcptParams)
-    expects_reply: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.recipient, str) and self.recipient.lower() == "postmaster"):
@@ -142,8 +143,6 @@ class Rcpt(Event):
 @dataclass(frozen=True, slots=True)
 class Data(Event):
     """DATA: the server answers 354, then the content follows."""
-
-    expects_reply: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +186,6 @@ class MessageData(Event):
 class EndOfMessage(Event):
     """The end of the content: CRLF.CRLF after DATA, or the end of the BDAT LAST chunk."""
 
-    expects_reply: ClassVar[bool] = True
-
 
 @dataclass(frozen=True, slots=True)
 class Rset(Event):
@@ -215,7 +212,6 @@ class Vrfy(Event):
     """VRFY <string>.  Answered by the application only if the configuration says so."""
 
     argument: str
-    expects_reply: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_string(self.argument, "VRFY", optional=False)
@@ -226,7 +222,6 @@ class Expn(Event):
     """EXPN <string>.  Answered by the application only if the configuration says so."""
 
     argument: str
-    expects_reply: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_string(self.argument, "EXPN", optional=False)
@@ -245,8 +240,6 @@ class Help(Event):
 @dataclass(frozen=True, slots=True)
 class StartTls(Event):
     """STARTTLS (RFC 3207).  After a 220 both sides start the TLS handshake."""
-
-    expects_reply: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +292,6 @@ class AuthCredentials(Event):
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     verifier: Any = field(default=None, repr=False, compare=False)
-    expects_reply: ClassVar[bool] = True
 
     def verify(self, password: str) -> bool:
         """Whether ``password`` is the one the client proved it knows."""

@@ -99,8 +99,13 @@ class ReceiveBuffer:
         return out
 
     def peek(self) -> bytearray:
-        """The buffered bytes, for a reader that consumes with :meth:`discard`."""
+        """The buffered bytes themselves, for a content reader that consumes them
+        in place.  Call :meth:`rewind` after changing them."""
         return self._data
+
+    def rewind(self) -> None:
+        """Forget how far the line search got: the bytes were changed under it."""
+        self._searched = 0
 
     def discard(self, count: int) -> None:
         del self._data[:count]

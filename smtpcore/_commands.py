@@ -1,0 +1,226 @@
+"""Parsing one command line (server side): bytes in, an event or a refusal out.
+
+The server's state machine decides *whether* a command may come now; this module
+decides only *what* the line says.  Each verb has one parser function in
+:data:`PARSERS`; a parser returns an event or raises :class:`Refusal` with the
+reply the grammar calls for (500 unknown, 501 bad arguments, 555 bad parameters,
+553 UTF-8 without SMTPUTF8).
+
+Lines are decoded as UTF-8 strictly, and a line with any control character (a
+bare CR or LF, NUL, TAB, DEL) is refused before it is looked at: RFC 5321
+commands contain printable text and single spaces only.  What the grammar
+refuses is never "repaired"; the one tolerance, as in Postfix and go-smtp, is
+spaces after ``FROM:`` / ``TO:``, which common clients send.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _abnf
+from . import _replies as R
+from ._address import AddressError, check_domain, parse_path
+from ._events import (
+    Auth,
+    Bdat,
+    Data,
+    Event,
+    Expn,
+    Hello,
+    Help,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from ._params import MailParams, ParamError, RcptParams, parse_params
+from ._replies import Reply
+
+__all__ = ["PARSERS", "Context", "Refusal", "decode_line", "split_verb"]
+
+
+class Refusal(Exception):
+    """The line cannot become an event; ``reply`` says why."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class Context:
+    """What parsing depends on in the current session."""
+
+    #: EHLO keywords advertised in this session (upper case); empty after HELO.
+    extensions: frozenset[str]
+    #: Parameter keywords the application handles itself.
+    extra_parameters: frozenset[str]
+    #: The current transaction's MAIL said SMTPUTF8 (RCPT may then be UTF-8).
+    transaction_utf8: bool = False
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# The bracketed path at the start of a MAIL/RCPT argument: a quoted local part
+# may contain ">" and spaces, so the end is found with the quoting in mind.
+_PATH_EXTENT_RE = re.compile(r'<(?:[^>"\\]|"(?:[^"\\]|\\.)*")*>')
+_NON_SMTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE", "USER"})
+
+
+def decode_line(line: bytes) -> str:
+    """The command line as text; :class:`Refusal` for non-UTF-8 or control bytes."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refusal(R.SYNTAX_NOT_UTF8) from None
+    if _CONTROL_RE.search(text):
+        raise Refusal(R.SYNTAX_BAD_BYTES)
+    return text
+
+
+def split_verb(text: str) -> tuple[str, str | None]:
+    """``("MAIL", "FROM:<a@b>")``; the argument is ``None`` when there is no space."""
+    verb, space, argument = text.partition(" ")
+    return verb.upper(), (argument if space else None)
+
+
+def is_non_smtp(verb: str) -> bool:
+    """An HTTP (or POP3) verb: somebody pointed the wrong client at us."""
+    return verb in _NON_SMTP_VERBS
+
+
+def _no_argument(event: Event) -> Callable[[str | None, Context], Event]:
+    def parse(argument: str | None, context: Context) -> Event:
+        if argument is not None:
+            raise Refusal(Reply(501, "This command takes no argument", "5.5.4"))
+        return event
+
+    return parse
+
+
+def _hello(verb: str) -> Callable[[str | None, Context], Event]:
+    def parse(argument: str | None, context: Context) -> Event:
+        if not argument:
+            raise Refusal(Reply(501, f"{verb} needs a domain name or address literal", "5.5.4"))
+        try:
+            # HELO takes a Domain only; EHLO and LHLO also an address literal.
+            if verb == "HELO" and argument.startswith("["):
+                raise AddressError("HELO takes a domain name")
+            check_domain(argument, utf8=True)
+        except AddressError as exc:
+            raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
+        return Hello._unchecked(domain=argument, verb=verb)
+
+    return parse
+
+
+def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]:
+    if argument is None or argument[: len(prefix)].upper() != prefix:
+        raise Refusal(Reply(501, f"Syntax: {prefix}<address> [parameters]", "5.5.2"))
+    rest = argument[len(prefix) :].lstrip(" ")
+    match = _PATH_EXTENT_RE.match(rest)
+    if match is None:
+        raise Refusal(Reply(501, "Address must be in angle brackets", "5.5.2"))
+    after = rest[match.end() :]
+    if after and after[0] != " ":
+        raise Refusal(Reply(501, "Space required between address and parameters", "5.5.2"))
+    return match.group(), after.split()
+
+
+def _address_refusal(exc: AddressError, detail: str) -> Refusal:
+    if exc.non_ascii:
+        return Refusal(R.NON_ASCII_ADDRESS)
+    return Refusal(Reply(501, f"Bad {detail} address syntax: {exc}", "5.1.7" if detail == "sender" else "5.1.3"))
+
+
+def _parse_params(command: str, words: list[str], context: Context, utf8: bool) -> MailParams | RcptParams:
+    try:
+        return parse_params(
+            "MAIL" if command == "MAIL" else "RCPT", words, context.extensions, context.extra_parameters, utf8
+        )
+    except ParamError as exc:
+        raise Refusal(exc.reply) from None
+
+
+def _mail(argument: str | None, context: Context) -> Event:
+    path, words = _path_and_params(argument, "FROM:")
+    params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
+    assert isinstance(params, MailParams)
+    try:
+        sender = parse_path(path, utf8=params.smtputf8, null_allowed=True, postmaster_allowed=False)
+    except AddressError as exc:
+        raise _address_refusal(exc, "sender") from None
+    return Mail._unchecked(sender=sender, params=params)
+
+
+def _rcpt(argument: str | None, context: Context) -> Event:
+    path, words = _path_and_params(argument, "TO:")
+    params = _parse_params("RCPT", words, context, utf8=context.transaction_utf8)
+    try:
+        recipient = parse_path(path, utf8=context.transaction_utf8, null_allowed=False, postmaster_allowed=True)
+    except AddressError as exc:
+        raise _address_refusal(exc, "recipient") from None
+    return Rcpt._unchecked(recipient=recipient, params=params)
+
+
+def _bdat(argument: str | None, context: Context) -> Event:
+    # RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF
+    #   chunk-size = 1*DIGIT ; end-marker = "LAST"
+    words = (argument or "").split(" ")
+    if not words[0] or not _abnf.NUMBER_RE.fullmatch(words[0]) or len(words) > 2:
+        raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
+    if len(words) == 2 and words[1].upper() != "LAST":
+        raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
+    return Bdat._unchecked(size=int(words[0]), last=len(words) == 2)
+
+
+def _string(cls: type[Vrfy] | type[Expn]) -> Callable[[str | None, Context], Event]:
+    def parse(argument: str | None, context: Context) -> Event:
+        if not argument:
+            raise Refusal(Reply(501, f"Syntax: {cls.__name__.upper()} <string>", "5.5.4"))
+        return cls._unchecked(argument=argument)
+
+    return parse
+
+
+def _optional_string(cls: type[Help] | type[Noop]) -> Callable[[str | None, Context], Event]:
+    def parse(argument: str | None, context: Context) -> Event:
+        return cls._unchecked(argument=argument or None)
+
+    return parse
+
+
+def _auth(argument: str | None, context: Context) -> Event:
+    # RFC 4954 §4: "AUTH" SP sasl-mech [SP initial-response]; initial-response = base64 / "="
+    words = (argument or "").split(" ")
+    mechanism = words[0].upper()
+    if not mechanism or len(words) > 2:
+        raise Refusal(Reply(501, "Syntax: AUTH <mechanism> [initial-response]", "5.5.4"))
+    # The initial response stays base64 text here: the server decodes it, so a
+    # bad encoding gets its own reply (501 5.5.2) after the mechanism is known.
+    initial = words[1].encode("ascii", "replace") if len(words) == 2 else None
+    return Auth._unchecked(mechanism=mechanism, initial_response=initial)
+
+
+#: verb -> parser(argument, context) -> event
+PARSERS: dict[str, Callable[[str | None, Context], Event]] = {
+    "EHLO": _hello("EHLO"),
+    "HELO": _hello("HELO"),
+    "LHLO": _hello("LHLO"),
+    "MAIL": _mail,
+    "RCPT": _rcpt,
+    "DATA": _no_argument(Data()),
+    "BDAT": _bdat,
+    "RSET": _no_argument(Rset()),
+    "QUIT": _no_argument(Quit()),
+    "NOOP": _optional_string(Noop),
+    "HELP": _optional_string(Help),
+    "VRFY": _string(Vrfy),
+    "EXPN": _string(Expn),
+    "STARTTLS": _no_argument(StartTls()),
+    "AUTH": _auth,
+}

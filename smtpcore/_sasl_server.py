@@ -1,0 +1,117 @@
+"""Server-side SASL mechanisms for AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
+
+A mechanism is a tiny state machine over raw bytes (the server does the base64):
+``step(response)`` returns either the next challenge (bytes, sent as ``334``) or
+the finished :class:`~smtpcore.AuthCredentials`, which the application then
+accepts or refuses.  A mechanism never decides whether credentials are *valid*:
+it only extracts them, so secrets stay with the application.
+
+To add a mechanism, implement :class:`ServerMechanism` and list a factory for it
+in ``ServerConfig.auth_mechanism_factories``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from ._events import AuthCredentials
+
+__all__ = ["MECHANISMS", "SaslFailure", "ServerMechanism"]
+
+
+class SaslFailure(Exception):
+    """The client's response is malformed; the exchange ends with 501."""
+
+
+class ServerMechanism(Protocol):
+    """One SASL exchange, server side."""
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        """Consume the client's response (``None``: AUTH came without an initial
+        response) and return the next challenge or the finished credentials."""
+        ...
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SaslFailure(f"{what} is not UTF-8") from None
+
+
+class Plain:
+    """RFC 4616: ``[authzid] NUL authcid NUL passwd`` in one response."""
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return b""  # an empty challenge asks for the response
+        parts = response.split(b"\x00")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise SaslFailure("PLAIN response must be authzid NUL authcid NUL password")
+        authzid, authcid, password = (_text(part, "PLAIN field") for part in parts)
+        return AuthCredentials("PLAIN", authcid, authzid, password=password)
+
+
+class Login:
+    """The widespread (never standardised) LOGIN: username, then password."""
+
+    def __init__(self) -> None:
+        self._username: str | None = None
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return b"Username:"
+        if self._username is None:
+            self._username = _text(response, "username")
+            return b"Password:"
+        return AuthCredentials("LOGIN", self._username, password=_text(response, "password"))
+
+
+class CramMd5:
+    """RFC 2195: the client proves it knows the password with HMAC-MD5 of a challenge."""
+
+    def __init__(self, hostname: str, nonce: Callable[[], str] | None = None) -> None:
+        token = nonce() if nonce is not None else secrets.token_hex(16)
+        self._challenge = f"<{token}@{hostname}>".encode("ascii")
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return self._challenge
+        username, space, digest = _text(response, "CRAM-MD5 response").rpartition(" ")
+        if not space or not username or len(digest) != 32:
+            raise SaslFailure("CRAM-MD5 response must be 'user hexdigest'")
+        challenge = self._challenge
+
+        def verify(password: str) -> bool:
+            expected = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+            return hmac.compare_digest(expected, digest.lower())
+
+        return AuthCredentials("CRAM-MD5", username, verifier=verify)
+
+
+class XOAuth2:
+    """Google/Microsoft XOAUTH2: ``user=U ^A auth=Bearer T ^A ^A``."""
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return b""
+        fields = _text(response, "XOAUTH2 response").split("\x01")
+        if len(fields) < 3 or fields[-2:] != ["", ""]:
+            raise SaslFailure("XOAUTH2 response must end with two ^A")
+        values = dict(field.partition("=")[::2] for field in fields[:-2])
+        user, auth = values.get("user"), values.get("auth", "")
+        if not user or not auth.startswith("Bearer "):
+            raise SaslFailure("XOAUTH2 response needs user= and auth=Bearer")
+        return AuthCredentials("XOAUTH2", user, token=auth[len("Bearer ") :])
+
+
+#: The built-in mechanisms: name -> factory(hostname).
+MECHANISMS: dict[str, Callable[[str], ServerMechanism]] = {
+    "PLAIN": lambda hostname: Plain(),
+    "LOGIN": lambda hostname: Login(),
+    "CRAM-MD5": CramMd5,
+    "XOAUTH2": lambda hostname: XOAuth2(),
+}

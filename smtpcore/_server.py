@@ -1,0 +1,741 @@
+"""The server role: :class:`ServerConnection`, an SMTP/LMTP server as a pure state machine.
+
+How to read this module
+-----------------------
+The connection moves through the states of :class:`State`.  Which command may
+come in which state, and where an accepted command leads, is the table
+:data:`TRANSITIONS` below; anything not in it gets ``503 Bad sequence``.
+
+The application drives it like h11: ``receive_data()`` appends bytes,
+``next_event()`` parses at most one event, ``data_to_send()`` drains the replies
+queued so far.  Receiving can itself produce output (the core answers a bad
+command, a NOOP or a SASL step on its own), which is why replies are queued in
+an outgoing buffer rather than returned by ``send()`` (as in h2).
+
+**One command at a time.**  After an event that needs the application's answer
+(``reply_due`` is true), ``next_event()`` returns ``PAUSED`` until ``send()`` or
+``accept()`` is called.  Pipelined input meanwhile stays in the receive buffer,
+so replies always go out in command order and nothing after a DATA, STARTTLS or
+QUIT is acted on before that command is answered.
+
+**Safety properties, and where they live.**  End of data is only CRLF.CRLF
+(``_data.DataReader``).  Input that arrives after a STARTTLS is discarded when
+the 220 is queued and until ``tls_established()`` (the CVE-2011-0411 class).
+Every buffer is bounded: command lines by ``max_command_line`` (overlong lines
+are skipped, not stored), content by handing it out as it arrives.  Errors found
+in message content are answered once, after the end of data.
+
+There is no clock here: the adapter asks :attr:`ServerConnection.timeout` which
+RFC 5321 §4.5.3.2 timeout governs the current wait and enforces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from typing import Final
+
+from . import _replies as R
+from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, split_verb
+from ._config import AuthPolicy, BareNewlinePolicy, LongLinePolicy, ServerConfig, Timeout, TlsPolicy
+from ._data import ChunkReader, DataReader
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    Auth,
+    AuthCredentials,
+    Bdat,
+    CommandRejected,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Expn,
+    Hello,
+    Help,
+    Mail,
+    MessageData,
+    MessageRejected,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    TlsHandshake,
+    Vrfy,
+)
+from ._receivebuffer import OVERLONG, ReceiveBuffer
+from ._replies import Reply
+from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
+from ._sentinels import NEED_DATA, PAUSED, Sentinel
+
+__all__ = ["TRANSITIONS", "ServerConnection", "State"]
+
+
+class State(enum.Enum):
+    """Where a server connection is.  The docs' diagram is drawn from :data:`TRANSITIONS`."""
+
+    GREETING = "greeting"  # the application owes the greeting (220 or 554)
+    REFUSED = "refused"  # greeted with 554: only QUIT is accepted (RFC 5321 §3.1)
+    CONNECTED = "connected"  # greeted; no EHLO/HELO/LHLO yet (also right after TLS)
+    READY = "ready"  # hello done, no mail transaction
+    MAIL = "mail"  # sender accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading content after 354
+    CHUNK = "chunk"  # reading the octets of one BDAT chunk
+    CHUNKING = "chunking"  # between the BDAT chunks of one transaction
+    AUTH = "auth"  # inside a SASL exchange (334 sent)
+    TLS = "tls"  # 220 to STARTTLS queued; waiting for the handshake
+    CLOSED = "closed"
+
+
+S = State
+_HELLO_STATES = (S.READY, S.MAIL, S.RCPT, S.CHUNKING)
+
+#: TRANSITIONS[state][command] -> the state after the application accepts it.
+#: A command missing from a state's row gets a 503 (bad sequence).  NOOP, RSET,
+#: QUIT, HELP, VRFY and EXPN are allowed in every state that reads commands and
+#: change nothing but what their names say, so they are not repeated here.
+TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
+    S.CONNECTED: {Hello: S.READY},
+    S.READY: {Hello: S.READY, Mail: S.MAIL, StartTls: S.TLS, Auth: S.AUTH},
+    S.MAIL: {Hello: S.READY, Rcpt: S.RCPT},
+    S.RCPT: {Hello: S.READY, Rcpt: S.RCPT, Data: S.DATA, Bdat: S.CHUNK},
+    S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
+}
+_ANYTIME = (Noop, Rset, Quit, Help, Vrfy, Expn)
+#: Before TLS under TlsPolicy.REQUIRED only these get through (RFC 3207 §4).
+_ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
+
+
+class _Greeting:
+    """What is pending before the greeting: not a command, but it needs a reply."""
+
+    __slots__ = ()
+
+
+_GREETING = _Greeting()
+
+# The positive replies each pending item may get; 4xx and 5xx are always allowed.
+_POSITIVE: dict[type[object], frozenset[int]] = {
+    _Greeting: frozenset({220}),
+    Hello: frozenset({250}),
+    Mail: frozenset({250}),
+    Rcpt: frozenset({250, 251}),
+    Data: frozenset({354}),
+    EndOfMessage: frozenset({250}),
+    StartTls: frozenset({220}),
+    AuthCredentials: frozenset({235}),
+    Vrfy: frozenset({250, 251, 252}),
+    Expn: frozenset({250, 252}),
+}
+
+
+class ServerConnection:
+    """One SMTP (or LMTP) connection, server side, with no I/O.
+
+    Typical loop::
+
+        conn = ServerConnection(ServerConfig(hostname="mx.example.com"))
+        conn.accept()                       # the 220 greeting
+        while True:
+            sock.sendall(conn.data_to_send())
+            event = conn.next_event()
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, ConnectionClosed):
+                break
+            elif conn.reply_due:
+                conn.accept()               # or conn.send(Reply(550, "No such user", "5.1.1"))
+    """
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._state = S.GREETING
+        self._buffer = ReceiveBuffer()
+        self._out = bytearray()
+        self._pending: object = _GREETING
+        self._replies_due = 1
+        self._peer_closed = False
+        self._error: RemoteProtocolError | None = None
+        self._errors = 0
+        self._tls_announced = False
+        #: The connection is encrypted (implicit TLS, or after STARTTLS).
+        self.tls_active = self.config.implicit_tls
+        #: Total octets received, for logs and session objects.
+        self.bytes_received = 0
+        self._reset_session()
+
+    # --- session and transaction state ----------------------------------------------------------
+
+    def _reset_session(self) -> None:
+        """Forget everything learnt from the client: at start and after TLS (RFC 3207 §4.2)."""
+        #: The accepted EHLO/HELO/LHLO, or None.
+        self.hello: Hello | None = None
+        #: The finished, accepted authentication, or None.
+        self.authenticated: AuthCredentials | None = None
+        self._extensions: frozenset[str] = frozenset()
+        self._esc = False
+        self._mechanism: ServerMechanism | None = None
+        self._reset_transaction()
+
+    def _reset_transaction(self) -> None:
+        #: The accepted MAIL of the current transaction, or None.
+        self.mail: Mail | None = None
+        self._recipients: list[Rcpt] = []
+        self._rcpt_attempted = False
+        self._reader: DataReader | ChunkReader | None = None
+        self._message_error: Reply | None = None
+        self._message_size = 0
+        self._chunk_refusal: Reply | None = None
+        self._chunk_last = False
+        self._state_after_refused_chunk = S.READY
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def recipients(self) -> tuple[Rcpt, ...]:
+        """The accepted recipients of the current transaction, in RCPT order."""
+        return tuple(self._recipients)
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """The EHLO keywords advertised in this session (empty before EHLO or after HELO)."""
+        return self._extensions
+
+    @property
+    def reply_due(self) -> bool:
+        """True while the machine waits for ``send()`` / ``accept()``."""
+        return self._replies_due > 0
+
+    @property
+    def timeout(self) -> Timeout:
+        """The wait the adapter must bound now (RFC 5321 §4.5.3.2)."""
+        config = self.config
+        if self._state in (S.DATA, S.CHUNK):
+            return Timeout("data", config.data_timeout, "RFC 5321 §4.5.3.2.7", config.min_data_rate or None)
+        if self._state is S.TLS:
+            return Timeout("tls-handshake", config.tls_handshake_timeout, "RFC 3207 §4")
+        return Timeout("command", config.command_timeout, "RFC 5321 §4.5.3.2.7")
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the client; ``b""`` means the client closed its side."""
+        if not data:
+            self._peer_closed = True
+            return
+        self.bytes_received += len(data)
+        if self._state in (S.TLS, S.CLOSED):
+            # Plaintext sent after STARTTLS must never be parsed (CVE-2011-0411),
+            # and nothing after the end of the session matters.
+            return
+        self._buffer.feed(data)
+
+    def next_event(self) -> Event | Sentinel:
+        """The next event, ``NEED_DATA`` or ``PAUSED``.
+
+        Raises :class:`RemoteProtocolError` when the client broke the protocol
+        beyond repair; its reply is already queued: flush and close.
+        """
+        if self._error is not None:
+            raise self._error
+        while True:
+            if self._errors >= self.config.max_errors and self._state is not S.CLOSED:
+                self._fatal(R.TOO_MANY_ERRORS, f"client made {self._errors} errors")
+            if self._state is S.CLOSED:
+                return ConnectionClosed(by_peer=self._peer_closed)
+            if self._replies_due:
+                if self._pending is _GREETING and self._buffer and self.config.reject_early_talkers:
+                    self._fatal(R.EARLY_TALKER, "client sent data before the greeting")
+                return PAUSED
+            if self._state is S.TLS:
+                if not self._tls_announced:
+                    self._tls_announced = True
+                    return TlsHandshake()
+                return PAUSED
+            if self._state in (S.DATA, S.CHUNK):
+                event = self._next_content_event()
+            else:
+                event = self._next_command_event()
+            if event is not None:
+                return event
+
+    def _next_command_event(self) -> Event | Sentinel | None:
+        limit = self.config.max_auth_line if self._state is S.AUTH else self.config.max_command_line
+        line = self._buffer.next_line(limit)
+        if line is None:
+            return self._end_of_input()
+        if self._state is S.AUTH:
+            return self._auth_line(line)
+        if line is OVERLONG:
+            return self._reject("", R.SYNTAX_LINE_TOO_LONG)
+        assert isinstance(line, bytes)
+        try:
+            text = decode_line(line)
+        except Refusal as refusal:
+            return self._reject("", refusal.reply)
+        verb, argument = split_verb(text)
+        if is_non_smtp(verb):
+            self._fatal(R.NON_SMTP_COMMAND, f"client sent a non-SMTP command ({verb})")
+        parser = PARSERS.get(verb)
+        # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.
+        wrong_hello = verb in ("LHLO", "HELO", "EHLO") and (verb == "LHLO") != self.config.lmtp
+        if parser is None or wrong_hello:
+            return self._reject(verb[:16], R.SYNTAX_UNRECOGNIZED)
+        context = Context(self._extensions, self.config.extra_parameters, bool(self.mail and self.mail.params.smtputf8))
+        try:
+            event = parser(argument, context)
+        except Refusal as refusal:
+            return self._reject(verb, refusal.reply)
+        return self._command(verb, event)
+
+    def _end_of_input(self) -> Event | Sentinel:
+        if self._peer_closed:
+            self._state = S.CLOSED
+            return ConnectionClosed(by_peer=True)
+        return NEED_DATA
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def _command(self, verb: str, event: Event) -> Event | None:
+        """Decide what to do with a well-formed command in the current state."""
+        state = self._state
+        config = self.config
+        kind = type(event)
+        if state is S.REFUSED:
+            if kind is Quit:
+                return self._quit(event)
+            return self._reject(verb, R.REFUSED_SESSION)
+        refusal = self._policy_refusal(event)
+        if refusal is not None:
+            if kind is Bdat:
+                assert isinstance(event, Bdat)
+                return self._start_chunk(event, refusal)
+            return self._reject(verb, refusal)
+        if kind in _ANYTIME:
+            return self._anytime(event)
+        if kind is Bdat:
+            assert isinstance(event, Bdat)
+            return self._start_chunk(event, self._sequence_refusal(event))
+        if kind not in TRANSITIONS.get(state, {}):
+            return self._reject(verb, self._sequence_refusal(event))
+        if kind is Rcpt and len(self._recipients) >= config.max_recipients:
+            return self._reject(verb, R.TOO_MANY_RECIPIENTS, count=False)
+        if kind is Rcpt:
+            self._rcpt_attempted = True
+        if kind is Data and self.mail is not None and self.mail.params.body == "BINARYMIME":
+            return self._reject(verb, R.BINARYMIME_NEEDS_BDAT)
+        if kind is Mail:
+            assert isinstance(event, Mail)
+            size = event.params.size
+            if config.max_message_size and size is not None and size > config.max_message_size:
+                return self._reject(verb, R.MESSAGE_TOO_BIG, count=False)
+        if kind is Auth:
+            assert isinstance(event, Auth)
+            return self._start_auth(event)
+        self._await_reply(event)
+        return event
+
+    def _policy_refusal(self, event: Event) -> Reply | None:
+        """The reply for a command the configuration or the session's security forbids."""
+        config = self.config
+        kind = type(event)
+        if kind is StartTls:
+            if config.tls is TlsPolicy.OFF:
+                return R.NOT_IMPLEMENTED
+            if self.tls_active:
+                return R.ALREADY_TLS
+        elif kind is Auth:
+            if config.auth is AuthPolicy.OFF:
+                return R.NOT_IMPLEMENTED
+        elif kind is Bdat and not config.chunking:
+            return R.NOT_IMPLEMENTED
+        if config.tls is TlsPolicy.REQUIRED and not self.tls_active and kind not in _ALLOWED_BEFORE_TLS:
+            return R.STARTTLS_FIRST
+        if kind is Auth and self._state in _HELLO_STATES:
+            if self.authenticated is not None:
+                return R.ALREADY_AUTHENTICATED
+            if self.mail is not None:
+                return R.AUTH_IN_TRANSACTION
+            if not (self.tls_active or config.allow_insecure_auth):
+                return R.AUTH_NEEDS_TLS
+        if (
+            config.auth is AuthPolicy.REQUIRED
+            and self.authenticated is None
+            and kind in (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
+        ):
+            return R.AUTH_FIRST
+        return None
+
+    def _sequence_refusal(self, event: Event) -> Reply | None:
+        """The 503 (or 554) for a command out of sequence; None if it is in sequence."""
+        state = self._state
+        kind = type(event)
+        if kind in TRANSITIONS.get(state, {}):
+            return None
+        if state is S.CONNECTED:
+            return R.LHLO_FIRST if self.config.lmtp else R.HELLO_FIRST
+        if kind is Mail and state in (S.MAIL, S.RCPT, S.CHUNKING):
+            return R.NESTED_MAIL
+        if kind in (Rcpt, Data, Bdat) and state is S.READY:
+            return R.MAIL_FIRST
+        if kind in (Data, Bdat) and state is S.MAIL:
+            return R.NO_VALID_RECIPIENTS if self._rcpt_attempted else R.RCPT_FIRST
+        if kind is Data and state is S.CHUNKING:
+            return R.DATA_AFTER_BDAT
+        return R.BAD_SEQUENCE
+
+    def _anytime(self, event: Event) -> Event:
+        kind = type(event)
+        if kind is Quit:
+            return self._quit(event)
+        if kind is Rset:
+            self._reset_transaction()
+            if self._state in _HELLO_STATES:
+                self._state = S.READY
+            self._queue(R.RSET_OK)
+        elif kind is Noop:
+            self._queue(R.OK)
+        elif kind is Help:
+            self._queue(R.HELP_TEXT)
+        elif kind is Vrfy and not self.config.vrfy_enabled:
+            self._queue(R.VRFY_DEFAULT)
+        elif kind is Expn and not self.config.expn_enabled:
+            self._queue(R.EXPN_DEFAULT)
+        else:
+            self._await_reply(event)
+        return event
+
+    def _quit(self, event: Event) -> Event:
+        self._queue(R.CLOSING)
+        self._state = S.CLOSED
+        return event
+
+    def _reject(self, verb: str, reply: Reply | None, count: bool = True) -> Event:
+        """Answer a command ourselves and tell the application; count it as an error."""
+        assert reply is not None
+        self._queue(reply)
+        if count:
+            # Checked at the next next_event(): the application sees this event first.
+            self._errors += 1
+        return CommandRejected(verb, reply)
+
+    def _fatal(self, reply: Reply, why: str) -> None:
+        self._queue(reply)
+        self._state = S.CLOSED
+        self._replies_due = 0
+        self._error = RemoteProtocolError(why, reply)
+        raise self._error
+
+    # --- replies from the application -----------------------------------------------------------
+
+    def _await_reply(self, pending: object, count: int = 1) -> None:
+        self._pending = pending
+        self._replies_due = count
+
+    def send(self, reply: Reply) -> None:
+        """Answer the pending event: 2xx/3xx accepts it, 4xx/5xx refuses it.
+
+        For an LMTP ``EndOfMessage`` call it once per accepted recipient, in RCPT
+        order.  A 421 ends the connection after the reply (the server is going
+        away).  Raises :class:`LocalProtocolError` when no reply is due or the code
+        does not fit the command (a 354 to RCPT, a 250 to DATA).
+        """
+        if not isinstance(reply, Reply):
+            raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
+        if not self._replies_due:
+            raise LocalProtocolError("no command is waiting for a reply")
+        pending = self._pending
+        accepted = reply.code < 400
+        if accepted and reply.code not in _POSITIVE[type(pending)]:
+            allowed = ", ".join(str(code) for code in sorted(_POSITIVE[type(pending)]))
+            raise LocalProtocolError(
+                f"{reply.code} is not a reply to {type(pending).__name__.strip('_')}: use {allowed}, 4xx or 5xx"
+            )
+        if isinstance(pending, _Greeting) and reply.code not in (220, 421, 554):
+            raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
+        self._replies_due -= 1
+        if isinstance(pending, Hello):
+            # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
+            self._out += (self._hello_reply(pending, reply) if accepted else reply).to_bytes(False)
+        else:
+            self._queue(self._with_enhanced_code(reply))
+        if reply.code == 421:
+            self._state = S.CLOSED
+            self._replies_due = 0
+            return
+        if self._replies_due == 0:
+            self._transition(pending, reply, accepted)
+
+    def accept(self) -> None:
+        """Send the standard reply for the pending event (the positive one where there is one).
+
+        The greeting gets 220, EHLO the extension list, MAIL 250 2.1.0, RCPT
+        250 2.1.5, DATA 354, the end of a message 250 (one per recipient in
+        LMTP), STARTTLS 220, AUTH 235, VRFY 252 and EXPN 502.
+        """
+        if not self._replies_due:
+            raise LocalProtocolError("no command is waiting for a reply")
+        for reply in self._default_replies():
+            self.send(reply)
+
+    def _default_replies(self) -> list[Reply]:
+        pending = self._pending
+        hostname = self.config.hostname
+        if isinstance(pending, _Greeting):
+            return [Reply(220, f"{hostname} {'LMTP' if self.config.lmtp else 'ESMTP'} smtpcore")]
+        if isinstance(pending, EndOfMessage) and self.config.lmtp:
+            return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in self._recipients]
+        defaults: dict[type[object], Reply] = {
+            Hello: Reply(250, hostname),
+            Mail: R.SENDER_OK,
+            Rcpt: R.RECIPIENT_OK,
+            Data: R.START_DATA,
+            EndOfMessage: R.MESSAGE_ACCEPTED,
+            StartTls: R.READY_FOR_TLS,
+            AuthCredentials: R.AUTH_OK,
+            Vrfy: R.VRFY_DEFAULT,
+            Expn: R.EXPN_DEFAULT,
+        }
+        return [defaults[type(pending)]] * self._replies_due
+
+    def _transition(self, pending: object, reply: Reply, accepted: bool) -> None:
+        if isinstance(pending, _Greeting):
+            self._state = S.CONNECTED if accepted else S.REFUSED
+        elif isinstance(pending, EndOfMessage):
+            self._reset_transaction()
+            self._state = S.READY
+        elif isinstance(pending, AuthCredentials):
+            self._state = S.READY
+            if accepted:
+                self.authenticated = pending
+            else:
+                self._errors += 1  # failed logins count, to stop password guessing
+        elif accepted and isinstance(pending, Event):
+            next_state = TRANSITIONS.get(self._state, {}).get(type(pending))
+            if next_state is not None:  # VRFY and EXPN change nothing
+                self._state = next_state
+                self._on_accepted(pending)
+
+    def _on_accepted(self, pending: object) -> None:
+        if isinstance(pending, Hello):
+            self._reset_transaction()
+            self.hello = pending
+            self._esc = self.config.enhanced_status_codes and pending.verb != "HELO"
+        elif isinstance(pending, Mail):
+            self.mail = pending
+        elif isinstance(pending, Rcpt):
+            self._recipients.append(pending)
+        elif isinstance(pending, Data):
+            self._reader = DataReader(self.config.max_line_length)
+        elif isinstance(pending, StartTls):
+            # Anything the client pipelined after STARTTLS was sent in plaintext
+            # and could be an attacker's injection: it is dropped, never parsed.
+            self._buffer.clear()
+            self._tls_announced = False
+
+    def _hello_reply(self, hello: Hello, reply: Reply) -> Reply:
+        """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1)."""
+        if hello.verb == "HELO":
+            self._extensions = frozenset()
+            return reply
+        lines = self._extension_lines()
+        self._extensions = frozenset(line.split(" ", 1)[0].upper() for line in lines)
+        return Reply._unchecked(250, (reply.text[0], *lines), None)
+
+    def _extension_lines(self) -> list[str]:
+        config = self.config
+        lines = []
+        if config.pipelining:
+            lines.append("PIPELINING")
+        lines.append(f"SIZE {config.max_message_size}")
+        if config.eight_bit_mime:
+            lines.append("8BITMIME")
+        if config.enhanced_status_codes:
+            lines.append("ENHANCEDSTATUSCODES")
+        if config.smtputf8:
+            lines.append("SMTPUTF8")
+        if config.chunking:
+            lines.append("CHUNKING")
+            if config.binarymime:
+                lines.append("BINARYMIME")
+        if config.dsn:
+            lines.append("DSN")
+        if config.tls is not TlsPolicy.OFF and not self.tls_active:
+            lines.append("STARTTLS")
+        if config.auth is not AuthPolicy.OFF and (self.tls_active or config.allow_insecure_auth):
+            lines.append("AUTH " + " ".join(config.auth_mechanisms))
+        if config.requiretls and self.tls_active:
+            lines.append("REQUIRETLS")
+        if config.advertise_limits:
+            lines.append(f"LIMITS RCPTMAX={config.max_recipients}")
+        lines.extend(config.extra_extensions)
+        return lines
+
+    def _with_enhanced_code(self, reply: Reply) -> Reply:
+        """RFC 2034 §3: once advertised, every reply carries an enhanced code."""
+        if self._esc and reply.enhanced is None and reply.code // 100 in (2, 4, 5) and reply.code != 220:
+            return Reply._unchecked(reply.code, reply.text, f"{reply.code // 100}.0.0")
+        return reply
+
+    def _queue(self, reply: Reply) -> None:
+        self._out += reply.to_bytes(self._esc)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the client since the last call."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # --- TLS --------------------------------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """The adapter finished the TLS handshake the ``TlsHandshake`` event asked for.
+
+        The session starts over (RFC 3207 §4.2): the client must send EHLO again,
+        and nothing learnt before TLS (hello, authentication, transaction) is kept.
+        """
+        if self._state is not S.TLS:
+            raise LocalProtocolError("tls_established() is only valid after a TlsHandshake event")
+        self._buffer.clear()
+        self.tls_active = True
+        self._reset_session()
+        self._state = S.CONNECTED
+
+    # --- AUTH -------------------------------------------------------------------------------------
+
+    def _start_auth(self, event: Auth) -> Event | None:
+        config = self.config
+        name = event.mechanism
+        factory = config.auth_mechanism_factories.get(name) or MECHANISMS.get(name)
+        if name not in config.auth_mechanisms or factory is None:
+            return self._reject("AUTH", R.AUTH_UNKNOWN_MECHANISM)
+        self._mechanism = factory(config.hostname)
+        initial = event.initial_response
+        if initial is None:
+            return self._sasl_step(None)
+        if initial == b"=":  # RFC 4954 §4: "=" is an empty initial response
+            return self._sasl_step(b"")
+        return self._sasl_base64(initial)
+
+    def _auth_line(self, line: bytes | object) -> Event | None:
+        if line is OVERLONG:
+            return self._end_auth(R.AUTH_LINE_TOO_LONG)
+        assert isinstance(line, bytes)
+        if line == b"*":
+            return self._end_auth(R.AUTH_CANCELLED)
+        return self._sasl_base64(line)
+
+    def _sasl_base64(self, data: bytes) -> Event | None:
+        try:
+            decoded = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return self._end_auth(R.AUTH_BAD_BASE64)
+        return self._sasl_step(decoded)
+
+    def _sasl_step(self, response: bytes | None) -> Event | None:
+        assert self._mechanism is not None
+        try:
+            result = self._mechanism.step(response)
+        except SaslFailure as failure:
+            return self._end_auth(Reply(501, str(failure), "5.5.2"))
+        if isinstance(result, AuthCredentials):
+            self._mechanism = None
+            self._state = S.READY
+            self._await_reply(result)
+            return result
+        # RFC 4954 §4: a challenge is "334" SP [base64]; an empty one is "334 ".
+        self._state = S.AUTH
+        self._out += b"334 " + base64.b64encode(result) + b"\r\n"
+        return None
+
+    def _end_auth(self, reply: Reply) -> Event:
+        self._mechanism = None
+        self._state = S.READY
+        return self._reject("AUTH", reply)
+
+    # --- message content --------------------------------------------------------------------------
+
+    def reject_message(self, reply: Reply) -> None:
+        """Refuse the message being received; the reply goes out after its end.
+
+        Content keeps being read (and no longer handed out) until the end of
+        data, as RFC 5321 requires: nothing may be said mid-stream.
+        """
+        if not isinstance(reply, Reply) or reply.code < 400:
+            raise LocalProtocolError("reject_message() takes a 4xx or 5xx Reply")
+        if self._state not in (S.DATA, S.CHUNK, S.CHUNKING):
+            raise LocalProtocolError("reject_message() is only valid while a message is being received")
+        if self._message_error is None:
+            self._message_error = reply
+
+    def _start_chunk(self, event: Bdat, refusal: Reply | None) -> Event | None:
+        """BDAT: its octets are read even when the command is refused (RFC 3030 §2),
+        otherwise they would be parsed as commands."""
+        if refusal is None and self.mail is not None and self._message_error is None:
+            limit = self.config.max_message_size
+            if limit and self._message_size + event.size > limit:
+                self._message_error = R.MESSAGE_TOO_BIG
+        self._chunk_refusal = refusal
+        self._chunk_last = event.last
+        self._state_after_refused_chunk = self._state
+        self._reader = ChunkReader(event.size)
+        self._state = S.CHUNK
+        return event if refusal is None else None
+
+    def _next_content_event(self) -> Event | Sentinel | None:
+        reader = self._reader
+        assert reader is not None
+        piece, done = reader.feed_from(self._buffer.peek())
+        self._buffer.rewind()
+        if piece and self._chunk_refusal is None:
+            self._message_size += len(piece)
+            limit = self.config.max_message_size
+            if limit and self._message_size > limit and self._message_error is None:
+                self._message_error = R.MESSAGE_TOO_BIG
+            if self._message_error is None:
+                return MessageData(piece)
+        if not done:
+            if not piece:
+                return self._end_of_input()
+            return None
+        if self._state is S.CHUNK:
+            return self._end_chunk()
+        return self._end_message()
+
+    def _end_chunk(self) -> Event | None:
+        refusal = self._chunk_refusal
+        if refusal is not None:
+            self._chunk_refusal = None
+            self._state = self._state_after_refused_chunk
+            return self._reject("BDAT", refusal)
+        if self._chunk_last:
+            return self._end_message()
+        self._state = S.CHUNKING
+        if self._message_error is not None:
+            self._queue(self._message_error)
+        else:
+            self._queue(Reply(250, f"{self._message_size} octets received", "2.0.0"))
+        return None
+
+    def _end_message(self) -> Event:
+        error = self._message_error
+        reader = self._reader
+        if error is None and isinstance(reader, DataReader):
+            if reader.bare_newline and self.config.bare_newlines is BareNewlinePolicy.REJECT:
+                error = R.BARE_NEWLINE
+            elif reader.long_line and self.config.long_lines is LongLinePolicy.REJECT:
+                error = R.LINE_TOO_LONG_IN_DATA
+        count = len(self._recipients) if self.config.lmtp else 1
+        if error is None:
+            self._state = S.READY
+            self._await_reply(EndOfMessage(), count)
+            return EndOfMessage()
+        for _ in range(count):
+            self._queue(error)
+        self._reset_transaction()
+        self._state = S.READY
+        return MessageRejected(error)
