@@ -1,0 +1,1 @@
+"""smtpcore's benchmarks: run ``python -m benchmarks`` (``--quick`` for a smoke run)."""

@@ -1,0 +1,47 @@
+"""Timing helpers shared by the benchmarks.
+
+These machines are shared and noisy, so every figure is the median of several
+runs with the min-max beside it, and every comparison is a ratio measured in the
+same run.  Absolute numbers from different runs do not compare.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Seconds per call of one benchmark, over several runs."""
+
+    name: str
+    runs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def rate(self, amount: float) -> tuple[float, float, float]:
+        """(median, min, max) of ``amount`` per second."""
+        return amount / self.median, amount / max(self.runs), amount / min(self.runs)
+
+
+def measure(name: str, func: Callable[[], object], repeat: int, number: int = 1) -> Measurement:
+    """Run ``func`` ``number`` times per run, ``repeat`` runs; seconds per call."""
+    func()  # warm up caches and lazy imports
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            func()
+        runs.append((time.perf_counter() - start) / number)
+    return Measurement(name, tuple(runs))
+
+
+def row(label: str, value: tuple[float, float, float], unit: str, ratio: float | None = None, note: str = "") -> str:
+    median, low, high = value
+    ratio_text = f"{ratio:6.2f}x" if ratio is not None else "       "
+    return f"{label:<48} {median:>14,.1f} {unit:<10} [{low:,.1f} .. {high:,.1f}] {ratio_text} {note}"

@@ -1,0 +1,136 @@
+"""Server parsing throughput of the sans-IO core (no sockets).
+
+Two figures, each printed beside a pure-Python ceiling measured in the same run:
+
+* a realistic pipelined session (EHLO, MAIL, 10 RCPT, DATA, a small message,
+  QUIT), in commands per second, beside ``bytes.split`` of the same bytes into
+  lines (the least any line-based parser must do);
+* DATA content in MB/s, fed in 1 B, 1 KiB and 64 KiB pieces, for ordinary text,
+  for text where every line starts with a dot, and for 8-bit text, beside
+  ``bytes.find`` for the end marker plus ``bytes.replace`` for the unstuffing.
+
+Run: ``python -m benchmarks.bench_server [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from smtpcore import NEED_DATA, ConnectionClosed, MessageData, ServerConfig, ServerConnection
+
+from ._util import measure, row
+
+SESSION = (
+    b"EHLO client.example.com\r\n"
+    b"MAIL FROM:<sender@example.com> SIZE=1000 BODY=8BITMIME\r\n"
+    + b"".join(b"RCPT TO:<user%d@example.org>\r\n" % i for i in range(10))
+    + b"DATA\r\nSubject: hi\r\n\r\nHello.\r\n.\r\nQUIT\r\n"
+)
+SESSION_COMMANDS = 14
+
+
+def run_session(data: bytes = SESSION) -> int:
+    conn = ServerConnection(ServerConfig(max_message_size=0))
+    conn.accept()
+    conn.receive_data(data)
+    events = 0
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or isinstance(event, ConnectionClosed):
+            break
+        events += 1
+        if conn.reply_due:
+            conn.accept()
+    conn.data_to_send()
+    return events
+
+
+def session_ceiling(data: bytes = SESSION) -> int:
+    return len(data.split(b"\r\n"))
+
+
+def make_body(kind: str, size: int) -> bytes:
+    if kind == "text":
+        line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    elif kind == "dots":
+        line = b"..The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    else:
+        line = "Größenwahn, naïve café, Ελληνικά, 日本語のテキスト, and some more words here.\r\n".encode()
+    return (line * (size // len(line) + 1))[:size].rsplit(b"\r\n", 1)[0] + b"\r\n"
+
+
+def receive_body(body: bytes, piece: int) -> int:
+    conn = ServerConnection(ServerConfig(max_message_size=0))
+    conn.accept()
+    conn.receive_data(b"EHLO a.example\r\nMAIL FROM:<a@a.example>\r\nRCPT TO:<b@b.example>\r\nDATA\r\n")
+    received = 0
+    for _ in range(4):
+        conn.next_event()
+        conn.accept()
+    data = body + b".\r\n"
+    view = memoryview(data)
+    for start in range(0, len(data), piece):
+        conn.receive_data(view[start : start + piece])  # type: ignore[arg-type]
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, MessageData):
+                received += len(event.data)
+            elif conn.reply_due:
+                conn.accept()
+    return received
+
+
+def ceiling_body(body: bytes, piece: int) -> int:
+    """The least a pure-Python reader does: find the end, undo the stuffing."""
+    data = body + b".\r\n"
+    received = 0
+    for start in range(0, len(data), piece):
+        chunk = data[start : start + piece]
+        chunk.find(b"\r\n.\r\n")
+        received += len(chunk.replace(b"\r\n.", b"\r\n"))
+    return received
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few runs (a smoke test)")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args(argv)
+    repeat = 3 if args.quick else 7
+    results: dict[str, object] = {}
+
+    print(f"{'server core (no sockets)':<48} {'median':>14} {'unit':<10} [min .. max] vs ceiling")
+    sessions = 200 if args.quick else 3000
+    ours = measure("session", lambda: [run_session() for _ in range(sessions)], repeat)
+    ceiling = measure("session-ceiling", lambda: [session_ceiling() for _ in range(sessions)], repeat)
+    rate = ours.rate(sessions * SESSION_COMMANDS)
+    print(row("pipelined session: commands", rate, "cmd/s", ours.median / ceiling.median, "(ratio: cost vs split)"))
+    results["session_commands_per_s"] = rate
+
+    size = 256 * 1024 if args.quick else 8 * 1024 * 1024
+    for kind in ("text", "dots", "8bit"):
+        body = make_body(kind, size)
+        for piece in (1, 1024, 65536):
+            # Byte-at-a-time is slow by nature; keep it to a small body.
+            this_body = body[: 16 * 1024] + b"\r\n" if piece == 1 else body
+            this_body = this_body.rsplit(b"\r\n", 1)[0] + b"\r\n"
+            ours = measure(f"data-{kind}-{piece}", lambda b=this_body, p=piece: receive_body(b, p), repeat)
+            ceiling = measure(f"ceil-{kind}-{piece}", lambda b=this_body, p=piece: ceiling_body(b, p), repeat)
+            megabytes = len(this_body) / 1e6
+            rate = ours.rate(megabytes)
+            ratio = ceiling.median / ours.median
+            print(row(f"DATA {kind}, {piece} B pieces", rate, "MB/s", ratio, "(of the find+replace ceiling)"))
+            results[f"data_{kind}_{piece}_mb_per_s"] = rate
+            results[f"data_{kind}_{piece}_ratio"] = ratio
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
