@@ -1,0 +1,102 @@
+"""The Maildir store: durable, streamed, byte-exact, never half-visible."""
+
+from __future__ import annotations
+
+import email
+import os
+from pathlib import Path
+
+import pytest
+
+from adapters.maildir import MaildirStore, TraceInfo, trace_headers
+from adapters.passwords import hash_password, load_auth_file, verify_password
+
+TRACE = TraceInfo(
+    sender="alice@example.org",
+    recipients=["bob@example.com"],
+    helo="client.example.org",
+    peer_host="127.0.0.1",
+    hostname="mx.example.com",
+    protocol="ESMTPS",
+)
+
+
+def test_message_is_only_in_new_after_commit(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path / "maildir")
+    delivery = store.begin(TRACE)
+    delivery.write(b"Subject: hi\r\n\r\nline one\r\n")
+    delivery.write(b"line two\r\n")
+    assert list((tmp_path / "maildir" / "new").iterdir()) == []
+    assert len(list((tmp_path / "maildir" / "tmp").iterdir())) == 1
+    paths = delivery.commit()
+    assert [p.parent.name for p in paths] == ["new"]
+    assert list((tmp_path / "maildir" / "tmp").iterdir()) == []
+    data = paths[0].read_bytes()
+    assert data.endswith(b"Subject: hi\r\n\r\nline one\r\nline two\r\n")
+    parsed = email.message_from_bytes(data)
+    assert parsed["Return-Path"] == "<alice@example.org>"
+    assert "from client.example.org (127.0.0.1)" in parsed["Received"]
+    assert "for <bob@example.com>" in parsed["Received"]
+    assert "with ESMTPS" in parsed["Received"]
+
+
+def test_content_is_byte_exact(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path)
+    content = bytes(range(256)) * 4 + b"\r\n.\r\n\x00"
+    delivery = store.begin(TRACE)
+    delivery.write(content)
+    path = delivery.commit()[0]
+    stored = path.read_bytes()
+    assert stored.endswith(content)
+    assert stored[: -len(content)].startswith(b"Return-Path: <alice@example.org>\r\n")
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path)
+    delivery = store.begin(TRACE)
+    delivery.write(b"partial")
+    delivery.abort()
+    delivery.abort()  # idempotent
+    assert [list((tmp_path / sub).iterdir()) for sub in ("tmp", "new", "cur")] == [[], [], []]
+
+
+def test_per_recipient_maildirs_share_one_copy(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path, per_recipient=True)
+    trace = TraceInfo(**{**TRACE.__dict__, "recipients": ["Bob@Example.com", "carol@example.com", "bob@example.com"]})
+    delivery = store.begin(trace)
+    delivery.write(b"Subject: x\r\n\r\nbody\r\n")
+    paths = delivery.commit()
+    assert sorted(p.parent.parent.name for p in paths) == ["bob@example.com", "carol@example.com"]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert os.stat(paths[0]).st_ino == os.stat(paths[1]).st_ino
+    assert "for <" not in paths[0].read_text()  # several recipients: no single "for" clause
+
+
+def test_unsafe_recipient_names_cannot_escape_the_root(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path / "root", per_recipient=True)
+    trace = TraceInfo(**{**TRACE.__dict__, "recipients": ["../../etc/passwd@x"]})
+    delivery = store.begin(trace)
+    path = delivery.commit()[0]
+    assert (tmp_path / "root") in path.parents
+
+
+def test_trace_fields_with_newlines_are_refused() -> None:
+    with pytest.raises(ValueError, match="control"):
+        trace_headers(TraceInfo(**{**TRACE.__dict__, "helo": "evil\r\nX-Injected: 1"}))
+
+
+def test_password_hash_round_trip(tmp_path: Path) -> None:
+    encoded = hash_password("correct horse")
+    assert encoded.startswith("scrypt$")
+    assert "correct horse" not in encoded
+    assert verify_password("correct horse", encoded)
+    assert not verify_password("wrong", encoded)
+    assert not verify_password("correct horse", "scrypt$bad")
+    assert not verify_password("correct horse", "md5$1$2$3$4$5")
+    assert hash_password("x") != hash_password("x")  # salted
+    auth = tmp_path / "users"
+    auth.write_text(f"# users\n\nalice:{encoded}\n")
+    assert load_auth_file(auth) == {"alice": encoded}
+    auth.write_text("alice:plaintext\n")
+    with pytest.raises(ValueError, match=":1: expected user:scrypt"):
+        load_auth_file(auth)
