@@ -14,6 +14,7 @@ content itself is stored byte-exact, CRLF line endings included.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -104,10 +105,8 @@ class Delivery:
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_path)
-        except FileNotFoundError:
-            pass
 
 
 class MaildirStore:
