@@ -1,0 +1,84 @@
+"""The PROXY protocol header reader: v1 and v2, strict, bounded, split-proof."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore._proxy import MAX_V1_LENGTH, MAX_V2_LENGTH, V2_SIGNATURE, ProxyError, ProxyInfo, read_proxy_header
+
+
+def v2(command: int, family: int, body: bytes) -> bytes:
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
+
+
+V2_TCP4 = v2(1, 0x11, bytes([192, 0, 2, 1, 198, 51, 100, 2]) + struct.pack("!HH", 40000, 25))
+V2_TCP6 = v2(1, 0x21, bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 1, 2) + b"\x04\x00\x01X")
+
+GOOD = [
+    (b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 25\r\n", ProxyInfo(1, ("192.0.2.1", 40000), ("198.51.100.2", 25))),
+    (b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n", ProxyInfo(1, ("2001:db8::1", 1), ("2001:db8::2", 65535))),
+    (b"PROXY UNKNOWN\r\n", ProxyInfo(1, None, None)),
+    (b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", ProxyInfo(1, None, None)),
+    (V2_TCP4, ProxyInfo(2, ("192.0.2.1", 40000), ("198.51.100.2", 25))),
+    (V2_TCP6, ProxyInfo(2, ("::1", 1), ("::2", 2))),  # a TLV after the addresses is skipped
+    (v2(0, 0x00, b""), ProxyInfo(2, None, None)),  # LOCAL (a health check)
+    (v2(1, 0x31, bytes(216)), ProxyInfo(2, None, None)),  # UNIX socket
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), GOOD)
+def test_header_parsed_whole_byte_by_byte_and_with_trailing_bytes(header: bytes, expected: ProxyInfo) -> None:
+    buffer = bytearray(header + b"EHLO x\r\n")
+    assert read_proxy_header(buffer) == expected
+    assert buffer == b"EHLO x\r\n"  # trailing bytes left untouched
+    buffer = bytearray()
+    for index, byte in enumerate(header):
+        buffer.append(byte)
+        result = read_proxy_header(buffer)
+        if index < len(header) - 1:
+            assert result is None
+    assert result == expected
+    assert buffer == b""
+
+
+BAD = [
+    b"EHLO client\r\n",
+    b"PROXY TCP4 192.0.2.1 ::1 1 2\r\n",  # family mismatch
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 65536 25\r\n",
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 025 25\r\n",  # leading zero
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 1 2 \r\n",
+    b"PROXY TCP5 192.0.2.1 198.51.100.2 1 2\r\n",
+    b"PROXY  TCP4 192.0.2.1 198.51.100.2 1 2\r\n",
+    b"PROXY TCP4 999.0.2.1 198.51.100.2 1 2\r\n",
+    V2_SIGNATURE + bytes([0x31, 0x11]) + struct.pack("!H", 0),  # version 3
+    V2_SIGNATURE + bytes([0x22, 0x11]) + struct.pack("!H", 0),  # command 2
+    v2(1, 0x11, b"\x00" * 4),  # too short for IPv4
+    V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", MAX_V2_LENGTH),  # too long
+]
+
+
+@pytest.mark.parametrize("header", BAD)
+def test_bad_headers_are_refused(header: bytes) -> None:
+    with pytest.raises(ProxyError):
+        read_proxy_header(bytearray(header + bytes(64)))
+
+
+def test_v1_without_crlf_is_refused_at_the_bound() -> None:
+    buffer = bytearray(b"PROXY UNKNOWN " + b"x" * (MAX_V1_LENGTH - 20))
+    assert read_proxy_header(buffer) is None
+    buffer += b"x" * 10
+    with pytest.raises(ProxyError, match="107"):
+        read_proxy_header(buffer)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
+    buffer = bytearray(data)
+    with contextlib.suppress(ProxyError):
+        read_proxy_header(buffer)
+    assert len(buffer) <= len(data)
