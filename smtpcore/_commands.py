@@ -68,6 +68,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # The bracketed path at the start of a MAIL/RCPT argument: a quoted local part
 # may contain ">" and spaces, so the end is found with the quoting in mind.
 _PATH_EXTENT_RE = re.compile(r'<(?:[^>"\\]|"(?:[^"\\]|\\.)*")*>')
+# The largest chunk size a Bdat event accepts, plus one (see Bdat.__post_init__).
+_MAX_CHUNK = 10**15
 _NON_SMTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE", "USER"})
 
 
@@ -175,7 +177,12 @@ def _bdat(argument: str | None, context: Context) -> Event:
         raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
     if len(words) == 2 and words[1].upper() != "LAST":
         raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
-    return Bdat._unchecked(size=int(words[0]), last=len(words) == 2)
+    size = int(words[0])
+    if size >= _MAX_CHUNK:
+        # _unchecked skips Bdat's own range check, so apply it here: a count no
+        # Bdat event may hold is a syntax error, not a chunk to read forever.
+        raise Refusal(Reply(501, "BDAT chunk size too large", "5.5.4"))
+    return Bdat._unchecked(size=size, last=len(words) == 2)
 
 
 def _string(cls: type[Vrfy] | type[Expn]) -> Callable[[str | None, Context], Event]:

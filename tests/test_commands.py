@@ -1,0 +1,353 @@
+"""Table-driven parse cases for every command and parameter, through the whole server.
+
+Each case sends a prefix that puts the session in the right state (EHLO, and
+MAIL for RCPT cases), then one command line, and checks either the event the
+application receives or the exact reply the core wrote.  Every case is also
+checked whole and byte by byte with trailing bytes left untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import check_three_ways, drive
+
+from smtpcore import (
+    Auth,
+    Bdat,
+    CommandRejected,
+    Data,
+    DeliverBy,
+    Expn,
+    Hello,
+    Help,
+    Mail,
+    MailParams,
+    Noop,
+    Quit,
+    Rcpt,
+    RcptParams,
+    RemoteProtocolError,
+    Rset,
+    ServerConfig,
+    StartTls,
+    TlsHandshake,
+    TlsPolicy,
+    Vrfy,
+)
+
+EHLO = b"EHLO client.example\r\n"
+MAIL = b"MAIL FROM:<a@example.com>\r\n"
+# Every extension whose parameters the registry knows.
+FULL = ServerConfig(
+    dsn=True,
+    extra_extensions=("MT-PRIORITY", "DELIVERBY", "FUTURERELEASE", "RRVS", "AUTH PLAIN", "REQUIRETLS"),
+    vrfy_enabled=True,
+    expn_enabled=True,
+    tls=TlsPolicy.OPTIONAL,
+)
+
+
+def last(prefix: bytes, line: bytes, config: ServerConfig = FULL) -> tuple[Any, bytes]:
+    """The last event and the last reply line after ``prefix`` and ``line``."""
+    # Trailing bytes without a CRLF stay buffered, except after DATA/BDAT (content)
+    # and STARTTLS (discarded).
+    trailing = b"" if line[:4].upper() in (b"DATA", b"BDAT", b"STAR") else b"NO"
+    events, out = check_three_ways(prefix + line + b"\r\n", config, trailing=trailing)
+    if isinstance(events[-1], TlsHandshake):
+        assert isinstance(events[-2], StartTls)
+        events.pop()
+    return events[-1], out.split(b"\r\n")[-2]
+
+
+# --- commands that parse into events ----------------------------------------------------------------
+
+GOOD = [
+    (b"", b"EHLO client.example", Hello("client.example", "EHLO")),
+    (b"", b"ehlo client.example", Hello("client.example", "EHLO")),
+    (b"", b"HELO client.example", Hello("client.example", "HELO")),
+    (b"", b"EhLo [192.0.2.1]", Hello("[192.0.2.1]", "EHLO")),
+    (b"", b"EHLO [IPv6:2001:db8::1]", Hello("[IPv6:2001:db8::1]", "EHLO")),
+    (b"", b"EHLO localhost", Hello("localhost", "EHLO")),
+    (EHLO, b"MAIL FROM:<a@example.com>", Mail("a@example.com")),
+    (EHLO, b"mail from:<a@example.com>", Mail("a@example.com")),
+    (EHLO, b"MAIL FROM:<>", Mail("")),
+    (EHLO, b"MAIL FROM: <a@example.com>", Mail("a@example.com")),
+    (EHLO, b"MAIL FROM:   <a@example.com>", Mail("a@example.com")),
+    (EHLO, b'MAIL FROM:<"john doe"@example.com>', Mail('"john doe"@example.com')),
+    (EHLO, b'MAIL FROM:<"a>b"@example.com>', Mail('"a>b"@example.com')),
+    (EHLO, b'MAIL FROM:<"a\\"b"@example.com>', Mail('"a\\"b"@example.com')),
+    (EHLO, b"MAIL FROM:<user@[192.0.2.1]>", Mail("user@[192.0.2.1]")),
+    (EHLO, b"MAIL FROM:<user@[IPv6:::1]>", Mail("user@[IPv6:::1]")),
+    (EHLO, b"MAIL FROM:<@relay.example,@b.example:a@example.com>", Mail("a@example.com")),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=1000", Mail("a@example.com", MailParams(size=1000))),
+    (EHLO, b"MAIL FROM:<a@example.com> size=0", Mail("a@example.com", MailParams(size=0))),
+    (EHLO, b"MAIL FROM:<a@example.com> BODY=8bitmime", Mail("a@example.com", MailParams(body="8BITMIME"))),
+    (EHLO, b"MAIL FROM:<a@example.com> BODY=7BIT", Mail("a@example.com", MailParams(body="7BIT"))),
+    (EHLO, b"MAIL FROM:<a@example.com> BODY=BINARYMIME", Mail("a@example.com", MailParams(body="BINARYMIME"))),
+    (EHLO, b"MAIL FROM:<a@example.com> SMTPUTF8", Mail("a@example.com", MailParams(smtputf8=True))),
+    (
+        EHLO,
+        "MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8".encode(),
+        Mail("j\u00f6rg@b\u00fccher.example", MailParams(smtputf8=True)),
+    ),
+    (
+        EHLO,
+        b"MAIL FROM:<a@example.com> RET=HDRS ENVID=QQ+2B1",
+        Mail("a@example.com", MailParams(ret="HDRS", envid="QQ+1")),
+    ),
+    (EHLO, b"MAIL FROM:<a@example.com> AUTH=<>", Mail("a@example.com", MailParams(auth="<>"))),
+    (EHLO, b"MAIL FROM:<a@example.com> REQUIRETLS", Mail("a@example.com", MailParams(requiretls=True))),
+    (EHLO, b"MAIL FROM:<a@example.com> MT-PRIORITY=-3", Mail("a@example.com", MailParams(mt_priority=-3))),
+    (EHLO, b"MAIL FROM:<a@example.com> BY=120;RT", Mail("a@example.com", MailParams(by=DeliverBy(120, "R", True)))),
+    (EHLO, b"MAIL FROM:<a@example.com> HOLDFOR=60", Mail("a@example.com", MailParams(hold_for=60))),
+    (
+        EHLO,
+        b"MAIL FROM:<a@example.com> HOLDUNTIL=2030-01-01T00:00:00Z",
+        Mail("a@example.com", MailParams(hold_until="2030-01-01T00:00:00Z")),
+    ),
+    (EHLO + MAIL, b"RCPT TO:<b@example.com>", Rcpt("b@example.com")),
+    (EHLO + MAIL, b"rcpt to: <b@example.com>", Rcpt("b@example.com")),
+    (EHLO + MAIL, b"RCPT TO:<Postmaster>", Rcpt("Postmaster")),
+    (EHLO + MAIL, b"RCPT TO:<postMASTER>", Rcpt("Postmaster")),
+    (EHLO + MAIL, b"RCPT TO:<@hop.example:b@example.com>", Rcpt("b@example.com")),
+    (
+        EHLO + MAIL,
+        b"RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40example.com",
+        Rcpt("b@example.com", RcptParams(notify=("SUCCESS", "FAILURE"), orcpt=("rfc822", "b@example.com"))),
+    ),
+    (EHLO + MAIL, b"RCPT TO:<b@example.com> NOTIFY=never", Rcpt("b@example.com", RcptParams(notify=("NEVER",)))),
+    (
+        EHLO + MAIL,
+        b"RCPT TO:<b@example.com> RRVS=2014-04-03T23:01:00Z;C",
+        Rcpt("b@example.com", RcptParams(rrvs="2014-04-03T23:01:00Z;C")),
+    ),
+    (EHLO, b"VRFY someone", Vrfy("someone")),
+    (EHLO, b"EXPN list", Expn("list")),
+    (EHLO, b"STARTTLS", StartTls()),
+    (EHLO, b"starttls", StartTls()),
+]
+
+
+@pytest.mark.parametrize(("prefix", "line", "expected"), GOOD)
+def test_good_command(prefix: bytes, line: bytes, expected: Any) -> None:
+    event, _ = last(prefix, line)
+    assert event == expected
+
+
+# Commands the core answers itself: the event and the reply.
+ANSWERED = [
+    (b"NOOP", Noop(), b"250 OK"),
+    (b"noop anything", Noop("anything"), b"250 2.0.0 OK"),
+    (b"HELP", Help(), b"214 2.0.0 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)"),
+    (b"HELP MAIL", Help("MAIL"), b"214 2.0.0 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)"),
+    (b"RSET", Rset(), b"250 2.0.0 Reset OK"),
+    (b"QUIT", Quit(), b"221 2.0.0 Bye"),
+]
+
+
+@pytest.mark.parametrize(("line", "event", "reply"), ANSWERED)
+def test_answered_by_core(line: bytes, event: Any, reply: bytes) -> None:
+    prefix = b"" if line == b"NOOP" else EHLO  # NOOP before EHLO: no enhanced code yet
+    events, out = drive(prefix + line + b"\r\n", FULL)
+    assert event in events
+    assert out.split(b"\r\n")[-2] == reply
+
+
+def test_bdat_parses() -> None:
+    events, _ = drive(EHLO + MAIL + b"RCPT TO:<b@example.com>\r\nBDAT 3\r\nabcbdat 0 last\r\n")
+    assert [e for e in events if isinstance(e, Bdat)] == [Bdat(3, False), Bdat(0, True)]
+
+
+def test_auth_parses() -> None:
+    config = ServerConfig(auth=FULL.auth.OPTIONAL, allow_insecure_auth=True)
+    events, out = drive(EHLO + b"auth plain AGEAYg==\r\n", config)
+    assert out.endswith(b"235 2.7.0 Authentication successful\r\n")
+    assert events[-1].username == "a"
+    assert Auth("PLAIN", b"\0a\0b").mechanism == "PLAIN"
+
+
+# --- refusals: the reply the core writes ------------------------------------------------------------
+
+BAD = [
+    # Unknown verbs and framing.
+    (EHLO, b"FOO", b"500 5.5.1 Command unrecognized"),
+    (EHLO, b"", b"500 5.5.1 Command unrecognized"),
+    (EHLO, b"MAILFROM:<a@example.com>", b"500 5.5.1 Command unrecognized"),
+    (EHLO, b"MAIL\x00 FROM:<a@example.com>", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP\rRSET", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP\nRSET", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP\tx", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP \x7f", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP \xff\xfe", b"500 5.5.2 Command is not valid UTF-8"),
+    (EHLO, b"MAIL FROM:<\xc3(@example.com>", b"500 5.5.2 Command is not valid UTF-8"),
+    (EHLO, b"NOOP " + b"x" * 600, b"500 5.5.2 Line too long"),
+    # HELO/EHLO arguments.
+    (b"", b"EHLO", b"501 EHLO needs a domain name or address literal"),
+    (b"", b"HELO", b"501 HELO needs a domain name or address literal"),
+    (b"", b"HELO [192.0.2.1]", b"501 Invalid HELO argument: HELO takes a domain name"),
+    (b"", b"EHLO bad_domain!", b"501 Invalid EHLO argument: 'bad_domain!' is not a domain name or address literal"),
+    (b"", b"EHLO [192.0.2.300]", b"501 Invalid EHLO argument: [192.0.2.300] is not a valid IPv4 address literal"),
+    (b"", b"LHLO client.example", b"500 Command unrecognized"),
+    # MAIL syntax.
+    (EHLO, b"MAIL", b"501 5.5.2 Syntax: FROM:<address> [parameters]"),
+    (EHLO, b"MAIL TO:<a@example.com>", b"501 5.5.2 Syntax: FROM:<address> [parameters]"),
+    (EHLO, b"MAIL FROM:a@example.com", b"501 5.5.2 Address must be in angle brackets"),
+    (EHLO, b"MAIL FROM:<a@example.com", b"501 5.5.2 Address must be in angle brackets"),
+    (EHLO, b"MAIL FROM:<a@example.com>SIZE=10", b"501 5.5.2 Space required between address and parameters"),
+    (
+        EHLO,
+        b"MAIL FROM:<a b@example.com>",
+        b"501 5.1.7 Bad sender address syntax: <a b@example.com> is not a valid path",
+    ),
+    (EHLO, b"MAIL FROM:<a@>", b"501 5.1.7 Bad sender address syntax: <a@> is not a valid path"),
+    (EHLO, b"MAIL FROM:<Postmaster>", b"501 5.1.7 Bad sender address syntax: <Postmaster> is not a valid path"),
+    (
+        EHLO,
+        b"MAIL FROM:<a@[300.1.1.1]>",
+        b"501 5.1.7 Bad sender address syntax: [300.1.1.1] is not a valid IPv4 address literal",
+    ),
+    (EHLO, "MAIL FROM:<j\u00f6rg@example.com>".encode(), b"553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter"),
+    # MAIL parameters.
+    (EHLO, b"MAIL FROM:<a@example.com> FOO=BAR", b"555 5.5.4 Parameter FOO not recognized or not implemented"),
+    (EHLO, b"MAIL FROM:<a@example.com> NOTIFY=NEVER", b"555 5.5.4 Parameter NOTIFY not recognized or not implemented"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=1 SIZE=2", b"501 5.5.4 Parameter SIZE given twice"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=", b"501 5.5.4 Malformed parameter SIZE="),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE", b"501 5.5.4 Value must be ASCII digits"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=2_5", b"501 5.5.4 Value must be ASCII digits"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=+25", b"501 5.5.4 Value must be ASCII digits"),
+    (EHLO, "MAIL FROM:<a@example.com> SIZE=\u00b2".encode(), b"501 5.5.4 Value must be ASCII digits"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=" + b"9" * 21, b"501 5.5.4 Value must be ASCII digits"),
+    (EHLO, b"MAIL FROM:<a@example.com> SIZE=99999999999", b"552 5.3.4 Message size exceeds fixed maximum message size"),
+    (EHLO, b"MAIL FROM:<a@example.com> BODY=9BIT", b"504 5.5.4 Value 9BIT not supported"),
+    (EHLO, b"MAIL FROM:<a@example.com> RET=ALL", b"504 5.5.4 Value ALL not supported"),
+    (EHLO, b"MAIL FROM:<a@example.com> SMTPUTF8=yes", b"501 5.5.4 This parameter takes no value"),
+    (EHLO, b"MAIL FROM:<a@example.com> ENVID=a+zz", b"501 5.5.4 Malformed xtext value"),
+    (EHLO, b"MAIL FROM:<a@example.com> MT-PRIORITY=10", b"501 5.5.4 MT-PRIORITY must be an integer from -9 to 9"),
+    (EHLO, b"MAIL FROM:<a@example.com> BY=120", b"501 5.5.4 BY must look like 120;R or 120;NT"),
+    (EHLO, b"MAIL FROM:<a@example.com> HOLDFOR=9999999999", b"501 5.5.4 Value out of range"),
+    (EHLO, b"MAIL FROM:<a@example.com> HOLDUNTIL=tomorrow", b"501 5.5.4 HOLDUNTIL must be an RFC 3339 date-time"),
+    (EHLO, b"MAIL FROM:<a@example.com> =x", b"501 5.5.4 Malformed parameter =x"),
+    # RCPT syntax and parameters.
+    (EHLO + MAIL, b"RCPT TO:b@example.com", b"501 5.5.2 Address must be in angle brackets"),
+    (EHLO + MAIL, b"RCPT FROM:<b@example.com>", b"501 5.5.2 Syntax: TO:<address> [parameters]"),
+    (EHLO + MAIL, b"RCPT TO:<>", b"501 5.1.3 Bad recipient address syntax: <> is not a valid path"),
+    (
+        EHLO + MAIL,
+        "RCPT TO:<j\u00f6rg@example.com>".encode(),
+        b"553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter",
+    ),
+    (EHLO + MAIL, b"RCPT TO:<b@example.com> SIZE=10", b"555 5.5.4 Parameter SIZE not recognized or not implemented"),
+    (
+        EHLO + MAIL,
+        b"RCPT TO:<b@example.com> NOTIFY=NEVER,SUCCESS",
+        b"501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY",
+    ),
+    (
+        EHLO + MAIL,
+        b"RCPT TO:<b@example.com> ORCPT=nosemicolon",
+        b"501 5.5.4 ORCPT must look like rfc822;user@example.com",
+    ),
+    (
+        EHLO + MAIL,
+        b"RCPT TO:<b@example.com> RRVS=soon",
+        b"501 5.5.4 RRVS must be an RFC 3339 date-time, optionally ;C or ;R",
+    ),
+    # Commands without arguments, and arguments that need one.
+    (EHLO, b"DATA now", b"501 5.5.4 This command takes no argument"),
+    (EHLO, b"RSET x", b"501 5.5.4 This command takes no argument"),
+    (EHLO, b"QUIT x", b"501 5.5.4 This command takes no argument"),
+    (EHLO, b"STARTTLS x", b"501 5.5.4 This command takes no argument"),
+    (EHLO, b"VRFY", b"501 5.5.4 Syntax: VRFY <string>"),
+    (EHLO, b"EXPN", b"501 5.5.4 Syntax: EXPN <string>"),
+    # BDAT counts: ASCII digits, bounded.
+    (EHLO, b"BDAT", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT x", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT -1", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT +1", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT 1_0", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, "BDAT \u0661".encode(), b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT 1 FIRST", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT 1 LAST x", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT  1", b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT " + b"9" * 21, b"501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    (EHLO, b"BDAT " + b"9" * 20, b"501 5.5.4 BDAT chunk size too large"),
+    (EHLO, b"BDAT 1000000000000000 LAST", b"501 5.5.4 BDAT chunk size too large"),
+    # AUTH syntax.
+    (EHLO, b"AUTH", b"501 5.5.4 Syntax: AUTH <mechanism> [initial-response]"),
+    (EHLO, b"AUTH PLAIN a b", b"501 5.5.4 Syntax: AUTH <mechanism> [initial-response]"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "line", "reply"), BAD)
+def test_refused(prefix: bytes, line: bytes, reply: bytes) -> None:
+    event, out = last(prefix, line)
+    assert isinstance(event, CommandRejected)
+    assert out == reply
+
+
+def test_rcpt_utf8_allowed_after_smtputf8_mail() -> None:
+    line = "RCPT TO:<\u00fcser@b\u00fccher.example>".encode()
+    event, out = last(EHLO + b"MAIL FROM:<a@example.com> SMTPUTF8\r\n", line)
+    assert event == Rcpt("\u00fcser@b\u00fccher.example")
+    assert out == b"250 2.1.5 Recipient OK"
+
+
+def test_smtputf8_not_advertised_refuses_the_parameter() -> None:
+    config = ServerConfig(smtputf8=False)
+    _, out = last(EHLO, b"MAIL FROM:<a@example.com> SMTPUTF8", config)
+    assert out == b"555 5.5.4 Parameter SMTPUTF8 not recognized or not implemented"
+
+
+def test_binarymime_needs_its_extension() -> None:
+    config = ServerConfig(binarymime=False)
+    _, out = last(EHLO, b"MAIL FROM:<a@example.com> BODY=BINARYMIME", config)
+    assert out == b"504 5.5.4 BODY=BINARYMIME not supported"
+
+
+def test_extra_parameter_handed_over() -> None:
+    config = ServerConfig(extra_parameters=frozenset({"XFOO", "XBAR"}))
+    event, _ = last(EHLO, b"MAIL FROM:<a@example.com> XFOO=1 xbar", config)
+    assert event.params.extra == (("XFOO", "1"), ("XBAR", None))
+
+
+def test_overlong_line_then_next_command_works() -> None:
+    events, out = check_three_ways(EHLO + b"NOOP " + b"y" * 5000 + b"\r\nMAIL FROM:<a@example.com>\r\n")
+    assert out.split(b"\r\n")[-3:] == [b"500 5.5.2 Line too long", b"250 2.1.0 Sender OK", b""]
+    assert events[-1] == Mail("a@example.com")
+
+
+def test_line_of_exactly_the_limit_is_accepted() -> None:
+    # 512 octets with the CRLF (RFC 5321 §4.5.3.1.4).
+    line = b"NOOP " + b"x" * (512 - 7)
+    event, out = last(EHLO, line)
+    assert event == Noop("x" * (512 - 7))
+    event, out = last(EHLO, line + b"x")
+    assert out == b"500 5.5.2 Line too long"
+
+
+@pytest.mark.parametrize("verb", [b"GET", b"POST", b"CONNECT", b"HEAD", b"PUT", b"OPTIONS", b"DELETE", b"get"])
+def test_http_verbs_close(verb: bytes) -> None:
+    events, out = check_three_ways(EHLO + verb + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert events[-1][0] == "RemoteProtocolError"
+    assert events[-1][1].code == 521
+    assert out.endswith(b"521 5.5.1 Protocol error: this is an SMTP server\r\n")
+
+
+def test_http_verb_before_ehlo_closes() -> None:
+    events, out = drive(b"POST /x HTTP/1.0\r\n")
+    assert isinstance(events[-1], RemoteProtocolError)
+    assert out.endswith(b"521 Protocol error: this is an SMTP server\r\n")
+
+
+def test_helo_argument_must_be_ascii_domain_or_is_utf8() -> None:
+    # EHLO takes a U-label (RFC 6531 §3.7.1 allows it when SMTPUTF8 is offered).
+    event, _ = last(b"", "EHLO b\u00fccher.example".encode())
+    assert event == Hello("b\u00fccher.example")
+
+
+def test_data_is_an_event() -> None:
+    event, out = last(EHLO + MAIL + b"RCPT TO:<b@example.com>\r\n", b"DATA")
+    assert event == Data()
+    assert out == b"354 End data with <CR><LF>.<CR><LF>"
