@@ -51,7 +51,11 @@ def check_address_literal(literal: str) -> None:
         except ValueError:
             raise AddressError(f"{literal} is not a valid IPv4 address literal") from None
     elif tag.lower() == "ipv6":
+        # IPv6-addr is hex digits, ":" and (for an embedded IPv4) "." only; the
+        # stdlib also takes a "%scope" suffix, which is not RFC 5321 grammar.
         try:
+            if not re.fullmatch(r"[0-9A-Fa-f:.]+", rest):
+                raise ValueError(rest)
             ipaddress.IPv6Address(rest)
         except ValueError:
             raise AddressError(f"{literal} is not a valid IPv6 address literal") from None
