@@ -1,0 +1,598 @@
+"""The handler interface, and the one place where events become hook calls.
+
+Why this module exists
+----------------------
+An application writes its server logic once, as a :class:`Handler` (plain
+functions, for the blocking and gevent adapters) or an :class:`AsyncHandler`
+(coroutines, for asyncio and trio).  Both have the same hooks with the same
+names; every hook is optional.
+
+Which hook an event calls, what a hook's result means, how an exception becomes
+a reply, when the envelope starts and ends: all of that is decided here, by
+:class:`Dispatcher`, and by nothing in the adapters.  The dispatcher is a
+generator of *actions*, in the style of a sans-IO protocol:
+
+* :class:`Receive` -- read some bytes (within ``timeout`` seconds) and send back
+  the bytes, ``b""`` at end of file, :data:`TIMED_OUT` or :data:`SHUTDOWN`;
+* :class:`Send` -- write these bytes, send back ``None``;
+* :class:`CallHook` -- call the hook through :func:`call_hook` /
+  :func:`acall_hook` and send back what it returns;
+* :class:`StartTls` -- do the TLS handshake now; send back a :class:`TlsInfo`,
+  or ``None`` if it failed;
+* :class:`Close` -- close the socket, send back ``None``.
+
+So each adapter is the same short loop -- read, feed, next_event, call hook,
+send reply, write -- in its own dialect, with no SMTP knowledge at all.
+
+Replies are flushed only before a read, a handshake or a close, so the replies
+to a pipelined burst leave in one write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtpcore import (
+    NEED_DATA,
+    AuthCredentials,
+    Bdat,
+    CommandRejected,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Hello,
+    LocalProtocolError,
+    Mail,
+    MailParams,
+    MessageData,
+    MessageRejected,
+    Rcpt,
+    RcptParams,
+    RemoteProtocolError,
+    Reply,
+    ServerConfig,
+    ServerConnection,
+    State,
+    TlsHandshake,
+)
+
+__all__ = [
+    "LOST",
+    "SHUTDOWN",
+    "TIMED_OUT",
+    "AsyncHandler",
+    "CallHook",
+    "Close",
+    "Dispatcher",
+    "Envelope",
+    "Handler",
+    "Receive",
+    "Recipient",
+    "SMTPError",
+    "Send",
+    "Session",
+    "StartTls",
+    "TlsInfo",
+    "acall_hook",
+    "call_hook",
+    "refusal",
+]
+
+log = logging.getLogger("smtpcore.adapters")
+
+#: What an unexpected exception in a hook turns into (its text is only logged).
+LOCAL_ERROR = Reply(451, "Requested action aborted: local error in processing", "4.3.0")
+#: The greeting when a hook failed before the session could begin.
+GREETING_ERROR = Reply(421, "Service not available, closing transmission channel", "4.3.0")
+#: The greeting when the server already has ``max_connections`` sessions.
+TOO_MANY_CONNECTIONS = Reply(421, "Too many connections, try again later", "4.3.2")
+#: Sent when a wait governed by ``conn.timeout`` ran out.
+TIMEOUT_REPLY = Reply(421, "Timeout exceeded, closing connection", "4.4.2")
+#: Sent to sessions still open when a graceful shutdown reaches its deadline.
+SHUTDOWN_REPLY = Reply(421, "Server shutting down, closing connection", "4.3.2")
+#: The default answer of the ``auth`` hook: nobody is let in unless the handler says so.
+AUTH_FAILED = Reply(535, "Authentication credentials invalid", "5.7.8")
+
+#: How many octets an adapter reads at once.
+READ_SIZE = 65536
+
+
+class SMTPError(Exception):
+    """Raise from a hook to answer with this reply: ``SMTPError(550, "5.1.1", "No such user")``."""
+
+    def __init__(self, code: int, enhanced_code: str | None = None, text: str = "") -> None:
+        self.reply = Reply(code, text, enhanced_code)
+        super().__init__(str(self.reply))
+
+
+# --- what the handler sees --------------------------------------------------------------------------
+
+
+@dataclass
+class Recipient:
+    """One accepted recipient: ``address`` is what the ``rcpt_to`` hook made of ``original``."""
+
+    address: str
+    params: RcptParams
+    original: str
+
+
+@dataclass
+class Envelope:
+    """The current mail transaction: sender, accepted recipients, content size."""
+
+    mail_from: str | None = None
+    mail_params: MailParams = field(default_factory=MailParams)
+    rcpt_tos: list[Recipient] = field(default_factory=list)
+    #: Octets of content handed to ``data_chunk`` so far.
+    size: int = 0
+    #: ``time.time()`` when the sender was accepted.
+    started_at: float | None = None
+    #: ``data_start`` was called (so ``message_complete`` or ``message_aborted`` will be).
+    data_started: bool = False
+
+    @property
+    def recipients(self) -> list[str]:
+        return [rcpt.address for rcpt in self.rcpt_tos]
+
+
+@dataclass
+class TlsInfo:
+    """What an adapter learnt from the handshake (``ssl`` objects give all three)."""
+
+    version: str | None = None
+    cipher: str | None = None
+    peer_certificate: dict[str, Any] | None = None
+
+
+@dataclass
+class Session:
+    """Everything a hook may want to know about the connection, kept up to date by the dispatcher."""
+
+    #: ``(host, port[, ...])`` for TCP, the socket path (often ``""``) for Unix sockets.
+    peer: Any = None
+    local: Any = None
+    #: ``time.time()`` when the connection was accepted.
+    connected_at: float = field(default_factory=time.time)
+    #: The name the client gave in EHLO/HELO/LHLO, once accepted.
+    hello: str | None = None
+    hello_verb: str | None = None
+    tls: bool = False
+    tls_info: TlsInfo | None = None
+    #: The accepted AUTH exchange (``credentials.username`` is the identity).
+    credentials: AuthCredentials | None = None
+    envelope: Envelope = field(default_factory=Envelope)
+    bytes_received: int = 0
+    #: Free for the application (a database handle, a temporary file, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> str | None:
+        """The authenticated identity, or None."""
+        return self.credentials.username if self.credentials is not None else None
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return self.tls_info.peer_certificate if self.tls_info else None
+
+    @property
+    def transaction_started_at(self) -> float | None:
+        return self.envelope.started_at
+
+
+# --- the hooks --------------------------------------------------------------------------------------
+
+#: What ``message_complete`` may return: one reply, or (LMTP) one per recipient.
+CompleteResult = Reply | list[Reply] | None
+
+
+class Handler:
+    """Blocking hooks (blocking and gevent adapters).  Override the ones you need.
+
+    Return ``None`` for the standard reply, a :class:`~smtpcore.Reply` to choose
+    the reply, or raise :class:`SMTPError`.  Any other exception is logged and
+    the client gets ``451 4.3.0``; the session continues.
+    """
+
+    def connection_opened(self, session: Session) -> Reply | None:
+        """Refuse the connection by returning a 554 or 421 reply."""
+        return None
+
+    def hello(self, session: Session, hello: Hello) -> Reply | None:
+        return None
+
+    def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        return None
+
+    def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+        """Return a string to accept the recipient under another address."""
+        return None
+
+    def data_start(self, session: Session) -> Reply | None:
+        return None
+
+    def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        """A piece of content; returning a 4xx/5xx reply refuses the message (after its end)."""
+        return None
+
+    def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
+        return None
+
+    def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        """A message whose content had started will not be delivered (``reply`` is None if the client left)."""
+
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+        """True accepts (235); False or None refuses (535)."""
+        return False
+
+    def tls_established(self, session: Session) -> None:
+        return None
+
+    def connection_closed(self, session: Session) -> None:
+        return None
+
+
+class AsyncHandler:
+    """The same hooks as :class:`Handler`, as coroutines (asyncio and trio adapters)."""
+
+    async def connection_opened(self, session: Session) -> Reply | None:
+        return None
+
+    async def hello(self, session: Session, hello: Hello) -> Reply | None:
+        return None
+
+    async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        return None
+
+    async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+        return None
+
+    async def data_start(self, session: Session) -> Reply | None:
+        return None
+
+    async def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        return None
+
+    async def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
+        return None
+
+    async def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        return None
+
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+        return False
+
+    async def tls_established(self, session: Session) -> None:
+        return None
+
+    async def connection_closed(self, session: Session) -> None:
+        return None
+
+
+# --- actions: what the dispatcher asks an adapter to do ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """Read up to ``READ_SIZE`` octets within ``timeout`` seconds."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallHook:
+    name: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """Do the server side of the TLS handshake within ``timeout`` seconds."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    pass
+
+
+Action = Receive | Send | CallHook | StartTls | Close
+
+
+class _Signal:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: Send back for a :class:`Receive` whose timeout ran out.
+TIMED_OUT = _Signal("TIMED_OUT")
+#: Send back for a :class:`Receive` interrupted by the end of a graceful shutdown.
+SHUTDOWN = _Signal("SHUTDOWN")
+#: Send back for any action that failed because the connection is gone (reset, broken pipe).
+LOST = _Signal("LOST")
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _HookFailed:
+    error: Exception
+
+
+def call_hook(handler: Handler, action: CallHook) -> Any:
+    """Run a blocking hook; an exception comes back as a value for the dispatcher."""
+    try:
+        return getattr(handler, action.name)(*action.args)
+    except Exception as exc:
+        return _HookFailed(exc)
+
+
+async def acall_hook(handler: AsyncHandler, action: CallHook) -> Any:
+    """Run an async hook; an exception comes back as a value for the dispatcher."""
+    try:
+        hook: Callable[..., Awaitable[Any]] = getattr(handler, action.name)
+        return await hook(*action.args)
+    except Exception as exc:
+        return _HookFailed(exc)
+
+
+def refusal(config: ServerConfig, reply: Reply = TOO_MANY_CONNECTIONS) -> bytes:
+    """The bytes of a greeting that refuses the connection (the adapters' connection limit)."""
+    conn = ServerConnection(config)
+    conn.send(reply)
+    return conn.data_to_send()
+
+
+# --- the dispatcher ---------------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """Drives one :class:`ServerConnection` and turns its events into hook calls.
+
+    ``actions()`` is a generator; the adapter sends back each action's result
+    (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        session: Session,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.conn = ServerConnection(config)
+        self.session = session
+        self.session.tls = self.conn.tls_active
+        self._clock = clock
+        # Deadlines: a command must be complete by _deadline; content must keep to min_rate.
+        self._deadline: float | None = None
+        self._content_start: tuple[float, int] | None = None
+
+    # The generator the adapter drives.
+    def actions(self) -> Generator[Action, Any, None]:
+        try:
+            yield from self._greet()
+            yield from self._session()
+            yield from self._flush()
+        except _ConnectionLost:
+            log.info("lost the connection to %s", self.session.peer)
+        yield Close()
+        yield from self._abort_message(None)
+        yield from self._hook("connection_closed", self.session)
+
+    def _session(self) -> Generator[Action, Any, None]:
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                log.info("closing %s: %s", self.session.peer, exc)
+                return
+            if event is NEED_DATA:
+                yield from self._flush()
+                data = yield from self._io(Receive(self._wait_timeout()))
+                if data is TIMED_OUT or data is SHUTDOWN:
+                    reply = TIMEOUT_REPLY if data is TIMED_OUT else SHUTDOWN_REPLY
+                    log.info("closing %s: %s", self.session.peer, reply)
+                    yield from self._io(Send(conn.data_to_send() + self._abort_bytes(reply)))
+                    return
+                conn.receive_data(data)
+                self.session.bytes_received = conn.bytes_received
+                continue
+            self._deadline = None  # progress: the next command gets a fresh deadline
+            if isinstance(event, ConnectionClosed):
+                return
+            if isinstance(event, TlsHandshake):
+                yield from self._flush()
+                info = yield from self._io(StartTls(conn.config.tls_handshake_timeout))
+                if info is None:
+                    log.info("TLS handshake with %s failed", self.session.peer)
+                    return
+                conn.tls_established()
+                self.session.tls, self.session.tls_info = True, info
+                self._sync()
+                yield from self._hook("tls_established", self.session)
+                continue
+            yield from self._dispatch(event)
+            self._sync()
+
+    def _greet(self) -> Generator[Action, Any, None]:
+        result = yield from self._hook("connection_opened", self.session)
+        reply = self._as_reply(result, GREETING_ERROR)
+        try:
+            self.conn.send(reply) if reply is not None else self.conn.accept()
+        except LocalProtocolError:
+            log.exception("connection_opened returned an invalid greeting %r", reply)
+            self.conn.send(GREETING_ERROR)
+
+    def _dispatch(self, event: object) -> Generator[Action, Any, None]:
+        conn, session = self.conn, self.session
+        if isinstance(event, MessageData):
+            session.envelope.size += len(event.data)
+            result = yield from self._hook("data_chunk", session, bytes(event.data))
+            reply = self._as_reply(result, LOCAL_ERROR)
+            if reply is not None:
+                self._reject_message(reply)
+        elif isinstance(event, Hello):
+            self._answer((yield from self._hook("hello", session, event)))
+        elif isinstance(event, Mail):
+            self._answer((yield from self._hook("mail_from", session, event)))
+            if conn.mail is event:
+                session.envelope = Envelope(event.sender, event.params, started_at=time.time())
+        elif isinstance(event, Rcpt):
+            result = yield from self._hook("rcpt_to", session, event)
+            address = result if isinstance(result, str) else event.recipient
+            self._answer(None if isinstance(result, str) else result)
+            if conn.recipients and conn.recipients[-1] is event:
+                session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
+        elif isinstance(event, Data):
+            self._answer((yield from self._hook("data_start", session)))
+            session.envelope.data_started = conn.state is State.DATA
+        elif isinstance(event, Bdat):
+            if not session.envelope.data_started:
+                session.envelope.data_started = True
+                reply = self._as_reply((yield from self._hook("data_start", session)), LOCAL_ERROR)
+                if reply is not None:
+                    self._reject_message(reply)
+        elif isinstance(event, EndOfMessage):
+            yield from self._complete()
+        elif isinstance(event, MessageRejected):
+            yield from self._abort_message(event.reply)
+        elif isinstance(event, AuthCredentials):
+            result = yield from self._hook("auth", session, event)
+            if result is True:
+                result = None
+            elif result is False or result is None:
+                result = AUTH_FAILED
+            self._answer(result)
+            session.credentials = conn.authenticated
+        elif isinstance(event, CommandRejected):
+            log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
+        elif conn.reply_due:  # STARTTLS, VRFY, EXPN: the standard reply
+            conn.accept()
+
+    def _complete(self) -> Generator[Action, Any, None]:
+        conn, envelope = self.conn, self.session.envelope
+        due = len(conn.recipients) if conn.config.lmtp else 1
+        result = yield from self._hook("message_complete", self.session, envelope)
+        envelope.data_started = False  # answered: not an aborted message
+        if isinstance(result, list) and len(result) != due:
+            log.error("message_complete returned %d replies for %d recipients", len(result), due)
+            result = LOCAL_ERROR
+        if isinstance(result, list):
+            for item in result:
+                self._answer(item)
+        else:
+            reply = self._as_reply(result, LOCAL_ERROR)
+            for _ in range(due if reply is not None else 1):
+                self._answer(reply)
+
+    def _answer(self, result: object) -> None:
+        """Answer the pending command with the hook's result (None: the standard reply)."""
+        conn = self.conn
+        reply = self._as_reply(result, LOCAL_ERROR)
+        try:
+            conn.send(reply) if reply is not None else conn.accept()
+        except LocalProtocolError:
+            log.exception("a hook returned a reply that does not fit: %r", reply)
+            while conn.reply_due:
+                conn.send(LOCAL_ERROR)
+
+    def _as_reply(self, result: object, fallback: Reply) -> Reply | None:
+        """A hook's result as a reply: None, a Reply, an SMTPError, or the fallback for a failure."""
+        if isinstance(result, _HookFailed):
+            error = result.error
+            if isinstance(error, SMTPError):
+                return error.reply
+            log.error("hook raised; answering %s", fallback, exc_info=error)
+            return fallback
+        if result is None or isinstance(result, Reply):
+            return result
+        log.error("hook returned %r; a hook returns a Reply or None", result)
+        return fallback
+
+    def _reject_message(self, reply: Reply) -> None:
+        try:
+            self.conn.reject_message(reply)
+        except LocalProtocolError:
+            log.exception("a data hook returned a reply that cannot refuse a message: %r", reply)
+            self.conn.reject_message(LOCAL_ERROR)
+
+    def _abort_message(self, reply: Reply | None) -> Generator[Action, Any, None]:
+        envelope = self.session.envelope
+        if envelope.data_started:
+            envelope.data_started = False
+            yield from self._hook("message_aborted", self.session, reply)
+
+    def _hook(self, name: str, *args: Any) -> Generator[Action, Any, Any]:
+        result = yield CallHook(name, args)
+        if isinstance(result, _HookFailed) and name in ("tls_established", "connection_closed", "message_aborted"):
+            log.error("%s hook raised", name, exc_info=result.error)
+        return result
+
+    def _flush(self) -> Generator[Action, Any, None]:
+        out = self.conn.data_to_send()
+        if out:
+            yield from self._io(Send(out))
+
+    def _io(self, action: Action) -> Generator[Action, Any, Any]:
+        result = yield action
+        if result is LOST:
+            raise _ConnectionLost
+        return result
+
+    def _sync(self) -> None:
+        """Follow the core's session: a reset transaction (RSET, EHLO, end of data, TLS) is a new envelope."""
+        conn, session = self.conn, self.session
+        session.hello = conn.hello.domain if conn.hello else None
+        session.hello_verb = conn.hello.verb if conn.hello else None
+        session.credentials = conn.authenticated
+        if conn.mail is None and session.envelope.mail_from is not None and not session.envelope.data_started:
+            session.envelope = Envelope()
+
+    # Timeouts -------------------------------------------------------------------------------------
+
+    def _wait_timeout(self) -> float:
+        """Seconds the next read may take, from ``conn.timeout``.
+
+        A command must be complete within ``seconds`` of the moment the server
+        started waiting for it (a deadline, not an idle timer).  During content
+        the client gets ``seconds`` of credit plus one second per ``min_rate``
+        octets received since the content began (Postfix's minimum data rate),
+        and no single read may take longer than ``seconds``.
+        """
+        now = self._clock()
+        timeout = self.conn.timeout
+        received = self.conn.bytes_received
+        if timeout.min_rate:
+            if self._content_start is None:
+                self._content_start = (now, received)
+            start, base = self._content_start
+            deadline = start + timeout.seconds + (received - base) / timeout.min_rate
+            return max(0.0, min(deadline - now, timeout.seconds))
+        self._content_start = None
+        if self._deadline is None:
+            self._deadline = now + timeout.seconds
+        return max(0.0, self._deadline - now)
+
+    def _abort_bytes(self, reply: Reply) -> bytes:
+        # The core has no call to end a session when no reply is due (a timeout,
+        # a shutdown): write the 421 ourselves, with an enhanced code if the
+        # session has one (any client that did not ask for it ignores it anyway).
+        return reply.to_bytes(bool(self.conn.extensions))
