@@ -308,6 +308,10 @@ class ServerConnection:
         if state is S.REFUSED:
             if kind is Quit:
                 return self._quit(event)
+            if kind is Bdat:
+                # Its octets must still be read (RFC 3030 §2), or they would be parsed as commands.
+                assert isinstance(event, Bdat)
+                return self._start_chunk(event, R.REFUSED_SESSION)
             return self._reject(verb, R.REFUSED_SESSION)
         refusal = self._policy_refusal(event)
         if refusal is not None:
@@ -488,7 +492,10 @@ class ServerConnection:
         if isinstance(pending, _Greeting):
             return [Reply(220, f"{hostname} {'LMTP' if self.config.lmtp else 'ESMTP'} smtpcore")]
         if isinstance(pending, EndOfMessage) and self.config.lmtp:
-            return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in self._recipients]
+            # Only the recipients not answered yet: the application may have sent
+            # some replies itself before calling accept() for the rest.
+            remaining = self._recipients[len(self._recipients) - self._replies_due :]
+            return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in remaining]
         defaults: dict[type[object], Reply] = {
             Hello: Reply(250, hostname),
             Mail: R.SENDER_OK,
@@ -692,12 +699,18 @@ class ServerConnection:
         piece, done = reader.feed_from(self._buffer.peek())
         self._buffer.rewind()
         if piece and self._chunk_refusal is None:
-            self._message_size += len(piece)
             limit = self.config.max_message_size
-            if limit and self._message_size > limit and self._message_error is None:
-                self._message_error = R.MESSAGE_TOO_BIG
+            room = limit - self._message_size
+            self._message_size += len(piece)
             if self._message_error is None:
-                return MessageData(piece)
+                if limit and len(piece) > room:
+                    # Hand out exactly the octets up to the limit: the events must
+                    # not depend on how the input happened to be split.
+                    self._message_error = R.MESSAGE_TOO_BIG
+                    if room > 0:
+                        return MessageData(piece[:room])
+                else:
+                    return MessageData(piece)
         if not done:
             if not piece:
                 return self._end_of_input()

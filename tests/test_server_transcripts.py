@@ -1,0 +1,1494 @@
+"""C:/S: transcripts of whole server sessions, one per feature of the server role.
+
+``run_transcript`` sends the ``C:`` lines (line by line, in one pipelined
+burst, and byte by byte) and checks that the server wrote exactly the ``S:``
+lines.  Policies decide what the application answers; by default it accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from typing import Any
+
+import pytest
+from helpers import Driver, content, drive, make_server, run_transcript
+
+from smtpcore import (
+    NEED_DATA,
+    PAUSED,
+    AuthCredentials,
+    AuthPolicy,
+    BareNewlinePolicy,
+    Bdat,
+    CommandRejected,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Expn,
+    Hello,
+    LocalProtocolError,
+    LongLinePolicy,
+    Mail,
+    MessageData,
+    MessageRejected,
+    Quit,
+    Rcpt,
+    RemoteProtocolError,
+    Reply,
+    ServerConfig,
+    ServerConnection,
+    StartTls,
+    State,
+    TlsHandshake,
+    TlsPolicy,
+    Vrfy,
+)
+
+GREETING = "S: 220 localhost ESMTP smtpcore"
+# The EHLO reply of the default configuration.
+EHLO_DEFAULT = """
+S: 250-localhost
+S: 250-PIPELINING
+S: 250-SIZE 10485760
+S: 250-8BITMIME
+S: 250-ENHANCEDSTATUSCODES
+S: 250-SMTPUTF8
+S: 250-CHUNKING
+S: 250 BINARYMIME
+"""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+B64_0 = b64(b"\0alice\0s3cret")
+B64_1 = b64(b"admin\0alice\0nope")
+B64_2 = b64(b"alice")
+B64_3 = b64(b"s3cret")
+B64_4 = b64(b"user=alice\x01auth=Bearer tok123\x01\x01")
+B64_5 = b64(b"user=alice\x01\x01")
+B64_6 = b64(b"\0alice\0wrong")
+B64_7 = b64(b"\0alice\0s3cret")
+B64_8 = b64(b"\0alice\0x")
+B64_9 = b64(b"bob")
+B64_10 = b64(b"who are you at localhost?")
+
+
+# --- plain sessions ---------------------------------------------------------------------------------
+
+
+def test_plain_smtp_session() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<alice@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<bob@example.org>
+        S: 250 2.1.5 Recipient OK
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        C: Subject: hi
+        C:
+        C: ..leading dot
+        C: .
+        S: 250 2.0.0 OK: message accepted
+        C: QUIT
+        S: 221 2.0.0 Bye
+        """
+    )
+    assert [type(e) for e in events if not isinstance(e, MessageData)] == [
+        Hello,
+        Mail,
+        Rcpt,
+        Data,
+        EndOfMessage,
+        Quit,
+        ConnectionClosed,
+    ]
+    assert content(events) == b"Subject: hi\r\n\r\n.leading dot\r\n"
+    assert events[-1] == ConnectionClosed(by_peer=False)
+
+
+def test_empty_message() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: HELO client.example
+        S: 250 localhost
+        C: MAIL FROM:<>
+        S: 250 Sender OK
+        C: RCPT TO:<Postmaster>
+        S: 250 Recipient OK
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        C: .
+        S: 250 OK: message accepted
+        """
+    )
+    assert content(events) == b""
+    assert EndOfMessage() in events
+
+
+def test_helo_has_no_extensions_and_refuses_parameters() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: HELO client.example
+        S: 250 localhost
+        C: MAIL FROM:<a@example.com> BODY=8BITMIME
+        S: 555 Parameter BODY not recognized or not implemented
+        C: MAIL FROM:<a@example.com> SIZE=100
+        S: 555 Parameter SIZE not recognized or not implemented
+        C: MAIL FROM:<a@example.com>
+        S: 250 Sender OK
+        C: RCPT TO:<b@example.com> NOTIFY=NEVER
+        S: 555 Parameter NOTIFY not recognized or not implemented
+        """
+    )
+
+
+def test_helo_after_ehlo_turns_extensions_off() -> None:
+    conn = make_server()
+    drive(b"EHLO a.example\r\n", conn=conn)
+    assert "PIPELINING" in conn.extensions
+    _, out = drive(b"HELO a.example\r\nNOOP\r\n", conn=conn)
+    assert conn.extensions == frozenset()
+    assert out == b"250 localhost\r\n250 OK\r\n"
+
+
+# --- EHLO extension list per configuration ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "lines"),
+    [
+        ({}, ["PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "BINARYMIME"]),
+        (
+            {
+                "pipelining": False,
+                "eight_bit_mime": False,
+                "enhanced_status_codes": False,
+                "smtputf8": False,
+                "chunking": False,
+                "max_message_size": 0,
+            },
+            ["SIZE 0"],
+        ),
+        (
+            {"binarymime": False},
+            ["PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING"],
+        ),
+        (
+            {
+                "dsn": True,
+                "tls": TlsPolicy.OPTIONAL,
+                "requiretls": True,
+                "advertise_limits": True,
+                "max_recipients": 200,
+                "extra_extensions": ("MT-PRIORITY", "XCLIENT NAME ADDR"),
+                "chunking": False,
+                "max_message_size": 65536,
+            },
+            [
+                "PIPELINING",
+                "SIZE 65536",
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "SMTPUTF8",
+                "DSN",
+                "STARTTLS",
+                "LIMITS RCPTMAX=200",
+                "MT-PRIORITY",
+                "XCLIENT NAME ADDR",
+            ],
+        ),
+        (
+            {"auth": AuthPolicy.OPTIONAL, "allow_insecure_auth": True, "auth_mechanisms": ("PLAIN", "CRAM-MD5")},
+            [
+                "PIPELINING",
+                "SIZE 10485760",
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "SMTPUTF8",
+                "CHUNKING",
+                "BINARYMIME",
+                "AUTH PLAIN CRAM-MD5",
+            ],
+        ),
+        # Neither AUTH (no TLS) nor REQUIRETLS (no TLS) before TLS.
+        (
+            {"auth": AuthPolicy.OPTIONAL, "requiretls": True, "chunking": False},
+            ["PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"],
+        ),
+        # Implicit TLS: AUTH and REQUIRETLS, no STARTTLS.
+        (
+            {
+                "implicit_tls": True,
+                "tls": TlsPolicy.OPTIONAL,
+                "auth": AuthPolicy.OPTIONAL,
+                "requiretls": True,
+                "chunking": False,
+            },
+            [
+                "PIPELINING",
+                "SIZE 10485760",
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "SMTPUTF8",
+                "AUTH PLAIN LOGIN",
+                "REQUIRETLS",
+            ],
+        ),
+    ],
+)
+def test_ehlo_extensions(options: dict[str, Any], lines: list[str]) -> None:
+    config = ServerConfig(**options)
+    reply = "\n".join(f"S: 250{'-' if i < len(lines) else ' '}{line}" for i, line in enumerate(["localhost", *lines]))
+    run_transcript(f"{GREETING}\nC: EHLO client.example\n{reply}", config)
+    conn = make_server(config)
+    drive(b"EHLO client.example\r\n", conn=conn)
+    assert conn.extensions == frozenset(line.split()[0] for line in lines)
+
+
+def test_ehlo_refused_by_application() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        conn.send(Reply(550, "Go away", "5.7.1"))
+
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        S: 550 Go away
+        C: MAIL FROM:<a@example.com>
+        S: 503 Send EHLO first
+        """,
+        policy=policy,
+    )
+
+
+# --- PIPELINING -------------------------------------------------------------------------------------
+
+
+def test_pipelined_burst_keeps_order_and_one_outstanding_command() -> None:
+    conn = make_server()
+    conn.receive_data(
+        b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+        b"RCPT TO:<c@example.com>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n"
+    )
+    seen: list[Any] = []
+    while True:
+        event = conn.next_event()
+        if isinstance(event, ConnectionClosed):
+            break
+        assert event is not NEED_DATA
+        if event is PAUSED:
+            continue
+        seen.append(event)
+        if conn.reply_due:
+            # While a reply is due nothing more is parsed, however often we ask.
+            assert conn.next_event() is PAUSED
+            assert conn.next_event() is PAUSED
+            if isinstance(event, Rcpt) and event.recipient.startswith("b"):
+                conn.send(Reply(550, "No such user", "5.1.1"))
+            else:
+                conn.accept()
+    out = conn.data_to_send()
+    assert [type(e).__name__ for e in seen] == [
+        "Hello",
+        "Mail",
+        "Rcpt",
+        "Rcpt",
+        "Data",
+        "MessageData",
+        "EndOfMessage",
+        "Quit",
+    ]
+    assert out.split(b"\r\n")[9:] == [
+        b"250 2.1.0 Sender OK",
+        b"550 5.1.1 No such user",
+        b"250 2.1.5 Recipient OK",
+        b"354 End data with <CR><LF>.<CR><LF>",
+        b"250 2.0.0 OK: message accepted",
+        b"221 2.0.0 Bye",
+        b"",
+    ]
+    assert conn.recipients == ()
+
+
+def test_input_after_quit_is_not_acted_on() -> None:
+    events, out = drive(b"EHLO c.example\r\nQUIT\r\nMAIL FROM:<a@example.com>\r\n")
+    assert events[-2:] == [Quit(), ConnectionClosed()]
+    assert out.endswith(b"221 2.0.0 Bye\r\n")
+    assert b"Sender" not in out
+
+
+def test_reply_due_before_data_refused_keeps_pipelined_content_as_commands() -> None:
+    # DATA refused by the application: what follows are commands again (RFC 2920 §3.1).
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Data):
+            conn.send(Reply(554, "No valid recipients", "5.5.1"))
+        else:
+            conn.accept()
+
+    _events, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nNOOP\r\n", policy=policy)
+    assert out.endswith(b"554 5.5.1 No valid recipients\r\n250 2.0.0 OK\r\n")
+
+
+# --- SIZE -------------------------------------------------------------------------------------------
+
+SMALL = ServerConfig(max_message_size=65536)
+SETUP = """
+C: EHLO client.example
+S: 250-localhost
+S: 250-PIPELINING
+S: 250-SIZE 65536
+S: 250-8BITMIME
+S: 250-ENHANCEDSTATUSCODES
+S: 250-SMTPUTF8
+S: 250-CHUNKING
+S: 250 BINARYMIME
+"""
+
+
+def test_size_parameter_over_limit() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        {SETUP}
+        C: MAIL FROM:<a@example.com> SIZE=65537
+        S: 552 5.3.4 Message size exceeds fixed maximum message size
+        C: MAIL FROM:<a@example.com> SIZE=65536
+        S: 250 2.1.0 Sender OK
+        """,
+        SMALL,
+    )
+
+
+def test_content_over_limit_is_refused_after_end_of_data_only() -> None:
+    body = "\n".join(f"C: {'x' * 998}" for _ in range(70))
+    events = run_transcript(
+        f"""
+        {GREETING}
+        {SETUP}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<b@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        {body}
+        C: .
+        S: 552 5.3.4 Message size exceeds fixed maximum message size
+        C: NOOP
+        S: 250 2.0.0 OK
+        """,
+        SMALL,
+    )
+    assert isinstance(events[-2], MessageRejected)
+    assert len(content(events)) <= 65536
+    assert EndOfMessage() not in events
+
+
+def test_content_over_limit_says_nothing_mid_stream() -> None:
+    conn = make_server(SMALL)
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", conn=conn)
+    for _ in range(200):
+        events, out = drive(b"y" * 998 + b"\r\n", conn=conn)
+        assert out == b""
+        assert not any(isinstance(e, MessageRejected) for e in events)
+    _, out = drive(b".\r\n", conn=conn)
+    assert out == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+
+
+# --- 8BITMIME / BINARYMIME / CHUNKING ---------------------------------------------------------------
+
+
+def test_8bit_content_passes_byte_exact() -> None:
+    body = "C: caf\u00e9 \u2603"
+    events = run_transcript(
+        f"""
+        {GREETING}
+        {EHLO_DEFAULT.replace("C: ", "")}
+        C: MAIL FROM:<a@example.com> BODY=8BITMIME
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<b@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        {body}
+        C: .
+        S: 250 2.0.0 OK: message accepted
+        """.replace(GREETING, GREETING + "\nC: EHLO client.example", 1)
+    )
+    assert content(events) == "caf\u00e9 \u2603\r\n".encode()
+    assert events[1].params.body == "8BITMIME"
+
+
+def test_binarymime_requires_bdat() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<a@example.com> BODY=BINARYMIME
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<b@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: DATA
+        S: 503 5.5.1 BODY=BINARYMIME requires BDAT, not DATA
+        C: BDAT 4 LAST
+        C: ab
+        S: 250 2.0.0 OK: message accepted
+        """
+    )
+    assert content(events) == b"ab\r\n"
+
+
+def test_bdat_chunks() -> None:
+    data = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 5\r\n\r\n.\r\nBDAT 3\r\nQUIBDAT 0 LAST\r\nNOOP\r\n"
+    events, out = drive(data)
+    assert [type(e).__name__ for e in events[3:]] == [
+        "Bdat",
+        "MessageData",
+        "Bdat",
+        "MessageData",
+        "Bdat",
+        "EndOfMessage",
+        "Noop",
+    ]
+    # Opaque octets: no dot logic, no end-of-data search; "QUIT" is content.
+    assert content(events) == b"\r\n.\r\nQUI"
+    assert out.split(b"\r\n")[-5:] == [
+        b"250 2.0.0 5 octets received",
+        b"250 2.0.0 8 octets received",
+        b"250 2.0.0 OK: message accepted",
+        b"250 2.0.0 OK",
+        b"",
+    ]
+    for cut in range(1, len(data)):
+        assert drive([data[:cut], data[cut:]])[1] == out
+
+
+def test_bdat_cumulative_size() -> None:
+    conn = make_server(SMALL)
+    events, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 40000\r\n" + b"a" * 40000, conn=conn)
+    assert out.endswith(b"250 2.0.0 40000 octets received\r\n")
+    events, out = drive(b"BDAT 30000 LAST\r\n" + b"b" * 30000, conn=conn)
+    # The chunk that crosses the limit is read but not handed out.
+    assert Bdat(30000, True) in events
+    assert not any(isinstance(e, MessageData) for e in events)
+    assert isinstance(events[-1], MessageRejected)
+    assert out == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+    assert conn.state is State.READY
+
+
+def test_bdat_over_limit_in_a_middle_chunk() -> None:
+    conn = make_server(SMALL)
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 70000\r\n" + b"a" * 70000, conn=conn)
+    assert out.endswith(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n")
+    events, out = drive(b"BDAT 1 LAST\r\nx", conn=conn)
+    assert isinstance(events[-1], MessageRejected)
+    assert out == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+
+
+def test_refused_bdat_still_consumes_its_octets() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Rcpt):
+            conn.send(Reply(550, "No such user", "5.1.1"))
+        else:
+            conn.accept()
+
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: BDAT 12
+        C: MAIL FROM:
+        S: 503 5.5.1 Send MAIL first
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: BDAT 6 LAST
+        C: QUIT
+        S: 503 5.5.1 Send RCPT first
+        C: RCPT TO:<nobody@example.com>
+        S: 550 5.1.1 No such user
+        C: BDAT 7 LAST
+        C: RSET!
+        S: 554 5.5.1 No valid recipients
+        C: NOOP
+        S: 250 2.0.0 OK
+        """,
+        policy=policy,
+    )
+
+
+def test_bdat_before_ehlo_and_in_refused_session_consumes_octets() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: BDAT 6
+        C: QUIT
+        S: 503 Send EHLO first
+        """
+    )
+    run_transcript(
+        """
+        S: 554 No service
+        C: BDAT 6
+        C: QUIT
+        S: 503 Connection refused; only QUIT is accepted
+        C: QUIT
+        S: 221 Bye
+        """,
+        greeting=Reply(554, "No service"),
+    )
+
+
+def test_bdat_not_offered() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: HELO client.example
+        S: 250 localhost
+        C: BDAT 6 LAST
+        C: QUIT
+        S: 502 Command not implemented
+        """,
+        ServerConfig(chunking=False),
+    )
+
+
+def test_data_after_bdat_and_bdat_refusal_states() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<b@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: BDAT 2
+        C:
+        S: 250 2.0.0 2 octets received
+        C: DATA
+        S: 503 5.5.1 DATA is not allowed after BDAT in the same transaction
+        C: MAIL FROM:<a@example.com>
+        S: 503 5.5.1 Sender already given; send RSET to start over
+        C: RCPT TO:<c@example.com>
+        S: 503 5.5.1 Bad sequence of commands
+        C: RSET
+        S: 250 2.0.0 Reset OK
+        C: BDAT 1 LAST
+        C: x
+        S: 503 5.5.1 Send MAIL first
+        S: 500 5.5.1 Command unrecognized
+        """
+    )
+
+
+def test_bdat_with_lmtp_and_reject_message_in_chunking() -> None:
+    conn = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 2\r\nab", conn=conn)
+    assert conn.state is State.CHUNKING
+    conn.reject_message(Reply(554, "Spam", "5.7.1"))
+    events, out = drive(b"BDAT 2\r\ncdBDAT 1 LAST\r\ne", conn=conn)
+    assert out == b"554 5.7.1 Spam\r\n554 5.7.1 Spam\r\n"
+    assert not any(isinstance(e, MessageData) for e in events)
+    assert events[-1] == MessageRejected(Reply(554, "Spam", "5.7.1"))
+
+
+# --- ENHANCEDSTATUSCODES ----------------------------------------------------------------------------
+
+ESC_SESSION = """
+C: EHLO c.example
+C: FOO
+C: MAIL FROM:<a@b.c> NOPE=1
+C: RCPT TO:<d@e.f>
+C: MAIL FROM:<a@b.c>
+C: DATA
+C: RCPT TO:<d@e.f>
+C: VRFY x
+C: EXPN x
+C: HELP
+C: NOOP
+C: DATA
+C: a
+C: .
+C: RSET
+C: QUIT
+"""
+
+
+def test_enhanced_status_codes_on_every_core_reply() -> None:
+    _events, out = drive(ESC_SESSION.replace("C: ", "").strip().replace("\n", "\r\n").encode() + b"\r\n")
+    lines = out.decode().split("\r\n")[:-1]
+    replies = [line for line in lines if line[3] == " " and not line.startswith(("220", "250 BINARYMIME"))]
+    assert replies == [
+        "500 5.5.1 Command unrecognized",
+        "555 5.5.4 Parameter NOPE not recognized or not implemented",
+        "503 5.5.1 Send MAIL first",
+        "250 2.1.0 Sender OK",
+        "554 5.5.1 No valid recipients" if False else "503 5.5.1 Send RCPT first",
+        "250 2.1.5 Recipient OK",
+        "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery",
+        "502 5.5.1 EXPN not available",
+        "214 2.0.0 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)",
+        "250 2.0.0 OK",
+        "354 End data with <CR><LF>.<CR><LF>",
+        "250 2.0.0 OK: message accepted",
+        "250 2.0.0 Reset OK",
+        "221 2.0.0 Bye",
+    ]
+    for line in replies:
+        code, rest = line[:3], line[4:]
+        if code[0] in "245":
+            assert rest.split(" ")[0].split(".")[0] == code[0]
+
+
+def test_enhanced_status_codes_off() -> None:
+    config = ServerConfig(enhanced_status_codes=False)
+    _, out = drive(ESC_SESSION.replace("C: ", "").strip().replace("\n", "\r\n").encode() + b"\r\n", config)
+    import re
+
+    assert not re.search(rb"^[245][0-9][0-9][ -][245]\.[0-9]", out, re.MULTILINE)
+    assert b"ENHANCEDSTATUSCODES" not in out
+    assert b"221 Bye\r\n" in out
+
+
+def test_application_reply_gets_a_generic_enhanced_code() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Rcpt):
+            conn.send(Reply(550, "Nope"))
+        elif isinstance(event, Mail):
+            conn.send(Reply(250, "Fine", "2.1.0"))
+        else:
+            conn.accept()
+
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", policy=policy)
+    assert out.endswith(b"250 2.1.0 Fine\r\n550 5.0.0 Nope\r\n")
+    _, out = drive(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", policy=policy)
+    assert out.endswith(b"250 Fine\r\n550 Nope\r\n")
+
+
+# --- SMTPUTF8, DSN, REQUIRETLS ----------------------------------------------------------------------
+
+
+def test_smtputf8_session() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<j\u00f6rg@b\u00fccher.example>
+        S: 553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter
+        C: MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<\u00e9l\u00e8ve@\u00e9cole.example>
+        S: 250 2.1.5 Recipient OK
+        """
+    )
+    assert events[-1] == Rcpt("\u00e9l\u00e8ve@\u00e9cole.example")
+
+
+def test_dsn_parameters_per_recipient() -> None:
+    config = ServerConfig(dsn=True)
+    conn = make_server(config)
+    drive(
+        b"EHLO c\r\nMAIL FROM:<a@b.c> RET=FULL ENVID=abc+2Bdef\r\n"
+        b"RCPT TO:<d@e.f> NOTIFY=DELAY ORCPT=rfc822;d@e.f\r\nRCPT TO:<g@e.f> NOTIFY=NEVER\r\nRCPT TO:<h@e.f>\r\n",
+        conn=conn,
+    )
+    assert conn.mail is not None
+    assert conn.mail.params.ret == "FULL"
+    assert conn.mail.params.envid == "abc+def"
+    assert [r.params.notify for r in conn.recipients] == [("DELAY",), ("NEVER",), None]
+    assert conn.recipients[0].params.orcpt == ("rfc822", "d@e.f")
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c> RET=FULL\r\n")
+    assert out.endswith(b"555 5.5.4 Parameter RET not recognized or not implemented\r\n")
+
+
+def test_requiretls_only_over_tls() -> None:
+    config = ServerConfig(requiretls=True, tls=TlsPolicy.OPTIONAL)
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c> REQUIRETLS\r\n", config)
+    assert b"REQUIRETLS" not in out.split(b"555")[0]
+    assert out.endswith(b"555 5.5.4 Parameter REQUIRETLS not recognized or not implemented\r\n")
+    events, out = drive(b"EHLO c\r\nSTARTTLS\r\n", config)
+    assert isinstance(events[-1], TlsHandshake)
+    conn = make_server(config)
+    drive([b"EHLO c\r\nSTARTTLS\r\n", b"EHLO c\r\nMAIL FROM:<a@b.c> REQUIRETLS\r\n"], conn=conn)
+    assert conn.tls_active
+    assert "REQUIRETLS" in conn.extensions
+    assert conn.mail is not None
+    assert conn.mail.params.requiretls
+
+
+# --- STARTTLS ---------------------------------------------------------------------------------------
+
+TLS = ServerConfig(tls=TlsPolicy.OPTIONAL, auth=AuthPolicy.OPTIONAL)
+TLS_EHLO = """
+S: 250-localhost
+S: 250-PIPELINING
+S: 250-SIZE 10485760
+S: 250-8BITMIME
+S: 250-ENHANCEDSTATUSCODES
+S: 250-SMTPUTF8
+S: 250-CHUNKING
+S: 250-BINARYMIME
+S: 250 STARTTLS
+"""
+TLS_EHLO_AFTER = """
+S: 250-localhost
+S: 250-PIPELINING
+S: 250-SIZE 10485760
+S: 250-8BITMIME
+S: 250-ENHANCEDSTATUSCODES
+S: 250-SMTPUTF8
+S: 250-CHUNKING
+S: 250-BINARYMIME
+S: 250 AUTH PLAIN LOGIN
+"""
+
+
+def test_starttls_session() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {TLS_EHLO}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: STARTTLS
+        S: 503 5.5.1 Bad sequence of commands
+        C: RSET
+        S: 250 2.0.0 Reset OK
+        C: STARTTLS
+        S: 220 2.0.0 Ready to start TLS
+        C: MAIL FROM:<a@example.com>
+        S: 503 Send EHLO first
+        C: EHLO client.example
+        {TLS_EHLO_AFTER}
+        C: STARTTLS
+        S: 503 5.5.1 TLS already active
+        """,
+        TLS,
+        modes=("lines",),
+    )
+    assert TlsHandshake() in events
+
+
+def test_starttls_discards_pipelined_plaintext() -> None:
+    # CVE-2011-0411 / aiosmtpd CVE-2024-34083: commands sent with STARTTLS in the
+    # same packet must never be executed after the handshake.
+    conn = make_server(TLS)
+    driver = Driver(conn, tls=False)
+    driver.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\nRCPT TO:<victim@x.y>\r\n")
+    assert isinstance(driver.events[-1], TlsHandshake)
+    assert conn.state is State.TLS
+    assert conn.timeout.name == "tls-handshake"
+    # Bytes arriving before the handshake is reported done are dropped too.
+    driver.feed(b"DATA\r\n")
+    assert len(conn._buffer) == 0
+    assert conn.next_event() is PAUSED
+    conn.tls_established()
+    assert conn.hello is None
+    assert conn.mail is None
+    assert conn.state is State.CONNECTED
+    driver.feed(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n")
+    assert not any(isinstance(e, Mail) and e.sender == "evil@x.y" for e in driver.events)
+    assert driver.events[-1] == Mail("a@b.c")
+    assert b"evil" not in bytes(driver.output)
+    assert bytes(driver.output).endswith(b"250-BINARYMIME\r\n250 AUTH PLAIN LOGIN\r\n250 2.1.0 Sender OK\r\n")
+
+
+def test_starttls_discard_with_every_split() -> None:
+    data = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\n"
+    for cut in range(1, len(data)):
+        events, out = drive([data[:cut], data[cut:]], TLS, tls=False)
+        assert not any(isinstance(e, (Mail, CommandRejected)) for e in events), cut
+        assert out.endswith(b"220 2.0.0 Ready to start TLS\r\n")
+
+
+def test_starttls_refused_keeps_session() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, StartTls):
+            conn.send(Reply(454, "TLS not available now", "4.7.0"))
+        else:
+            conn.accept()
+
+    _events, out = drive(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.c>\r\n", TLS, policy=policy)
+    assert out.endswith(b"454 4.7.0 TLS not available now\r\n250 2.1.0 Sender OK\r\n")
+
+
+def test_starttls_not_offered_and_tls_established_misuse() -> None:
+    _, out = drive(b"EHLO c\r\nSTARTTLS\r\n")
+    assert out.endswith(b"502 5.5.1 Command not implemented\r\n")
+    conn = make_server()
+    with pytest.raises(LocalProtocolError):
+        conn.tls_established()
+
+
+def test_tls_required() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {TLS_EHLO}
+        C: MAIL FROM:<a@example.com>
+        S: 530 5.7.0 Must issue a STARTTLS command first
+        C: VRFY x
+        S: 530 5.7.0 Must issue a STARTTLS command first
+        C: BDAT 3
+        C: x
+        S: 530 5.7.0 Must issue a STARTTLS command first
+        C: NOOP
+        S: 250 2.0.0 OK
+        C: STARTTLS
+        S: 220 2.0.0 Ready to start TLS
+        C: EHLO client.example
+        {TLS_EHLO_AFTER}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        """,
+        ServerConfig(tls=TlsPolicy.REQUIRED, auth=AuthPolicy.OPTIONAL),
+        modes=("lines",),
+    )
+
+
+def test_implicit_tls_refuses_starttls() -> None:
+    config = ServerConfig(tls=TlsPolicy.REQUIRED, implicit_tls=True)
+    _, out = drive(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.c>\r\n", config)
+    assert out.endswith(b"503 5.5.1 TLS already active\r\n250 2.1.0 Sender OK\r\n")
+
+
+# --- AUTH -------------------------------------------------------------------------------------------
+
+AUTH = ServerConfig(
+    auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+)
+PASSWORDS = {"alice": "s3cret"}
+
+
+def check_password(conn: ServerConnection, event: Event) -> None:
+    if isinstance(event, AuthCredentials):
+        if event.verify(PASSWORDS.get(event.username, "\0")):
+            conn.accept()
+        else:
+            conn.send(Reply(535, "Authentication credentials invalid", "5.7.8"))
+    else:
+        conn.accept()
+
+
+def auth(lines: bytes, config: ServerConfig = AUTH) -> tuple[list[Any], bytes]:
+    events, out = drive(b"EHLO c\r\n" + lines, config, policy=check_password)
+    return events[1:], out.split(b"250 AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2\r\n", 1)[-1]
+
+
+def test_auth_plain_initial_response() -> None:
+    events, out = auth(f"AUTH PLAIN {B64_0}\r\n".encode())
+    assert out == b"235 2.7.0 Authentication successful\r\n"
+    assert events == [AuthCredentials("PLAIN", "alice", "", password="s3cret")]
+    assert "s3cret" not in repr(events[0])
+
+
+def test_auth_plain_challenge_and_wrong_password() -> None:
+    events, out = auth(f"AUTH PLAIN\r\n{B64_1}\r\n".encode())
+    assert out == b"334 \r\n535 5.7.8 Authentication credentials invalid\r\n"
+    assert events[0].authorization_id == "admin"
+    assert "nope" not in repr(events[0])
+    assert "nope" not in str(events[0])
+
+
+def test_auth_login() -> None:
+    _, out = auth(f"AUTH LOGIN\r\n{B64_2}\r\n{B64_3}\r\n".encode())
+    assert out == b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+    _, out = auth(f"AUTH LOGIN {B64_2}\r\n{B64_3}\r\n".encode())
+    assert out == b"334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+
+
+def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
+    conn = make_server(AUTH)
+    driver = Driver(conn, check_password)
+    driver.feed(b"EHLO c\r\nAUTH CRAM-MD5\r\n")
+    challenge_line = bytes(driver.output).split(b"\r\n")[-2]
+    assert challenge_line.startswith(b"334 ")
+    challenge = base64.b64decode(challenge_line[4:])
+    assert challenge.startswith(b"<")
+    assert challenge.endswith(b"@localhost>")
+    digest = hmac.new(b"s3cret", challenge, "md5").hexdigest()
+    driver.feed(b64(f"alice {digest}".encode()).encode() + b"\r\n")
+    assert bytes(driver.output).endswith(b"235 2.7.0 Authentication successful\r\n")
+    assert conn.authenticated is not None
+    assert conn.authenticated.verify("s3cret")
+    assert not conn.authenticated.verify("wrong")
+    # A fresh challenge each time: a replayed response fails.
+    conn2 = make_server(AUTH)
+    driver2 = Driver(conn2, check_password)
+    driver2.feed(b"EHLO c\r\nAUTH CRAM-MD5\r\n" + b64(f"alice {digest}".encode()).encode() + b"\r\n")
+    assert bytes(driver2.output).endswith(b"535 5.7.8 Authentication credentials invalid\r\n")
+
+
+def test_auth_xoauth2() -> None:
+    events, out = auth(f"AUTH XOAUTH2 {B64_4}\r\n".encode())
+    assert events[0].token == "tok123"
+    assert "tok123" not in repr(events[0])
+    assert out == b"535 5.7.8 Authentication credentials invalid\r\n"
+    _, out = auth(f"AUTH XOAUTH2\r\n{B64_5}\r\n".encode())
+    assert out == b"334 \r\n501 5.5.2 XOAUTH2 response needs user= and auth=Bearer\r\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "reply"),
+    [
+        (b"AUTH PLAIN =\r\n", b"501 5.5.2 PLAIN response must be authzid NUL authcid NUL password\r\n"),
+        (b"AUTH PLAIN\r\n*\r\n", b"334 \r\n501 5.0.0 Authentication cancelled\r\n"),
+        (b"AUTH LOGIN\r\n*\r\n", b"334 VXNlcm5hbWU6\r\n501 5.0.0 Authentication cancelled\r\n"),
+        (b"AUTH PLAIN !!!!\r\n", b"501 5.5.2 Invalid base64 data\r\n"),
+        (
+            b"AUTH PLAIN\r\nAGFsaWNl\r\n",
+            b"334 \r\n501 5.5.2 PLAIN response must be authzid NUL authcid NUL password\r\n",
+        ),
+        (b"AUTH PLAIN\r\nAGFsaWNlAHB\r\n", b"334 \r\n501 5.5.2 Invalid base64 data\r\n"),
+        (b"AUTH PLAIN\r\n" + b"QUFB" * 4000 + b"\r\n", b"334 \r\n500 5.5.6 Authentication response too long\r\n"),
+        (b"AUTH PLAIN " + b64(b"\0\xff\0x").encode() + b"\r\n", b"501 5.5.2 PLAIN field is not UTF-8\r\n"),
+        (
+            b"AUTH CRAM-MD5 " + b64(b"alice short").encode() + b"\r\n",
+            b"501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n",
+        ),
+        (b"AUTH GSSAPI\r\n", b"504 5.5.4 Unrecognized authentication mechanism\r\n"),
+        (b"AUTH XOAUTH2 " + b64(b"user=a").encode() + b"\r\n", b"501 5.5.2 XOAUTH2 response must end with two ^A\r\n"),
+    ],
+)
+def test_auth_failures(lines: bytes, reply: bytes) -> None:
+    events, out = auth(lines + b"NOOP\r\n")
+    assert out == reply + b"250 2.0.0 OK\r\n"
+    assert isinstance(events[-2], CommandRejected)
+
+
+def test_auth_long_response_within_limit_is_fine() -> None:
+    # RFC 4954 §4: responses longer than a command line are allowed (12288 here).
+    token = b"x" * 6000
+    _, out = auth(b"AUTH PLAIN\r\n" + b64(b"\0alice\0" + token).encode() + b"\r\n")
+    assert out == b"334 \r\n535 5.7.8 Authentication credentials invalid\r\n"
+
+
+def test_auth_sequence_rules() -> None:
+    _, out = auth(f"MAIL FROM:<a@b.c>\r\nAUTH PLAIN {B64_0}\r\n".encode())
+    assert out.endswith(b"503 5.5.1 AUTH is not allowed during a mail transaction\r\n")
+    _, out = auth(f"AUTH PLAIN {B64_0}\r\nAUTH PLAIN\r\n".encode())
+    assert out.endswith(b"235 2.7.0 Authentication successful\r\n503 5.5.1 Already authenticated\r\n")
+    _, out = drive(b"AUTH PLAIN\r\n", AUTH)
+    assert out.endswith(b"503 Send EHLO first\r\n")
+    _, out = drive(b"EHLO c\r\nAUTH PLAIN\r\n")
+    assert out.endswith(b"502 5.5.1 Command not implemented\r\n")
+
+
+def test_auth_before_tls() -> None:
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, tls=TlsPolicy.OPTIONAL)
+    conn = make_server(config)
+    _, out = drive(b"EHLO c\r\nAUTH PLAIN\r\n", conn=conn)
+    assert b"AUTH PLAIN LOGIN" not in out
+    assert out.endswith(b"538 5.7.11 Encryption required for requested authentication mechanism\r\n")
+    _, out = drive(b"STARTTLS\r\n", conn=conn)
+    _, out = drive(f"EHLO c\r\nAUTH PLAIN {B64_0}\r\n".encode(), conn=conn, policy=check_password)
+    assert out.endswith(b"250 AUTH PLAIN LOGIN\r\n235 2.7.0 Authentication successful\r\n")
+
+
+def test_auth_required() -> None:
+    config = ServerConfig(auth=AuthPolicy.REQUIRED, allow_insecure_auth=True)
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        S: 250-localhost
+        S: 250-PIPELINING
+        S: 250-SIZE 10485760
+        S: 250-8BITMIME
+        S: 250-ENHANCEDSTATUSCODES
+        S: 250-SMTPUTF8
+        S: 250-CHUNKING
+        S: 250-BINARYMIME
+        S: 250 AUTH PLAIN LOGIN
+        C: MAIL FROM:<a@example.com>
+        S: 530 5.7.0 Authentication required
+        C: AUTH PLAIN {B64_6}
+        S: 535 5.7.8 Authentication credentials invalid
+        C: MAIL FROM:<a@example.com>
+        S: 530 5.7.0 Authentication required
+        C: AUTH PLAIN {B64_7}
+        S: 235 2.7.0 Authentication successful
+        C: MAIL FROM:<a@example.com> AUTH=alice
+        S: 250 2.1.0 Sender OK
+        """,
+        config,
+        policy=check_password,
+    )
+
+
+def test_failed_logins_count_as_errors() -> None:
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, max_errors=3)
+    events, out = drive(b"EHLO c\r\n" + f"AUTH PLAIN {B64_8}\r\n".encode() * 5, config, check_password)
+    assert out.endswith(
+        b"535 5.7.8 Authentication credentials invalid\r\n421 4.7.0 Too many errors; closing connection\r\n"
+    )
+    assert out.count(b"535") == 3
+    assert isinstance(events[-1], RemoteProtocolError)
+
+
+class Echo:
+    """A custom mechanism: one challenge, then the response is the username."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return f"who are you at {self.hostname}?".encode()
+        return AuthCredentials("X-ECHO", response.decode(), password="echo")
+
+
+def test_custom_mechanism() -> None:
+    config = ServerConfig(
+        auth=AuthPolicy.OPTIONAL,
+        allow_insecure_auth=True,
+        auth_mechanisms=("X-ECHO",),
+        auth_mechanism_factories={"X-ECHO": Echo},
+    )
+    events, out = drive(f"EHLO c\r\nAUTH x-echo\r\n{B64_9}\r\n".encode(), config)
+    assert b"250 AUTH X-ECHO\r\n" in out
+    assert out.endswith(f"334 {B64_10}\r\n235 2.7.0 Authentication successful\r\n".encode())
+    assert events[-1] == AuthCredentials("X-ECHO", "bob", password="echo")
+    _, out = drive(b"EHLO c\r\nAUTH PLAIN\r\n", config)
+    assert out.endswith(b"504 5.5.4 Unrecognized authentication mechanism\r\n")
+
+
+def test_client_closes_during_auth() -> None:
+    events, _ = drive([b"EHLO c\r\nAUTH PLAIN\r\n", b"AGFs"], AUTH, close=True)
+    assert events[-1] == ConnectionClosed(by_peer=True)
+
+
+# --- LMTP -------------------------------------------------------------------------------------------
+
+LMTP = ServerConfig(lmtp=True, chunking=True)
+LHLO = EHLO_DEFAULT
+
+
+def lmtp_policy(conn: ServerConnection, event: Event) -> None:
+    if isinstance(event, Rcpt) and event.recipient.startswith("nobody"):
+        conn.send(Reply(550, "No such user", "5.1.1"))
+    elif isinstance(event, EndOfMessage):
+        for rcpt in conn.recipients:
+            if rcpt.recipient.startswith("full"):
+                conn.send(Reply(452, "Mailbox full", "4.2.2"))
+            else:
+                conn.send(Reply(250, f"<{rcpt.recipient}> stored", "2.0.0"))
+    else:
+        conn.accept()
+
+
+def test_lmtp_session() -> None:
+    run_transcript(
+        f"""
+        S: 220 localhost LMTP smtpcore
+        C: EHLO client.example
+        S: 500 Command unrecognized
+        C: HELO client.example
+        S: 500 Command unrecognized
+        C: MAIL FROM:<a@example.com>
+        S: 503 Send LHLO first
+        C: LHLO client.example
+        {LHLO}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<one@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: RCPT TO:<nobody@example.com>
+        S: 550 5.1.1 No such user
+        C: RCPT TO:<full@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        C: hi
+        C: .
+        S: 250 2.0.0 <one@example.com> stored
+        S: 452 4.2.2 Mailbox full
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<one@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: RCPT TO:<two@example.com>
+        S: 250 2.1.5 Recipient OK
+        C: BDAT 3 LAST
+        C: x
+        S: 250 2.0.0 <one@example.com> stored
+        S: 250 2.0.0 <two@example.com> stored
+        """,
+        LMTP,
+        policy=lmtp_policy,
+    )
+
+
+def test_lmtp_accept_after_partial_replies_answers_the_rest() -> None:
+    # Bug found: accept() used to answer *every* recipient again after some
+    # replies had been sent, raising LocalProtocolError half-way.
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, EndOfMessage):
+            conn.send(Reply(451, "Try later", "4.3.0"))
+        conn.accept()
+
+    _, out = drive(
+        b"LHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nRCPT TO:<h@e.f>\r\nDATA\r\nx\r\n.\r\n",
+        LMTP,
+        policy,
+    )
+    assert out.endswith(b"451 4.3.0 Try later\r\n250 2.1.5 <g@e.f> delivered\r\n250 2.1.5 <h@e.f> delivered\r\n")
+
+
+def test_lmtp_rejected_message_one_reply_per_recipient() -> None:
+    _, out = drive(b"LHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nDATA\r\na\nb\r\n.\r\n", LMTP)
+    assert out.endswith(
+        b"354 End data with <CR><LF>.<CR><LF>\r\n"
+        + b"550 5.6.11 Message contains a bare CR or LF; use CRLF line endings\r\n" * 2
+    )
+
+
+# --- VRFY / EXPN / RSET / NOOP / HELP / QUIT --------------------------------------------------------
+
+
+def test_vrfy_expn_defaults() -> None:
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: VRFY alice
+        S: 252 Cannot VRFY user, but will accept message and attempt delivery
+        C: EXPN staff
+        S: 502 EXPN not available
+        C: HELP
+        S: 214 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)
+        C: NOOP
+        S: 250 OK
+        C: RSET
+        S: 250 Reset OK
+        C: QUIT
+        S: 221 Bye
+        """
+    )
+    assert Vrfy("alice") in events
+    assert Expn("staff") in events
+
+
+def test_vrfy_expn_answered_by_application() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Vrfy):
+            conn.send(Reply(250, "Alice <alice@example.com>", "2.1.5"))
+        elif isinstance(event, Expn):
+            conn.send(Reply(250, ["<a@example.com>", "<b@example.com>"], "2.1.5"))
+        else:
+            conn.accept()
+
+    config = ServerConfig(vrfy_enabled=True, expn_enabled=True)
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: VRFY alice
+        S: 250 2.1.5 Alice <alice@example.com>
+        C: EXPN staff
+        S: 250-2.1.5 <a@example.com>
+        S: 250 2.1.5 <b@example.com>
+        """,
+        config,
+        policy=policy,
+    )
+    # accept(): the defaults.
+    _, out = drive(b"VRFY a\r\nEXPN b\r\n", config)
+    assert out.endswith(
+        b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n502 EXPN not available\r\n"
+    )
+    conn = make_server(config)
+    drive(b"VRFY a\r\n", conn=conn, policy=lambda c, e: None)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(354, "no"))
+
+
+def test_rset_clears_transaction_and_keeps_hello() -> None:
+    conn = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", conn=conn)
+    assert conn.recipients
+    assert conn.mail is not None
+    _, out = drive(b"RSET\r\nRCPT TO:<d@e.f>\r\n", conn=conn)
+    assert conn.mail is None
+    assert conn.recipients == ()
+    assert conn.hello == Hello("c")
+    assert out == b"250 2.0.0 Reset OK\r\n503 5.5.1 Send MAIL first\r\n"
+
+
+def test_second_ehlo_resets_transaction() -> None:
+    conn = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nEHLO d\r\n", conn=conn)
+    assert conn.mail is None
+    assert conn.state is State.READY
+    assert conn.hello == Hello("d")
+
+
+def test_sequence_errors() -> None:
+    run_transcript(
+        f"""
+        {GREETING}
+        C: MAIL FROM:<a@example.com>
+        S: 503 Send EHLO first
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: RCPT TO:<b@example.com>
+        S: 503 5.5.1 Send MAIL first
+        C: DATA
+        S: 503 5.5.1 Send MAIL first
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: DATA
+        S: 503 5.5.1 Send RCPT first
+        C: MAIL FROM:<a@example.com>
+        S: 503 5.5.1 Sender already given; send RSET to start over
+        """
+    )
+
+
+def test_data_after_only_refused_recipients() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Rcpt):
+            conn.send(Reply(550, "No", "5.1.1"))
+        else:
+            conn.accept()
+
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", policy=policy)
+    assert out.endswith(b"550 5.1.1 No\r\n554 5.5.1 No valid recipients\r\n")
+
+
+# --- greeting, early talkers, limits ----------------------------------------------------------------
+
+
+def test_greeting_554_then_only_quit() -> None:
+    run_transcript(
+        """
+        S: 554 No SMTP service here
+        C: EHLO client.example
+        S: 503 Connection refused; only QUIT is accepted
+        C: MAIL FROM:<a@example.com>
+        S: 503 Connection refused; only QUIT is accepted
+        C: QUIT
+        S: 221 Bye
+        """,
+        greeting=Reply(554, "No SMTP service here", "5.7.1"),
+    )
+
+
+def test_greeting_misuse() -> None:
+    conn = ServerConnection()
+    assert conn.reply_due
+    assert conn.state is State.GREETING
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "hello"))
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(550, "no"))
+    conn.send(Reply(421, "Busy", "4.3.2"))
+    assert conn.data_to_send() == b"421 Busy\r\n"  # no EHLO yet: no enhanced code
+    assert conn.next_event() == ConnectionClosed(by_peer=False)
+
+
+def test_early_talker() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"EHLO c\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.reply is not None
+    assert info.value.reply.code == 554
+    assert conn.data_to_send() == b"554 Protocol violation: client sent data before the greeting\r\n"
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert not conn.reply_due
+    with pytest.raises(LocalProtocolError):
+        conn.accept()
+
+
+def test_early_talker_allowed_by_config() -> None:
+    conn = ServerConnection(ServerConfig(reject_early_talkers=False))
+    conn.receive_data(b"EHLO c\r\n")
+    assert conn.next_event() is PAUSED
+    conn.accept()
+    events, _out = drive(b"", conn=conn)
+    assert events[0] == Hello("c")
+
+
+def test_error_limit() -> None:
+    config = ServerConfig(max_errors=3)
+    events, out = drive(b"EHLO c\r\nFOO\r\nRCPT TO:<a@b.c>\r\nMAIL FROM:<bad\r\nNOOP\r\n", config)
+    assert [type(e).__name__ for e in events] == [
+        "Hello",
+        "CommandRejected",
+        "CommandRejected",
+        "CommandRejected",
+        "RemoteProtocolError",
+    ]
+    assert out.endswith(
+        b"501 5.5.2 Address must be in angle brackets\r\n421 4.7.0 Too many errors; closing connection\r\n"
+    )
+    assert events[-1].reply.code == 421
+
+
+def test_recipient_limit() -> None:
+    config = ServerConfig(max_recipients=100)
+    rcpts = b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(102))
+    conn = make_server(config)
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts + b"NOOP\r\n", conn=conn)
+    assert len(conn.recipients) == 100
+    assert out.endswith(b"452 4.5.3 Too many recipients\r\n" * 2 + b"250 2.0.0 OK\r\n")
+    assert conn._errors == 0  # the excess is not the client's error (RFC 5321 §4.5.3.1.10)
+
+
+# --- content rejection, closing replies, misuse ----------------------------------------------------
+
+
+def test_reject_message_reply_after_end_of_data() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        conn.accept()
+
+    conn = make_server()
+    driver = Driver(conn, policy)
+    driver.feed(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nfirst line\r\n")
+    conn.reject_message(Reply(554, "Virus found", "5.7.1"))
+    conn.reject_message(Reply(451, "second call is ignored", "4.3.0"))
+    before = len(driver.output)
+    driver.feed(b"more\r\nlines\r\n")
+    assert len(driver.output) == before
+    # Nothing handed out after the rejection (the CRLF held back before it is dropped too).
+    assert content(driver.events) == b"first line"
+    driver.feed(b".\r\nNOOP\r\n")
+    assert bytes(driver.output[before:]) == b"554 5.7.1 Virus found\r\n250 2.0.0 OK\r\n"
+    assert MessageRejected(Reply(554, "Virus found", "5.7.1")) in driver.events
+    with pytest.raises(LocalProtocolError):
+        conn.reject_message(Reply(554, "not now"))
+    conn2 = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", conn=conn2)
+    with pytest.raises(LocalProtocolError):
+        conn2.reject_message(Reply(250, "fine"))
+
+
+def test_app_421_closes() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Mail):
+            conn.send(Reply(421, "Shutting down", "4.3.2"))
+        else:
+            conn.accept()
+
+    events, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", policy=policy)
+    assert out.endswith(b"421 4.3.2 Shutting down\r\n")
+    assert events[-1] == ConnectionClosed(by_peer=False)
+
+
+def test_send_misuse() -> None:
+    conn = make_server()
+    with pytest.raises(LocalProtocolError):
+        conn.send(Reply(250, "nothing is due"))
+    with pytest.raises(LocalProtocolError):
+        conn.accept()
+    with pytest.raises(LocalProtocolError):
+        conn.send("250 OK")  # type: ignore[arg-type]
+    cases = [
+        (b"EHLO c\r\n", Hello, Reply(354, "go")),
+        (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n", Mail, Reply(251, "x")),
+        (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", Rcpt, Reply(354, "go")),
+        (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", Data, Reply(250, "OK")),
+        (b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n.\r\n", EndOfMessage, Reply(354, "again")),
+    ]
+    for data, kind, bad in cases:
+        conn = make_server()
+        events, _ = drive(data, conn=conn, policy=lambda c, e, k=kind: None if isinstance(e, k) else c.accept())
+        assert isinstance(events[-1], kind)
+        with pytest.raises(LocalProtocolError):
+            conn.send(bad)
+        conn.send(Reply(451, "later", "4.3.0"))
+        # No enhanced code on an EHLO reply (RFC 2034 §3), one on every other.
+        assert conn.data_to_send().endswith(b"451 later\r\n" if kind is Hello else b"451 4.3.0 later\r\n")
+    # 251 is a valid answer to RCPT.
+    conn = make_server()
+    drive(
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n",
+        conn=conn,
+        policy=lambda c, e: None if isinstance(e, Rcpt) else c.accept(),
+    )
+    conn.send(Reply(251, "User not local; will forward", "2.1.5"))
+    assert conn.recipients == (Rcpt("d@e.f"),)
+
+
+def test_timeouts_per_state() -> None:
+    config = ServerConfig(
+        command_timeout=111, data_timeout=222, tls_handshake_timeout=33, min_data_rate=0, tls=TlsPolicy.OPTIONAL
+    )
+    conn = make_server(config)
+    assert conn.timeout.name == "command"
+    assert conn.timeout.seconds == 111
+    assert conn.timeout.rfc.startswith("RFC 5321")
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", conn=conn)
+    assert conn.timeout.name == "data"
+    assert conn.timeout.seconds == 222
+    assert conn.timeout.min_rate is None
+    drive(b"x\r\n.\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 10\r\nabc", conn=conn)
+    assert conn.state is State.CHUNK
+    assert conn.timeout.name == "data"
+    drive(b"defghij", conn=conn)
+    assert conn.state is State.CHUNKING
+    assert conn.timeout.name == "command"
+    drive(b"RSET\r\nSTARTTLS\r\n", conn=conn, tls=False)
+    assert conn.timeout.name == "tls-handshake"
+    assert conn.timeout.seconds == 33
+    assert make_server().timeout == make_server().timeout
+    data_default = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", conn=data_default)
+    assert data_default.timeout.min_rate == 500.0
+
+
+def test_client_disconnects_mid_data() -> None:
+    events, _out = drive([b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\npartial\r\n."], close=True)
+    assert events[-1] == ConnectionClosed(by_peer=True)
+    assert EndOfMessage() not in events
+    assert content(events) == b"partial"  # the CRLF could have started CRLF.CRLF
+
+
+def test_client_disconnects_mid_bdat_and_mid_line() -> None:
+    events, _ = drive([b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 10\r\nabc"], close=True)
+    assert events[-1] == ConnectionClosed(by_peer=True)
+    events, _ = drive([b"EHLO c\r\nMAIL FR"], close=True)
+    assert events[-1] == ConnectionClosed(by_peer=True)
+    conn = make_server()
+    drive(b"", conn=conn, close=True)
+    assert conn.state is State.CLOSED
+    conn.receive_data(b"more after close")
+    assert conn.next_event() == ConnectionClosed(by_peer=True)
+
+
+def test_bare_newline_and_long_line_policies() -> None:
+    data = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
+    _, out = drive(data + b"x" * 1200 + b"\r\n.\r\n")
+    assert out.endswith(b"550 5.6.0 Message contains a line longer than 998 octets\r\n")
+    events, out = drive(data + b"x" * 1200 + b"\r\n.\r\n", ServerConfig(long_lines=LongLinePolicy.ACCEPT))
+    assert out.endswith(b"250 2.0.0 OK: message accepted\r\n")
+    assert content(events) == b"x" * 1200 + b"\r\n"
+    events, out = drive(data + b"a\rb\nc\r\n.\r\n", ServerConfig(bare_newlines=BareNewlinePolicy.ACCEPT))
+    assert out.endswith(b"250 2.0.0 OK: message accepted\r\n")
+    assert content(events) == b"a\rb\nc\r\n"
+
+
+def test_state_and_properties() -> None:
+    conn = make_server()
+    assert conn.state is State.CONNECTED
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n", conn=conn)
+    assert conn.state is State.MAIL
+    assert conn.bytes_received == len(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n")
+    assert conn.data_to_send() == b""
