@@ -53,6 +53,12 @@ def _syntax(text: str) -> ParamError:
     return ParamError(Reply(501, text, "5.5.4"))
 
 
+def _shown(text: str) -> str:
+    """Peer input quoted in a reply: bounded and free of controls, so the reply
+    can always be built (a 500-octet parameter must get its 5xx, not an exception)."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text[:40])
+
+
 # --- xtext (RFC 3461 §4) --------------------------------------------------------------------------
 
 _XTEXT_HEX_RE = re.compile(r"\+([0-9A-F]{2})")
@@ -150,9 +156,11 @@ def _choice(*allowed: str) -> Callable[[str | None], str]:
     def parse(value: str | None) -> str:
         if value is None:
             raise _syntax("Parameter needs a value")
-        upper = value.upper()
+        # ASCII only: str.upper() maps a dotless i (U+0131) to "I" and a long s
+        # (U+017F) to "S", and "8bitm\u0131me" is not 8BITMIME.
+        upper = value.upper() if value.isascii() else value
         if upper not in allowed:
-            raise ParamError(Reply(504, f"Value {value} not supported", "5.5.4"))
+            raise ParamError(Reply(504, f"Value {_shown(value)} not supported", "5.5.4"))
         return upper
 
     return parse
@@ -204,7 +212,8 @@ def _rrvs(value: str | None) -> str:
 
 def _notify(value: str | None) -> tuple[str, ...]:
     # RFC 3461 §4.1: "NEVER" alone, or a comma list of SUCCESS, FAILURE, DELAY.
-    items = tuple(item.upper() for item in (value or "").split(","))
+    # ASCII only, as in _choice: "\u017fuccess".upper() is "SUCCESS".
+    items = tuple(item.upper() if item.isascii() else item for item in (value or "").split(","))
     if items == ("NEVER",):
         return items
     if not items or len(set(items)) != len(items) or not set(items) <= {"SUCCESS", "FAILURE", "DELAY"}:
@@ -287,10 +296,10 @@ def parse_params(
     for word in words:
         keyword, equals, value = word.partition("=")
         if not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword) or (equals and not value_re.fullmatch(value)):
-            raise _syntax(f"Malformed parameter {word[:40]}")
+            raise _syntax(f"Malformed parameter {_shown(word)}")
         keyword = keyword.upper()
         if keyword in seen:
-            raise _syntax(f"Parameter {keyword} given twice")
+            raise _syntax(f"Parameter {_shown(keyword)} given twice")
         seen.add(keyword)
         raw = value if equals else None
         spec = _BY_KEYWORD.get((command, keyword))
@@ -298,7 +307,7 @@ def parse_params(
             if keyword in extra_keywords:
                 extra.append((keyword, raw))
                 continue
-            raise ParamError(Reply(555, _UNKNOWN.format(keyword), "5.5.4"))
+            raise ParamError(Reply(555, _UNKNOWN.format(_shown(keyword)), "5.5.4"))
         parsed = spec.parse(raw)
         needs = _BODY_NEEDS.get(parsed) if spec.field == "body" else None
         if needs is not None and needs not in extensions:
@@ -329,12 +338,17 @@ def format_params(command: Command, params: MailParams | RcptParams) -> list[str
         if value is not None and (not isinstance(value, str) or not _abnf.ESMTP_VALUE_UTF8_RE.fullmatch(value)):
             raise LocalProtocolError(f"{value!r} is not a valid ESMTP parameter value (no spaces, '=' or controls)")
         words.append(keyword if value is None else f"{keyword}={value}")
+    seen: set[str] = set()
     for word in words:
         # The typed fields are formatted by our own functions, but their inputs
         # come from the application: check every word the same way.
         keyword, equals, value = word.partition("=")
         if equals and not _abnf.ESMTP_VALUE_UTF8_RE.fullmatch(value):
             raise LocalProtocolError(f"parameter {keyword} has a value that cannot be sent: {value!r}")
+        # An extra that repeats a keyword (or a typed field) would get 501.
+        if keyword.upper() in seen:
+            raise LocalProtocolError(f"parameter {keyword} given twice")
+        seen.add(keyword.upper())
     return words
 
 
