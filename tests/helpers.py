@@ -107,7 +107,11 @@ def drive(
     driver = Driver(conn, policy, tls)
     driver.output += conn.data_to_send()
     for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-        driver.feed(chunk)
+        # An empty chunk only runs the machine: closing is ``close=True``.
+        if chunk:
+            driver.feed(chunk)
+        else:
+            driver.pump()
     if close:
         driver.feed(b"")
     return driver.events, bytes(driver.output)

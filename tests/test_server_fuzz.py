@@ -1,0 +1,349 @@
+"""Property tests of the server role (hypothesis).
+
+1. Any split of any input stream gives the same events and the same output.
+2. Arbitrary bytes, alone or after a valid prefix, raise nothing but RemoteProtocolError.
+3. A RuleBasedStateMachine checks every reply code against a small RFC 5321 model.
+4. The receive buffer stays within its limit (plus a constant) after every feed.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from helpers import Driver, drive, make_server, normalise, split_at
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from smtpcore import (
+    AuthPolicy,
+    Event,
+    Rcpt,
+    Reply,
+    ServerConfig,
+    ServerConnection,
+    State,
+    TlsPolicy,
+)
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+CONFIG = ServerConfig(
+    auth=AuthPolicy.OPTIONAL,
+    allow_insecure_auth=True,
+    tls=TlsPolicy.OPTIONAL,
+    dsn=True,
+    max_message_size=65536,
+    max_errors=1000,
+)
+# Pieces that make interesting streams: commands in and out of order, content,
+# SASL lines, framing errors and raw bytes.
+VOCAB = [
+    b"EHLO c.example\r\n",
+    b"HELO c.example\r\n",
+    b"LHLO c.example\r\n",
+    b"MAIL FROM:<a@example.com>\r\n",
+    b"MAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\n",
+    b"MAIL FROM:<a@example.com> BODY=BINARYMIME\r\n",
+    b"RCPT TO:<b@example.com>\r\n",
+    b"RCPT TO:<no@example.com> NOTIFY=NEVER\r\n",
+    b"DATA\r\n",
+    b"BDAT 5\r\n",
+    b"BDAT 3 LAST\r\n",
+    b"BDAT 0 LAST\r\n",
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"..x\r\n",
+    b"hello world\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"VRFY x\r\n",
+    b"STARTTLS\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n",
+    base64.b64encode(b"\0u\0p") + b"\r\n",
+    b"*\r\n",
+    b"=\r\n",
+    b"QUIT\r\n",
+    b"FOO\r\n",
+    b"x" * 600 + b"\r\n",
+    b"\r",
+    b"\n",
+    b"\x00",
+    b"\xff",
+]
+streams = st.lists(st.one_of(st.sampled_from(VOCAB), st.binary(max_size=12)), max_size=30).map(b"".join)
+
+
+def policy(conn: ServerConnection, event: Event) -> None:
+    """Accept, except recipients called "no" and one password."""
+    if isinstance(event, Rcpt) and event.recipient.startswith("no@"):
+        conn.send(Reply(550, "No such user", "5.1.1"))
+    else:
+        conn.accept()
+
+
+# --- (1) split invariance ---------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(data=streams, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_any_split_gives_the_same_events_and_output(data: bytes, cuts: list[int]) -> None:
+    # tls=False: the driver never completes a handshake, so everything after an
+    # accepted STARTTLS is discarded whatever the split.
+    whole_events, whole_out = drive(data, CONFIG, policy, tls=False, close=True)
+    split_events, split_out = drive(split_at(data, cuts), CONFIG, policy, tls=False, close=True)
+    assert split_out == whole_out
+    assert normalise(split_events) == normalise(whole_events)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=streams)
+def test_byte_by_byte_gives_the_same_events_and_output(data: bytes) -> None:
+    whole_events, whole_out = drive(data, CONFIG, policy, tls=False)
+    drip_events, drip_out = drive([data[i : i + 1] for i in range(len(data))], CONFIG, policy, tls=False)
+    assert drip_out == whole_out
+    assert normalise(drip_events) == normalise(whole_events)
+
+
+# --- (2) arbitrary bytes ----------------------------------------------------------------------------
+
+PREFIXES = [
+    b"",
+    b"EHLO c\r\n",
+    b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n",
+    b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 40\r\n",
+    b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 2\r\nab",
+    b"EHLO c\r\nAUTH PLAIN\r\n",
+    b"EHLO c\r\nAUTH LOGIN\r\n",
+    b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n",
+]
+
+
+@SETTINGS
+@given(prefix=st.sampled_from(PREFIXES), junk=st.binary(max_size=300), close=st.booleans())
+def test_arbitrary_bytes_only_raise_remote_protocol_error(prefix: bytes, junk: bytes, close: bool) -> None:
+    # drive() records RemoteProtocolError as an event; anything else propagates and fails.
+    _events, out = drive([prefix, junk], CONFIG, policy, close=close)
+    assert out.startswith(b"220 ")
+    assert out.endswith(b"\r\n") or out == b""
+
+
+@SETTINGS
+@given(data=streams, junk=st.binary(max_size=100))
+def test_vocabulary_then_junk_only_raise_remote_protocol_error(data: bytes, junk: bytes) -> None:
+    drive([data, junk], CONFIG, policy, close=True)
+
+
+# --- (4) bounded buffers ----------------------------------------------------------------------------
+
+
+def check_bounds(conn: ServerConnection) -> None:
+    config = conn.config
+    size = len(conn._buffer)
+    state = conn.state
+    if conn.reply_due or state in (State.CLOSED, State.TLS):
+        return  # paused or finished: the adapter stops reading
+    if state is State.DATA:
+        assert size <= 5  # at most a possible start of CRLF.CRLF
+    elif state is State.CHUNK:
+        assert size == 0
+    elif state is State.AUTH:
+        assert size < config.max_auth_line + 1
+    else:
+        assert size < config.max_command_line + 1
+
+
+def long_runs() -> st.SearchStrategy[bytes]:
+    byte = st.sampled_from([b"\r", b"\n", b"\x00", b"x", b"\r\n", b".", b" "])
+    return st.tuples(byte, st.integers(min_value=1, max_value=20000)).map(lambda t: t[0] * t[1])
+
+
+@SETTINGS
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    chunks=st.lists(st.one_of(long_runs(), st.sampled_from(VOCAB), st.binary(max_size=50)), max_size=12),
+)
+def test_buffer_stays_bounded_after_every_feed(prefix: bytes, chunks: list[bytes]) -> None:
+    conn = make_server(CONFIG)
+    driver = Driver(conn, policy, tls=False)
+    driver.feed(prefix)
+    for chunk in chunks:
+        driver.feed(chunk)
+        check_bounds(conn)
+        assert len(conn._out) == 0  # the driver drains it
+
+
+# --- (3) the state machine against a model of RFC 5321 ----------------------------------------------
+
+
+def last_code(out: bytes) -> int:
+    lines = out.split(b"\r\n")
+    assert lines[-1] == b""
+    return int(lines[-2][:3])
+
+
+class ServerModel(RuleBasedStateMachine):
+    """Drive a server with commands and check each reply against a model.
+
+    The model knows: greeted, hello, MAIL given, recipients accepted, a RCPT
+    attempted, a BDAT transaction in progress, closed.
+    """
+
+    @initialize()
+    def start(self) -> None:
+        self.conn = make_server(ServerConfig(max_errors=10**6, max_message_size=65536, max_recipients=100))
+        assert self.conn.data_to_send() == b"220 localhost ESMTP smtpcore\r\n"
+        self.driver = Driver(self.conn, policy)
+        self.hello = False
+        self.mail = False
+        self.rcpts = 0
+        self.attempted = False
+        self.chunking = False
+        self.closed = False
+        self.esc = False
+
+    def send(self, data: bytes) -> bytes:
+        before = len(self.driver.output)
+        self.driver.feed(data)
+        return bytes(self.driver.output[before:])
+
+    def reset(self) -> None:
+        self.mail = False
+        self.rcpts = 0
+        self.attempted = False
+        self.chunking = False
+
+    @precondition(lambda self: not self.closed)
+    @rule(verb=st.sampled_from(["EHLO", "HELO", "ehlo"]))
+    def hello_(self, verb: str) -> None:
+        out = self.send(f"{verb} c.example\r\n".encode())
+        assert last_code(out) == 250
+        self.hello = True
+        self.esc = verb != "HELO"
+        self.reset()
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def mail_(self) -> None:
+        code = last_code(self.send(b"MAIL FROM:<a@example.com>\r\n"))
+        if not self.hello or self.mail:
+            assert code == 503
+        else:
+            assert code == 250
+            self.mail = True
+
+    @precondition(lambda self: not self.closed)
+    @rule(good=st.booleans())
+    def rcpt_(self, good: bool) -> None:
+        code = last_code(self.send(b"RCPT TO:<%s@example.com>\r\n" % (b"ok" if good else b"no")))
+        if not self.hello or not self.mail or self.chunking:
+            assert code == 503
+        elif self.rcpts >= 100:
+            assert code == 452
+        else:
+            self.attempted = True
+            assert code == (250 if good else 550)
+            self.rcpts += good
+
+    def _no_transaction_code(self) -> int | None:
+        if not self.hello or not self.mail:
+            return 503
+        if self.rcpts == 0:
+            return 554 if self.attempted else 503
+        return None
+
+    @precondition(lambda self: not self.closed)
+    @rule(body=st.binary(max_size=200))
+    def data_(self, body: bytes) -> None:
+        out = self.send(b"DATA\r\n")
+        refused = self._no_transaction_code()
+        if self.chunking:
+            assert last_code(out) == 503
+            return
+        if refused is not None:
+            assert last_code(out) == refused
+            return
+        assert last_code(out) == 354
+        # Make the body end at a CRLF and contain no end of data of its own.
+        body = body.replace(b"\r\n.\r\n", b"\r\n..\r\n")
+        if body.startswith(b".\r\n"):
+            body = b"." + body
+        tail = b"" if body.endswith(b"\r\n") or not body else b"\r\n"
+        out = self.send(body + tail + b".\r\n")
+        bare = b"\r" in body.replace(b"\r\n", b"") or b"\n" in body.replace(b"\r\n", b"")
+        assert last_code(out) == (550 if bare else 250)
+        self.reset()
+
+    @precondition(lambda self: not self.closed)
+    @rule(size=st.integers(min_value=0, max_value=50), last=st.booleans())
+    def bdat_(self, size: int, last: bool) -> None:
+        out = self.send(b"BDAT %d%s\r\n" % (size, b" LAST" if last else b"") + b"B" * size)
+        refused = self._no_transaction_code()
+        if refused is not None:
+            assert last_code(out) == refused
+            return
+        assert last_code(out) == 250
+        if last:
+            self.reset()
+        else:
+            self.chunking = True
+
+    @precondition(lambda self: not self.closed)
+    @rule(line=st.sampled_from([b"RSET", b"NOOP", b"HELP", b"VRFY x", b"EXPN x", b"FOO", b"MAIL", b"\x00"]))
+    def other(self, line: bytes) -> None:
+        code = last_code(self.send(line + b"\r\n"))
+        expected = {b"RSET": 250, b"NOOP": 250, b"HELP": 214, b"VRFY x": 252, b"EXPN x": 502}
+        assert code == expected.get(line, 500 if line != b"MAIL" else 501)
+        if line == b"RSET":
+            self.reset()
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def quit_(self) -> None:
+        out = self.send(b"QUIT\r\n")
+        # Enhanced codes only once EHLO advertised them.
+        assert out == (b"221 2.0.0 Bye\r\n" if self.esc else b"221 Bye\r\n")
+        self.closed = True
+
+    @precondition(lambda self: self.closed)
+    @rule(data=st.binary(max_size=20))
+    def after_close(self, data: bytes) -> None:
+        # Nothing after QUIT is read or answered.
+        assert self.send(data) == b""
+
+    @invariant()
+    def consistent(self) -> None:
+        if not hasattr(self, "conn"):
+            return
+        conn = self.conn
+        if self.closed:
+            assert conn.state is State.CLOSED
+            return
+        assert (conn.mail is not None) == self.mail
+        assert len(conn.recipients) == self.rcpts
+        expected = State.CONNECTED
+        if self.hello:
+            expected = State.READY
+            if self.chunking:
+                expected = State.CHUNKING
+            elif self.rcpts:
+                expected = State.RCPT
+            elif self.mail:
+                expected = State.MAIL
+        assert conn.state is expected
+        check_bounds(conn)
+
+
+ServerModel.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestServerModel = ServerModel.TestCase
+
+
+def test_model_helpers() -> None:
+    assert last_code(b"250-a\r\n250 b\r\n") == 250
+    assert split_at(b"abcdef", [3, 3, 0, 99]) == [b"abc", b"def"]
+    _: Any = None
