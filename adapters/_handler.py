@@ -593,6 +593,6 @@ class Dispatcher:
 
     def _abort_bytes(self, reply: Reply) -> bytes:
         # The core has no call to end a session when no reply is due (a timeout,
-        # a shutdown): write the 421 ourselves, with an enhanced code if the
-        # session has one (any client that did not ask for it ignores it anyway).
-        return reply.to_bytes(bool(self.conn.extensions))
+        # a shutdown): write the 421 ourselves, with an enhanced code only if
+        # the session advertised ENHANCEDSTATUSCODES, as the core does.
+        return reply.to_bytes("ENHANCEDSTATUSCODES" in self.conn.extensions)

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from smtpcore import ServerConfig
 
@@ -60,9 +60,9 @@ def _handshake(sock: socket.socket, wrap: WrapTls, timeout: float) -> tuple[sock
     try:
         tls = wrap(sock)
         tls.settimeout(timeout)
-        assert isinstance(tls, ssl.SSLSocket)
-        tls.do_handshake()
-        return tls, tls_info(tls)
+        handshaking = cast(ssl.SSLSocket, tls)  # or gevent.ssl.SSLSocket, which has the same methods
+        handshaking.do_handshake()
+        return tls, tls_info(handshaking)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         log.info("TLS handshake failed: %s", exc)
         tls.close()
@@ -225,9 +225,7 @@ class SMTPServer:
 
     def _run(self, sock: socket.socket) -> None:
         try:
-            serve_socket(
-                sock, self.handler, self.config, self._wrap_tls if self.tls else None, lambda: self._aborting
-            )
+            serve_socket(sock, self.handler, self.config, self._wrap_tls if self.tls else None, lambda: self._aborting)
         except Exception:
             log.exception("session failed")
         finally:

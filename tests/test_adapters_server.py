@@ -1,0 +1,736 @@
+"""The four server adapters against real clients, on 127.0.0.1 with ephemeral ports.
+
+Every test runs once per adapter.  The handler logic is written once, as a
+blocking :class:`Recorder`; the asyncio and trio servers get it wrapped in an
+:class:`AsyncHandler` that calls the same methods.  Each server runs in a thread
+of its own (its own event loop or gevent hub), so the clients here are plain
+blocking sockets and ``smtplib`` (and ``aiosmtplib`` in a loop of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import queue
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from adapters import AsyncHandler, Envelope, Handler, Session, SMTPError
+from smtpcore import AuthCredentials, AuthPolicy, Hello, Mail, Rcpt, Reply, ServerConfig, TlsPolicy
+
+ADAPTERS = ["asyncio", "trio", "gevent", "blocking"]
+
+# --- the handler, written once ------------------------------------------------------------------
+
+
+class Recorder(Handler):
+    """Collects delivered messages and the hooks called; misbehaves on request."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+        self.closed = threading.Event()
+        self.sessions: list[Session] = []
+
+    def connection_opened(self, session: Session) -> Reply | None:
+        self.calls.append("connection_opened")
+        self.sessions.append(session)
+        return None
+
+    def hello(self, session: Session, hello: Hello) -> Reply | None:
+        self.calls.append("hello")
+        return None
+
+    def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        if mail.sender == "blocked@example.com":
+            raise SMTPError(550, "5.7.1", "Sender blocked")
+        return None
+
+    def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+        if rcpt.recipient.startswith("boom@"):
+            raise RuntimeError("database password is hunter2")
+        if rcpt.recipient.startswith("nobody@"):
+            return Reply(550, "No such user", "5.1.1")
+        if rcpt.recipient.startswith("alias@"):
+            return "real@example.com"
+        return None
+
+    def data_start(self, session: Session) -> Reply | None:
+        session.extra["chunks"] = []
+        return None
+
+    def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        session.extra["chunks"].append(data)
+        return None
+
+    def message_complete(self, session: Session, envelope: Envelope) -> Any:
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": envelope.recipients,
+                "data": b"".join(session.extra.pop("chunks")),
+                "tls": session.tls,
+                "auth": session.authenticated,
+                "params": envelope.mail_params,
+            }
+        )
+        return None
+
+    def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        self.calls.append("message_aborted")
+
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+        return credentials.username == "alice" and credentials.verify("s3cret")
+
+    def tls_established(self, session: Session) -> None:
+        self.calls.append("tls_established")
+
+    def connection_closed(self, session: Session) -> None:
+        self.calls.append("connection_closed")
+        self.closed.set()
+
+
+class AsyncWrapper(AsyncHandler):
+    """The same handler for the asyncio and trio servers."""
+
+    def __init__(self, inner: Handler) -> None:
+        self.inner = inner
+
+    async def connection_opened(self, session: Session) -> Reply | None:
+        return self.inner.connection_opened(session)
+
+    async def hello(self, session: Session, hello: Hello) -> Reply | None:
+        return self.inner.hello(session, hello)
+
+    async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        return self.inner.mail_from(session, mail)
+
+    async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+        return self.inner.rcpt_to(session, rcpt)
+
+    async def data_start(self, session: Session) -> Reply | None:
+        return self.inner.data_start(session)
+
+    async def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        return self.inner.data_chunk(session, data)
+
+    async def message_complete(self, session: Session, envelope: Envelope) -> Any:
+        return self.inner.message_complete(session, envelope)
+
+    async def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        self.inner.message_aborted(session, reply)
+
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+        return self.inner.auth(session, credentials)
+
+    async def tls_established(self, session: Session) -> None:
+        self.inner.tls_established(session)
+
+    async def connection_closed(self, session: Session) -> None:
+        self.inner.connection_closed(session)
+
+
+# --- running each server in a thread of its own ---------------------------------------------------
+
+
+class Running:
+    """A started server of any adapter: ``port``, ``address`` and ``stop(timeout)``."""
+
+    def __init__(self, address: Any, stop: Callable[[float], None], thread: threading.Thread | None) -> None:
+        self.address = address
+        self.port = address[1] if isinstance(address, tuple) else 0
+        self._stop = stop
+        self._thread = thread
+        self.stopped = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self._stop(timeout)
+            if self._thread is not None:
+                self._thread.join(10)
+                assert not self._thread.is_alive()
+
+
+def start_server(kind: str, handler: Handler, config: ServerConfig, **options: Any) -> Running:
+    options.setdefault("port", 0)
+    if kind == "blocking":
+        from adapters.blocking_server import SMTPServer as BlockingServer
+
+        server = BlockingServer(handler, config, **options)
+        server.start()
+        return Running(server.address, server.shutdown, None)
+    ready: queue.Queue[Any] = queue.Queue()
+    if kind == "asyncio":
+        from adapters.asyncio_server import SMTPServer as AsyncioServer
+
+        loop = asyncio.new_event_loop()
+
+        async def a_start() -> AsyncioServer:
+            server = AsyncioServer(AsyncWrapper(handler), config, **options)
+            await server.start()
+            return server
+
+        def a_thread() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_forever()
+            loop.close()
+
+        thread = threading.Thread(target=a_thread, daemon=True)
+        thread.start()
+        a_server = asyncio.run_coroutine_threadsafe(a_start(), loop).result(5)
+
+        def a_stop(timeout: float) -> None:
+            asyncio.run_coroutine_threadsafe(a_server.shutdown(timeout), loop).result(timeout + 10)
+            assert not a_server.connections
+            pending = asyncio.run_coroutine_threadsafe(_other_tasks(), loop).result(5)
+            assert pending == [], pending
+            loop.call_soon_threadsafe(loop.stop)
+
+        return Running(a_server.address, a_stop, thread)
+    if kind == "trio":
+        import trio
+
+        from adapters.trio_server import SMTPServer as TrioServer
+
+        def t_thread() -> None:
+            async def main() -> None:
+                async with trio.open_nursery() as nursery:
+                    t_server = await nursery.start(TrioServer(AsyncWrapper(handler), config, **options).serve)
+                    ready.put((t_server, trio.lowlevel.current_trio_token()))
+
+            trio.run(main)
+
+        thread = threading.Thread(target=t_thread, daemon=True)
+        thread.start()
+        t_server, token = ready.get(timeout=5)
+
+        def t_stop(timeout: float) -> None:
+            trio.from_thread.run(t_server.shutdown, timeout, trio_token=token)
+
+        return Running(t_server.address, t_stop, thread)
+    if kind == "gevent":
+        from adapters.gevent_server import SMTPServer as GeventServer
+
+        stop_request: queue.Queue[float] = queue.Queue()
+
+        def g_thread() -> None:
+            import gevent
+
+            g_server = GeventServer(handler, config, **options)
+            g_server.start()
+            ready.put(g_server.address)
+            while stop_request.empty():
+                gevent.sleep(0.02)
+            g_server.shutdown(stop_request.get())
+            assert g_server.connections == 0
+
+        thread = threading.Thread(target=g_thread, daemon=True)
+        thread.start()
+        address = ready.get(timeout=5)
+        return Running(address, stop_request.put, thread)
+    raise AssertionError(kind)
+
+
+async def _other_tasks() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+
+@pytest.fixture(params=ADAPTERS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def serve(kind: str, recorder: Recorder) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def _serve(config: ServerConfig | None = None, **options: Any) -> Running:
+        running = start_server(kind, recorder, config or ServerConfig(), **options)
+        started.append(running)
+        return running
+
+    yield _serve
+    for running in started:
+        running.stop(2.0)
+    if kind == "blocking":
+        assert not [t for t in threading.enumerate() if t.name.startswith("smtp-")]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def errors(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
+    """ERROR records of the adapters, so a test can say that nothing blew up (or what did)."""
+    caplog.set_level(logging.INFO, logger="smtpcore.adapters")
+    records: list[logging.LogRecord] = []
+    yield records
+    records.extend(r for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+# --- a raw client ---------------------------------------------------------------------------------
+
+
+class Raw:
+    """A socket that reads whole replies (``read_reply``) and sends lines."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_reply(self) -> bytes:
+        while True:
+            lines = self.buffer.split(b"\r\n")
+            for index, line in enumerate(lines[:-1]):
+                if len(line) < 4 or line[3:4] == b" ":
+                    reply = b"\r\n".join(lines[: index + 1]) + b"\r\n"
+                    self.buffer = self.buffer[len(reply) :]
+                    return reply
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buffer)
+            self.buffer += data
+
+    def read_until_closed(self) -> bytes:
+        data = self.buffer
+        with contextlib.suppress(OSError):
+            while chunk := self.sock.recv(65536):
+                data += chunk
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+MESSAGE = b"From: a@example.com\r\nSubject: test\r\n\r\nHello\r\n.leading dot\r\nbye\r\n"
+#: MESSAGE as a raw client sends it after DATA (dot-stuffed, RFC 5321 §4.5.2).
+STUFFED = MESSAGE.replace(b"\r\n.", b"\r\n..")
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+def test_smtplib_plain(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        refused = client.sendmail("a@example.com", ["b@example.com", "alias@example.com"], MESSAGE)
+        assert refused == {}
+        client.sendmail("c@example.com", ["d@example.com"], MESSAGE)
+    assert len(recorder.messages) == 2
+    first = recorder.messages[0]
+    assert first["from"] == "a@example.com"
+    assert first["to"] == ["b@example.com", "real@example.com"]  # rewritten by rcpt_to
+    assert first["data"] == MESSAGE
+    assert first["tls"] is False
+    assert recorder.messages[1]["to"] == ["d@example.com"]
+    assert recorder.closed.wait(2)
+
+
+def test_smtplib_starttls(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    server = serve(ServerConfig(tls=TlsPolicy.REQUIRED), tls=server_tls)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        assert refused.value.smtp_code == 530
+        client.starttls(context=client_tls)
+        client.ehlo()
+        assert not client.has_extn("starttls")
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert recorder.messages[0]["tls"] is True
+    assert recorder.messages[0]["data"] == MESSAGE
+    assert "tls_established" in recorder.calls
+    assert recorder.sessions[0].tls_info is not None
+    assert recorder.sessions[0].tls_info.version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_smtplib_implicit_tls(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    server = serve(ServerConfig(implicit_tls=True), tls=server_tls)
+    with smtplib.SMTP_SSL("127.0.0.1", server.port, timeout=5, context=client_tls) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert recorder.messages[0]["tls"] is True
+    assert recorder.messages[0]["data"] == MESSAGE
+
+
+def test_tls_failure_ends_the_connection(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext
+) -> None:
+    server = serve(ServerConfig(tls=TlsPolicy.OPTIONAL), tls=server_tls)
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\n")
+    raw.read_reply()
+    raw.send(b"STARTTLS\r\n")
+    assert raw.read_reply().startswith(b"220")
+    raw.send(b"EHLO plaintext-after-starttls\r\nMAIL FROM:<a@example.com>\r\n")  # not a ClientHello
+    assert raw.read_until_closed() in (b"",)  # no plaintext answer, ever
+    raw.close()
+    assert recorder.closed.wait(3)
+    assert "hello" in recorder.calls and recorder.calls.count("hello") == 1
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_smtplib_auth(
+    serve: Callable[..., Running],
+    recorder: Recorder,
+    server_tls: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
+    mechanism: str,
+) -> None:
+    config = ServerConfig(tls=TlsPolicy.OPTIONAL, auth=AuthPolicy.REQUIRED)
+    server = serve(config, tls=server_tls)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.starttls(context=client_tls)
+        client.ehlo()
+        client.user, client.password = "alice", "wrong"
+        method = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+            client.auth(mechanism, method)
+        assert failed.value.smtp_code == 535
+        client.password = "s3cret"
+        code, _ = client.auth(mechanism, method)
+        assert code == 235
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert recorder.messages[0]["auth"] == "alice"
+
+
+def test_smtputf8_and_8bitmime(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    body = "Subject: é\r\n\r\nnaïve café 日本\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.ehlo()
+        assert client.has_extn("smtputf8") and client.has_extn("8bitmime")
+        client.sendmail("jörg@exämple.com", ["用户@例子.广告"], body, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    message = recorder.messages[0]
+    assert message["from"] == "jörg@exämple.com"
+    assert message["to"] == ["用户@例子.广告"]
+    assert message["data"] == body
+    assert message["params"].smtputf8 and message["params"].body == "8BITMIME"
+
+
+def test_aiosmtplib(serve: Callable[..., Running], recorder: Recorder) -> None:
+    aiosmtplib = pytest.importorskip("aiosmtplib")
+    server = serve()
+    recipients = [f"user{i}@example.com" for i in range(20)]
+
+    async def send() -> Any:
+        return await aiosmtplib.send(
+            MESSAGE, sender="a@example.com", recipients=recipients, hostname="127.0.0.1", port=server.port
+        )
+
+    errors, _ = asyncio.run(send())
+    assert errors == {}
+    assert recorder.messages[0]["to"] == recipients
+    assert recorder.messages[0]["data"] == MESSAGE
+
+
+def test_pipelined_burst_answered_in_order(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\n")
+    raw.read_reply()
+    burst = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<nobody@example.com>\r\nDATA\r\n"
+    raw.send(burst)
+    time.sleep(0.3)
+    first = raw.sock.recv(65536)  # all four replies, written together
+    assert first.count(b"\r\n") == 4, first
+    assert first.split(b"\r\n")[:4] == [
+        b"250 2.1.0 Sender OK",
+        b"250 2.1.5 Recipient OK",
+        b"550 5.1.1 No such user",
+        b"354 End data with <CR><LF>.<CR><LF>",
+    ]
+    raw.send(STUFFED + b".\r\nQUIT\r\n")
+    assert raw.read_reply().startswith(b"250")
+    assert raw.read_reply().startswith(b"221")
+    raw.close()
+    assert recorder.messages[0]["to"] == ["b@example.com"]
+
+
+def test_lmtp_one_reply_per_recipient(kind: str) -> None:
+    class PerRecipient(Recorder):
+        def message_complete(self, session: Session, envelope: Envelope) -> Any:
+            return [
+                Reply(250, "delivered", "2.1.5") if not r.startswith("full@") else Reply(452, "Mailbox full", "4.2.2")
+                for r in envelope.recipients
+            ]
+
+    server = start_server(kind, PerRecipient(), ServerConfig(lmtp=True))
+    try:
+        raw = Raw(server.port)
+        raw.read_reply()
+        raw.send(b"LHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<full@example.com>\r\n")
+        for _ in range(4):
+            raw.read_reply()
+        raw.send(b"DATA\r\n")
+        assert raw.read_reply().startswith(b"354")
+        raw.send(STUFFED + b".\r\n")
+        assert raw.read_reply() == b"250 2.1.5 delivered\r\n"
+        assert raw.read_reply() == b"452 4.2.2 Mailbox full\r\n"
+        raw.close()
+    finally:
+        server.stop()
+
+
+def test_unix_socket(kind: str, recorder: Recorder) -> None:
+    path = os.path.join(tempfile.mkdtemp(), "smtp.sock")
+    server = start_server(kind, recorder, ServerConfig(), unix_path=path)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(path)
+        assert sock.recv(1024).startswith(b"220 ")
+        sock.sendall(b"QUIT\r\n")
+        assert sock.recv(1024).startswith(b"221 ")
+        sock.close()
+    finally:
+        server.stop()
+    assert not os.path.exists(path)
+
+
+def test_ipv6(kind: str, recorder: Recorder) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = start_server(kind, recorder, ServerConfig(), host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        with smtplib.SMTP("::1", server.port, timeout=5) as client:
+            client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        assert recorder.messages[0]["data"] == MESSAGE
+    finally:
+        server.stop()
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_client_disconnects_mid_data(
+    serve: Callable[..., Running], recorder: Recorder, errors: list[logging.LogRecord]
+) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    for _ in range(4):
+        raw.read_reply()
+    raw.send(b"Subject: half\r\n\r\nhalf a messa")
+    time.sleep(0.1)
+    raw.close()
+    assert recorder.closed.wait(3)
+    assert recorder.messages == []
+    assert "message_aborted" in recorder.calls
+    # The server carries on.
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert len(recorder.messages) == 1
+    server.stop()
+    assert errors == []
+
+
+def test_handler_exception_is_451_and_hidden(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.ehlo()
+        client.mail("a@example.com")
+        code, text = client.rcpt("boom@example.com")
+        assert (code, text) == (451, b"4.3.0 Requested action aborted: local error in processing")
+        assert b"hunter2" not in text
+        assert client.rcpt("b@example.com")[0] == 250  # the session continues
+        assert client.data(MESSAGE)[0] == 250
+        code, text = client.mail("blocked@example.com")
+        assert (code, text) == (550, b"5.7.1 Sender blocked")  # SMTPError becomes the reply
+    assert recorder.messages[0]["to"] == ["b@example.com"]
+
+
+def test_slow_drip_command_times_out(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve(ServerConfig(command_timeout=0.6))
+    raw = Raw(server.port)
+    raw.read_reply()
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        for byte in b"EHLO dripping.example.com":  # never finishes the line in time
+            raw.send(bytes([byte]))
+            time.sleep(0.1)
+    reply = raw.read_until_closed()
+    elapsed = time.monotonic() - started
+    assert reply.startswith(b"421"), reply
+    assert elapsed < 2.0
+
+
+def test_slow_content_below_min_rate_times_out(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve(ServerConfig(data_timeout=0.5, min_data_rate=1000))
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    for _ in range(4):
+        raw.read_reply()
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        for _ in range(30):
+            raw.send(b"x" * 20)  # 200 B/s, a fifth of the minimum rate
+            time.sleep(0.1)
+    reply = raw.read_until_closed()
+    assert reply == b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+    assert time.monotonic() - started < 2.5
+    assert recorder.closed.wait(2)
+    assert recorder.messages == [] and "message_aborted" in recorder.calls
+
+
+def test_connection_limit(serve: Callable[..., Running]) -> None:
+    server = serve(max_connections=2)
+    first, second = Raw(server.port), Raw(server.port)
+    assert first.read_reply().startswith(b"220")
+    assert second.read_reply().startswith(b"220")
+    third = Raw(server.port)
+    # Before EHLO the core writes no enhanced code (RFC 2034): the Reply's 4.3.2 stays off the wire.
+    assert third.read_until_closed() == b"421 Too many connections, try again later\r\n"
+    for raw in (first, second, third):
+        raw.close()
+
+
+def test_graceful_shutdown_lets_a_transaction_finish(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+    for _ in range(3):
+        raw.read_reply()
+    stopper = threading.Thread(target=server.stop, args=(10.0,))
+    started = time.monotonic()
+    stopper.start()
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    raw.send(b"DATA\r\n")
+    assert raw.read_reply().startswith(b"354")
+    raw.send(STUFFED + b".\r\nQUIT\r\n")
+    assert raw.read_reply().startswith(b"250")
+    assert raw.read_reply().startswith(b"221")
+    raw.close()
+    stopper.join(10)
+    assert time.monotonic() - started < 5  # it did not wait for the deadline
+    assert recorder.messages[0]["data"] == MESSAGE
+
+
+def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhalf")
+    for _ in range(4):
+        raw.read_reply()
+    started = time.monotonic()
+    server.stop(0.5)
+    assert time.monotonic() - started < 3
+    assert raw.read_until_closed() == b"421 4.3.2 Server shutting down, closing connection\r\n"
+    raw.close()
+    assert recorder.messages == [] and "message_aborted" in recorder.calls
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+MEMORY_SCRIPT = r"""
+import os, socket, sys, threading
+sys.path.insert(0, {root!r})
+from tests.test_adapters_server import Recorder, start_server
+from adapters import Handler
+from smtpcore import ServerConfig
+
+def peak_kb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+class ToFile(Handler):
+    def __init__(self, path):
+        self.path, self.size, self.done = path, 0, threading.Event()
+    def data_start(self, session):
+        session.extra["file"] = open(self.path, "wb")
+    def data_chunk(self, session, data):
+        session.extra["file"].write(data)
+    def message_complete(self, session, envelope):
+        session.extra["file"].close()
+        self.size = os.path.getsize(self.path)
+        self.done.set()
+
+handler = ToFile({path!r})
+server = start_server({kind!r}, handler, ServerConfig(max_message_size=0))
+before = peak_kb()
+sock = socket.create_connection(("127.0.0.1", server.port))
+sock.sendall(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+line = b"x" * 998 + b"\r\n"
+block = line * 1000
+for _ in range({blocks}):
+    sock.sendall(block)
+sock.sendall(b".\r\nQUIT\r\n")
+reply = b""
+while b"221" not in reply:
+    chunk = sock.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+sock.close()
+server.stop(2)
+print(handler.size, (peak_kb() - before) // 1024, reply.count(b"250 2.0.0"))
+"""
+
+
+def test_large_message_bounded_memory(kind: str, tmp_path: Any) -> None:
+    # 100 blocks of 1000 lines of 1000 octets: 100 MB per adapter (200 MB took too long for four).
+    blocks = int(os.environ.get("SMTPCORE_MEMORY_TEST_BLOCKS", "100"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = MEMORY_SCRIPT.format(root=root, path=str(tmp_path / "message"), kind=kind, blocks=blocks)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    size, growth_mb, accepted = map(int, out.stdout.split())
+    assert size == blocks * 1000 * 1000
+    assert accepted == 1
+    assert growth_mb < 64, f"peak RSS grew by {growth_mb} MB"
