@@ -426,11 +426,11 @@ class Dispatcher:
                     return
                 conn.tls_established()
                 self.session.tls, self.session.tls_info = True, info
-                self._sync()
+                yield from self._sync()
                 yield from self._hook("tls_established", self.session)
                 continue
             yield from self._dispatch(event)
-            self._sync()
+            yield from self._sync()
 
     def _greet(self) -> Generator[Action, Any, None]:
         result = yield from self._hook("connection_opened", self.session)
@@ -557,13 +557,18 @@ class Dispatcher:
             raise _ConnectionLost
         return result
 
-    def _sync(self) -> None:
-        """Follow the core's session: a reset transaction (RSET, EHLO, end of data, TLS) is a new envelope."""
+    def _sync(self) -> Generator[Action, Any, None]:
+        """Follow the core's session: a reset transaction (RSET, EHLO, end of data, TLS) is a new envelope.
+
+        A transaction reset between BDAT chunks drops a message whose content had
+        started: the handler hears of it through ``message_aborted``.
+        """
         conn, session = self.conn, self.session
         session.hello = conn.hello.domain if conn.hello else None
         session.hello_verb = conn.hello.verb if conn.hello else None
         session.credentials = conn.authenticated
-        if conn.mail is None and session.envelope.mail_from is not None and not session.envelope.data_started:
+        if conn.mail is None and session.envelope.mail_from is not None:
+            yield from self._abort_message(None)
             session.envelope = Envelope()
 
     # Timeouts -------------------------------------------------------------------------------------
