@@ -48,6 +48,11 @@ class ReceiveBuffer:
     def __bool__(self) -> bool:
         return bool(self._data)
 
+    @property
+    def skipping(self) -> bool:
+        """Inside a line already known to be over its limit (its bytes are being dropped)."""
+        return self._skipping
+
     def feed(self, data: bytes) -> None:
         self._data += data
 
