@@ -5,6 +5,8 @@ underscore are private.  Start with :class:`ServerConnection` or
 :class:`ClientConnection` and the events in ``smtpcore._events``.
 """
 
+from ._capabilities import Capabilities
+from ._client import ClientConnection
 from ._config import AuthPolicy, BareNewlinePolicy, ClientConfig, LongLinePolicy, ServerConfig, Timeout, TlsPolicy
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
@@ -31,11 +33,23 @@ from ._events import (
     TlsHandshake,
     Vrfy,
 )
+from ._outcomes import (
+    MessageOutcome,
+    RecipientOutcome,
+    SessionOutcome,
+    SMTPAuthenticationError,
+    SMTPDeliveryError,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+)
 from ._params import DeliverBy, MailParams, RcptParams, xtext_decode, xtext_encode
 from ._replies import Reply
+from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
 from ._sasl_server import SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED
 from ._server import ServerConnection, State
+from ._transaction import ClientDriver, Envelope, Message, Recipient
 
 __version__ = "0.1.0"
 
@@ -48,12 +62,18 @@ __all__ = [
     "AuthResponse",
     "BareNewlinePolicy",
     "Bdat",
+    "Capabilities",
     "ClientConfig",
+    "ClientConnection",
+    "ClientDriver",
+    "ClientMechanism",
     "CommandRejected",
     "ConnectionClosed",
+    "Credentials",
     "Data",
     "DeliverBy",
     "EndOfMessage",
+    "Envelope",
     "Event",
     "Expn",
     "Hello",
@@ -62,27 +82,39 @@ __all__ = [
     "LongLinePolicy",
     "Mail",
     "MailParams",
+    "Message",
     "MessageData",
+    "MessageOutcome",
     "MessageRejected",
     "Noop",
     "ProtocolError",
     "Quit",
     "Rcpt",
     "RcptParams",
+    "Recipient",
+    "RecipientOutcome",
     "RemoteProtocolError",
     "Reply",
     "Rset",
+    "SMTPAuthenticationError",
+    "SMTPDeliveryError",
+    "SMTPNotSupportedError",
+    "SMTPPermanentError",
+    "SMTPTransientError",
+    "SaslError",
     "SaslFailure",
     "ServerConfig",
     "ServerConnection",
     "ServerMechanism",
+    "SessionOutcome",
     "StartTls",
     "State",
     "Timeout",
     "TlsHandshake",
     "TlsPolicy",
     "Vrfy",
-    "__version__",
+    "choose_mechanism",
     "xtext_decode",
     "xtext_encode",
+    "__version__",
 ]

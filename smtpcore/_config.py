@@ -182,6 +182,22 @@ class ServerConfig:
                 raise ValueError(f"auth_mechanisms: {name!r} has no built-in or configured implementation")
 
 
+# The waits a client adapter bounds, by ClientConnection.timeout name, with the
+# RFC 5321 §4.5.3.2 values (greeting 5 min, MAIL 5, RCPT 5, DATA initiation 2,
+# data block 3, end of data 10).
+_CLIENT_TIMEOUTS: Mapping[str, float] = {
+    "greeting": 300.0,
+    "hello": 300.0,
+    "mail": 300.0,
+    "rcpt": 300.0,
+    "data": 120.0,
+    "data_block": 180.0,
+    "data_end": 600.0,
+    "tls_handshake": 60.0,
+    "other": 300.0,
+}
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Configuration of a :class:`~smtpcore.ClientConnection`."""
@@ -195,13 +211,14 @@ class ClientConfig:
     implicit_tls: bool = False
     #: Send AUTH over a connection that is not TLS (never, unless this is set).
     allow_insecure_auth: bool = False
-    #: Mechanisms the client may use, strongest first.
+    #: Mechanisms the client may use, strongest first; the driver picks the first
+    #: one the server offers that the credentials can serve.
     auth_mechanisms: tuple[str, ...] = ("XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
     #: Pipeline MAIL/RCPT/DATA when the server offers PIPELINING.
     use_pipelining: bool = True
     #: Send content with BDAT when the server offers CHUNKING.
     use_chunking: bool = True
-    #: Octets per BDAT chunk.
+    #: Octets per BDAT chunk (and the most content the driver queues per write).
     chunk_size: int = 128 * 1024
     bare_newlines: BareNewlinePolicy = BareNewlinePolicy.NORMALISE
 
@@ -211,18 +228,8 @@ class ClientConfig:
     max_reply_lines: int = 100
 
     # Timeouts (RFC 5321 §4.5.3.2), enforced by the adapter.
-    timeouts: dict[str, float] = field(
-        default_factory=lambda: {
-            "greeting": 300.0,
-            "hello": 300.0,
-            "mail": 300.0,
-            "rcpt": 300.0,
-            "data": 120.0,
-            "data_block": 180.0,
-            "data_end": 600.0,
-            "other": 300.0,
-        }
-    )
+    #: Give only the ones to change; the others keep these defaults.
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(_CLIENT_TIMEOUTS))
 
     def __post_init__(self) -> None:
         _check_hostname(self.local_hostname)
@@ -230,3 +237,18 @@ class ClientConfig:
             raise ValueError("chunk_size must be positive")
         if self.max_reply_line < 512:
             raise ValueError("max_reply_line must be at least 512 (RFC 5321 §4.5.3.1.5)")
+        if self.max_reply_size < self.max_reply_line:
+            raise ValueError("max_reply_size must be at least max_reply_line")
+        if self.max_reply_lines < 1:
+            raise ValueError("max_reply_lines must be at least 1")
+        if self.bare_newlines is BareNewlinePolicy.ACCEPT:
+            raise ValueError("a client never sends a bare CR or LF: bare_newlines is NORMALISE or REJECT")
+        unknown = set(self.timeouts) - set(_CLIENT_TIMEOUTS)
+        if unknown:
+            raise ValueError(f"timeouts: unknown {', '.join(sorted(unknown))}; known: {', '.join(_CLIENT_TIMEOUTS)}")
+        object.__setattr__(self, "timeouts", {**_CLIENT_TIMEOUTS, **self.timeouts})
+        if any(not isinstance(value, (int, float)) or value <= 0 for value in self.timeouts.values()):
+            raise ValueError("timeouts must be positive numbers of seconds")
+        for name in self.auth_mechanisms:
+            if name.upper() != name:
+                raise ValueError(f"auth_mechanisms: write {name!r} in upper case")

@@ -1,0 +1,480 @@
+"""The client role: :class:`ClientConnection`, an SMTP/LMTP client as a pure state machine.
+
+How to read this module
+-----------------------
+The client speaks first with commands and the server answers each one, in
+order, so the heart of the machine is a FIFO of *outstanding* commands: every
+``send()`` of a command appends to it, every complete reply pops its head.
+That is what makes pipelining (RFC 2920) correct by construction: replies pair
+with commands in the order the commands were written, never by guessing from
+codes.  The greeting is simply the first outstanding "command".  A reply that
+arrives when nothing is outstanding is a protocol violation, never something to
+hold for the next command (that would let a server, or someone in the middle,
+answer a command before it is sent).
+
+The shape is h11's and matches :class:`~smtpcore.ServerConnection`:
+``receive_data()`` only appends (``b""`` means the server closed),
+``next_event()`` returns a :class:`~smtpcore.Reply`, ``TlsHandshake``,
+``ConnectionClosed``, ``NEED_DATA`` (read more) or ``PAUSED`` (nothing is
+outstanding: send a command), ``send()`` serialises through the one writer
+(``_writers``) into a buffer that ``data_to_send()`` drains.
+
+What ``send()`` refuses (``LocalProtocolError``, nothing written): commands
+pipelined when the server did not offer PIPELINING or after a command that must
+end a group (EHLO, DATA, STARTTLS, AUTH, QUIT, NOOP, VRFY, EXPN); MAIL before a
+successful hello or inside a transaction; RCPT, DATA, BDAT out of sequence;
+MAIL parameters whose extension the server did not advertise; AUTH before TLS
+unless ``allow_insecure_auth``; content outside DATA/BDAT; BDAT content that
+does not total the announced size.
+
+STARTTLS (RFC 3207): when the 220 is read, every byte already buffered after
+it is discarded, and so is everything received until ``tls_established()``;
+the next event is ``TlsHandshake``.  After the handshake the capabilities are
+forgotten and only EHLO (or QUIT) may follow.  This is the defence against the
+response injection of the "NO STARTTLS" paper (aiosmtplib GHSA-vxj7-4xrp-5vr4).
+
+A 421 reply, to anything, ends the session: the reply is returned, then
+``ConnectionClosed``.  The adapter enforces :attr:`ClientConnection.timeout`,
+the RFC 5321 §4.5.3.2 limit for the current wait; the core has no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ._capabilities import Capabilities
+from ._config import ClientConfig, Timeout
+from ._dotstuff import DotStuffer
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Expn,
+    Hello,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    TlsHandshake,
+    Vrfy,
+)
+from ._params import required_extensions
+from ._receivebuffer import ReceiveBuffer
+from ._replies import Reply
+from ._replyreader import ReplyReader
+from ._sentinels import NEED_DATA, PAUSED, Sentinel
+from ._writers import write_command
+
+__all__ = ["ClientConnection"]
+
+# RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): these change the
+# session in a way the client must see before it may send anything else.
+_ENDS_GROUP = (Hello, Data, Vrfy, Expn, Quit, Noop, StartTls, Auth, AuthResponse)
+
+# RFC 5321 §4.5.3.2: which timeout governs the wait for which reply.
+_TIMEOUTS: dict[type[Event] | None, tuple[str, str]] = {
+    None: ("greeting", "RFC 5321 §4.5.3.2.1"),
+    Hello: ("hello", "RFC 5321 §4.5.3.2"),
+    Mail: ("mail", "RFC 5321 §4.5.3.2.2"),
+    Rcpt: ("rcpt", "RFC 5321 §4.5.3.2.3"),
+    Data: ("data", "RFC 5321 §4.5.3.2.4"),
+    EndOfMessage: ("data_end", "RFC 5321 §4.5.3.2.6"),
+}
+
+
+class _Transaction:
+    """What the client has sent in the current mail transaction."""
+
+    __slots__ = ("accepted", "body", "mode", "open", "recipients", "utf8")
+
+    def __init__(self, mail: Mail) -> None:
+        self.utf8 = mail.params.smtputf8 is True
+        self.body = mail.params.body
+        #: Still open on the client side (no end of data sent, MAIL not refused).
+        self.open = True
+        self.recipients = 0
+        self.accepted = 0
+        #: "data" or "bdat" once content has started.
+        self.mode: str | None = None
+
+
+class _Pending:
+    """One outstanding command and how many replies it still expects."""
+
+    __slots__ = ("event", "per_recipient", "remaining", "transaction")
+
+    def __init__(self, event: Event | None, transaction: _Transaction | None = None, per_recipient: bool = False):
+        self.event = event
+        self.transaction = transaction
+        #: LMTP end of data: one reply per accepted recipient, counted when the
+        #: RCPT replies are all in (they come first in the FIFO).
+        self.per_recipient = per_recipient
+        self.remaining = 0 if per_recipient else 1
+
+
+class ClientConnection:
+    """One SMTP (or LMTP) connection, client side, with no I/O.
+
+    Typical loop (the transaction driver in ``smtpcore.ClientDriver`` does all of
+    this for you)::
+
+        conn = ClientConnection(ClientConfig(local_hostname="client.example.com"))
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, Reply):
+                ...                          # decide, then conn.send(Hello(...)), ...
+                sock.sendall(conn.data_to_send())
+            elif isinstance(event, ConnectionClosed):
+                break
+    """
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self.config = config or ClientConfig()
+        self._buffer = ReceiveBuffer()
+        self._reader = ReplyReader(self.config)
+        self._out = bytearray()
+        self._outstanding: deque[_Pending] = deque([_Pending(None)])
+        self._error: RemoteProtocolError | None = None
+        self._broken: LocalProtocolError | None = None
+        self._peer_closed = False
+        self._closed = False
+        self._closed_by_peer = False
+        self._quit_sent = False
+        # None, "announce" (TlsHandshake not yet returned) or "wait".
+        self._tls: str | None = None
+        #: The connection is encrypted (implicit TLS, or after STARTTLS).
+        self.tls_active = self.config.implicit_tls
+        #: The command the last reply answered (``None`` for the greeting).
+        self.last_command: Event | None = None
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        """Forget what the server said: at the start and after TLS (RFC 3207 §4.2)."""
+        #: The server's extensions after a successful hello (empty after HELO), else None.
+        self.capabilities: Capabilities | None = None
+        self._reader.enhanced_status_codes = False
+        self._transaction: _Transaction | None = None
+        self._content: str | None = None  # "data" (after 354) or "bdat"
+        self._stuffer: DotStuffer | None = None
+        self._chunk_left = 0
+        self._auth_challenge = False
+
+    # --- inspection -------------------------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> tuple[Event | None, ...]:
+        """The commands still waiting for a reply, oldest first (``None``: the greeting)."""
+        return tuple(pending.event for pending in self._outstanding)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def timeout(self) -> Timeout:
+        """How long the adapter may wait now (RFC 5321 §4.5.3.2)."""
+        timeouts = self.config.timeouts
+        if self._tls is not None:
+            return Timeout("tls_handshake", timeouts["tls_handshake"], "RFC 3207 §4")
+        if self._content is not None:
+            # Each write of content must finish within the data block timeout.
+            return Timeout("data_block", timeouts["data_block"], "RFC 5321 §4.5.3.2.5")
+        if self._outstanding:
+            event = self._outstanding[0].event
+            if isinstance(event, Bdat):
+                name, rfc = ("data_end", "RFC 5321 §4.5.3.2.6") if event.last else ("data_block", "RFC 3030 §2")
+            else:
+                name, rfc = _TIMEOUTS.get(type(event) if event is not None else None, ("other", "RFC 5321 §4.5.3.2"))
+            return Timeout(name, timeouts[name], rfc)
+        return Timeout("other", timeouts["other"], "RFC 5321 §4.5.3.2")
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the server; ``b""`` means the server closed its side."""
+        if not data:
+            self._peer_closed = True
+            return
+        if self._closed or self._tls is not None:
+            # Between the STARTTLS 220 and the handshake nothing may be read:
+            # such bytes were sent in plaintext and could be injected.
+            return
+        self._buffer.feed(data)
+
+    def next_event(self) -> Event | Reply | Sentinel:
+        """The next reply, ``TlsHandshake``, ``ConnectionClosed``, ``NEED_DATA`` or ``PAUSED``.
+
+        Raises :class:`RemoteProtocolError` when the server broke the protocol;
+        the connection is then over (and raises it again).
+        """
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            return ConnectionClosed(by_peer=self._closed_by_peer)
+        if self._tls == "announce":
+            self._tls = "wait"
+            return TlsHandshake()
+        if self._tls == "wait":
+            return PAUSED
+        if not self._outstanding:
+            if self._buffer:
+                self._fail("the server sent a reply when no command was outstanding")
+            if self._peer_closed:
+                self._close(by_peer=True)
+                return ConnectionClosed(by_peer=True)
+            return PAUSED
+        try:
+            reply = self._reader.next_reply(self._buffer)
+        except RemoteProtocolError as exc:
+            self._fail(str(exc))
+        if reply is None:
+            if self._peer_closed:
+                self._fail(f"the server closed the connection with {len(self._outstanding)} command(s) unanswered")
+            return NEED_DATA
+        self._on_reply(reply)
+        return reply
+
+    def _fail(self, why: str) -> None:
+        self._error = RemoteProtocolError(why)
+        self._closed = True
+        raise self._error
+
+    def _close(self, by_peer: bool) -> None:
+        self._closed = True
+        self._closed_by_peer = by_peer
+        self._outstanding.clear()
+        self._buffer.clear()
+
+    def _on_reply(self, reply: Reply) -> None:
+        pending = self._outstanding[0]
+        if pending.per_recipient and pending.remaining == 0:
+            transaction = pending.transaction
+            assert transaction is not None
+            pending.remaining = max(1, transaction.accepted)
+        pending.remaining -= 1
+        if pending.remaining == 0:
+            self._outstanding.popleft()
+        event = pending.event
+        self.last_command = event
+        if reply.code == 421:
+            # RFC 5321 §3.8: the server is shutting the channel down.
+            self._close(by_peer=True)
+            return
+        positive = reply.is_positive
+        if isinstance(event, Hello):
+            if positive:
+                self.capabilities = Capabilities.from_reply(reply) if event.verb != "HELO" else Capabilities()
+                self._reader.enhanced_status_codes = self.capabilities.enhanced_status_codes
+        elif isinstance(event, Mail):
+            if not positive and pending.transaction is not None:
+                pending.transaction.open = False
+        elif isinstance(event, Rcpt):
+            if positive and pending.transaction is not None:
+                pending.transaction.accepted += 1
+        elif isinstance(event, Data):
+            if reply.code == 354:
+                self._content = "data"
+                self._stuffer = DotStuffer(self.config.bare_newlines)
+        elif isinstance(event, (Auth, AuthResponse)):
+            self._auth_challenge = reply.code == 334
+        elif isinstance(event, StartTls):
+            if reply.code == 220:
+                # Anything after the 220 was sent before TLS: drop it unread.
+                self._buffer.clear()
+                self._reader.reset()
+                self._tls = "announce"
+        elif isinstance(event, Quit):
+            self._close(by_peer=False)
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        """Queue a command or message content; see the module doc for what is refused."""
+        if self._broken is not None:
+            raise LocalProtocolError("the connection was abandoned in the middle of a message; close it")
+        if self._closed or self._error is not None or self._quit_sent:
+            raise LocalProtocolError("the connection is closed")
+        if self._tls is not None:
+            raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
+        if isinstance(event, MessageData):
+            self._send_content(event)
+        elif isinstance(event, EndOfMessage):
+            if self._content != "data":
+                raise LocalProtocolError("EndOfMessage ends DATA content; BDAT content ends with Bdat(last=True)")
+            assert self._stuffer is not None
+            assert self._transaction is not None
+            self._out += self._abandon_on_error(self._stuffer.finish)
+            self._content = self._stuffer = None
+            self._transaction.open = False
+            self._outstanding.append(_Pending(event, self._transaction, per_recipient=self.config.lmtp))
+        else:
+            self._send_command(event)
+
+    def _send_content(self, event: MessageData) -> None:
+        data = event.data
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError("message data must be bytes")
+        if self._content == "data":
+            stuffer = self._stuffer
+            assert stuffer is not None
+            self._out += self._abandon_on_error(lambda: stuffer.feed(data))
+        elif self._content == "bdat":
+            size = len(data)
+            if size > self._chunk_left:
+                raise LocalProtocolError(f"{size} octets of content, but only {self._chunk_left} left in this BDAT")
+            self._out += data
+            self._chunk_left -= size
+            if not self._chunk_left:
+                self._content = None
+        else:
+            raise LocalProtocolError("message content is only sent after DATA got 354, or after BDAT")
+
+    def _abandon_on_error(self, produce: Callable[[], bytes]) -> bytes:
+        """Content refused half-way (a bare CR/LF under REJECT): part of the message
+        may already be written, so the message must never be ended with "." CRLF,
+        or a truncated message would be delivered.  The connection is abandoned."""
+        try:
+            return produce()
+        except LocalProtocolError as exc:
+            self._broken = exc
+            raise
+
+    def _send_command(self, event: Event) -> None:
+        if not isinstance(event, Event):
+            raise LocalProtocolError(f"send() takes an event, not {type(event).__name__}")
+        if self._content == "bdat":
+            raise LocalProtocolError(f"{self._chunk_left} octets of the BDAT chunk are still to be sent")
+        if self._content == "data":
+            raise LocalProtocolError("the message content is still open: send EndOfMessage()")
+        self._check_pipelining(event)
+        if self._auth_challenge != isinstance(event, AuthResponse):
+            raise LocalProtocolError(
+                "the server asked a SASL question: answer with AuthResponse"
+                if self._auth_challenge
+                else "AuthResponse only answers a 334 challenge"
+            )
+        transaction = self._transaction
+        utf8 = transaction is not None and transaction.open and transaction.utf8
+        self._check_sequence(event, transaction)
+        line = write_command(event, utf8)  # raises before any state changes
+        self._out += line
+        self._auth_challenge = False
+        if isinstance(event, Hello):
+            self._transaction = None
+        elif isinstance(event, Mail):
+            transaction = self._transaction = _Transaction(event)
+        elif isinstance(event, Rset):
+            self._transaction = None
+        elif isinstance(event, Rcpt):
+            assert transaction is not None
+            transaction.recipients += 1
+        elif isinstance(event, Data):
+            assert transaction is not None
+            transaction.mode = "data"
+        elif isinstance(event, Bdat):
+            assert transaction is not None
+            transaction.mode = "bdat"
+            if event.size:
+                self._content = "bdat"
+                self._chunk_left = event.size
+            if event.last:
+                transaction.open = False
+        elif isinstance(event, Quit):
+            self._quit_sent = True
+        per_recipient = isinstance(event, Bdat) and event.last and self.config.lmtp
+        self._outstanding.append(_Pending(event, transaction, per_recipient))
+
+    def _check_pipelining(self, event: Event) -> None:
+        if not self._outstanding:
+            return
+        waiting = [pending.event for pending in self._outstanding]
+        if any(item is None or isinstance(item, _ENDS_GROUP) for item in waiting):
+            raise LocalProtocolError(
+                f"wait for the reply to {type(waiting[-1]).__name__ if waiting[-1] else 'the greeting'} "
+                "before sending more (RFC 2920 §3.1)"
+            )
+        if isinstance(event, Quit):
+            return  # QUIT may end any group
+        if self.capabilities is None or not self.capabilities.pipelining:
+            raise LocalProtocolError("the server did not offer PIPELINING: wait for each reply")
+
+    def _check_sequence(self, event: Event, transaction: _Transaction | None) -> None:
+        """Refuse what the server could only answer with 503 (or worse, misread)."""
+        caps = self.capabilities
+        is_open = transaction is not None and transaction.open
+        if isinstance(event, Hello):
+            if (event.verb == "LHLO") != self.config.lmtp:
+                raise LocalProtocolError("LMTP uses LHLO, SMTP uses EHLO or HELO")
+        elif isinstance(event, (Quit, Rset, Noop)):
+            pass
+        elif caps is None:
+            raise LocalProtocolError("send EHLO (or HELO/LHLO) and wait for its 250 first")
+        elif isinstance(event, Mail):
+            if is_open:
+                raise LocalProtocolError("a transaction is already open: finish it or send RSET")
+            missing = required_extensions("MAIL", event.params) - caps.keywords
+            if missing:
+                raise LocalProtocolError(f"the server did not advertise {', '.join(sorted(missing))}")
+        elif isinstance(event, (Rcpt, Data, Bdat)):
+            if transaction is None or not is_open:
+                raise LocalProtocolError(f"{type(event).__name__.upper()} needs an open transaction (send MAIL)")
+            if isinstance(event, Rcpt):
+                if transaction.mode is not None:
+                    raise LocalProtocolError("RCPT after the content started")
+                missing = required_extensions("RCPT", event.params) - caps.keywords
+                if missing:
+                    raise LocalProtocolError(f"the server did not advertise {', '.join(sorted(missing))}")
+            elif not transaction.recipients:
+                raise LocalProtocolError("send RCPT before the content")
+            elif isinstance(event, Data):
+                if transaction.mode is not None:
+                    raise LocalProtocolError("DATA after DATA or BDAT in one transaction")
+                if transaction.body == "BINARYMIME":
+                    raise LocalProtocolError("BODY=BINARYMIME content must be sent with BDAT (RFC 3030)")
+            else:
+                if transaction.mode == "data":
+                    raise LocalProtocolError("BDAT after DATA in one transaction")
+                if not caps.chunking:
+                    raise LocalProtocolError("the server did not advertise CHUNKING")
+        elif isinstance(event, StartTls):
+            if self.tls_active:
+                raise LocalProtocolError("TLS is already active")
+            if is_open:
+                raise LocalProtocolError("STARTTLS inside a mail transaction")
+        elif isinstance(event, Auth):
+            if not (self.tls_active or self.config.allow_insecure_auth):
+                raise LocalProtocolError("refusing to send AUTH before TLS (set allow_insecure_auth to allow it)")
+            if is_open:
+                raise LocalProtocolError("AUTH inside a mail transaction")
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the server since the last call."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # --- TLS --------------------------------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """The adapter finished the TLS handshake that ``TlsHandshake`` asked for.
+
+        Everything learnt before TLS is forgotten; send EHLO again.
+        """
+        if self._tls is None:
+            raise LocalProtocolError("tls_established() is only valid after STARTTLS got 220")
+        self._tls = None
+        self._buffer.clear()
+        self._reader.reset()
+        self.tls_active = True
+        self._reset_session()

@@ -1,0 +1,702 @@
+"""The sans-IO transaction driver: envelope + message in, bytes out, outcomes at the end.
+
+Every client adapter needs the same dialogue (greeting, EHLO, STARTTLS, AUTH,
+MAIL/RCPT/DATA with the right parameters, QUIT) and the same decisions about
+it.  Those decisions are protocol, so they live here, once, and an adapter's
+"send a message" is this loop and nothing else::
+
+    driver = ClientDriver(config, [(envelope, message)], credentials=...)
+    while not driver.done:
+        out = driver.bytes_to_send()
+        if out:
+            sock.sendall(out)                 # bounded by driver.timeout
+        elif driver.wants_tls:
+            sock = tls_context.wrap_socket(sock, server_hostname=host)
+            driver.tls_established()
+        else:
+            driver.receive(sock.recv(65536))  # b"" when the server closed
+    outcome = driver.result                   # SessionOutcome; .raise_for_error()
+
+Inside, the dialogue is written as a generator (``_session``) that reads like
+the RFC: it sends a command, then ``yield``\\ s until its reply is there.  It
+pauses for one of three reasons: it needs input (resumed by ``receive``), it
+has queued one piece of content and waits for it to be taken (resumed by
+``bytes_to_send``, so a large message is never all in memory), or it waits for
+the TLS handshake (resumed by ``tls_established``).
+
+Decisions, with their RFCs:
+
+* **Greeting** must be 220; anything else ends the session (QUIT after a 554).
+* **Hello**: EHLO, falling back to HELO on 500/502 (RFC 5321 §3.2); LHLO for LMTP.
+* **STARTTLS** per ``ClientConfig.starttls``.  REQUIRED: no STARTTLS
+  capability, or any reply but 220, ends the session; it never continues in
+  plaintext.  OPTIONAL: used when offered; a refusal continues in plaintext.
+* **AUTH** only over TLS unless ``allow_insecure_auth``; the mechanism is the
+  first of ``config.auth_mechanisms`` the server offers and the credentials fit.
+* **MAIL parameters** are derived from the content and the envelope:
+  ``SIZE`` (octets, when known), ``BODY=8BITMIME`` for 8-bit content,
+  ``BODY=BINARYMIME`` (over BDAT) for content with NUL or lines over 998
+  octets, ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header.  What the
+  server lacks makes the message fail with ``SMTPNotSupportedError`` before a
+  byte of it is sent.  The caller's own parameters (DSN, REQUIRETLS, extra)
+  are kept and checked against the server's extensions the same way.
+* **PIPELINING**: MAIL, every RCPT and DATA in one write; replies paired in
+  order.  Every recipient refused: no content is sent (if a server still says
+  354, an empty message is ended at once) and the transaction is reset.
+* **BDAT** when CHUNKING is offered (or BINARYMIME is needed), in pieces of
+  ``config.chunk_size``; otherwise DATA with streamed dot-stuffing.
+* **LIMITS RCPTMAX** (RFC 9422): recipients beyond it go in further
+  transactions of the same message.
+* **421** anywhere, a lost connection or a protocol violation: the session
+  ends with an ``SMTPTransientError`` for every message not yet finished.
+
+Content given as an iterable of chunks is streamed: its properties cannot be
+known in advance, so it is declared ``BODY=8BITMIME`` when the server offers it
+and sent without SIZE.  A problem found in a later chunk (a bare CR/LF under
+REJECT, 8-bit bytes to a 7-bit server) abandons the connection without ending
+the message, so a truncated message is never delivered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
+from typing import TypeAlias
+
+from ._capabilities import Capabilities
+from ._client import ClientConnection
+from ._config import BareNewlinePolicy, ClientConfig, Timeout, TlsPolicy
+from ._dotstuff import LineEndings
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Hello,
+    Mail,
+    MessageData,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    TlsHandshake,
+)
+from ._outcomes import (
+    MessageOutcome,
+    RecipientOutcome,
+    SessionOutcome,
+    SMTPAuthenticationError,
+    SMTPDeliveryError,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+    error_for,
+)
+from ._params import MailParams, RcptParams, required_extensions
+from ._replies import Reply
+from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
+from ._sentinels import NEED_DATA
+
+__all__ = ["ClientDriver", "Envelope", "Message", "Recipient"]
+
+#: What the driver accepts as a message.
+Message: TypeAlias = "bytes | bytearray | memoryview | Iterable[bytes] | EmailMessage"
+
+# RFC 5321 §4.5.3.1.6: a text line is at most 998 octets plus CRLF.
+_MAX_TEXT_LINE = 998
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient and its own RCPT parameters (DSN NOTIFY/ORCPT, ...)."""
+
+    address: str
+    params: RcptParams = field(default_factory=RcptParams)
+
+    def __post_init__(self) -> None:
+        Rcpt(self.address, self.params)  # validates (LocalProtocolError)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Sender, recipients and the caller's MAIL parameters (RET, ENVID, REQUIRETLS...).
+
+    ``recipients`` may mix plain addresses and :class:`Recipient` values.  The
+    driver adds SIZE, BODY and SMTPUTF8 itself; set ``params.body`` only to force
+    a body type (``"BINARYMIME"`` sends the content byte-exact over BDAT).
+    """
+
+    sender: str
+    recipients: Sequence[str | Recipient]
+    params: MailParams = field(default_factory=MailParams)
+
+    def __post_init__(self) -> None:
+        Mail(self.sender, self.params)  # validates (LocalProtocolError)
+        if isinstance(self.recipients, (str, bytes)):
+            raise LocalProtocolError("recipients must be a sequence of addresses, not one string")
+        items = tuple(item if isinstance(item, Recipient) else Recipient(item) for item in self.recipients)
+        if not items:
+            raise LocalProtocolError("an envelope needs at least one recipient")
+        object.__setattr__(self, "recipients", items)
+
+    @property
+    def recipient_list(self) -> tuple[Recipient, ...]:
+        return self.recipients  # type: ignore[return-value]
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """A UTF-8 address (RFC 6531 §3.4)."""
+        return not self.sender.isascii() or any(not item.address.isascii() for item in self.recipient_list)
+
+
+# --- content ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Content:
+    """A message ready to send: whole bytes (with what we know of them) or a stream."""
+
+    data: bytes | None
+    stream: Iterator[bytes] | None = None
+    eight_bit: bool = False
+    binary: bool = False
+    utf8_headers: bool = False
+    #: Send as is (the caller asked for BINARYMIME): no line-ending changes.
+    exact: bool = False
+
+    @property
+    def size(self) -> int | None:
+        return None if self.data is None else len(self.data)
+
+
+def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Content:
+    if not exact:
+        endings = LineEndings(policy)
+        data = endings.feed(data) + endings.finish()
+        if data and not data.endswith(b"\r\n"):
+            data += b"\r\n"  # RFC 5322: the message ends with CRLF; SIZE counts it
+    header_end = data.find(b"\r\n\r\n")
+    headers = data if header_end < 0 else data[:header_end]
+    longest = max(map(len, data.split(b"\r\n"))) if data else 0
+    return _Content(
+        data=data,
+        eight_bit=not data.isascii(),
+        binary=b"\x00" in data or longest > _MAX_TEXT_LINE,
+        utf8_headers=not headers.isascii(),
+        exact=exact,
+    )
+
+
+def _serialise(message: EmailMessage, utf8: bool) -> bytes:
+    # The stdlib generator with the SMTP policy writes CRLF and RFC 2047 headers;
+    # SMTPUTF8 writes UTF-8 headers, only for a session that uses SMTPUTF8.
+    return message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+
+
+# --- internal control flow --------------------------------------------------------------------
+
+
+class _Wait:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_INPUT = _Wait("INPUT")
+_FLUSH = _Wait("FLUSH")
+_TLS = _Wait("TLS")
+
+_Steps = Generator[_Wait, None, None]
+
+
+class _Abort(Exception):
+    """Ends the session: ``error`` is its outcome; ``quit`` says QUIT may still be sent."""
+
+    def __init__(self, error: SMTPDeliveryError, quit: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.quit = quit
+
+
+class ClientDriver:
+    """Sends messages over one session; see the module doc for the adapter loop.
+
+    ``messages`` are (:class:`Envelope`, message) pairs, sent in order.
+    ``credentials`` enables AUTH; ``mechanisms`` adds SASL mechanisms by name
+    (list their names in ``config.auth_mechanisms`` too).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        messages: Iterable[tuple[Envelope, Message]] = (),
+        credentials: Credentials | None = None,
+        mechanisms: Mapping[str, Callable[[Credentials], ClientMechanism]] | None = None,
+    ) -> None:
+        self.config = config or ClientConfig()
+        self.connection = ClientConnection(self.config)
+        self._messages = list(messages)
+        for envelope, _ in self._messages:
+            if not isinstance(envelope, Envelope):
+                raise LocalProtocolError("messages are (Envelope, message) pairs")
+        self._credentials = credentials
+        self._mechanisms = mechanisms
+        self._outcomes: list[MessageOutcome] = []
+        self._error: SMTPDeliveryError | None = None
+        self._wait: _Wait | None = None
+        self._steps = self._session()
+        self._resume()
+
+    # --- the adapter's side ------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """The session is over: close the connection and read :attr:`result`."""
+        return self._wait is None
+
+    @property
+    def wants_tls(self) -> bool:
+        """Do the TLS handshake now (``bytes_to_send()`` is empty), then call :meth:`tls_established`."""
+        return self._wait is _TLS
+
+    @property
+    def timeout(self) -> Timeout:
+        """The bound on the current wait (RFC 5321 §4.5.3.2)."""
+        return self.connection.timeout
+
+    def bytes_to_send(self) -> bytes:
+        """The next bytes to write; ``b""`` means read (or do TLS, or stop)."""
+        conn = self.connection
+        out = conn.data_to_send()
+        while not out and self._wait is _FLUSH:
+            self._resume()
+            out = conn.data_to_send()
+        return out
+
+    def receive(self, data: bytes) -> None:
+        """Bytes read from the server; ``b""`` when it closed the connection."""
+        self.connection.receive_data(data)
+        if self._wait is _INPUT:
+            self._resume()
+
+    def tls_established(self) -> None:
+        """The TLS handshake :attr:`wants_tls` asked for is done."""
+        if self._wait is not _TLS:
+            raise LocalProtocolError("tls_established() is only valid while wants_tls is true")
+        self.connection.tls_established()
+        self._resume()
+
+    @property
+    def result(self) -> SessionOutcome:
+        """Every message's outcome; only once :attr:`done`."""
+        if not self.done:
+            raise LocalProtocolError("the session is not over yet")
+        return SessionOutcome(
+            tuple(self._outcomes), self._error, self.connection.capabilities, self.connection.tls_active
+        )
+
+    def _resume(self) -> None:
+        try:
+            self._wait = next(self._steps)
+        except StopIteration:
+            self._wait = None
+
+    # --- dialogue helpers --------------------------------------------------------------------------
+
+    def _reply(self) -> Generator[_Wait, None, Reply]:
+        """The next reply; a 421 or the end of the connection ends the session."""
+        conn = self.connection
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                yield _INPUT
+                continue
+            if isinstance(event, Reply):
+                if event.code == 421:
+                    raise _Abort(
+                        SMTPTransientError(f"the server is closing the session: {event}", event, conn.last_command)
+                    )
+                return event
+            if isinstance(event, ConnectionClosed):
+                raise _Abort(SMTPTransientError("the server closed the connection"))
+            raise AssertionError(f"unexpected {event!r} while waiting for a reply")  # pragma: no cover
+
+    def _command(self, event: Event) -> Generator[_Wait, None, Reply]:
+        self.connection.send(event)
+        return (yield from self._reply())
+
+    def _session(self) -> _Steps:
+        try:
+            yield from self._open()
+            for envelope, message in self._messages:
+                outcome = yield from self._deliver(envelope, message)
+                self._outcomes.append(outcome)
+            yield from self._quit()
+        except _Abort as abort:
+            self._fail(abort.error)
+            if abort.quit:
+                yield from self._quit()
+        except RemoteProtocolError as exc:
+            error: SMTPDeliveryError = SMTPTransientError(f"the server broke the protocol: {exc}")
+            error.__cause__ = exc
+            self._fail(error)
+        except LocalProtocolError as exc:
+            # Streamed content turned out unsendable after part of it went out:
+            # the message is abandoned with the connection, never ended with ".".
+            error = SMTPPermanentError(f"message abandoned mid-content: {exc}")
+            error.__cause__ = exc
+            self._fail(error)
+
+    def _fail(self, error: SMTPDeliveryError) -> None:
+        """The session ended early: every message without an outcome gets ``error``."""
+        self._error = error
+        for envelope, _ in self._messages[len(self._outcomes) :]:
+            self._outcomes.append(
+                MessageOutcome(tuple(RecipientOutcome(r.address, error=error) for r in envelope.recipient_list), error)
+            )
+
+    def _quit(self) -> _Steps:
+        conn = self.connection
+        if conn.closed:
+            return
+        # If the server hangs up first, nothing is lost.
+        with contextlib.suppress(_Abort, RemoteProtocolError, LocalProtocolError):
+            yield from self._command(Quit())
+
+    # --- session set-up ----------------------------------------------------------------------------
+
+    def _open(self) -> _Steps:
+        conn = self.connection
+        greeting = yield from self._reply()
+        if greeting.code != 220:
+            raise _Abort(error_for(greeting, None, "the server refused the session"), quit=True)
+        yield from self._hello()
+        policy = self.config.starttls
+        if not conn.tls_active and policy is not TlsPolicy.OFF:
+            caps = conn.capabilities
+            assert caps is not None
+            if caps.starttls:
+                reply = yield from self._command(StartTls())
+                if reply.code == 220:
+                    handshake = conn.next_event()
+                    assert isinstance(handshake, TlsHandshake)
+                    yield _TLS
+                    yield from self._hello()
+                elif policy is TlsPolicy.REQUIRED:
+                    raise _Abort(error_for(reply, StartTls(), "STARTTLS refused and TLS is required"), quit=True)
+            elif policy is TlsPolicy.REQUIRED:
+                raise _Abort(SMTPNotSupportedError("the server does not offer STARTTLS and TLS is required"), quit=True)
+        if self._credentials is not None:
+            yield from self._authenticate(self._credentials)
+
+    def _hello(self) -> _Steps:
+        hostname = self.config.local_hostname
+        first = Hello(hostname, "LHLO" if self.config.lmtp else "EHLO")
+        reply = yield from self._command(first)
+        if reply.is_positive:
+            return
+        if not self.config.lmtp and reply.code in (500, 502):
+            # RFC 5321 §3.2: an old server that does not know EHLO.
+            fallback = Hello(hostname, "HELO")
+            reply = yield from self._command(fallback)
+            if reply.is_positive:
+                return
+            raise _Abort(error_for(reply, fallback, "HELO refused"), quit=True)
+        raise _Abort(error_for(reply, first, f"{first.verb} refused"), quit=True)
+
+    def _authenticate(self, credentials: Credentials) -> _Steps:
+        conn = self.connection
+        caps = conn.capabilities
+        assert caps is not None
+        if not (conn.tls_active or self.config.allow_insecure_auth):
+            raise _Abort(SMTPNotSupportedError("refusing to send credentials without TLS"), quit=True)
+        try:
+            mechanism = choose_mechanism(
+                caps.auth_mechanisms, self.config.auth_mechanisms, credentials, self._mechanisms
+            )
+            initial = mechanism.initial_response() if mechanism is not None else None
+        except LocalProtocolError as exc:
+            raise _Abort(SMTPNotSupportedError(f"cannot use these credentials: {exc}"), quit=True) from exc
+        if mechanism is None:
+            offered = " ".join(caps.auth_mechanisms) or "none"
+            raise _Abort(SMTPNotSupportedError(f"no usable AUTH mechanism (server offers: {offered})"), quit=True)
+        command: Event = Auth(mechanism.name, initial)
+        reply = yield from self._command(command)
+        while reply.code == 334:
+            try:
+                challenge = base64.b64decode(reply.text[0].encode("ascii"), validate=True)
+                command = AuthResponse(mechanism.respond(challenge))
+            except (binascii.Error, UnicodeEncodeError, ValueError, SaslError):
+                command = AuthResponse(cancel=True)
+            reply = yield from self._command(command)
+        if reply.is_positive:
+            return
+        text = f"authentication with {mechanism.name} failed: {reply}"
+        if reply.is_permanent:
+            raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)
+        raise _Abort(SMTPTransientError(text, reply, command), quit=True)
+
+    # --- one message -------------------------------------------------------------------------------
+
+    def _deliver(self, envelope: Envelope, message: Message) -> Generator[_Wait, None, MessageOutcome]:
+        caps = self.connection.capabilities
+        assert caps is not None
+        try:
+            content = self._prepare(envelope, message, caps)
+            params, use_bdat = self._plan(envelope, content, caps)
+        except (SMTPDeliveryError, LocalProtocolError) as exc:
+            error = exc if isinstance(exc, SMTPDeliveryError) else SMTPPermanentError(f"cannot send: {exc}")
+            if error is not exc:
+                error.__cause__ = exc
+            return MessageOutcome(
+                tuple(RecipientOutcome(r.address, error=error) for r in envelope.recipient_list), error
+            )
+        recipients = envelope.recipient_list
+        limit = caps.rcpt_max or len(recipients)
+        batches = [recipients[i : i + limit] for i in range(0, len(recipients), limit)]
+        if len(batches) > 1 and content.data is None:
+            assert content.stream is not None
+            content.data, content.stream = b"".join(content.stream), None  # sent more than once
+        results: list[RecipientOutcome] = []
+        first_error: SMTPDeliveryError | None = None
+        for batch in batches:
+            outcomes, batch_error = yield from self._transaction(envelope.sender, params, batch, content, use_bdat)
+            results.extend(outcomes)
+            first_error = first_error or batch_error
+        if any(item.delivered for item in results):
+            first_error = None
+        return MessageOutcome(tuple(results), first_error)
+
+    def _prepare(self, envelope: Envelope, message: Message, caps: Capabilities) -> _Content:
+        exact = envelope.params.body == "BINARYMIME"
+        policy = self.config.bare_newlines
+        if isinstance(message, EmailMessage):
+            utf8 = envelope.needs_smtputf8 and caps.smtputf8
+            return _whole_content(_serialise(message, utf8), policy, exact)
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            return _whole_content(bytes(message), policy, exact)
+        if isinstance(message, str):
+            raise LocalProtocolError("a message is bytes (or chunks of bytes, or an EmailMessage), not str")
+        return _Content(data=None, stream=iter(message), exact=exact)
+
+    def _plan(self, envelope: Envelope, content: _Content, caps: Capabilities) -> tuple[MailParams, bool]:
+        """The MAIL parameters and DATA-or-BDAT, or SMTPNotSupportedError."""
+        params = envelope.params
+        body = params.body
+        if body is None:
+            if content.binary:
+                body = "BINARYMIME"
+            elif content.eight_bit or (content.data is None and caps.eight_bit_mime):
+                body = "8BITMIME"
+        if body == "BINARYMIME" and not (caps.chunking and caps.binarymime):
+            raise SMTPNotSupportedError(
+                "the message needs BODY=BINARYMIME (NUL, bare CR/LF or lines over 998 octets), "
+                "which needs CHUNKING and BINARYMIME"
+            )
+        if body == "8BITMIME" and not caps.eight_bit_mime:
+            raise SMTPNotSupportedError("the message has 8-bit content and the server lacks 8BITMIME")
+        smtputf8 = params.smtputf8 or envelope.needs_smtputf8 or content.utf8_headers
+        if smtputf8 and not caps.smtputf8:
+            raise SMTPNotSupportedError("the message needs SMTPUTF8 (UTF-8 address or header), which the server lacks")
+        size = params.size
+        if content.size is not None and caps.has("SIZE"):
+            size = content.size
+            limit = caps.max_message_size
+            if limit is not None and size > limit:
+                raise SMTPNotSupportedError(f"the message is {size} octets; the server's limit is {limit}")
+        if size is not None and not caps.has("SIZE"):
+            size = None
+        params = replace(params, size=size, body=body, smtputf8=smtputf8)
+        missing = set(required_extensions("MAIL", params))
+        for recipient in envelope.recipient_list:
+            missing |= required_extensions("RCPT", recipient.params)
+        missing -= caps.keywords
+        if missing:
+            raise SMTPNotSupportedError(f"the server lacks {', '.join(sorted(missing))}, which the message needs")
+        use_bdat = body == "BINARYMIME" or (caps.chunking and self.config.use_chunking)
+        return params, use_bdat
+
+    def _transaction(
+        self, sender: str, params: MailParams, batch: Sequence[Recipient], content: _Content, use_bdat: bool
+    ) -> Generator[_Wait, None, tuple[list[RecipientOutcome], SMTPDeliveryError | None]]:
+        conn = self.connection
+        caps = conn.capabilities
+        assert caps is not None
+        mail = Mail(sender, params)
+        rcpts = [Rcpt(item.address, item.params) for item in batch]
+        rcpt_replies: list[Reply | None] = [None] * len(rcpts)
+        data_reply: Reply | None = None
+        if caps.pipelining and self.config.use_pipelining:
+            conn.send(mail)
+            for rcpt in rcpts:
+                conn.send(rcpt)
+            if not use_bdat:
+                conn.send(Data())
+            mail_reply = yield from self._reply()
+            for index in range(len(rcpts)):
+                rcpt_replies[index] = yield from self._reply()
+            if not use_bdat:
+                data_reply = yield from self._reply()
+        else:
+            mail_reply = yield from self._command(mail)
+            if mail_reply.is_positive:
+                for index, rcpt in enumerate(rcpts):
+                    rcpt_replies[index] = yield from self._command(rcpt)
+                if not use_bdat and any(reply and reply.is_positive for reply in rcpt_replies):
+                    data_reply = yield from self._command(Data())
+
+        if not mail_reply.is_positive:
+            error = error_for(mail_reply, mail, f"MAIL FROM:<{sender}> refused")
+            return [
+                RecipientOutcome(item.address, reply, error=error)
+                for item, reply in zip(batch, rcpt_replies, strict=True)
+            ], error
+
+        outcomes: dict[int, RecipientOutcome] = {}
+        accepted: list[int] = []
+        for index, (rcpt, reply) in enumerate(zip(rcpts, rcpt_replies, strict=True)):
+            assert reply is not None
+            if reply.is_positive:
+                accepted.append(index)
+            else:
+                outcomes[index] = RecipientOutcome(
+                    rcpt.recipient, reply, error=error_for(reply, rcpt, f"RCPT TO:<{rcpt.recipient}> refused")
+                )
+
+        def finish(error: SMTPDeliveryError | None) -> tuple[list[RecipientOutcome], SMTPDeliveryError | None]:
+            return [outcomes[index] for index in range(len(rcpts))], error
+
+        if not accepted:
+            if data_reply is not None and data_reply.code == 354:
+                # A server that said 354 with no recipient: end the (empty) content at once.
+                conn.send(EndOfMessage())
+                yield from self._reply()
+            yield from self._command(Rset())
+            errors = [item.error for item in outcomes.values() if item.error is not None]
+            kind = SMTPTransientError if all(item.transient for item in errors) else SMTPPermanentError
+            last = outcomes[len(rcpts) - 1]
+            return finish(kind("every recipient was refused", last.rcpt_reply, rcpts[-1]))
+
+        final: list[Reply]
+        final_command: Event
+        if use_bdat:
+            result = yield from self._send_bdat(content, len(accepted))
+            if isinstance(result, tuple):
+                chunk_reply, final_command = result
+                final = [chunk_reply] * len(accepted)
+            else:
+                final = result if self.config.lmtp else result * len(accepted)
+                final_command = Bdat(0, True)
+        else:
+            assert data_reply is not None
+            if data_reply.code != 354:
+                final, final_command = [data_reply] * len(accepted), Data()
+            else:
+                yield from self._send_data(content, params.body is not None)
+                final_command = EndOfMessage()
+                final = []
+                for _ in range(len(accepted) if self.config.lmtp else 1):
+                    final.append((yield from self._reply()))
+                if not self.config.lmtp:
+                    final *= len(accepted)
+        for index, reply in zip(accepted, final, strict=True):
+            rcpt = rcpts[index]
+            refusal = None
+            if not reply.is_positive:
+                refusal = error_for(reply, final_command, f"message to <{rcpt.recipient}> refused")
+            outcomes[index] = RecipientOutcome(rcpt.recipient, rcpt_replies[index], reply, refusal)
+        if not any(reply.is_positive for reply in final) and isinstance(final_command, Data):
+            yield from self._command(Rset())
+        refusals = [outcomes[index].error for index in accepted]
+        return finish(refusals[0] if all(refusals) else None)
+
+    def _send_data(self, content: _Content, eight_bit_ok: bool) -> _Steps:
+        conn = self.connection
+        for piece in self._pieces(content):
+            if not eight_bit_ok and content.data is None and not bytes(piece).isascii():
+                # Whole content was checked before MAIL; a stream is checked as it comes.
+                raise LocalProtocolError("8-bit content for a server without 8BITMIME")
+            conn.send(MessageData(piece))
+            yield _FLUSH
+        conn.send(EndOfMessage())
+
+    def _send_bdat(self, content: _Content, accepted: int) -> Generator[_Wait, None, list[Reply] | tuple[Reply, Bdat]]:
+        """Send BDAT chunks; the final replies, or (the refusing reply, its chunk)."""
+        conn = self.connection
+        pieces = self._pieces(content)
+        if content.data is None:
+            pieces = self._rechunk(pieces, content)
+        current = next(pieces, b"")
+        while True:
+            following = next(pieces, None)
+            last = following is None
+            chunk = Bdat(len(current), last)
+            conn.send(chunk)
+            if current:
+                conn.send(MessageData(current))
+            if last:
+                replies = []
+                for _ in range(accepted if self.config.lmtp else 1):
+                    replies.append((yield from self._reply()))
+                return replies
+            yield _FLUSH
+            reply = yield from self._reply()
+            if not reply.is_positive:
+                yield from self._command(Rset())
+                return (reply, chunk)
+            assert following is not None
+            current = following
+
+    def _pieces(self, content: _Content) -> Iterator[bytes]:
+        """Content in pieces of at most ``chunk_size`` (whole) or as streamed."""
+        size = self.config.chunk_size
+        if content.data is not None:
+            view = memoryview(content.data)
+            for start in range(0, len(view), size):
+                yield view[start : start + size]  # type: ignore[misc]
+            return
+        assert content.stream is not None
+        for piece in content.stream:
+            if not isinstance(piece, (bytes, bytearray, memoryview)):
+                raise LocalProtocolError(f"message chunks must be bytes, not {type(piece).__name__}")
+            yield bytes(piece)
+
+    def _rechunk(self, pieces: Iterator[bytes], content: _Content) -> Iterator[bytes]:
+        """A stream for BDAT: line endings fixed, pieces of ``chunk_size``, a final CRLF."""
+        size = self.config.chunk_size
+        endings = None if content.exact else LineEndings(self.config.bare_newlines)
+        pending = bytearray()
+        tail = b""
+        for piece in pieces:
+            if endings is not None:
+                piece = endings.feed(piece)
+            pending += piece
+            if piece:
+                tail = (tail + piece)[-2:]
+            while len(pending) > size:
+                yield bytes(pending[:size])
+                del pending[:size]
+        if endings is not None:
+            owed = endings.finish()
+            pending += owed
+            tail = (tail + owed)[-2:]
+            if tail and tail != b"\r\n":
+                pending += b"\r\n"
+        while len(pending) > size:
+            yield bytes(pending[:size])
+            del pending[:size]
+        if pending:
+            yield bytes(pending)
