@@ -102,26 +102,29 @@ class DataReader:
 
     def _content(self, raw: bytes) -> bytes:
         """Check and unstuff one piece that starts and ends outside any CRLF."""
-        crlf = raw.count(b"\r\n")
-        if not self.bare_newline and (raw.count(b"\n") != crlf or raw.count(b"\r") != crlf):
+        # Every line-start "." goes (RFC 5321 §4.5.2); the end marker is already cut off.
+        # Lines are measured after this: RFC 5321 §4.5.3.1.6 does not count the
+        # dot added for transparency, so a 998-octet line starting "." is not long.
+        # Only dots go, so the CR and LF counts are those of the raw bytes.
+        content = raw.replace(b"\r\n.", b"\r\n") if b"\r\n." in raw else raw
+        crlf = content.count(b"\r\n")
+        if not self.bare_newline and (content.count(b"\n") != crlf or content.count(b"\r") != crlf):
             self.bare_newline = True
         if crlf == 0:
-            self._line_length += len(raw)
+            self._line_length += len(content)
             longest = self._line_length
         else:
-            first = raw.find(b"\r\n")
-            last = raw.rfind(b"\r\n")
+            first = content.find(b"\r\n")
+            last = content.rfind(b"\r\n")
             longest = self._line_length + first
             # The complete lines between the first and last CRLF: split them only
             # when one of them could be too long, which ordinary text never is.
             if not self.long_line and last - first - 2 * (crlf - 1) > self.max_text_line:
-                longest = max(longest, *map(len, raw[first + 2 : last].split(b"\r\n")))
-            self._line_length = len(raw) - last - 2
+                longest = max(longest, *map(len, content[first + 2 : last].split(b"\r\n")))
+            self._line_length = len(content) - last - 2
             longest = max(longest, self._line_length)
         if longest > self.max_text_line:
             self.long_line = True
-        # Every line-start "." goes (RFC 5321 §4.5.2); the end marker is already cut off.
-        content = raw.replace(b"\r\n.", b"\r\n") if b"\r\n." in raw else raw
         if self._strip_lead:
             # Drop the CRLF that stood in for the DATA command's own.
             self._strip_lead = False
