@@ -123,13 +123,17 @@ class _Stream(asyncio.Protocol):
             self.transport.resume_reading()
         return data  # b"" at end of file
 
-    async def write(self, data: bytes) -> object:
+    async def write(self, data: bytes, timeout: float) -> object:
         assert self.transport is not None
         if self.transport.is_closing():
             return LOST
         self.transport.write(data)
         if self._drain is not None:
-            await self._drain
+            try:  # a client that does not read its replies is as gone as one that left
+                await asyncio.wait_for(asyncio.shield(self._drain), timeout)
+            except asyncio.TimeoutError:
+                self.transport.abort()
+                return LOST
         return LOST if self.transport.is_closing() else None
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> object:
@@ -238,7 +242,7 @@ class SMTPServer:
                 if isinstance(action, Receive):
                     result = await stream.read(action.timeout)
                 elif isinstance(action, Send):
-                    result = await stream.write(action.data)
+                    result = await stream.write(action.data, self.config.command_timeout)
                 elif isinstance(action, CallHook):
                     result = await acall_hook(self.handler, action)
                 elif isinstance(action, StartTls):

@@ -573,6 +573,22 @@ def test_ipv6(kind: str, recorder: Recorder) -> None:
 # --- faults ---------------------------------------------------------------------------------------
 
 
+def test_connection_opened_may_refuse(kind: str) -> None:
+    class Refuser(Recorder):
+        def connection_opened(self, session: Session) -> Reply | None:
+            return Reply(421, "Not today", "4.3.0")
+
+    handler = Refuser()
+    server = start_server(kind, handler, ServerConfig())
+    try:
+        raw = Raw(server.port)
+        assert raw.read_until_closed() == b"421 Not today\r\n"
+        raw.close()
+        assert handler.closed.wait(2)
+    finally:
+        server.stop()
+
+
 def test_client_disconnects_mid_data(
     serve: Callable[..., Running], recorder: Recorder, errors: list[logging.LogRecord]
 ) -> None:
