@@ -468,8 +468,10 @@ class ClientDriver:
         limit = caps.rcpt_max or len(recipients)
         batches = [recipients[i : i + limit] for i in range(0, len(recipients), limit)]
         if len(batches) > 1 and content.data is None:
+            # The content goes out more than once: a stream must be kept.
             assert content.stream is not None
-            content.data, content.stream = b"".join(content.stream), None  # sent more than once
+            whole = _whole_content(b"".join(content.stream), self.config.bare_newlines, content.exact)
+            content.data, content.stream = whole.data, None
         results: list[RecipientOutcome] = []
         first_error: SMTPDeliveryError | None = None
         for batch in batches:
@@ -503,7 +505,7 @@ class ClientDriver:
                 body = "8BITMIME"
         if body == "BINARYMIME" and not (caps.chunking and caps.binarymime):
             raise SMTPNotSupportedError(
-                "the message needs BODY=BINARYMIME (NUL, bare CR/LF or lines over 998 octets), "
+                "the message needs BODY=BINARYMIME (it has NUL or lines over 998 octets), "
                 "which needs CHUNKING and BINARYMIME"
             )
         if body == "8BITMIME" and not caps.eight_bit_mime:

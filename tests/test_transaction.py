@@ -1,0 +1,1083 @@
+"""Whole client sessions through the ClientDriver against scripted server replies.
+
+Each test is a C:/S: transcript: the exact bytes the client must write, and the
+server's replies.  Every transcript also runs with the server's bytes fed one at
+a time, which must change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from email.message import EmailMessage
+
+import pytest
+from client_helpers import byte_split, run_client_transcript, take_output
+
+from smtpcore import (
+    BareNewlinePolicy,
+    ClientConfig,
+    ClientDriver,
+    Credentials,
+    Envelope,
+    LocalProtocolError,
+    MailParams,
+    RcptParams,
+    Recipient,
+    SMTPAuthenticationError,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+    TlsPolicy,
+)
+
+HOST = "client.example"
+ENV = Envelope("a@x.org", ["b@y.org", "c@y.org"])
+ONE = Envelope("a@x.org", ["b@y.org"])
+
+
+def make(messages, **options):
+    options.setdefault("local_hostname", HOST)
+    options.setdefault("starttls", TlsPolicy.OFF)
+    credentials = options.pop("credentials", None)
+    mechanisms = options.pop("mechanisms", None)
+    return ClientDriver(ClientConfig(**options), messages, credentials=credentials, mechanisms=mechanisms)
+
+
+def run(text, messages, **options):
+    """Run whole and byte by byte; both must give the same outcome."""
+    whole = run_client_transcript(text, make(messages, **options))
+    drip = run_client_transcript(text, make(messages, **options), split=byte_split)
+    assert whole.done
+    assert drip.done
+    assert repr(drip.result) == repr(whole.result)
+    return whole.result
+
+
+EHLO_PIPE = """
+S: 220 mx.y.org ESMTP
+C: EHLO client.example
+S: 250-mx.y.org
+S: 250-PIPELINING
+S: 250-SIZE 1000
+S: 250-ENHANCEDSTATUSCODES
+S: 250 8BITMIME
+"""
+
+EHLO_PLAIN = """
+S: 220 mx.y.org ESMTP
+C: EHLO client.example
+S: 250 mx.y.org
+"""
+
+
+def test_pipelined_session_with_one_recipient_refused():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=4
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 250 2.1.0 ok
+        S: 550 5.1.1 no such user
+        S: 250 2.1.5 ok
+        S: 354 go
+        C: Hi
+        C: .
+        S: 250 2.0.0 queued
+        C: QUIT
+        S: 221 2.0.0 bye
+        """,
+        [(ENV, b"Hi\r\n")],
+    )
+    assert result.error is None
+    message = result.messages[0]
+    assert message.error is None
+    assert message.delivered == ("c@y.org",)
+    refused = message.refused["b@y.org"]
+    assert isinstance(refused, SMTPPermanentError)
+    assert not refused.transient
+    assert refused.reply.code == 550
+    assert refused.reply.enhanced == "5.1.1"
+    assert refused.command.recipient == "b@y.org"
+    assert message.recipients[1].data_reply.code == 250
+    assert result.capabilities.pipelining
+
+
+def test_without_pipelining_each_command_waits_and_content_is_stuffed():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ..start
+        C: middle
+        C: ..
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b".start\nmiddle\r\n.")],
+    )
+    assert result.messages[0].delivered == ("b@y.org",)
+
+
+def test_ehlo_refused_falls_back_to_helo_and_7bit_needs_nothing():
+    result = run(
+        """
+        S: 220 old.example SMTP
+        C: EHLO client.example
+        S: 502 what
+        C: HELO client.example
+        S: 250 old.example
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: Hi
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"Hi")],
+    )
+    assert result.error is None
+    assert result.capabilities.keywords == frozenset()
+
+
+def test_helo_session_refuses_8bit_content_before_mail():
+    result = run(
+        """
+        S: 220 old.example SMTP
+        C: EHLO client.example
+        S: 500 what
+        C: HELO client.example
+        S: 250 old.example
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, "Grüße\r\n".encode())],
+    )
+    error = result.messages[0].error
+    assert isinstance(error, SMTPNotSupportedError)
+    assert "8BITMIME" in str(error)
+    assert result.error is None
+
+
+@pytest.mark.parametrize(("code", "kind"), [(554, SMTPPermanentError), (451, SMTPTransientError)])
+def test_ehlo_and_helo_refused(code, kind):
+    result = run(
+        f"""
+        S: 220 mx ESMTP
+        C: EHLO client.example
+        S: {code} go away
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+    )
+    assert isinstance(result.error, kind)
+    assert result.messages[0].error is result.error
+    assert result.messages[0].recipients[0].error is result.error
+    result = run(
+        f"""
+        S: 220 mx ESMTP
+        C: EHLO client.example
+        S: 502 no
+        C: HELO client.example
+        S: {code} go away
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+    )
+    assert isinstance(result.error, kind)
+    assert result.error.command.verb == "HELO"
+
+
+def test_greeting_554_quits_and_421_just_ends():
+    result = run(
+        """
+        S: 554 no service
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+    )
+    assert isinstance(result.error, SMTPPermanentError)
+    assert result.error.reply.code == 554
+    assert result.error.command is None
+    result = run("S: 421 busy", [(ONE, b"x")])
+    assert isinstance(result.error, SMTPTransientError)
+    assert result.error.transient
+
+
+def test_every_recipient_refused_pipelined_sends_no_content_and_resets():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 250 ok
+        S: 450 4.2.0 greylisted
+        S: 451 4.3.0 later
+        S: 554 5.5.1 no valid recipients
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert isinstance(message.error, SMTPTransientError)  # every refusal was 4xx: retry later
+    assert message.delivered == ()
+    assert set(message.refused) == {"b@y.org", "c@y.org"}
+
+
+def test_every_recipient_refused_but_server_says_354_ends_empty_content():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 550 no
+        S: 354 go anyway
+        C: .
+        S: 554 no recipients
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x\r\n")],
+    )
+    assert isinstance(result.messages[0].error, SMTPPermanentError)
+
+
+def test_every_recipient_refused_without_pipelining_skips_data():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 550 no
+        C: RCPT TO:<c@y.org>
+        S: 451 later
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x")],
+    )
+    error = result.messages[0].error
+    assert isinstance(error, SMTPPermanentError)  # one refusal was permanent
+    assert error.reply.code == 451
+
+
+def test_mail_refused_without_pipelining_sends_no_rcpt():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 553 sender rejected
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x")],
+    )
+    message = result.messages[0]
+    assert message.error.reply.code == 553
+    assert message.error.command.sender == "a@x.org"
+    assert all(item.rcpt_reply is None for item in message.recipients)
+
+
+def test_421_in_the_middle_ends_the_session_without_quit():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 421 4.3.2 shutting down
+        """,
+        [(ONE, b"x\r\n"), (ENV, b"y\r\n")],
+    )
+    assert isinstance(result.error, SMTPTransientError)
+    assert result.error.reply.code == 421
+    assert [m.error for m in result.messages] == [result.error, result.error]
+
+
+def test_server_closing_the_connection_is_transient():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        CLOSE
+        """,
+        [(ONE, b"x")],
+    )
+    assert isinstance(result.error, SMTPTransientError)
+
+
+def test_protocol_violation_is_transient():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 2500 what
+        """,
+        [(ONE, b"x")],
+    )
+    assert isinstance(result.error, SMTPTransientError)
+    assert "protocol" in str(result.error)
+
+
+def test_data_refused_resets_and_final_refusal_reaches_every_recipient():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 451 not now
+        C: RSET
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: y
+        C: .
+        S: 554 5.7.1 spam
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x"), (ENV, b"y")],
+    )
+    first, second = result.messages
+    assert isinstance(first.error, SMTPTransientError)
+    assert first.error.command.__class__.__name__ == "Data"
+    assert isinstance(second.error, SMTPPermanentError)
+    assert {item.error.reply.code for item in second.recipients} == {554}
+
+
+# --- STARTTLS --------------------------------------------------------------------------------------
+
+EHLO_TLS = """
+S: 220 mx ESMTP
+C: EHLO client.example
+S: 250-mx
+S: 250-PIPELINING
+S: 250 STARTTLS
+C: STARTTLS
+"""
+
+
+def test_starttls_discards_injected_replies_and_starts_over():
+    result = run(
+        EHLO_TLS
+        + """
+        S: 220 go ahead
+        S: 250-injected
+        S: 250 PIPELINING
+        TLS
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 AUTH PLAIN
+        C: AUTH PLAIN AHVzZXIAc2VjcmV0
+        S: 235 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        starttls=TlsPolicy.REQUIRED,
+        credentials=Credentials("user", "secret"),
+    )
+    assert result.tls
+    assert result.error is None
+    assert not result.capabilities.pipelining  # the pre-TLS capabilities were forgotten
+    assert result.capabilities.auth_mechanisms == ("PLAIN",)
+
+
+@pytest.mark.parametrize(("code", "kind"), [(454, SMTPTransientError), (502, SMTPPermanentError)])
+def test_starttls_refused_with_tls_required_never_continues(code, kind):
+    result = run(
+        EHLO_TLS
+        + f"""
+        S: {code} TLS not available
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        starttls=TlsPolicy.REQUIRED,
+    )
+    assert isinstance(result.error, kind)
+    assert result.error.reply.code == code
+    assert not result.tls
+
+
+def test_tls_required_but_not_offered():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        starttls=TlsPolicy.REQUIRED,
+    )
+    assert isinstance(result.error, SMTPNotSupportedError)
+    assert "STARTTLS" in str(result.error)
+
+
+def test_opportunistic_tls_continues_in_plaintext_after_454():
+    result = run(
+        EHLO_TLS
+        + """
+        S: 454 no
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        starttls=TlsPolicy.OPTIONAL,
+    )
+    assert result.error is None
+    assert not result.tls
+
+
+# --- AUTH ------------------------------------------------------------------------------------------
+
+EHLO_AUTH = """
+S: 220 mx ESMTP
+C: EHLO client.example
+S: 250-mx
+S: 250 AUTH LOGIN PLAIN CRAM-MD5 XOAUTH2
+"""
+
+
+def test_auth_never_before_tls_without_permission():
+    result = run(
+        EHLO_AUTH
+        + """
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+    )
+    assert isinstance(result.error, SMTPNotSupportedError)
+    assert "TLS" in str(result.error)
+
+
+def test_auth_login_and_failure():
+    user, password = base64.b64encode(b"user").decode(), base64.b64encode(b"pw").decode()
+    result = run(
+        EHLO_AUTH
+        + f"""
+        C: AUTH LOGIN
+        S: 334 VXNlcm5hbWU6
+        C: {user}
+        S: 334 UGFzc3dvcmQ6
+        C: {password}
+        S: 535 5.7.8 bad credentials
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("LOGIN",),
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
+    assert result.error.reply.enhanced is None  # ENHANCEDSTATUSCODES was not advertised
+
+
+def test_auth_cram_md5_and_transient_failure():
+    challenge = b"<123@mx>"
+    digest = hmac.new(b"pw", challenge, "md5").hexdigest()
+    answer = base64.b64encode(b"user " + digest.encode()).decode()
+    result = run(
+        EHLO_AUTH
+        + f"""
+        C: AUTH CRAM-MD5
+        S: 334 {base64.b64encode(challenge).decode()}
+        C: {answer}
+        S: 454 try later
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+    )
+    assert isinstance(result.error, SMTPTransientError)
+
+
+def test_auth_xoauth2_error_challenge_gets_an_empty_response():
+    initial = base64.b64encode(b"user=u@x\x01auth=Bearer tok\x01\x01").decode()
+    result = run(
+        EHLO_AUTH
+        + f"""
+        C: AUTH XOAUTH2 {initial}
+        S: 334 eyJzdGF0dXMiOiI0MDEifQ==
+        C:
+        S: 535 bad token
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("u@x", token="tok"),
+        allow_insecure_auth=True,
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
+
+
+def test_auth_bad_challenge_is_cancelled():
+    result = run(
+        EHLO_AUTH
+        + """
+        C: AUTH LOGIN
+        S: 334 not*base64
+        C: *
+        S: 501 cancelled
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("LOGIN",),
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
+    assert result.error.command.cancel
+
+
+def test_auth_no_common_mechanism_and_bad_credentials():
+    result = run(
+        EHLO_AUTH + "C: QUIT\nS: 221 bye",
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("SCRAM-SHA-256",),
+    )
+    assert isinstance(result.error, SMTPNotSupportedError)
+    assert "LOGIN PLAIN" in str(result.error)
+    result = run(
+        EHLO_AUTH + "C: QUIT\nS: 221 bye",
+        [(ONE, b"x")],
+        credentials=Credentials("user", "p\x00w"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("PLAIN",),
+    )
+    assert isinstance(result.error, SMTPNotSupportedError)
+    assert "NUL" in str(result.error)
+
+
+def test_custom_mechanism():
+    class Anonymous:
+        name = "ANONYMOUS"
+
+        def __init__(self, credentials):
+            self.trace = credentials.username.encode()
+
+        def initial_response(self):
+            return self.trace
+
+        def respond(self, challenge):
+            return self.trace
+
+    result = run(
+        """
+        S: 220 mx
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 AUTH ANONYMOUS
+        C: AUTH ANONYMOUS dHJhY2U=
+        S: 235 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [],
+        credentials=Credentials("trace"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("ANONYMOUS",),
+        mechanisms={"ANONYMOUS": Anonymous},
+    )
+    assert result.error is None
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+EHLO_ALL = """
+S: 220 mx ESMTP
+C: EHLO client.example
+S: 250-mx
+S: 250-PIPELINING
+S: 250-SIZE 100000
+S: 250-8BITMIME
+S: 250-SMTPUTF8
+S: 250-DSN
+S: 250-REQUIRETLS
+S: 250 ENHANCEDSTATUSCODES
+"""
+
+
+def test_8bit_utf8_and_dsn_parameters():
+    envelope = Envelope(
+        "ä@x.org",
+        [Recipient("b@y.org", RcptParams(notify=("SUCCESS", "FAILURE"), orcpt=("rfc822", "b+1@y.org")))],
+        MailParams(ret="HDRS", envid="id=1"),
+    )
+    content = "Subject: é\r\n\r\nbody\r\n".encode()
+    result = run(
+        EHLO_ALL
+        + f"""
+        C: MAIL FROM:<ä@x.org> SIZE={len(content)} BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=id+3D1
+        C: RCPT TO:<b@y.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2B1@y.org
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: Subject: é
+        C:
+        C: body
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(envelope, content)],
+    )
+    assert result.messages[0].error is None
+
+
+def test_utf8_header_alone_needs_smtputf8_and_missing_extensions_fail_early():
+    content = "Subject: é\r\n\r\nbody\r\n".encode()
+    result = run(
+        EHLO_PIPE + "C: QUIT\nS: 221 bye",
+        [
+            (ONE, content),
+            (Envelope("a@x.org", ["b@y.org"], MailParams(requiretls=True)), b"x"),
+            (Envelope("a@x.org", [Recipient("b@y.org", RcptParams(notify=("NEVER",)))]), b"x"),
+            (ONE, b"x\r\n" * 400),
+        ],
+    )
+    errors = [message.error for message in result.messages]
+    assert all(isinstance(error, SMTPNotSupportedError) for error in errors)
+    assert "SMTPUTF8" in str(errors[0])
+    assert "REQUIRETLS" in str(errors[1])
+    assert "DSN" in str(errors[2])
+    assert "1000" in str(errors[3])
+
+
+def test_size_is_only_sent_when_advertised_and_counts_octets():
+    result = run(
+        """
+        S: 220 mx
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 8BITMIME
+        C: MAIL FROM:<a@x.org> BODY=8BITMIME
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: Subject: x
+        C:
+        C: ü
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(Envelope("a@x.org", ["b@y.org"], MailParams(size=5)), "Subject: x\r\n\r\nü".encode())],
+    )
+    assert result.error is None
+
+
+EHLO_CHUNKING = """
+S: 220 mx ESMTP
+C: EHLO client.example
+S: 250-mx
+S: 250-PIPELINING
+S: 250-8BITMIME
+S: 250-BINARYMIME
+S: 250 CHUNKING
+"""
+
+
+def test_bdat_in_chunks_and_binarymime_for_nul():
+    result = run(
+        EHLO_CHUNKING
+        + """
+        C: MAIL FROM:<a@x.org> BODY=BINARYMIME
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        S: 250 ok
+        C: BDAT 4
+        C: a\x00
+        S: 250 4 octets
+        C: BDAT 4 LAST
+        C: bc
+        S: 250 done
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"a\x00\r\nbc")],
+        chunk_size=4,
+    )
+    assert result.messages[0].delivered == ("b@y.org",)
+
+
+def test_bdat_chunk_refused_resets():
+    result = run(
+        EHLO_CHUNKING
+        + """
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        S: 250 ok
+        C: BDAT 3
+        C: a
+        S: 552 too big
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"a\r\nb\r\n")],
+        chunk_size=3,
+    )
+    error = result.messages[0].error
+    assert isinstance(error, SMTPPermanentError)
+    assert error.command.size == 3
+
+
+def test_explicit_binarymime_is_byte_exact_and_needs_chunking():
+    envelope = Envelope("a@x.org", ["b@y.org"], MailParams(body="BINARYMIME"))
+    driver = make([(envelope, b"\r\n\r")])  # the client never sends a bare CR outside BINARYMIME
+    run_client_transcript(
+        EHLO_CHUNKING
+        + """
+        C: MAIL FROM:<a@x.org> BODY=BINARYMIME
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        S: 250 ok
+        """,
+        driver,
+        complete=False,
+    )
+    assert take_output(driver) == b"BDAT 3 LAST\r\n\r\n\r"
+    run_client_transcript("S: 250 ok\nC: QUIT\nS: 221 bye", driver)
+    assert driver.result.messages[0].delivered == ("b@y.org",)
+    result = run(EHLO_PIPE + "C: QUIT\nS: 221 bye", [(envelope, b"x")])
+    assert isinstance(result.messages[0].error, SMTPNotSupportedError)
+    result = run(EHLO_PIPE + "C: QUIT\nS: 221 bye", [(ONE, b"long" * 300)])
+    assert "BINARYMIME" in str(result.messages[0].error)
+
+
+def test_rcptmax_splits_recipients_into_transactions():
+    envelope = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org"])
+    result = run(
+        """
+        S: 220 mx
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 LIMITS RCPTMAX=2 MAILMAX=5
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<d@y.org>
+        S: 452 no
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(envelope, [b"x"])],
+    )
+    message = result.messages[0]
+    assert message.error is None
+    assert message.delivered == ("b@y.org", "c@y.org")
+    assert message.refused["d@y.org"].transient
+
+
+def test_lmtp_reports_each_recipient():
+    result = run(
+        """
+        S: 220 lmtp
+        C: LHLO client.example
+        S: 250-lmtp
+        S: 250-PIPELINING
+        S: 250 ENHANCEDSTATUSCODES
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 250 2.1.0 ok
+        S: 250 2.1.5 ok
+        S: 250 2.1.5 ok
+        S: 354 go
+        C: x
+        C: .
+        S: 250 2.0.0 delivered
+        S: 452 4.2.2 mailbox full
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x")],
+        lmtp=True,
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org",)
+    assert message.refused["c@y.org"].reply.enhanced == "4.2.2"
+    assert message.error is None
+
+
+def test_lmtp_bdat_reports_each_recipient():
+    result = run(
+        """
+        S: 220 lmtp
+        C: LHLO client.example
+        S: 250-lmtp
+        S: 250 CHUNKING
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 250 ok
+        C: BDAT 3 LAST
+        C: x
+        S: 550 no
+        S: 551 no
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x")],
+        lmtp=True,
+    )
+    message = result.messages[0]
+    assert message.error.reply.code == 550
+    assert message.refused["c@y.org"].reply.code == 551
+
+
+# --- content ---------------------------------------------------------------------------------------
+
+
+def test_streamed_chunks_keep_dots_and_split_crlf():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ..a
+        C: ..b
+        C: c
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, [b".a\r", b"\n", b".b\r\n", b"", b"c"])],
+    )
+    assert result.error is None
+
+
+def test_streamed_8bit_to_7bit_server_is_abandoned_without_terminator():
+    driver = make([(ONE, iter([b"ok\r\n", "ü".encode()]))])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ok
+        """,
+        driver,
+    )
+    assert driver.done
+    assert isinstance(driver.result.error, SMTPPermanentError)
+    assert isinstance(driver.result.error.__cause__, LocalProtocolError)
+
+
+def test_reject_policy_abandons_stream_and_refuses_whole_content_up_front():
+    driver = make([(ONE, iter([b"ok\r\n", b"bare\nlf"]))], bare_newlines=BareNewlinePolicy.REJECT)
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ok
+        """,
+        driver,
+    )
+    assert driver.done
+    assert "bare" in str(driver.result.error)
+    result = run(
+        EHLO_PLAIN + "C: QUIT\nS: 221 bye",
+        [(ONE, b"bare\nlf")],
+        bare_newlines=BareNewlinePolicy.REJECT,
+    )
+    assert isinstance(result.messages[0].error, SMTPPermanentError)
+    assert result.error is None
+
+
+def test_streamed_bdat_is_rechunked_and_normalised():
+    driver = make([(ONE, [b"a", b"\r", b"\nb\r", b"", b"c\nd"])], chunk_size=4)
+    run_client_transcript(
+        EHLO_CHUNKING
+        + """
+        C: MAIL FROM:<a@x.org> BODY=8BITMIME
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        S: 250 ok
+        """,
+        driver,
+        complete=False,
+    )
+    # "a\r\nb\r\nc\r\nd" plus the final CRLF, in pieces of 4.
+    assert take_output(driver) == b"BDAT 4\r\na\r\nb"
+    driver.receive(b"250 ok\r\n")
+    assert take_output(driver) == b"BDAT 4\r\n\r\nc\r"
+    driver.receive(b"250 ok\r\n")
+    assert take_output(driver) == b"BDAT 4 LAST\r\n\nd\r\n"
+    run_client_transcript("S: 250 ok\nC: QUIT\nS: 221 bye", driver)
+    assert driver.result.messages[0].delivered == ("b@y.org",)
+
+
+def test_email_message_is_serialised_by_the_stdlib():
+    message = EmailMessage()
+    message["Subject"] = "Grüße"
+    message["From"] = "a@x.org"
+    message.set_content(".dot first\n")
+    expected = message.as_bytes(policy=__import__("email.policy").policy.SMTP)
+    assert b"=?utf-8?" in expected
+    driver = make([(ONE, message)])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        """,
+        driver,
+        complete=False,
+    )
+    sent = take_output(driver)
+    assert sent == expected.replace(b"\r\n.dot", b"\r\n..dot") + b".\r\n"
+
+
+def test_bad_message_types_and_envelopes():
+    with pytest.raises(LocalProtocolError):
+        Envelope("a@x.org", [])
+    with pytest.raises(LocalProtocolError):
+        Envelope("a@x.org", "b@y.org")
+    with pytest.raises(LocalProtocolError):
+        Envelope("a@x.org\r\nRCPT TO:<evil@x.org>", ["b@y.org"])
+    with pytest.raises(LocalProtocolError):
+        Recipient("b@y.org>\r\nDATA")
+    with pytest.raises(LocalProtocolError):
+        ClientDriver(ClientConfig(), [("not an envelope", b"x")])
+    result = run(EHLO_PLAIN + "C: QUIT\nS: 221 bye", [(ONE, "text")])
+    assert isinstance(result.messages[0].error.__cause__, LocalProtocolError)
+    driver = make([(ONE, [b"ok\r\n", 5])])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ok
+        """,
+        driver,
+    )
+    assert driver.done
+    assert "bytes" in str(driver.result.error)
+
+
+def test_driver_misuse_and_quit_without_221():
+    driver = make([(ONE, b"x")])
+    with pytest.raises(LocalProtocolError):
+        driver.result  # noqa: B018
+    with pytest.raises(LocalProtocolError):
+        driver.tls_established()
+    assert driver.timeout.name == "greeting"
+    assert driver.timeout.seconds == 300
+    result = run(EHLO_PLAIN + "C: QUIT\nCLOSE", [])
+    assert result.error is None
+    with pytest.raises(SMTPPermanentError):
+        run("S: 554 no\nC: QUIT\nS: 221 bye", []).raise_for_error()
+    outcome = run(EHLO_PLAIN + "C: MAIL FROM:<a@x.org>\nS: 550 no\nC: QUIT\nS: 221 bye", [(ONE, b"x")])
+    with pytest.raises(SMTPPermanentError):
+        outcome.raise_for_error()
+    run(EHLO_PLAIN + "C: QUIT\nS: 221 bye", []).raise_for_error()
