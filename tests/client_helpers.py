@@ -173,6 +173,7 @@ def pair(
             server.receive_data(out)
         elif driver.wants_tls:
             driver.tls_established()
+            continue
         while True:
             event = server.next_event()
             if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):

@@ -1,0 +1,197 @@
+"""The client driver and the server machine, joined in memory: what goes in comes out.
+
+For any envelope (ASCII and UTF-8 addresses, every parameter) and any message
+bytes, with PIPELINING, CHUNKING and SMTPUTF8 each on and off, the server
+application must receive exactly the sender, the recipients with their
+parameters, and the content the client application gave (with line endings
+normalised and a final CRLF added, which is what the client promises to send).
+"""
+
+from __future__ import annotations
+
+import string
+
+from client_helpers import pair
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smtpcore import (
+    ClientConfig,
+    ClientDriver,
+    DeliverBy,
+    Envelope,
+    MailParams,
+    RcptParams,
+    Recipient,
+    ServerConfig,
+    SMTPNotSupportedError,
+    TlsPolicy,
+)
+
+ATOM = st.text(alphabet=string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=10)
+UTF8_ATOM = st.text(alphabet="äöüßéñ漢字" + string.ascii_lowercase, min_size=1, max_size=8)
+DOMAIN = st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True), min_size=1, max_size=3).map(
+    ".".join
+)
+
+
+@st.composite
+def addresses(draw, utf8):
+    local = draw(st.one_of(ATOM, UTF8_ATOM) if utf8 else ATOM)
+    return f"{local}@{draw(DOMAIN)}"
+
+
+XTEXT_SOURCE = st.text(alphabet=string.printable.strip() + " é", min_size=1, max_size=20)
+
+
+@st.composite
+def envelopes(draw, dsn, utf8):
+    params = MailParams()
+    if dsn:
+        params = MailParams(
+            ret=draw(st.sampled_from([None, "FULL", "HDRS"])),
+            envid=draw(st.none() | XTEXT_SOURCE),
+        )
+    params = MailParams(
+        ret=params.ret,
+        envid=params.envid,
+        mt_priority=draw(st.none() | st.integers(-9, 9)),
+        by=draw(st.none() | st.builds(DeliverBy, st.integers(1, 10**6), st.sampled_from(["N", "R"]), st.booleans())),
+        hold_for=draw(st.none() | st.integers(0, 10**6)),
+    )
+    recipients = []
+    for address in draw(st.lists(addresses(utf8), min_size=1, max_size=5, unique_by=str.lower)):
+        rcpt = RcptParams()
+        if dsn:
+            rcpt = RcptParams(
+                notify=draw(st.none() | st.sampled_from([("NEVER",), ("SUCCESS",), ("FAILURE", "DELAY")])),
+                orcpt=draw(st.none() | XTEXT_SOURCE.map(lambda text: ("rfc822", text))),
+            )
+        recipients.append(Recipient(address, rcpt))
+    sender = draw(st.just("") | addresses(utf8))
+    return Envelope(sender, recipients, params)
+
+
+def expected_content(data: bytes) -> bytes:
+    normalised = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if normalised and not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    return normalised
+
+
+CONTENT = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from([b".", b"..", b"\r\n", b"\r", b"\n", b"a", b"\xc3\xa9", b"x" * 50]), max_size=40).map(
+        b"".join
+    ),
+)
+
+SERVER_EXTENSIONS = ("MT-PRIORITY", "DELIVERBY 60", "FUTURERELEASE 604800 2012-01-01T00:00:00Z")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    pipelining=st.booleans(),
+    chunking=st.booleans(),
+    smtputf8=st.booleans(),
+    dsn=st.booleans(),
+    chunk_size=st.sampled_from([1, 3, 7, 64, 4096]),
+    stream=st.booleans(),
+)
+def test_roundtrip(data, pipelining, chunking, smtputf8, dsn, chunk_size, stream):
+    envelope = data.draw(envelopes(dsn, utf8=smtputf8))
+    content = data.draw(CONTENT)
+    server_config = ServerConfig(
+        pipelining=pipelining,
+        chunking=chunking,
+        smtputf8=smtputf8,
+        dsn=dsn,
+        extra_extensions=SERVER_EXTENSIONS,
+        max_line_length=100_000,
+    )
+    if stream:
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
+        bounds = [0, *cuts, len(content)]
+        message = [content[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    else:
+        message = content
+    driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, chunk_size=chunk_size), [(envelope, message)])
+    result = pair(driver, server_config)
+    outcome = result.driver.result
+    assert outcome.error is None, outcome.error
+    message_outcome = outcome.messages[0]
+    expected = expected_content(content)
+    # A stream is not inspected ahead of time (its properties cannot be known).
+    needs_binary = not stream and (b"\x00" in expected or any(len(line) > 998 for line in expected.split(b"\r\n")))
+    needs_utf8 = not stream and not expected.split(b"\r\n\r\n", 1)[0].isascii()
+    if (needs_binary and not chunking) or (needs_utf8 and not smtputf8):
+        assert isinstance(message_outcome.error, SMTPNotSupportedError)
+        assert result.messages == []
+        return
+    assert message_outcome.error is None, (message_outcome.error, result.rejected)
+    assert message_outcome.delivered == tuple(r.address for r in envelope.recipient_list)
+    [received] = result.messages
+    assert received.mail.sender == envelope.sender
+    sent_params = envelope.params
+    got = received.mail.params
+    assert (got.ret, got.envid, got.mt_priority, got.by, got.hold_for) == (
+        sent_params.ret,
+        sent_params.envid,
+        sent_params.mt_priority,
+        sent_params.by,
+        sent_params.hold_for,
+    )
+    assert got.smtputf8 == (envelope.needs_smtputf8 or needs_utf8)
+    if not stream:
+        assert got.size == len(expected)
+    assert [(r.recipient, r.params) for r in received.recipients] == [
+        (r.address, r.params) for r in envelope.recipient_list
+    ]
+    assert received.content == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.binary(max_size=200), chunk_size=st.sampled_from([1, 5, 100]))
+def test_binary_roundtrip_over_bdat(content, chunk_size):
+    envelope = Envelope("a@x.org", ["b@y.org"], MailParams(body="BINARYMIME"))
+    driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, chunk_size=chunk_size), [(envelope, content)])
+    result = pair(driver, ServerConfig())
+    assert result.driver.result.error is None
+    [received] = result.messages
+    assert received.content == content
+    assert received.mail.params.body == "BINARYMIME"
+
+
+def test_several_messages_lmtp_and_tls_over_the_server():
+    messages = [
+        (Envelope("a@x.org", ["b@y.org", "c@y.org"]), b"one\r\n"),
+        (Envelope("a@x.org", ["d@y.org"]), b".two"),
+    ]
+    for lmtp in (False, True):
+        driver = ClientDriver(ClientConfig(lmtp=lmtp, starttls=TlsPolicy.REQUIRED), messages)
+        result = pair(driver, ServerConfig(lmtp=lmtp, tls=TlsPolicy.REQUIRED))
+        outcome = result.driver.result
+        assert outcome.error is None
+        assert outcome.tls
+        assert [m.content for m in result.messages] == [b"one\r\n", b".two\r\n"]
+        assert [m.delivered for m in outcome.messages] == [("b@y.org", "c@y.org"), ("d@y.org",)]
+
+
+def test_server_refusals_reach_the_right_recipients():
+    def policy(server, event):
+        from smtpcore import Rcpt, Reply
+
+        if isinstance(event, Rcpt) and event.recipient.startswith("no"):
+            server.send(Reply(550, "no such user", "5.1.1"))
+        else:
+            server.accept()
+
+    envelope = Envelope("a@x.org", ["no1@y.org", "yes@y.org", "no2@y.org"])
+    for pipelining in (True, False):
+        driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), [(envelope, b"x")])
+        result = pair(driver, ServerConfig(pipelining=pipelining), policy)
+        outcome = result.driver.result.messages[0]
+        assert outcome.delivered == ("yes@y.org",)
+        assert sorted(outcome.refused) == ["no1@y.org", "no2@y.org"]
+        assert outcome.refused["no1@y.org"].reply.enhanced == "5.1.1"
