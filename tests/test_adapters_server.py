@@ -471,6 +471,42 @@ def test_aiosmtplib(serve: Callable[..., Running], recorder: Recorder) -> None:
     assert recorder.messages[0]["data"] == MESSAGE
 
 
+def test_aiosmtplib_starttls_and_auth(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    aiosmtplib = pytest.importorskip("aiosmtplib")
+    server = serve(ServerConfig(tls=TlsPolicy.REQUIRED, auth=AuthPolicy.REQUIRED), tls=server_tls)
+
+    async def send() -> Any:
+        return await aiosmtplib.send(
+            MESSAGE,
+            sender="a@example.com",
+            recipients=["b@example.com", "c@example.com"],
+            hostname="127.0.0.1",
+            port=server.port,
+            start_tls=True,
+            tls_context=client_tls,
+            username="alice",
+            password="s3cret",
+        )
+
+    errors, _ = asyncio.run(send())
+    assert errors == {}
+    assert recorder.messages[0]["data"] == MESSAGE
+    assert recorder.messages[0]["tls"] is True
+    assert recorder.messages[0]["auth"] == "alice"
+
+
+def test_protocol_error_closes_politely(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.read_until_closed().startswith(b"521 ")
+    raw.close()
+    assert recorder.closed.wait(2)
+
+
 def test_pipelined_burst_answered_in_order(serve: Callable[..., Running], recorder: Recorder) -> None:
     server = serve()
     raw = Raw(server.port)
