@@ -9,6 +9,7 @@ normalised and a final CRLF added, which is what the client promises to send).
 
 from __future__ import annotations
 
+import itertools
 import string
 
 from client_helpers import pair
@@ -113,7 +114,7 @@ def test_roundtrip(data, pipelining, chunking, smtputf8, dsn, chunk_size, stream
     if stream:
         cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
         bounds = [0, *cuts, len(content)]
-        message = [content[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        message = [content[a:b] for a, b in itertools.pairwise(bounds)]
     else:
         message = content
     driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, chunk_size=chunk_size), [(envelope, message)])
