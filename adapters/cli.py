@@ -1,0 +1,474 @@
+"""The ``smtpcore`` command: ``serve`` (a mail sink on Maildir), ``send``, ``hash-password``.
+
+``smtpcore serve`` with no options listens on 127.0.0.1:8025 and stores every
+accepted message in ``./maildir``.  Every option can also come from a TOML file
+given with ``--config`` (same names, dashes or underscores); options on the
+command line win over the file.  Configuration mistakes (an unreadable
+certificate, a port in use, an unknown key) end the program with one line
+naming the problem and exit status 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smtpcore import AuthPolicy, ServerConfig, TlsPolicy
+from smtpcore._address import AddressError, check_domain
+
+from .maildir import MaildirStore
+from .passwords import hash_password, load_auth_file
+from .sink import AsyncSinkHandler, MailSink, SinkHandler
+
+__all__ = ["main"]
+
+log = logging.getLogger("smtpcore.serve")
+
+ADAPTERS = ("asyncio", "trio", "gevent", "blocking")
+
+
+class ConfigError(Exception):
+    """A problem with the configuration, said in one line."""
+
+
+# --- option parsing ---------------------------------------------------------------------------------
+
+# name -> (default, converter used for values from the TOML file)
+SERVE_DEFAULTS: dict[str, Any] = {
+    "listen": ["127.0.0.1:8025"],
+    "adapter": "asyncio",
+    "maildir": "maildir",
+    "maildir_per_recipient": False,
+    "hostname": None,
+    "accept_domain": [],
+    "accept_address": [],
+    "max_message_size": 10 * 1024 * 1024,
+    "max_recipients": 1000,
+    "command_timeout": 300.0,
+    "max_connections": 100,
+    "tls_cert": None,
+    "tls_key": None,
+    "tls": None,
+    "implicit_tls": False,
+    "self_signed": False,
+    "auth": "off",
+    "auth_file": None,
+    "allow_insecure_auth": False,
+    "lmtp": False,
+    "discard": False,
+    "log_level": "info",
+    "transcript": None,
+    "shutdown_timeout": 30.0,
+}
+
+
+def _serve_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run a mail sink that stores messages in a Maildir")
+    arg = p.add_argument
+    arg("--config", help="a TOML file with any of these options (command-line options win)")
+    arg("--listen", action="append", metavar="HOST:PORT", help="where to listen (repeatable; [::1]:25 for IPv6)")
+    arg("--adapter", choices=ADAPTERS, help="the concurrency adapter (default asyncio)")
+    arg("--maildir", metavar="DIR", help="where messages go (default ./maildir)")
+    arg("--maildir-per-recipient", action="store_true", default=None, help="one Maildir per recipient")
+    arg("--hostname", help="the name in the greeting and trace headers")
+    arg("--accept-domain", action="append", metavar="DOMAIN", help="accept mail for this domain (repeatable)")
+    arg("--accept-address", action="append", metavar="ADDRESS", help="accept mail for this address (repeatable)")
+    arg("--max-message-size", type=int, metavar="OCTETS")
+    arg("--max-recipients", type=int)
+    arg("--command-timeout", type=float, metavar="SECONDS")
+    arg("--max-connections", type=int)
+    arg("--tls-cert", metavar="FILE")
+    arg("--tls-key", metavar="FILE")
+    arg("--tls", choices=("optional", "required", "off"), help="STARTTLS policy (default optional with a cert)")
+    arg("--implicit-tls", action="store_true", default=None, help="TLS from the first byte (port 465 style)")
+    arg("--self-signed", action="store_true", default=None, help="generate a throwaway certificate (testing)")
+    arg("--auth", choices=("optional", "required", "off"), help="AUTH policy (default off)")
+    arg("--auth-file", metavar="FILE", help="user:hash lines (see smtpcore hash-password)")
+    arg("--allow-insecure-auth", action="store_true", default=None, help="offer AUTH before TLS")
+    arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
+    arg("--discard", action="store_true", default=None, help="accept and drop every message")
+    arg("--log-level", choices=("debug", "info", "warning", "error"))
+    arg("--transcript", metavar="DIR", help="not supported yet")
+    arg("--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM")
+
+
+def _merge_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the TOML file, then the command line."""
+    options = dict(SERVE_DEFAULTS)
+    if args.config:
+        options.update(_read_config_file(args.config))
+    for name in SERVE_DEFAULTS:
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ConfigError("reading --config needs Python 3.11 or the tomli package") from None
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in SERVE_DEFAULTS:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+        default = SERVE_DEFAULTS[name]
+        if isinstance(default, list) and isinstance(value, str):
+            value = [value]
+        if (
+            default is not None
+            and not isinstance(value, type(default))
+            and not (isinstance(default, float) and isinstance(value, int))
+        ):
+            raise ConfigError(f"config file {path}: {key} must be a {type(default).__name__}")
+        options[name] = value
+    return options
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT``."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT, for example 127.0.0.1:8025 or [::1]:8025")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"--listen {text!r}: the host is missing")
+    return host, int(port)
+
+
+def _default_hostname() -> str:
+    name = socket.gethostname()
+    try:
+        check_domain(name)
+    except AddressError:
+        return "localhost"
+    return name
+
+
+# --- building the server ----------------------------------------------------------------------------
+
+
+@dataclass
+class ServePlan:
+    """Everything ``serve`` decided before it binds a socket."""
+
+    adapter: str
+    addresses: list[tuple[str, int]]
+    config: ServerConfig
+    tls: ssl.SSLContext | None
+    sink: MailSink
+    max_connections: int
+    shutdown_timeout: float
+
+
+def build_plan(options: dict[str, Any]) -> ServePlan:
+    if options["transcript"]:
+        raise ConfigError("--transcript is not supported yet")
+    hostname = options["hostname"] or _default_hostname()
+    tls_context = _tls_context(options, hostname)
+    tls_policy = options["tls"] or ("optional" if tls_context is not None else "off")
+    if tls_policy != "off" and tls_context is None:
+        raise ConfigError(f"--tls {tls_policy} needs --tls-cert/--tls-key or --self-signed")
+    if options["implicit_tls"] and tls_context is None:
+        raise ConfigError("--implicit-tls needs --tls-cert/--tls-key or --self-signed")
+    users = {}
+    if options["auth"] != "off":
+        if not options["auth_file"]:
+            raise ConfigError(f"--auth {options['auth']} needs --auth-file")
+        try:
+            users = load_auth_file(options["auth_file"])
+        except OSError as exc:
+            raise ConfigError(f"cannot read --auth-file {options['auth_file']}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    try:
+        config = ServerConfig(
+            hostname=hostname,
+            lmtp=options["lmtp"],
+            tls=TlsPolicy(tls_policy) if not options["implicit_tls"] else TlsPolicy.OFF,
+            implicit_tls=options["implicit_tls"],
+            auth=AuthPolicy(options["auth"]),
+            # Passwords are checked against salted hashes, so only the mechanisms
+            # that reveal the password to the server can work (not CRAM-MD5).
+            auth_mechanisms=("PLAIN", "LOGIN"),
+            allow_insecure_auth=options["allow_insecure_auth"],
+            max_message_size=options["max_message_size"],
+            max_recipients=options["max_recipients"],
+            command_timeout=options["command_timeout"],
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    store = None
+    if not options["discard"]:
+        try:
+            store = MaildirStore(options["maildir"], per_recipient=options["maildir_per_recipient"])
+        except OSError as exc:
+            raise ConfigError(f"cannot create Maildir {options['maildir']}: {exc.strerror}") from None
+    sink = MailSink(
+        store,
+        hostname,
+        accept_domains=options["accept_domain"],
+        accept_addresses=options["accept_address"],
+        users=users,
+        lmtp=options["lmtp"],
+    )
+    return ServePlan(
+        adapter=options["adapter"],
+        addresses=[parse_listen(text) for text in options["listen"]],
+        config=config,
+        tls=tls_context,
+        sink=sink,
+        max_connections=options["max_connections"],
+        shutdown_timeout=options["shutdown_timeout"],
+    )
+
+
+def _tls_context(options: dict[str, Any], hostname: str) -> ssl.SSLContext | None:
+    if options["self_signed"]:
+        try:
+            import trustme
+        except ModuleNotFoundError:
+            raise ConfigError("--self-signed needs trustme: pip install 'smtpcore[selfsigned]'") from None
+        authority = trustme.CA()
+        certificate = authority.issue_cert(hostname, "localhost", "127.0.0.1", "::1")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        certificate.configure_cert(context)
+        return context
+    if not options["tls_cert"]:
+        if options["tls_key"]:
+            raise ConfigError("--tls-key needs --tls-cert")
+        return None
+    for path in (options["tls_cert"], options["tls_key"]):
+        # ssl's own error does not say which file it could not open.
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"cannot read TLS certificate or key {path}: no such file or no permission")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(options["tls_cert"], options["tls_key"])
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load TLS certificate {options['tls_cert']}: {exc}") from None
+    return context
+
+
+# --- running it, in each dialect --------------------------------------------------------------------
+
+
+def _server_options(plan: ServePlan, host: str, port: int) -> dict[str, Any]:
+    return {"host": host, "port": port, "tls": plan.tls, "max_connections": plan.max_connections}
+
+
+def _announce(plan: ServePlan, servers: Sequence[Any]) -> None:
+    for server in servers:
+        host, port = server.address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        where = "discarding messages" if plan.sink.store is None else f"storing in {plan.sink.store.root}"
+        print(f"smtpcore serve: listening on {shown}:{port} ({plan.adapter}), {where}", flush=True)
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def run_asyncio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
+    from .asyncio_server import SMTPServer
+
+    async def main() -> None:
+        handler = AsyncSinkHandler(plan.sink)
+        servers = []
+        for host, port in plan.addresses:
+            server = SMTPServer(handler, plan.config, **_server_options(plan, host, port))
+            try:
+                await server.start()
+            except OSError as exc:
+                for started in servers:
+                    await started.shutdown(0)
+                raise _bind_error(host, port, exc) from None
+            servers.append(server)
+        _announce(plan, servers)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        if ready is not None:
+            ready()
+        await stop.wait()
+        log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+        await asyncio.gather(*(server.shutdown(plan.shutdown_timeout) for server in servers))
+
+    asyncio.run(main())
+
+
+def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
+    import trio
+
+    from .trio_server import SMTPServer
+
+    async def main() -> None:
+        handler = AsyncSinkHandler(plan.sink)
+        async with trio.open_nursery() as nursery:
+            servers = []
+            for host, port in plan.addresses:
+                try:
+                    server = await nursery.start(
+                        SMTPServer(handler, plan.config, **_server_options(plan, host, port)).serve
+                    )
+                except OSError as exc:
+                    nursery.cancel_scope.cancel()
+                    raise _bind_error(host, port, exc) from None
+                servers.append(server)
+            _announce(plan, servers)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                if ready is not None:
+                    ready()
+                async for _ in signals:
+                    break
+            log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+            for server in servers:
+                await server.shutdown(plan.shutdown_timeout)
+
+    trio.run(main)
+
+
+def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
+    """The blocking adapter; also gevent, whose servers have the same start/shutdown shape."""
+    if plan.adapter == "gevent":
+        from .gevent_server import SMTPServer as GeventServer
+
+        server_class: Any = GeventServer
+    else:
+        from .blocking_server import SMTPServer as BlockingServer
+
+        server_class = BlockingServer
+    handler = SinkHandler(plan.sink)
+    servers = []
+    for host, port in plan.addresses:
+        server = server_class(handler, plan.config, **_server_options(plan, host, port))
+        try:
+            server.start()
+        except OSError as exc:
+            for started in servers:
+                started.shutdown(0)
+            raise _bind_error(host, port, exc) from None
+        servers.append(server)
+    _announce(plan, servers)
+    if plan.adapter == "gevent":
+        import gevent
+
+        stop: Any = gevent.event.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, stop.set)
+        if ready is not None:
+            ready()
+        stop.wait()
+    else:
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        if ready is not None:
+            ready()
+        while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
+            pass
+    log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+    for server in servers:
+        server.shutdown(plan.shutdown_timeout)
+
+
+RUNNERS: dict[str, Callable[[ServePlan, Callable[[], None] | None], None]] = {
+    "asyncio": run_asyncio,
+    "trio": run_trio,
+    "gevent": run_threads,
+    "blocking": run_threads,
+}
+
+
+def serve(args: argparse.Namespace) -> int:
+    options = _merge_options(args)
+    logging.basicConfig(
+        level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    plan = build_plan(options)
+    try:
+        RUNNERS[plan.adapter](plan, None)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"--adapter {plan.adapter} needs {exc.name}: pip install 'smtpcore[{plan.adapter}]'"
+        ) from None
+    return 0
+
+
+# --- hash-password -----------------------------------------------------------------------------------
+
+
+def _hash_password_parser(subparsers: Any) -> None:
+    subparsers.add_parser(
+        "hash-password", help="read a password on stdin and print its hash, for --auth-file (user:hash)"
+    )
+
+
+def hash_password_command(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("no password given on standard input")
+    print(hash_password(password))
+    return 0
+
+
+# --- entry point ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smtpcore", description="smtpcore: a sans-IO SMTP engine, on real sockets")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subparsers)
+    _hash_password_parser(subparsers)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": serve,
+    "hash-password": hash_password_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The mail sink behind ``smtpcore serve``: Maildir delivery, recipient allowlists, AUTH from a file.
+
+All of it is one plain class, :class:`MailSink`, whose methods are the handler
+hooks; :class:`SinkHandler` and :class:`AsyncSinkHandler` only present it to the
+blocking and async adapters.  The async variant calls the same methods directly:
+Maildir writes are small buffered writes plus one ``fsync`` per message, which a
+mail sink can afford on the event loop.
+
+Two promises matter here.  **Never an open relay**: a recipient is accepted only
+if its address or its domain is on an allowlist (by default the server's own
+name and ``localhost``); anything else gets ``550 5.7.1``.  **Never lose an
+acknowledged message**: ``message_complete`` returns (and the server answers 250)
+only after the Maildir delivery is fsynced and renamed into ``new/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from smtpcore import AuthCredentials, Rcpt, Reply
+
+from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session
+from .maildir import Delivery, MaildirStore, TraceInfo
+from .passwords import verify_password
+
+__all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler"]
+
+log = logging.getLogger("smtpcore.serve")
+
+RELAY_DENIED = Reply(550, "Relaying denied: this server only accepts mail for its own domains", "5.7.1")
+_DELIVERY = "smtpcore.delivery"
+
+
+class MailSink:
+    def __init__(
+        self,
+        store: MaildirStore | None,
+        hostname: str,
+        *,
+        accept_domains: Iterable[str] = (),
+        accept_addresses: Iterable[str] = (),
+        users: dict[str, str] | None = None,
+        lmtp: bool = False,
+    ) -> None:
+        #: ``None`` discards every message (``--discard``).
+        self.store = store
+        self.hostname = hostname
+        self.accept_domains = {d.lower() for d in accept_domains} or {hostname.lower(), "localhost"}
+        self.accept_addresses = {a.lower() for a in accept_addresses}
+        self.users = users or {}
+        self.lmtp = lmtp
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
+        address = rcpt.recipient.lower()
+        if address == "postmaster" or address in self.accept_addresses:
+            return None
+        domain = address.rpartition("@")[2]
+        if domain in self.accept_domains:
+            return None
+        return RELAY_DENIED
+
+    def data_start(self, session: Session) -> None:
+        if self.store is None:
+            return
+        envelope = session.envelope
+        trace = TraceInfo(
+            sender=envelope.mail_from or "",
+            recipients=envelope.recipients,
+            helo=session.hello or "unknown",
+            peer_host=_host(session.peer),
+            hostname=self.hostname,
+            protocol=_protocol(session, self.lmtp),
+        )
+        session.extra[_DELIVERY] = self.store.begin(trace)
+
+    def data_chunk(self, session: Session, data: bytes) -> None:
+        delivery: Delivery | None = session.extra.get(_DELIVERY)
+        if delivery is not None:
+            delivery.write(data)
+
+    def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
+        delivery: Delivery | None = session.extra.pop(_DELIVERY, None)
+        stored = delivery.commit() if delivery is not None else []
+        duration = time.time() - (envelope.started_at or time.time())
+        log.info(
+            "message from=<%s> to=%s size=%d peer=%s tls=%s auth=%s result=stored%s duration=%.3fs",
+            envelope.mail_from,
+            ",".join(f"<{r}>" for r in envelope.recipients),
+            envelope.size,
+            _host(session.peer),
+            session.tls,
+            session.authenticated or "-",
+            f" path={stored[0].name}" if stored else " (discarded)",
+            duration,
+        )
+        return None  # the standard 250 (per recipient in LMTP), now that the message is safe
+
+    def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        delivery: Delivery | None = session.extra.pop(_DELIVERY, None)
+        if delivery is not None:
+            delivery.abort()
+        envelope = session.envelope
+        log.info(
+            "message from=<%s> to=%s peer=%s result=aborted%s",
+            envelope.mail_from,
+            ",".join(f"<{r}>" for r in envelope.recipients),
+            _host(session.peer),
+            f" reply={reply.code}" if reply is not None else "",
+        )
+
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool:
+        encoded = self.users.get(credentials.username)
+        # Acting as somebody else (a different authorization identity) is not offered.
+        acting_as_self = credentials.authorization_id in ("", credentials.username)
+        if encoded is None or credentials.password is None or not acting_as_self:
+            return False
+        return verify_password(credentials.password, encoded)
+
+    def connection_closed(self, session: Session) -> None:
+        if _DELIVERY in session.extra:  # the dispatcher normally aborted it already
+            self.message_aborted(session, None)
+        log.info(
+            "connection peer=%s helo=%s tls=%s auth=%s bytes=%d duration=%.3fs",
+            _host(session.peer),
+            session.hello or "-",
+            session.tls,
+            session.authenticated or "-",
+            session.bytes_received,
+            time.time() - session.connected_at,
+        )
+
+
+def _host(peer: object) -> str:
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer) or "unix"
+
+
+def _protocol(session: Session, lmtp: bool) -> str:
+    """RFC 3848 "with" keywords: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA, LMTP..."""
+    if lmtp:
+        base = "LMTP"
+    elif session.hello_verb == "HELO":
+        return "SMTP"
+    else:
+        base = "ESMTP"
+    return base + ("S" if session.tls else "") + ("A" if session.authenticated else "")
+
+
+class SinkHandler(Handler):
+    """:class:`MailSink` for the blocking and gevent servers."""
+
+    def __init__(self, sink: MailSink) -> None:
+        self.sink = sink
+
+    def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
+        return self.sink.rcpt_to(session, rcpt)
+
+    def data_start(self, session: Session) -> None:
+        self.sink.data_start(session)
+
+    def data_chunk(self, session: Session, data: bytes) -> None:
+        self.sink.data_chunk(session, data)
+
+    def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
+        return self.sink.message_complete(session, envelope)
+
+    def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        self.sink.message_aborted(session, reply)
+
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool:
+        return self.sink.auth(session, credentials)
+
+    def connection_closed(self, session: Session) -> None:
+        self.sink.connection_closed(session)
+
+
+class AsyncSinkHandler(AsyncHandler):
+    """:class:`MailSink` for the asyncio and trio servers."""
+
+    def __init__(self, sink: MailSink) -> None:
+        self.sink = sink
+
+    async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
+        return self.sink.rcpt_to(session, rcpt)
+
+    async def data_start(self, session: Session) -> None:
+        self.sink.data_start(session)
+
+    async def data_chunk(self, session: Session, data: bytes) -> None:
+        self.sink.data_chunk(session, data)
+
+    async def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
+        return self.sink.message_complete(session, envelope)
+
+    async def message_aborted(self, session: Session, reply: Reply | None) -> None:
+        self.sink.message_aborted(session, reply)
+
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool:
+        return self.sink.auth(session, credentials)
+
+    async def connection_closed(self, session: Session) -> None:
+        self.sink.connection_closed(session)

@@ -1,0 +1,180 @@
+"""``smtpcore serve`` and ``smtpcore hash-password``, run as the installed console script."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+SMTPCORE = shutil.which("smtpcore")
+pytestmark = pytest.mark.skipif(SMTPCORE is None, reason="the smtpcore console script is not installed")
+
+MESSAGE = b"From: alice@example.org\r\nTo: bob@localhost\r\nSubject: hi\r\n\r\nhello\r\n.a dot line\r\n"
+
+
+@contextmanager
+def serving(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Start ``smtpcore serve`` on an ephemeral port in ``tmp_path``; yield (process, port)."""
+    assert SMTPCORE is not None
+    process = subprocess.Popen(
+        [SMTPCORE, "serve", "--listen", "127.0.0.1:0", *options],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match, f"no listening line: {line!r} {process.stderr.read() if process.poll() is not None else ''}"
+        yield process, int(match.group(1))
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def maildir_files(path: Path) -> list[Path]:
+    return sorted((path / "new").iterdir())
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio", "gevent", "blocking"])
+def test_serve_stores_what_smtplib_sends(tmp_path: Path, adapter: str) -> None:
+    with serving(tmp_path, "--adapter", adapter, "--hostname", "mx.test") as (process, port):
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test") as client:
+            refused = client.sendmail("alice@example.org", ["bob@localhost", "carol@mx.test"], MESSAGE)
+            assert refused == {}
+            # A message answered 250 is already durable in new/ at that moment.
+            files = maildir_files(tmp_path / "maildir")
+            assert len(files) == 1
+            assert list((tmp_path / "maildir" / "tmp").iterdir()) == []
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
+    stored = files[0].read_bytes()
+    assert stored.endswith(MESSAGE)  # byte-exact, dot-unstuffed content
+    headers = stored[: -len(MESSAGE)].decode()
+    assert headers.startswith("Return-Path: <alice@example.org>\r\nReceived: from client.test (127.0.0.1)")
+    assert "by mx.test (smtpcore) with ESMTP" in headers
+    assert "result=stored" in stderr and "connection peer=127.0.0.1" in stderr
+
+
+def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
+    with serving(tmp_path, "--accept-domain", "example.com", "--accept-address", "special@other.org") as (_, port):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo()
+            assert client.mail("a@example.org")[0] == 250
+            code, text = client.rcpt("victim@elsewhere.net")
+            assert (code, text[:5]) == (550, b"5.7.1")
+            assert client.rcpt("bob@EXAMPLE.com")[0] == 250
+            assert client.rcpt("special@other.org")[0] == 250
+            assert client.rcpt("other@other.org")[0] == 550
+            assert client.rcpt("bob@localhost")[0] == 550  # the defaults give way to the allowlist
+            client.rset()
+
+
+def test_acknowledged_message_survives_a_kill(tmp_path: Path) -> None:
+    with serving(tmp_path) as (process, port):
+        client = smtplib.SMTP("127.0.0.1", port)
+        client.sendmail("a@example.org", ["bob@localhost"], MESSAGE)
+        process.kill()  # no chance to flush anything after the 250
+        process.wait()
+        client.close()
+    files = maildir_files(tmp_path / "maildir")
+    assert len(files) == 1 and files[0].read_bytes().endswith(MESSAGE)
+
+
+def test_discard_and_per_recipient(tmp_path: Path) -> None:
+    with serving(tmp_path, "--discard") as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        assert client.sendmail("a@example.org", ["bob@localhost"], MESSAGE) == {}
+    assert not (tmp_path / "maildir").exists()
+    with serving(tmp_path, "--maildir-per-recipient", "--maildir", "boxes") as (_, port):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.sendmail("a@example.org", ["bob@localhost", "carol@localhost"], MESSAGE)
+    assert [p.name for p in sorted((tmp_path / "boxes").iterdir())] == ["bob@localhost", "carol@localhost"]
+    assert len(maildir_files(tmp_path / "boxes" / "carol@localhost")) == 1
+
+
+def test_config_file_and_auth(tmp_path: Path) -> None:
+    assert SMTPCORE is not None
+    hashed = subprocess.run(
+        [SMTPCORE, "hash-password"], input="s3cret\n", capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert hashed.startswith("scrypt$") and "s3cret" not in hashed
+    (tmp_path / "users").write_text(f"alice:{hashed}\n")
+    (tmp_path / "smtpcore.toml").write_text(
+        'auth = "required"\nauth-file = "users"\nallow_insecure_auth = true\nmax-message-size = 100000\n'
+    )
+    with serving(tmp_path, "--config", "smtpcore.toml") as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == "100000"
+        assert client.mail("a@example.org")[0] == 530
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("alice", "wrong")
+        client.login("alice", "s3cret")
+        assert client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE) == {}
+    assert "Received: from" in maildir_files(tmp_path / "maildir")[0].read_text()
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert SMTPCORE is not None
+    return subprocess.run([SMTPCORE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+
+
+def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("colour = 'blue'\n")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        cases = {
+            ("serve", "--tls-cert", "missing.pem"): "cannot read TLS certificate or key missing.pem",
+            ("serve", "--config", "bad.toml"): "unknown key 'colour'",
+            ("serve", "--config", "absent.toml"): "cannot read config file absent.toml",
+            ("serve", "--listen", f"127.0.0.1:{port}"): f"cannot listen on 127.0.0.1:{port}",
+            ("serve", "--listen", "nowhere"): "expected HOST:PORT",
+            ("serve", "--auth", "required"): "needs --auth-file",
+            ("serve", "--tls", "required"): "needs --tls-cert",
+            ("serve", "--max-recipients", "5"): "max_recipients must be at least 100",
+        }
+        for args, message in cases.items():
+            result = run_cli(tmp_path, *args)
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+            assert message in result.stderr, (args, result.stderr)
+    finally:
+        busy.close()
+    assert run_cli(tmp_path, "serve", "--adapter", "nonsense").returncode == 2
+
+
+def test_python_dash_m_runs_the_same_command(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "smtpcore", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "serve" in result.stdout
+
+
+def test_self_signed_starttls(tmp_path: Path) -> None:
+    import ssl
+
+    with serving(tmp_path, "--self-signed", "--tls", "required") as (_, port):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo()
+            assert client.mail("a@example.org")[0] == 530
+            client.starttls(context=ssl._create_unverified_context())  # a throwaway certificate
+            client.ehlo()
+            assert client.sendmail("a@example.org", ["bob@localhost"], MESSAGE) == {}
+    assert "ESMTPS" in maildir_files(tmp_path / "maildir")[0].read_text()
