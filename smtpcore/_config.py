@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _abnf
 from ._address import AddressError, check_domain
 
 __all__ = [
@@ -173,6 +174,15 @@ class ServerConfig:
         for line in self.extra_extensions:
             if not isinstance(line, str) or not line or any(ord(c) < 32 or ord(c) > 126 for c in line):
                 raise ValueError(f"extra_extensions: {line!r} is not a printable ASCII EHLO line")
+        for keyword in self.extra_parameters:
+            # The parser upper-cases what the client sends, so a lower-case entry
+            # would never match and its parameter would get 555 without a word.
+            if (
+                not isinstance(keyword, str)
+                or not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword)
+                or keyword != keyword.upper()
+            ):
+                raise ValueError(f"extra_parameters: {keyword!r} is not an upper-case ESMTP keyword")
         from ._sasl_server import MECHANISMS
 
         for name in self.auth_mechanisms:
