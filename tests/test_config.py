@@ -1,0 +1,200 @@
+"""Configuration: the defaults from RFC 5321 / Postfix, and a ValueError for anything below an RFC minimum."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from smtpcore import (
+    AuthPolicy,
+    BareNewlinePolicy,
+    ClientConfig,
+    LongLinePolicy,
+    ServerConfig,
+    Timeout,
+    TlsPolicy,
+)
+
+
+def test_server_defaults() -> None:
+    config = ServerConfig()
+    assert config.hostname == "localhost"
+    assert config.lmtp is False
+    # Extensions.
+    assert config.pipelining
+    assert config.eight_bit_mime
+    assert config.enhanced_status_codes
+    assert config.smtputf8
+    assert config.chunking
+    assert config.binarymime
+    assert config.dsn is False
+    assert config.requiretls is False
+    assert config.extra_extensions == ()
+    assert config.extra_parameters == frozenset()
+    # TLS and AUTH: off by default, and never AUTH in the clear unless asked.
+    assert config.tls is TlsPolicy.OFF
+    assert config.implicit_tls is False
+    assert config.auth is AuthPolicy.OFF
+    assert config.auth_mechanisms == ("PLAIN", "LOGIN")
+    assert config.allow_insecure_auth is False
+    # Limits (shared/PROTOCOL-NOTES.md).
+    assert config.max_command_line == 512
+    assert config.max_auth_line == 12288
+    assert config.max_line_length == 1000
+    assert config.long_lines is LongLinePolicy.REJECT
+    assert config.bare_newlines is BareNewlinePolicy.REJECT
+    assert config.max_message_size == 10 * 1024 * 1024
+    assert config.max_recipients == 1000
+    assert config.max_errors == 20
+    assert config.reject_early_talkers is True
+    assert config.vrfy_enabled is False
+    assert config.expn_enabled is False
+    # Timeouts (RFC 5321 §4.5.3.2: at least 5 minutes for a server).
+    assert config.command_timeout == 300.0
+    assert config.data_timeout == 300.0
+    assert config.min_data_rate == 500.0
+
+
+def test_server_config_is_frozen() -> None:
+    config = ServerConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_recipients = 5  # type: ignore[misc]
+    assert dataclasses.replace(config, max_recipients=200).max_recipients == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "lowest"),
+    [
+        ("max_recipients", 100),  # RFC 5321 §4.5.3.1.8
+        ("max_command_line", 512),  # §4.5.3.1.4
+        ("max_line_length", 1000),  # §4.5.3.1.6
+        ("max_message_size", 65536),  # §4.5.3.1.10
+        ("max_errors", 1),
+    ],
+)
+def test_server_minimums(name: str, lowest: int) -> None:
+    assert getattr(ServerConfig(**{name: lowest}), name) == lowest
+    assert getattr(ServerConfig(**{name: lowest * 10}), name) == lowest * 10
+    for below in (lowest - 1, 0 if lowest > 1 and name != "max_message_size" else -1, -(10**6)):
+        with pytest.raises(ValueError, match=name):
+            ServerConfig(**{name: below})
+
+
+def test_message_size_zero_means_unlimited() -> None:
+    assert ServerConfig(max_message_size=0).max_message_size == 0
+    for bad in (1, 65535, -1):
+        with pytest.raises(ValueError, match="max_message_size"):
+            ServerConfig(max_message_size=bad)
+
+
+def test_auth_line_at_least_command_line() -> None:
+    assert ServerConfig(max_command_line=1000, max_auth_line=1000).max_auth_line == 1000
+    with pytest.raises(ValueError, match="max_auth_line"):
+        ServerConfig(max_command_line=1000, max_auth_line=999)
+    with pytest.raises(ValueError, match="max_auth_line"):
+        ServerConfig(max_auth_line=511)
+
+
+def test_server_never_normalises_content() -> None:
+    assert ServerConfig(bare_newlines=BareNewlinePolicy.ACCEPT).bare_newlines is BareNewlinePolicy.ACCEPT
+    with pytest.raises(ValueError, match="bare_newlines"):
+        ServerConfig(bare_newlines=BareNewlinePolicy.NORMALISE)
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    ["", "bad host", "a..b", "host.", "-host", "host\r\n", "host\n", "ho\x00st", "bücher.example", "[1.2.3]"],
+)
+def test_bad_hostname(hostname: str) -> None:
+    with pytest.raises(ValueError, match="hostname"):
+        ServerConfig(hostname=hostname)
+    with pytest.raises(ValueError, match="hostname"):
+        ClientConfig(local_hostname=hostname)
+
+
+@pytest.mark.parametrize("hostname", ["mx.example.com", "localhost", "[192.0.2.1]", "[IPv6:::1]"])
+def test_good_hostname(hostname: str) -> None:
+    assert ServerConfig(hostname=hostname).hostname == hostname
+    assert ClientConfig(local_hostname=hostname).local_hostname == hostname
+
+
+@pytest.mark.parametrize("line", ["", "FOO\r\nBAR", "FOO\n", "FOO\x00", "FÖO", "FOO\t1", "\x7f"])
+def test_bad_extra_extension(line: Any) -> None:
+    # An EHLO line with a CR or LF in it would forge more reply lines.
+    with pytest.raises(ValueError, match="extra_extensions"):
+        ServerConfig(extra_extensions=(line,))
+
+
+def test_extra_extension_not_a_string() -> None:
+    with pytest.raises(ValueError, match="extra_extensions"):
+        ServerConfig(extra_extensions=(b"FOO",))  # type: ignore[arg-type]
+
+
+def test_good_extra_extensions() -> None:
+    assert ServerConfig(extra_extensions=("MT-PRIORITY", "DELIVERBY 60")).extra_extensions == (
+        "MT-PRIORITY",
+        "DELIVERBY 60",
+    )
+
+
+@pytest.mark.parametrize("keyword", ["xfoo", "XFoo", "", "X FOO", "X=1", "-X", "X\r\n", "XÖ"])
+def test_bad_extra_parameter(keyword: str) -> None:
+    # The parser upper-cases what the client sends: a lower-case entry here
+    # would never match, and the parameter would be refused with 555 silently.
+    with pytest.raises(ValueError, match="extra_parameters"):
+        ServerConfig(extra_parameters=frozenset({keyword}))
+
+
+def test_good_extra_parameters() -> None:
+    assert ServerConfig(extra_parameters=frozenset({"XFOO", "X-BAR-2"})).extra_parameters == {"XFOO", "X-BAR-2"}
+
+
+def test_auth_mechanisms_checked() -> None:
+    assert ServerConfig(auth_mechanisms=("PLAIN",)).auth_mechanisms == ("PLAIN",)
+    with pytest.raises(ValueError, match="upper case"):
+        ServerConfig(auth_mechanisms=("plain",))
+    with pytest.raises(ValueError, match="no built-in"):
+        ServerConfig(auth_mechanisms=("SCRAM-SHA-256",))
+    # An application's own mechanism is fine when it brings a factory.
+    config = ServerConfig(auth_mechanisms=("X-MINE",), auth_mechanism_factories={"X-MINE": lambda hostname: None})
+    assert config.auth_mechanisms == ("X-MINE",)
+
+
+def test_builtin_mechanisms_all_accepted() -> None:
+    config = ServerConfig(auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"))
+    assert len(config.auth_mechanisms) == 4
+
+
+def test_policies_are_enums_with_values() -> None:
+    assert {policy.value for policy in TlsPolicy} == {"off", "optional", "required"}
+    assert {policy.value for policy in AuthPolicy} == {"off", "optional", "required"}
+    assert {policy.value for policy in BareNewlinePolicy} == {"reject", "accept", "normalise"}
+    assert {policy.value for policy in LongLinePolicy} == {"reject", "accept"}
+
+
+def test_timeout_value() -> None:
+    timeout = Timeout("data", 300.0, "RFC 5321 §4.5.3.2.6", min_rate=500.0)
+    assert timeout.name == "data"
+    assert timeout.seconds == 300.0
+    assert timeout.min_rate == 500.0
+    assert Timeout("command", 300.0, "RFC 5321 §4.5.3.2.7").min_rate is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        timeout.seconds = 1  # type: ignore[misc]
+
+
+# --- ClientConfig: only its RFC minimums here (the client's own tests cover the rest) --------------
+
+
+def test_client_reply_line_minimum() -> None:
+    assert ClientConfig(max_reply_line=512).max_reply_line == 512
+    with pytest.raises(ValueError, match="max_reply_line"):
+        ClientConfig(max_reply_line=511)
+
+
+def test_client_chunk_size_positive() -> None:
+    assert ClientConfig(chunk_size=1).chunk_size == 1
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="chunk_size"):
+            ClientConfig(chunk_size=bad)
