@@ -51,7 +51,9 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
             b"MAIL FROM:<a@x.org> SIZE=10 BODY=8BITMIME RET=FULL ENVID=a+2Bb+3Dc REQUIRETLS\r\n",
         ),
         (
-            Mail("a@x.org", MailParams(mt_priority=-3, by=DeliverBy(60, "R", True), hold_for=5, extra=(("X-A", None),))),
+            Mail(
+                "a@x.org", MailParams(mt_priority=-3, by=DeliverBy(60, "R", True), hold_for=5, extra=(("X-A", None),))
+            ),
             False,
             b"MAIL FROM:<a@x.org> MT-PRIORITY=-3 BY=60;RT HOLDFOR=5 X-A\r\n",
         ),
@@ -174,7 +176,7 @@ def test_constructors_refuse_controls(bad):
     for attempt in attempts:
         with pytest.raises(LocalProtocolError):
             attempt()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="hostname"):
         ClientConfig(local_hostname=f"client{bad}.example")
 
 

@@ -1,0 +1,92 @@
+"""Dot-stuffing and line endings for DATA: correct at every chunk boundary."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore import BareNewlinePolicy, LocalProtocolError
+from smtpcore._data import DataReader
+from smtpcore._dotstuff import DotStuffer, LineEndings, needs_normalising
+
+
+def stuff(chunks, policy=BareNewlinePolicy.NORMALISE) -> bytes:
+    stuffer = DotStuffer(policy)
+    return b"".join(stuffer.feed(chunk) for chunk in chunks) + stuffer.finish()
+
+
+def unstuff(wire: bytes) -> bytes:
+    """What a receiver gets back: the shared server-side DATA reader."""
+    reader = DataReader(10**9)
+    buffer = bytearray(wire)
+    content, done = reader.feed_from(buffer)
+    assert done
+    assert buffer == b""  # the terminator is the very end: nothing after it was sent
+    return bytes(content)
+
+
+def normalised(data: bytes) -> bytes:
+    out = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return out + b"\r\n" if out and not out.endswith(b"\r\n") else out
+
+
+@pytest.mark.parametrize(
+    ("chunks", "wire"),
+    [
+        ([], b".\r\n"),
+        ([b""], b".\r\n"),
+        ([b"."], b"..\r\n.\r\n"),
+        ([b".\r\n"], b"..\r\n.\r\n"),
+        ([b"a\r\n.b\r\n"], b"a\r\n..b\r\n.\r\n"),
+        ([b"a\r\n", b".b"], b"a\r\n..b\r\n.\r\n"),
+        ([b"a\r", b"\n.b"], b"a\r\n..b\r\n.\r\n"),
+        ([b"a\r", b".b"], b"a\r\n..b\r\n.\r\n"),  # bare CR becomes a line end
+        ([b"a\n.b"], b"a\r\n..b\r\n.\r\n"),
+        ([b"a\r"], b"a\r\n.\r\n"),
+        ([b"a\r", b"", b"\n"], b"a\r\n.\r\n"),
+        ([b"\r\n.\r\n"], b"\r\n..\r\n.\r\n"),  # the smuggling sequence is stuffed
+        ([b"\n.\n"], b"\r\n..\r\n.\r\n"),
+        ([b"\r.\r"], b"\r\n..\r\n.\r\n"),
+    ],
+)
+def test_cases(chunks, wire):
+    assert stuff(chunks) == wire
+
+
+@given(st.lists(st.binary(max_size=20) | st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"\r\n."]), max_size=20))
+def test_any_chunking_round_trips_and_never_emits_a_bare_newline(chunks):
+    wire = stuff(chunks)
+    assert stuff([b"".join(chunks)]) == wire  # chunk boundaries change nothing
+    assert not needs_normalising(wire)
+    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
+    assert unstuff(wire) == normalised(b"".join(chunks))
+
+
+@given(st.lists(st.binary(max_size=20), max_size=10))
+def test_line_endings_alone(chunks):
+    endings = LineEndings()
+    out = b"".join(endings.feed(chunk) for chunk in chunks) + endings.finish()
+    expected = b"".join(chunks).replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    assert out == expected
+
+
+@pytest.mark.parametrize("chunks", [[b"a\nb"], [b"a\rb"], [b"a\r", b"b"], [b"a\r"], [b"\n"]])
+def test_reject_policy(chunks):
+    with pytest.raises(LocalProtocolError):
+        stuff(chunks, BareNewlinePolicy.REJECT)
+
+
+def test_reject_policy_passes_crlf_split_across_chunks():
+    assert stuff([b"a\r", b"\nb"], BareNewlinePolicy.REJECT) == b"a\r\nb\r\n.\r\n"
+
+
+def test_accept_is_not_a_client_policy():
+    with pytest.raises(LocalProtocolError):
+        DotStuffer(BareNewlinePolicy.ACCEPT)
+
+
+def test_bytes_like_input():
+    stuffer = DotStuffer()
+    assert stuffer.feed(memoryview(b".x")) == b"..x"
+    assert stuffer.feed(bytearray(b"\r\n.")) == b"\r\n.."

@@ -1,0 +1,95 @@
+"""Client SASL mechanisms and the choice between them."""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+
+from smtpcore import Credentials, LocalProtocolError, SaslError, choose_mechanism
+from smtpcore._sasl_client import CramMd5, Login, Plain, XOAuth2
+from smtpcore._sasl_server import CramMd5 as ServerCramMd5
+from smtpcore._sasl_server import Plain as ServerPlain
+
+CREDS = Credentials("user", "pässword")
+
+
+def test_plain_matches_the_server_side():
+    mechanism = Plain(Credentials("user", "pw", authorization_id="admin"))
+    response = mechanism.initial_response()
+    assert response == b"admin\x00user\x00pw"
+    credentials = ServerPlain().step(response)
+    assert (credentials.username, credentials.authorization_id, credentials.password) == ("user", "admin", "pw")
+    with pytest.raises(SaslError):
+        mechanism.respond(b"")
+    late = Plain(CREDS)
+    assert late.respond(b"") == b"\x00user\x00p\xc3\xa4ssword"  # a server that wants no initial response
+    with pytest.raises(SaslError):
+        late.respond(b"")
+
+
+@pytest.mark.parametrize("field", ["username", "password", "authorization_id"])
+def test_plain_refuses_nul_in_any_field(field):
+    values = {"username": "u", "password": "p", "authorization_id": ""}
+    values[field] = "a\x00b"
+    with pytest.raises(LocalProtocolError):
+        Plain(Credentials(**values))
+
+
+def test_login_sequence():
+    mechanism = Login(CREDS)
+    assert mechanism.initial_response() is None
+    assert mechanism.respond(b"Username:") == b"user"
+    assert mechanism.respond(b"Password:") == "pässword".encode()
+    with pytest.raises(SaslError):
+        mechanism.respond(b"more?")
+
+
+def test_cram_md5_matches_the_server_side():
+    server = ServerCramMd5("mx.example", nonce=lambda: "abc")
+    challenge = server.step(None)
+    mechanism = CramMd5(CREDS)
+    assert mechanism.initial_response() is None
+    response = mechanism.respond(challenge)
+    assert response == b"user " + hmac.new("pässword".encode(), challenge, "md5").hexdigest().encode()
+    assert server.step(response).verify("pässword")
+    with pytest.raises(SaslError):
+        mechanism.respond(challenge)
+    with pytest.raises(SaslError):
+        CramMd5(CREDS).respond(b"")
+
+
+def test_xoauth2():
+    mechanism = XOAuth2(Credentials("u@x", token="tok"))
+    assert mechanism.initial_response() == b"user=u@x\x01auth=Bearer tok\x01\x01"
+    assert mechanism.respond(b'{"status":"401"}') == b""
+    with pytest.raises(SaslError):
+        mechanism.respond(b"again")
+    with pytest.raises(LocalProtocolError):
+        XOAuth2(Credentials("u\x01x", token="t"))
+    with pytest.raises(LocalProtocolError):
+        XOAuth2(Credentials("u"))  # no token
+
+
+def test_choose_the_strongest_usable():
+    allowed = ("XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
+    assert choose_mechanism(["LOGIN", "PLAIN", "CRAM-MD5"], allowed, CREDS).name == "CRAM-MD5"
+    assert choose_mechanism(["LOGIN", "plain"], allowed, CREDS).name == "PLAIN"
+    assert choose_mechanism(["XOAUTH2", "PLAIN"], allowed, CREDS).name == "PLAIN"  # no token
+    assert choose_mechanism(["XOAUTH2", "PLAIN"], allowed, Credentials("u", token="t")).name == "XOAUTH2"
+    assert choose_mechanism(["GSSAPI"], allowed, CREDS) is None
+    assert choose_mechanism(["LOGIN"], ("PLAIN",), CREDS) is None  # never one the caller did not allow
+
+    class Custom:
+        name = "X-CUSTOM"
+
+        def __init__(self, credentials):
+            pass
+
+    assert choose_mechanism(["X-CUSTOM"], ("X-CUSTOM",), CREDS, {"X-CUSTOM": Custom}).name == "X-CUSTOM"
+
+
+def test_credentials_repr_hides_secrets():
+    text = repr(Credentials("user", "hunter2", token="tok"))
+    assert "hunter2" not in text
+    assert "tok" not in text
