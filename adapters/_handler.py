@@ -410,7 +410,7 @@ class Dispatcher:
                 if data is TIMED_OUT or data is SHUTDOWN:
                     reply = TIMEOUT_REPLY if data is TIMED_OUT else SHUTDOWN_REPLY
                     log.info("closing %s: %s", self.session.peer, reply)
-                    yield from self._io(Send(conn.data_to_send() + self._abort_bytes(reply)))
+                    yield from self._io(Send(self._abort_bytes(reply)))
                     return
                 conn.receive_data(data)
                 self.session.bytes_received = conn.bytes_received
@@ -585,9 +585,11 @@ class Dispatcher:
         now = self._clock()
         timeout = self.conn.timeout
         received = self.conn.bytes_received
-        if timeout.min_rate:
+        if self.conn.receiving_content:
             if self._content_start is None:
                 self._content_start = (now, received)
+            if not timeout.min_rate:  # no minimum rate configured: an idle timer per read
+                return timeout.seconds
             start, base = self._content_start
             deadline = start + timeout.seconds + (received - base) / timeout.min_rate
             return max(0.0, min(deadline - now, timeout.seconds))
@@ -597,7 +599,5 @@ class Dispatcher:
         return max(0.0, self._deadline - now)
 
     def _abort_bytes(self, reply: Reply) -> bytes:
-        # The core has no call to end a session when no reply is due (a timeout,
-        # a shutdown): write the 421 ourselves, with an enhanced code only if
-        # the session advertised ENHANCEDSTATUSCODES, as the core does.
-        return reply.to_bytes("ENHANCEDSTATUSCODES" in self.conn.extensions)
+        self.conn.end_session(reply)
+        return self.conn.data_to_send()

@@ -116,13 +116,13 @@ def _merge_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
         except ModuleNotFoundError:
-            raise ConfigError("reading --config needs Python 3.11 or the tomli package") from None
+            raise ConfigError("reading --config on Python 3.10 needs: pip install 'smtpcore[toml]'") from None
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)
@@ -300,7 +300,7 @@ def run_asyncio(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
 
     async def main() -> None:
         handler = AsyncSinkHandler(plan.sink)
-        servers = []
+        servers: list[SMTPServer] = []
         for host, port in plan.addresses:
             server = SMTPServer(handler, plan.config, **_server_options(plan, host, port))
             try:
@@ -332,7 +332,7 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
     async def main() -> None:
         handler = AsyncSinkHandler(plan.sink)
         async with trio.open_nursery() as nursery:
-            servers = []
+            servers: list[SMTPServer] = []
             for host, port in plan.addresses:
                 try:
                     server = await nursery.start(
@@ -366,7 +366,7 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
 
         server_class = BlockingServer
     handler = SinkHandler(plan.sink)
-    servers = []
+    servers: list[Any] = []
     for host, port in plan.addresses:
         server = server_class(handler, plan.config, **_server_options(plan, host, port))
         try:

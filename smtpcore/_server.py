@@ -206,6 +206,15 @@ class ServerConnection:
         return self._extensions
 
     @property
+    def receiving_content(self) -> bool:
+        """True while message content (after DATA, or a BDAT chunk) is being read.
+
+        The adapter uses it to apply the content timeout (a minimum data rate)
+        instead of the command deadline.
+        """
+        return self._state in (S.DATA, S.CHUNK)
+
+    @property
     def reply_due(self) -> bool:
         """True while the machine waits for ``send()`` / ``accept()``."""
         return self._replies_due > 0
@@ -590,6 +599,22 @@ class ServerConnection:
 
     def _queue(self, reply: Reply) -> None:
         self._out += reply.to_bytes(self._esc)
+
+    def end_session(self, reply: Reply) -> None:
+        """End the session from the server's side: queue ``reply`` (a 421) and close.
+
+        For what the client did not cause: a timeout, a shutdown, an overload.
+        Valid in any state, whether or not a reply is due; any message being
+        received is dropped.  The reply gets an enhanced code only if the session
+        advertised ENHANCEDSTATUSCODES, like every other reply.
+        """
+        if not isinstance(reply, Reply) or reply.code != 421:
+            raise LocalProtocolError("end_session() takes a 421 Reply (RFC 5321 §3.8)")
+        if self._state is S.CLOSED:
+            return
+        self._queue(self._with_enhanced_code(reply))
+        self._state = S.CLOSED
+        self._replies_due = 0
 
     def data_to_send(self) -> bytes:
         """Everything queued for the client since the last call."""
