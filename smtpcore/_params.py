@@ -84,9 +84,15 @@ def xtext_decode(value: str) -> str:
         raise _syntax("Malformed xtext value")
     raw = _XTEXT_HEX_RE.sub(lambda m: chr(int(m.group(1), 16)), value).encode("latin-1")
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _syntax("xtext value is not UTF-8") from None
+    # ENVID is printable ASCII and ORCPT / AUTH= carry addresses (RFC 3461 §4.2,
+    # §4.4; RFC 4954 §5): a control character decoded from "+0D" or "+00" has no
+    # business there and would travel on into DSNs and headers.
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise _syntax("xtext value decodes to a control character")
+    return text
 
 
 # --- typed values ---------------------------------------------------------------------------------
@@ -118,6 +124,15 @@ class MailParams:
     hold_until: str | None = None
     #: Parameters of extensions the application added, as (KEYWORD, value or None).
     extra: tuple[tuple[str, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        # The parser only builds values in range; these catch an application's
+        # mistakes before a client sends SIZE=-1 or MT-PRIORITY=42.
+        for name, low, high in (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999)):
+            value = getattr(self, name)
+            wrong_type = isinstance(value, bool) or not isinstance(value, int)
+            if value is not None and (wrong_type or not low <= value <= high):
+                raise ValueError(f"MailParams.{name} must be an int from {low} to {high}, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ ALL = frozenset(
 )
 
 
+# Text without C0 controls or DEL: decoded xtext refuses those (see test_xtext_refuses_controls).
+NO_CONTROLS = st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in [*range(32), 127]])
+
+
 def mail(*words: str, extensions: frozenset[str] = ALL, extra: frozenset[str] = frozenset(), utf8: bool = False) -> Any:
     return parse_params("MAIL", words, extensions, extra, utf8)
 
@@ -433,7 +437,14 @@ def test_malformed_xtext(bad: str) -> None:
     assert info.value.reply.code == 501
 
 
-@given(st.text(st.characters(blacklist_categories=("Cs",))))
+@pytest.mark.parametrize("encoded", ["a+0Db", "a+0A", "+00", "x+7F", "+09"])
+def test_xtext_refuses_controls(encoded: str) -> None:
+    with pytest.raises(ParamError) as info:
+        xtext_decode(encoded)
+    assert info.value.reply.code == 501
+
+
+@given(st.text(NO_CONTROLS))
 def test_xtext_round_trip(text: str) -> None:
     encoded = xtext_encode(text)
     assert XTEXT_RE.fullmatch(encoded)
@@ -589,7 +600,7 @@ def test_required_extensions_agree_with_the_parser(spec: Any) -> None:
 
 # --- round trip -----------------------------------------------------------------------------------
 
-printable = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+printable = st.text(NO_CONTROLS, max_size=20)
 mail_params = st.builds(
     MailParams,
     size=st.none() | st.integers(0, 10**20 - 1),
