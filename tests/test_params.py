@@ -425,7 +425,12 @@ XTEXT_PAIRS = [
 @pytest.mark.parametrize(("text", "encoded"), XTEXT_PAIRS)
 def test_xtext_pairs(text: str, encoded: str) -> None:
     assert xtext_encode(text) == encoded
-    assert xtext_decode(encoded) == text
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        # Encodable, but a server refuses to decode controls into an envelope value.
+        with pytest.raises(ParamError):
+            xtext_decode(encoded)
+    else:
+        assert xtext_decode(encoded) == text
 
 
 @pytest.mark.parametrize(
