@@ -1,0 +1,149 @@
+"""Direct delivery: find each recipient domain's mail hosts and try them in order.
+
+RFC 5321 §5.1 is the whole algorithm: look up the domain's MX records and try
+the hosts by preference (randomising among equal preferences); a domain with no
+MX record is its own mail host (its A/AAAA records: the "implicit MX"); a
+domain whose only MX is "." accepts no mail at all (RFC 7505, null MX).  Between
+hosts we move on after a connection failure or a 4xx, and stop at a 5xx, which
+is final whichever host says it.
+
+Recipients are grouped by domain, so each domain's hosts see one transaction
+with all of that domain's recipients.  DNS goes through dnspython (the ``dns``
+extra); the sending itself is a callable, so this module knows nothing of
+sockets or adapters and the tests can give it a stub resolver and local servers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from smtpcore._outcomes import MessageOutcome, RecipientOutcome, SMTPPermanentError, SMTPTransientError
+
+__all__ = ["MxLookupError", "deliver_direct", "group_by_domain", "lookup_mail_hosts"]
+
+
+class MxLookupError(Exception):
+    """The domain's mail hosts could not be found; ``transient`` says whether to retry."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class Resolver(Protocol):
+    """What we use of ``dns.resolver.Resolver``."""
+
+    def resolve(self, qname: str, rdtype: str) -> Iterable[Any]: ...
+
+
+def group_by_domain(recipients: Iterable[str]) -> dict[str, list[str]]:
+    """``{domain: [recipients]}``, domains compared without case, order kept."""
+    groups: dict[str, list[str]] = {}
+    for recipient in recipients:
+        domain = recipient.rpartition("@")[2].lower()
+        groups.setdefault(domain, []).append(recipient)
+    return groups
+
+
+def _default_resolver() -> Resolver:
+    try:
+        import dns.resolver
+    except ModuleNotFoundError:
+        raise MxLookupError("direct delivery needs dnspython: pip install 'smtpcore[dns]'", transient=False) from None
+    resolver: Resolver = dns.resolver.Resolver()
+    return resolver
+
+
+def lookup_mail_hosts(domain: str, resolver: Resolver | None = None, rng: random.Random | None = None) -> list[str]:
+    """The hosts to try for ``domain``, best first (RFC 5321 §5.1)."""
+    if domain.startswith("[") and domain.endswith("]"):
+        # An address literal names the host itself: no DNS.
+        literal = domain[1:-1]
+        return [literal[5:] if literal.lower().startswith("ipv6:") else literal]
+    resolver = resolver or _default_resolver()
+    try:
+        import dns.exception
+        import dns.resolver
+    except ModuleNotFoundError:  # pragma: no cover - a stub resolver without dnspython installed
+        answers = list(resolver.resolve(domain, "MX"))
+    else:
+        try:
+            answers = list(resolver.resolve(domain, "MX"))
+        except dns.resolver.NXDOMAIN:
+            raise MxLookupError(f"domain {domain} does not exist", transient=False) from None
+        except dns.resolver.NoAnswer:
+            return [domain]  # no MX: the domain is its own mail host (its A/AAAA records)
+        except dns.exception.DNSException as exc:
+            raise MxLookupError(f"DNS lookup for {domain} failed: {exc}", transient=True) from None
+    records = [(int(answer.preference), str(answer.exchange).rstrip(".")) for answer in answers]
+    if not records:
+        return [domain]
+    if len(records) == 1 and records[0][1] == "":
+        raise MxLookupError(f"{domain} accepts no mail (null MX, RFC 7505)", transient=False)
+    rng = rng or random.Random()
+    # Sort by preference; a random key first spreads load among equal preferences.
+    decorated = [(preference, rng.random(), host) for preference, host in records if host]
+    return [host for _, _, host in sorted(decorated)]
+
+
+@dataclass(frozen=True)
+class DirectResult:
+    """Every recipient's final outcome, and the host that decided it (None: no host did)."""
+
+    outcomes: dict[str, RecipientOutcome]
+    hosts: dict[str, str | None]
+
+
+#: ``attempt(host, recipients)`` delivers to one host: a MessageOutcome, or OSError if unreachable.
+Attempt = Callable[[str, Sequence[str]], MessageOutcome]
+
+
+def deliver_direct(
+    recipients: Sequence[str],
+    attempt: Attempt,
+    resolver: Resolver | None = None,
+    rng: random.Random | None = None,
+) -> DirectResult:
+    """Deliver to every recipient through its domain's mail hosts."""
+    outcomes: dict[str, RecipientOutcome] = {}
+    hosts_used: dict[str, str | None] = {}
+    for domain, group in group_by_domain(recipients).items():
+        try:
+            hosts = lookup_mail_hosts(domain, resolver, rng)
+        except MxLookupError as exc:
+            error_class = SMTPTransientError if exc.transient else SMTPPermanentError
+            for recipient in group:
+                outcomes[recipient] = RecipientOutcome(recipient, error=error_class(str(exc)))
+                hosts_used[recipient] = None
+            continue
+        pending = list(group)
+        last_error: dict[str, RecipientOutcome] = {}
+        for host in hosts:
+            try:
+                outcome = attempt(host, pending)
+            except OSError as exc:
+                for recipient in pending:
+                    last_error[recipient] = RecipientOutcome(
+                        recipient, error=SMTPTransientError(f"cannot connect to {host}: {exc}")
+                    )
+                continue
+            still_pending = []
+            for item in outcome.recipients:
+                if item.error is not None and item.error.transient:
+                    still_pending.append(item.recipient)  # a 4xx: the next host may take it
+                    last_error[item.recipient] = item
+                else:
+                    outcomes[item.recipient] = item  # delivered, or a 5xx: final
+                    hosts_used[item.recipient] = host
+            pending = still_pending
+            if not pending:
+                break
+        for recipient in pending:
+            outcomes[recipient] = last_error.get(
+                recipient, RecipientOutcome(recipient, error=SMTPTransientError(f"no mail host of {domain} answered"))
+            )
+            hosts_used[recipient] = None
+    return DirectResult({r: outcomes[r] for r in recipients}, {r: hosts_used[r] for r in recipients})

@@ -1,0 +1,136 @@
+"""Direct delivery planning: MX order, implicit MX, null MX, and moving between hosts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.exception
+import dns.resolver
+import pytest
+
+from adapters.mx import MxLookupError, deliver_direct, group_by_domain, lookup_mail_hosts
+from smtpcore import Reply
+from smtpcore._outcomes import MessageOutcome, RecipientOutcome, SMTPPermanentError, SMTPTransientError
+
+
+@dataclass
+class MX:
+    preference: int
+    exchange: str
+
+
+class StubResolver:
+    """Answers MX queries from a table; a table value that is an exception class is raised."""
+
+    def __init__(self, table: dict[str, object]) -> None:
+        self.table = table
+        self.queries: list[str] = []
+
+    def resolve(self, qname: str, rdtype: str) -> list[MX]:
+        assert rdtype == "MX"
+        self.queries.append(qname)
+        answer = self.table[qname]
+        if isinstance(answer, type) and issubclass(answer, Exception):
+            raise answer()
+        assert isinstance(answer, list)
+        return answer
+
+
+def test_hosts_by_preference_with_equal_preferences_shuffled() -> None:
+    resolver = StubResolver({"example.com": [MX(20, "b.mx."), MX(10, "a1.mx."), MX(10, "a2.mx."), MX(30, "c.mx.")]})
+    orders = {tuple(lookup_mail_hosts("example.com", resolver, random.Random(seed))) for seed in range(20)}
+    assert orders == {("a1.mx", "a2.mx", "b.mx", "c.mx"), ("a2.mx", "a1.mx", "b.mx", "c.mx")}
+
+
+def test_no_mx_means_the_domain_itself_and_literals_need_no_dns() -> None:
+    resolver = StubResolver({"plain.example": dns.resolver.NoAnswer})
+    assert lookup_mail_hosts("plain.example", resolver) == ["plain.example"]
+    assert lookup_mail_hosts("[192.0.2.7]", resolver) == ["192.0.2.7"]
+    assert lookup_mail_hosts("[IPv6:2001:db8::1]", resolver) == ["2001:db8::1"]
+    assert resolver.queries == ["plain.example"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "transient", "message"),
+    [
+        (dns.resolver.NXDOMAIN, False, "does not exist"),
+        ([MX(0, ".")], False, "null MX"),
+        (dns.exception.Timeout, True, "DNS lookup"),
+        (dns.resolver.NoNameservers, True, "DNS lookup"),
+    ],
+)
+def test_lookup_failures(answer: object, transient: bool, message: str) -> None:
+    with pytest.raises(MxLookupError, match=message) as info:
+        lookup_mail_hosts("x.example", StubResolver({"x.example": answer}))
+    assert info.value.transient is transient
+
+
+def test_group_by_domain_ignores_case_and_keeps_order() -> None:
+    assert group_by_domain(["a@X.example", "b@y.example", "c@x.EXAMPLE"]) == {
+        "x.example": ["a@X.example", "c@x.EXAMPLE"],
+        "y.example": ["b@y.example"],
+    }
+
+
+def outcome(recipients: Sequence[str], codes: dict[str, int]) -> MessageOutcome:
+    items = []
+    for recipient in recipients:
+        code = codes.get(recipient, 250)
+        if code < 400:
+            items.append(RecipientOutcome(recipient, data_reply=Reply(250, "OK")))
+        else:
+            error_class = SMTPTransientError if code < 500 else SMTPPermanentError
+            items.append(RecipientOutcome(recipient, rcpt_reply=Reply(code, "no"), error=error_class("no")))
+    return MessageOutcome(tuple(items))
+
+
+def test_next_host_after_connection_failure_and_4xx_but_not_after_5xx() -> None:
+    resolver = StubResolver(
+        {
+            "example.com": [MX(10, "down.mx"), MX(20, "grey.mx"), MX(30, "good.mx"), MX(40, "never.mx")],
+            "other.org": [MX(5, "other.mx")],
+        }
+    )
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def attempt(host: str, recipients: Sequence[str]) -> MessageOutcome:
+        calls.append((host, tuple(recipients)))
+        if host == "down.mx":
+            raise ConnectionRefusedError("refused")
+        if host == "grey.mx":  # greylists one recipient, refuses another for good
+            return outcome(recipients, {"a@example.com": 450, "b@example.com": 550})
+        return outcome(recipients, {})
+
+    result = deliver_direct(["a@example.com", "b@example.com", "c@example.com", "z@other.org"], attempt, resolver)
+    assert calls == [
+        ("down.mx", ("a@example.com", "b@example.com", "c@example.com")),
+        ("grey.mx", ("a@example.com", "b@example.com", "c@example.com")),
+        ("good.mx", ("a@example.com",)),  # only the greylisted one moves on
+        ("other.mx", ("z@other.org",)),
+    ]
+    assert result.outcomes["a@example.com"].delivered
+    assert result.hosts["a@example.com"] == "good.mx"
+    assert isinstance(result.outcomes["b@example.com"].error, SMTPPermanentError)
+    assert result.hosts["b@example.com"] == "grey.mx"
+    assert result.outcomes["c@example.com"].delivered
+    assert result.hosts["c@example.com"] == "grey.mx"
+    assert result.outcomes["z@other.org"].delivered
+    assert list(result.outcomes) == ["a@example.com", "b@example.com", "c@example.com", "z@other.org"]
+
+
+def test_every_host_down_or_greylisting_is_transient() -> None:
+    resolver = StubResolver({"example.com": [MX(10, "a.mx"), MX(20, "b.mx")], "gone.example": dns.resolver.NXDOMAIN})
+
+    def attempt(host: str, recipients: Sequence[str]) -> MessageOutcome:
+        if host == "a.mx":
+            raise TimeoutError("timed out")
+        return outcome(recipients, {"x@example.com": 451})
+
+    result = deliver_direct(["x@example.com", "y@gone.example"], attempt, resolver)
+    error = result.outcomes["x@example.com"].error
+    assert isinstance(error, SMTPTransientError)
+    assert result.outcomes["x@example.com"].rcpt_reply == Reply(451, "no")
+    assert isinstance(result.outcomes["y@gone.example"].error, SMTPPermanentError)
+    assert result.hosts == {"x@example.com": None, "y@gone.example": None}
