@@ -21,15 +21,38 @@ docs/testing.md has every option, with examples.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from smtpcore import ServerConfig
+if TYPE_CHECKING:
+    from smtpcore import ServerConfig
 
-from ._fakeserver import FakeMessage, FakeSMTPServer, ReplySpec
-from ._testserver import ADAPTERS, CapturedMessage, SMTPTestServer, TestCA, TlsMode, build_config
+    from ._fakeserver import FakeMessage, FakeSMTPServer, ReplySpec
+    from ._testserver import CapturedMessage, SMTPTestServer, TestCA, TlsMode
+
+# Nothing of smtpcore is imported until a fixture runs: this module is loaded
+# into every pytest run through the entry point, before coverage starts, and an
+# early import would hide the module-level lines of smtpcore from coverage.
+ADAPTERS = ("blocking", "asyncio", "trio", "gevent")
+_LAZY = {
+    "CapturedMessage": "._testserver",
+    "SMTPTestServer": "._testserver",
+    "TestCA": "._testserver",
+    "FakeMessage": "._fakeserver",
+    "FakeSMTPServer": "._fakeserver",
+    "ReplySpec": "._fakeserver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapters.pytest_plugin' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __package__), name)
+
 
 __all__ = [
     "ADAPTERS",
@@ -96,6 +119,8 @@ class SMTPServerFactory:
         ``auth_required``: no mail without it.  ``lmtp``: speak LMTP.
         ``config``: any ``ServerConfig``, with the options above applied on top.
         """
+        from ._testserver import SMTPTestServer, build_config
+
         final = build_config(
             config,
             tls=tls,
@@ -131,6 +156,8 @@ class SMTPServerFactory:
 @pytest.fixture(scope="session")
 def smtp_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     """The session's test CA: ``.ca`` (a ``trustme.CA``), ``.ca_file``, ``.client_context()``."""
+    from ._testserver import TestCA
+
     return TestCA(str(tmp_path_factory.mktemp("smtpcore-ca") / "ca.pem"))
 
 
@@ -179,6 +206,8 @@ def fake_smtp_server_factory() -> Iterator[Callable[..., FakeSMTPServer]]:
     started: list[FakeSMTPServer] = []
 
     def start(**options: Any) -> FakeSMTPServer:
+        from ._fakeserver import FakeSMTPServer
+
         fake = FakeSMTPServer(**options).start()
         started.append(fake)
         return fake
