@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from smtpcore import NEED_DATA, ConnectionClosed, MessageData, ServerConfig, ServerConnection
 
+from ._report import Figure
 from ._util import measure, row
 
 SESSION = (
@@ -95,37 +97,73 @@ def ceiling_body(body: bytes, piece: int) -> int:
     return received
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and few runs (a smoke test)")
-    parser.add_argument("--json", help="write the results to this file")
-    args = parser.parse_args(argv)
-    repeat = 3 if args.quick else 7
-    results: dict[str, object] = {}
+SECTION = "core: server parsing (no sockets)"
 
-    print(f"{'server core (no sockets)':<48} {'median':>14} {'unit':<10} [min .. max] vs ceiling")
-    sessions = 200 if args.quick else 3000
+
+def collect(
+    quick: bool = False,
+    *,
+    repeat: int | None = None,
+    sessions: int | None = None,
+    size: int | None = None,
+    byte_size: int = 16 * 1024,
+    emit: Callable[[str], object] = lambda line: None,
+) -> tuple[list[Figure], dict[str, object]]:
+    """Measure both figures; ``emit`` gets this module's own table rows as they come.
+
+    Returns the suite's figures and the flat ``results`` dict that ``--json`` writes.
+    """
+    repeat = repeat or (3 if quick else 7)
+    sessions = sessions or (200 if quick else 3000)
+    size = size or (256 * 1024 if quick else 8 * 1024 * 1024)
+    results: dict[str, object] = {}
+    figures: list[Figure] = []
+
     ours = measure("session", lambda: [run_session() for _ in range(sessions)], repeat)
     ceiling = measure("session-ceiling", lambda: [session_ceiling() for _ in range(sessions)], repeat)
     rate = ours.rate(sessions * SESSION_COMMANDS)
-    print(row("pipelined session: commands", rate, "cmd/s", ours.median / ceiling.median, "(ratio: cost vs split)"))
+    emit(row("pipelined session: commands", rate, "cmd/s", ours.median / ceiling.median, "(ratio: cost vs split)"))
     results["session_commands_per_s"] = rate
+    figures.append(
+        Figure(
+            SECTION, "pipelined session (EHLO, MAIL, 10 RCPT, DATA, QUIT)", "cmd/s", *rate,
+            ratio=ceiling.median / ours.median, against="of bytes.split",
+            target=500_000, target_on="median",
+        )
+    )  # fmt: skip
 
-    size = 256 * 1024 if args.quick else 8 * 1024 * 1024
     for kind in ("text", "dots", "8bit"):
         body = make_body(kind, size)
         for piece in (1, 1024, 65536):
             # Byte-at-a-time is slow by nature; keep it to a small body.
-            this_body = body[: 16 * 1024] + b"\r\n" if piece == 1 else body
+            this_body = body[:byte_size] + b"\r\n" if piece == 1 else body
             this_body = this_body.rsplit(b"\r\n", 1)[0] + b"\r\n"
             ours = measure(f"data-{kind}-{piece}", lambda b=this_body, p=piece: receive_body(b, p), repeat)
             ceiling = measure(f"ceil-{kind}-{piece}", lambda b=this_body, p=piece: ceiling_body(b, p), repeat)
             megabytes = len(this_body) / 1e6
             rate = ours.rate(megabytes)
             ratio = ceiling.median / ours.median
-            print(row(f"DATA {kind}, {piece} B pieces", rate, "MB/s", ratio, "(of the find+replace ceiling)"))
+            emit(row(f"DATA {kind}, {piece} B pieces", rate, "MB/s", ratio, "(of the find+replace ceiling)"))
             results[f"data_{kind}_{piece}_mb_per_s"] = rate
             results[f"data_{kind}_{piece}_ratio"] = ratio
+            target = 0.6 if piece == 65536 else None
+            figures.append(
+                Figure(
+                    SECTION, f"DATA {kind}, {piece} B pieces", "MB/s", *rate,
+                    ratio=ratio, against="of find+replace", target=target,
+                )
+            )  # fmt: skip
+    return figures, results
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few runs (a smoke test)")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args(argv)
+
+    print(f"{'server core (no sockets)':<48} {'median':>14} {'unit':<10} [min .. max] vs ceiling")
+    _, results = collect(args.quick, emit=print)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=2)

@@ -1,0 +1,154 @@
+"""Figures, the table, the JSON file and the chart of one run of the suite.
+
+Every section returns :class:`Figure` records: a rate as (median, min, max)
+over several runs, and, where there is something to compare with, a ratio
+measured in the same run (against a ceiling or a peer) and, where issue 6 sets
+one, the target for that ratio.  The table, the JSON and the chart are all
+made from the same list, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._util import Measurement
+
+
+@dataclass(frozen=True)
+class Figure:
+    section: str
+    name: str
+    unit: str
+    median: float
+    low: float
+    high: float
+    #: A ratio from the same run (``against`` says to what); None if there is nothing to compare.
+    ratio: float | None = None
+    against: str = ""
+    #: Issue 6's target: on the ratio (met when ``ratio >= target``) or, with ``target_on="median"``,
+    #: on the figure itself (at least ``target``, or at most with ``lower_is_better``).
+    target: float | None = None
+    target_on: str = "ratio"
+    lower_is_better: bool = False
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.target_on == "median":
+            return self.median <= self.target if self.lower_is_better else self.median >= self.target
+        return self.ratio is not None and self.ratio >= self.target
+
+
+def rate_figure(section: str, name: str, unit: str, m: Measurement, amount: float, **extra: Any) -> Figure:
+    median, low, high = m.rate(amount)
+    return Figure(section, name, unit, median, low, high, **extra)
+
+
+def from_runs(section: str, name: str, unit: str, runs: list[float], **extra: Any) -> Figure:
+    """A figure from per-run values (already a rate), median and min-max."""
+    ordered = sorted(runs)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return Figure(section, name, unit, median, ordered[0], ordered[-1], **extra)
+
+
+def format_row(f: Figure) -> str:
+    ratio = f"{f.ratio:7.2f}x {f.against}" if f.ratio is not None else ""
+    target = ""
+    if f.target is not None:
+        mark = "met" if f.met else "NOT met"
+        sign = "<=" if f.lower_is_better else ">="
+        what = f"{f.target:,g} {f.unit}" if f.target_on == "median" else f"{f.target:g}x"
+        target = f"target {sign} {what}: {mark}"
+    return (
+        f"{f.name:<46} {f.median:>13,.1f} {f.unit:<7} [{f.low:,.1f} .. {f.high:,.1f}]  {ratio}"
+        f"{'  ' + target if target else ''}{'  ' + f.note if f.note else ''}"
+    )
+
+
+def print_table(figures: list[Figure], notes: list[str]) -> None:
+    section = None
+    for f in figures:
+        if f.section != section:
+            section = f.section
+            print(f"\n== {section} ==")
+            print(f"{'figure':<46} {'median':>13} {'unit':<7} [min .. max]  ratio (same run)")
+        print(format_row(f))
+    if notes:
+        print()
+        for note in notes:
+            print("note:", note)
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+    }
+
+
+def write_json(path: Path, figures: list[Figure], notes: list[str], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "meta": meta,
+        "notes": notes,
+        "figures": [{**asdict(f), "met": f.met} for f in figures],
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_chart(path: Path, figures: list[Figure]) -> str | None:
+    """The ratios of the run as horizontal bars, each with its target; None, or why there is no chart."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install -e '.[bench]')"
+    shown = [f for f in figures if f.ratio is not None and (f.target is not None or f.section.startswith("end"))]
+    if not shown:
+        return "no chart: no ratios in this run"
+    shown.reverse()
+    height = max(3.0, 0.28 * len(shown) + 1.2)
+    fig, ax = plt.subplots(figsize=(10, height))
+    labels = [f"{f.section.split()[0]}: {f.name}" for f in shown]
+    colours = ["#2a7" if f.met else ("#c44" if f.met is False else "#58a") for f in shown]
+    ratios = [f.ratio or 0.0 for f in shown]
+    ax.barh(range(len(shown)), ratios, color=colours)
+    for i, f in enumerate(shown):
+        if f.target is not None and f.target_on == "ratio":
+            ax.plot([f.target, f.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
+        ax.text(ratios[i], i, f" {ratios[i]:.2f}x", va="center", fontsize=7)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("ratio measured in the same run (log scale); black tick = issue 6 target; green met, red not")
+    ax.set_title("smtpcore benchmarks: ratios against ceilings and peers", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return None

@@ -1,0 +1,312 @@
+"""End to end over 127.0.0.1: our four server adapters and aiosmtpd, in the same run.
+
+Each server runs in a process of its own (``benchmarks._serve``) and discards
+what it receives.  The load comes from Postfix's ``smtp-source`` when it is
+installed (``apt-get install postfix``; it is a C program, so the generator is
+never the limit for a Python server) and otherwise from :mod:`benchmarks.loadgen`,
+our multi-process raw-socket generator.  Figures:
+
+* messages per second for each message size, with a connection per message and
+  with kept-alive sessions, all with the same number of concurrent sessions;
+* each adapter's figure as a ratio of aiosmtpd's, measured in the same run.
+  The cells are interleaved -- run 1 of every server, then run 2 of every
+  server -- so a slow moment of the machine falls on all of them alike;
+* peak RSS of a fresh server process while it receives one large message
+  (``VmHWM`` from ``/proc/<pid>/status`` afterwards, minus ``VmRSS`` when idle).
+
+How many messages a run sends is chosen per server from a first (warm-up) run,
+so that every run lasts about ``duration`` seconds whatever the server's speed.
+
+Run: ``python -m benchmarks.bench_e2e [--quick] [--load loadgen|smtp-source]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import loadgen
+from ._report import Figure, from_runs, print_table
+from ._serve import SERVERS
+
+SECTION = "end to end over 127.0.0.1"
+KIB, MIB = 1024, 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+PEER = "aiosmtpd"
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def server_process(name: str, timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """Start ``benchmarks._serve NAME``; it ends when we close its standard input (or are killed)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._serve", name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise RuntimeError(f"{name} server did not start within {timeout} s")
+        line = process.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"{name} server failed to start (exit code {process.poll()})")
+        yield ServerProcess(name, process, int(line))
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def smtp_source() -> str | None:
+    return shutil.which("smtp-source") or next(
+        (p for p in ("/usr/sbin/smtp-source", "/usr/lib/postfix/sbin/smtp-source") if os.access(p, os.X_OK)), None
+    )
+
+
+def send_load(
+    port: int, size: int, messages: int, *, sessions: int, keepalive: bool, load: str
+) -> tuple[float, int, str]:
+    """(messages per second, messages failed, error text) for one run."""
+    if load == "loadgen":
+        result = loadgen.run(port, size, messages, sessions=sessions, keepalive=keepalive, processes=2)
+        error = f"{result.errors} session(s) failed" if result.errors else ""
+        return result.rate, messages - result.messages, error
+    command = [load, "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    command += ["-d"] if keepalive else []
+    start = time.perf_counter()
+    done = subprocess.run([*command, f"127.0.0.1:{port}"], capture_output=True, timeout=300, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        return 0.0, messages, done.stderr.decode(errors="replace").strip()[:200]
+    return messages / seconds, 0, ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    size: int
+    keepalive: bool
+
+    @property
+    def label(self) -> str:
+        size = f"{self.size // MIB} MiB" if self.size >= MIB else f"{self.size // KIB} KiB"
+        return f"{size}, {'kept-alive sessions' if self.keepalive else 'a connection per message'}"
+
+
+def target_for(server: str, cell: Cell) -> float | None:
+    """Issue 6: asyncio >= 4x aiosmtpd at 1 KiB and >= 15x at 10 MiB; every adapter >= 2x."""
+    if server == PEER:
+        return None
+    if server == "asyncio" and cell.size <= KIB:
+        return 4.0
+    if server == "asyncio" and cell.size >= 10 * MIB:
+        return 15.0
+    return 2.0
+
+
+def measure_throughput(
+    cells: list[Cell],
+    servers: tuple[str, ...],
+    *,
+    sessions: int,
+    repeat: int,
+    duration: float,
+    load: str,
+    notes: list[str],
+) -> list[Figure]:
+    figures: list[Figure] = []
+    with _all_servers(servers) as running:
+        for cell in cells:
+            counts: dict[str, int] = {}
+            rates: dict[str, list[float]] = {name: [] for name in servers}
+            for name in servers:  # warm-up run; sizes the timed runs to about `duration` seconds each
+                first = sessions * (1 if cell.size >= MIB else 4)
+                rate, failed, error = send_load(
+                    running[name].port, cell.size, first, sessions=sessions, keepalive=cell.keepalive, load=load
+                )
+                if failed:
+                    notes.append(f"{name}, {cell.label}: warm-up: {failed} message(s) failed: {error}")
+                counts[name] = max(sessions, min(int(rate * duration), 200_000))
+            for _ in range(repeat):
+                for name in servers:
+                    port = running[name].port
+                    rate, failed, error = send_load(
+                        port, cell.size, counts[name], sessions=sessions, keepalive=cell.keepalive, load=load
+                    )
+                    if failed:
+                        notes.append(f"{name}, {cell.label}: {failed} message(s) failed: {error}")
+                    rates[name].append(rate)
+            peer = sorted(rates[PEER])[len(rates[PEER]) // 2] if PEER in rates else None
+            for name in servers:
+                mine = sorted(rates[name])[len(rates[name]) // 2]
+                megabytes = mine * cell.size / 1e6
+                figures.append(
+                    from_runs(
+                        SECTION,
+                        f"{name}: {cell.label}",
+                        "msg/s",
+                        rates[name],
+                        ratio=mine / peer if peer and name != PEER else None,
+                        against=f"of {PEER}" if peer and name != PEER else "",
+                        target=target_for(name, cell) if peer else None,
+                        note=f"{megabytes:,.0f} MB/s" if cell.size >= 100 * KIB else "",
+                    )
+                )
+    return figures
+
+
+@contextmanager
+def _all_servers(servers: tuple[str, ...]) -> Iterator[dict[str, ServerProcess]]:
+    """Every server at once, idle but for the one under load: their runs can then be interleaved."""
+    running: dict[str, ServerProcess] = {}
+    stack = []
+    try:
+        for name in servers:
+            manager = server_process(name)
+            running[name] = manager.__enter__()
+            stack.append(manager)
+        yield running
+    finally:
+        for manager in reversed(stack):
+            manager.__exit__(None, None, None)
+
+
+def measure_peak_rss(servers: tuple[str, ...], size: int, notes: list[str]) -> list[Figure]:
+    """Peak RSS above idle of a fresh server process receiving one message of ``size`` octets."""
+    peaks: dict[str, float] = {}
+    for name in servers:
+        with server_process(name) as server:
+            loadgen.run(server.port, KIB, 4, sessions=2, keepalive=True, processes=0)  # warm up
+            idle = proc_status_kib(server.pid, "VmRSS")
+            result = loadgen.run(server.port, size, 1, sessions=1, keepalive=True, processes=0)
+            if result.messages != 1:
+                notes.append(f"peak RSS, {name}: the {size // MIB} MiB message failed")
+            peaks[name] = (proc_status_kib(server.pid, "VmHWM") - idle) / 1024
+    figures = []
+    for name in servers:
+        peer = peaks.get(PEER)
+        ours = max(peaks[name], 0.01)
+        figures.append(
+            from_runs(
+                SECTION,
+                f"{name}: peak RSS above idle, one {size // MIB} MiB message",
+                "MiB",
+                [peaks[name]],
+                ratio=peer / ours if peer is not None and name != PEER else None,
+                against=f"less than {PEER}" if peer is not None and name != PEER else "",
+                target=16.0 if name != PEER else None,
+                target_on="median",
+                lower_is_better=True,
+            )
+        )
+    return figures
+
+
+def collect(
+    quick: bool = False,
+    *,
+    servers: tuple[str, ...] = SERVERS,
+    load: str = "auto",
+    sessions: int | None = None,
+    repeat: int | None = None,
+    duration: float | None = None,
+    sizes: tuple[int, ...] | None = None,
+    rss_size: int | None = None,
+) -> tuple[list[Figure], list[str]]:
+    notes: list[str] = []
+    if load == "auto":
+        load = smtp_source() or "loadgen"
+    elif load == "smtp-source":
+        found = smtp_source()
+        if found is None:
+            raise SystemExit("smtp-source is not installed (apt-get install postfix)")
+        load = found
+    notes.append(
+        "end-to-end load from "
+        + (
+            "Postfix's smtp-source (C, one process; no pipelining)"
+            if load != "loadgen"
+            else "benchmarks/loadgen.py (2 processes, raw sockets, pipelined envelope)"
+        )
+    )
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        servers = tuple(s for s in servers if s != PEER)
+        notes.append("aiosmtpd is not installed (pip install -e '.[bench]'): no ratios against it")
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        servers = tuple(s for s in servers if s != "trio")
+        notes.append("trio is not installed: its adapter is skipped")
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        servers = tuple(s for s in servers if s != "gevent")
+        notes.append("gevent is not installed: its adapter is skipped")
+
+    sessions = sessions or (4 if quick else 20)
+    repeat = repeat or 3
+    duration = duration or (0.4 if quick else 1.5)
+    sizes = sizes or ((KIB, 100 * KIB) if quick else (KIB, 100 * KIB, 10 * MIB))
+    rss_size = rss_size or (10 * MIB if quick else 100 * MIB)
+    cells = [Cell(size, keepalive) for size in sizes for keepalive in (False, True)]
+    figures = measure_throughput(
+        cells, servers, sessions=sessions, repeat=repeat, duration=duration, load=load, notes=notes
+    )
+    figures += measure_peak_rss(servers, rss_size, notes)
+    return figures, notes
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 KiB and 100 KiB, 4 sessions, short runs")
+    parser.add_argument("--load", choices=("auto", "loadgen", "smtp-source"), default="auto")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: " + ", ".join(SERVERS))
+    args = parser.parse_args(argv)
+    servers = tuple(s for s in args.servers.split(",") if s)
+    figures, notes = collect(args.quick, servers=servers, load=args.load)
+    print_table(figures, notes)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
