@@ -1,0 +1,154 @@
+"""Glue the four client adapters share; none of it is SMTP.
+
+Every SMTP decision (what to send, which reply means what, which error class a
+failure gets) is made by :class:`smtpcore.ClientDriver`.  What is left for an
+adapter is the same handful of chores in every dialect, so they live here once:
+turning a file into chunks, building the driver, choosing the TLS context,
+picking the bound on the current wait, and letting the driver finish when the
+socket failed under it.
+
+The driver has no call for "the connection failed locally" (a timeout, a reset
+while writing), so :func:`abandon` tells it the server closed the connection and
+lets it run to its end with no I/O at all: the driver then gives every
+unfinished message an ``SMTPTransientError``, which is what a lost connection
+is.  The real cause (a ``TimeoutError``, an ``OSError``) replaces the error's
+``__cause__``, which would otherwise point at the end of file we made up.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from email.message import EmailMessage
+from typing import Protocol, TypeAlias, runtime_checkable
+
+from smtpcore import (
+    ClientConfig,
+    ClientDriver,
+    Credentials,
+    Envelope,
+    MailParams,
+    MessageOutcome,
+    Recipient,
+    SessionOutcome,
+    SMTPTransientError,
+    TlsPolicy,
+)
+from smtpcore import Message as DriverMessage
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "READ_SIZE",
+    "MessageSource",
+    "Messages",
+    "abandon",
+    "chunks",
+    "connect_failed",
+    "limit",
+    "make_driver",
+    "one_message",
+    "single",
+    "timed_out",
+    "tls_context_for",
+]
+
+#: Octets asked for per read.
+READ_SIZE = 65536
+#: Seconds allowed to open the TCP connection (RFC 5321 sets none; smtplib has none, we do).
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+
+@runtime_checkable
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+#: What the helpers accept as a message: an ``EmailMessage``, bytes, a binary file
+#: object (read in chunks, never whole) or an iterable of ``bytes`` chunks.
+MessageSource: TypeAlias = "EmailMessage | bytes | bytearray | memoryview | _Readable | Iterable[bytes]"
+#: The session form's messages: (envelope, message) pairs.
+Messages: TypeAlias = "Iterable[tuple[Envelope, MessageSource]]"
+
+
+def chunks(source: _Readable, size: int) -> Iterator[bytes]:
+    """A binary file object as a stream of chunks of at most ``size`` octets."""
+    while True:
+        piece = source.read(size)
+        if not piece:
+            return
+        yield piece
+
+
+def _as_driver_message(source: MessageSource, size: int) -> DriverMessage:
+    if isinstance(source, (EmailMessage, bytes, bytearray, memoryview)):
+        return source
+    if isinstance(source, _Readable):  # before iter(): a file object also iterates, by lines
+        return chunks(source, size)
+    return source
+
+
+def single(
+    sender: str, recipients: Sequence[str | Recipient], message: MessageSource, mail_params: MailParams | None
+) -> list[tuple[Envelope, MessageSource]]:
+    """The one (envelope, message) pair of ``send_message``."""
+    envelope = Envelope(sender, recipients, mail_params if mail_params is not None else MailParams())
+    return [(envelope, message)]
+
+
+def make_driver(config: ClientConfig, messages: Messages, credentials: Credentials | None) -> ClientDriver:
+    """The driver for ``messages``; file objects become chunk streams."""
+    pairs = [(envelope, _as_driver_message(message, config.chunk_size)) for envelope, message in messages]
+    return ClientDriver(config, pairs, credentials=credentials)
+
+
+def tls_context_for(config: ClientConfig, given: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The caller's context, or a default one (certificate and host name verified) when TLS may be used."""
+    if given is not None:
+        return given
+    if config.implicit_tls or config.starttls is not TlsPolicy.OFF:
+        return ssl.create_default_context()
+    return None
+
+
+def limit(driver: ClientDriver, override: float | None) -> float:
+    """Seconds the current wait may take: ``timeout=`` if given, else the driver's (RFC 5321 §4.5.3.2)."""
+    return override if override is not None else driver.timeout.seconds
+
+
+def timed_out(driver: ClientDriver, override: float | None) -> TimeoutError:
+    """A readable cause for a wait that ran out."""
+    current = driver.timeout
+    if override is not None:
+        return TimeoutError(f"no progress within timeout={override:g} s (waiting: {current.name})")
+    return TimeoutError(f"no progress within the {current.name} timeout of {current.seconds:g} s ({current.rfc})")
+
+
+def abandon(driver: ClientDriver, cause: BaseException) -> None:
+    """The connection failed locally: let the driver finish as if the server had closed it, sending nothing.
+
+    Content the driver still has queued is pulled and dropped (a stream is read
+    to its end), because the driver offers no way to stop it early.
+    """
+    driver.receive(b"")
+    while not driver.done:
+        if not driver.bytes_to_send():
+            driver.receive(b"")
+    error = driver.result.error
+    if error is not None:  # what the driver saw (an end of file) was only our doing
+        error.__cause__ = cause
+
+
+def connect_failed(host: str, port: int, exc: OSError) -> SMTPTransientError:
+    """``send_message``'s error for a connection that could not be opened or secured."""
+    what = "TLS with" if isinstance(exc, ssl.SSLError) else "connect to"
+    error = SMTPTransientError(f"cannot {what} {host}:{port}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def one_message(outcome: SessionOutcome) -> MessageOutcome:
+    """``send_message``'s result: the message's outcome, or its error when nobody got it."""
+    message = outcome.messages[0]
+    if message.error is not None:
+        raise message.error
+    return message

@@ -1,0 +1,223 @@
+"""The asyncio client: a small ``asyncio.Protocol``, the driver's loop, then QUIT and close.
+
+The story of every client adapter, told with asyncio: connect, then *write what
+the driver gives, or do the TLS handshake it asks for, or read and feed it*,
+until it is done.  Every SMTP decision is in :class:`smtpcore.ClientDriver`;
+this file only moves bytes and keeps time.
+
+Why a Protocol and not streams: ``StreamWriter.start_tls`` only exists from
+Python 3.11, and a ``StreamReader`` may already hold plaintext that arrived
+after the server's 220 to STARTTLS, which must never be read as part of the TLS
+session.  Here the buffer is ours, and :meth:`_Stream.start_tls` empties it.
+Reads pause the transport past :data:`HIGH_WATER` octets; writes wait for the
+transport to drain, so a large message never piles up in memory.
+
+Timeouts, and what :func:`send_messages` and :func:`send_message` return or
+raise, are as in :mod:`adapters.blocking_client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+
+from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, MessageOutcome, Recipient, SessionOutcome
+
+from ._client_common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    READ_SIZE,
+    Messages,
+    MessageSource,
+    abandon,
+    connect_failed,
+    limit,
+    make_driver,
+    one_message,
+    single,
+    timed_out,
+    tls_context_for,
+)
+
+__all__ = ["send_message", "send_messages"]
+
+#: Octets buffered before the transport stops reading (flow control).
+HIGH_WATER = 4 * READ_SIZE
+
+
+class _Stream(asyncio.Protocol):
+    """Bytes in and out of one connection, with back-pressure both ways."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self, timeout: float) -> bytes:
+        """What arrived (``b""`` at the end); ``asyncio.TimeoutError`` when nothing did in time."""
+        if not (self._buffer or self._eof):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            finally:
+                self._waiter = None
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes, timeout: float) -> None:
+        assert self.transport is not None
+        if self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+        if self._drain is not None:
+            await asyncio.wait_for(asyncio.shield(self._drain), timeout)
+
+    async def start_tls(self, context: ssl.SSLContext, host: str, timeout: float) -> None:
+        assert self.transport is not None
+        self._buffer.clear()  # plaintext after the 220 is never read as TLS-session data
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.transport, self, context, server_hostname=host, ssl_handshake_timeout=timeout
+            )
+        except asyncio.TimeoutError as exc:  # not an OSError before Python 3.11
+            raise TimeoutError(f"TLS handshake with {host} took over {timeout:g} s") from exc
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._paused = False
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _run(
+    driver: ClientDriver, stream: _Stream, context: ssl.SSLContext | None, host: str, timeout: float | None
+) -> None:
+    while not driver.done:
+        out = driver.bytes_to_send()
+        if not out and driver.wants_tls:
+            assert context is not None
+            await stream.start_tls(context, host, limit(driver, timeout))  # an ssl.SSLError ends it here
+            driver.tls_established()
+            continue
+        try:
+            if out:
+                await stream.write(out, limit(driver, timeout))
+            else:
+                driver.receive(await stream.read(limit(driver, timeout)))
+        except asyncio.TimeoutError:
+            abandon(driver, timed_out(driver, timeout))
+        except OSError as exc:
+            abandon(driver, exc)
+
+
+async def send_messages(
+    host: str,
+    port: int,
+    messages: Messages,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> SessionOutcome:
+    """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
+    config = config or ClientConfig()
+    context = tls_context_for(config, tls_context)
+    driver = make_driver(config, messages, credentials)
+    implicit = context if config.implicit_tls else None
+    stream = _Stream()
+    loop = asyncio.get_running_loop()
+    connecting = loop.create_connection(
+        lambda: stream,
+        host,
+        port,
+        ssl=implicit,
+        server_hostname=host if implicit else None,
+        local_addr=source_address,
+        ssl_handshake_timeout=(timeout or config.timeouts["tls_handshake"]) if implicit else None,
+    )
+    try:
+        await asyncio.wait_for(connecting, connect_timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
+    try:
+        await _run(driver, stream, context, host, timeout)
+    finally:
+        stream.close()
+    return driver.result
+
+
+async def send_message(
+    host: str,
+    port: int,
+    sender: str,
+    recipients: Sequence[str | Recipient],
+    message: MessageSource,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    mail_params: MailParams | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> MessageOutcome:
+    """Send one message; its outcome, or the typed error when no recipient got it."""
+    try:
+        outcome = await send_messages(
+            host,
+            port,
+            single(sender, recipients, message, mail_params),
+            config=config,
+            tls_context=tls_context,
+            credentials=credentials,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            source_address=source_address,
+        )
+    except OSError as exc:
+        raise connect_failed(host, port, exc) from exc
+    return one_message(outcome)

@@ -1,0 +1,150 @@
+"""The blocking client: a plain socket, the driver's loop, then QUIT and close.
+
+The story of every client adapter, told with ``socket``: connect, then *write
+what the driver gives, or do the TLS handshake it asks for, or read and feed
+it*, until it is done.  Every SMTP decision is in :class:`smtpcore.ClientDriver`;
+this file only moves bytes and keeps time.  :func:`run_session` is also the
+loop of the gevent client, where the same code runs on cooperative sockets.
+
+Each wait is bounded by ``driver.timeout`` (RFC 5321 §4.5.3.2: greeting 5 min,
+MAIL and RCPT 5, DATA 2, each data block 3, end of data 10), or by
+``timeout=`` when given.  What the two entry points return or raise:
+
+* :func:`send_messages` returns the :class:`~smtpcore.SessionOutcome`, whatever
+  the server said; a timeout or a connection lost mid-session is an
+  ``SMTPTransientError`` in it.  It raises ``OSError`` only when no session
+  could be set up: the connection failed, or a TLS handshake did (an
+  ``ssl.SSLError``, such as a certificate that does not verify). Nothing of
+  any message was sent then.
+* :func:`send_message` returns the :class:`~smtpcore.MessageOutcome` when at
+  least one recipient got the message (the others are in ``.refused``), and
+  raises the ``SMTPTransientError`` / ``SMTPPermanentError`` otherwise, a
+  connection or TLS failure included (as a transient error).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+
+from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, MessageOutcome, Recipient, SessionOutcome
+
+from ._client_common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    READ_SIZE,
+    Messages,
+    MessageSource,
+    abandon,
+    connect_failed,
+    limit,
+    make_driver,
+    one_message,
+    single,
+    timed_out,
+    tls_context_for,
+)
+
+__all__ = ["run_session", "send_message", "send_messages"]
+
+#: Do a client TLS handshake on a socket within the seconds given; return the TLS socket.
+Secure = Callable[[socket.socket, float], socket.socket]
+
+
+def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
+    def secure(sock: socket.socket, seconds: float) -> socket.socket:
+        assert context is not None
+        sock.settimeout(seconds)
+        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        try:
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        return tls
+
+    return secure
+
+
+def run_session(driver: ClientDriver, sock: socket.socket, secure: Secure, timeout: float | None = None) -> None:
+    """Run ``driver`` on a connected socket until it is done, then close the socket."""
+    try:
+        while not driver.done:
+            out = driver.bytes_to_send()
+            if not out and driver.wants_tls:
+                sock = secure(sock, limit(driver, timeout))  # an ssl.SSLError ends it here
+                driver.tls_established()
+                continue
+            try:
+                sock.settimeout(limit(driver, timeout))
+                if out:
+                    sock.sendall(out)
+                else:
+                    driver.receive(sock.recv(READ_SIZE))
+            except TimeoutError:
+                abandon(driver, timed_out(driver, timeout))
+            except OSError as exc:
+                abandon(driver, exc)
+    finally:
+        sock.close()
+
+
+def send_messages(
+    host: str,
+    port: int,
+    messages: Messages,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> SessionOutcome:
+    """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
+    config = config or ClientConfig()
+    context = tls_context_for(config, tls_context)
+    driver = make_driver(config, messages, credentials)
+    secure = _secure(context, host)
+    sock = socket.create_connection((host, port), connect_timeout, source_address)
+    if config.implicit_tls:
+        try:
+            sock = secure(sock, timeout if timeout is not None else config.timeouts["tls_handshake"])
+        except BaseException:
+            sock.close()
+            raise
+    run_session(driver, sock, secure, timeout)
+    return driver.result
+
+
+def send_message(
+    host: str,
+    port: int,
+    sender: str,
+    recipients: Sequence[str | Recipient],
+    message: MessageSource,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    mail_params: MailParams | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> MessageOutcome:
+    """Send one message; its outcome, or the typed error when no recipient got it."""
+    try:
+        outcome = send_messages(
+            host,
+            port,
+            single(sender, recipients, message, mail_params),
+            config=config,
+            tls_context=tls_context,
+            credentials=credentials,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            source_address=source_address,
+        )
+    except OSError as exc:
+        raise connect_failed(host, port, exc) from exc
+    return one_message(outcome)

@@ -1,0 +1,162 @@
+"""The trio client: a ``trio`` stream, the driver's loop, then QUIT and close.
+
+The story of every client adapter, told with trio: connect, then *write what
+the driver gives, or do the TLS handshake it asks for, or read and feed it*,
+until it is done.  Every SMTP decision is in :class:`smtpcore.ClientDriver`;
+this file only moves bytes and keeps time.
+
+Each read and write runs in its own cancel scope with the driver's deadline
+(or ``timeout=``).  trio reports a failed TLS handshake as
+``trio.BrokenResourceError``; it is re-raised here as the ``ssl.SSLError``
+behind it, so every dialect raises the same thing.  Timeouts, and what
+:func:`send_messages` and :func:`send_message` return or raise, are as in
+:mod:`adapters.blocking_client`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Sequence
+
+import trio
+
+from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, MessageOutcome, Recipient, SessionOutcome
+
+from ._client_common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    READ_SIZE,
+    Messages,
+    MessageSource,
+    abandon,
+    connect_failed,
+    limit,
+    make_driver,
+    one_message,
+    single,
+    timed_out,
+    tls_context_for,
+)
+
+__all__ = ["send_message", "send_messages"]
+
+
+async def _connect(host: str, port: int, source_address: tuple[str, int] | None) -> trio.SocketStream:
+    if source_address is None:
+        return await trio.open_tcp_stream(host, port)
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            await sock.bind(source_address)
+            await sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return trio.SocketStream(sock)
+    raise error
+
+
+async def _secure(
+    stream: trio.abc.Stream, context: ssl.SSLContext | None, host: str, seconds: float
+) -> trio.SSLStream[trio.abc.Stream]:
+    assert context is not None
+    tls = trio.SSLStream(stream, context, server_hostname=host)
+    try:
+        with trio.fail_after(seconds):
+            await tls.do_handshake()
+    except trio.TooSlowError:
+        raise TimeoutError(f"TLS handshake with {host} took over {seconds:g} s") from None
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        raise cause if isinstance(cause, OSError) else ConnectionError(f"TLS handshake failed: {exc}") from exc
+    return tls
+
+
+async def _run(
+    driver: ClientDriver, stream: trio.abc.Stream, context: ssl.SSLContext | None, host: str, timeout: float | None
+) -> None:
+    while not driver.done:
+        out = driver.bytes_to_send()
+        if not out and driver.wants_tls:
+            stream = await _secure(stream, context, host, limit(driver, timeout))  # an ssl.SSLError ends it here
+            driver.tls_established()
+            continue
+        cause: BaseException | None = None
+        with trio.move_on_after(limit(driver, timeout)) as scope:
+            try:
+                if out:
+                    await stream.send_all(out)
+                else:
+                    driver.receive(bytes(await stream.receive_some(READ_SIZE)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                cause = exc
+        if scope.cancelled_caught:
+            cause = timed_out(driver, timeout)
+        if cause is not None:
+            abandon(driver, cause)
+
+
+async def send_messages(
+    host: str,
+    port: int,
+    messages: Messages,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> SessionOutcome:
+    """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
+    config = config or ClientConfig()
+    context = tls_context_for(config, tls_context)
+    driver = make_driver(config, messages, credentials)
+    try:
+        with trio.fail_after(connect_timeout):
+            raw = await _connect(host, port, source_address)
+    except trio.TooSlowError:
+        raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
+    try:
+        stream: trio.abc.Stream = raw
+        if config.implicit_tls:
+            stream = await _secure(raw, context, host, timeout or config.timeouts["tls_handshake"])
+        await _run(driver, stream, context, host, timeout)
+    finally:
+        await trio.aclose_forcefully(raw)
+    return driver.result
+
+
+async def send_message(
+    host: str,
+    port: int,
+    sender: str,
+    recipients: Sequence[str | Recipient],
+    message: MessageSource,
+    *,
+    config: ClientConfig | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+    mail_params: MailParams | None = None,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> MessageOutcome:
+    """Send one message; its outcome, or the typed error when no recipient got it."""
+    try:
+        outcome = await send_messages(
+            host,
+            port,
+            single(sender, recipients, message, mail_params),
+            config=config,
+            tls_context=tls_context,
+            credentials=credentials,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            source_address=source_address,
+        )
+    except OSError as exc:
+        raise connect_failed(host, port, exc) from exc
+    return one_message(outcome)
