@@ -1,0 +1,376 @@
+"""The four client adapters against real servers, on 127.0.0.1 with ephemeral ports.
+
+Every test runs once per client adapter.  The servers run beside the test on
+threads of their own: aiosmtpd's ``Controller``, smtpcore's own servers through
+the plugin's ``smtp_server_factory`` (any server adapter), and the plugin's
+scripted ``fake_smtp_server`` for the faults.  The clients are called from the
+test thread in their own dialect: a plain call (blocking, gevent), one
+``asyncio.run`` or one ``trio.run`` per call.
+
+* ``test_aiosmtpd_*``: delivery to aiosmtpd, plain and STARTTLS.
+* ``test_matrix``: the 4 x 4 matrix of our clients against our servers, one
+  combined scenario per pair (STARTTLS required, AUTH, PIPELINING, CHUNKING/BDAT,
+  SMTPUTF8, two messages on one connection, byte-exact content).
+* ``test_data_*``, ``test_lmtp_*``, ``test_implicit_tls``: one feature each, every
+  client against a different server adapter.
+* ``test_fault_*``: 421, refused recipients, a hang-up, a slow server, STARTTLS
+  required but not offered, a certificate that does not verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import io
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
+from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
+from aiosmtpd.smtp import Session as AiosmtpdSession
+
+from adapters._fakeserver import FakeSMTPServer
+from adapters._testserver import TlsMode
+from adapters.pytest_plugin import SMTPServerFactory, TestCA
+from smtpcore import (
+    ClientConfig,
+    Credentials,
+    Envelope,
+    MessageOutcome,
+    Reply,
+    SessionOutcome,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+    TlsPolicy,
+)
+
+CLIENTS = ["blocking", "asyncio", "trio", "gevent"]
+SERVERS = ["blocking", "asyncio", "trio", "gevent"]
+#: Each client against a different server adapter, for the single-feature tests.
+PAIRS = list(zip(CLIENTS, reversed(SERVERS), strict=True))
+
+PLAIN = ClientConfig(starttls=TlsPolicy.OFF)
+REQUIRED = ClientConfig(starttls=TlsPolicy.REQUIRED)
+
+# Lines that dot-stuffing must survive, a long line, 8-bit text: what arrives must be exactly this.
+CONTENT = (
+    b"From: a@example.com\r\nTo: b@example.org\r\nSubject: test\r\n\r\n"
+    b".leading dot\r\n.\r\n..two dots\r\n" + b"x" * 900 + b"\r\n" + "Grüße\r\n".encode() + b"last line\r\n"
+)
+
+
+def call(client: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``adapters.<client>_client.<name>`` from the test thread, in its own dialect."""
+    function = getattr(importlib.import_module(f"adapters.{client}_client"), name)
+    if client == "asyncio":
+        return asyncio.run(function(*args, **kwargs))
+    if client == "trio":
+        return trio.run(functools.partial(function, *args, **kwargs))
+    return function(*args, **kwargs)
+
+
+def send(client: str, *args: Any, **kwargs: Any) -> MessageOutcome:
+    outcome = call(client, "send_message", *args, **kwargs)
+    assert isinstance(outcome, MessageOutcome)
+    return outcome
+
+
+def session(client: str, *args: Any, **kwargs: Any) -> SessionOutcome:
+    outcome = call(client, "send_messages", *args, **kwargs)
+    assert isinstance(outcome, SessionOutcome)
+    return outcome
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# --- aiosmtpd -------------------------------------------------------------------------------------
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.envelopes: list[AiosmtpdEnvelope] = []
+
+    async def handle_DATA(self, server: AiosmtpdSMTP, session: AiosmtpdSession, envelope: AiosmtpdEnvelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 2.0.0 OK"
+
+
+class _EphemeralController(Controller):
+    """aiosmtpd 1.4's Controller checks it is up by connecting to ``self.port``: read port 0's real port first."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def aiosmtpd_server(request: pytest.FixtureRequest, smtp_ca: TestCA) -> Iterator[tuple[_Sink, int]]:
+    tls: bool = getattr(request, "param", False)
+    sink = _Sink()
+    options: dict[str, Any] = {"tls_context": smtp_ca.server_context(), "require_starttls": True} if tls else {}
+    controller = _EphemeralController(sink, hostname="127.0.0.1", port=0, **options)
+    controller.start()
+    try:
+        yield sink, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("aiosmtpd_server", [False], indirect=True)
+def test_aiosmtpd_plain(client: str, aiosmtpd_server: tuple[_Sink, int]) -> None:
+    sink, port = aiosmtpd_server
+    outcome = send(
+        client, "127.0.0.1", port, "a@example.com", ["b@example.org", "c@example.org"], CONTENT, config=PLAIN
+    )
+    assert outcome.delivered == ("b@example.org", "c@example.org")
+    (envelope,) = sink.envelopes
+    assert envelope.mail_from == "a@example.com"
+    assert envelope.rcpt_tos == ["b@example.org", "c@example.org"]
+    assert envelope.original_content == CONTENT
+
+
+@pytest.mark.parametrize("aiosmtpd_server", [True], indirect=True)
+def test_aiosmtpd_starttls(client: str, aiosmtpd_server: tuple[_Sink, int], smtp_ca: TestCA) -> None:
+    sink, port = aiosmtpd_server
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.org", "over TLS"
+    message.set_content("Hello\n")
+    result = session(
+        client,
+        "127.0.0.1",
+        port,
+        [(Envelope("a@example.com", ["b@example.org"]), message)],
+        config=REQUIRED,
+        tls_context=smtp_ca.client_context(),
+    )
+    assert result.error is None and result.tls
+    (envelope,) = sink.envelopes
+    assert envelope.original_content == message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+# --- our servers: the matrix ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_matrix(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """STARTTLS (required), AUTH PLAIN, PIPELINING, BDAT and SMTPUTF8; two messages on one connection."""
+    srv = smtp_server_factory(server, tls="required", auth={"user": "secret"}, auth_required=True)
+    utf8 = EmailMessage()
+    utf8["From"], utf8["To"], utf8["Subject"] = "jörg@exämple.com", "b@example.org", "Grüße"
+    utf8.set_content("Hallo\n")
+    result = session(
+        client,
+        srv.host,
+        srv.port,
+        [
+            (Envelope("a@example.com", ["b@example.org", "c@example.org"]), CONTENT),
+            (Envelope("jörg@exämple.com", ["b@example.org"]), utf8),
+        ],
+        config=REQUIRED,
+        tls_context=srv.client_context(),
+        credentials=Credentials("user", "secret"),
+    )
+    assert result.error is None, result.error
+    assert result.tls and result.capabilities is not None
+    assert result.capabilities.pipelining and result.capabilities.chunking
+    assert [m.delivered for m in result.messages] == [("b@example.org", "c@example.org"), ("b@example.org",)]
+    first, second = srv.wait_for(2)
+    assert first.raw == CONTENT and first.recipients == ["b@example.org", "c@example.org"]
+    assert first.tls and first.authenticated == "user"
+    assert second.mail_from == "jörg@exämple.com" and second.mail_params.smtputf8
+    assert second["Subject"] == "Grüße"
+
+
+# --- our servers: one feature each ----------------------------------------------------------------
+
+
+class _CountingFile(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[int] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.reads.append(-1 if size is None else size)
+        return super().read(size)
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_data_streamed_from_a_file(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """DATA with dot-stuffing across small chunk boundaries, from a file object read piece by piece."""
+    srv = smtp_server_factory(server)
+    body = b"".join(b".line %d\r\n" % i for i in range(5000)) + b".\r\n"
+    source = _CountingFile(CONTENT + body)
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_chunking=False, chunk_size=1000)
+    outcome = send(client, srv.host, srv.port, "a@example.com", ["b@example.org"], source, config=config)
+    assert outcome.delivered == ("b@example.org",)
+    assert srv.wait_for(1)[0].raw == CONTENT + body
+    assert len(source.reads) > 50 and max(source.reads) == 1000  # never read whole
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_bdat_binary_chunks(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """An iterable of chunks over BDAT, re-chunked by the driver; content arrives octet-exact."""
+    srv = smtp_server_factory(server)
+    pieces = [CONTENT[i : i + 7] for i in range(0, len(CONTENT), 7)]
+    config = ClientConfig(starttls=TlsPolicy.OFF, chunk_size=100)
+    outcome = send(client, srv.host, srv.port, "a@example.com", ["b@example.org"], iter(pieces), config=config)
+    assert outcome.delivered == ("b@example.org",)
+    assert srv.wait_for(1)[0].raw == CONTENT
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_lmtp_per_recipient(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    srv = smtp_server_factory(server, lmtp=True)
+    srv.reject_delivery("full@example.org", Reply(452, "Mailbox full", "4.2.2"))
+    config = ClientConfig(starttls=TlsPolicy.OFF, lmtp=True)
+    outcome = send(
+        client, srv.host, srv.port, "a@example.com", ["b@example.org", "full@example.org"], CONTENT, config=config
+    )
+    assert outcome.delivered == ("b@example.org",)
+    error = outcome.refused["full@example.org"]
+    assert isinstance(error, SMTPTransientError) and error.reply is not None and error.reply.code == 452
+    captured = srv.wait_for(1)[0]
+    assert captured.raw == CONTENT
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_implicit_tls(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    srv = smtp_server_factory(server, tls="implicit")
+    config = ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
+    outcome = send(
+        client, srv.host, srv.port, "a@example.com", ["b@example.org"], CONTENT,
+        config=config, tls_context=srv.client_context(),
+    )  # fmt: skip
+    assert outcome.delivered == ("b@example.org",)
+    captured = srv.wait_for(1)[0]
+    assert captured.tls and captured.raw == CONTENT
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_source_address(client: str, smtp_server_factory: SMTPServerFactory) -> None:
+    srv = smtp_server_factory("blocking")
+    port = _free_port()
+    send(client, srv.host, srv.port, "a@example.com", ["b@example.org"], b"x\r\n",
+         config=PLAIN, source_address=("127.0.0.1", port))  # fmt: skip
+    assert srv.wait_for(1)[0].peer[1] == port
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_fault_421(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.close_at("MAIL")
+    with pytest.raises(SMTPTransientError) as caught:
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+             config=PLAIN)  # fmt: skip
+    assert caught.value.reply is not None and caught.value.reply.code == 421
+    assert fake_smtp_server.messages == []
+
+
+def test_fault_421_greeting_in_a_session(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.on("CONNECT", "421 4.3.2 Too busy", disconnect=True)
+    envelope = Envelope("a@example.com", ["b@example.org"])
+    result = session(client, fake_smtp_server.host, fake_smtp_server.port, [(envelope, b"x"), (envelope, b"y")],
+                     config=PLAIN)  # fmt: skip
+    assert isinstance(result.error, SMTPTransientError)
+    assert all(isinstance(m.error, SMTPTransientError) for m in result.messages)
+    assert fake_smtp_server.commands == []
+
+
+def test_fault_some_recipients_refused(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.refuse_recipient("bad@example.org")
+    fake_smtp_server.greylist("later@example.org")
+    outcome = send(
+        client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com",
+        ["b@example.org", "bad@example.org", "later@example.org"], CONTENT, config=PLAIN,
+    )  # fmt: skip
+    assert outcome.error is None and outcome.delivered == ("b@example.org",)
+    assert isinstance(outcome.refused["bad@example.org"], SMTPPermanentError)
+    assert isinstance(outcome.refused["later@example.org"], SMTPTransientError)
+    (message,) = fake_smtp_server.messages
+    assert message.recipients == ["b@example.org"] and message.data == CONTENT
+
+
+def test_fault_every_recipient_refused(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.on("RCPT", "550 5.1.1 No such user")
+    with pytest.raises(SMTPPermanentError):
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org", "c@example.org"],
+             CONTENT, config=PLAIN)  # fmt: skip
+    assert fake_smtp_server.messages == []
+    assert not any(line.startswith("x" * 10) for line in fake_smtp_server.transcript)  # no content sent
+
+
+def test_fault_server_hangs_up_mid_data(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.disconnect_during_data(after_bytes=20)
+    with pytest.raises(SMTPTransientError):
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"],
+             CONTENT * 200, config=PLAIN)  # fmt: skip
+    assert fake_smtp_server.messages == []
+
+
+def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    fake_smtp_server.slow("RCPT", 5.0)
+    started = time.monotonic()
+    with pytest.raises(SMTPTransientError) as caught:
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+             config=PLAIN, timeout=0.5)  # fmt: skip
+    assert time.monotonic() - started < 3
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
+def test_fault_per_command_timeout_from_the_config(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    """Without ``timeout=``, the wait is the driver's: here RFC 5321's "MAIL" timeout, shortened."""
+    fake_smtp_server.slow("MAIL", 5.0)
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"mail": 0.5})
+    started = time.monotonic()
+    with pytest.raises(SMTPTransientError) as caught:
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+             config=config)  # fmt: skip
+    assert time.monotonic() - started < 3
+    assert "mail timeout" in str(caught.value.__cause__)
+
+
+def test_fault_starttls_required_not_offered(client: str, fake_smtp_server: FakeSMTPServer) -> None:
+    with pytest.raises(SMTPNotSupportedError):
+        send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+             config=REQUIRED, credentials=Credentials("user", "secret"))  # fmt: skip
+    verbs = [line.split(" ")[0].upper() for line in fake_smtp_server.commands]
+    assert "MAIL" not in verbs and "AUTH" not in verbs and not any("STARTTLS" in v for v in verbs)
+    assert fake_smtp_server.messages == []
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_fault_certificate_not_trusted(client: str, tls: TlsMode, smtp_server_factory: SMTPServerFactory) -> None:
+    """The test CA is not in the default trust store: the default context refuses the server."""
+    srv = smtp_server_factory("blocking", tls=tls)
+    config = ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF) if tls == "implicit" else REQUIRED
+    with pytest.raises(SMTPTransientError) as caught:
+        send(client, srv.host, srv.port, "a@example.com", ["b@example.org"], CONTENT, config=config)
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        session(client, srv.host, srv.port, [(Envelope("a@example.com", ["b@example.org"]), CONTENT)], config=config)
+    assert srv.messages == []
+
+
+def test_fault_connection_refused(client: str) -> None:
+    with pytest.raises(SMTPTransientError) as caught:
+        send(client, "127.0.0.1", _free_port(), "a@example.com", ["b@example.org"], CONTENT, config=PLAIN)
+    assert isinstance(caught.value.__cause__, OSError)
