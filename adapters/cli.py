@@ -27,6 +27,7 @@ from typing import Any
 from smtpcore import AuthPolicy, ServerConfig, TlsPolicy
 from smtpcore._address import AddressError, check_domain
 
+from . import send_command
 from .maildir import MaildirStore
 from .passwords import hash_password, load_auth_file
 from .sink import AsyncSinkHandler, MailSink, SinkHandler
@@ -450,12 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subparsers)
     _hash_password_parser(subparsers)
+    send_command.add_parser(subparsers)
     return parser
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": serve,
     "hash-password": hash_password_command,
+    "send": send_command.send_command,
 }
 
 
@@ -466,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
         return 1
+    except send_command.UsageError as exc:
+        print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,157 @@
+"""``smtpcore send``: exit statuses against local servers, and direct MX delivery with a stub resolver."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters import send_command
+from adapters._fakeserver import FakeSMTPServer
+from adapters.cli import build_parser, main
+
+FakeFactory = Callable[..., FakeSMTPServer]
+
+
+def send(*args: str) -> int:
+    return main(["send", "--from", "alice@example.org", *args])
+
+
+def test_all_delivered_exits_0_and_prints_a_table(fake_smtp_server: FakeSMTPServer, capsys: Any) -> None:
+    server = f"127.0.0.1:{fake_smtp_server.port}"
+    assert send("--server", server, "--to", "bob@example.com", "--to", "carol@example.com", "--subject", "Hi") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out] == [["bob@example.com", "delivered"], ["carol@example.com", "delivered"]]
+    message = fake_smtp_server.wait_for(1)[0]
+    assert message.mail_from == "alice@example.org"
+    assert b"Subject: Hi" in message.data
+
+
+def test_a_permanent_refusal_exits_1(fake_smtp_server: FakeSMTPServer, capsys: Any) -> None:
+    fake_smtp_server.refuse_recipient("nobody@example.com")
+    server = f"127.0.0.1:{fake_smtp_server.port}"
+    assert send("--server", server, "--to", "bob@example.com", "--to", "nobody@example.com", "--body", "x") == 1
+    out = capsys.readouterr().out
+    assert "nobody@example.com  refused" in out
+    assert "550 5.1.1" in out
+
+
+def test_only_transient_failures_exit_75(fake_smtp_server: FakeSMTPServer, capsys: Any) -> None:
+    fake_smtp_server.greylist(times=None)
+    assert send("--server", f"127.0.0.1:{fake_smtp_server.port}", "--to", "bob@example.com", "--body", "x") == 75
+    assert "deferred" in capsys.readouterr().out
+    # A server that is not there at all is transient too.
+    closed = FakeSMTPServer().start()
+    port = closed.port
+    closed.stop()
+    assert send("--server", f"127.0.0.1:{port}", "--to", "bob@example.com", "--body", "x") == 75
+
+
+@pytest.mark.parametrize("adapter", ["blocking", "asyncio", "trio", "gevent"])
+def test_message_from_a_file_through_each_adapter(
+    fake_smtp_server: FakeSMTPServer, tmp_path: Path, adapter: str
+) -> None:
+    content = b"Subject: file\r\n\r\n.leading dot\r\nend\r\n"
+    (tmp_path / "message.eml").write_bytes(content)
+    code = send(
+        str(tmp_path / "message.eml"),
+        "--server",
+        f"127.0.0.1:{fake_smtp_server.port}",
+        "--to",
+        "bob@example.com",
+        "--adapter",
+        adapter,
+    )
+    assert code == 0
+    assert fake_smtp_server.wait_for(1)[0].data == content
+
+
+def test_usage_errors_exit_2(capsys: Any) -> None:
+    assert send("--to", "bob@example.com") == 2
+    assert "give a message file" in capsys.readouterr().err
+    assert send("missing.eml", "--to", "bob@example.com", "--server", "127.0.0.1:1") == 2
+    assert send("--to", "not an address", "--body", "x", "--server", "127.0.0.1:1") == 2
+    assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1:port") == 2
+
+
+def test_password_comes_from_the_environment_never_the_command_line(
+    fake_smtp_server: FakeSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_smtp_server.capabilities = [*fake_smtp_server.capabilities, "AUTH PLAIN LOGIN"]
+    monkeypatch.setenv("MY_SECRET", "s3cret")
+    server = f"127.0.0.1:{fake_smtp_server.port}"
+    args = ("--server", server, "--to", "bob@example.com", "--body", "x", "--user", "alice", "--starttls", "off")
+    # AUTH over plaintext is refused by the client unless the config allows it: a permanent failure.
+    assert send(*args, "--password-env", "MY_SECRET") == 1
+    monkeypatch.delenv("MY_SECRET")
+    assert send(*args, "--password-env", "MY_SECRET") == 2  # no terminal to ask on
+
+
+@dataclass
+class MX:
+    preference: int
+    exchange: str
+
+
+class StubResolver:
+    def __init__(self, table: dict[str, list[MX]]) -> None:
+        self.table = table
+
+    def resolve(self, qname: str, rdtype: str) -> list[MX]:
+        return self.table[qname]
+
+
+def test_direct_delivery_tries_mx_hosts_in_order(
+    fake_smtp_server_factory: FakeFactory, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    greylisting = fake_smtp_server_factory()
+    greylisting.greylist()
+    good = fake_smtp_server_factory()
+    other = fake_smtp_server_factory()
+    down = FakeSMTPServer().start()
+    down_port = down.port
+    down.stop()
+    # DNS says: mx1 (down), mx2 (greylists), mx3 (accepts) for example.com; one MX for other.org.
+    resolver = StubResolver(
+        {
+            "example.com": [MX(30, "mx3.example.com."), MX(10, "mx1.example.com."), MX(20, "mx2.example.com.")],
+            "other.org": [MX(10, "mx.other.org.")],
+        }
+    )
+    # ...and the hosts' A records all point at 127.0.0.1, each on its own port.
+    ports = {
+        "mx1.example.com": down_port,
+        "mx2.example.com": greylisting.port,
+        "mx3.example.com": good.port,
+        "mx.other.org": other.port,
+    }
+    real_sender = send_command._sender
+
+    def sender(adapter: str) -> Callable[..., Any]:
+        deliver = real_sender(adapter)
+        return lambda host, port, *args, **kw: deliver("127.0.0.1", ports[host], *args, **kw)
+
+    monkeypatch.setattr(send_command, "_sender", sender)
+    args = ["send", "--from", "a@example.net", "--to", "bob@example.com", "--to", "zed@other.org", "--body", "hi"]
+    parsed = build_parser().parse_args(args)
+    assert send_command.send_command(parsed, resolver=resolver) == 0
+    out = capsys.readouterr().out
+    assert "bob@example.com  delivered  mx3.example.com" in out
+    assert "zed@other.org    delivered  mx.other.org" in out
+    assert greylisting.commands[0] == "EHLO localhost"
+    assert greylisting.commands[1].startswith("MAIL FROM:<a@example.net>")
+    assert greylisting.commands[2] == "RCPT TO:<bob@example.com>"  # greylisted: so mx3 was tried next
+    assert len(good.wait_for(1)) == 1
+    assert good.messages[0].recipients == ["bob@example.com"]
+    assert other.messages[0].recipients == ["zed@other.org"]
+
+
+@pytest.mark.skipif(shutil.which("smtpcore") is None, reason="console script not installed")
+def test_console_script_help_lists_send() -> None:
+    result = subprocess.run(["smtpcore", "send", "--help"], capture_output=True, text=True, check=True)
+    assert "--password-env" in result.stdout
