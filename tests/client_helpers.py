@@ -125,6 +125,10 @@ def read_replies(data: bytes | Sequence[bytes], expected: int, config: ClientCon
                     events.append(event)
                 break
             events.append(event)
+            if isinstance(event, ConnectionClosed):
+                # A closed connection answers ConnectionClosed for ever (as h11 does):
+                # stop here, or a 421 in the stream makes this loop endless.
+                return events
     return events
 
 
