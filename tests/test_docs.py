@@ -60,3 +60,11 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "<!-- test-command -->" in readme
     assert "<!-- test-command -->" in ci, ".ci/run must read the test command from the README"
+
+
+def test_readme_serve_command_runs_the_console_script_this_project_installs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = readme.split("<!-- serve-command -->\n```\n", 1)[1].split("\n", 1)[0]
+    assert command.endswith("&& smtpcore serve")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'smtpcore = "adapters.cli:main"' in pyproject
