@@ -59,16 +59,20 @@ def from_runs(section: str, name: str, unit: str, runs: list[float], **extra: An
     return Figure(section, name, unit, median, ordered[0], ordered[-1], **extra)
 
 
+def _num(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def format_row(f: Figure) -> str:
     ratio = f"{f.ratio:7.2f}x {f.against}" if f.ratio is not None else ""
     target = ""
     if f.target is not None:
         mark = "met" if f.met else "NOT met"
         sign = "<=" if f.lower_is_better else ">="
-        what = f"{f.target:,g} {f.unit}" if f.target_on == "median" else f"{f.target:g}x"
+        what = f"{f.target:,g} {f.unit}".strip() if f.target_on == "median" else f"{f.target:g}x"
         target = f"target {sign} {what}: {mark}"
     return (
-        f"{f.name:<46} {f.median:>13,.1f} {f.unit:<7} [{f.low:,.1f} .. {f.high:,.1f}]  {ratio}"
+        f"{f.name:<58} {_num(f.median):>13} {f.unit:<7} [{_num(f.low)} .. {_num(f.high)}]  {ratio}"
         f"{'  ' + target if target else ''}{'  ' + f.note if f.note else ''}"
     )
 
@@ -79,7 +83,7 @@ def print_table(figures: list[Figure], notes: list[str]) -> None:
         if f.section != section:
             section = f.section
             print(f"\n== {section} ==")
-            print(f"{'figure':<46} {'median':>13} {'unit':<7} [min .. max]  ratio (same run)")
+            print(f"{'figure':<58} {'median':>13} {'unit':<7} [min .. max]  ratio (same run)")
         print(format_row(f))
     if notes:
         print()
@@ -110,6 +114,8 @@ def machine() -> dict[str, Any]:
 
 def write_json(path: Path, figures: list[Figure], notes: list[str], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.name == "results" and not (path.parent / ".gitignore").exists():
+        (path.parent / ".gitignore").write_text("# results of local runs: not committed\n*\n")
     data = {
         "meta": meta,
         "notes": notes,

@@ -1,0 +1,144 @@
+"""Growth: does the cost stay linear as the input grows?  (core, no sockets)
+
+Three series, each timed as the median of several runs:
+
+* the cost per byte of one message as it grows from 1 KiB to 100 MiB, fed in
+  64 KiB pieces (the size an adapter reads);
+* the cost per recipient of a session as the recipients grow from 1 to 1000;
+* the cost per byte of a message fed one byte at a time (1 KiB to 16 KiB): the
+  receive buffer must remember how far it already searched, or this turns
+  quadratic.
+
+For each series the suite prints the fitted exponent of total time against
+size (least squares on log-log): 1.0 is linear, 2.0 quadratic.  Fixed costs
+per session pull the exponent below 1 at the small end; anything clearly above
+1 is a bug.
+
+Run: ``python -m benchmarks.bench_growth [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from smtpcore import NEED_DATA, ConnectionClosed, ServerConfig, ServerConnection
+
+from ._report import Figure, from_runs, print_table
+from ._util import measure
+from .bench_server import make_body, receive_body
+
+SECTION = "growth: linear total cost (core, no sockets)"
+KIB, MIB = 1024, 1024 * 1024
+#: An exponent above this is reported as "not linear".
+LINEAR_LIMIT = 1.15
+
+
+def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
+    """Slope of log(seconds) against log(size), by least squares."""
+    xs = [math.log(s) for s in sizes]
+    ys = [math.log(t) for t in seconds]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def run_recipients(count: int) -> int:
+    data = (
+        b"EHLO client.example.com\r\nMAIL FROM:<sender@example.com>\r\n"
+        + b"".join(b"RCPT TO:<user%d@example.org>\r\n" % i for i in range(count))
+        + b"DATA\r\nSubject: hi\r\n\r\nHello.\r\n.\r\nQUIT\r\n"
+    )
+    conn = ServerConnection(ServerConfig(max_message_size=0, max_recipients=max(count, 100)))
+    conn.accept()
+    conn.receive_data(data)
+    events = 0
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or isinstance(event, ConnectionClosed):
+            break
+        events += 1
+        if conn.reply_due:
+            conn.accept()
+    conn.data_to_send()
+    return events
+
+
+def _series(
+    name: str, unit_of: str, sizes: list[int], func: object, *, repeat: int, per: float
+) -> tuple[list[Figure], list[float]]:
+    """Time ``func(size)`` for each size; figures in nanoseconds per ``unit_of``."""
+    figures, medians = [], []
+    for size in sizes:
+        m = measure(f"{name}-{size}", lambda s=size: func(s), repeat)  # type: ignore[operator]
+        per_unit = [run / size * per for run in m.runs]
+        medians.append(m.median)
+        label = f"{size // MIB} MiB" if size >= MIB and unit_of == "byte" else (
+            f"{size // KIB} KiB" if unit_of == "byte" else f"{size}"
+        )  # fmt: skip
+        figures.append(from_runs(SECTION, f"{name}: {label}", f"ns/{unit_of}", per_unit))
+    return figures, medians
+
+
+def collect(
+    quick: bool = False,
+    *,
+    repeat: int | None = None,
+    max_size: int | None = None,
+    max_recipients: int = 1000,
+    max_bytewise: int | None = None,
+) -> tuple[list[Figure], list[str]]:
+    repeat = repeat or 3
+    max_size = max_size or (4 * MIB if quick else 100 * MIB)
+    max_bytewise = max_bytewise or (4 * KIB if quick else 16 * KIB)
+    figures: list[Figure] = []
+
+    sizes = [s for s in (KIB, 16 * KIB, 256 * KIB, 4 * MIB, 32 * MIB, 100 * MIB) if s <= max_size]
+    largest = make_body("text", max(*sizes, max_bytewise))
+    bytewise = [s for s in (KIB, 4 * KIB, 16 * KIB) if s <= max_bytewise]
+    bodies = {size: largest[:size].rsplit(b"\r\n", 1)[0] + b"\r\n" for size in {*sizes, *bytewise}}
+    series = [
+        ("message size, 64 KiB pieces", "byte", sizes, lambda s: receive_body(bodies[s], 65536), 1e9),
+        (
+            "recipients",
+            "rcpt",
+            [n for n in (1, 10, 100, 1000) if n <= max_recipients],
+            run_recipients,
+            1e9,
+        ),
+        (
+            "message fed one byte at a time",
+            "byte",
+            bytewise,
+            lambda s: receive_body(bodies[s], 1),
+            1e9,
+        ),
+    ]
+    for name, unit_of, xs, func, per in series:
+        rows, medians = _series(name, unit_of, xs, func, repeat=repeat, per=per)
+        figures += rows
+        if len(xs) >= 2:
+            # The smallest size is mostly the session's fixed cost: fit on the rest when there are two.
+            skip = 1 if len(xs) >= 3 else 0
+            exponent = fitted_exponent([float(x) for x in xs[skip:]], medians[skip:])
+            figures.append(
+                Figure(
+                    SECTION, f"{name}: fitted exponent, time vs size", "", exponent, exponent, exponent,
+                    target=LINEAR_LIMIT, target_on="median", lower_is_better=True,
+                    note=f"1.0 = linear; fitted from {xs[skip]:,} up",
+                )
+            )  # fmt: skip
+    return figures, []
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="messages up to 4 MiB, byte-wise up to 4 KiB")
+    args = parser.parse_args(argv)
+    figures, notes = collect(args.quick)
+    print_table(figures, notes)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
