@@ -43,6 +43,8 @@ __all__ = ["send_message", "send_messages"]
 
 #: Octets buffered before the transport stops reading (flow control).
 HIGH_WATER = 4 * READ_SIZE
+#: Seconds a close may take (a TLS close_notify exchange) before the connection is aborted.
+CLOSE_TIMEOUT = 1.0
 
 
 class _Stream(asyncio.Protocol):
@@ -55,6 +57,7 @@ class _Stream(asyncio.Protocol):
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
+        self._lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -73,6 +76,8 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        if not self._lost.done():
+            self._lost.set_result(None)
         self._wake()
         self.resume_writing()
 
@@ -125,9 +130,15 @@ class _Stream(asyncio.Protocol):
         self.transport = transport
         self._paused = False
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close (a TLS close_notify is sent); abort if it is not over within ``timeout`` seconds."""
+        if self.transport is None:
+            return
+        self.transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+        except asyncio.TimeoutError:
+            self.transport.abort()
 
 
 async def _run(
@@ -186,7 +197,7 @@ async def send_messages(
     try:
         await _run(driver, stream, context, host, timeout)
     finally:
-        stream.close()
+        await stream.close()
     return driver.result
 
 
