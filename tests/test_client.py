@@ -407,3 +407,16 @@ def test_config_checks():
     ):
         with pytest.raises(ValueError):  # noqa: PT011 - each message differs
             ClientConfig(**options)
+
+
+def test_client_guide_examples_run():
+    """docs/client.md's examples, in order and in one namespace (later ones reuse `talk`)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    namespace = {"__name__": "docs_example"}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"client.md[{index}]", "exec"), namespace)

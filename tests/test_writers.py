@@ -58,8 +58,11 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
             b"MAIL FROM:<a@x.org> MT-PRIORITY=-3 BY=60;RT HOLDFOR=5 X-A\r\n",
         ),
         (Mail("ü@x.org", MailParams(smtputf8=True)), False, "MAIL FROM:<ü@x.org> SMTPUTF8\r\n".encode()),
-        (Rcpt("b@y.org", RcptParams(notify=("NEVER",), orcpt=("rfc822", "b@y.org"))), False,
-         b"RCPT TO:<b@y.org> NOTIFY=NEVER ORCPT=rfc822;b@y.org\r\n"),
+        (
+            Rcpt("b@y.org", RcptParams(notify=("NEVER",), orcpt=("rfc822", "b@y.org"))),
+            False,
+            b"RCPT TO:<b@y.org> NOTIFY=NEVER ORCPT=rfc822;b@y.org\r\n",
+        ),
         (Rcpt("Postmaster"), False, b"RCPT TO:<Postmaster>\r\n"),
         (Rcpt("ü@y.org"), True, "RCPT TO:<ü@y.org>\r\n".encode()),
         (Data(), False, b"DATA\r\n"),
@@ -110,6 +113,14 @@ def test_lengths():
 # --- injection: every field, every control character --------------------------------------------
 
 
+def _planted(kind, **values):
+    """Parameters with ``values`` set behind the constructor's back (as a bug or an attacker might)."""
+    params = kind()
+    for name, value in values.items():
+        object.__setattr__(params, name, value)
+    return params
+
+
 def _fields(bad: str) -> list[tuple[str, Event]]:
     """Events with ``bad`` planted in one field, bypassing the constructors' checks."""
     u = Event._unchecked
@@ -118,21 +129,27 @@ def _fields(bad: str) -> list[tuple[str, Event]]:
         ("Hello.verb", u.__func__(Hello, domain="x.org", verb=f"EHLO{bad}")),
         ("Mail.sender", u.__func__(Mail, sender=f"a{bad}@x.org", params=MailParams())),
         ("Mail.sender-end", u.__func__(Mail, sender=f"a@x.org>{bad}RCPT TO:<e@x.org", params=MailParams())),
-        ("Mail.size", u.__func__(Mail, sender="a@x.org", params=MailParams(size=f"1{bad}2"))),
-        ("Mail.body", u.__func__(Mail, sender="a@x.org", params=MailParams(body=f"7BIT{bad}"))),
-        ("Mail.ret", u.__func__(Mail, sender="a@x.org", params=MailParams(ret=f"FULL{bad}"))),
-        ("Mail.envid", u.__func__(Mail, sender="a@x.org", params=MailParams(envid=f"id{bad}"))),
-        ("Mail.auth", u.__func__(Mail, sender="a@x.org", params=MailParams(auth=f"a{bad}"))),
-        ("Mail.mt_priority", u.__func__(Mail, sender="a@x.org", params=MailParams(mt_priority=f"1{bad}"))),
-        ("Mail.hold_until", u.__func__(Mail, sender="a@x.org", params=MailParams(hold_until=f"2020{bad}"))),
-        ("Mail.extra-key", u.__func__(Mail, sender="a@x.org", params=MailParams(extra=((f"X{bad}", None),)))),
-        ("Mail.extra-value", u.__func__(Mail, sender="a@x.org", params=MailParams(extra=(("X", f"v{bad}"),)))),
+        ("Mail.size", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=f"1{bad}2"))),
+        ("Mail.body", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, body=f"7BIT{bad}"))),
+        ("Mail.ret", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, ret=f"FULL{bad}"))),
+        ("Mail.envid", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, envid=f"id{bad}"))),
+        ("Mail.auth", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, auth=f"a{bad}"))),
+        ("Mail.mt_priority", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, mt_priority=f"1{bad}"))),
+        ("Mail.hold_until", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, hold_until=f"2020{bad}"))),
+        ("Mail.extra-key", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, extra=((f"X{bad}", None),)))),
+        (
+            "Mail.extra-value",
+            u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, extra=(("X", f"v{bad}"),))),
+        ),
         ("Rcpt.recipient", u.__func__(Rcpt, recipient=f"b{bad}@y.org", params=RcptParams())),
-        ("Rcpt.notify", u.__func__(Rcpt, recipient="b@y.org", params=RcptParams(notify=(f"NEVER{bad}",)))),
-        ("Rcpt.orcpt-type", u.__func__(Rcpt, recipient="b@y.org", params=RcptParams(orcpt=(f"rfc822{bad}", "b")))),
-        ("Rcpt.orcpt", u.__func__(Rcpt, recipient="b@y.org", params=RcptParams(orcpt=("rfc822", f"b{bad}")))),
-        ("Rcpt.rrvs", u.__func__(Rcpt, recipient="b@y.org", params=RcptParams(rrvs=f"2020{bad}"))),
-        ("Rcpt.extra", u.__func__(Rcpt, recipient="b@y.org", params=RcptParams(extra=(("X", f"v{bad}"),)))),
+        ("Rcpt.notify", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, notify=(f"NEVER{bad}",)))),
+        (
+            "Rcpt.orcpt-type",
+            u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=(f"rfc822{bad}", "b"))),
+        ),
+        ("Rcpt.orcpt", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=("rfc822", f"b{bad}")))),
+        ("Rcpt.rrvs", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, rrvs=f"2020{bad}"))),
+        ("Rcpt.extra", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, extra=(("X", f"v{bad}"),)))),
         ("Bdat.size", u.__func__(Bdat, size=f"1{bad}", last=False)),
         ("Vrfy", u.__func__(Vrfy, argument=f"u{bad}")),
         ("Expn", u.__func__(Expn, argument=f"u{bad}")),
@@ -210,5 +227,26 @@ def test_not_a_client_command():
     from smtpcore import EndOfMessage, MessageData
 
     for event in (EndOfMessage(), MessageData(b"x")):
+        with pytest.raises(LocalProtocolError):
+            write_command(event)
+
+
+def test_the_choke_point_itself_and_wrong_types():
+    from smtpcore import _writers
+
+    with pytest.raises(LocalProtocolError, match="containing"):
+        _writers._finish("NOOP \x01", False)
+    u = Event._unchecked
+    wrong = [
+        u.__func__(Mail, sender=5, params=MailParams()),
+        u.__func__(Mail, sender="a@x.org", params=RcptParams()),
+        u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=10**21)),
+        u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=True)),
+        u.__func__(Rcpt, recipient="b@y.org", params=MailParams()),
+        u.__func__(Vrfy, argument=None),
+        u.__func__(Auth, mechanism="PLAIN", initial_response="text"),
+        u.__func__(AuthResponse, data="text", cancel=False),
+    ]
+    for event in wrong:
         with pytest.raises(LocalProtocolError):
             write_command(event)
