@@ -116,8 +116,8 @@ class DotStuffer:
         chunk = self._endings.feed(data if isinstance(data, bytes) else bytes(data))
         if not chunk:
             return b""
-        if b"\r\n." in chunk:
-            chunk = chunk.replace(b"\r\n.", b"\r\n..")
+        # CPython returns the same object when nothing matches: no copy then.
+        chunk = chunk.replace(b"\r\n.", b"\r\n..")
         if self._where == _LINE_START and chunk.startswith(b"."):
             chunk = b"." + chunk
         elif self._where == _AFTER_CR and chunk.startswith(b"\n."):
