@@ -124,18 +124,8 @@ def timed_out(driver: ClientDriver, override: float | None) -> TimeoutError:
 
 
 def abandon(driver: ClientDriver, cause: BaseException) -> None:
-    """The connection failed locally: let the driver finish as if the server had closed it, sending nothing.
-
-    Content the driver still has queued is pulled and dropped (a stream is read
-    to its end), because the driver offers no way to stop it early.
-    """
-    driver.receive(b"")
-    while not driver.done:
-        if not driver.bytes_to_send():
-            driver.receive(b"")
-    error = driver.result.error
-    if error is not None:  # what the driver saw (an end of file) was only our doing
-        error.__cause__ = cause
+    """The connection failed locally (a timeout, a broken write): end the session, sending nothing."""
+    driver.abort(f"the connection failed: {cause}", cause)
 
 
 def connect_failed(host: str, port: int, exc: OSError) -> SMTPTransientError:

@@ -299,6 +299,26 @@ class ClientDriver:
         self.connection.tls_established()
         self._resume()
 
+    def abort(self, reason: str, cause: BaseException | None = None) -> None:
+        """End the session now for a failure the adapter saw itself.
+
+        A read or write that timed out, a connection that broke, a TLS handshake
+        that failed: the connection is unusable, so nothing more is sent (not
+        even QUIT) and no more content is taken from the messages (a streamed file
+        is not read to its end).  Every message without an outcome gets an
+        ``SMTPTransientError`` carrying ``reason`` (and ``cause`` as its
+        ``__cause__``): the same attempt may well work later.
+        """
+        if self.done:
+            return
+        error = SMTPTransientError(reason)
+        error.__cause__ = cause
+        # Closing the generator unwinds the dialogue where it stands; it reads
+        # and sends nothing more.
+        self._steps.close()
+        self._wait = None
+        self._fail(error)
+
     @property
     def result(self) -> SessionOutcome:
         """Every message's outcome; only once :attr:`done`."""

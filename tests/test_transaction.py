@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
@@ -1081,3 +1082,59 @@ def test_driver_misuse_and_quit_without_221():
     with pytest.raises(SMTPPermanentError):
         outcome.raise_for_error()
     run(EHLO_PLAIN + "C: QUIT\nS: 221 bye", []).raise_for_error()
+
+
+# --- abort(): failures the adapter sees itself ---------------------------------------------------
+
+
+def test_abort_mid_content_stops_reading_the_stream_and_sends_nothing_more() -> None:
+    from smtpcore import ClientConfig, ClientDriver, Envelope, TlsPolicy
+
+    taken: list[bytes] = []
+
+    def stream() -> Iterator[bytes]:
+        for piece in (b"one\r\n", b"two\r\n", b"three\r\n", b"four\r\n"):
+            taken.append(piece)
+            yield piece
+
+    driver = ClientDriver(
+        ClientConfig(starttls=TlsPolicy.OFF, use_chunking=False),
+        [(Envelope("a@example.org", ["b@example.com"]), stream())],
+    )
+    driver.receive(b"220 mx\r\n")
+    driver.bytes_to_send()
+    driver.receive(b"250-mx\r\n250 PIPELINING\r\n")
+    driver.bytes_to_send()
+    driver.receive(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert driver.bytes_to_send() == b"one\r\n"
+    cause = TimeoutError("no progress")
+    driver.abort("the data block timed out", cause)
+    assert driver.done
+    assert driver.bytes_to_send() == b""
+    assert taken == [b"one\r\n"]
+    outcome = driver.result
+    assert outcome.error is not None
+    assert outcome.error.transient
+    assert outcome.error.__cause__ is cause
+    assert outcome.messages[0].refused["b@example.com"] is outcome.error
+    driver.abort("again")  # already over: nothing changes
+    assert driver.result.error is outcome.error
+
+
+def test_abort_when_the_tls_handshake_fails() -> None:
+    from smtpcore import ClientConfig, ClientDriver, Envelope, TlsPolicy
+
+    driver = ClientDriver(
+        ClientConfig(starttls=TlsPolicy.REQUIRED), [(Envelope("a@example.org", ["b@example.com"]), b"x")]
+    )
+    driver.receive(b"220 mx\r\n")
+    driver.bytes_to_send()
+    driver.receive(b"250-mx\r\n250 STARTTLS\r\n")
+    assert driver.bytes_to_send() == b"STARTTLS\r\n"
+    driver.receive(b"220 go ahead\r\n")
+    assert driver.wants_tls
+    driver.abort("TLS handshake failed: certificate verify failed")
+    assert driver.done
+    assert not driver.wants_tls
+    assert driver.result.tls is False
+    assert "certificate" in str(driver.result.error)
