@@ -64,7 +64,9 @@ def _num(value: float) -> str:
 
 
 def format_row(f: Figure) -> str:
-    ratio = f"{f.ratio:7.2f}x {f.against}" if f.ratio is not None else ""
+    ratio = ""
+    if f.ratio is not None:
+        ratio = f"{f.ratio:7.2f}x {f.against}" if f.ratio >= 0.1 else f"{f.ratio:7.4f}x {f.against}"
     target = ""
     if f.target is not None:
         mark = "met" if f.met else "NOT met"
