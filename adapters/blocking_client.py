@@ -44,6 +44,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
+from ._sockets import no_delay
 
 __all__ = ["run_session", "send_message", "send_messages"]
 
@@ -107,6 +108,7 @@ def send_messages(
     driver = make_driver(config, messages, credentials)
     secure = _secure(context, host)
     sock = socket.create_connection((host, port), connect_timeout, source_address)
+    no_delay(sock)
     if config.implicit_tls:
         try:
             sock = secure(sock, timeout if timeout is not None else config.timeouts["tls_handshake"])

@@ -43,6 +43,7 @@ from ._handler import (
     call_hook,
     refusal,
 )
+from ._sockets import no_delay
 from ._tls import server_context, tls_info
 
 __all__ = ["SMTPServer", "serve_socket"]
@@ -95,6 +96,7 @@ def serve_socket(
     aborting: Callable[[], bool] = lambda: False,
 ) -> None:
     """Run one SMTP session on a connected socket, then close it."""
+    no_delay(sock)
     session = Session(peer=sock.getpeername(), local=sock.getsockname())
     if config.implicit_tls:
         assert wrap_tls is not None

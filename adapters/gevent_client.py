@@ -31,6 +31,7 @@ from ._client_common import (
     single,
     tls_context_for,
 )
+from ._sockets import no_delay
 from .blocking_client import Secure, run_session
 
 __all__ = ["send_message", "send_messages"]
@@ -69,6 +70,7 @@ def send_messages(
     driver = make_driver(config, messages, credentials)
     secure = _secure(context, host)
     sock: socket.socket = gevent.socket.create_connection((host, port), connect_timeout, source_address)
+    no_delay(sock)
     if config.implicit_tls:
         try:
             sock = secure(sock, timeout if timeout is not None else config.timeouts["tls_handshake"])
