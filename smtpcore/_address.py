@@ -37,7 +37,8 @@ class AddressError(ValueError):
 
 
 def _octets(text: str) -> int:
-    return len(text.encode("utf-8"))
+    # The limits count octets; an ASCII string (the usual case) needs no encoding.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def check_address_literal(literal: str) -> None:
@@ -67,9 +68,10 @@ def _check_domain_part(domain: str) -> None:
     if domain.startswith("["):
         check_address_literal(domain)
         return
-    if _octets(domain) > MAX_DOMAIN:
+    length = _octets(domain)
+    if length > MAX_DOMAIN:
         raise AddressError(f"domain longer than {MAX_DOMAIN} octets")
-    if any(_octets(label) > MAX_LABEL for label in domain.split(".")):
+    if length > MAX_LABEL and any(_octets(label) > MAX_LABEL for label in domain.split(".")):
         raise AddressError(f"domain label longer than {MAX_LABEL} octets")
 
 
@@ -98,10 +100,15 @@ def check_mailbox(address: str, utf8: bool = False) -> None:
         if not utf8:
             raise AddressError(f"{address!r} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
         match = utf8_match
+    _check_lengths(match, address)
+
+
+def _check_lengths(match: re.Match[str], mailbox: str) -> None:
+    """The RFC 5321 §4.5.3.1 limits, for a mailbox the grammar has matched."""
     if _octets(match.group("local")) > MAX_LOCAL_PART:
         raise AddressError(f"local part longer than {MAX_LOCAL_PART} octets")
     _check_domain_part(match.group("domain"))
-    if _octets(address) + 2 > MAX_PATH:
+    if _octets(mailbox) + 2 > MAX_PATH:
         raise AddressError(f"path longer than {MAX_PATH} octets")
 
 
@@ -119,13 +126,14 @@ def parse_path(text: str, *, utf8: bool, null_allowed: bool, postmaster_allowed:
         raise AddressError("address must be in angle brackets: <user@example.com>")
     match = _abnf.PATH_RE.fullmatch(text)
     if match is None:
-        if _abnf.PATH_UTF8_RE.fullmatch(text) is None:
+        match = _abnf.PATH_UTF8_RE.fullmatch(text)
+        if match is None:
             raise AddressError(f"{text} is not a valid path")
         if not utf8:
             raise AddressError(f"{text} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
     # A source route's domains hold no ":" (nor quotes), so the first ":" ends it.
     mailbox = text[text.index(":") + 1 : -1] if text[1] == "@" else text[1:-1]
-    check_mailbox(mailbox, utf8=utf8)
+    _check_lengths(match, mailbox)
     return mailbox
 
 

@@ -39,13 +39,19 @@ class DataReader:
         "_line_length",
         "_strip_lead",
         "bare_newline",
+        "check_lines",
+        "check_newlines",
         "done",
         "long_line",
         "max_text_line",
         "size",
     )
 
-    def __init__(self, max_line_length: int) -> None:
+    def __init__(self, max_line_length: int, check_newlines: bool = True, check_lines: bool = True) -> None:
+        #: Look for bare CR / LF and for long lines; a server whose policy accepts
+        #: them skips the scans (the end-of-data search never depends on them).
+        self.check_newlines = check_newlines
+        self.check_lines = check_lines
         # The DATA command's CRLF is the "first CRLF" of an immediate end.
         self._at_start = True
         # Octets of the current line already handed out (to spot long lines).
@@ -106,25 +112,28 @@ class DataReader:
         # Lines are measured after this: RFC 5321 §4.5.3.1.6 does not count the
         # dot added for transparency, so a 998-octet line starting "." is not long.
         # Only dots go, so the CR and LF counts are those of the raw bytes.
-        content = raw.replace(b"\r\n.", b"\r\n") if b"\r\n." in raw else raw
-        crlf = content.count(b"\r\n")
-        if not self.bare_newline and (content.count(b"\n") != crlf or content.count(b"\r") != crlf):
-            self.bare_newline = True
-        if crlf == 0:
-            self._line_length += len(content)
-            longest = self._line_length
-        else:
-            first = content.find(b"\r\n")
-            last = content.rfind(b"\r\n")
-            longest = self._line_length + first
-            # The complete lines between the first and last CRLF: split them only
-            # when one of them could be too long, which ordinary text never is.
-            if not self.long_line and last - first - 2 * (crlf - 1) > self.max_text_line:
-                longest = max(longest, *map(len, content[first + 2 : last].split(b"\r\n")))
-            self._line_length = len(content) - last - 2
-            longest = max(longest, self._line_length)
-        if longest > self.max_text_line:
-            self.long_line = True
+        # (replace() hands back the very same object when nothing matches: no copy.)
+        content = raw.replace(b"\r\n.", b"\r\n")
+        crlf = -1  # not counted yet
+        if self.check_lines and not self.long_line:
+            # One split gives both the line lengths and the CRLF count; it is the
+            # cheapest exact test for a long line that C-level bytes offer.
+            lines = content.split(b"\r\n")
+            crlf = len(lines) - 1
+            if crlf == 0:
+                self._line_length += len(content)
+                longest = self._line_length
+            else:
+                # The first line continues the last piece's; the last goes on in the next.
+                longest = max(self._line_length + len(lines[0]), max(map(len, lines)))
+                self._line_length = len(lines[-1])
+            if longest > self.max_text_line:
+                self.long_line = True
+        if self.check_newlines and not self.bare_newline:
+            if crlf < 0:
+                crlf = content.count(b"\r\n")
+            if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+                self.bare_newline = True
         if self._strip_lead:
             # Drop the CRLF that stood in for the DATA command's own.
             self._strip_lead = False

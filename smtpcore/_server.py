@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 from typing import Final
 
 from . import _replies as R
@@ -70,6 +71,12 @@ from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
 
 __all__ = ["TRANSITIONS", "ServerConnection", "State"]
+
+
+@functools.lru_cache(maxsize=512)
+def _wire(reply: Reply, enhanced_status_codes: bool) -> bytes:
+    """``reply.to_bytes()``, remembered: a session writes the same few replies over and over."""
+    return reply.to_bytes(enhanced_status_codes)
 
 
 class State(enum.Enum):
@@ -131,6 +138,18 @@ _POSITIVE: dict[type[object], frozenset[int]] = {
 }
 
 
+_DEFAULT_REPLIES: dict[type[object], Reply] = {
+    Mail: R.SENDER_OK,
+    Rcpt: R.RECIPIENT_OK,
+    Data: R.START_DATA,
+    EndOfMessage: R.MESSAGE_ACCEPTED,
+    StartTls: R.READY_FOR_TLS,
+    AuthCredentials: R.AUTH_OK,
+    Vrfy: R.VRFY_DEFAULT,
+    Expn: R.EXPN_DEFAULT,
+}
+
+
 class ServerConnection:
     """One SMTP (or LMTP) connection, server side, with no I/O.
 
@@ -160,6 +179,8 @@ class ServerConnection:
         self._error: RemoteProtocolError | None = None
         self._errors = 0
         self._tls_announced = False
+        self._defaults: dict[type[object], Reply] | None = None
+        self._context = Context(frozenset(), self.config.extra_parameters)
         #: The connection is encrypted (implicit TLS, or after STARTTLS).
         self.tls_active = self.config.implicit_tls
         #: Total octets received, for logs and session objects.
@@ -294,7 +315,9 @@ class ServerConnection:
         wrong_hello = verb in ("LHLO", "HELO", "EHLO") and (verb == "LHLO") != self.config.lmtp
         if parser is None or wrong_hello:
             return self._reject(verb[:16], R.SYNTAX_UNRECOGNIZED)
-        context = Context(self._extensions, self.config.extra_parameters, bool(self.mail and self.mail.params.smtputf8))
+        context = self._context  # one object, refreshed: cheaper than a new one per command
+        context.extensions = self._extensions
+        context.transaction_utf8 = self.mail is not None and self.mail.params.smtputf8
         try:
             event = parser(argument, context)
         except Refusal as refusal:
@@ -505,17 +528,9 @@ class ServerConnection:
             # some replies itself before calling accept() for the rest.
             remaining = self._recipients[len(self._recipients) - self._replies_due :]
             return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in remaining]
-        defaults: dict[type[object], Reply] = {
-            Hello: Reply(250, hostname),
-            Mail: R.SENDER_OK,
-            Rcpt: R.RECIPIENT_OK,
-            Data: R.START_DATA,
-            EndOfMessage: R.MESSAGE_ACCEPTED,
-            StartTls: R.READY_FOR_TLS,
-            AuthCredentials: R.AUTH_OK,
-            Vrfy: R.VRFY_DEFAULT,
-            Expn: R.EXPN_DEFAULT,
-        }
+        defaults = self._defaults
+        if defaults is None:  # built once per connection, on the first accept()
+            defaults = self._defaults = {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
         return [defaults[type(pending)]] * self._replies_due
 
     def _transition(self, pending: object, reply: Reply, accepted: bool) -> None:
@@ -546,7 +561,12 @@ class ServerConnection:
         elif isinstance(pending, Rcpt):
             self._recipients.append(pending)
         elif isinstance(pending, Data):
-            self._reader = DataReader(self.config.max_line_length)
+            config = self.config
+            self._reader = DataReader(
+                config.max_line_length,
+                check_newlines=config.bare_newlines is BareNewlinePolicy.REJECT,
+                check_lines=config.long_lines is LongLinePolicy.REJECT,
+            )
         elif isinstance(pending, StartTls):
             # Anything the client pipelined after STARTTLS was sent in plaintext
             # and could be an attacker's injection: it is dropped, never parsed.
@@ -598,7 +618,7 @@ class ServerConnection:
         return reply
 
     def _queue(self, reply: Reply) -> None:
-        self._out += reply.to_bytes(self._esc)
+        self._out += _wire(reply, self._esc)
 
     def end_session(self, reply: Reply) -> None:
         """End the session from the server's side: queue ``reply`` (a 421) and close.
