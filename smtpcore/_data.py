@@ -125,7 +125,7 @@ class DataReader:
                 longest = self._line_length
             else:
                 # The first line continues the last piece's; the last goes on in the next.
-                longest = max(self._line_length + len(lines[0]), max(map(len, lines)))
+                longest = max(self._line_length + len(lines[0]), *map(len, lines))
                 self._line_length = len(lines[-1])
             if longest > self.max_text_line:
                 self.long_line = True
