@@ -31,6 +31,7 @@ to a pipelined burst leave in one write.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ __all__ = [
     "TlsInfo",
     "acall_hook",
     "call_hook",
+    "redact_auth",
     "refusal",
+    "wants_transcript",
 ]
 
 log = logging.getLogger("smtpcore.adapters")
@@ -235,6 +238,13 @@ class Handler:
     def connection_closed(self, session: Session) -> None:
         return None
 
+    def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        """The wire bytes, ``direction`` ``"C"`` (from the client) or ``"S"`` (ours).
+
+        Called only if a handler overrides it.  AUTH responses arrive redacted.
+        """
+        return
+
 
 class AsyncHandler:
     """The same hooks as :class:`Handler`, as coroutines (asyncio and trio adapters)."""
@@ -271,6 +281,10 @@ class AsyncHandler:
 
     async def connection_closed(self, session: Session) -> None:
         return None
+
+    async def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        """As :meth:`Handler.transcript`."""
+        return
 
 
 # --- actions: what the dispatcher asks an adapter to do ---------------------------------------------
@@ -353,6 +367,25 @@ async def acall_hook(handler: AsyncHandler, action: CallHook) -> Any:
         return _HookFailed(exc)
 
 
+_AUTH_LINE = re.compile(rb"(?im)^(AUTH[ ]+[A-Z0-9_-]+[ ]+)[^\r\n]+")
+
+
+def redact_auth(data: bytes, in_auth: bool) -> bytes:
+    """``data`` with SASL secrets replaced: every line of an exchange in progress,
+    and the initial response of an ``AUTH <mechanism> <response>`` line."""
+    if in_auth:
+        return b"".join(b"<redacted>" + line[len(line.rstrip(b"\r\n")) :] for line in data.splitlines(keepends=True))
+    return _AUTH_LINE.sub(rb"\1<redacted>", data)
+
+
+def wants_transcript(handler: object) -> bool:
+    """Whether ``handler`` overrides the ``transcript`` hook (the dispatcher skips it otherwise)."""
+    hook = getattr(type(handler), "transcript", None)
+    overridden = hook is not None and hook not in (Handler.transcript, AsyncHandler.transcript)
+    # A handler may also switch it off per instance (``transcript_enabled = False``).
+    return overridden and bool(getattr(handler, "transcript_enabled", True))
+
+
 def refusal(config: ServerConfig, reply: Reply = TOO_MANY_CONNECTIONS) -> bytes:
     """The bytes of a greeting that refuses the connection (the adapters' connection limit)."""
     conn = ServerConnection(config)
@@ -375,8 +408,11 @@ class Dispatcher:
         config: ServerConfig,
         session: Session,
         clock: Callable[[], float] = time.monotonic,
+        transcript: bool = False,
     ) -> None:
         self.conn = ServerConnection(config)
+        #: Report every read and write to the ``transcript`` hook.
+        self.transcript = transcript
         self.session = session
         self.session.tls = self.conn.tls_active
         self._clock = clock
@@ -542,7 +578,12 @@ class Dispatcher:
 
     def _hook(self, name: str, *args: Any) -> Generator[Action, Any, Any]:
         result = yield CallHook(name, args)
-        if isinstance(result, _HookFailed) and name in ("tls_established", "connection_closed", "message_aborted"):
+        if isinstance(result, _HookFailed) and name in (
+            "tls_established",
+            "connection_closed",
+            "message_aborted",
+            "transcript",
+        ):
             log.error("%s hook raised", name, exc_info=result.error)
         return result
 
@@ -552,9 +593,14 @@ class Dispatcher:
             yield from self._io(Send(out))
 
     def _io(self, action: Action) -> Generator[Action, Any, Any]:
+        if self.transcript and isinstance(action, Send):
+            yield from self._hook("transcript", self.session, "S", action.data)
+        in_auth = self.conn.state is State.AUTH
         result = yield action
         if result is LOST:
             raise _ConnectionLost
+        if self.transcript and isinstance(action, Receive) and isinstance(result, bytes) and result:
+            yield from self._hook("transcript", self.session, "C", redact_auth(result, in_auth))
         return result
 
     def _sync(self) -> Generator[Action, Any, None]:

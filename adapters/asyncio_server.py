@@ -36,6 +36,7 @@ from ._handler import (
     StartTls,
     acall_hook,
     refusal,
+    wants_transcript,
 )
 from ._tls import server_context, tls_info
 
@@ -233,7 +234,7 @@ class SMTPServer:
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             session.tls_info = tls_info(ssl_object)
-        actions = Dispatcher(self.config, session).actions()
+        actions = Dispatcher(self.config, session, transcript=wants_transcript(self.handler)).actions()
         result: Any = None
         try:
             while True:

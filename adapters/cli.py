@@ -100,7 +100,7 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
     arg("--log-level", choices=("debug", "info", "warning", "error"))
-    arg("--transcript", metavar="DIR", help="not supported yet")
+    arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
     arg("--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM")
 
 
@@ -187,8 +187,6 @@ class ServePlan:
 
 
 def build_plan(options: dict[str, Any]) -> ServePlan:
-    if options["transcript"]:
-        raise ConfigError("--transcript is not supported yet")
     hostname = options["hostname"] or _default_hostname()
     tls_context = _tls_context(options, hostname)
     tls_policy = options["tls"] or ("optional" if tls_context is not None else "off")
@@ -229,14 +227,10 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             store = MaildirStore(options["maildir"], per_recipient=options["maildir_per_recipient"])
         except OSError as exc:
             raise ConfigError(f"cannot create Maildir {options['maildir']}: {exc.strerror}") from None
-    sink = MailSink(
-        store,
-        hostname,
-        accept_domains=options["accept_domain"],
-        accept_addresses=options["accept_address"],
-        users=users,
-        lmtp=options["lmtp"],
-    )
+    try:
+        sink = _make_sink(options, store, hostname, users)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --transcript directory {options['transcript']}: {exc.strerror}") from None
     return ServePlan(
         adapter=options["adapter"],
         addresses=[parse_listen(text) for text in options["listen"]],
@@ -245,6 +239,18 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
         sink=sink,
         max_connections=options["max_connections"],
         shutdown_timeout=options["shutdown_timeout"],
+    )
+
+
+def _make_sink(options: dict[str, Any], store: MaildirStore | None, hostname: str, users: dict[str, str]) -> MailSink:
+    return MailSink(
+        store,
+        hostname,
+        accept_domains=options["accept_domain"],
+        accept_addresses=options["accept_address"],
+        users=users,
+        lmtp=options["lmtp"],
+        transcript_dir=options["transcript"],
     )
 
 

@@ -16,8 +16,10 @@ only after the Maildir delivery is fsynced and renamed into ``new/``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from smtpcore import AuthCredentials, Rcpt, Reply
 
@@ -31,6 +33,7 @@ log = logging.getLogger("smtpcore.serve")
 
 RELAY_DENIED = Reply(550, "Relaying denied: this server only accepts mail for its own domains", "5.7.1")
 _DELIVERY = "smtpcore.delivery"
+_TRANSCRIPT = "smtpcore.transcript"
 
 
 class MailSink:
@@ -43,6 +46,7 @@ class MailSink:
         accept_addresses: Iterable[str] = (),
         users: dict[str, str] | None = None,
         lmtp: bool = False,
+        transcript_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         #: ``None`` discards every message (``--discard``).
         self.store = store
@@ -51,6 +55,10 @@ class MailSink:
         self.accept_addresses = {a.lower() for a in accept_addresses}
         self.users = users or {}
         self.lmtp = lmtp
+        #: One file per session with its wire bytes (AUTH secrets redacted), or None.
+        self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
+        if self.transcript_dir is not None:
+            self.transcript_dir.mkdir(parents=True, exist_ok=True)
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -120,7 +128,29 @@ class MailSink:
             return False
         return verify_password(credentials.password, encoded)
 
+    def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        """Append ``data`` to the session's transcript, each line marked ``C:`` or ``S:``."""
+        if self.transcript_dir is None:
+            return
+        state = session.extra.get(_TRANSCRIPT)
+        if state is None:
+            name = f"{session.connected_at:.6f}-{_host(session.peer).replace(':', '_')}-{id(session):x}.log"
+            state = session.extra[_TRANSCRIPT] = [open(self.transcript_dir / name, "ab"), None]  # noqa: SIM115
+        file, open_line = state
+        out = []
+        for line in data.splitlines(keepends=True):
+            # A line cut between two reads continues without a second marker.
+            if open_line != direction:
+                out.append(direction.encode() + b": ")
+            out.append(line)
+            open_line = None if line.endswith(b"\n") else direction
+        state[1] = open_line
+        file.write(b"".join(out))
+
     def connection_closed(self, session: Session) -> None:
+        state = session.extra.pop(_TRANSCRIPT, None)
+        if state is not None:
+            state[0].close()
         if _DELIVERY in session.extra:  # the dispatcher normally aborted it already
             self.message_aborted(session, None)
         log.info(
@@ -156,6 +186,10 @@ class SinkHandler(Handler):
 
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
+        self.transcript_enabled = sink.transcript_dir is not None
+
+    def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        self.sink.transcript(session, direction, data)
 
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)
@@ -184,6 +218,10 @@ class AsyncSinkHandler(AsyncHandler):
 
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
+        self.transcript_enabled = sink.transcript_dir is not None
+
+    async def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        self.sink.transcript(session, direction, data)
 
     async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)

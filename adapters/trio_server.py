@@ -41,6 +41,7 @@ from ._handler import (
     TlsInfo,
     acall_hook,
     refusal,
+    wants_transcript,
 )
 from ._tls import server_context, tls_info
 
@@ -233,7 +234,9 @@ class SMTPServer:
             session.tls_info = await connection.start_tls(self.tls, self.config.tls_handshake_timeout)
             if session.tls_info is None:
                 return
-        actions = Dispatcher(self.config, session, clock=trio.current_time).actions()
+        actions = Dispatcher(
+            self.config, session, clock=trio.current_time, transcript=wants_transcript(self.handler)
+        ).actions()
         result: Any = None
         try:
             while True:

@@ -178,3 +178,25 @@ def test_self_signed_starttls(tmp_path: Path) -> None:
             client.ehlo()
             assert client.sendmail("a@example.org", ["bob@localhost"], MESSAGE) == {}
     assert "ESMTPS" in maildir_files(tmp_path / "maildir")[0].read_text()
+
+
+def test_transcript_records_the_wire_with_auth_redacted(tmp_path: Path) -> None:
+    assert SMTPCORE is not None
+    hashed = subprocess.run(
+        [SMTPCORE, "hash-password"], input="s3cret\n", capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "users").write_text(f"alice:{hashed}\n")
+    options = ("--transcript", "wire", "--auth", "optional", "--auth-file", "users", "--allow-insecure-auth")
+    with serving(tmp_path, *options) as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        client.login("alice", "s3cret")  # PLAIN: the secret travels in base64
+        client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE)
+    [log] = list((tmp_path / "wire").iterdir())
+    text = log.read_bytes()
+    assert b"C: ehlo [127.0.0.1]\r\n" in text  # smtplib writes its verbs in lower case
+    assert b"S: 220 " in text
+    assert b"C: AUTH PLAIN <redacted>\r\n" in text
+    assert b"S: 235 2.7.0" in text
+    assert b"C: Subject: hi\r\n" in text  # content lines too
+    assert b"s3cret" not in text
+    assert b"czNjcmV0" not in text  # the password's base64 in any alignment of the PLAIN blob
+    assert b"AGFsaWNlAHMzY3JldA" not in text
