@@ -51,6 +51,7 @@ from smtpcore import (
     MailParams,
     MessageData,
     MessageRejected,
+    ProxyHeader,
     Rcpt,
     RcptParams,
     RemoteProtocolError,
@@ -423,6 +424,8 @@ class Dispatcher:
     # The generator the adapter drives.
     def actions(self) -> Generator[Action, Any, None]:
         try:
+            if self.conn.config.proxy_protocol and not (yield from self._proxy_header()):
+                raise _ConnectionLost
             yield from self._greet()
             yield from self._session()
             yield from self._flush()
@@ -467,6 +470,26 @@ class Dispatcher:
                 continue
             yield from self._dispatch(event)
             yield from self._sync()
+
+    def _proxy_header(self) -> Generator[Action, Any, bool]:
+        """Read the PROXY header; the session then shows the real client's address."""
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                log.info("closing %s: %s", self.session.peer, exc)
+                return False
+            if isinstance(event, ProxyHeader):
+                if event.source is not None:
+                    self.session.peer, self.session.local = event.source, event.destination
+                return True
+            if event is not NEED_DATA:  # the connection closed before the header
+                return False
+            data = yield from self._io(Receive(self._wait_timeout()))
+            if not isinstance(data, bytes):  # timed out or shutting down: no SMTP has been spoken
+                return False
+            conn.receive_data(data)
 
     def _greet(self) -> Generator[Action, Any, None]:
         result = yield from self._hook("connection_opened", self.session)

@@ -67,6 +67,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "auth_file": None,
     "allow_insecure_auth": False,
     "lmtp": False,
+    "proxy_protocol": False,
     "discard": False,
     "log_level": "info",
     "transcript": None,
@@ -98,6 +99,7 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--auth-file", metavar="FILE", help="user:hash lines (see smtpcore hash-password)")
     arg("--allow-insecure-auth", action="store_true", default=None, help="offer AUTH before TLS")
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
+    arg("--proxy-protocol", action="store_true", default=None, help="expect a PROXY v1/v2 header first")
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
     arg("--log-level", choices=("debug", "info", "warning", "error"))
     arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
@@ -208,6 +210,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
         config = ServerConfig(
             hostname=hostname,
             lmtp=options["lmtp"],
+            proxy_protocol=options["proxy_protocol"],
             tls=TlsPolicy(tls_policy) if not options["implicit_tls"] else TlsPolicy.OFF,
             implicit_tls=options["implicit_tls"],
             auth=AuthPolicy(options["auth"]),

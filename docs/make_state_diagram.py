@@ -11,6 +11,7 @@ from smtpcore._server import TRANSITIONS, State
 
 # Moves made outside the command table: by the end of a message, a reply, TLS.
 EXTRA = [
+    ("PROXY", "GREETING", "PROXY header (with proxy_protocol)"),
     ("GREETING", "CONNECTED", "220 greeting"),
     ("GREETING", "REFUSED", "554 greeting"),
     ("DATA", "READY", "CRLF.CRLF, reply"),

@@ -142,6 +142,9 @@ class ServerConfig:
     max_recipients: int = 1000
     #: Bad commands (unknown, bad syntax, bad sequence) before 421 and close.
     max_errors: int = 20
+    #: Connections come through a proxy speaking the PROXY protocol (v1 or v2):
+    #: read its header before anything else, and only then greet.
+    proxy_protocol: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
     #: Hand VRFY / EXPN to the application (otherwise 252 / 502 from the core).

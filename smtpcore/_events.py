@@ -41,6 +41,7 @@ __all__ = [
     "MessageData",
     "MessageRejected",
     "Noop",
+    "ProxyHeader",
     "Quit",
     "Rcpt",
     "Rset",
@@ -302,6 +303,17 @@ class AuthCredentials(Event):
         import hmac  # local: only the comparison needs it
 
         return hmac.compare_digest(self.password.encode("utf-8"), password.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyHeader(Event):
+    """The PROXY protocol header (with ``ServerConfig(proxy_protocol=True)``): who the
+    real client is.  ``None`` addresses for a proxy's own health checks (LOCAL,
+    UNKNOWN).  The greeting is due after this event."""
+
+    source: tuple[str, int] | None
+    destination: tuple[str, int] | None
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

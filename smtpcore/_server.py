@@ -58,6 +58,7 @@ from ._events import (
     MessageData,
     MessageRejected,
     Noop,
+    ProxyHeader,
     Quit,
     Rcpt,
     Rset,
@@ -65,6 +66,7 @@ from ._events import (
     TlsHandshake,
     Vrfy,
 )
+from ._proxy import ProxyError, ProxyInfo, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer
 from ._replies import Reply
 from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
@@ -82,6 +84,7 @@ def _wire(reply: Reply, enhanced_status_codes: bool) -> bytes:
 class State(enum.Enum):
     """Where a server connection is.  The docs' diagram is drawn from :data:`TRANSITIONS`."""
 
+    PROXY = "proxy"  # waiting for the PROXY protocol header (only with proxy_protocol)
     GREETING = "greeting"  # the application owes the greeting (220 or 554)
     REFUSED = "refused"  # greeted with 554: only QUIT is accepted (RFC 5321 §3.1)
     CONNECTED = "connected"  # greeted; no EHLO/HELO/LHLO yet (also right after TLS)
@@ -170,11 +173,14 @@ class ServerConnection:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
-        self._state = S.GREETING
         self._buffer = ReceiveBuffer()
         self._out = bytearray()
         self._pending: object = _GREETING
-        self._replies_due = 1
+        # Behind a PROXY-protocol proxy the header comes first, and only then the greeting.
+        self._state = S.PROXY if self.config.proxy_protocol else S.GREETING
+        self._replies_due = 0 if self.config.proxy_protocol else 1
+        #: What the PROXY header said, once read (None without proxy_protocol).
+        self.proxy: ProxyInfo | None = None
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         self._errors = 0
@@ -281,6 +287,8 @@ class ServerConnection:
                 if self._pending is _GREETING and self._buffer and self.config.reject_early_talkers:
                     self._fatal(R.EARLY_TALKER, "client sent data before the greeting")
                 return PAUSED
+            if self._state is S.PROXY:
+                return self._next_proxy_event()
             if self._state is S.TLS:
                 if not self._tls_announced:
                     self._tls_announced = True
@@ -323,6 +331,22 @@ class ServerConnection:
         except Refusal as refusal:
             return self._reject(verb, refusal.reply)
         return self._command(verb, event)
+
+    def _next_proxy_event(self) -> Event | Sentinel:
+        try:
+            info = read_proxy_header(self._buffer.peek())
+        except ProxyError as exc:
+            # Not a connection through our proxy: say nothing in SMTP, just close.
+            self._state = S.CLOSED
+            self._error = RemoteProtocolError(f"bad PROXY protocol header: {exc}")
+            raise self._error from None
+        self._buffer.rewind()
+        if info is None:
+            return self._end_of_input()
+        self.proxy = info
+        self._state = S.GREETING
+        self._replies_due = 1
+        return ProxyHeader(info.source, info.destination, info.version)
 
     def _end_of_input(self) -> Event | Sentinel:
         if self._peer_closed:

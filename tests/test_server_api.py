@@ -1,4 +1,4 @@
-"""ServerConnection calls for adapters: end_session() and receiving_content."""
+"""ServerConnection calls for adapters: end_session(), receiving_content, and the PROXY protocol."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import pytest
 
 from smtpcore import (
     NEED_DATA,
+    PAUSED,
     ConnectionClosed,
+    Hello,
     LocalProtocolError,
     MessageData,
+    ProxyHeader,
+    RemoteProtocolError,
     Reply,
     ServerConfig,
     ServerConnection,
@@ -89,3 +93,51 @@ def test_receiving_content_covers_data_and_bdat_chunks_only() -> None:
     conn.receive_data(b"BDAT 0 LAST\r\n")
     answer_all(conn)
     assert not conn.receiving_content
+
+
+# --- the PROXY protocol ---------------------------------------------------------------------------
+
+
+def test_proxy_header_comes_before_the_greeting() -> None:
+    conn = ServerConnection(ServerConfig(proxy_protocol=True))
+    assert not conn.reply_due  # no greeting before the header
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 25\r\nEH")
+    event = conn.next_event()
+    assert event == ProxyHeader(("192.0.2.1", 40000), ("198.51.100.2", 25), 1)
+    assert conn.proxy is not None
+    assert conn.proxy.source == ("192.0.2.1", 40000)
+    assert conn.reply_due
+    conn.accept()
+    assert conn.data_to_send().startswith(b"220 ")
+    conn.receive_data(b"LO client.example\r\n")
+    assert isinstance(conn.next_event(), Hello)
+
+
+def test_talking_right_after_the_header_is_early_talk() -> None:
+    conn = ServerConnection(ServerConfig(proxy_protocol=True))
+    conn.receive_data(b"PROXY UNKNOWN\r\nEHLO too.early\r\n")
+    assert conn.next_event() == ProxyHeader(None, None, 1)
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.reply is not None
+    assert info.value.reply.code == 554
+
+
+def test_a_connection_without_the_header_is_closed_without_a_word() -> None:
+    conn = ServerConnection(ServerConfig(proxy_protocol=True))
+    conn.receive_data(b"EHLO direct.client\r\n")
+    with pytest.raises(RemoteProtocolError, match="PROXY"):
+        conn.next_event()
+    assert conn.data_to_send() == b""
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+
+
+def test_peer_closing_before_the_header() -> None:
+    conn = ServerConnection(ServerConfig(proxy_protocol=True))
+    conn.receive_data(b"PROXY TCP4 ")
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"")
+    assert conn.next_event() == ConnectionClosed(by_peer=True)
+    assert PAUSED is not NEED_DATA
