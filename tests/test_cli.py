@@ -200,3 +200,24 @@ def test_transcript_records_the_wire_with_auth_redacted(tmp_path: Path) -> None:
     assert b"s3cret" not in text
     assert b"czNjcmV0" not in text  # the password's base64 in any alignment of the PLAIN blob
     assert b"AGFsaWNlAHMzY3JldA" not in text
+
+
+def test_smtpcore_send_delivers_to_smtpcore_serve(tmp_path: Path) -> None:
+    assert SMTPCORE is not None
+    (tmp_path / "message.eml").write_bytes(MESSAGE)
+    with serving(tmp_path, "--adapter", "blocking") as (_, port):
+        command = [SMTPCORE, "send", "message.eml", "--server", f"127.0.0.1:{port}", "--from", "alice@example.org"]
+        result = subprocess.run(
+            [*command, "--to", "bob@localhost", "--to", "eve@elsewhere.example"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr  # eve is refused: a permanent failure
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["bob@localhost", "delivered"]
+    assert lines[1].split()[:2] == ["eve@elsewhere.example", "refused"]
+    assert "550 5.7.1" in lines[1]
+    [stored] = maildir_files(tmp_path / "maildir")
+    assert stored.read_bytes().endswith(MESSAGE)
