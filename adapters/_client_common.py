@@ -18,9 +18,9 @@ is.  The real cause (a ``TimeoutError``, an ``OSError``) replaces the error's
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from email.message import EmailMessage
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from smtpcore import (
     ClientConfig,
@@ -134,6 +134,36 @@ def connect_failed(host: str, port: int, exc: OSError) -> SMTPTransientError:
     error = SMTPTransientError(f"cannot {what} {host}:{port}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def send_one(
+    send_messages: Callable[..., SessionOutcome],
+    host: str,
+    port: int,
+    messages: Messages,
+    **options: Any,
+) -> MessageOutcome:
+    """Every blocking ``send_message``: ``single(...)`` through that adapter's ``send_messages``."""
+    try:
+        outcome = send_messages(host, port, messages, **options)
+    except OSError as exc:
+        raise connect_failed(host, port, exc) from exc
+    return one_message(outcome)
+
+
+async def asend_one(
+    send_messages: Callable[..., Awaitable[SessionOutcome]],
+    host: str,
+    port: int,
+    messages: Messages,
+    **options: Any,
+) -> MessageOutcome:
+    """Every async ``send_message``: as :func:`send_one`, awaited."""
+    try:
+        outcome = await send_messages(host, port, messages, **options)
+    except OSError as exc:
+        raise connect_failed(host, port, exc) from exc
+    return one_message(outcome)
 
 
 def one_message(outcome: SessionOutcome) -> MessageOutcome:

@@ -30,10 +30,9 @@ from ._client_common import (
     Messages,
     MessageSource,
     abandon,
-    connect_failed,
+    asend_one,
     limit,
     make_driver,
-    one_message,
     single,
     timed_out,
     tls_context_for,
@@ -217,18 +216,15 @@ async def send_message(
     source_address: tuple[str, int] | None = None,
 ) -> MessageOutcome:
     """Send one message; its outcome, or the typed error when no recipient got it."""
-    try:
-        outcome = await send_messages(
-            host,
-            port,
-            single(sender, recipients, message, mail_params),
-            config=config,
-            tls_context=tls_context,
-            credentials=credentials,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            source_address=source_address,
-        )
-    except OSError as exc:
-        raise connect_failed(host, port, exc) from exc
-    return one_message(outcome)
+    return await asend_one(
+        send_messages,
+        host,
+        port,
+        single(sender, recipients, message, mail_params),
+        config=config,
+        tls_context=tls_context,
+        credentials=credentials,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        source_address=source_address,
+    )

@@ -36,20 +36,21 @@ from ._client_common import (
     Messages,
     MessageSource,
     abandon,
-    connect_failed,
     limit,
     make_driver,
-    one_message,
+    send_one,
     single,
     timed_out,
     tls_context_for,
 )
 from ._sockets import no_delay
 
-__all__ = ["run_session", "send_message", "send_messages"]
+__all__ = ["open_session", "run_session", "send_message", "send_messages"]
 
 #: Do a client TLS handshake on a socket within the seconds given; return the TLS socket.
 Secure = Callable[[socket.socket, float], socket.socket]
+#: Open a TCP connection: ``(address, timeout, source_address) -> socket``.
+Connect = Callable[[tuple[str, int], float, "tuple[str, int] | None"], socket.socket]
 
 
 def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
@@ -103,11 +104,44 @@ def send_messages(
     source_address: tuple[str, int] | None = None,
 ) -> SessionOutcome:
     """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
+    return open_session(
+        socket.create_connection,
+        _secure,
+        host,
+        port,
+        messages,
+        config=config,
+        tls_context=tls_context,
+        credentials=credentials,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        source_address=source_address,
+    )
+
+
+def open_session(
+    connect: Connect,
+    make_secure: Callable[[ssl.SSLContext | None, str], Secure],
+    host: str,
+    port: int,
+    messages: Messages,
+    *,
+    config: ClientConfig | None,
+    tls_context: ssl.SSLContext | None,
+    credentials: Credentials | None,
+    timeout: float | None,
+    connect_timeout: float,
+    source_address: tuple[str, int] | None,
+) -> SessionOutcome:
+    """Connect with ``connect`` (``socket.create_connection`` or gevent's), then run the session.
+
+    Shared with the gevent client, whose sockets only differ in how they wait.
+    """
     config = config or ClientConfig()
     context = tls_context_for(config, tls_context)
     driver = make_driver(config, messages, credentials)
-    secure = _secure(context, host)
-    sock = socket.create_connection((host, port), connect_timeout, source_address)
+    secure = make_secure(context, host)
+    sock = connect((host, port), connect_timeout, source_address)
     no_delay(sock)
     if config.implicit_tls:
         try:
@@ -135,18 +169,15 @@ def send_message(
     source_address: tuple[str, int] | None = None,
 ) -> MessageOutcome:
     """Send one message; its outcome, or the typed error when no recipient got it."""
-    try:
-        outcome = send_messages(
-            host,
-            port,
-            single(sender, recipients, message, mail_params),
-            config=config,
-            tls_context=tls_context,
-            credentials=credentials,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            source_address=source_address,
-        )
-    except OSError as exc:
-        raise connect_failed(host, port, exc) from exc
-    return one_message(outcome)
+    return send_one(
+        send_messages,
+        host,
+        port,
+        single(sender, recipients, message, mail_params),
+        config=config,
+        tls_context=tls_context,
+        credentials=credentials,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        source_address=source_address,
+    )

@@ -25,14 +25,10 @@ from ._client_common import (
     DEFAULT_CONNECT_TIMEOUT,
     Messages,
     MessageSource,
-    connect_failed,
-    make_driver,
-    one_message,
+    send_one,
     single,
-    tls_context_for,
 )
-from ._sockets import no_delay
-from .blocking_client import Secure, run_session
+from .blocking_client import Secure, open_session
 
 __all__ = ["send_message", "send_messages"]
 
@@ -65,20 +61,19 @@ def send_messages(
     source_address: tuple[str, int] | None = None,
 ) -> SessionOutcome:
     """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
-    config = config or ClientConfig()
-    context = tls_context_for(config, tls_context)
-    driver = make_driver(config, messages, credentials)
-    secure = _secure(context, host)
-    sock: socket.socket = gevent.socket.create_connection((host, port), connect_timeout, source_address)
-    no_delay(sock)
-    if config.implicit_tls:
-        try:
-            sock = secure(sock, timeout if timeout is not None else config.timeouts["tls_handshake"])
-        except BaseException:
-            sock.close()
-            raise
-    run_session(driver, sock, secure, timeout)
-    return driver.result
+    return open_session(
+        gevent.socket.create_connection,
+        _secure,
+        host,
+        port,
+        messages,
+        config=config,
+        tls_context=tls_context,
+        credentials=credentials,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        source_address=source_address,
+    )
 
 
 def send_message(
@@ -97,18 +92,15 @@ def send_message(
     source_address: tuple[str, int] | None = None,
 ) -> MessageOutcome:
     """Send one message; its outcome, or the typed error when no recipient got it."""
-    try:
-        outcome = send_messages(
-            host,
-            port,
-            single(sender, recipients, message, mail_params),
-            config=config,
-            tls_context=tls_context,
-            credentials=credentials,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            source_address=source_address,
-        )
-    except OSError as exc:
-        raise connect_failed(host, port, exc) from exc
-    return one_message(outcome)
+    return send_one(
+        send_messages,
+        host,
+        port,
+        single(sender, recipients, message, mail_params),
+        config=config,
+        tls_context=tls_context,
+        credentials=credentials,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        source_address=source_address,
+    )
