@@ -1088,8 +1088,6 @@ def test_driver_misuse_and_quit_without_221():
 
 
 def test_abort_mid_content_stops_reading_the_stream_and_sends_nothing_more() -> None:
-    from smtpcore import ClientConfig, ClientDriver, Envelope, TlsPolicy
-
     taken: list[bytes] = []
 
     def stream() -> Iterator[bytes]:
@@ -1097,16 +1095,21 @@ def test_abort_mid_content_stops_reading_the_stream_and_sends_nothing_more() -> 
             taken.append(piece)
             yield piece
 
-    driver = ClientDriver(
-        ClientConfig(starttls=TlsPolicy.OFF, use_chunking=False),
-        [(Envelope("a@example.org", ["b@example.com"]), stream())],
+    driver = make([(ONE, stream())], use_chunking=False)
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: one
+        """,
+        driver,
+        complete=False,
     )
-    driver.receive(b"220 mx\r\n")
-    driver.bytes_to_send()
-    driver.receive(b"250-mx\r\n250 PIPELINING\r\n")
-    driver.bytes_to_send()
-    driver.receive(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    assert driver.bytes_to_send() == b"one\r\n"
     cause = TimeoutError("no progress")
     driver.abort("the data block timed out", cause)
     assert driver.done
@@ -1116,22 +1119,24 @@ def test_abort_mid_content_stops_reading_the_stream_and_sends_nothing_more() -> 
     assert outcome.error is not None
     assert outcome.error.transient
     assert outcome.error.__cause__ is cause
-    assert outcome.messages[0].refused["b@example.com"] is outcome.error
+    assert outcome.messages[0].refused["b@y.org"] is outcome.error
     driver.abort("again")  # already over: nothing changes
     assert driver.result.error is outcome.error
 
 
 def test_abort_when_the_tls_handshake_fails() -> None:
-    from smtpcore import ClientConfig, ClientDriver, Envelope, TlsPolicy
-
-    driver = ClientDriver(
-        ClientConfig(starttls=TlsPolicy.REQUIRED), [(Envelope("a@example.org", ["b@example.com"]), b"x")]
+    driver = make([(ONE, b"x")], starttls=TlsPolicy.REQUIRED)
+    run_client_transcript(
+        """
+        S: 220 mx.y.org ESMTP
+        C: EHLO client.example
+        S: 250-mx.y.org
+        S: 250 STARTTLS
+        C: STARTTLS
+        S: 220 go ahead
+        """,
+        driver,
     )
-    driver.receive(b"220 mx\r\n")
-    driver.bytes_to_send()
-    driver.receive(b"250-mx\r\n250 STARTTLS\r\n")
-    assert driver.bytes_to_send() == b"STARTTLS\r\n"
-    driver.receive(b"220 go ahead\r\n")
     assert driver.wants_tls
     driver.abort("TLS handshake failed: certificate verify failed")
     assert driver.done
