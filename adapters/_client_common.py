@@ -17,6 +17,7 @@ is.  The real cause (a ``TimeoutError``, an ``OSError``) replaces the error's
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from email.message import EmailMessage
@@ -102,12 +103,24 @@ def make_driver(config: ClientConfig, messages: Messages, credentials: Credentia
 
 
 def tls_context_for(config: ClientConfig, given: ssl.SSLContext | None) -> ssl.SSLContext | None:
-    """The caller's context, or a default one (certificate and host name verified) when TLS may be used."""
+    """The caller's context, or the default one (certificate and host name verified) when TLS may be used."""
     if given is not None:
         return given
     if config.implicit_tls or config.starttls is not TlsPolicy.OFF:
-        return ssl.create_default_context()
+        return default_tls_context()
     return None
+
+
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """One verifying client context for the whole process.
+
+    Building it loads the system's CA certificates, about 20 ms: paid once, not
+    per connection (a session to a server without STARTTLS would otherwise pay
+    it for nothing).  A context is safe to share between threads and sessions;
+    nothing here changes it after it is made.
+    """
+    return ssl.create_default_context()
 
 
 def limit(driver: ClientDriver, override: float | None) -> float:
