@@ -340,11 +340,11 @@ def format_params(command: Command, params: MailParams | RcptParams) -> list[str
     in the ESMTP grammar: that is how a CR, LF or space could forge a command.
     """
     words: list[str] = []
-    for item in fields(params):
-        value = getattr(params, item.name)
-        if item.name == "extra" or value is None or value is False:
+    for name in _typed_fields(params):
+        value = getattr(params, name)
+        if value is None or value is False:
             continue
-        spec = _BY_FIELD[(command, item.name)]
+        spec = _BY_FIELD[(command, name)]
         formatted = spec.format(value)
         words.append(spec.keyword if formatted is None else f"{spec.keyword}={formatted}")
     for keyword, value in params.extra:
@@ -370,11 +370,22 @@ def format_params(command: Command, params: MailParams | RcptParams) -> list[str
 def required_extensions(command: Command, params: MailParams | RcptParams) -> set[str]:
     """The EHLO keywords a server must have advertised for ``params`` to be sent."""
     needed: set[str] = set()
-    for item in fields(params):
-        value = getattr(params, item.name)
-        if item.name == "extra" or value is None or value is False:
+    for name in _typed_fields(params):
+        value = getattr(params, name)
+        if value is None or value is False:
             continue
-        needed.add(_BY_FIELD[(command, item.name)].extension)
-        if item.name == "body" and value in _BODY_NEEDS:
+        needed.add(_BY_FIELD[(command, name)].extension)
+        if name == "body" and value in _BODY_NEEDS:
             needed.add(_BODY_NEEDS[value])
     return needed
+
+
+# dataclasses.fields() rebuilds its answer on every call; a client asks per message.
+_FIELD_NAMES = {
+    cls: tuple(item.name for item in fields(cls) if item.name != "extra") for cls in (MailParams, RcptParams)
+}
+
+
+def _typed_fields(params: MailParams | RcptParams) -> tuple[str, ...]:
+    """The parameter fields with a registry row (everything but ``extra``), in order."""
+    return _FIELD_NAMES[type(params)]
