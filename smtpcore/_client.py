@@ -301,14 +301,9 @@ class ClientConnection:
 
     def send(self, event: Event) -> None:
         """Queue a command or message content; see the module doc for what is refused."""
-        if self._broken is not None:
-            raise LocalProtocolError("the connection was abandoned in the middle of a message; close it")
-        if self._closed or self._error is not None or self._quit_sent:
-            raise LocalProtocolError("the connection is closed")
-        if self._tls is not None:
-            raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
+        self._check_writable()
         if isinstance(event, MessageData):
-            self._send_content(event)
+            self._send_content(event.data)
         elif isinstance(event, EndOfMessage):
             if self._content != "data":
                 raise LocalProtocolError("EndOfMessage ends DATA content; BDAT content ends with Bdat(last=True)")
@@ -321,14 +316,33 @@ class ClientConnection:
         else:
             self._send_command(event)
 
-    def _send_content(self, event: MessageData) -> None:
-        data = event.data
+    def _send_normalised_content(self, data: bytes | memoryview) -> None:
+        """``send(MessageData(data))`` for DATA content whose line endings are all CRLF.
+
+        Only for the driver, which normalised the whole message itself when it
+        prepared it: the scan for bare CR and LF is skipped, the stuffing is not.
+        """
+        self._check_writable()
+        self._send_content(data, normalised=True)
+
+    def _check_writable(self) -> None:
+        if self._broken is not None:
+            raise LocalProtocolError("the connection was abandoned in the middle of a message; close it")
+        if self._closed or self._error is not None or self._quit_sent:
+            raise LocalProtocolError("the connection is closed")
+        if self._tls is not None:
+            raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
+
+    def _send_content(self, data: bytes | bytearray | memoryview, normalised: bool = False) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise LocalProtocolError("message data must be bytes")
         if self._content == "data":
             stuffer = self._stuffer
             assert stuffer is not None
-            self._out += self._abandon_on_error(lambda: stuffer.feed(data))
+            if normalised:
+                self._out += stuffer.feed_normalised(data)
+            else:
+                self._out += self._abandon_on_error(lambda: stuffer.feed(data))
         elif self._content == "bdat":
             size = len(data)
             if size > self._chunk_left:

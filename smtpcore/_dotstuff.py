@@ -113,7 +113,17 @@ class DotStuffer:
         self._where = _LINE_START
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        chunk = self._endings.feed(data if isinstance(data, bytes) else bytes(data))
+        return self._stuff(self._endings.feed(data if isinstance(data, bytes) else bytes(data)))
+
+    def feed_normalised(self, data: bytes | bytearray | memoryview) -> bytes:
+        """:meth:`feed` for content whose every line ending is already CRLF.
+
+        Only for content this package normalised itself (the driver's whole
+        messages): the scan for bare CR and LF, most of the work, is skipped.
+        """
+        return self._stuff(data if isinstance(data, bytes) else bytes(data))
+
+    def _stuff(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
         # CPython returns the same object when nothing matches: no copy then.

@@ -179,14 +179,25 @@ class _Content:
 
 
 def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Content:
-    if not exact:
+    if exact:
+        lines = data.split(b"\r\n")
+    elif policy is BareNewlinePolicy.NORMALISE:
+        # bytes.splitlines() breaks at CRLF, at a bare CR and at a bare LF alike, so
+        # joining the lines with CRLF is the NORMALISE rule in two C-level passes;
+        # the lines give the longest one too.  The final CRLF is added if missing
+        # (RFC 5322: a message ends with CRLF; SIZE counts it).
+        lines = data.splitlines()
+        data = b"\r\n".join(lines) + b"\r\n" if data else b""
+    else:
+        # REJECT must tell a bare CR or LF from a CRLF, which only the exact scan does.
         endings = LineEndings(policy)
         data = endings.feed(data) + endings.finish()
         if data and not data.endswith(b"\r\n"):
-            data += b"\r\n"  # RFC 5322: the message ends with CRLF; SIZE counts it
+            data += b"\r\n"
+        lines = data.split(b"\r\n")
     header_end = data.find(b"\r\n\r\n")
     headers = data if header_end < 0 else data[:header_end]
-    longest = max(map(len, data.split(b"\r\n"))) if data else 0
+    longest = max(map(len, lines), default=0)
     return _Content(
         data=data,
         eight_bit=not data.isascii(),
@@ -220,6 +231,9 @@ _FLUSH = _Wait("FLUSH")
 _TLS = _Wait("TLS")
 
 _Steps = Generator[_Wait, None, None]
+
+#: A message ready to go: its content, its MAIL, its RCPTs in batches (RCPTMAX), BDAT or not.
+_Plan: TypeAlias = "tuple[_Content, Mail, list[list[Rcpt]], bool]"
 
 
 class _Abort(Exception):
@@ -255,6 +269,11 @@ class ClientDriver:
         self._credentials = credentials
         self._mechanisms = mechanisms
         self._outcomes: list[MessageOutcome] = []
+        # Messages prepared ahead of their turn (see _send_ahead): index -> plan or refusal.
+        self._plans: dict[int, _Plan | SMTPDeliveryError] = {}
+        # The index of the message whose first MAIL/RCPT/DATA are already written.
+        self._sent_ahead: int | None = None
+        self._quit_sent = False
         self._error: SMTPDeliveryError | None = None
         self._wait: _Wait | None = None
         self._steps = self._session()
@@ -361,8 +380,8 @@ class ClientDriver:
     def _session(self) -> _Steps:
         try:
             yield from self._open()
-            for envelope, message in self._messages:
-                outcome = yield from self._deliver(envelope, message)
+            for index, (envelope, message) in enumerate(self._messages):
+                outcome = yield from self._deliver(index, envelope, message)
                 self._outcomes.append(outcome)
             yield from self._quit()
         except _Abort as abort:
@@ -394,7 +413,10 @@ class ClientDriver:
             return
         # If the server hangs up first, nothing is lost.
         with contextlib.suppress(_Abort, RemoteProtocolError, LocalProtocolError):
-            yield from self._command(Quit())
+            if self._quit_sent:  # already pipelined behind the last message
+                yield from self._reply()
+            else:
+                yield from self._command(Quit())
 
     # --- session set-up ----------------------------------------------------------------------------
 
@@ -471,7 +493,35 @@ class ClientDriver:
 
     # --- one message -------------------------------------------------------------------------------
 
-    def _deliver(self, envelope: Envelope, message: Message) -> Generator[_Wait, None, MessageOutcome]:
+    def _deliver(self, index: int, envelope: Envelope, message: Message) -> Generator[_Wait, None, MessageOutcome]:
+        plan = self._plan_for(index)
+        if isinstance(plan, SMTPDeliveryError):
+            return MessageOutcome(tuple(RecipientOutcome(r.address, error=plan) for r in envelope.recipient_list), plan)
+        content, mail, batches, use_bdat = plan
+        sent_ahead, self._sent_ahead = self._sent_ahead == index, None
+        if len(batches) > 1 and content.data is None:
+            # The content goes out more than once: a stream must be kept.
+            assert content.stream is not None
+            whole = _whole_content(b"".join(content.stream), self.config.bare_newlines, content.exact)
+            content.data, content.stream = whole.data, None
+        results: list[RecipientOutcome] = []
+        first_error: SMTPDeliveryError | None = None
+        for number, batch in enumerate(batches):
+            outcomes, batch_error = yield from self._transaction(
+                mail, batch, content, use_bdat, sent=sent_ahead and number == 0, ahead=number == len(batches) - 1
+            )
+            results.extend(outcomes)
+            first_error = first_error or batch_error
+        if any(item.delivered for item in results):
+            first_error = None
+        return MessageOutcome(tuple(results), first_error)
+
+    def _plan_for(self, index: int) -> _Plan | SMTPDeliveryError:
+        """Message ``index`` ready to send (made once), or why it cannot be sent."""
+        plan = self._plans.pop(index, None)
+        if plan is not None:
+            return plan
+        envelope, message = self._messages[index]
         caps = self.connection.capabilities
         assert caps is not None
         try:
@@ -481,26 +531,46 @@ class ClientDriver:
             error = exc if isinstance(exc, SMTPDeliveryError) else SMTPPermanentError(f"cannot send: {exc}")
             if error is not exc:
                 error.__cause__ = exc
-            return MessageOutcome(
-                tuple(RecipientOutcome(r.address, error=error) for r in envelope.recipient_list), error
-            )
-        recipients = envelope.recipient_list
-        limit = caps.rcpt_max or len(recipients)
-        batches = [recipients[i : i + limit] for i in range(0, len(recipients), limit)]
-        if len(batches) > 1 and content.data is None:
-            # The content goes out more than once: a stream must be kept.
-            assert content.stream is not None
-            whole = _whole_content(b"".join(content.stream), self.config.bare_newlines, content.exact)
-            content.data, content.stream = whole.data, None
-        results: list[RecipientOutcome] = []
-        first_error: SMTPDeliveryError | None = None
-        for batch in batches:
-            outcomes, batch_error = yield from self._transaction(envelope.sender, params, batch, content, use_bdat)
-            results.extend(outcomes)
-            first_error = first_error or batch_error
-        if any(item.delivered for item in results):
-            first_error = None
-        return MessageOutcome(tuple(results), first_error)
+            return error
+        # The Envelope validated the sender and every recipient when it was made,
+        # and replace() the new parameters: the events need no second check.
+        mail = Mail._unchecked(sender=envelope.sender, params=params)
+        rcpts = [Rcpt._unchecked(recipient=item.address, params=item.params) for item in envelope.recipient_list]
+        limit = caps.rcpt_max or len(rcpts)
+        return content, mail, [rcpts[i : i + limit] for i in range(0, len(rcpts), limit)], use_bdat
+
+    def _send_ahead(self) -> None:
+        """Write what follows a message's end in the same group, before its reply comes.
+
+        RFC 2920 §3.1 lets message content open a group, so with PIPELINING the
+        next message's MAIL, RCPT and DATA (or the session's QUIT) go out with
+        the end of this one: a message costs one round trip instead of two.
+        Their replies are read in order, after this message's own; whatever this
+        message's fate, the next transaction stands on its own.
+        """
+        caps = self.connection.capabilities
+        if caps is None or not (caps.pipelining and self.config.use_pipelining):
+            return
+        index = len(self._outcomes) + 1
+        if index == len(self._messages):
+            self.connection.send(Quit())
+            self._quit_sent = True
+            return
+        plan = self._plans[index] = self._plan_for(index)
+        if isinstance(plan, SMTPDeliveryError):
+            return  # nothing to send for it; it gets its outcome in turn
+        _, mail, batches, use_bdat = plan
+        self._send_envelope(mail, batches[0], use_bdat)
+        self._sent_ahead = index
+
+    def _send_envelope(self, mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
+        """MAIL, every RCPT and (for DATA) DATA, in one group (RFC 2920)."""
+        conn = self.connection
+        conn.send(mail)
+        for rcpt in rcpts:
+            conn.send(rcpt)
+        if not use_bdat:
+            conn.send(Data())
 
     def _prepare(self, envelope: Envelope, message: Message, caps: Capabilities) -> _Content:
         exact = envelope.params.body == "BINARYMIME"
@@ -552,21 +622,28 @@ class ClientDriver:
         return params, use_bdat
 
     def _transaction(
-        self, sender: str, params: MailParams, batch: Sequence[Recipient], content: _Content, use_bdat: bool
+        self,
+        mail: Mail,
+        rcpts: list[Rcpt],
+        content: _Content,
+        use_bdat: bool,
+        *,
+        sent: bool = False,
+        ahead: bool = False,
     ) -> Generator[_Wait, None, tuple[list[RecipientOutcome], SMTPDeliveryError | None]]:
+        """One MAIL transaction.
+
+        ``sent``: its commands already went out with the previous message's end.
+        ``ahead``: send what follows (the next message's commands, or QUIT) with its own end.
+        """
         conn = self.connection
         caps = conn.capabilities
         assert caps is not None
-        mail = Mail(sender, params)
-        rcpts = [Rcpt(item.address, item.params) for item in batch]
         rcpt_replies: list[Reply | None] = [None] * len(rcpts)
         data_reply: Reply | None = None
         if caps.pipelining and self.config.use_pipelining:
-            conn.send(mail)
-            for rcpt in rcpts:
-                conn.send(rcpt)
-            if not use_bdat:
-                conn.send(Data())
+            if not sent:
+                self._send_envelope(mail, rcpts, use_bdat)
             mail_reply = yield from self._reply()
             for index in range(len(rcpts)):
                 rcpt_replies[index] = yield from self._reply()
@@ -581,10 +658,10 @@ class ClientDriver:
                     data_reply = yield from self._command(Data())
 
         if not mail_reply.is_positive:
-            error = error_for(mail_reply, mail, f"MAIL FROM:<{sender}> refused")
+            error = error_for(mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
             return [
-                RecipientOutcome(item.address, reply, error=error)
-                for item, reply in zip(batch, rcpt_replies, strict=True)
+                RecipientOutcome(rcpt.recipient, reply, error=error)
+                for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
             ], error
 
         outcomes: dict[int, RecipientOutcome] = {}
@@ -615,7 +692,7 @@ class ClientDriver:
         final: list[Reply]
         final_command: Event
         if use_bdat:
-            result = yield from self._send_bdat(content, len(accepted))
+            result = yield from self._send_bdat(content, len(accepted), ahead)
             if isinstance(result, tuple):
                 chunk_reply, final_command = result
                 final = [chunk_reply] * len(accepted)
@@ -627,7 +704,9 @@ class ClientDriver:
             if data_reply.code != 354:
                 final, final_command = [data_reply] * len(accepted), Data()
             else:
-                yield from self._send_data(content, params.body is not None)
+                yield from self._send_data(content, mail.params.body is not None)
+                if ahead:
+                    self._send_ahead()
                 final_command = EndOfMessage()
                 final = []
                 for _ in range(len(accepted) if self.config.lmtp else 1):
@@ -647,15 +726,29 @@ class ClientDriver:
 
     def _send_data(self, content: _Content, eight_bit_ok: bool) -> _Steps:
         conn = self.connection
-        for piece in self._pieces(content):
-            if not eight_bit_ok and content.data is None and not bytes(piece).isascii():
-                # Whole content was checked before MAIL; a stream is checked as it comes.
-                raise LocalProtocolError("8-bit content for a server without 8BITMIME")
-            conn.send(MessageData(piece))
-            yield _FLUSH
+        if content.data is not None:
+            # Whole content: each piece goes out before the next is queued, and the
+            # last one in the same write as the "." that ends it.
+            assert not content.exact
+            for count, piece in enumerate(self._pieces(content)):
+                if count:
+                    yield _FLUSH
+                # _whole_content made every line ending CRLF (exact content, which it
+                # leaves alone, only ever goes by BDAT): only the stuffing is left to do.
+                conn._send_normalised_content(piece)
+        else:
+            # A stream is read no further ahead than the socket takes it, and checked
+            # as it comes (whole content was checked before MAIL).
+            for piece in self._pieces(content):
+                if not eight_bit_ok and not piece.isascii():
+                    raise LocalProtocolError("8-bit content for a server without 8BITMIME")
+                conn.send(MessageData(piece))
+                yield _FLUSH
         conn.send(EndOfMessage())
 
-    def _send_bdat(self, content: _Content, accepted: int) -> Generator[_Wait, None, list[Reply] | tuple[Reply, Bdat]]:
+    def _send_bdat(
+        self, content: _Content, accepted: int, ahead: bool
+    ) -> Generator[_Wait, None, list[Reply] | tuple[Reply, Bdat]]:
         """Send BDAT chunks; the final replies, or (the refusing reply, its chunk)."""
         conn = self.connection
         pieces = self._pieces(content)
@@ -670,6 +763,8 @@ class ClientDriver:
             if current:
                 conn.send(MessageData(current))
             if last:
+                if ahead:
+                    self._send_ahead()
                 replies = []
                 for _ in range(accepted if self.config.lmtp else 1):
                     replies.append((yield from self._reply()))

@@ -90,3 +90,33 @@ def test_bytes_like_input():
     stuffer = DotStuffer()
     assert stuffer.feed(memoryview(b".x")) == b"..x"
     assert stuffer.feed(bytearray(b"\r\n.")) == b"\r\n.."
+
+
+# --- the driver's fast paths agree with the streaming reference ------------------------------------
+
+PIECES = st.lists(st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"x", b"\x00", b"y" * 500]), max_size=30)
+
+
+@given(PIECES)
+def test_whole_content_normalises_like_line_endings(pieces):
+    from smtpcore._transaction import _MAX_TEXT_LINE, _whole_content
+
+    data = b"".join(pieces)
+    endings = LineEndings(BareNewlinePolicy.NORMALISE)
+    reference = endings.feed(data) + endings.finish()
+    if reference and not reference.endswith(b"\r\n"):
+        reference += b"\r\n"
+    content = _whole_content(data, BareNewlinePolicy.NORMALISE, exact=False)
+    assert content.data == reference
+    longest = max(map(len, reference.split(b"\r\n")), default=0)
+    assert content.binary == (b"\x00" in reference or longest > _MAX_TEXT_LINE)
+
+
+@given(PIECES, st.lists(st.integers(0, 20), max_size=5))
+def test_feed_normalised_stuffs_like_feed(pieces, cuts):
+    endings = LineEndings(BareNewlinePolicy.NORMALISE)
+    clean = endings.feed(b"".join(pieces)) + endings.finish()
+    bounds = sorted({min(cut, len(clean)) for cut in cuts} | {0, len(clean)})
+    parts = [clean[a:b] for a, b in zip(bounds, bounds[1:])]
+    slow, fast = DotStuffer(), DotStuffer()
+    assert b"".join(map(slow.feed, parts)) + slow.finish() == b"".join(map(fast.feed_normalised, parts)) + fast.finish()

@@ -86,8 +86,8 @@ def test_pipelined_session_with_one_recipient_refused():
         S: 354 go
         C: Hi
         C: .
-        S: 250 2.0.0 queued
         C: QUIT
+        S: 250 2.0.0 queued
         S: 221 2.0.0 bye
         """,
         [(ENV, b"Hi\r\n")],
@@ -476,8 +476,8 @@ def test_opportunistic_tls_continues_in_plaintext_after_454():
         S: 354 go
         C: x
         C: .
-        S: 250 ok
         C: QUIT
+        S: 250 ok
         S: 221 bye
         """,
         [(ONE, b"x")],
@@ -684,8 +684,8 @@ def test_8bit_utf8_and_dsn_parameters():
         C:
         C: body
         C: .
-        S: 250 ok
         C: QUIT
+        S: 250 ok
         S: 221 bye
         """,
         [(envelope, content)],
@@ -762,8 +762,8 @@ def test_bdat_in_chunks_and_binarymime_for_nul():
         S: 250 4 octets
         C: BDAT 4 LAST
         C: bc
-        S: 250 done
         C: QUIT
+        S: 250 done
         S: 221 bye
         """,
         [(ONE, b"a\x00\r\nbc")],
@@ -810,8 +810,8 @@ def test_explicit_binarymime_is_byte_exact_and_needs_chunking():
         driver,
         complete=False,
     )
-    assert take_output(driver) == b"BDAT 3 LAST\r\n\r\n\r"
-    run_client_transcript("S: 250 ok\nC: QUIT\nS: 221 bye", driver)
+    assert take_output(driver) == b"BDAT 3 LAST\r\n\r\n\rQUIT\r\n"  # QUIT pipelined behind the last chunk
+    run_client_transcript("S: 250 ok\nS: 221 bye", driver)
     assert driver.result.messages[0].delivered == ("b@y.org",)
     result = run(EHLO_PIPE + "C: QUIT\nS: 221 bye", [(envelope, b"x")])
     assert isinstance(result.messages[0].error, SMTPNotSupportedError)
@@ -873,9 +873,9 @@ def test_lmtp_reports_each_recipient():
         S: 354 go
         C: x
         C: .
+        C: QUIT
         S: 250 2.0.0 delivered
         S: 452 4.2.2 mailbox full
-        C: QUIT
         S: 221 bye
         """,
         [(ENV, b"x")],
@@ -1005,8 +1005,8 @@ def test_streamed_bdat_is_rechunked_and_normalised():
     driver.receive(b"250 ok\r\n")
     assert take_output(driver) == b"BDAT 4\r\n\r\nc\r"
     driver.receive(b"250 ok\r\n")
-    assert take_output(driver) == b"BDAT 4 LAST\r\n\nd\r\n"
-    run_client_transcript("S: 250 ok\nC: QUIT\nS: 221 bye", driver)
+    assert take_output(driver) == b"BDAT 4 LAST\r\n\nd\r\nQUIT\r\n"  # QUIT pipelined behind the last chunk
+    run_client_transcript("S: 250 ok\nS: 221 bye", driver)
     assert driver.result.messages[0].delivered == ("b@y.org",)
 
 
@@ -1143,3 +1143,194 @@ def test_abort_when_the_tls_handshake_fails() -> None:
     assert not driver.wants_tls
     assert driver.result.tls is False
     assert "certificate" in str(driver.result.error)
+
+
+# --- pipelining across messages (RFC 2920 §3.1: content may open a group) ---------------------------
+
+
+def test_next_message_goes_out_with_the_end_of_the_last_one():
+    # One round trip per message: ".", then the next MAIL/RCPT/DATA, in one write;
+    # the last message carries QUIT the same way.
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: one
+        C: .
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 first queued
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: two
+        C: .
+        C: QUIT
+        S: 250 second queued
+        S: 221 bye
+        """,
+        [(ONE, b"one"), (ONE, b"two")],
+    )
+    assert [m.delivered for m in result.messages] == [("b@y.org",), ("b@y.org",)]
+    assert result.messages[1].recipients[0].data_reply.text == ("second queued",)
+
+
+def test_the_last_piece_and_the_end_of_data_are_one_write():
+    driver = make([(ONE, b"x" * 10)], chunk_size=4)
+    run_client_transcript(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=12
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        """,
+        driver,
+        complete=False,
+    )
+    writes = []
+    while out := driver.bytes_to_send():
+        writes.append(out)
+    assert writes == [b"xxxx", b"xxxx", b"xx\r\n.\r\nQUIT\r\n"]
+
+
+def test_a_refused_message_does_not_touch_the_one_pipelined_behind_it():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: one
+        C: .
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 554 5.7.1 spam
+        S: 250 ok
+        S: 550 no such user
+        S: 554 no valid recipients
+        C: RSET
+        S: 250 ok
+        C: MAIL FROM:<a@x.org> SIZE=7
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: three
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(ONE, b"one"), (ONE, b"two"), (ONE, b"three")],
+    )
+    first, second, third = result.messages
+    assert first.error is not None and first.error.reply.code == 554
+    assert second.refused["b@y.org"].reply.code == 550
+    assert third.delivered == ("b@y.org",)
+
+
+def test_a_421_after_the_end_fails_the_message_pipelined_behind_it():
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: one
+        C: .
+        C: MAIL FROM:<a@x.org> SIZE=5
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 421 4.3.2 shutting down
+        CLOSE
+        """,
+        [(ONE, b"one"), (ONE, b"two")],
+    )
+    first, second = result.messages
+    assert first.error is not None and first.error.transient
+    assert second.error is not None and second.error.transient
+    assert second.delivered == ()
+
+
+def test_a_message_that_cannot_be_sent_is_not_pipelined():
+    # The second message needs 8BITMIME, which this server lacks: it fails before
+    # a byte of it is written, and the third goes out behind the first instead of it.
+    result = run(
+        """
+        S: 220 mx ESMTP
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 PIPELINING
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: one
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: three
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(ONE, b"one"), (ONE, "caf\u00e9".encode()), (ONE, b"three")],
+    )
+    first, second, third = result.messages
+    assert first.delivered == third.delivered == ("b@y.org",)
+    assert isinstance(second.error, SMTPNotSupportedError)
+
+
+def test_no_pipelining_no_commands_ahead():
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: one
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: two
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"one"), (ONE, b"two")],
+    )
+    assert all(m.delivered == ("b@y.org",) for m in result.messages)
