@@ -539,7 +539,7 @@ class ClientDriver:
         limit = caps.rcpt_max or len(rcpts)
         return content, mail, [rcpts[i : i + limit] for i in range(0, len(rcpts), limit)], use_bdat
 
-    def _send_ahead(self) -> None:
+    def _send_ahead(self) -> _Steps:
         """Write what follows a message's end in the same group, before its reply comes.
 
         RFC 2920 §3.1 lets message content open a group, so with PIPELINING the
@@ -562,6 +562,18 @@ class ClientDriver:
         _, mail, batches, use_bdat = plan
         self._send_envelope(mail, batches[0], use_bdat)
         self._sent_ahead = index
+        yield from self._prepare_while_waiting(index + 1)
+
+    def _prepare_while_waiting(self, index: int) -> _Steps:
+        """Send what is queued, then prepare message ``index`` before reading the replies.
+
+        Normalising a large message is most of a client's work; done here, it
+        overlaps the server's handling of the group just sent instead of
+        following it.  Nothing of the message is sent or read from a stream.
+        """
+        yield _FLUSH
+        if index < len(self._messages) and index not in self._plans:
+            self._plans[index] = self._plan_for(index)
 
     def _send_envelope(self, mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
         """MAIL, every RCPT and (for DATA) DATA, in one group (RFC 2920)."""
@@ -644,6 +656,7 @@ class ClientDriver:
         if caps.pipelining and self.config.use_pipelining:
             if not sent:
                 self._send_envelope(mail, rcpts, use_bdat)
+                yield from self._prepare_while_waiting(len(self._outcomes) + 1)
             mail_reply = yield from self._reply()
             for index in range(len(rcpts)):
                 rcpt_replies[index] = yield from self._reply()
@@ -706,7 +719,7 @@ class ClientDriver:
             else:
                 yield from self._send_data(content, mail.params.body is not None)
                 if ahead:
-                    self._send_ahead()
+                    yield from self._send_ahead()
                 final_command = EndOfMessage()
                 final = []
                 for _ in range(len(accepted) if self.config.lmtp else 1):
@@ -764,7 +777,7 @@ class ClientDriver:
                 conn.send(MessageData(current))
             if last:
                 if ahead:
-                    self._send_ahead()
+                    yield from self._send_ahead()
                 replies = []
                 for _ in range(accepted if self.config.lmtp else 1):
                     replies.append((yield from self._reply()))

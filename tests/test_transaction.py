@@ -1334,3 +1334,26 @@ def test_no_pipelining_no_commands_ahead():
         [(ONE, b"one"), (ONE, b"two")],
     )
     assert all(m.delivered == ("b@y.org",) for m in result.messages)
+
+
+def test_the_next_message_is_prepared_while_the_server_works():
+    # Normalising a message is most of the client's work: it happens after a group
+    # is written and before its replies are read, so it overlaps the server's turn.
+    prepared: list[str] = []
+
+    class Recorded(EmailMessage):
+        def as_bytes(self, *args, **kwargs):
+            prepared.append(self["Subject"])
+            return super().as_bytes(*args, **kwargs)
+
+    def message(subject: str) -> EmailMessage:
+        item = Recorded()
+        item["Subject"] = subject
+        item.set_content("hi")
+        return item
+
+    driver = make([(ONE, message("one")), (ONE, message("two")), (ONE, message("three"))])
+    run_client_transcript(EHLO_PIPE, driver, complete=False)
+    assert take_output(driver).startswith(b"MAIL FROM:<a@x.org>")
+    assert driver.bytes_to_send() == b""  # now waiting for the replies...
+    assert prepared == ["one", "two"]  # ...with the second message already prepared
