@@ -95,10 +95,15 @@ class _Stream(asyncio.Protocol):
     async def read(self, timeout: float) -> bytes:
         """What arrived (``b""`` at the end); ``asyncio.TimeoutError`` when nothing did in time."""
         if not (self._buffer or self._eof):
-            self._waiter = asyncio.get_running_loop().create_future()
+            # A timer on the future itself: asyncio.wait_for() costs a task switch
+            # and several callbacks per read, a real share of a small message's time.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
         data = bytes(self._buffer)
         self._buffer.clear()
@@ -138,6 +143,11 @@ class _Stream(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self._lost), timeout)
         except asyncio.TimeoutError:
             self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
 
 
 async def _run(
