@@ -83,6 +83,7 @@ __all__ = [
     "call_hook",
     "redact_auth",
     "refusal",
+    "unused_hooks",
     "wants_transcript",
 ]
 
@@ -379,6 +380,37 @@ def redact_auth(data: bytes, in_auth: bool) -> bytes:
     return _AUTH_LINE.sub(rb"\1<redacted>", data)
 
 
+#: Hooks whose base version does nothing and returns None.
+_NO_OP_HOOKS = (
+    "connection_opened",
+    "hello",
+    "mail_from",
+    "rcpt_to",
+    "data_start",
+    "data_chunk",
+    "message_complete",
+    "message_aborted",
+    "tls_established",
+    "connection_closed",
+)
+
+
+def unused_hooks(handler: object) -> frozenset[str]:
+    """The no-op hooks ``handler`` leaves as they are: the dispatcher need not call them.
+
+    A hook call is a round trip through the adapter (for asyncio and trio a
+    coroutine and an await); skipping one whose answer is known to be ``None``
+    changes nothing but the time it takes.
+    """
+    instance = getattr(handler, "__dict__", {})
+    unused = set()
+    for name in _NO_OP_HOOKS:
+        hook = getattr(type(handler), name, None)
+        if name not in instance and hook in (getattr(Handler, name), getattr(AsyncHandler, name)):
+            unused.add(name)
+    return frozenset(unused)
+
+
 def wants_transcript(handler: object) -> bool:
     """Whether ``handler`` overrides the ``transcript`` hook (the dispatcher skips it otherwise)."""
     hook = getattr(type(handler), "transcript", None)
@@ -410,10 +442,13 @@ class Dispatcher:
         session: Session,
         clock: Callable[[], float] = time.monotonic,
         transcript: bool = False,
+        unused: frozenset[str] = frozenset(),
     ) -> None:
         self.conn = ServerConnection(config)
         #: Report every read and write to the ``transcript`` hook.
         self.transcript = transcript
+        #: Hooks not to call: the handler does not override them (see :func:`unused_hooks`).
+        self.unused = unused
         self.session = session
         self.session.tls = self.conn.tls_active
         self._clock = clock
@@ -600,6 +635,8 @@ class Dispatcher:
             yield from self._hook("message_aborted", self.session, reply)
 
     def _hook(self, name: str, *args: Any) -> Generator[Action, Any, Any]:
+        if name in self.unused:
+            return None  # the base hook's answer, without the round trip
         result = yield CallHook(name, args)
         if isinstance(result, _HookFailed) and name in (
             "tls_established",

@@ -36,6 +36,7 @@ from ._handler import (
     StartTls,
     acall_hook,
     refusal,
+    unused_hooks,
     wants_transcript,
 )
 from ._tls import server_context, tls_info
@@ -46,6 +47,11 @@ log = logging.getLogger("smtpcore.adapters")
 
 #: Octets buffered before the transport stops reading (flow control).
 HIGH_WATER = 4 * READ_SIZE
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
 
 
 class _Stream(asyncio.Protocol):
@@ -108,12 +114,17 @@ class _Stream(asyncio.Protocol):
 
     async def read(self, timeout: float) -> object:
         if not (self._buffer or self._eof or self.aborting):
-            self._waiter = asyncio.get_running_loop().create_future()
+            # A timer on the future itself: asyncio.wait_for() costs a task switch
+            # and several callbacks per read, a real share of a short command's time.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                await waiter
             except asyncio.TimeoutError:
                 return TIMED_OUT
             finally:
+                timer.cancel()
                 self._waiter = None
         if self.aborting:
             return SHUTDOWN
@@ -234,7 +245,10 @@ class SMTPServer:
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             session.tls_info = tls_info(ssl_object)
-        actions = Dispatcher(self.config, session, transcript=wants_transcript(self.handler)).actions()
+        handler = self.handler
+        actions = Dispatcher(
+            self.config, session, transcript=wants_transcript(handler), unused=unused_hooks(handler)
+        ).actions()
         result: Any = None
         try:
             while True:

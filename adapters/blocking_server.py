@@ -42,6 +42,7 @@ from ._handler import (
     TlsInfo,
     call_hook,
     refusal,
+    unused_hooks,
     wants_transcript,
 )
 from ._sockets import no_delay
@@ -104,7 +105,7 @@ def serve_socket(
         sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout)
         if session.tls_info is None:
             return
-    actions = Dispatcher(config, session, transcript=wants_transcript(handler)).actions()
+    actions = Dispatcher(config, session, transcript=wants_transcript(handler), unused=unused_hooks(handler)).actions()
     result: Any = None
     try:
         while True:

@@ -41,6 +41,7 @@ from ._handler import (
     TlsInfo,
     acall_hook,
     refusal,
+    unused_hooks,
     wants_transcript,
 )
 from ._tls import server_context, tls_info
@@ -235,7 +236,11 @@ class SMTPServer:
             if session.tls_info is None:
                 return
         actions = Dispatcher(
-            self.config, session, clock=trio.current_time, transcript=wants_transcript(self.handler)
+            self.config,
+            session,
+            clock=trio.current_time,
+            transcript=wants_transcript(self.handler),
+            unused=unused_hooks(self.handler),
         ).actions()
         result: Any = None
         try:

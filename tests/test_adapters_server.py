@@ -810,3 +810,59 @@ def test_large_message_bounded_memory(kind: str, tmp_path: Any) -> None:
     assert accepted == 1
     assert growth_mb < 64, f"peak RSS grew by {growth_mb} MB"
     print(f"{kind}: {size} octets, peak RSS growth {growth_mb} MB")
+
+
+# --- hooks a handler does not override are not called ------------------------------------------------
+
+
+def _hooks_called(handler: object, unused: frozenset[str]) -> list[str]:
+    """Drive a Dispatcher by hand through a short session; the hooks it asked the adapter to call."""
+    from adapters._handler import CallHook, Close, Dispatcher, Receive, Send
+
+    actions = Dispatcher(ServerConfig(hostname="mx.example"), Session(peer=("127.0.0.1", 1)), unused=unused).actions()
+    called: list[str] = []
+    inputs = [b"EHLO c.example\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n", b"hi\r\n.\r\nQUIT\r\n"]
+    result: Any = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            action = actions.send(result)
+            result = None
+            if isinstance(action, CallHook):
+                called.append(action.name)
+                result = getattr(handler, action.name)(*action.args)
+            elif isinstance(action, Receive):
+                result = inputs.pop(0) if inputs else b""
+            elif not isinstance(action, (Send, Close)):
+                raise AssertionError(action)
+    return called
+
+
+def test_unused_hooks_are_the_ones_left_as_they_are() -> None:
+    from adapters._handler import unused_hooks
+
+    class Keeper(Handler):
+        def message_complete(self, session: Session, envelope: Envelope) -> None:
+            return None
+
+    assert "message_complete" in unused_hooks(Handler())
+    assert "message_complete" in unused_hooks(AsyncHandler())
+    assert "message_complete" not in unused_hooks(Keeper())
+    assert "data_chunk" in unused_hooks(Keeper())
+    patched = Handler()
+    patched.mail_from = lambda session, mail: None  # type: ignore[method-assign]
+    assert "mail_from" not in unused_hooks(patched)
+    # AUTH's base answer is a refusal, not None, and the transcript has its own switch.
+    assert not {"auth", "transcript"} & unused_hooks(Handler())
+
+
+def test_the_dispatcher_skips_unused_hooks_and_calls_the_rest() -> None:
+    from adapters._handler import unused_hooks
+
+    class Keeper(Handler):
+        def message_complete(self, session: Session, envelope: Envelope) -> None:
+            return None
+
+    everything = _hooks_called(Handler(), frozenset())
+    assert {"hello", "mail_from", "rcpt_to", "data_start", "data_chunk", "message_complete"} <= set(everything)
+    assert _hooks_called(Handler(), unused_hooks(Handler())) == []
+    assert _hooks_called(Keeper(), unused_hooks(Keeper())) == ["message_complete"]
