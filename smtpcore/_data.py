@@ -78,7 +78,6 @@ class DataReader:
 
     __slots__ = (
         "_at_start",
-        "_kept",
         "_line_length",
         "bare_newline",
         "check_lines",
@@ -96,8 +95,6 @@ class DataReader:
         self.check_lines = check_lines
         # The DATA command's CRLF is the "first CRLF" of an immediate end.
         self._at_start = True
-        # How many octets the last call left in the buffer (see feed_from).
-        self._kept = 0
         # Octets of the current line already handed out (to spot long lines).
         self._line_length = 0
         # RFC 5321 §4.5.3.1.6 counts the CRLF in the 1000.
@@ -119,13 +116,13 @@ class DataReader:
             # The caller may come back once more after the last piece: never read
             # past the end, the bytes after it are the next command.
             return b"", True
-        if len(buffer) == self._kept:
-            # Nothing came since the last call, which left only what it could not
-            # hand out (the server asks once more before it says NEED_DATA).
+        if self._at_start:
+            if not self._start(buffer):
+                return b"", self.done
+        elif len(buffer) < 5 and _END.startswith(buffer):
+            # Only what the last call kept back (the server asks once more
+            # before it says NEED_DATA): there is nothing to hand out.
             return b"", False
-        if self._at_start and not self._start(buffer):
-            self._kept = len(buffer)
-            return b"", self.done
         # A line-start dot cannot come before the first dot (memchr finds that
         # at once, and content with no dot at all, like base64, skips the search).
         dot = buffer.find(b".")
@@ -161,6 +158,8 @@ class DataReader:
         about the first line: it is measured from 0 and never follows a CRLF in
         the buffer, so the searches below treat it like any other.
         """
+        if not buffer:
+            return False
         if buffer[:1] == b".":
             if len(buffer) < 3 and b".\r\n".startswith(buffer):
                 return False  # could still be the end of an empty message
@@ -172,9 +171,9 @@ class DataReader:
         self._at_start = False
         return True
 
-    def _take(self, buffer: bytearray, keep: int) -> bytes:
+    @staticmethod
+    def _take(buffer: bytearray, keep: int) -> bytes:
         """Remove and return all of ``buffer`` but its last ``keep`` octets."""
-        self._kept = keep
         if not keep:
             piece = bytes(buffer)  # one copy, not two as bytes(buffer[:n]) makes
             buffer.clear()
