@@ -167,7 +167,10 @@ class DataReader:
                 del buffer[:3]
                 self.done = True
                 return False
-            del buffer[:1]  # the transparency dot (cheap: a bytearray moves its start)
+            # The transparency dot (cheap: a bytearray moves its start).  Deleting
+            # it cannot make an end marker: one at the new start would mean the
+            # buffer began ".\r\n.\r\n", already taken as an empty message.
+            del buffer[:1]
         self._at_start = False
         return True
 
