@@ -8,6 +8,9 @@ Two figures, each printed beside a pure-Python ceiling measured in the same run:
 * DATA content in MB/s, fed in 1 B, 1 KiB and 64 KiB pieces, for ordinary text,
   for text where every line starts with a dot, and for 8-bit text, beside
   ``bytes.find`` for the end marker plus ``bytes.replace`` for the unstuffing.
+  These run under the default policies, which look for bare CR/LF and long
+  lines; a second set of 64 KiB rows turns both checks off (no target) to show
+  what the checks cost.
 
 Run: ``python -m benchmarks.bench_server [--quick]``.
 """
@@ -19,7 +22,15 @@ import json
 import sys
 from collections.abc import Callable
 
-from smtpcore import NEED_DATA, ConnectionClosed, MessageData, ServerConfig, ServerConnection
+from smtpcore import (
+    NEED_DATA,
+    BareNewlinePolicy,
+    ConnectionClosed,
+    LongLinePolicy,
+    MessageData,
+    ServerConfig,
+    ServerConnection,
+)
 
 from ._report import Figure
 from ._util import measure, row
@@ -31,6 +42,9 @@ SESSION = (
     + b"DATA\r\nSubject: hi\r\n\r\nHello.\r\n.\r\nQUIT\r\n"
 )
 SESSION_COMMANDS = 14
+DEFAULT = ServerConfig(max_message_size=0)
+# Both content checks off: only the end search and the unstuffing remain.
+CHECKS_OFF = ServerConfig(max_message_size=0, bare_newlines=BareNewlinePolicy.ACCEPT, long_lines=LongLinePolicy.ACCEPT)
 
 
 def run_session(data: bytes = SESSION) -> int:
@@ -63,8 +77,8 @@ def make_body(kind: str, size: int) -> bytes:
     return (line * (size // len(line) + 1))[:size].rsplit(b"\r\n", 1)[0] + b"\r\n"
 
 
-def receive_body(body: bytes, piece: int) -> int:
-    conn = ServerConnection(ServerConfig(max_message_size=0))
+def receive_body(body: bytes, piece: int, config: ServerConfig = DEFAULT) -> int:
+    conn = ServerConnection(config)
     conn.accept()
     conn.receive_data(b"EHLO a.example\r\nMAIL FROM:<a@a.example>\r\nRCPT TO:<b@b.example>\r\nDATA\r\n")
     received = 0
@@ -153,6 +167,20 @@ def collect(
                     ratio=ratio, against="of find+replace", target=target,
                 )
             )  # fmt: skip
+
+    # The same 64 KiB rows with both content checks off: no target, they show
+    # what looking for bare CR/LF and long lines costs beside the rows above.
+    for kind in ("text", "dots", "8bit"):
+        body = make_body(kind, size)
+        label = f"DATA {kind}, 65536 B pieces, content checks off"
+        ours = measure(f"data-{kind}-off", lambda b=body: receive_body(b, 65536, CHECKS_OFF), repeat)
+        ceiling = measure(f"ceil-{kind}-off", lambda b=body: ceiling_body(b, 65536), repeat)
+        rate = ours.rate(len(body) / 1e6)
+        ratio = ceiling.median / ours.median
+        emit(row(label, rate, "MB/s", ratio, "(of the find+replace ceiling)"))
+        results[f"data_{kind}_65536_checks_off_mb_per_s"] = rate
+        results[f"data_{kind}_65536_checks_off_ratio"] = ratio
+        figures.append(Figure(SECTION, label, "MB/s", *rate, ratio=ratio, against="of find+replace"))
     return figures, results
 
 

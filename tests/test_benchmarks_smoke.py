@@ -33,7 +33,9 @@ def assert_numbers(figures: list[Figure]) -> None:
 def test_core_server() -> None:
     figures, results = bench_server.collect(repeat=1, sessions=2, size=64 * 1024, byte_size=256)
     assert_numbers(figures)
-    assert len(figures) == 1 + 3 * 3  # the session, then 3 kinds x 3 piece sizes
+    # The session, 3 kinds x 3 piece sizes, then 3 kinds at 64 KiB with the content checks off.
+    assert len(figures) == 1 + 3 * 3 + 3
+    assert [f.target for f in figures if "checks off" in f.name] == [None] * 3
     assert "session_commands_per_s" in results
     assert any(f.target is not None for f in figures)
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._data import ChunkReader, DataReader
+from smtpcore._data import ChunkReader, DataReader, _has_bare_newline
 
 END = b"\r\n.\r\n"
 
@@ -48,9 +48,15 @@ def reference(stream: bytes, max_line_length: int = 1000) -> Result:
     return Result(content, True, framed[end + 5 :], bare, long_line, len(content))
 
 
-def run(chunks: list[bytes], max_line_length: int = 1000, tail_bound: bool = True) -> Result:
+def run(
+    chunks: list[bytes],
+    max_line_length: int = 1000,
+    tail_bound: bool = True,
+    check_newlines: bool = True,
+    check_lines: bool = True,
+) -> Result:
     """Feed ``chunks`` to a DataReader through one bytearray, as the server does."""
-    reader = DataReader(max_line_length)
+    reader = DataReader(max_line_length, check_newlines, check_lines)
     buffer = bytearray()
     out = bytearray()
     done = False
@@ -60,6 +66,11 @@ def run(chunks: list[bytes], max_line_length: int = 1000, tail_bound: bool = Tru
             continue
         piece, done = reader.feed_from(buffer)
         out += piece
+        if not done:
+            # The server asks again until it gets nothing: one call took all there was.
+            before = bytes(buffer)
+            assert reader.feed_from(buffer) == (b"", False)
+            assert bytes(buffer) == before
         if not done and tail_bound:
             # Everything is handed out except a tail that could begin CRLF.CRLF.
             assert len(buffer) <= 4, bytes(buffer)
@@ -383,6 +394,250 @@ def test_long_runs_keep_the_buffer_small() -> None:
     for filler in (b"\r", b"\n", b"\x00", b".", b"\r\n", b"\r\n."):
         run([filler] * 5000)
         run([filler * 1000] * 5)
+
+
+# --- the fast paths: one search for CRLF ".", the bare CR/LF compare, the line hop -----------------
+#
+# The reader skips the end search and the unstuffing when a piece has no CRLF ".",
+# finds bare CR/LF by comparing translated copies, and checks line lengths by
+# hopping from CRLF to CRLF.  Each is checked here against the plain definitions,
+# with the checks on and off, at piece boundaries and at the hop's window edges.
+
+
+def content_flags(content: bytes, max_line_length: int) -> tuple[bool, bool]:
+    """(bare CR or LF, a line over the limit) of unstuffed content, by their definitions."""
+    crlf = content.count(b"\r\n")
+    bare = content.count(b"\r") != crlf or content.count(b"\n") != crlf
+    long_line = any(len(line) > max_line_length - 2 for line in content.split(b"\r\n"))
+    return bare, long_line
+
+
+def expected(stream: bytes, max_line_length: int, check_newlines: bool, check_lines: bool) -> Result:
+    """The reference, with a flag the reader does not look for left False."""
+    result = reference(stream, max_line_length)
+    result.bare_newline = result.bare_newline and check_newlines
+    result.long_line = result.long_line and check_lines
+    return result
+
+
+CHECKS = [(True, True), (True, False), (False, True), (False, False)]
+
+
+def all_two_piece_splits(stream: bytes) -> list[list[bytes]]:
+    return [[stream[:cut], stream[cut:]] for cut in range(1, len(stream))]
+
+
+def test_bare_newline_compare_exhaustive() -> None:
+    # Every string of CR, LF and "x" up to 7 octets: the translate-and-compare
+    # test agrees with counting CR, LF and CRLF.
+    for length in range(1, 8):
+        for octets in itertools.product(b"\r\nx", repeat=length):
+            piece = bytes(octets)
+            crlf = piece.count(b"\r\n")
+            bare = piece.count(b"\r") != crlf or piece.count(b"\n") != crlf
+            if piece.endswith(b"\r"):
+                continue  # never handed out: a final CR waits for what follows
+            assert _has_bare_newline(piece) is bare, piece
+
+
+@pytest.mark.parametrize(("check_newlines", "check_lines"), CHECKS)
+@pytest.mark.parametrize(
+    ("stream", "bare"),
+    [
+        (b"x\nyz\r\n.\r\n", True),  # a bare LF that starts the second piece when cut after "x"
+        (b"x\r\nyz\r\n.\r\n", False),  # CR at the end of a piece, LF at the start of the next
+        (b"x\rz\r\n.\r\n", True),  # a bare CR at the end of a piece
+        (b"\nx\r\n.\r\n", True),  # the very first octet
+        (b"\rx\r\n.\r\n", True),
+        (b"x\r\r\n.\r\n", True),  # just before the last line's CRLF
+        (b"x\n\r\n.\r\n", True),
+        (b"..\n\r\n.\r\n", True),  # after a transparency dot
+        (b"x\r\n.\ny\r\n.\r\n", True),  # an LF right after a removed dot
+        (b"x\r\n..\r\n\r\n.\r\n", False),
+    ],
+)
+def test_bare_newline_at_piece_boundaries(stream: bytes, bare: bool, check_newlines: bool, check_lines: bool) -> None:
+    want = expected(stream, 1000, check_newlines, check_lines)
+    assert want.bare_newline is (bare and check_newlines)
+    for chunks in [[stream], [stream[i : i + 1] for i in range(len(stream))], *all_two_piece_splits(stream)]:
+        assert run(chunks, check_newlines=check_newlines, check_lines=check_lines) == want, chunks
+
+
+def short_id(value: object) -> str:
+    return f"{value!r:.12}..{len(value)}" if isinstance(value, bytes) else str(value)
+
+
+def long_line_streams(text: int) -> list[tuple[bytes, bool]]:
+    """Streams with one line of ``text`` or ``text + 1`` octets of text (the limit is ``text``).
+
+    On the wire the line is plain, or starts with ".." (a "." of text after the
+    transparency dot), or with a "." that is only the transparency dot.
+    """
+    cases = []
+    for size, long in ((text, False), (text + 1, True)):
+        for line in (b"a" * size, b".." + b"a" * (size - 1), b"." + b"a" * size):
+            cases.append((line + b"\r\n.\r\n", long))  # the first line: read at the start of content
+            cases.append((b"x\r\n" + line + b"\r\ny\r\n.\r\n", long))
+            cases.append((b"x\r\n" * 40 + line + b"\r\n.\r\n", long))
+    return cases
+
+
+@pytest.mark.parametrize(("check_newlines", "check_lines"), CHECKS)
+@pytest.mark.parametrize(("stream", "long"), long_line_streams(998), ids=short_id)
+def test_long_line_998_999_any_two_pieces(stream: bytes, long: bool, check_newlines: bool, check_lines: bool) -> None:
+    want = expected(stream, 1000, check_newlines, check_lines)
+    assert want.long_line is (long and check_lines)
+    assert run([stream], check_newlines=check_newlines, check_lines=check_lines) == want
+    for chunks in all_two_piece_splits(stream)[::7] + all_two_piece_splits(stream)[-12:]:
+        assert run(chunks, check_newlines=check_newlines, check_lines=check_lines) == want, len(chunks[0])
+
+
+@pytest.mark.parametrize("dot", [b"", b"."])
+@pytest.mark.parametrize("offset", [-1000, -999, -998, -600, -2, -1, 0, 1])
+@pytest.mark.parametrize("size", [998, 999])
+def test_long_line_across_a_64k_piece_boundary(size: int, offset: int, dot: bytes) -> None:
+    # Ordinary lines up to where the long one starts; the 64 KiB cut falls
+    # ``offset`` octets from the end of the long line (-size: near its start).
+    # With ``dot`` the line's text starts "." and goes on the wire as "..".
+    line = b"." + dot + b"b" * (size - 1) if dot else b"b" * size
+    start = 65536 + offset - len(line)
+    filler = (b"f" * 70 + b"\r\n") * ((start - 2) // 72)
+    filler += b"g" * (start - len(filler) - 2) + b"\r\n"
+    stream = filler + line + b"\r\n" + b"after\r\n" * 3 + END
+    assert len(filler) == start
+    pieces = [stream[i : i + 65536] for i in range(0, len(stream), 65536)]
+    for check_newlines, check_lines in CHECKS:
+        want = expected(stream, 1000, check_newlines, check_lines)
+        assert want.long_line is (size == 999 and check_lines)
+        assert run(pieces, check_newlines=check_newlines, check_lines=check_lines) == want
+
+
+@pytest.mark.parametrize("max_line_length", [10, 1000])
+def test_long_lines_at_the_hop_window_edges(max_line_length: int) -> None:
+    # The hop looks for the next CRLF at most ``text + 2`` octets on: lines of
+    # exactly ``text`` octets put every CRLF on the window's last position, and
+    # one ``text + 1`` line just past it.  Shifting by short lines in front moves
+    # where the hops land.
+    text = max_line_length - 2
+    for shift in range(7):
+        head = b"s\r\n" * shift + b"x" * shift + b"\r\n"
+        for count in (1, 2, 5):
+            exact = head + (b"e" * text + b"\r\n") * count
+            assert not run([exact + END], max_line_length).long_line
+            for where in range(count + 1):
+                lines = [b"e" * text] * count
+                lines.insert(where, b"L" * (text + 1))
+                stream = head + b"\r\n".join(lines) + b"\r\n" + END
+                assert run([stream], max_line_length).long_line, (shift, count, where)
+                off = expected(stream, max_line_length, check_newlines=True, check_lines=False)
+                assert run([stream], max_line_length, check_lines=False) == off
+
+
+def test_long_lines_exhaustive_small_limit() -> None:
+    # Every sequence of up to three lines with 0, 3, 8 or 9 text octets (the limit
+    # is 8), each with or without a transparency dot: the reader agrees with the
+    # reference whole, byte by byte and cut in two anywhere.
+    shapes = [dot + b"z" * size for size in (0, 3, 8, 9) for dot in (b"", b".")]
+    for count in range(1, 4):
+        for lines in itertools.product(shapes, repeat=count):
+            # A line of text starting "." goes on the wire with its transparency dot.
+            stream = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines) + END
+            want = reference(stream, 10)
+            assert run([stream], 10) == want, stream
+            assert run([stream[i : i + 1] for i in range(len(stream))], 10) == want, stream
+            for chunks in all_two_piece_splits(stream)[::3]:
+                assert run(chunks, 10) == want, chunks
+
+
+@pytest.mark.parametrize(("check_newlines", "check_lines"), CHECKS)
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"line one\r\n..dotted\r\nlast\r\n" + END,
+        b"x" * 100 + b"\r\n.y\r\n" + END,  # the first dot is a line-start one
+        b"a.b.c\r\n" * 3 + b".\r\n",  # dots, but none at a line start before the end
+        b"QUJD" * 19 + b"\r\n" + b"QUJD" * 19 + b"\r\n" + END,  # base64: no dot at all
+        b".x\r\n" + END,  # a dot first of all: the first line's transparency dot
+        b"\r\n" + END,
+        b"\r\n.\r\n",
+        b"x\r\n.\r\n",
+        b".\r\n",
+    ],
+    ids=repr,
+)
+def test_end_marker_and_dots_split_everywhere(stream: bytes, check_newlines: bool, check_lines: bool) -> None:
+    want = expected(stream, 1000, check_newlines, check_lines)
+    trailing = b"QUIT\r\n"
+    for chunks in [[stream], [stream[i : i + 1] for i in range(len(stream))], *all_two_piece_splits(stream)]:
+        assert run(chunks, check_newlines=check_newlines, check_lines=check_lines) == want, chunks
+        with_more = run([*chunks[:-1], chunks[-1] + trailing], check_newlines=check_newlines, check_lines=check_lines)
+        assert with_more.rest == want.rest + trailing
+    # And split at every pair of points around the end marker and the dots.
+    for a, b in itertools.combinations(range(1, len(stream)), 2):
+        chunks = [stream[:a], stream[a:b], stream[b:]]
+        assert run(chunks, check_newlines=check_newlines, check_lines=check_lines).content == want.content
+
+
+def test_nothing_new_hands_out_nothing() -> None:
+    reader = DataReader(1000)
+    buffer = bytearray()
+    assert reader.feed_from(buffer) == (b"", False)  # nothing yet at all
+    buffer += b"."
+    assert reader.feed_from(buffer) == (b"", False)  # could be the end of an empty message
+    assert reader.feed_from(buffer) == (b"", False)
+    buffer += b".a\r\n"
+    assert reader.feed_from(buffer) == (b".a", False)
+    assert bytes(buffer) == b"\r\n"
+    buffer += b""
+    assert reader.feed_from(buffer) == (b"", False)
+    buffer += b"."
+    assert reader.feed_from(buffer) == (b"", False)
+    assert bytes(buffer) == b"\r\n."
+    buffer += b"\r"
+    assert reader.feed_from(buffer) == (b"", False)
+    buffer += b"\n"
+    assert reader.feed_from(buffer) == (b"\r\n", True)
+
+
+TEXT_TOKENS = [b"\r", b"\n", b".", b"x", b"\r\n", b"\r\n.", b"..", b"\r\n..", b"\r\n.\r", b"\x00"]
+
+
+@st.composite
+def streams_near_a_limit(draw: st.DrawFn) -> tuple[bytes, int]:
+    """Content of CR, LF, dots and runs of text near the line limit, and that limit."""
+    max_line_length = draw(st.sampled_from([10, 40, 1000]))
+    text = max_line_length - 2
+    run_of_text = st.integers(max(text - 3, 0), text + 2).map(lambda n: b"y" * n)
+    parts = draw(st.lists(st.one_of(st.sampled_from(TEXT_TOKENS), run_of_text), max_size=25))
+    return b"".join(parts), max_line_length
+
+
+@given(
+    streams_near_a_limit(),
+    st.lists(st.integers(0, 30_000), max_size=6),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([b"", END, END + b"NOOP\r\n"]),
+)
+def test_fast_paths_match_the_definitions(
+    shaped: tuple[bytes, int], cuts: list[int], check_newlines: bool, check_lines: bool, tail: bytes
+) -> None:
+    stream, max_line_length = shaped
+    full = stream + tail
+    points = sorted({0, len(full), *(cut for cut in cuts if 0 < cut < len(full))})
+    chunks = [full[a:b] for a, b in itertools.pairwise(points)]
+    options = {"check_newlines": check_newlines, "check_lines": check_lines}
+    split = run(chunks, max_line_length, **options)
+    assert run([full], max_line_length, **options) == split
+    if END in b"\r\n" + full:
+        assert split == expected(full, max_line_length, check_newlines, check_lines)
+    else:
+        # Not ended: the flags are those of what was handed out so far.
+        assert not split.done
+        bare, long_line = content_flags(split.content, max_line_length)
+        assert split.bare_newline is (bare and check_newlines)
+        assert split.long_line is (long_line and check_lines)
+        assert split.size == len(split.content)
 
 
 # --- linear time, by counting work ----------------------------------------------------------------

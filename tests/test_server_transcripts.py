@@ -1485,6 +1485,54 @@ def test_bare_newline_and_long_line_policies() -> None:
     assert content(events) == b"a\rb\nc\r\n"
 
 
+POLICIES = [
+    (bare, long)
+    for bare in (BareNewlinePolicy.REJECT, BareNewlinePolicy.ACCEPT)
+    for long in (LongLinePolicy.REJECT, LongLinePolicy.ACCEPT)
+]
+
+
+@pytest.mark.parametrize(("bare_newlines", "long_lines"), POLICIES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    ("line", "has_bare", "has_long"),
+    [
+        (b"a" * 998, False, False),
+        (b"a" * 999, False, True),
+        (b".." + b"a" * 997, False, False),  # 998 octets of text after the transparency dot
+        (b".." + b"a" * 998, False, True),
+        (b"a" * 500 + b"\n" + b"a" * 400, True, False),
+        (b"a" * 500 + b"\r" + b"a" * 600, True, True),  # bare CR: one line of 1101 octets
+        (b"\r\n".join([b"b" * 998] * 70), False, False),  # lines at the limit, across the cut
+    ],
+    ids=lambda v: f"{v[:3]!r}..{len(v)}" if isinstance(v, bytes) else str(v),
+)
+@pytest.mark.parametrize("cut", [None, 0, 1, 500, 997, 998, 999, 1000])
+def test_content_checks_by_policy_in_64k_pieces(
+    line: bytes,
+    has_bare: bool,
+    has_long: bool,
+    bare_newlines: BareNewlinePolicy,
+    long_lines: LongLinePolicy,
+    cut: int | None,
+) -> None:
+    # The line sits where a 64 KiB piece boundary falls ``cut`` octets into it.
+    data = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
+    start = 65536 - (cut or 0) - len(data)
+    filler = (b"f" * 62 + b"\r\n") * ((start - 2) // 64)
+    filler += b"g" * (start - len(filler) - 2) + b"\r\n"
+    stream = data + filler + line + b"\r\nafter\r\n.\r\n"
+    assert stream.index(line) == 65536 - (cut or 0)
+    chunks = [stream] if cut is None else [stream[i : i + 65536] for i in range(0, len(stream), 65536)]
+    events, out = drive(chunks, ServerConfig(bare_newlines=bare_newlines, long_lines=long_lines))
+    if has_bare and bare_newlines is BareNewlinePolicy.REJECT:
+        assert out.endswith(b"550 5.6.11 Message contains a bare CR or LF; use CRLF line endings\r\n")
+    elif has_long and long_lines is LongLinePolicy.REJECT:
+        assert out.endswith(b"550 5.6.0 Message contains a line longer than 998 octets\r\n")
+    else:
+        assert out.endswith(b"250 2.0.0 OK: message accepted\r\n")
+    assert content(events) == (filler + line + b"\r\nafter\r\n").replace(b"\r\n..", b"\r\n.")
+
+
 def test_state_and_properties() -> None:
     conn = make_server()
     assert conn.state is State.CONNECTED
