@@ -141,3 +141,22 @@ def test_peer_closing_before_the_header() -> None:
     conn.receive_data(b"")
     assert conn.next_event() == ConnectionClosed(by_peer=True)
     assert PAUSED is not NEED_DATA
+
+
+# --- the per-command shortcuts and the tables they rest on ----------------------------------------
+
+
+def test_the_state_namespace_is_the_enum() -> None:
+    from smtpcore._server import S, State
+
+    names = [name for name in vars(S) if not name.startswith("_")]
+    assert names == list(State.__members__)
+    assert all(getattr(S, name) is State[name] for name in names)
+    assert {state: state.name for state in State}[State.READY] == "READY"  # the identity hash works as a key
+
+
+def test_http_verbs_are_not_smtp_verbs() -> None:
+    # The server looks for them only among the verbs it does not know.
+    from smtpcore._commands import _NON_SMTP_VERBS, PARSERS
+
+    assert not _NON_SMTP_VERBS & PARSERS.keys()
