@@ -196,6 +196,17 @@ def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
     return reply
 
 
+# accept()'s defaults for the events that take one reply, ready to write:
+# kind -> (accepted, wire form before ENHANCEDSTATUSCODES, wire form after).
+# LMTP answers the end of a message once per recipient, so it has no entry there.
+_OneReply = tuple[bool, bytes, bytes]
+_SMTP_ONE_REPLY: dict[type[object], _OneReply] = {
+    kind: (reply.code < 400, reply.to_bytes(False), _with_enhanced_code(reply, True).to_bytes(True))
+    for kind, reply in _DEFAULT_REPLIES.items()
+}
+_LMTP_ONE_REPLY = {kind: value for kind, value in _SMTP_ONE_REPLY.items() if kind is not EndOfMessage}
+
+
 class ServerConnection:
     """One SMTP (or LMTP) connection, server side, with no I/O.
 
@@ -234,6 +245,8 @@ class ServerConnection:
         self._parsers = _LMTP_PARSERS if self.config.lmtp else _SMTP_PARSERS
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
+        # accept()'s one-reply defaults: every default but LMTP's per-recipient ones.
+        self._one_reply_defaults = _LMTP_ONE_REPLY if self.config.lmtp else _SMTP_ONE_REPLY
         #: The connection is encrypted (implicit TLS, or after STARTTLS).
         self.tls_active = self.config.implicit_tls
         #: Total octets received, for logs and session objects.
@@ -583,6 +596,20 @@ class ServerConnection:
         """
         if not self._replies_due:
             raise LocalProtocolError("no command is waiting for a reply")
+        pending = self._pending
+        default = self._one_reply_defaults.get(type(pending))
+        if default is not None:
+            # What send(reply) does for these (every pending event but the
+            # greeting, EHLO and LMTP's end of message), without building the
+            # reply list, re-checking the reply, or serialising it: the defaults
+            # fit their commands (a test holds them to _POSITIVE) and none is a
+            # 421, so only the queueing and the transition are left.
+            accepted, plain, enhanced = default
+            self._replies_due -= 1
+            self._out += enhanced if self._esc else plain
+            if self._replies_due == 0:
+                self._transition(pending, accepted)
+            return
         for reply in self._default_replies():
             self.send(reply)
 

@@ -155,6 +155,29 @@ def test_the_state_namespace_is_the_enum() -> None:
     assert {state: state.name for state in State}[State.READY] == "READY"  # the identity hash works as a key
 
 
+def test_one_reply_defaults_are_what_send_would_write() -> None:
+    from smtpcore import EndOfMessage
+    from smtpcore._server import (
+        _DEFAULT_REPLIES,
+        _LMTP_ONE_REPLY,
+        _POSITIVE,
+        _SMTP_ONE_REPLY,
+        _wire,
+        _with_enhanced_code,
+    )
+
+    assert _SMTP_ONE_REPLY.keys() == _DEFAULT_REPLIES.keys()
+    assert _LMTP_ONE_REPLY.keys() == _DEFAULT_REPLIES.keys() - {EndOfMessage}
+    for kind, (accepted, plain, enhanced) in _SMTP_ONE_REPLY.items():
+        reply = _DEFAULT_REPLIES[kind]
+        # send() would accept this reply for this kind, and it does not close.
+        assert accepted == (reply.code < 400)
+        assert reply.code in _POSITIVE[kind] or not accepted
+        assert reply.code != 421
+        assert plain == _wire(_with_enhanced_code(reply, False), False)
+        assert enhanced == _wire(_with_enhanced_code(reply, True), True)
+
+
 def test_http_verbs_are_not_smtp_verbs() -> None:
     # The server looks for them only among the verbs it does not know.
     from smtpcore._commands import _NON_SMTP_VERBS, PARSERS
