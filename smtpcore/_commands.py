@@ -30,13 +30,13 @@ from ._events import (
     Expn,
     Hello,
     Help,
-    Mail,
     Noop,
     Quit,
-    Rcpt,
     Rset,
     StartTls,
     Vrfy,
+    unchecked_mail,
+    unchecked_rcpt,
 )
 from ._params import MailParams, ParamError, RcptParams, parse_params
 from ._replies import Reply
@@ -192,7 +192,8 @@ def _mail(argument: str | None, context: Context) -> Event:
                 # only the path needs no further check.
                 words = match.group("params").split()
                 params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
-                return Mail._unchecked(sender=mailbox, params=params)
+                assert isinstance(params, MailParams)
+                return unchecked_mail(mailbox, params)
     return _mail_general(argument, context)
 
 
@@ -203,7 +204,7 @@ def _rcpt(argument: str | None, context: Context) -> Event:
         if match is not None:
             mailbox = match.group("mailbox")
             if len(mailbox) <= _SHORT_MAILBOX:
-                return Rcpt._unchecked(recipient=mailbox, params=_NO_RCPT_PARAMS)
+                return unchecked_rcpt(mailbox, _NO_RCPT_PARAMS)
     return _rcpt_general(argument, context)
 
 
@@ -215,17 +216,18 @@ def _mail_general(argument: str | None, context: Context) -> Event:
         sender = parse_path(path, utf8=params.smtputf8, null_allowed=True, postmaster_allowed=False)
     except AddressError as exc:
         raise _address_refusal(exc, "sender") from None
-    return Mail._unchecked(sender=sender, params=params)
+    return unchecked_mail(sender, params)
 
 
 def _rcpt_general(argument: str | None, context: Context) -> Event:
     path, words = _path_and_params(argument, "TO:")
     params = _parse_params("RCPT", words, context, utf8=context.transaction_utf8)
+    assert isinstance(params, RcptParams)
     try:
         recipient = parse_path(path, utf8=context.transaction_utf8, null_allowed=False, postmaster_allowed=True)
     except AddressError as exc:
         raise _address_refusal(exc, "recipient") from None
-    return Rcpt._unchecked(recipient=recipient, params=params)
+    return unchecked_rcpt(recipient, params)
 
 
 def _bdat(argument: str | None, context: Context) -> Event:
