@@ -35,6 +35,7 @@ import base64
 import binascii
 import enum
 import functools
+from collections.abc import Mapping
 from typing import Final
 
 from . import _replies as R
@@ -196,6 +197,25 @@ def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
     return reply
 
 
+# What every connection of one server says alike is made once per server, not
+# once per connection: the greeting and the EHLO reply depend on the server's
+# name and configuration only, and a server has one of each.
+
+
+@functools.lru_cache(maxsize=64)
+def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[type[object], Reply]]:
+    """accept()'s greeting, and its reply to everything but the greeting and LMTP's end of message."""
+    greeting = Reply(220, f"{hostname} {'LMTP' if lmtp else 'ESMTP'} smtpcore")
+    return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(first_line: str, extensions: tuple[str, ...]) -> tuple[bytes, frozenset[str]]:
+    """The EHLO/LHLO reply's wire form and the keywords it advertises (upper case)."""
+    keywords = frozenset(line.split(" ", 1)[0].upper() for line in extensions)
+    return Reply._unchecked(250, (first_line, *extensions), None).to_bytes(False), keywords
+
+
 # accept()'s defaults for the events that take one reply, ready to write:
 # kind -> (accepted, wire form before ENHANCEDSTATUSCODES, wire form after).
 # LMTP answers the end of a message once per recipient, so it has no entry there.
@@ -239,7 +259,6 @@ class ServerConnection:
         self._error: RemoteProtocolError | None = None
         self._errors = 0
         self._tls_announced = False
-        self._defaults: dict[type[object], Reply] | None = None
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
         self._parsers = _LMTP_PARSERS if self.config.lmtp else _SMTP_PARSERS
@@ -577,7 +596,7 @@ class ServerConnection:
         self._replies_due -= 1
         if isinstance(pending, Hello):
             # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
-            self._out += (self._hello_reply(pending, reply) if accepted else reply).to_bytes(False)
+            self._out += self._hello_reply(pending, reply) if accepted else reply.to_bytes(False)
         else:
             self._queue(_with_enhanced_code(reply, self._esc))
         if reply.code == 421:
@@ -615,17 +634,14 @@ class ServerConnection:
 
     def _default_replies(self) -> list[Reply]:
         pending = self._pending
-        hostname = self.config.hostname
+        greeting, defaults = _greeting_and_defaults(self.config.hostname, self.config.lmtp)
         if isinstance(pending, _Greeting):
-            return [Reply(220, f"{hostname} {'LMTP' if self.config.lmtp else 'ESMTP'} smtpcore")]
+            return [greeting]
         if isinstance(pending, EndOfMessage) and self.config.lmtp:
             # Only the recipients not answered yet: the application may have sent
             # some replies itself before calling accept() for the rest.
             remaining = self._recipients[len(self._recipients) - self._replies_due :]
             return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in remaining]
-        defaults = self._defaults
-        if defaults is None:  # built once per connection, on the first accept()
-            defaults = self._defaults = {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
         return [defaults[type(pending)]] * self._replies_due
 
     def _transition(self, pending: object, accepted: bool) -> None:
@@ -672,14 +688,16 @@ class ServerConnection:
             self._buffer.clear()
             self._tls_announced = False
 
-    def _hello_reply(self, hello: Hello, reply: Reply) -> Reply:
-        """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1)."""
+    def _hello_reply(self, hello: Hello, reply: Reply) -> bytes:
+        """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1).
+
+        The wire form, without enhanced codes (RFC 2034 gives this reply none).
+        """
         if hello.verb == "HELO":
             self._extensions = frozenset()
-            return reply
-        lines = self._extension_lines()
-        self._extensions = frozenset(line.split(" ", 1)[0].upper() for line in lines)
-        return Reply._unchecked(250, (reply.text[0], *lines), None)
+            return reply.to_bytes(False)
+        wire, self._extensions = _ehlo_reply(reply.text[0], tuple(self._extension_lines()))
+        return wire
 
     def _extension_lines(self) -> list[str]:
         config = self.config

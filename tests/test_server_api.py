@@ -16,6 +16,7 @@ from smtpcore import (
     Reply,
     ServerConfig,
     ServerConnection,
+    TlsPolicy,
 )
 
 SHUTDOWN = Reply(421, "Server shutting down", "4.3.2")
@@ -183,3 +184,35 @@ def test_http_verbs_are_not_smtp_verbs() -> None:
     from smtpcore._commands import _NON_SMTP_VERBS, PARSERS
 
     assert not _NON_SMTP_VERBS & PARSERS.keys()
+
+
+def test_replies_made_once_per_server_still_follow_each_connection() -> None:
+    # The greeting and the EHLO reply are remembered by server name and
+    # extension lines: connections of different servers, interleaved, and the
+    # same connection before and after TLS each get their own.
+    def ehlo(conn: ServerConnection, reply: Reply | None = None) -> bytes:
+        conn.receive_data(b"EHLO c.example\r\n")
+        assert isinstance(conn.next_event(), Hello)
+        conn.send(reply) if reply else conn.accept()
+        return conn.data_to_send()
+
+    plain = greeted(ServerConfig(hostname="mx.example"))
+    lmtp = ServerConnection(ServerConfig(hostname="mx.example", lmtp=True))
+    lmtp.accept()
+    assert lmtp.data_to_send() == b"220 mx.example LMTP smtpcore\r\n"
+    tls = greeted(ServerConfig(hostname="mx.example", tls=TlsPolicy.OPTIONAL, dsn=True))
+    assert ehlo(plain).startswith(b"250-mx.example\r\n250-PIPELINING\r\n")
+    first = ehlo(tls, Reply(250, "mx.example greets c.example"))
+    assert first.startswith(b"250-mx.example greets c.example\r\n") and b"250-DSN\r\n" in first
+    assert b"STARTTLS" in first and b"DSN" not in ehlo(greeted(ServerConfig(hostname="mx.example")))
+    tls.receive_data(b"STARTTLS\r\n")
+    tls.next_event()
+    tls.accept()
+    tls.next_event()  # TlsHandshake
+    tls.tls_established()
+    assert tls.data_to_send() == b"220 2.0.0 Ready to start TLS\r\n"
+    again = ehlo(tls, Reply(250, "mx.example greets c.example"))
+    assert b"STARTTLS" not in again and again.startswith(b"250-mx.example greets c.example\r\n")
+    assert tls.extensions == {line[4:].split(b" ")[0].decode() for line in again.splitlines()[1:]}
+    assert "STARTTLS" not in tls.extensions and "DSN" in tls.extensions
+    assert "DSN" not in plain.extensions
