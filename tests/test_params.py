@@ -653,3 +653,13 @@ def test_arbitrary_words_only_raise_param_error(words: list[str], command: Any, 
         error = exc
     if error is not None:
         assert error.reply.code in (501, 504, 555)
+
+
+@pytest.mark.parametrize("command", ["MAIL", "RCPT"])
+def test_no_words_is_what_the_loop_builds(command: Any) -> None:
+    # parse_params answers an empty list with one shared frozen instance; an
+    # iterator (truthy, so it takes the loop) builds its own: they are equal.
+    shared = parse_params(command, [], ALL)
+    assert shared == parse_params(command, iter([]), ALL) == (MailParams() if command == "MAIL" else RcptParams())
+    assert type(shared) is (MailParams if command == "MAIL" else RcptParams)
+    assert parse_params(command, (), ALL) is shared
