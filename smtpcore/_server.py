@@ -129,6 +129,9 @@ class S:
 
 
 _HELLO_STATES = (S.READY, S.MAIL, S.RCPT, S.CHUNKING)
+#: Where next_event() reads command lines (SASL lines in AUTH): all but content,
+#: the PROXY header and the TLS handshake.
+_READS_COMMANDS = frozenset(State) - {S.DATA, S.CHUNK, S.PROXY, S.TLS}
 
 #: TRANSITIONS[state][command] -> the state after the application accepts it.
 #: A command missing from a state's row gets a 503 (bad sequence).  NOOP, RSET,
@@ -148,6 +151,7 @@ _NO_TRANSITIONS: dict[type[Event], State] = {}
 _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
 #: Under AuthPolicy.REQUIRED these wait for a successful AUTH (RFC 4954 §6).
 _NEED_AUTH = (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
+_POLICED = frozenset({StartTls, Auth, Bdat})
 
 # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.  The
 # wrong hello is simply not a verb of this connection: 500, like any unknown verb.
@@ -264,6 +268,7 @@ class ServerConnection:
         self._parsers = _LMTP_PARSERS if self.config.lmtp else _SMTP_PARSERS
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
+        self._restricted = self._tls_required or self._auth_required
         # accept()'s one-reply defaults: every default but LMTP's per-recipient ones.
         self._one_reply_defaults = _LMTP_ONE_REPLY if self.config.lmtp else _SMTP_ONE_REPLY
         #: The connection is encrypted (implicit TLS, or after STARTTLS).
@@ -367,17 +372,17 @@ class ServerConnection:
                 if self._pending is _GREETING and self._buffer and self.config.reject_early_talkers:
                     self._fatal(R.EARLY_TALKER, "client sent data before the greeting")
                 return PAUSED
-            if state is S.DATA or state is S.CHUNK:
+            if state in _READS_COMMANDS:
+                event = self._next_command_event()
+            elif state is S.DATA or state is S.CHUNK:
                 event = self._next_content_event()
             elif state is S.PROXY:
                 return self._next_proxy_event()
-            elif state is S.TLS:
+            else:  # S.TLS
                 if not self._tls_announced:
                     self._tls_announced = True
                     return TlsHandshake()
                 return PAUSED
-            else:
-                event = self._next_command_event()
             if event is not None:
                 return event
 
@@ -448,7 +453,9 @@ class ServerConnection:
                 assert isinstance(event, Bdat)
                 return self._start_chunk(event, R.REFUSED_SESSION)
             return self._reject(verb, R.REFUSED_SESSION)
-        refusal = self._policy_refusal(event)
+        # Only STARTTLS, AUTH and BDAT have rules of their own; the rest only
+        # under TlsPolicy.REQUIRED or AuthPolicy.REQUIRED.
+        refusal = self._policy_refusal(event) if kind in _POLICED or self._restricted else None
         if refusal is not None:
             if kind is Bdat:
                 assert isinstance(event, Bdat)

@@ -7,16 +7,29 @@ import pytest
 from smtpcore import (
     NEED_DATA,
     PAUSED,
+    Auth,
+    AuthPolicy,
+    Bdat,
     ConnectionClosed,
+    Data,
+    Expn,
     Hello,
+    Help,
     LocalProtocolError,
+    Mail,
     MessageData,
+    Noop,
     ProxyHeader,
+    Quit,
+    Rcpt,
     RemoteProtocolError,
     Reply,
+    Rset,
     ServerConfig,
     ServerConnection,
+    StartTls,
     TlsPolicy,
+    Vrfy,
 )
 
 SHUTDOWN = Reply(421, "Server shutting down", "4.3.2")
@@ -216,3 +229,23 @@ def test_replies_made_once_per_server_still_follow_each_connection() -> None:
     assert tls.extensions == {line[4:].split(b" ")[0].decode() for line in again.splitlines()[1:]}
     assert "STARTTLS" not in tls.extensions and "DSN" in tls.extensions
     assert "DSN" not in plain.extensions
+
+
+@pytest.mark.parametrize("tls", [TlsPolicy.OFF, TlsPolicy.OPTIONAL])
+@pytest.mark.parametrize("auth", [AuthPolicy.OFF, AuthPolicy.OPTIONAL])
+def test_policy_check_is_skipped_only_where_it_finds_nothing(tls: TlsPolicy, auth: AuthPolicy) -> None:
+    # _command skips _policy_refusal for kinds outside _POLICED unless TLS or
+    # AUTH is REQUIRED: in every state, it would have answered None for them.
+    from smtpcore._server import _POLICED
+
+    events = [Hello("c.example"), Mail("a@b.example"), Rcpt("c@d.example"), Data(), Rset(), Noop(), Quit()]
+    events += [Help(), Vrfy("x"), Expn("y"), StartTls(), Auth("PLAIN"), Bdat(1)]
+    config = ServerConfig(tls=tls, auth=auth, allow_insecure_auth=True)
+    conn = greeted(config)
+    for line in [b"", b"EHLO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<d@e.f>\r\n"]:
+        conn.receive_data(line)
+        answer_all(conn)
+        assert not conn._restricted
+        for event in events:
+            if type(event) not in _POLICED:
+                assert conn._policy_refusal(event) is None, (conn.state, event)
