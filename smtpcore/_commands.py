@@ -174,7 +174,7 @@ def _parse_params(command: str, words: list[str], context: Context, utf8: bool) 
 # goes to the general parser, which stays the reference: the fast path never
 # refuses, it only returns the event the general parser would return (the tests
 # compare the two on generated lines).
-_PLAIN_PATH = rf" *<(?P<mailbox>(?P<local>{_abnf.DOT_STRING})@(?P<domain>{_abnf.DOMAIN}))>"
+_PLAIN_PATH = rf" *<(?P<mailbox>{_abnf.DOT_STRING}@{_abnf.DOMAIN})>"
 _PLAIN_MAIL_RE = re.compile(rf"[Ff][Rr][Oo][Mm]:{_PLAIN_PATH}(?P<params>(?: .*)?)")
 _PLAIN_RCPT_RE = re.compile(rf"[Tt][Oo]:{_PLAIN_PATH}")
 _SHORT_MAILBOX = 64

@@ -144,8 +144,7 @@ TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
     S.RCPT: {Hello: S.READY, Rcpt: S.RCPT, Data: S.DATA, Bdat: S.CHUNK},
     S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
 }
-_ANYTIME = (Noop, Rset, Quit, Help, Vrfy, Expn)
-_ANYTIME_KINDS = frozenset(_ANYTIME)
+_ANYTIME = frozenset({Noop, Rset, Quit, Help, Vrfy, Expn})
 _NO_TRANSITIONS: dict[type[Event], State] = {}
 #: Before TLS under TlsPolicy.REQUIRED only these get through (RFC 3207 §4).
 _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
@@ -202,8 +201,8 @@ def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
 
 
 # What every connection of one server says alike is made once per server, not
-# once per connection: the greeting and the EHLO reply depend on the server's
-# name and configuration only, and a server has one of each.
+# once per connection: the greeting and the EHLO reply depend only on the
+# server's name and configuration (and, for EHLO, on whether TLS is on).
 
 
 @functools.lru_cache(maxsize=64)
@@ -461,7 +460,7 @@ class ServerConnection:
                 assert isinstance(event, Bdat)
                 return self._start_chunk(event, refusal)
             return self._reject(verb, refusal)
-        if kind in _ANYTIME_KINDS:
+        if kind in _ANYTIME:
             return self._anytime(event)
         if kind is Bdat:
             assert isinstance(event, Bdat)
@@ -628,13 +627,13 @@ class ServerConnection:
             # What send(reply) does for these (every pending event but the
             # greeting, EHLO and LMTP's end of message), without building the
             # reply list, re-checking the reply, or serialising it: the defaults
-            # fit their commands (a test holds them to _POSITIVE) and none is a
-            # 421, so only the queueing and the transition are left.
+            # fit their commands (a test holds them to _POSITIVE), none is a
+            # 421, and each of these events is awaited with a single reply, so
+            # only the queueing and the transition are left.
             accepted, plain, enhanced = default
-            self._replies_due -= 1
+            self._replies_due = 0
             self._out += enhanced if self._esc else plain
-            if self._replies_due == 0:
-                self._transition(pending, accepted)
+            self._transition(pending, accepted)
             return
         for reply in self._default_replies():
             self.send(reply)
