@@ -30,13 +30,13 @@ from ._events import (
     Expn,
     Hello,
     Help,
-    Mail,
     Noop,
     Quit,
-    Rcpt,
     Rset,
     StartTls,
     Vrfy,
+    unchecked_mail,
+    unchecked_rcpt,
 )
 from ._params import MailParams, ParamError, RcptParams, parse_params
 from ._replies import Reply
@@ -79,6 +79,13 @@ def decode_line(line: bytes) -> str:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise Refusal(R.SYNTAX_NOT_UTF8) from None
+    # Skips the regex for the usual line.  On ASCII text isprintable() is false
+    # exactly for C0 controls and DEL, the characters _CONTROL_RE finds: every
+    # other ASCII character is a letter, digit, punctuation or the space, which
+    # Python counts as printable.  Non-ASCII text (where isprintable() also
+    # refuses characters such as U+00A0 that a command may hold) takes the regex.
+    if text.isascii() and text.isprintable():
+        return text
     if _CONTROL_RE.search(text):
         raise Refusal(R.SYNTAX_BAD_BYTES)
     return text
@@ -148,7 +155,60 @@ def _parse_params(command: str, words: list[str], context: Context, utf8: bool) 
         raise Refusal(exc.reply) from None
 
 
+# --- MAIL and RCPT: the common shape in one match, everything else by the general parser -----------
+#
+# Nearly every MAIL and RCPT a server sees names a plain ASCII mailbox: a
+# dot-string local part, "@", a domain of letters, digits and hyphens, in angle
+# brackets right after the colon.  One fullmatch of that shape, built from the
+# very _abnf rules the general parser uses, stands in for the general steps:
+#
+# * the prefix and the bracket extent: dot-string and domain hold no ">", '"' or
+#   "\", so the path ends at its first ">" as _PATH_EXTENT_RE would find it;
+# * parse_path: the shape is a branch of PATH_RE (no source route, no quoting,
+#   no address literal, no UTF-8, not <> or <Postmaster>), and a mailbox of at
+#   most 64 ASCII characters cannot break an RFC 5321 §4.5.3.1 limit: its local
+#   part and domain are at most 62 octets, under the 64 and 63 (label) limits;
+# * parse_params, for RCPT only: the shape ends at ">", so there are none.
+#
+# Anything else (parameters on RCPT, a longer mailbox, any other spelling)
+# goes to the general parser, which stays the reference: the fast path never
+# refuses, it only returns the event the general parser would return (the tests
+# compare the two on generated lines).
+_PLAIN_PATH = rf" *<(?P<mailbox>{_abnf.DOT_STRING}@{_abnf.DOMAIN})>"
+_PLAIN_MAIL_RE = re.compile(rf"[Ff][Rr][Oo][Mm]:{_PLAIN_PATH}(?P<params>(?: .*)?)")
+_PLAIN_RCPT_RE = re.compile(rf"[Tt][Oo]:{_PLAIN_PATH}")
+_SHORT_MAILBOX = 64
+_NO_RCPT_PARAMS = RcptParams()
+
+
 def _mail(argument: str | None, context: Context) -> Event:
+    """MAIL FROM:<path> [parameters]; the common shape in one match, else :func:`_mail_general`."""
+    if argument is not None:
+        match = _PLAIN_MAIL_RE.fullmatch(argument)
+        if match is not None:
+            mailbox = match.group("mailbox")
+            if len(mailbox) <= _SHORT_MAILBOX:
+                # The parameters are parsed exactly as the general parser does;
+                # only the path needs no further check.
+                words = match.group("params").split()
+                params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
+                assert isinstance(params, MailParams)
+                return unchecked_mail(mailbox, params)
+    return _mail_general(argument, context)
+
+
+def _rcpt(argument: str | None, context: Context) -> Event:
+    """RCPT TO:<path> [parameters]; the common shape in one match, else :func:`_rcpt_general`."""
+    if argument is not None:
+        match = _PLAIN_RCPT_RE.fullmatch(argument)
+        if match is not None:
+            mailbox = match.group("mailbox")
+            if len(mailbox) <= _SHORT_MAILBOX:
+                return unchecked_rcpt(mailbox, _NO_RCPT_PARAMS)
+    return _rcpt_general(argument, context)
+
+
+def _mail_general(argument: str | None, context: Context) -> Event:
     path, words = _path_and_params(argument, "FROM:")
     params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
     assert isinstance(params, MailParams)
@@ -156,17 +216,18 @@ def _mail(argument: str | None, context: Context) -> Event:
         sender = parse_path(path, utf8=params.smtputf8, null_allowed=True, postmaster_allowed=False)
     except AddressError as exc:
         raise _address_refusal(exc, "sender") from None
-    return Mail._unchecked(sender=sender, params=params)
+    return unchecked_mail(sender, params)
 
 
-def _rcpt(argument: str | None, context: Context) -> Event:
+def _rcpt_general(argument: str | None, context: Context) -> Event:
     path, words = _path_and_params(argument, "TO:")
     params = _parse_params("RCPT", words, context, utf8=context.transaction_utf8)
+    assert isinstance(params, RcptParams)
     try:
         recipient = parse_path(path, utf8=context.transaction_utf8, null_allowed=False, postmaster_allowed=True)
     except AddressError as exc:
         raise _address_refusal(exc, "recipient") from None
-    return Rcpt._unchecked(recipient=recipient, params=params)
+    return unchecked_rcpt(recipient, params)
 
 
 def _bdat(argument: str | None, context: Context) -> Event:

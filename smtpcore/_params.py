@@ -128,11 +128,15 @@ class MailParams:
     def __post_init__(self) -> None:
         # The parser only builds values in range; these catch an application's
         # mistakes before a client sends SIZE=-1 or MT-PRIORITY=42.
-        for name, low, high in (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999)):
+        for name, low, high in _MAIL_RANGES:
             value = getattr(self, name)
-            wrong_type = isinstance(value, bool) or not isinstance(value, int)
-            if value is not None and (wrong_type or not low <= value <= high):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+            ):
                 raise ValueError(f"MailParams.{name} must be an int from {low} to {high}, not {value!r}")
+
+
+_MAIL_RANGES = (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +285,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("RRVS", "RCPT", "RRVS", "rrvs", _rrvs, rfc="RFC 7293"),
 )
 
-_BY_KEYWORD: Mapping[tuple[str, str], ParamSpec] = {(spec.command, spec.keyword): spec for spec in PARAMETERS}
+_BY_KEYWORD: Mapping[str, Mapping[str, ParamSpec]] = {
+    command: {spec.keyword: spec for spec in PARAMETERS if spec.command == command} for command in ("MAIL", "RCPT")
+}
 _BY_FIELD: Mapping[tuple[str, str], ParamSpec] = {(spec.command, spec.field): spec for spec in PARAMETERS}
+
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
 
 #: Extra extensions a BODY value needs beyond 8BITMIME.
 _BODY_NEEDS = {"BINARYMIME": "BINARYMIME"}
@@ -304,9 +313,14 @@ def parse_params(
     case); ``extra_keywords`` the parameter keywords the application handles
     itself.  Raises :class:`ParamError` carrying the reply to send.
     """
+    if not words:
+        # No parameters (most RCPTs, a bare MAIL): what the loop would build,
+        # and frozen, so one instance serves every command.
+        return _NO_MAIL_PARAMS if command == "MAIL" else _NO_RCPT_PARAMS
     values: dict[str, Any] = {}
     extra: list[tuple[str, str | None]] = []
     seen: set[str] = set()
+    specs = _BY_KEYWORD[command]
     value_re = _abnf.ESMTP_VALUE_UTF8_RE if utf8 else _abnf.ESMTP_VALUE_RE
     for word in words:
         keyword, equals, value = word.partition("=")
@@ -317,7 +331,7 @@ def parse_params(
             raise _syntax(f"Parameter {_shown(keyword)} given twice")
         seen.add(keyword)
         raw = value if equals else None
-        spec = _BY_KEYWORD.get((command, keyword))
+        spec = specs.get(keyword)
         if spec is None or spec.extension not in extensions:
             if keyword in extra_keywords:
                 extra.append((keyword, raw))

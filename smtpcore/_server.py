@@ -35,6 +35,7 @@ import base64
 import binascii
 import enum
 import functools
+from collections.abc import Mapping
 from typing import Final
 
 from . import _replies as R
@@ -98,9 +99,39 @@ class State(enum.Enum):
     TLS = "tls"  # 220 to STARTTLS queued; waiting for the handshake
     CLOSED = "closed"
 
+    # Members are singletons compared by identity, so the identity hash agrees
+    # with equality.  Enum's own __hash__ is Python code (it hashes the name),
+    # and TRANSITIONS is looked up by state on every command.
+    __hash__ = object.__hash__
 
-S = State
+
+class S:
+    """The members of :class:`State` as plain class attributes: ``S.READY is State.READY``.
+
+    On Python 3.10 and 3.11 ``State.READY`` goes through ``EnumType.__getattr__``
+    (about 70 ns, ten times a plain attribute), and a command compares states
+    half a dozen times.  A test keeps this list equal to the enum.
+    """
+
+    PROXY: Final = State.PROXY
+    GREETING: Final = State.GREETING
+    REFUSED: Final = State.REFUSED
+    CONNECTED: Final = State.CONNECTED
+    READY: Final = State.READY
+    MAIL: Final = State.MAIL
+    RCPT: Final = State.RCPT
+    DATA: Final = State.DATA
+    CHUNK: Final = State.CHUNK
+    CHUNKING: Final = State.CHUNKING
+    AUTH: Final = State.AUTH
+    TLS: Final = State.TLS
+    CLOSED: Final = State.CLOSED
+
+
 _HELLO_STATES = (S.READY, S.MAIL, S.RCPT, S.CHUNKING)
+#: Where next_event() reads command lines (SASL lines in AUTH): all but content,
+#: the PROXY header and the TLS handshake.
+_READS_COMMANDS = frozenset(State) - {S.DATA, S.CHUNK, S.PROXY, S.TLS}
 
 #: TRANSITIONS[state][command] -> the state after the application accepts it.
 #: A command missing from a state's row gets a 503 (bad sequence).  NOOP, RSET,
@@ -113,9 +144,18 @@ TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
     S.RCPT: {Hello: S.READY, Rcpt: S.RCPT, Data: S.DATA, Bdat: S.CHUNK},
     S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
 }
-_ANYTIME = (Noop, Rset, Quit, Help, Vrfy, Expn)
+_ANYTIME = frozenset({Noop, Rset, Quit, Help, Vrfy, Expn})
+_NO_TRANSITIONS: dict[type[Event], State] = {}
 #: Before TLS under TlsPolicy.REQUIRED only these get through (RFC 3207 §4).
 _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
+#: Under AuthPolicy.REQUIRED these wait for a successful AUTH (RFC 4954 §6).
+_NEED_AUTH = (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
+_POLICED = frozenset({StartTls, Auth, Bdat})
+
+# RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.  The
+# wrong hello is simply not a verb of this connection: 500, like any unknown verb.
+_SMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb != "LHLO"}
+_LMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb not in ("HELO", "EHLO")}
 
 
 class _Greeting:
@@ -153,6 +193,43 @@ _DEFAULT_REPLIES: dict[type[object], Reply] = {
 }
 
 
+def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
+    """RFC 2034 §3: once advertised (``esc``), every reply carries an enhanced code."""
+    if esc and reply.enhanced is None and reply.code // 100 in (2, 4, 5) and reply.code != 220:
+        return Reply._unchecked(reply.code, reply.text, f"{reply.code // 100}.0.0")
+    return reply
+
+
+# What every connection of one server says alike is made once per server, not
+# once per connection: the greeting and the EHLO reply depend only on the
+# server's name and configuration (and, for EHLO, on whether TLS is on).
+
+
+@functools.lru_cache(maxsize=64)
+def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[type[object], Reply]]:
+    """accept()'s greeting, and its reply to everything but the greeting and LMTP's end of message."""
+    greeting = Reply(220, f"{hostname} {'LMTP' if lmtp else 'ESMTP'} smtpcore")
+    return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(first_line: str, extensions: tuple[str, ...]) -> tuple[bytes, frozenset[str]]:
+    """The EHLO/LHLO reply's wire form and the keywords it advertises (upper case)."""
+    keywords = frozenset(line.split(" ", 1)[0].upper() for line in extensions)
+    return Reply._unchecked(250, (first_line, *extensions), None).to_bytes(False), keywords
+
+
+# accept()'s defaults for the events that take one reply, ready to write:
+# kind -> (accepted, wire form before ENHANCEDSTATUSCODES, wire form after).
+# LMTP answers the end of a message once per recipient, so it has no entry there.
+_OneReply = tuple[bool, bytes, bytes]
+_SMTP_ONE_REPLY: dict[type[object], _OneReply] = {
+    kind: (reply.code < 400, reply.to_bytes(False), _with_enhanced_code(reply, True).to_bytes(True))
+    for kind, reply in _DEFAULT_REPLIES.items()
+}
+_LMTP_ONE_REPLY = {kind: value for kind, value in _SMTP_ONE_REPLY.items() if kind is not EndOfMessage}
+
+
 class ServerConnection:
     """One SMTP (or LMTP) connection, server side, with no I/O.
 
@@ -185,8 +262,14 @@ class ServerConnection:
         self._error: RemoteProtocolError | None = None
         self._errors = 0
         self._tls_announced = False
-        self._defaults: dict[type[object], Reply] | None = None
         self._context = Context(frozenset(), self.config.extra_parameters)
+        # Read on every command; the configuration is fixed for the connection.
+        self._parsers = _LMTP_PARSERS if self.config.lmtp else _SMTP_PARSERS
+        self._tls_required = self.config.tls is TlsPolicy.REQUIRED
+        self._auth_required = self.config.auth is AuthPolicy.REQUIRED
+        self._restricted = self._tls_required or self._auth_required
+        # accept()'s one-reply defaults: every default but LMTP's per-recipient ones.
+        self._one_reply_defaults = _LMTP_ONE_REPLY if self.config.lmtp else _SMTP_ONE_REPLY
         #: The connection is encrypted (implicit TLS, or after STARTTLS).
         self.tls_active = self.config.implicit_tls
         #: Total octets received, for logs and session objects.
@@ -279,53 +362,53 @@ class ServerConnection:
         if self._error is not None:
             raise self._error
         while True:
-            if self._errors >= self.config.max_errors and self._state is not S.CLOSED:
-                self._fatal(R.TOO_MANY_ERRORS, f"client made {self._errors} errors")
-            if self._state is S.CLOSED:
+            state = self._state
+            if state is S.CLOSED:
                 return ConnectionClosed(by_peer=self._peer_closed)
+            if self._errors >= self.config.max_errors:
+                self._fatal(R.TOO_MANY_ERRORS, f"client made {self._errors} errors")
             if self._replies_due:
                 if self._pending is _GREETING and self._buffer and self.config.reject_early_talkers:
                     self._fatal(R.EARLY_TALKER, "client sent data before the greeting")
                 return PAUSED
-            if self._state is S.PROXY:
+            if state in _READS_COMMANDS:
+                event = self._next_command_event()
+            elif state is S.DATA or state is S.CHUNK:
+                event = self._next_content_event()
+            elif state is S.PROXY:
                 return self._next_proxy_event()
-            if self._state is S.TLS:
+            else:  # S.TLS
                 if not self._tls_announced:
                     self._tls_announced = True
                     return TlsHandshake()
                 return PAUSED
-            if self._state in (S.DATA, S.CHUNK):
-                event = self._next_content_event()
-            else:
-                event = self._next_command_event()
             if event is not None:
                 return event
 
     def _next_command_event(self) -> Event | Sentinel | None:
-        limit = self.config.max_auth_line if self._state is S.AUTH else self.config.max_command_line
-        line = self._buffer.next_line(limit)
+        in_auth = self._state is S.AUTH
+        line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)
         if line is None:
             return self._end_of_input()
-        if self._state is S.AUTH:
+        if in_auth:
             return self._auth_line(line)
-        if line is OVERLONG:
+        if not isinstance(line, bytes):  # OVERLONG
             return self._reject("", R.SYNTAX_LINE_TOO_LONG)
-        assert isinstance(line, bytes)
         try:
             text = decode_line(line)
         except Refusal as refusal:
             return self._reject("", refusal.reply)
         verb, argument = split_verb(text)
-        if is_non_smtp(verb):
-            self._fatal(R.NON_SMTP_COMMAND, f"client sent a non-SMTP command ({verb})")
-        parser = PARSERS.get(verb)
-        # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.
-        wrong_hello = verb in ("LHLO", "HELO", "EHLO") and (verb == "LHLO") != self.config.lmtp
-        if parser is None or wrong_hello:
+        parser = self._parsers.get(verb)
+        if parser is None:
+            # The HTTP verbs are not in PARSERS: this is the only place they can be.
+            if is_non_smtp(verb):
+                self._fatal(R.NON_SMTP_COMMAND, f"client sent a non-SMTP command ({verb})")
             return self._reject(verb[:16], R.SYNTAX_UNRECOGNIZED)
         context = self._context  # one object, refreshed: cheaper than a new one per command
         context.extensions = self._extensions
-        context.transaction_utf8 = self.mail is not None and self.mail.params.smtputf8
+        mail = self.mail
+        context.transaction_utf8 = mail is not None and mail.params.smtputf8
         try:
             event = parser(argument, context)
         except Refusal as refusal:
@@ -369,7 +452,9 @@ class ServerConnection:
                 assert isinstance(event, Bdat)
                 return self._start_chunk(event, R.REFUSED_SESSION)
             return self._reject(verb, R.REFUSED_SESSION)
-        refusal = self._policy_refusal(event)
+        # Only STARTTLS, AUTH and BDAT have rules of their own; the rest only
+        # under TlsPolicy.REQUIRED or AuthPolicy.REQUIRED.
+        refusal = self._policy_refusal(event) if kind in _POLICED or self._restricted else None
         if refusal is not None:
             if kind is Bdat:
                 assert isinstance(event, Bdat)
@@ -380,7 +465,7 @@ class ServerConnection:
         if kind is Bdat:
             assert isinstance(event, Bdat)
             return self._start_chunk(event, self._sequence_refusal(event))
-        if kind not in TRANSITIONS.get(state, {}):
+        if kind not in TRANSITIONS.get(state, _NO_TRANSITIONS):
             return self._reject(verb, self._sequence_refusal(event))
         if kind is Rcpt and len(self._recipients) >= config.max_recipients:
             return self._reject(verb, R.TOO_MANY_RECIPIENTS, count=False)
@@ -396,7 +481,8 @@ class ServerConnection:
         if kind is Auth:
             assert isinstance(event, Auth)
             return self._start_auth(event)
-        self._await_reply(event)
+        self._pending = event  # _await_reply(event), inline: this is every MAIL and RCPT
+        self._replies_due = 1
         return event
 
     def _policy_refusal(self, event: Event) -> Reply | None:
@@ -413,7 +499,7 @@ class ServerConnection:
                 return R.NOT_IMPLEMENTED
         elif kind is Bdat and not config.chunking:
             return R.NOT_IMPLEMENTED
-        if config.tls is TlsPolicy.REQUIRED and not self.tls_active and kind not in _ALLOWED_BEFORE_TLS:
+        if self._tls_required and not self.tls_active and kind not in _ALLOWED_BEFORE_TLS:
             return R.STARTTLS_FIRST
         if kind is Auth and self._state in _HELLO_STATES:
             if self.authenticated is not None:
@@ -422,11 +508,7 @@ class ServerConnection:
                 return R.AUTH_IN_TRANSACTION
             if not (self.tls_active or config.allow_insecure_auth):
                 return R.AUTH_NEEDS_TLS
-        if (
-            config.auth is AuthPolicy.REQUIRED
-            and self.authenticated is None
-            and kind in (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
-        ):
+        if self._auth_required and self.authenticated is None and kind in _NEED_AUTH:
             return R.AUTH_FIRST
         return None
 
@@ -434,7 +516,7 @@ class ServerConnection:
         """The 503 (or 554) for a command out of sequence; None if it is in sequence."""
         state = self._state
         kind = type(event)
-        if kind in TRANSITIONS.get(state, {}):
+        if kind in TRANSITIONS.get(state, _NO_TRANSITIONS):
             return None
         if state is S.CONNECTED:
             return R.LHLO_FIRST if self.config.lmtp else R.HELLO_FIRST
@@ -520,15 +602,15 @@ class ServerConnection:
         self._replies_due -= 1
         if isinstance(pending, Hello):
             # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
-            self._out += (self._hello_reply(pending, reply) if accepted else reply).to_bytes(False)
+            self._out += self._hello_reply(pending, reply) if accepted else reply.to_bytes(False)
         else:
-            self._queue(self._with_enhanced_code(reply))
+            self._queue(_with_enhanced_code(reply, self._esc))
         if reply.code == 421:
             self._state = S.CLOSED
             self._replies_due = 0
             return
         if self._replies_due == 0:
-            self._transition(pending, reply, accepted)
+            self._transition(pending, accepted)
 
     def accept(self) -> None:
         """Send the standard reply for the pending event (the positive one where there is one).
@@ -539,25 +621,44 @@ class ServerConnection:
         """
         if not self._replies_due:
             raise LocalProtocolError("no command is waiting for a reply")
+        pending = self._pending
+        default = self._one_reply_defaults.get(type(pending))
+        if default is not None:
+            # What send(reply) does for these (every pending event but the
+            # greeting, EHLO and LMTP's end of message), without building the
+            # reply list, re-checking the reply, or serialising it: the defaults
+            # fit their commands (a test holds them to _POSITIVE), none is a
+            # 421, and each of these events is awaited with a single reply, so
+            # only the queueing and the transition are left.
+            accepted, plain, enhanced = default
+            self._replies_due = 0
+            self._out += enhanced if self._esc else plain
+            self._transition(pending, accepted)
+            return
         for reply in self._default_replies():
             self.send(reply)
 
     def _default_replies(self) -> list[Reply]:
         pending = self._pending
-        hostname = self.config.hostname
+        greeting, defaults = _greeting_and_defaults(self.config.hostname, self.config.lmtp)
         if isinstance(pending, _Greeting):
-            return [Reply(220, f"{hostname} {'LMTP' if self.config.lmtp else 'ESMTP'} smtpcore")]
+            return [greeting]
         if isinstance(pending, EndOfMessage) and self.config.lmtp:
             # Only the recipients not answered yet: the application may have sent
             # some replies itself before calling accept() for the rest.
             remaining = self._recipients[len(self._recipients) - self._replies_due :]
             return [Reply(250, f"<{rcpt.recipient}> delivered", "2.1.5") for rcpt in remaining]
-        defaults = self._defaults
-        if defaults is None:  # built once per connection, on the first accept()
-            defaults = self._defaults = {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
         return [defaults[type(pending)]] * self._replies_due
 
-    def _transition(self, pending: object, reply: Reply, accepted: bool) -> None:
+    def _transition(self, pending: object, accepted: bool) -> None:
+        if accepted and isinstance(pending, Event):
+            # The commands of the table (the per-command case) come first: none
+            # of them is a greeting, an end of message or AuthCredentials.
+            next_state = TRANSITIONS.get(self._state, _NO_TRANSITIONS).get(type(pending))
+            if next_state is not None:  # VRFY and EXPN change nothing
+                self._state = next_state
+                self._on_accepted(pending)
+                return
         if isinstance(pending, _Greeting):
             self._state = S.CONNECTED if accepted else S.REFUSED
         elif isinstance(pending, EndOfMessage):
@@ -569,21 +670,17 @@ class ServerConnection:
                 self.authenticated = pending
             else:
                 self._errors += 1  # failed logins count, to stop password guessing
-        elif accepted and isinstance(pending, Event):
-            next_state = TRANSITIONS.get(self._state, {}).get(type(pending))
-            if next_state is not None:  # VRFY and EXPN change nothing
-                self._state = next_state
-                self._on_accepted(pending)
 
     def _on_accepted(self, pending: object) -> None:
-        if isinstance(pending, Hello):
+        # The classes are unrelated, so the order is free: the most frequent first.
+        if isinstance(pending, Rcpt):
+            self._recipients.append(pending)
+        elif isinstance(pending, Mail):
+            self.mail = pending
+        elif isinstance(pending, Hello):
             self._reset_transaction()
             self.hello = pending
             self._esc = self.config.enhanced_status_codes and pending.verb != "HELO"
-        elif isinstance(pending, Mail):
-            self.mail = pending
-        elif isinstance(pending, Rcpt):
-            self._recipients.append(pending)
         elif isinstance(pending, Data):
             config = self.config
             self._reader = DataReader(
@@ -597,14 +694,16 @@ class ServerConnection:
             self._buffer.clear()
             self._tls_announced = False
 
-    def _hello_reply(self, hello: Hello, reply: Reply) -> Reply:
-        """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1)."""
+    def _hello_reply(self, hello: Hello, reply: Reply) -> bytes:
+        """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1).
+
+        The wire form, without enhanced codes (RFC 2034 gives this reply none).
+        """
         if hello.verb == "HELO":
             self._extensions = frozenset()
-            return reply
-        lines = self._extension_lines()
-        self._extensions = frozenset(line.split(" ", 1)[0].upper() for line in lines)
-        return Reply._unchecked(250, (reply.text[0], *lines), None)
+            return reply.to_bytes(False)
+        wire, self._extensions = _ehlo_reply(reply.text[0], tuple(self._extension_lines()))
+        return wire
 
     def _extension_lines(self) -> list[str]:
         config = self.config
@@ -635,12 +734,6 @@ class ServerConnection:
         lines.extend(config.extra_extensions)
         return lines
 
-    def _with_enhanced_code(self, reply: Reply) -> Reply:
-        """RFC 2034 §3: once advertised, every reply carries an enhanced code."""
-        if self._esc and reply.enhanced is None and reply.code // 100 in (2, 4, 5) and reply.code != 220:
-            return Reply._unchecked(reply.code, reply.text, f"{reply.code // 100}.0.0")
-        return reply
-
     def _queue(self, reply: Reply) -> None:
         self._out += _wire(reply, self._esc)
 
@@ -656,7 +749,7 @@ class ServerConnection:
             raise LocalProtocolError("end_session() takes a 421 Reply (RFC 5321 §3.8)")
         if self._state is S.CLOSED:
             return
-        self._queue(self._with_enhanced_code(reply))
+        self._queue(_with_enhanced_code(reply, self._esc))
         self._state = S.CLOSED
         self._replies_due = 0
 

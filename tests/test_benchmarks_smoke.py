@@ -107,3 +107,13 @@ def test_clients() -> None:
     figures, _ = bench_clients.collect(sizes=(1024,), connections=(1,), repeat=1, duration=0.05, use_sink="asyncio")
     assert_numbers(figures)
     assert {"smtplib", "aiosmtplib"} <= {f.name.split(":")[0] for f in figures}
+
+
+def test_profile_server_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import profile_server
+
+    profile_server.main(["--quick"])
+    out = capsys.readouterr().out
+    for heading in ("1. each command", "2. the steps of one RCPT", "3. the pure-Python floor"):
+        assert heading in out
+    assert "commands/s" in out

@@ -8,10 +8,14 @@ checked whole and byte by byte with trailing bytes left untouched.
 
 from __future__ import annotations
 
+import re
+import string
 from typing import Any
 
 import pytest
 from helpers import check_three_ways, drive
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from smtpcore import (
     Auth,
@@ -35,7 +39,10 @@ from smtpcore import (
     TlsHandshake,
     TlsPolicy,
     Vrfy,
+    _abnf,
+    _commands,
 )
+from smtpcore._commands import Context, Refusal, decode_line
 
 EHLO = b"EHLO client.example\r\n"
 MAIL = b"MAIL FROM:<a@example.com>\r\n"
@@ -351,3 +358,164 @@ def test_data_is_an_event() -> None:
     event, out = last(EHLO + MAIL + b"RCPT TO:<b@example.com>\r\n", b"DATA")
     assert event == Data()
     assert out == b"354 End data with <CR><LF>.<CR><LF>"
+
+
+# --- the fast paths agree with the general parser ---------------------------------------------------
+# MAIL and RCPT parse the common <local@domain> shape in one match; the general
+# parser stays callable as _mail_general / _rcpt_general and is the reference.
+
+ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
+# What makes a near miss: quoting, brackets, routes, literals, UTF-8 (including
+# characters that case-fold to ASCII), controls, Unicode spaces.
+NEAR = '."\\<>@[]:, \u00e9\u212a\u017f\u0131\x00\t\u00a0'
+CONTEXTS = [
+    Context(frozenset(), frozenset()),
+    Context(frozenset({"SIZE", "8BITMIME", "BINARYMIME", "SMTPUTF8", "DSN"}), frozenset({"XFOO"}), True),
+    Context(frozenset({"SIZE", "8BITMIME"}), frozenset(), False),
+]
+
+
+def outcome(parser: Any, argument: str | None, context: Context) -> Any:
+    """The event, or the reply of the refusal, or any other exception.
+
+    The server never passes a parser a control character (decode_line refuses the
+    line first), but the two parsers must agree even then.
+    """
+    try:
+        return parser(argument, context)
+    except Refusal as refusal:
+        return ("refused", refusal.reply)
+    except Exception as exc:  # compared, not hidden
+        return ("raised", type(exc), str(exc))
+
+
+def text_of(alphabet: str, max_size: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=st.sampled_from(alphabet), max_size=max_size)
+
+
+local_parts = st.one_of(
+    text_of(ATEXT + ".", 70),
+    text_of(ATEXT + NEAR, 12),
+    st.integers(58, 70).map(lambda n: "a" * n),  # around the 64-character bound
+    st.sampled_from(['"john doe"', '"a>b"', "a..b", ".a", "a.", "Postmaster", "", "\u00fcser"]),
+)
+labels = st.one_of(
+    text_of(string.ascii_letters + string.digits + "-", 66),
+    text_of(string.ascii_letters + NEAR, 6),
+    st.integers(60, 66).map(lambda n: "d" * n),  # around the 63-octet label limit
+)
+domains = st.one_of(
+    st.lists(labels, min_size=1, max_size=5).map(".".join),
+    st.sampled_from(["[192.0.2.1]", "[IPv6:::1]", "[x:y]", "b\u00fccher.example", "example.com."]),
+)
+paths = st.one_of(
+    st.tuples(st.sampled_from(["<", "", "<@hop.example:", "<<"]), local_parts, st.sampled_from(["@", "", "@@"]),
+              domains, st.sampled_from([">", "", ">>", "> "])).map("".join),
+    st.sampled_from(["<>", "<Postmaster>", "<postmaster>", "<po\u017ftmaster>", "<a@b>"]),
+)  # fmt: skip
+suffixes = st.one_of(
+    st.sampled_from(["", " ", "  ", "x", "\u00a0", " SIZE=1000", " BODY=8BITMIME SIZE=1", " SIZE=1 SIZE=2",
+                     " NOTIFY=NEVER", " XFOO=1", " SMTPUTF8", " size=12\u00a0body=7bit", " BODY=BINARYMIME",
+                     " FOO", " =x", " SIZE=\u0661"]),
+    text_of(ATEXT + NEAR, 8),
+)  # fmt: skip
+
+
+def mutated(text: str, position: int, char: str, delete: bool) -> str:
+    """``text`` with one character inserted (or removed) at ``position``: a near miss."""
+    position %= len(text) + 1
+    return text[:position] + text[position + 1 :] if delete else text[:position] + char + text[position:]
+
+
+def arguments(prefix: str) -> st.SearchStrategy[str | None]:
+    prefixes = st.sampled_from([prefix, prefix.lower(), prefix.title(), prefix + " ", prefix + "   ", prefix[:-1],
+                                prefix.replace("O", "0"), prefix + "\t", "", "TO:" if prefix == "FROM:" else "FROM:"])
+    # The fast path's own shape, from the grammar, with lengths on both sides of its bound ...
+    plain = st.tuples(
+        st.sampled_from([prefix, prefix.lower(), prefix + " "]), st.just("<"),
+        st.from_regex(_abnf.DOT_STRING, fullmatch=True), st.just("@"),
+        st.from_regex(_abnf.DOMAIN, fullmatch=True), st.just(">"), suffixes,
+    ).map("".join)
+    # ... that shape one character away from it ...
+    near = st.builds(mutated, plain, st.integers(0, 100), st.sampled_from(NEAR + "A-."), st.booleans())
+    # ... and anything put together from the pieces.
+    built = st.tuples(prefixes, paths, suffixes).map("".join)
+    return st.one_of(st.none(), plain, near, built, text_of(ATEXT + NEAR, 20))  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(arguments("TO:"), st.sampled_from(CONTEXTS))
+@example("TO:<user1@example.org>", CONTEXTS[0])
+@example("TO:<" + "a" * 52 + "@example.org>", CONTEXTS[0])  # 64 characters: fast
+@example("TO:<" + "a" * 53 + "@example.org>", CONTEXTS[0])  # 65: general
+@example("TO:<" + "a" * 65 + "@b.example>", CONTEXTS[0])
+@example("TO:<a@" + "d" * 64 + ".example>", CONTEXTS[0])
+def test_rcpt_fast_path_agrees_with_the_general_parser(argument: str | None, context: Context) -> None:
+    assert outcome(_commands._rcpt, argument, context) == outcome(_commands._rcpt_general, argument, context)
+
+
+@settings(max_examples=500, deadline=None)
+@given(arguments("FROM:"), st.sampled_from(CONTEXTS))
+@example("FROM:<sender@example.com> SIZE=1000 BODY=8BITMIME", CONTEXTS[1])
+@example("FROM:<sender@example.com> SIZE=1000 BODY=8BITMIME", CONTEXTS[0])
+@example("FROM:<" + "a" * 52 + "@example.org> SIZE=x", CONTEXTS[1])
+@example("FROM:<a@b.example> SIZE=1 SIZE=2", CONTEXTS[1])
+@example("FROM:<a@b.example>  SMTPUTF8", CONTEXTS[1])
+def test_mail_fast_path_agrees_with_the_general_parser(argument: str | None, context: Context) -> None:
+    assert outcome(_commands._mail, argument, context) == outcome(_commands._mail_general, argument, context)
+
+
+@pytest.mark.parametrize(
+    ("parser", "argument"),
+    [
+        (_commands._rcpt, "TO:<user1@example.org>"),
+        (_commands._rcpt, "to: <first.last+tag@sub-1.example.org>"),
+        (_commands._mail, "FROM:<sender@example.com> SIZE=1000 BODY=8BITMIME"),
+        (_commands._mail, "from:<" + "a" * 52 + "@example.org>"),
+    ],
+)
+def test_the_common_shape_takes_the_fast_path(
+    parser: Any, argument: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The comparison above would pass with no fast path at all: show it is taken.
+    def general(argument: str | None, context: Context) -> Any:
+        raise AssertionError("the general parser was called")
+
+    monkeypatch.setattr(_commands, "_rcpt_general", general)
+    monkeypatch.setattr(_commands, "_mail_general", general)
+    assert isinstance(parser(argument, CONTEXTS[1]), (Mail, Rcpt))
+
+
+def test_the_fast_path_uses_the_grammar_rules() -> None:
+    # Built from _abnf's own rule strings, not a copy of them.
+    assert _abnf.DOT_STRING in _commands._PLAIN_PATH and _abnf.DOMAIN in _commands._PLAIN_PATH
+
+
+def reference_decode(line: bytes) -> Any:
+    """decode_line as it was: strict UTF-8, then the control-character regex."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not utf-8"
+    return "control" if re.search(r"[\x00-\x1f\x7f]", text) else text
+
+
+def checked_decode(line: bytes) -> Any:
+    try:
+        return decode_line(line)
+    except Refusal as refusal:
+        return "not utf-8" if "UTF-8" in refusal.reply.message else "control"
+
+
+def test_isprintable_is_the_control_regex_on_ascii() -> None:
+    # decode_line's shortcut: for every ASCII character, isprintable() is the
+    # negation of the control-character class.
+    for code in range(128):
+        assert chr(code).isprintable() == (re.fullmatch(r"[\x00-\x1f\x7f]", chr(code)) is None), code
+
+
+@given(st.binary(max_size=40) | st.text(max_size=20).map(str.encode))
+@example(b"RCPT TO:<a@b>\x7f")
+@example("NOOP \u00a0\u2028\u0085".encode())
+def test_decode_line_agrees_with_the_regex(line: bytes) -> None:
+    assert checked_decode(line) == reference_decode(line)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,7 +96,9 @@ def test_bytes_like_input():
 
 # --- the driver's fast paths agree with the streaming reference ------------------------------------
 
-PIECES = st.lists(st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"x", b"\x00", b"y" * 500]), max_size=30)
+PIECES = st.lists(
+    st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"x", b"\x00", b"y" * 500]), max_size=30
+)
 
 
 @given(PIECES)
@@ -117,6 +121,6 @@ def test_feed_normalised_stuffs_like_feed(pieces, cuts):
     endings = LineEndings(BareNewlinePolicy.NORMALISE)
     clean = endings.feed(b"".join(pieces)) + endings.finish()
     bounds = sorted({min(cut, len(clean)) for cut in cuts} | {0, len(clean)})
-    parts = [clean[a:b] for a, b in zip(bounds, bounds[1:])]
+    parts = [clean[a:b] for a, b in itertools.pairwise(bounds)]
     slow, fast = DotStuffer(), DotStuffer()
     assert b"".join(map(slow.feed, parts)) + slow.finish() == b"".join(map(fast.feed_normalised, parts)) + fast.finish()

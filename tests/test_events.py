@@ -39,6 +39,7 @@ from smtpcore import (
     TlsHandshake,
     Vrfy,
 )
+from smtpcore._events import unchecked_mail, unchecked_rcpt
 
 # Every string argument of every event, with a valid value: (name, builder).
 STRING_ARGUMENTS: list[tuple[str, Callable[[str], Event], str]] = [
@@ -323,6 +324,14 @@ def test_events_are_frozen(event: Event) -> None:
 def test_unchecked_fast_path_builds_equal_events() -> None:
     assert Mail._unchecked(sender="a@b", params=MailParams()) == Mail("a@b")
     assert Bdat._unchecked(size=3, last=True) == Bdat(3, True)
+    # The positional ones the parser uses for MAIL and RCPT.
+    mail = unchecked_mail("a@b", MailParams(size=10))
+    assert mail == Mail("a@b", MailParams(size=10)) == Mail._unchecked(sender="a@b", params=MailParams(size=10))
+    rcpt = unchecked_rcpt("c@d", RcptParams(notify=("NEVER",)))
+    assert rcpt == Rcpt("c@d", RcptParams(notify=("NEVER",)))
+    assert type(mail) is Mail and type(rcpt) is Rcpt and not hasattr(rcpt, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rcpt.recipient = "e@f"  # type: ignore[misc]
 
 
 @given(st.text(max_size=40))

@@ -653,3 +653,24 @@ def test_arbitrary_words_only_raise_param_error(words: list[str], command: Any, 
         error = exc
     if error is not None:
         assert error.reply.code in (501, 504, 555)
+
+
+@pytest.mark.parametrize("command", ["MAIL", "RCPT"])
+def test_no_words_is_what_the_loop_builds(command: Any) -> None:
+    # parse_params answers an empty list with one shared frozen instance; an
+    # iterator (truthy, so it takes the loop) builds its own: they are equal.
+    shared = parse_params(command, [], ALL)
+    assert shared == parse_params(command, iter([]), ALL) == (MailParams() if command == "MAIL" else RcptParams())
+    assert type(shared) is (MailParams if command == "MAIL" else RcptParams)
+    assert parse_params(command, (), ALL) is shared
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("size", -1), ("size", 10**20 + 1), ("size", True), ("size", "10"), ("mt_priority", 42), ("hold_for", -5)],
+)
+def test_mail_params_refuse_values_out_of_range(field: str, value: object) -> None:
+    # What the parser never builds, an application can: caught before a client sends it.
+    with pytest.raises(ValueError, match=f"MailParams.{field} must be an int"):
+        MailParams(**{field: value})  # type: ignore[arg-type]
+    assert MailParams(**{field: 0}) == MailParams(**{field: 0})  # type: ignore[arg-type]

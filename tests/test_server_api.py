@@ -7,15 +7,29 @@ import pytest
 from smtpcore import (
     NEED_DATA,
     PAUSED,
+    Auth,
+    AuthPolicy,
+    Bdat,
     ConnectionClosed,
+    Data,
+    Expn,
     Hello,
+    Help,
     LocalProtocolError,
+    Mail,
     MessageData,
+    Noop,
     ProxyHeader,
+    Quit,
+    Rcpt,
     RemoteProtocolError,
     Reply,
+    Rset,
     ServerConfig,
     ServerConnection,
+    StartTls,
+    TlsPolicy,
+    Vrfy,
 )
 
 SHUTDOWN = Reply(421, "Server shutting down", "4.3.2")
@@ -141,3 +155,97 @@ def test_peer_closing_before_the_header() -> None:
     conn.receive_data(b"")
     assert conn.next_event() == ConnectionClosed(by_peer=True)
     assert PAUSED is not NEED_DATA
+
+
+# --- the per-command shortcuts and the tables they rest on ----------------------------------------
+
+
+def test_the_state_namespace_is_the_enum() -> None:
+    from smtpcore._server import S, State
+
+    names = [name for name in vars(S) if not name.startswith("_")]
+    assert names == list(State.__members__)
+    assert all(getattr(S, name) is State[name] for name in names)
+    assert {state: state.name for state in State}[State.READY] == "READY"  # the identity hash works as a key
+
+
+def test_one_reply_defaults_are_what_send_would_write() -> None:
+    from smtpcore import EndOfMessage
+    from smtpcore._server import (
+        _DEFAULT_REPLIES,
+        _LMTP_ONE_REPLY,
+        _POSITIVE,
+        _SMTP_ONE_REPLY,
+        _wire,
+        _with_enhanced_code,
+    )
+
+    assert _SMTP_ONE_REPLY.keys() == _DEFAULT_REPLIES.keys()
+    assert _LMTP_ONE_REPLY.keys() == _DEFAULT_REPLIES.keys() - {EndOfMessage}
+    for kind, (accepted, plain, enhanced) in _SMTP_ONE_REPLY.items():
+        reply = _DEFAULT_REPLIES[kind]
+        # send() would accept this reply for this kind, and it does not close.
+        assert accepted == (reply.code < 400)
+        assert reply.code in _POSITIVE[kind] or not accepted
+        assert reply.code != 421
+        assert plain == _wire(_with_enhanced_code(reply, False), False)
+        assert enhanced == _wire(_with_enhanced_code(reply, True), True)
+
+
+def test_http_verbs_are_not_smtp_verbs() -> None:
+    # The server looks for them only among the verbs it does not know.
+    from smtpcore._commands import _NON_SMTP_VERBS, PARSERS
+
+    assert not _NON_SMTP_VERBS & PARSERS.keys()
+
+
+def test_replies_made_once_per_server_still_follow_each_connection() -> None:
+    # The greeting and the EHLO reply are remembered by server name and
+    # extension lines: connections of different servers, interleaved, and the
+    # same connection before and after TLS each get their own.
+    def ehlo(conn: ServerConnection, reply: Reply | None = None) -> bytes:
+        conn.receive_data(b"EHLO c.example\r\n")
+        assert isinstance(conn.next_event(), Hello)
+        conn.send(reply) if reply else conn.accept()
+        return conn.data_to_send()
+
+    plain = greeted(ServerConfig(hostname="mx.example"))
+    lmtp = ServerConnection(ServerConfig(hostname="mx.example", lmtp=True))
+    lmtp.accept()
+    assert lmtp.data_to_send() == b"220 mx.example LMTP smtpcore\r\n"
+    tls = greeted(ServerConfig(hostname="mx.example", tls=TlsPolicy.OPTIONAL, dsn=True))
+    assert ehlo(plain).startswith(b"250-mx.example\r\n250-PIPELINING\r\n")
+    first = ehlo(tls, Reply(250, "mx.example greets c.example"))
+    assert first.startswith(b"250-mx.example greets c.example\r\n") and b"250-DSN\r\n" in first
+    assert b"STARTTLS" in first and b"DSN" not in ehlo(greeted(ServerConfig(hostname="mx.example")))
+    tls.receive_data(b"STARTTLS\r\n")
+    tls.next_event()
+    tls.accept()
+    tls.next_event()  # TlsHandshake
+    tls.tls_established()
+    assert tls.data_to_send() == b"220 2.0.0 Ready to start TLS\r\n"
+    again = ehlo(tls, Reply(250, "mx.example greets c.example"))
+    assert b"STARTTLS" not in again and again.startswith(b"250-mx.example greets c.example\r\n")
+    assert tls.extensions == {line[4:].split(b" ")[0].decode() for line in again.splitlines()[1:]}
+    assert "STARTTLS" not in tls.extensions and "DSN" in tls.extensions
+    assert "DSN" not in plain.extensions
+
+
+@pytest.mark.parametrize("tls", [TlsPolicy.OFF, TlsPolicy.OPTIONAL])
+@pytest.mark.parametrize("auth", [AuthPolicy.OFF, AuthPolicy.OPTIONAL])
+def test_policy_check_is_skipped_only_where_it_finds_nothing(tls: TlsPolicy, auth: AuthPolicy) -> None:
+    # _command skips _policy_refusal for kinds outside _POLICED unless TLS or
+    # AUTH is REQUIRED: in every state, it would have answered None for them.
+    from smtpcore._server import _POLICED
+
+    events = [Hello("c.example"), Mail("a@b.example"), Rcpt("c@d.example"), Data(), Rset(), Noop(), Quit()]
+    events += [Help(), Vrfy("x"), Expn("y"), StartTls(), Auth("PLAIN"), Bdat(1)]
+    config = ServerConfig(tls=tls, auth=auth, allow_insecure_auth=True)
+    conn = greeted(config)
+    for line in [b"", b"EHLO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<d@e.f>\r\n"]:
+        conn.receive_data(line)
+        answer_all(conn)
+        assert not conn._restricted
+        for event in events:
+            if type(event) not in _POLICED:
+                assert conn._policy_refusal(event) is None, (conn.state, event)

@@ -4,6 +4,7 @@
 2. Arbitrary bytes, alone or after a valid prefix, raise nothing but RemoteProtocolError.
 3. A RuleBasedStateMachine checks every reply code against a small RFC 5321 model.
 4. The receive buffer stays within its limit (plus a constant) after every feed.
+5. accept() gives the events, output and state that send() gives with the default replies.
 """
 
 from __future__ import annotations
@@ -137,6 +138,54 @@ def test_arbitrary_bytes_only_raise_remote_protocol_error(prefix: bytes, junk: b
 @given(data=streams, junk=st.binary(max_size=100))
 def test_vocabulary_then_junk_only_raise_remote_protocol_error(data: bytes, junk: bytes) -> None:
     drive([data, junk], CONFIG, policy, close=True)
+
+
+# --- (5) accept() is send() with the default replies -----------------------------------------------
+# accept() writes the one-reply defaults itself, without send()'s checks: the
+# events, the output and the state must be what send() gives with the same replies.
+
+
+def send_defaults(conn: ServerConnection, event: Event) -> None:
+    """``policy``, answering through send() with the replies accept() stands for."""
+    if isinstance(event, Rcpt) and event.recipient.startswith("no@"):
+        conn.send(Reply(550, "No such user", "5.1.1"))
+    else:
+        for reply in conn._default_replies():
+            conn.send(reply)
+
+
+ACCEPT_CONFIGS = [
+    CONFIG,
+    ServerConfig(lmtp=True, max_errors=1000, max_message_size=65536),
+    ServerConfig(enhanced_status_codes=False, vrfy_enabled=True, expn_enabled=True, max_errors=1000),
+    ServerConfig(tls=TlsPolicy.REQUIRED, auth=AuthPolicy.REQUIRED, allow_insecure_auth=True, max_errors=1000),
+]
+
+
+# Mostly well-formed sessions, so that commands are accepted and transactions
+# end, with pieces of the vocabulary in between.
+OTHERS = [b"STARTTLS\r\n", b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"VRFY x\r\n", b"EXPN y\r\n"]
+transactions = st.tuples(
+    st.sampled_from([b"MAIL FROM:<a@example.com>\r\n", b"MAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\n"]),
+    st.lists(st.sampled_from([b"RCPT TO:<b@example.com>\r\n", b"RCPT TO:<no@example.com>\r\n"]), max_size=3),
+    st.sampled_from([b"DATA\r\nhello\r\n.\r\n", b"BDAT 3 LAST\r\nabc", b"BDAT 1\r\naBDAT 0 LAST\r\n", b"RSET\r\n"]),
+).map(lambda parts: parts[0] + b"".join(parts[1]) + parts[2])
+sessions = st.tuples(
+    st.sampled_from([b"EHLO c.example\r\n", b"HELO c.example\r\n", b""]),
+    st.lists(st.one_of(transactions, st.sampled_from(VOCAB), st.sampled_from(OTHERS)), max_size=10),
+).map(lambda parts: parts[0] + b"".join(parts[1]))
+
+
+@SETTINGS
+@given(data=sessions, config=st.sampled_from(ACCEPT_CONFIGS), cuts=st.lists(st.integers(0, 2000), max_size=4))
+def test_accept_is_send_with_the_default_replies(data: bytes, config: ServerConfig, cuts: list[int]) -> None:
+    data = data.replace(b"EHLO", b"LHLO").replace(b"HELO", b"LHLO") if config.lmtp else data
+    accepted, via_send = make_server(config), make_server(config)
+    accepted_events, accepted_out = drive(split_at(data, cuts), conn=accepted, policy=policy, close=True)
+    send_events, send_out = drive(split_at(data, cuts), conn=via_send, policy=send_defaults, close=True)
+    assert accepted_out == send_out
+    assert normalise(accepted_events) == normalise(send_events)
+    assert (accepted.state, accepted.recipients, accepted.mail) == (via_send.state, via_send.recipients, via_send.mail)
 
 
 # --- (4) bounded buffers ----------------------------------------------------------------------------
