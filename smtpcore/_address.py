@@ -21,7 +21,9 @@ MAX_DOMAIN = 255
 MAX_PATH = 256
 MAX_LABEL = 63
 
-_POSTMASTER_RE = re.compile(r"<postmaster>", re.IGNORECASE)
+# ASCII case folding only: IGNORECASE alone would take "<po\u017ftmaster>" (the
+# long s folds to "s") for the postmaster address in a session without SMTPUTF8.
+_POSTMASTER_RE = re.compile(r"<postmaster>", re.IGNORECASE | re.ASCII)
 
 
 class AddressError(ValueError):

@@ -137,7 +137,13 @@ def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]
     after = rest[match.end() :]
     if after and after[0] != " ":
         raise Refusal(Reply(501, "Space required between address and parameters", "5.5.2"))
-    return match.group(), after.split()
+    return match.group(), _words(after)
+
+
+def _words(parameters: str) -> list[str]:
+    """The parameters, split at spaces: only SP separates them (RFC 5321 §4.1.2), not the
+    other whitespace ``str.split()`` knows, such as U+00A0 in a UTF-8 line."""
+    return [word for word in parameters.split(" ") if word]
 
 
 def _address_refusal(exc: AddressError, detail: str) -> Refusal:
@@ -190,7 +196,7 @@ def _mail(argument: str | None, context: Context) -> Event:
             if len(mailbox) <= _SHORT_MAILBOX:
                 # The parameters are parsed exactly as the general parser does;
                 # only the path needs no further check.
-                words = match.group("params").split()
+                words = _words(match.group("params"))
                 params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
                 assert isinstance(params, MailParams)
                 return unchecked_mail(mailbox, params)

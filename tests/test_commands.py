@@ -42,7 +42,7 @@ from smtpcore import (
     _abnf,
     _commands,
 )
-from smtpcore._commands import Context, Refusal, decode_line
+from smtpcore._commands import PARSERS, Context, Refusal, decode_line
 
 EHLO = b"EHLO client.example\r\n"
 MAIL = b"MAIL FROM:<a@example.com>\r\n"
@@ -519,3 +519,23 @@ def test_isprintable_is_the_control_regex_on_ascii() -> None:
 @example("NOOP \u00a0\u2028\u0085".encode())
 def test_decode_line_agrees_with_the_regex(line: bytes) -> None:
     assert checked_decode(line) == reference_decode(line)
+
+
+def test_only_an_ascii_space_separates_parameters():
+    # U+00A0 is whitespace to str.split(), not to RFC 5321: the two "parameters"
+    # are one malformed word, refused, on the fast path and the general one alike.
+    context = Context(frozenset({"SIZE", "8BITMIME", "SMTPUTF8"}), frozenset())
+    for path in ("<a@b.example>", '<"a b"@b.example>'):  # the fast path, then the general one
+        line = f"FROM:{path} SIZE=10\u00a0BODY=8BITMIME"
+        with pytest.raises(Refusal):
+            PARSERS["MAIL"](line, context)
+    # Several plain spaces are still tolerated, as before.
+    event = PARSERS["MAIL"]("FROM:<a@b.example>  SIZE=10   BODY=8BITMIME", context)
+    assert event.params.size == 10 and event.params.body == "8BITMIME"
+
+
+def test_postmaster_is_matched_with_ascii_case_folding_only():
+    context = Context(frozenset(), frozenset())
+    assert PARSERS["RCPT"]("TO:<PostMaster>", context).recipient == "Postmaster"
+    with pytest.raises(Refusal):
+        PARSERS["RCPT"]("TO:<po\u017ftmaster>", context)  # long s: not "s" in an ASCII session
