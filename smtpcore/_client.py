@@ -316,14 +316,14 @@ class ClientConnection:
         else:
             self._send_command(event)
 
-    def _send_normalised_content(self, data: bytes | memoryview) -> None:
-        """``send(MessageData(data))`` for DATA content whose line endings are all CRLF.
+    def _send_stuffed_content(self, data: bytes | memoryview) -> None:
+        """``send(MessageData(...))`` for DATA content already in its wire form.
 
-        Only for the driver, which normalised the whole message itself when it
-        prepared it: the scan for bare CR and LF is skipped, the stuffing is not.
+        Only for the driver, which normalised and stuffed the whole message
+        itself (``_dotstuff.stuff``) while it waited for the server.
         """
         self._check_writable()
-        self._send_content(data, normalised=True)
+        self._send_content(data, stuffed=True)
 
     def _check_writable(self) -> None:
         if self._broken is not None:
@@ -333,14 +333,14 @@ class ClientConnection:
         if self._tls is not None:
             raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
 
-    def _send_content(self, data: bytes | bytearray | memoryview, normalised: bool = False) -> None:
+    def _send_content(self, data: bytes | bytearray | memoryview, stuffed: bool = False) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise LocalProtocolError("message data must be bytes")
         if self._content == "data":
             stuffer = self._stuffer
             assert stuffer is not None
-            if normalised:
-                self._out += stuffer.feed_normalised(data)
+            if stuffed:
+                self._out += stuffer.feed_stuffed(data)
             else:
                 self._out += self._abandon_on_error(lambda: stuffer.feed(data))
         elif self._content == "bdat":

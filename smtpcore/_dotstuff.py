@@ -32,7 +32,18 @@ from __future__ import annotations
 from ._config import BareNewlinePolicy
 from ._errors import LocalProtocolError
 
-__all__ = ["DotStuffer", "LineEndings", "needs_normalising"]
+__all__ = ["DotStuffer", "LineEndings", "needs_normalising", "stuff"]
+
+
+def stuff(data: bytes) -> bytes:
+    """The DATA form of whole content whose every line ending is CRLF (no terminator).
+
+    For content this package normalised itself: one ``replace`` doubles every
+    line-start dot, the first line's included.  :meth:`DotStuffer.feed_stuffed`
+    then sends it in pieces.
+    """
+    data = data.replace(b"\r\n.", b"\r\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 def needs_normalising(data: bytes) -> bool:
@@ -115,13 +126,17 @@ class DotStuffer:
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         return self._stuff(self._endings.feed(data if isinstance(data, bytes) else bytes(data)))
 
-    def feed_normalised(self, data: bytes | bytearray | memoryview) -> bytes:
-        """:meth:`feed` for content whose every line ending is already CRLF.
+    def feed_stuffed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """A piece of what :func:`stuff` made, passed on as it is.
 
-        Only for content this package normalised itself (the driver's whole
-        messages): the scan for bare CR and LF, most of the work, is skipped.
+        The driver stuffs a whole message while it waits for the server (the
+        work then overlaps the server's); only where the piece ends is noted,
+        so that :meth:`finish` knows whether a CRLF is still owed.
         """
-        return self._stuff(data if isinstance(data, bytes) else bytes(data))
+        tail = bytes(data[-1:])
+        if tail:
+            self._where = _LINE_START if tail == b"\n" else _AFTER_CR if tail == b"\r" else _MID_LINE
+        return data
 
     def _stuff(self, chunk: bytes) -> bytes:
         if not chunk:

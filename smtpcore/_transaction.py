@@ -71,7 +71,7 @@ from typing import TypeAlias
 from ._capabilities import Capabilities
 from ._client import ClientConnection
 from ._config import BareNewlinePolicy, ClientConfig, Timeout, TlsPolicy
-from ._dotstuff import LineEndings
+from ._dotstuff import LineEndings, stuff
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
     Auth,
@@ -172,6 +172,8 @@ class _Content:
     utf8_headers: bool = False
     #: Send as is (the caller asked for BINARYMIME): no line-ending changes.
     exact: bool = False
+    #: ``data`` dot-stuffed for DATA (made while waiting for the server).
+    stuffed: bytes | None = None
 
     @property
     def size(self) -> int | None:
@@ -504,6 +506,9 @@ class ClientDriver:
             assert content.stream is not None
             whole = _whole_content(b"".join(content.stream), self.config.bare_newlines, content.exact)
             content.data, content.stream = whole.data, None
+            if not use_bdat:
+                assert whole.data is not None
+                content.stuffed = stuff(whole.data)
         results: list[RecipientOutcome] = []
         first_error: SMTPDeliveryError | None = None
         for number, batch in enumerate(batches):
@@ -537,6 +542,8 @@ class ClientDriver:
         mail = Mail._unchecked(sender=envelope.sender, params=params)
         rcpts = [Rcpt._unchecked(recipient=item.address, params=item.params) for item in envelope.recipient_list]
         limit = caps.rcpt_max or len(rcpts)
+        if content.data is not None and not use_bdat:
+            content.stuffed = stuff(content.data)
         return content, mail, [rcpts[i : i + limit] for i in range(0, len(rcpts), limit)], use_bdat
 
     def _send_ahead(self) -> _Steps:
@@ -739,16 +746,13 @@ class ClientDriver:
 
     def _send_data(self, content: _Content, eight_bit_ok: bool) -> _Steps:
         conn = self.connection
-        if content.data is not None:
-            # Whole content: each piece goes out before the next is queued, and the
-            # last one in the same write as the "." that ends it.
-            assert not content.exact
-            for count, piece in enumerate(self._pieces(content)):
+        if content.stuffed is not None:
+            # Whole content, normalised and stuffed when it was prepared: each piece
+            # goes out before the next is queued, the last with the "." that ends it.
+            for count, piece in enumerate(self._slices(content.stuffed)):
                 if count:
                     yield _FLUSH
-                # _whole_content made every line ending CRLF (exact content, which it
-                # leaves alone, only ever goes by BDAT): only the stuffing is left to do.
-                conn._send_normalised_content(piece)
+                conn._send_stuffed_content(piece)
         else:
             # A stream is read no further ahead than the socket takes it, and checked
             # as it comes (whole content was checked before MAIL).
@@ -790,13 +794,20 @@ class ClientDriver:
             assert following is not None
             current = following
 
+    def _slices(self, data: bytes) -> Iterator[bytes]:
+        """``data`` in pieces of at most ``chunk_size``, without copies."""
+        size = self.config.chunk_size
+        if len(data) <= size:
+            yield data
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), size):
+            yield view[start : start + size]  # type: ignore[misc]
+
     def _pieces(self, content: _Content) -> Iterator[bytes]:
         """Content in pieces of at most ``chunk_size`` (whole) or as streamed."""
-        size = self.config.chunk_size
         if content.data is not None:
-            view = memoryview(content.data)
-            for start in range(0, len(view), size):
-                yield view[start : start + size]  # type: ignore[misc]
+            yield from self._slices(content.data)
             return
         assert content.stream is not None
         for piece in content.stream:
