@@ -20,9 +20,10 @@ it.  Those decisions are protocol, so they live here, once, and an adapter's
 Inside, the dialogue is written as a generator (``_session``) that reads like
 the RFC: it sends a command, then ``yield``\\ s until its reply is there.  It
 pauses for one of three reasons: it needs input (resumed by ``receive``), it
-has queued one piece of content and waits for it to be taken (resumed by
-``bytes_to_send``, so a large message is never all in memory), or it waits for
-the TLS handshake (resumed by ``tls_established``).
+has queued bytes and waits for them to be taken (resumed by ``bytes_to_send``:
+a large message is never all in the output buffer, and the next message is
+prepared only once a group is on the wire), or it waits for the TLS handshake
+(resumed by ``tls_established``).
 
 Decisions, with their RFCs:
 
@@ -43,6 +44,10 @@ Decisions, with their RFCs:
 * **PIPELINING**: MAIL, every RCPT and DATA in one write; replies paired in
   order.  Every recipient refused: no content is sent (if a server still says
   354, an empty message is ended at once) and the transaction is reset.
+  Content may open a group (RFC 2920 §3.1), so a message's end goes out with
+  the next message's MAIL/RCPT/DATA, or with QUIT after the last: one round
+  trip per message.  While the replies are on their way the next message is
+  prepared (normalised, dot-stuffed), so that work overlaps the server's.
 * **BDAT** when CHUNKING is offered (or BINARYMIME is needed), in pieces of
   ``config.chunk_size``; otherwise DATA with streamed dot-stuffing.
 * **LIMITS RCPTMAX** (RFC 9422): recipients beyond it go in further
