@@ -94,6 +94,8 @@ from ._events import (
     Rset,
     StartTls,
     TlsHandshake,
+    unchecked_mail,
+    unchecked_rcpt,
 )
 from ._outcomes import (
     MessageOutcome,
@@ -544,8 +546,8 @@ class ClientDriver:
             return error
         # The Envelope validated the sender and every recipient when it was made,
         # and replace() the new parameters: the events need no second check.
-        mail = Mail._unchecked(sender=envelope.sender, params=params)
-        rcpts = [Rcpt._unchecked(recipient=item.address, params=item.params) for item in envelope.recipient_list]
+        mail = unchecked_mail(envelope.sender, params)
+        rcpts = [unchecked_rcpt(item.address, item.params) for item in envelope.recipient_list]
         limit = caps.rcpt_max or len(rcpts)
         if content.data is not None and not use_bdat:
             content.stuffed = stuff(content.data)
