@@ -219,6 +219,16 @@ def _ehlo_reply(first_line: str, extensions: tuple[str, ...]) -> tuple[bytes, fr
     return Reply._unchecked(250, (first_line, *extensions), None).to_bytes(False), keywords
 
 
+@functools.lru_cache(maxsize=64)
+def _timeouts(command: float, data: float, min_rate: float, handshake: float) -> tuple[Timeout, Timeout, Timeout]:
+    """The ``timeout`` property's answers: while reading commands, content, and during the TLS handshake."""
+    return (
+        Timeout("command", command, "RFC 5321 §4.5.3.2.7"),
+        Timeout("data", data, "RFC 5321 §4.5.3.2.7", min_rate or None),
+        Timeout("tls-handshake", handshake, "RFC 3207 §4"),
+    )
+
+
 # accept()'s defaults for the events that take one reply, ready to write:
 # kind -> (accepted, wire form before ENHANCEDSTATUSCODES, wire form after).
 # LMTP answers the end of a message once per recipient, so it has no entry there.
@@ -268,6 +278,12 @@ class ServerConnection:
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
         self._restricted = self._tls_required or self._auth_required
+        self._timeouts = _timeouts(
+            self.config.command_timeout,
+            self.config.data_timeout,
+            self.config.min_data_rate,
+            self.config.tls_handshake_timeout,
+        )
         # accept()'s one-reply defaults: every default but LMTP's per-recipient ones.
         self._one_reply_defaults = _LMTP_ONE_REPLY if self.config.lmtp else _SMTP_ONE_REPLY
         #: The connection is encrypted (implicit TLS, or after STARTTLS).
@@ -332,12 +348,11 @@ class ServerConnection:
     @property
     def timeout(self) -> Timeout:
         """The wait the adapter must bound now (RFC 5321 §4.5.3.2)."""
-        config = self.config
-        if self._state in (S.DATA, S.CHUNK):
-            return Timeout("data", config.data_timeout, "RFC 5321 §4.5.3.2.7", config.min_data_rate or None)
-        if self._state is S.TLS:
-            return Timeout("tls-handshake", config.tls_handshake_timeout, "RFC 3207 §4")
-        return Timeout("command", config.command_timeout, "RFC 5321 §4.5.3.2.7")
+        command, data, handshake = self._timeouts  # asked before every read: made once per server
+        state = self._state
+        if state is S.DATA or state is S.CHUNK:
+            return data
+        return handshake if state is S.TLS else command
 
     # --- input ----------------------------------------------------------------------------------
 
