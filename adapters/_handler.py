@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from smtpcore import (
     NEED_DATA,
@@ -126,12 +126,17 @@ class Recipient:
     original: str
 
 
+#: The parameters of an envelope without a sender yet: frozen, so every such envelope shares it
+#: (a new envelope is made after every message, and making MailParams takes a microsecond).
+_NO_PARAMS = MailParams()
+
+
 @dataclass
 class Envelope:
     """The current mail transaction: sender, accepted recipients, content size."""
 
     mail_from: str | None = None
-    mail_params: MailParams = field(default_factory=MailParams)
+    mail_params: MailParams = _NO_PARAMS
     rcpt_tos: list[Recipient] = field(default_factory=list)
     #: Octets of content handed to ``data_chunk`` so far.
     size: int = 0
@@ -380,6 +385,9 @@ def redact_auth(data: bytes, in_auth: bool) -> bytes:
     return _AUTH_LINE.sub(rb"\1<redacted>", data)
 
 
+#: Hooks whose answer does not matter: if one raises, the error is only logged.
+_NOTIFICATIONS = frozenset({"tls_established", "connection_closed", "message_aborted", "transcript"})
+
 #: Hooks whose base version does nothing and returns None.
 _NO_OP_HOOKS = (
     "connection_opened",
@@ -455,9 +463,15 @@ class Dispatcher:
         # Deadlines: a command must be complete by _deadline; content must keep to min_rate.
         self._deadline: float | None = None
         self._content_start: tuple[float, int] | None = None
+        # The Hello the session was last brought up to date with (see _sync).
+        self._hello: Hello | None = None
 
     # The generator the adapter drives.
     def actions(self) -> Generator[Action, Any, None]:
+        actions = self._actions()
+        return self._transcribed(actions) if self.transcript else actions
+
+    def _actions(self) -> Generator[Action, Any, None]:
         try:
             if self.conn.config.proxy_protocol and not (yield from self._proxy_header()):
                 raise _ConnectionLost
@@ -470,41 +484,84 @@ class Dispatcher:
         yield from self._abort_message(None)
         yield from self._hook("connection_closed", self.session)
 
+    def _transcribed(self, actions: Generator[Action, Any, None]) -> Generator[Action, Any, None]:
+        """``actions``, with every write and every read also shown to the ``transcript`` hook.
+
+        A filter around the session rather than a test in it: a handler without
+        a transcript then pays nothing for the feature on each read and write.
+        """
+        try:
+            result: Any = None
+            while True:
+                try:
+                    action = actions.send(result)
+                except StopIteration:
+                    return
+                if isinstance(action, Send):
+                    yield from self._hook("transcript", self.session, "S", action.data)
+                in_auth = self.conn.state is State.AUTH  # what the client sends now is secret
+                result = yield action
+                if isinstance(action, Receive) and isinstance(result, bytes) and result:
+                    yield from self._hook("transcript", self.session, "C", redact_auth(result, in_auth))
+        finally:
+            actions.close()
+
     def _session(self) -> Generator[Action, Any, None]:
-        conn = self.conn
+        conn, session = self.conn, self.session
+        on_event = self._ON_EVENT
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                log.info("closing %s: %s", self.session.peer, exc)
+                log.info("closing %s: %s", session.peer, exc)
                 return
             if event is NEED_DATA:
                 yield from self._flush()
                 data = yield from self._io(Receive(self._wait_timeout()))
                 if data is TIMED_OUT or data is SHUTDOWN:
                     reply = TIMEOUT_REPLY if data is TIMED_OUT else SHUTDOWN_REPLY
-                    log.info("closing %s: %s", self.session.peer, reply)
+                    log.info("closing %s: %s", session.peer, reply)
                     yield from self._io(Send(self._abort_bytes(reply)))
                     return
                 conn.receive_data(data)
-                self.session.bytes_received = conn.bytes_received
+                session.bytes_received = conn.bytes_received
                 continue
             self._deadline = None  # progress: the next command gets a fresh deadline
-            if isinstance(event, ConnectionClosed):
+            kind = type(event)
+            handle = on_event.get(kind)
+            if handle is not None:
+                yield from handle(self, event)
+            elif kind is ConnectionClosed:
                 return
-            if isinstance(event, TlsHandshake):
-                yield from self._flush()
-                info = yield from self._io(StartTls(conn.config.tls_handshake_timeout))
-                if info is None:
-                    log.info("TLS handshake with %s failed", self.session.peer)
+            elif kind is TlsHandshake:
+                if not (yield from self._start_tls()):
                     return
-                conn.tls_established()
-                self.session.tls, self.session.tls_info = True, info
+            elif kind is CommandRejected:
+                assert isinstance(event, CommandRejected)
+                log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
+            elif conn.reply_due:  # STARTTLS, VRFY, EXPN, RSET, NOOP...: the standard reply
+                conn.accept()
+            # Most events change nothing the session shows: look before doing the work.
+            if (
+                conn.hello is not self._hello
+                or conn.authenticated is not session.credentials
+                or (conn.mail is None and session.envelope.mail_from is not None)
+            ):
                 yield from self._sync()
-                yield from self._hook("tls_established", self.session)
-                continue
-            yield from self._dispatch(event)
-            yield from self._sync()
+
+    def _start_tls(self) -> Generator[Action, Any, bool]:
+        """The handshake after STARTTLS's 220; False if it failed (the connection is then closed)."""
+        conn = self.conn
+        yield from self._flush()
+        info = yield from self._io(StartTls(conn.config.tls_handshake_timeout))
+        if info is None:
+            log.info("TLS handshake with %s failed", self.session.peer)
+            return False
+        conn.tls_established()
+        self.session.tls, self.session.tls_info = True, info
+        yield from self._sync()
+        yield from self._hook("tls_established", self.session)
+        return True
 
     def _proxy_header(self) -> Generator[Action, Any, bool]:
         """Read the PROXY header; the session then shows the real client's address."""
@@ -535,53 +592,44 @@ class Dispatcher:
             log.exception("connection_opened returned an invalid greeting %r", reply)
             self.conn.send(GREETING_ERROR)
 
-    def _dispatch(self, event: object) -> Generator[Action, Any, None]:
-        conn, session = self.conn, self.session
-        if isinstance(event, MessageData):
-            session.envelope.size += len(event.data)
-            result = yield from self._hook("data_chunk", session, bytes(event.data))
-            reply = self._as_reply(result, LOCAL_ERROR)
+    # One method per event that calls a hook (see _ON_EVENT below).
+
+    def _on_message_data(self, event: MessageData) -> Generator[Action, Any, None]:
+        self.session.envelope.size += len(event.data)
+        result = yield from self._hook("data_chunk", self.session, bytes(event.data))
+        reply = self._as_reply(result, LOCAL_ERROR)
+        if reply is not None:
+            self._reject_message(reply)
+
+    def _on_hello(self, event: Hello) -> Generator[Action, Any, None]:
+        self._answer((yield from self._hook("hello", self.session, event)))
+
+    def _on_mail(self, event: Mail) -> Generator[Action, Any, None]:
+        self._answer((yield from self._hook("mail_from", self.session, event)))
+        if self.conn.mail is event:
+            self.session.envelope = Envelope(event.sender, event.params, started_at=time.time())
+
+    def _on_rcpt(self, event: Rcpt) -> Generator[Action, Any, None]:
+        result = yield from self._hook("rcpt_to", self.session, event)
+        address = result if isinstance(result, str) else event.recipient
+        self._answer(None if isinstance(result, str) else result)
+        recipients = self.conn.recipients
+        if recipients and recipients[-1] is event:
+            self.session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
+
+    def _on_data(self, event: Data) -> Generator[Action, Any, None]:
+        self._answer((yield from self._hook("data_start", self.session)))
+        self.session.envelope.data_started = self.conn.receiving_content
+
+    def _on_bdat(self, event: Bdat) -> Generator[Action, Any, None]:
+        envelope = self.session.envelope
+        if not envelope.data_started:
+            envelope.data_started = True
+            reply = self._as_reply((yield from self._hook("data_start", self.session)), LOCAL_ERROR)
             if reply is not None:
                 self._reject_message(reply)
-        elif isinstance(event, Hello):
-            self._answer((yield from self._hook("hello", session, event)))
-        elif isinstance(event, Mail):
-            self._answer((yield from self._hook("mail_from", session, event)))
-            if conn.mail is event:
-                session.envelope = Envelope(event.sender, event.params, started_at=time.time())
-        elif isinstance(event, Rcpt):
-            result = yield from self._hook("rcpt_to", session, event)
-            address = result if isinstance(result, str) else event.recipient
-            self._answer(None if isinstance(result, str) else result)
-            if conn.recipients and conn.recipients[-1] is event:
-                session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
-        elif isinstance(event, Data):
-            self._answer((yield from self._hook("data_start", session)))
-            session.envelope.data_started = conn.state is State.DATA
-        elif isinstance(event, Bdat):
-            if not session.envelope.data_started:
-                session.envelope.data_started = True
-                reply = self._as_reply((yield from self._hook("data_start", session)), LOCAL_ERROR)
-                if reply is not None:
-                    self._reject_message(reply)
-        elif isinstance(event, EndOfMessage):
-            yield from self._complete()
-        elif isinstance(event, MessageRejected):
-            yield from self._abort_message(event.reply)
-        elif isinstance(event, AuthCredentials):
-            result = yield from self._hook("auth", session, event)
-            if result is True:
-                result = None
-            elif result is False or result is None:
-                result = AUTH_FAILED
-            self._answer(result)
-            session.credentials = conn.authenticated
-        elif isinstance(event, CommandRejected):
-            log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
-        elif conn.reply_due:  # STARTTLS, VRFY, EXPN: the standard reply
-            conn.accept()
 
-    def _complete(self) -> Generator[Action, Any, None]:
+    def _on_end_of_message(self, event: EndOfMessage) -> Generator[Action, Any, None]:
         conn, envelope = self.conn, self.session.envelope
         due = len(conn.recipients) if conn.config.lmtp else 1
         result = yield from self._hook("message_complete", self.session, envelope)
@@ -597,10 +645,36 @@ class Dispatcher:
             for _ in range(due if reply is not None else 1):
                 self._answer(reply)
 
+    def _on_message_rejected(self, event: MessageRejected) -> Generator[Action, Any, None]:
+        yield from self._abort_message(event.reply)
+
+    def _on_auth_credentials(self, event: AuthCredentials) -> Generator[Action, Any, None]:
+        result = yield from self._hook("auth", self.session, event)
+        if result is True:
+            result = None
+        elif result is False or result is None:
+            result = AUTH_FAILED
+        self._answer(result)
+        self.session.credentials = self.conn.authenticated
+
+    #: The events that call a hook, and the method that does it.  Every other
+    #: event is answered in ``_session`` (most with the standard reply).
+    _ON_EVENT: ClassVar[dict[type[object], Callable[[Dispatcher, Any], Generator[Action, Any, None]]]] = {
+        MessageData: _on_message_data,
+        Hello: _on_hello,
+        Mail: _on_mail,
+        Rcpt: _on_rcpt,
+        Data: _on_data,
+        Bdat: _on_bdat,
+        EndOfMessage: _on_end_of_message,
+        MessageRejected: _on_message_rejected,
+        AuthCredentials: _on_auth_credentials,
+    }
+
     def _answer(self, result: object) -> None:
         """Answer the pending command with the hook's result (None: the standard reply)."""
         conn = self.conn
-        reply = self._as_reply(result, LOCAL_ERROR)
+        reply = None if result is None else self._as_reply(result, LOCAL_ERROR)
         try:
             conn.send(reply) if reply is not None else conn.accept()
         except LocalProtocolError:
@@ -638,12 +712,7 @@ class Dispatcher:
         if name in self.unused:
             return None  # the base hook's answer, without the round trip
         result = yield CallHook(name, args)
-        if isinstance(result, _HookFailed) and name in (
-            "tls_established",
-            "connection_closed",
-            "message_aborted",
-            "transcript",
-        ):
+        if isinstance(result, _HookFailed) and name in _NOTIFICATIONS:
             log.error("%s hook raised", name, exc_info=result.error)
         return result
 
@@ -653,14 +722,9 @@ class Dispatcher:
             yield from self._io(Send(out))
 
     def _io(self, action: Action) -> Generator[Action, Any, Any]:
-        if self.transcript and isinstance(action, Send):
-            yield from self._hook("transcript", self.session, "S", action.data)
-        in_auth = self.conn.state is State.AUTH
         result = yield action
         if result is LOST:
             raise _ConnectionLost
-        if self.transcript and isinstance(action, Receive) and isinstance(result, bytes) and result:
-            yield from self._hook("transcript", self.session, "C", redact_auth(result, in_auth))
         return result
 
     def _sync(self) -> Generator[Action, Any, None]:
@@ -670,6 +734,7 @@ class Dispatcher:
         started: the handler hears of it through ``message_aborted``.
         """
         conn, session = self.conn, self.session
+        self._hello = conn.hello
         session.hello = conn.hello.domain if conn.hello else None
         session.hello_verb = conn.hello.verb if conn.hello else None
         session.credentials = conn.authenticated
