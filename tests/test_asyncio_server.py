@@ -1,0 +1,235 @@
+"""The asyncio server's own paths: hooks that wait, one timer per connection, back-pressure.
+
+The asyncio adapter runs each hook eagerly and hands only a hook that really
+waits to a task (see ``adapters/asyncio_server.py``).  The shared adapter tests
+use hooks that never wait, so these cover the other half, and the timer that is
+moved only when a wait must end sooner.  Client and server share one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from adapters import AsyncHandler, Envelope, Session, SMTPError
+from adapters.asyncio_server import SMTPServer
+from smtpcore import Hello, Mail, Rcpt, Reply, ServerConfig
+
+MESSAGE = b"Subject: hi\r\n\r\nHello\r\n..dot\r\n"
+
+
+class Waiting(AsyncHandler):
+    """Every hook waits for the loop before it answers; some wait on real time."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.delivered: list[tuple[str | None, list[str], bytes]] = []
+        self.chunks: list[bytes] = []
+        self.closed = asyncio.Event()
+
+    async def connection_opened(self, session: Session) -> Reply | None:
+        await asyncio.sleep(0)
+        self.calls.append("connection_opened")
+        return None
+
+    async def hello(self, session: Session, hello: Hello) -> Reply | None:
+        await asyncio.sleep(0.01)
+        self.calls.append("hello")
+        return None
+
+    async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        await asyncio.sleep(0)
+        if mail.sender == "blocked@example.com":
+            raise SMTPError(550, "5.7.1", "Sender blocked")
+        return None
+
+    async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+        await asyncio.sleep(0.01)
+        if rcpt.recipient.startswith("boom@"):
+            raise RuntimeError("database password is hunter2")
+        return None
+
+    async def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        await asyncio.sleep(0)
+        self.chunks.append(data)
+        return None
+
+    async def message_complete(self, session: Session, envelope: Envelope) -> Reply | None:
+        await asyncio.sleep(0.01)
+        self.delivered.append((envelope.mail_from, envelope.recipients, b"".join(self.chunks)))
+        self.chunks.clear()
+        return None
+
+    async def connection_closed(self, session: Session) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("connection_closed")
+        self.closed.set()
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    """One whole reply, multi-line or not."""
+    lines = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if not line:
+            raise EOFError(b"".join(lines))
+        lines.append(line)
+        if line[3:4] != b"-":
+            return b"".join(lines)
+
+
+def _run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())  # type: ignore[arg-type]  # every wait in the tests has its own time limit
+
+
+async def _others() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+
+def test_hooks_that_wait_answer_in_order_through_a_pipelined_session() -> None:
+    async def test() -> None:
+        handler = Waiting()
+        async with SMTPServer(handler, ServerConfig(), port=0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert (await _reply(reader)).startswith(b"220")
+            writer.write(
+                b"EHLO c.example\r\nMAIL FROM:<blocked@example.com>\r\nMAIL FROM:<a@example.com>\r\n"
+                b"RCPT TO:<boom@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+            )
+            replies = [await _reply(reader) for _ in range(6)]
+            assert [reply[:3] for reply in replies] == [b"250", b"550", b"250", b"451", b"250", b"354"]
+            assert b"hunter2" not in b"".join(replies)  # a hook's error text never reaches the client
+            writer.write(MESSAGE + b".\r\nQUIT\r\n")
+            assert (await _reply(reader)).startswith(b"250")
+            assert (await _reply(reader)).startswith(b"221")
+            assert await reader.read() == b""
+            writer.close()
+            await asyncio.wait_for(handler.closed.wait(), 5)
+        assert handler.delivered == [("a@example.com", ["b@example.com"], MESSAGE.replace(b"\r\n..", b"\r\n."))]
+        assert handler.calls == ["connection_opened", "hello", "connection_closed"]
+        assert server.connections == 0
+        assert await _others() == []
+
+    _run(test)
+
+
+def test_a_hook_that_returns_an_awaitable_rather_than_a_coroutine() -> None:
+    class FutureHandler(AsyncHandler):
+        def mail_from(self, session: Session, mail: Mail) -> Any:  # type: ignore[override]
+            future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, future.set_result, Reply(550, "Not you", "5.7.1"))
+            return future
+
+    async def test() -> None:
+        async with SMTPServer(FutureHandler(), ServerConfig(), port=0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _reply(reader)
+            writer.write(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nQUIT\r\n")
+            await _reply(reader)
+            assert await _reply(reader) == b"550 5.7.1 Not you\r\n"
+            assert (await _reply(reader)).startswith(b"221")
+            writer.close()
+
+    _run(test)
+
+
+@pytest.mark.parametrize("stuck", ["on a future", "spinning"])
+def test_shutdown_cancels_a_hook_stuck_past_the_deadline(stuck: str) -> None:
+    # Cancellation reaches a hook waiting on a future through that future, and
+    # one that only yields to the loop (sleep(0)) as an exception thrown in.
+    class Stuck(AsyncHandler):
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.entered = asyncio.Event()
+
+        async def message_complete(self, session: Session, envelope: Envelope) -> None:
+            self.entered.set()
+            try:
+                if stuck == "spinning":
+                    while True:
+                        await asyncio.sleep(0)
+                await asyncio.Event().wait()  # never set
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+
+    async def test() -> None:
+        handler = Stuck()
+        server = SMTPServer(handler, ServerConfig(), port=0)
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await _reply(reader)
+        writer.write(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        for _ in range(4):
+            await _reply(reader)
+        writer.write(b"hi\r\n.\r\n")
+        await asyncio.wait_for(handler.entered.wait(), 5)
+        started = time.monotonic()
+        await server.shutdown(0.2)
+        assert time.monotonic() - started < 3
+        assert handler.cancelled
+        assert server.connections == 0
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, with no reply to the message
+        writer.close()
+        assert await _others() == []
+
+    _run(test)
+
+
+def test_one_timer_per_connection_still_ends_each_wait_on_time() -> None:
+    # The timer is set for the first wait and left alone while later waits end
+    # later; it must then move on to the latest deadline, and fire at it.
+    async def test() -> None:
+        handler = Waiting()
+        async with SMTPServer(handler, ServerConfig(command_timeout=0.4), port=0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _reply(reader)
+            writer.write(b"EHLO c.example\r\n")
+            await _reply(reader)
+            for _ in range(8):  # 0.8 s of traffic in all: twice the timeout, never idle for long
+                writer.write(b"NOOP\r\n")
+                assert (await _reply(reader)).startswith(b"250")
+                await asyncio.sleep(0.1)
+            idle = time.monotonic()
+            assert await _reply(reader) == b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+            assert 0.3 < time.monotonic() - idle < 1.5
+            writer.close()
+
+    _run(test)
+
+
+def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
+    # EHLO's reply is twenty times longer than the command: without reading
+    # them, the client fills every buffer on the way and the server's writes
+    # stop.  It must wait no longer than the command timeout, then give up.
+    class Quick(AsyncHandler):
+        def __init__(self) -> None:
+            self.closed = asyncio.Event()
+
+        async def connection_closed(self, session: Session) -> None:
+            self.closed.set()
+
+    async def test() -> None:
+        handler = Quick()
+        async with SMTPServer(handler, ServerConfig(command_timeout=0.5), port=0) as server:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            burst = b"EHLO c.example\r\n" * 2000
+            started = time.monotonic()
+            with contextlib.suppress(OSError, asyncio.TimeoutError):  # the server may reset us, or stop reading
+                while not handler.closed.is_set() and time.monotonic() - started < 5:
+                    await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(sock, burst), 0.5)
+            await asyncio.wait_for(handler.closed.wait(), 5)
+            assert time.monotonic() - started < 5
+            assert server.connections == 0
+            sock.close()
+
+    _run(test)
