@@ -8,16 +8,20 @@ classes' own).  It exits when its standard input closes -- the parent closing
 the pipe, or the parent dying -- so no server outlives the suite.
 
 NAME is one of :data:`SERVERS`: our four adapters, aiosmtpd as the peer, and
-``bare-asyncio``, the floor: an asyncio protocol that answers every line with a
-canned reply and only looks for the end of data, with no parsing, checks or
-hooks.  No real asyncio SMTP server can be faster, so its ratio to aiosmtpd is
-the ceiling of what any asyncio adapter can show on this machine.
+the floors, one per concurrency model: ``bare-asyncio``, ``bare-trio``,
+``bare-gevent`` and ``bare-threads`` (a thread per connection on plain
+sockets).  A floor answers every line with a canned reply and only looks for
+the end of data (:class:`Canned`), with no parsing, checks, hooks or timeouts.
+No real SMTP server on the same model can be faster, so a floor's ratio to
+aiosmtpd is the ceiling of what that adapter can show on this machine.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -27,7 +31,9 @@ from smtpcore import ServerConfig
 if TYPE_CHECKING:
     from adapters import AsyncHandler, Handler
 
-SERVERS = ("asyncio", "trio", "gevent", "blocking", "aiosmtpd", "bare-asyncio")
+OURS = ("asyncio", "trio", "gevent", "blocking")
+FLOORS = ("bare-asyncio", "bare-trio", "bare-gevent", "bare-threads")
+SERVERS = (*OURS, "aiosmtpd", *FLOORS)
 
 #: No size limit (a 100 MiB message must pass); every other setting is the default.
 CONFIG = ServerConfig(hostname="bench.example", max_message_size=0)
@@ -141,55 +147,70 @@ def serve_aiosmtpd() -> None:
     asyncio.run(main())
 
 
+class Canned:
+    """The floors' whole protocol: canned replies, and a search for the end of data.
+
+    ``feed(data)`` returns the replies owed for what has arrived and whether the
+    client said QUIT.  No parsing, no checks, no hooks: no SMTP server on the
+    same concurrency model can answer the same traffic with less work.
+    """
+
+    GREETING = b"220 bench.example ESMTP\r\n"
+    HELLO = b"250-bench.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n"
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.in_data = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        buffer = self.pending + data
+        out = []
+        while True:
+            if self.in_data:
+                end = buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    buffer = buffer[-4:]  # all that could start the end marker
+                    break
+                buffer = buffer[end + 5 :]
+                self.in_data = False
+                out.append(b"250 2.0.0 ok\r\n")
+                continue
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                break
+            verb = buffer[:4].upper()
+            buffer = buffer[line_end + 2 :]
+            if verb == b"EHLO":
+                out.append(self.HELLO)
+            elif verb == b"DATA":
+                out.append(b"354 go ahead\r\n")
+                self.in_data = True
+                buffer = b"\r\n" + buffer  # the DATA line's CRLF starts the end marker
+            elif verb == b"QUIT":
+                out.append(b"221 bye\r\n")
+                return b"".join(out), True
+            else:
+                out.append(b"250 ok\r\n")
+        self.pending = buffer
+        return b"".join(out), False
+
+
 def serve_bare_asyncio() -> None:
     import asyncio
 
-    hello = b"250-bench.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n"
-
     class Bare(asyncio.Protocol):
-        """Canned replies; the end of data is the only thing searched for."""
-
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             assert isinstance(transport, asyncio.Transport)
             self.transport = transport
-            self.pending = b""
-            self.in_data = False
-            transport.write(b"220 bench.example ESMTP\r\n")
+            self.canned = Canned()
+            transport.write(Canned.GREETING)
 
         def data_received(self, data: bytes) -> None:
-            buffer = self.pending + data
-            out = []
-            while True:
-                if self.in_data:
-                    end = buffer.find(b"\r\n.\r\n")
-                    if end < 0:
-                        buffer = buffer[-4:]  # all that could start the end marker
-                        break
-                    buffer = buffer[end + 5 :]
-                    self.in_data = False
-                    out.append(b"250 2.0.0 ok\r\n")
-                    continue
-                line_end = buffer.find(b"\r\n")
-                if line_end < 0:
-                    break
-                verb = buffer[:4].upper()
-                buffer = buffer[line_end + 2 :]
-                if verb == b"EHLO":
-                    out.append(hello)
-                elif verb == b"DATA":
-                    out.append(b"354 go ahead\r\n")
-                    self.in_data = True
-                    buffer = b"\r\n" + buffer  # the DATA line's CRLF starts the end marker
-                elif verb == b"QUIT":
-                    out.append(b"221 bye\r\n")
-                    self.transport.write(b"".join(out))
-                    self.transport.close()
-                    return
-                else:
-                    out.append(b"250 ok\r\n")
-            self.pending = buffer
+            out, quit = self.canned.feed(data)
             if out:
-                self.transport.write(b"".join(out))
+                self.transport.write(out)
+            if quit:
+                self.transport.close()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -198,6 +219,59 @@ def serve_bare_asyncio() -> None:
         await server.serve_forever()
 
     asyncio.run(main())
+
+
+def _bare_session(sock: socket.socket) -> None:
+    """One floor session on a blocking (or gevent) socket: read, answer, until QUIT or EOF."""
+    canned = Canned()
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(Canned.GREETING)
+        while data := sock.recv(65536):
+            out, quit = canned.feed(data)
+            if out:
+                sock.sendall(out)
+            if quit:
+                return
+
+
+def serve_bare_threads() -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    _announce(listener.getsockname()[1])
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=_bare_session, args=(sock,), daemon=True).start()
+
+
+def serve_bare_gevent() -> None:
+    import gevent.server
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), lambda sock, address: _bare_session(sock))
+    server.start()
+    _announce(server.server_port)
+    server.serve_forever()
+
+
+def serve_bare_trio() -> None:
+    import trio
+
+    async def session(stream: trio.SocketStream) -> None:
+        canned = Canned()
+        async with stream:
+            await stream.send_all(Canned.GREETING)
+            while data := await stream.receive_some(65536):
+                out, quit = canned.feed(data)
+                if out:
+                    await stream.send_all(out)
+                if quit:
+                    return
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, session, 0, host="127.0.0.1"))
+            _announce(listeners[0].socket.getsockname()[1])
+
+    trio.run(main)
 
 
 def main(argv: list[str]) -> None:

@@ -42,8 +42,10 @@ SECTION = "end to end over 127.0.0.1"
 KIB, MIB = 1024, 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
 PEER = "aiosmtpd"
-#: The asyncio floor (see ``_serve``): a reference, not one of ours, so it has no target.
-FLOOR = "bare-asyncio"
+#: Each adapter's floor (see ``_serve``): the same concurrency model with no SMTP work at
+#: all.  Floors are references, not ours, so they have no targets; each adapter's figure
+#: notes what share of its floor it reaches.
+FLOORS = {"asyncio": "bare-asyncio", "trio": "bare-trio", "gevent": "bare-gevent", "blocking": "bare-threads"}
 
 
 @dataclass
@@ -135,7 +137,7 @@ class Cell:
 
 def target_for(server: str, cell: Cell) -> float | None:
     """Issue 6: asyncio >= 4x aiosmtpd at 1 KiB and >= 15x at 10 MiB; every adapter >= 2x."""
-    if server in (PEER, FLOOR):
+    if server == PEER or server in FLOORS.values():
         return None
     if server == "asyncio" and cell.size <= KIB:
         return 4.0
@@ -176,10 +178,14 @@ def measure_throughput(
                     if failed:
                         notes.append(f"{name}, {cell.label}: {failed} message(s) failed: {error}")
                     rates[name].append(rate)
-            peer = sorted(rates[PEER])[len(rates[PEER]) // 2] if PEER in rates else None
+            medians = {name: sorted(runs)[len(runs) // 2] for name, runs in rates.items()}
+            peer = medians.get(PEER)
             for name in servers:
-                mine = sorted(rates[name])[len(rates[name]) // 2]
-                megabytes = mine * cell.size / 1e6
+                mine = medians[name]
+                notes_here = [f"{mine * cell.size / 1e6:,.0f} MB/s"] if cell.size >= 100 * KIB else []
+                floor = FLOORS.get(name)
+                if floor is not None and medians.get(floor):
+                    notes_here.append(f"{100 * mine / medians[floor]:.0f}% of {floor}")
                 figures.append(
                     from_runs(
                         SECTION,
@@ -189,7 +195,7 @@ def measure_throughput(
                         ratio=mine / peer if peer and name != PEER else None,
                         against=f"of {PEER}" if peer and name != PEER else "",
                         target=target_for(name, cell) if peer else None,
-                        note=f"{megabytes:,.0f} MB/s" if cell.size >= 100 * KIB else "",
+                        note=", ".join(notes_here),
                     )
                 )
     return figures
@@ -214,7 +220,7 @@ def _all_servers(servers: tuple[str, ...]) -> Iterator[dict[str, ServerProcess]]
 def measure_peak_rss(servers: tuple[str, ...], size: int, notes: list[str]) -> list[Figure]:
     """Peak RSS above idle of a fresh server process receiving one message of ``size`` octets."""
     peaks: dict[str, float] = {}
-    servers = tuple(name for name in servers if name != FLOOR)  # it keeps nothing: nothing to learn
+    servers = tuple(name for name in servers if name not in FLOORS.values())  # they keep nothing
     for name in servers:
         with server_process(name) as server:
             loadgen.run(server.port, KIB, 4, sessions=2, keepalive=True, processes=0)  # warm up
@@ -278,12 +284,12 @@ def collect(
     try:
         import trio  # noqa: F401
     except ImportError:
-        servers = tuple(s for s in servers if s != "trio")
+        servers = tuple(s for s in servers if s not in ("trio", "bare-trio"))
         notes.append("trio is not installed: its adapter is skipped")
     try:
         import gevent  # noqa: F401
     except ImportError:
-        servers = tuple(s for s in servers if s != "gevent")
+        servers = tuple(s for s in servers if s not in ("gevent", "bare-gevent"))
         notes.append("gevent is not installed: its adapter is skipped")
 
     sessions = sessions or (4 if quick else 20)
