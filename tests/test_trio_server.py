@@ -1,0 +1,175 @@
+"""The trio server's deadlines: one watchdog per server instead of a cancel scope per call.
+
+A read or a write only notes its deadline; the watchdog sleeps towards the
+soonest one it knows and cuts off what has overrun (see ``_Watchdog`` in
+``adapters/trio_server.py``).  The shared adapter tests run timeouts and
+shutdowns through it; these pin what that design could get wrong: a deadline
+sooner than the one the watchdog sleeps towards, a write that never ends, a
+hook that outlasts a timeout, and many busy sessions that must not be cut off.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+trio = pytest.importorskip("trio")
+
+from adapters import AsyncHandler, Envelope, Session  # noqa: E402
+from adapters.trio_server import SMTPServer  # noqa: E402
+from smtpcore import Reply, ServerConfig  # noqa: E402
+
+TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+
+
+class Recorder(AsyncHandler):
+    def __init__(self, hook_delay: float = 0.0) -> None:
+        self.hook_delay = hook_delay
+        self.delivered = 0
+        self.closed = 0
+
+    async def message_complete(self, session: Session, envelope: Envelope) -> Reply | None:
+        await trio.sleep(self.hook_delay)
+        self.delivered += 1
+        return None
+
+    async def connection_closed(self, session: Session) -> None:
+        self.closed += 1
+
+
+async def _reply(stream: trio.SocketStream, buffer: bytearray) -> bytes:
+    """One whole reply, multi-line or not, or b"" at the end of the stream."""
+    with trio.fail_after(5):
+        while True:
+            end = 0
+            while (newline := buffer.find(b"\r\n", end)) >= 0:
+                line, end = buffer[end : newline + 2], newline + 2
+                if line[3:4] != b"-":
+                    reply = bytes(buffer[:end])
+                    del buffer[:end]
+                    return reply
+            data = await stream.receive_some(65536)
+            if not data:
+                return b""
+            buffer += data
+
+
+async def _connect(server: SMTPServer) -> tuple[trio.SocketStream, bytearray]:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    buffer = bytearray()
+    assert (await _reply(stream, buffer)).startswith(b"220")
+    return stream, buffer
+
+
+def test_a_deadline_sooner_than_the_watchdogs_wakes_it_sooner() -> None:
+    # The first session waits for content with a long deadline, so the watchdog
+    # sleeps towards it; the second session's command deadline comes far sooner.
+    async def test() -> None:
+        config = ServerConfig(command_timeout=0.4, data_timeout=30, min_data_rate=0)
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(Recorder(), config, port=0).serve)
+            first, first_buffer = await _connect(server)
+            await first.send_all(b"EHLO a\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            for _ in range(4):
+                await _reply(first, first_buffer)
+            await trio.sleep(0.6)  # the watchdog's first alarm (the commands' 0.4 s) passes: now it sleeps ~30 s
+            second, second_buffer = await _connect(server)
+            started = trio.current_time()
+            # Before EHLO a reply carries no enhanced status code (RFC 2034).
+            assert await _reply(second, second_buffer) == b"421 Timeout exceeded, closing connection\r\n"
+            assert 0.3 < trio.current_time() - started < 1.5
+            await first.send_all(b"hi\r\n.\r\n")  # the first session, waiting on its longer deadline, is fine
+            assert (await _reply(first, first_buffer)).startswith(b"250")
+            await server.shutdown(1.0)
+
+    trio.run(test)
+
+
+def test_busy_sessions_are_never_cut_off_however_long_they_last() -> None:
+    # Deadlines move on every call while the watchdog sleeps towards an old one:
+    # when it wakes, it must see the new ones and leave the sessions be.
+    async def test() -> None:
+        handler = Recorder()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(handler, ServerConfig(command_timeout=0.3), port=0).serve)
+            sessions = [await _connect(server) for _ in range(5)]
+            for stream, buffer in sessions:
+                await stream.send_all(b"EHLO c\r\n")
+                await _reply(stream, buffer)
+            for _ in range(10):  # 1 s of traffic, more than three timeouts, never idle for one
+                for stream, buffer in sessions:
+                    await stream.send_all(b"NOOP\r\n")
+                    assert (await _reply(stream, buffer)).startswith(b"250")
+                await trio.sleep(0.1)
+            started = trio.current_time()
+            for stream, buffer in sessions:  # then every one times out, on time
+                assert await _reply(stream, buffer) == TIMEOUT_REPLY
+            assert trio.current_time() - started < 1.0
+            await server.shutdown(1.0)
+
+    trio.run(test)
+
+
+def test_a_hook_may_outlast_the_timeout() -> None:
+    # A deadline covers a read or a write, never a hook: a slow store is not a slow client.
+    async def test() -> None:
+        handler = Recorder(hook_delay=0.6)
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(handler, ServerConfig(command_timeout=0.2), port=0).serve)
+            stream, buffer = await _connect(server)
+            await stream.send_all(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            for _ in range(4):
+                await _reply(stream, buffer)
+            await stream.send_all(b"hi\r\n.\r\nQUIT\r\n")
+            assert (await _reply(stream, buffer)).startswith(b"250")
+            assert (await _reply(stream, buffer)).startswith(b"221")
+            assert handler.delivered == 1
+            await server.shutdown(1.0)
+
+    trio.run(test)
+
+
+def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
+    # EHLO's reply is many times longer than the command: a client that never
+    # reads fills every buffer on the way, and the server's write must give up.
+    async def test() -> None:
+        handler = Recorder()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(handler, ServerConfig(command_timeout=0.4), port=0).serve)
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await sock.connect(("127.0.0.1", server.port))
+            burst = b"EHLO c.example\r\n" * 2000
+            started = trio.current_time()
+            with trio.move_on_after(5):
+                try:
+                    while not handler.closed:
+                        with trio.move_on_after(0.5):
+                            await sock.send(burst)
+                except OSError:  # reset by the server
+                    pass
+                while not handler.closed:
+                    await trio.sleep(0.05)
+            assert handler.closed == 1
+            assert trio.current_time() - started < 5
+            assert server.connections == 0
+            sock.close()
+            await server.shutdown(1.0)
+
+    trio.run(test)
+
+
+def test_shutdown_cuts_off_idle_sessions_with_421() -> None:
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(Recorder(), ServerConfig(), port=0).serve)
+            sessions = [await _connect(server) for _ in range(3)]
+            started = trio.current_time()
+            await server.shutdown(0.2)
+            assert trio.current_time() - started < 2
+            for stream, buffer in sessions:
+                assert (await _reply(stream, buffer)).startswith(b"421")
+            assert server.connections == 0
+
+    trio.run(test)
