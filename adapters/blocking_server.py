@@ -75,13 +75,16 @@ def _handshake(sock: socket.socket, wrap: WrapTls, timeout: float) -> tuple[sock
         return sock, None
 
 
-class _PolledSocket:
-    """Reads and writes with deadlines through Python's socket timeouts.
+class _TimedSocket:
+    """Reads and writes on a socket, each ended by its deadline, and reads by a shutdown.
 
-    Works on every socket (TLS, gevent's, any platform), at a price: with a
-    timeout set, every ``recv`` and ``send`` first ``poll()``s, and
-    ``settimeout`` itself is a system call.
+    A blocking read cannot be interrupted from another thread, so a read waits
+    in slices of at most :data:`TICK` seconds and looks at the deadline and the
+    shutdown flag between them.  The subclasses differ in how a slice is timed.
     """
+
+    #: What ``recv`` raises when a slice ends with nothing to read.
+    slice_ended: type[OSError]
 
     def __init__(self, sock: socket.socket, aborting: Callable[[], bool]) -> None:
         self.sock = sock
@@ -95,25 +98,48 @@ class _PolledSocket:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return TIMED_OUT
-            self.sock.settimeout(min(remaining, TICK))
+            self._time_slice(min(remaining, TICK))
             try:
                 return self.sock.recv(READ_SIZE)
-            except TimeoutError:  # socket.timeout
+            except self.slice_ended:
                 continue
             except OSError:
                 return LOST
 
     def send(self, data: bytes, timeout: float) -> object:
         try:
-            self.sock.settimeout(timeout)
+            self._time_send(timeout)
             self.sock.sendall(data)
         except OSError:
             return LOST
         return None
 
+    def _time_slice(self, seconds: float) -> None:
+        raise NotImplementedError
 
-class _KernelTimedSocket:
-    """Reads and writes with deadlines that the kernel keeps, on a plain socket.
+    def _time_send(self, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class _PolledSocket(_TimedSocket):
+    """Deadlines through Python's socket timeouts.
+
+    Works on every socket (TLS, gevent's, any platform), at a price: with a
+    timeout set, every ``recv`` and ``send`` first ``poll()``s, and
+    ``settimeout`` itself is a system call.
+    """
+
+    slice_ended = TimeoutError  # socket.timeout
+
+    def _time_slice(self, seconds: float) -> None:
+        self.sock.settimeout(seconds)
+
+    def _time_send(self, seconds: float) -> None:
+        self.sock.settimeout(seconds)
+
+
+class _KernelTimedSocket(_TimedSocket):
+    """Deadlines that the kernel keeps, on a plain socket.
 
     The socket stays in blocking mode with ``SO_RCVTIMEO``/``SO_SNDTIMEO`` set,
     so a read or a write is one system call where :class:`_PolledSocket` makes
@@ -121,14 +147,14 @@ class _KernelTimedSocket:
     than the system calls themselves: each one releases and re-takes the GIL,
     and with many threads every re-take may wait (measured with 20 sessions of
     1 KiB messages: 58% more messages per second kept alive, 41% with a
-    connection per message).  A read still waits in slices
-    of :data:`TICK` so that it sees a shutdown; a slice that ends with nothing
-    read is ``EAGAIN``, which Python raises as ``BlockingIOError``.
+    connection per message).  A slice that ends with nothing read is
+    ``EAGAIN``, which Python raises as ``BlockingIOError``.
     """
 
+    slice_ended = BlockingIOError
+
     def __init__(self, sock: socket.socket, aborting: Callable[[], bool], send_timeout: float) -> None:
-        self.sock = sock
-        self.aborting = aborting
+        super().__init__(sock, aborting)
         sock.settimeout(None)
         self._slice = TICK
         _set_kernel_timeout(sock, socket.SO_RCVTIMEO, TICK)
@@ -136,31 +162,15 @@ class _KernelTimedSocket:
         # little now and then keeps a write alive, as it does for Postfix.
         _set_kernel_timeout(sock, socket.SO_SNDTIMEO, send_timeout)
 
-    def receive(self, timeout: float) -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.aborting():
-                return SHUTDOWN
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return TIMED_OUT
-            wait = min(remaining, TICK)
-            if wait < TICK or self._slice < TICK:  # only the last slice before a deadline is shorter
-                self._slice = wait
-                _set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, wait)
-            try:
-                return self.sock.recv(READ_SIZE)
-            except BlockingIOError:  # the slice ended with nothing to read
-                continue
-            except OSError:
-                return LOST
+    def _time_slice(self, seconds: float) -> None:
+        # Only the last slice before a deadline is shorter: set it then, and
+        # set the full slice back after it; otherwise leave the kernel alone.
+        if seconds < TICK or self._slice < TICK:
+            self._slice = seconds
+            _set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, seconds)
 
-    def send(self, data: bytes, timeout: float) -> object:
-        try:
-            self.sock.sendall(data)  # SO_SNDTIMEO, set once, ends a write that waits too long
-        except OSError:
-            return LOST
-        return None
+    def _time_send(self, seconds: float) -> None:
+        pass  # SO_SNDTIMEO, set once
 
 
 #: Kernel-kept socket timeouts are used where their ``struct timeval`` layout is known.
@@ -195,7 +205,7 @@ def serve_socket(
         sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout)
         if session.tls_info is None:
             return
-    io: _PolledSocket | _KernelTimedSocket
+    io: _TimedSocket
     if kernel_timeouts and KERNEL_TIMEOUTS and session.tls_info is None:
         io = _KernelTimedSocket(sock, aborting, config.command_timeout)
     else:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 from adapters._handler import LOST, SHUTDOWN, TIMED_OUT
-from adapters.blocking_server import KERNEL_TIMEOUTS, TICK, _KernelTimedSocket, _PolledSocket
+from adapters.blocking_server import KERNEL_TIMEOUTS, TICK, _KernelTimedSocket, _PolledSocket, _TimedSocket
 
-Waiter = _KernelTimedSocket | _PolledSocket
+Waiter = _TimedSocket
 
 
 @pytest.fixture
