@@ -1,11 +1,23 @@
-"""Socket options every TCP connection of ours wants."""
+"""Socket options of ours: Nagle off for every TCP connection, kernel-kept timeouts."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
+import sys
 
-__all__ = ["no_delay"]
+__all__ = ["KERNEL_TIMEOUTS", "no_delay", "set_kernel_timeout"]
+
+#: Whether plain sockets may wait with the kernel's timeouts (``SO_RCVTIMEO`` and
+#: ``SO_SNDTIMEO`` on a socket in blocking mode): where the ``struct timeval``
+#: layout they take is known.  With a Python timeout instead, every ``recv`` and
+#: ``send`` polls first and every ``settimeout`` is a system call of its own; a
+#: thread-per-connection server or a threaded client then pays a GIL hand-off for
+#: each.  With the kernel's, a wait that runs out fails with ``EAGAIN``, which
+#: Python raises as ``BlockingIOError``.  Never for gevent's sockets (blocking mode
+#: would block the hub) or TLS sockets (``EAGAIN`` inside OpenSSL is not a timeout).
+KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
 
 
 def no_delay(sock: socket.socket) -> None:
@@ -18,3 +30,10 @@ def no_delay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """Set ``SO_RCVTIMEO`` or ``SO_SNDTIMEO`` (see :data:`KERNEL_TIMEOUTS`)."""
+    # A zero timeval means "wait forever": never round a short wait down to it.
+    micro = max(1000, int(seconds * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", micro // 1_000_000, micro % 1_000_000))

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from adapters._handler import LOST, SHUTDOWN, TIMED_OUT
-from adapters.blocking_server import KERNEL_TIMEOUTS, TICK, _KernelTimedSocket, _PolledSocket, _TimedSocket
+from adapters._sockets import KERNEL_TIMEOUTS
+from adapters.blocking_server import TICK, _KernelTimedSocket, _PolledSocket, _TimedSocket
 
 Waiter = _TimedSocket
 
