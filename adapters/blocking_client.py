@@ -43,7 +43,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
-from ._sockets import no_delay
+from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout
 
 __all__ = ["open_session", "run_session", "send_message", "send_messages"]
 
@@ -68,22 +68,47 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
     return secure
 
 
-def run_session(driver: ClientDriver, sock: socket.socket, secure: Secure, timeout: float | None = None) -> None:
-    """Run ``driver`` on a connected socket until it is done, then close the socket."""
+def run_session(
+    driver: ClientDriver,
+    sock: socket.socket,
+    secure: Secure,
+    timeout: float | None = None,
+    *,
+    kernel_timeouts: bool = False,
+) -> None:
+    """Run ``driver`` on a connected socket until it is done, then close the socket.
+
+    ``kernel_timeouts`` lets a plain socket wait with the kernel's timeouts (one
+    system call per read or write, see ``adapters._sockets.KERNEL_TIMEOUTS``);
+    it must stay off for gevent's sockets.  Either way the socket's timeout is
+    set only when the driver's changes (from one command's to the next's).
+    """
+    kernel = kernel_timeouts and KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
+    if kernel:
+        sock.settimeout(None)
+    current: float | None = None  # the timeout the socket has now
     try:
         while not driver.done:
             out = driver.bytes_to_send()
             if not out and driver.wants_tls:
                 sock = secure(sock, limit(driver, timeout))  # an ssl.SSLError ends it here
+                kernel, current = False, None  # a TLS socket keeps Python's timeouts
                 driver.tls_established()
                 continue
+            seconds = limit(driver, timeout)
             try:
-                sock.settimeout(limit(driver, timeout))
+                if seconds != current:
+                    current = seconds
+                    if kernel:
+                        set_kernel_timeout(sock, socket.SO_RCVTIMEO, seconds)
+                        set_kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
+                    else:
+                        sock.settimeout(seconds)
                 if out:
                     sock.sendall(out)
                 else:
                     driver.receive(sock.recv(READ_SIZE))
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: a kernel timeout ran out
                 abandon(driver, timed_out(driver, timeout))
             except OSError as exc:
                 abandon(driver, exc)
@@ -116,6 +141,7 @@ def send_messages(
         timeout=timeout,
         connect_timeout=connect_timeout,
         source_address=source_address,
+        kernel_timeouts=True,
     )
 
 
@@ -132,6 +158,7 @@ def open_session(
     timeout: float | None,
     connect_timeout: float,
     source_address: tuple[str, int] | None,
+    kernel_timeouts: bool = False,
 ) -> SessionOutcome:
     """Connect with ``connect`` (``socket.create_connection`` or gevent's), then run the session.
 
@@ -149,7 +176,7 @@ def open_session(
         except BaseException:
             sock.close()
             raise
-    run_session(driver, sock, secure, timeout)
+    run_session(driver, sock, secure, timeout, kernel_timeouts=kernel_timeouts)
     return driver.result
 
 

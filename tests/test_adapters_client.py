@@ -25,6 +25,7 @@ import importlib
 import io
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -346,6 +347,39 @@ def test_fault_per_command_timeout_from_the_config(client: str, fake_smtp_server
              config=config)  # fmt: skip
     assert time.monotonic() - started < 3
     assert "mail timeout" in str(caught.value.__cause__)
+
+
+def test_fault_server_that_stops_reading_content_times_out(client: str) -> None:
+    """A write that the server never drains ends at the data block timeout (RFC 5321 §4.5.3.2.5)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        held.append(sock)  # kept open, and never read once the content starts
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"220 stalls.example ESMTP\r\n")
+        reader = sock.makefile("rb")
+        for reply in (b"250 stalls.example\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go ahead\r\n"):
+            reader.readline()
+            sock.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"data_block": 0.5})
+    started = time.monotonic()
+    try:
+        with pytest.raises(SMTPTransientError) as caught:
+            send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"],
+                 b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 100_000, config=config)  # fmt: skip
+        assert time.monotonic() - started < 5
+        assert isinstance(caught.value.__cause__, TimeoutError)
+    finally:
+        thread.join(5)
+        for sock in held:
+            sock.close()
+        listener.close()
 
 
 def test_fault_starttls_required_not_offered(client: str, fake_smtp_server: FakeSMTPServer) -> None:
