@@ -10,7 +10,7 @@ own ``python -m benchmarks.bench_client`` stays exactly as written.  If
 from __future__ import annotations
 
 from ._report import Figure, rate_figure
-from ._util import measure
+from ._util import measure_pair
 
 SECTION = "core: client (no sockets)"
 
@@ -22,16 +22,16 @@ def collect(quick: bool = False, *, repeat: int | None = None, size: int | None 
     size = size or ((1 << 20) if quick else (8 << 20))
     figures: list[Figure] = []
 
-    ours = measure("replies", bc.parse_burst, repeat, number=3)
-    ceiling = measure("split", bc.split_ceiling, repeat, number=30)
+    ours, ceiling = measure_pair("replies", bc.parse_burst, bc.split_ceiling, repeat, number=3, ceiling_number=30)
     figures.append(
         rate_figure(
             SECTION, "reply parsing (pipelined burst of 1-line replies)", "rep/s", ours, bc.REPLIES,
             ratio=ceiling.median / ours.median, against="of bytes.split",
         )
     )  # fmt: skip
-    ehlo = measure("ehlo", bc.parse_ehlo, repeat, number=300)
-    ehlo_ceiling = measure("split", lambda: bc.split_ceiling(bc.EHLO), repeat, number=3000)
+    ehlo, ehlo_ceiling = measure_pair(
+        "ehlo", bc.parse_ehlo, lambda: bc.split_ceiling(bc.EHLO), repeat, number=300, ceiling_number=3000
+    )
     figures.append(
         rate_figure(
             SECTION, "EHLO reply -> Capabilities (11 lines)", "rep/s", ehlo, 1,
@@ -45,8 +45,9 @@ def collect(quick: bool = False, *, repeat: int | None = None, size: int | None 
     ):
         data = bc.text(size, line)
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
-        ours = measure(label, lambda chunks=chunks: bc.stuff(chunks), repeat)
-        ceiling = measure(label, lambda chunks=chunks: bc.stuff_ceiling(chunks), repeat)
+        ours, ceiling = measure_pair(
+            label, lambda chunks=chunks: bc.stuff(chunks), lambda chunks=chunks: bc.stuff_ceiling(chunks), repeat
+        )
         figures.append(
             rate_figure(
                 SECTION, f"dot-stuffing, {label} (64 KiB chunks)", "MB/s", ours, size / 1e6,

@@ -41,6 +41,35 @@ def measure(name: str, func: Callable[[], object], repeat: int, number: int = 1)
     return Measurement(name, tuple(runs))
 
 
+def measure_pair(
+    name: str,
+    ours: Callable[[], object],
+    ceiling: Callable[[], object],
+    repeat: int,
+    *,
+    number: int = 1,
+    ceiling_number: int | None = None,
+) -> tuple[Measurement, Measurement]:
+    """Time ``ours`` and its ``ceiling`` in alternate runs: (ours, ceiling).
+
+    A ratio of two figures timed one block after the other takes a slow moment
+    of the machine as a difference between them; alternating the runs puts every
+    such moment on both sides alike.
+    """
+    ours()  # warm up caches and lazy imports
+    ceiling()
+    ceiling_number = ceiling_number or number
+    ours_runs: list[float] = []
+    ceiling_runs: list[float] = []
+    for _ in range(repeat):
+        for func, count, runs in ((ours, number, ours_runs), (ceiling, ceiling_number, ceiling_runs)):
+            start = time.perf_counter()
+            for _ in range(count):
+                func()
+            runs.append((time.perf_counter() - start) / count)
+    return Measurement(name, tuple(ours_runs)), Measurement(f"{name} (ceiling)", tuple(ceiling_runs))
+
+
 def row(label: str, value: tuple[float, float, float], unit: str, ratio: float | None = None, note: str = "") -> str:
     median, low, high = value
     ratio_text = f"{ratio:6.2f}x" if ratio is not None else "       "

@@ -33,7 +33,7 @@ from smtpcore import (
 )
 
 from ._report import Figure
-from ._util import measure, row
+from ._util import measure_pair, row
 
 SESSION = (
     b"EHLO client.example.com\r\n"
@@ -135,8 +135,12 @@ def collect(
     results: dict[str, object] = {}
     figures: list[Figure] = []
 
-    ours = measure("session", lambda: [run_session() for _ in range(sessions)], repeat)
-    ceiling = measure("session-ceiling", lambda: [session_ceiling() for _ in range(sessions)], repeat)
+    ours, ceiling = measure_pair(
+        "session",
+        lambda: [run_session() for _ in range(sessions)],
+        lambda: [session_ceiling() for _ in range(sessions)],
+        repeat,
+    )
     rate = ours.rate(sessions * SESSION_COMMANDS)
     emit(row("pipelined session: commands", rate, "cmd/s", ours.median / ceiling.median, "(ratio: cost vs split)"))
     results["session_commands_per_s"] = rate
@@ -154,8 +158,12 @@ def collect(
             # Byte-at-a-time is slow by nature; keep it to a small body.
             this_body = body[:byte_size] + b"\r\n" if piece == 1 else body
             this_body = this_body.rsplit(b"\r\n", 1)[0] + b"\r\n"
-            ours = measure(f"data-{kind}-{piece}", lambda b=this_body, p=piece: receive_body(b, p), repeat)
-            ceiling = measure(f"ceil-{kind}-{piece}", lambda b=this_body, p=piece: ceiling_body(b, p), repeat)
+            ours, ceiling = measure_pair(
+                f"data-{kind}-{piece}",
+                lambda b=this_body, p=piece: receive_body(b, p),
+                lambda b=this_body, p=piece: ceiling_body(b, p),
+                repeat,
+            )
             megabytes = len(this_body) / 1e6
             rate = ours.rate(megabytes)
             ratio = ceiling.median / ours.median
@@ -175,8 +183,12 @@ def collect(
     for kind in ("text", "dots", "8bit"):
         body = make_body(kind, size)
         label = f"DATA {kind}, 65536 B pieces, content checks off"
-        ours = measure(f"data-{kind}-off", lambda b=body: receive_body(b, 65536, CHECKS_OFF), repeat)
-        ceiling = measure(f"ceil-{kind}-off", lambda b=body: ceiling_body(b, 65536), repeat)
+        ours, ceiling = measure_pair(
+            f"data-{kind}-off",
+            lambda b=body: receive_body(b, 65536, CHECKS_OFF),
+            lambda b=body: ceiling_body(b, 65536),
+            repeat,
+        )
         rate = ours.rate(len(body) / 1e6)
         ratio = ceiling.median / ours.median
         emit(row(label, rate, "MB/s", ratio, "(of the find+replace ceiling)"))
