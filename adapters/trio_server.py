@@ -59,7 +59,7 @@ _Stream = trio.abc.Stream
 
 
 class _CutOff(Exception):
-    """A read or a write was cut off as it finished (see :meth:`_Connection.done`)."""
+    """A read or a write was cut off as it finished (see :meth:`_Connection._done`)."""
 
 
 class _Watchdog:
@@ -70,7 +70,7 @@ class _Watchdog:
     sooner if it must; most deadlines are later than the one the watchdog sleeps
     towards, so a call costs a clock read and a comparison, where a
     ``move_on_after`` of its own costs about 7 µs (and a 1 KiB message makes
-    eight calls).  On waking, the watchdog cuts off whatever has overran and
+    eight calls).  On waking, the watchdog cuts off whatever has overrun and
     sleeps towards the soonest deadline still pending.
     """
 
