@@ -114,6 +114,7 @@ class _Connection:
         self.deadline = math.inf
         #: What the call in progress returns if it is cut off; None between calls.
         self.if_cut_off: object = None
+        self.closed = False
 
     def abort(self) -> None:
         self.aborting = True
@@ -180,7 +181,16 @@ class _Connection:
         return None
 
     async def close(self) -> None:
-        await trio.aclose_forcefully(self.stream)
+        # Called for the dispatcher's Close and again when the session ends: once is enough.
+        if self.closed:
+            return
+        self.closed = True
+        if isinstance(self.stream, trio.SocketStream):
+            # A plain socket closes at once; aclose_forcefully's cancelled scope
+            # would only add a Cancelled raised and caught per connection.
+            await self.stream.aclose()
+        else:
+            await trio.aclose_forcefully(self.stream)  # TLS: do not wait for close_notify
 
 
 class SMTPServer:
@@ -301,10 +311,12 @@ class SMTPServer:
         except Exception:
             log.exception("session failed")
         finally:
-            await connection.close()
-            self._sessions.discard(connection)
-            if not self._sessions:
-                self._idle.set()
+            try:
+                await connection.close()  # the socket is closed even if this is cancelled
+            finally:
+                self._sessions.discard(connection)
+                if not self._sessions:
+                    self._idle.set()
 
     async def _session(self, connection: _Connection) -> None:
         raw = connection.stream
