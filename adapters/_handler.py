@@ -612,9 +612,9 @@ class Dispatcher:
     def _on_rcpt(self, event: Rcpt) -> Generator[Action, Any, None]:
         result = yield from self._hook("rcpt_to", self.session, event)
         address = result if isinstance(result, str) else event.recipient
+        accepted = self.conn.recipient_count
         self._answer(None if isinstance(result, str) else result)
-        recipients = self.conn.recipients
-        if recipients and recipients[-1] is event:
+        if self.conn.recipient_count > accepted:  # the core took it (a 2xx reply)
             self.session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
 
     def _on_data(self, event: Data) -> Generator[Action, Any, None]:
@@ -631,7 +631,7 @@ class Dispatcher:
 
     def _on_end_of_message(self, event: EndOfMessage) -> Generator[Action, Any, None]:
         conn, envelope = self.conn, self.session.envelope
-        due = len(conn.recipients) if conn.config.lmtp else 1
+        due = conn.recipient_count if conn.config.lmtp else 1
         result = yield from self._hook("message_complete", self.session, envelope)
         envelope.data_started = False  # answered: not an aborted message
         if isinstance(result, list) and len(result) != due:

@@ -327,6 +327,11 @@ class ServerConnection:
         return tuple(self._recipients)
 
     @property
+    def recipient_count(self) -> int:
+        """``len(recipients)`` without the copy: asking after every RCPT stays linear."""
+        return len(self._recipients)
+
+    @property
     def extensions(self) -> frozenset[str]:
         """The EHLO keywords advertised in this session (empty before EHLO or after HELO)."""
         return self._extensions

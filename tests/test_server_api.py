@@ -109,6 +109,23 @@ def test_receiving_content_covers_data_and_bdat_chunks_only() -> None:
     assert not conn.receiving_content
 
 
+def test_recipient_count_follows_the_accepted_recipients() -> None:
+    conn = greeted()
+    conn.receive_data(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\n")
+    answer_all(conn)
+    assert conn.recipient_count == 0
+    for address, reply in ((b"x@d.example", None), (b"no@d.example", Reply(550, "No such user", "5.1.1")),
+                           (b"y@d.example", Reply(251, "User not local; will forward", "2.1.5"))):  # fmt: skip
+        conn.receive_data(b"RCPT TO:<" + address + b">\r\n")
+        assert isinstance(conn.next_event(), Rcpt)
+        conn.send(reply) if reply is not None else conn.accept()
+    assert conn.recipient_count == len(conn.recipients) == 2  # the refused one is not counted
+    assert [rcpt.recipient for rcpt in conn.recipients] == ["x@d.example", "y@d.example"]
+    conn.receive_data(b"RSET\r\n")
+    answer_all(conn)
+    assert conn.recipient_count == 0
+
+
 # --- the PROXY protocol ---------------------------------------------------------------------------
 
 
