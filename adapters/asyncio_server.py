@@ -391,8 +391,6 @@ class SMTPServer:
         self._host, self._port, self._unix_path = host, port, unix_path
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
-        # Which hooks the handler leaves out, worked out once rather than per connection.
-        self._unused = unused_hooks(handler)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -435,7 +433,10 @@ class SMTPServer:
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             session.tls_info = tls_info(ssl_object)
-        dispatcher = Dispatcher(self.config, session, transcript=wants_transcript(self.handler), unused=self._unused)
+        # Per connection, as every adapter does: a hook the handler gains later is called from then on.
+        dispatcher = Dispatcher(
+            self.config, session, transcript=wants_transcript(self.handler), unused=unused_hooks(self.handler)
+        )
         connection.start(dispatcher.actions(), session)
 
     def _connection_ended(self, connection: _Connection) -> None:

@@ -74,7 +74,7 @@ class Waiting(AsyncHandler):
 
 async def _reply(reader: asyncio.StreamReader) -> bytes:
     """One whole reply, multi-line or not."""
-    lines = []
+    lines: list[bytes] = []
     while True:
         line = await asyncio.wait_for(reader.readline(), 5)
         if not line:
@@ -121,7 +121,7 @@ def test_hooks_that_wait_answer_in_order_through_a_pipelined_session() -> None:
 
 def test_a_hook_that_returns_an_awaitable_rather_than_a_coroutine() -> None:
     class FutureHandler(AsyncHandler):
-        def mail_from(self, session: Session, mail: Mail) -> Any:  # type: ignore[override]
+        def mail_from(self, session: Session, mail: Mail) -> Any:
             future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_later(0.01, future.set_result, Reply(550, "Not you", "5.7.1"))
             return future
@@ -231,5 +231,28 @@ def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
             assert time.monotonic() - started < 5
             assert server.connections == 0
             sock.close()
+
+    _run(test)
+
+
+def test_a_hook_the_handler_gains_after_start_is_called_from_the_next_connection() -> None:
+    # Which hooks a handler leaves out is worked out per connection, as in every adapter.
+    class Plain(AsyncHandler):
+        pass
+
+    async def refuse(session: Session, rcpt: Rcpt) -> Reply:
+        return Reply(550, "No such user", "5.1.1")
+
+    async def test() -> None:
+        handler = Plain()
+        async with SMTPServer(handler, ServerConfig(), port=0) as server:
+            for expected in (b"250", b"550"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                await _reply(reader)
+                writer.write(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nQUIT\r\n")
+                replies = [await _reply(reader) for _ in range(4)]
+                assert replies[2][:3] == expected, replies
+                writer.close()
+                handler.rcpt_to = refuse  # type: ignore[method-assign]
 
     _run(test)
