@@ -36,16 +36,15 @@ from pathlib import Path
 
 from . import loadgen
 from ._report import Figure, from_runs, print_table
-from ._serve import SERVERS
+from ._serve import FLOOR_OF, SERVERS
 
 SECTION = "end to end over 127.0.0.1"
 KIB, MIB = 1024, 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
 PEER = "aiosmtpd"
-#: Each adapter's floor (see ``_serve``): the same concurrency model with no SMTP work at
-#: all.  Floors are references, not ours, so they have no targets; each adapter's figure
-#: notes what share of its floor it reaches.
-FLOORS = {"asyncio": "bare-asyncio", "trio": "bare-trio", "gevent": "bare-gevent", "blocking": "bare-threads"}
+#: The floors (``_serve.FLOOR_OF``) are references, not ours, so they have no targets; each
+#: adapter's figure notes what share of its floor it reaches.
+FLOORS = frozenset(FLOOR_OF.values())
 
 
 @dataclass
@@ -137,7 +136,7 @@ class Cell:
 
 def target_for(server: str, cell: Cell) -> float | None:
     """Issue 6: asyncio >= 4x aiosmtpd at 1 KiB and >= 15x at 10 MiB; every adapter >= 2x."""
-    if server == PEER or server in FLOORS.values():
+    if server == PEER or server in FLOORS:
         return None
     if server == "asyncio" and cell.size <= KIB:
         return 4.0
@@ -183,7 +182,7 @@ def measure_throughput(
             for name in servers:
                 mine = medians[name]
                 notes_here = [f"{mine * cell.size / 1e6:,.0f} MB/s"] if cell.size >= 100 * KIB else []
-                floor = FLOORS.get(name)
+                floor = FLOOR_OF.get(name)
                 if floor is not None and medians.get(floor):
                     notes_here.append(f"{100 * mine / medians[floor]:.0f}% of {floor}")
                 figures.append(
@@ -220,7 +219,7 @@ def _all_servers(servers: tuple[str, ...]) -> Iterator[dict[str, ServerProcess]]
 def measure_peak_rss(servers: tuple[str, ...], size: int, notes: list[str]) -> list[Figure]:
     """Peak RSS above idle of a fresh server process receiving one message of ``size`` octets."""
     peaks: dict[str, float] = {}
-    servers = tuple(name for name in servers if name not in FLOORS.values())  # they keep nothing
+    servers = tuple(name for name in servers if name not in FLOORS)  # they keep nothing
     for name in servers:
         with server_process(name) as server:
             loadgen.run(server.port, KIB, 4, sessions=2, keepalive=True, processes=0)  # warm up

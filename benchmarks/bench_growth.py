@@ -11,9 +11,8 @@ Three series, each timed as the median of several runs:
 
 For each series the suite prints the fitted exponent of total time against
 size (least squares on log-log, on each size's fastest run): 1.0 is linear,
-2.0 quadratic.  Fixed costs
-per session pull the exponent below 1 at the small end; anything clearly above
-1 is a bug.
+2.0 quadratic.  Fixed costs per session pull the exponent below 1 at the small
+end; anything clearly above 1 is a bug.
 
 Run: ``python -m benchmarks.bench_growth [--quick]``.
 """
