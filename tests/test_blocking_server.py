@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from adapters import _sockets, blocking_server
 from adapters._handler import LOST, SHUTDOWN, TIMED_OUT
 from adapters._sockets import KERNEL_TIMEOUTS
 from adapters.blocking_server import TICK, _KernelTimedSocket, _PolledSocket, _TimedSocket
@@ -69,14 +70,25 @@ def test_a_read_ends_at_its_deadline(kind: str, timeout: float, pair: tuple[sock
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_read_after_a_short_deadline_waits_a_full_slice_again(
-    kind: str, pair: tuple[socket.socket, socket.socket]
+    kind: str, pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, client = pair
     io = waiter(kind, server, [False])
     assert io.receive(TICK / 4) is TIMED_OUT
+    slices: list[float] = []  # what the kernel is told from here on (the kernel waiter only)
+    real = _sockets.set_kernel_timeout
+
+    def recording(sock: socket.socket, option: int, seconds: float) -> None:
+        slices.append(seconds)
+        real(sock, option, seconds)
+
+    monkeypatch.setattr(blocking_server, "set_kernel_timeout", recording)
     started = time.monotonic()
     assert io.receive(TICK * 1.5) is TIMED_OUT
     assert time.monotonic() - started >= TICK * 1.5
+    if kind == "kernel":
+        assert slices[0] == TICK  # the full slice is put back, then only the last one is short
+        assert all(seconds < TICK for seconds in slices[1:])
     client.sendall(b"NOOP\r\n")
     assert io.receive(1.0) == b"NOOP\r\n"
 
