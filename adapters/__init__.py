@@ -7,7 +7,7 @@ into hook calls, and four short servers that only move bytes and keep time:
 * ``adapters.asyncio_server.SMTPServer`` / ``serve()``
 * ``adapters.trio_server.SMTPServer`` / ``serve()`` (needs ``smtpcore[trio]``)
 * ``adapters.gevent_server.SMTPServer`` (needs ``smtpcore[gevent]``)
-* ``adapters.blocking_server.SMTPServer`` (a thread per connection)
+* ``adapters.blocking_server.SMTPServer`` (a thread per connection, from a pool)
 
 See docs/adapters.md for choosing one and docs/handlers.md for the hooks.
 

@@ -9,7 +9,7 @@ the pipe, or the parent dying -- so no server outlives the suite.
 
 NAME is one of :data:`SERVERS`: our four adapters, aiosmtpd as the peer, and
 the floors, one per concurrency model: ``bare-asyncio``, ``bare-trio``,
-``bare-gevent`` and ``bare-threads`` (a thread per connection on plain
+``bare-gevent`` and ``bare-threads`` (a pool of threads, a connection each, on plain
 sockets).  A floor answers every line with a canned reply and only looks for
 the end of data (:class:`Canned`), with no parsing, checks, hooks or timeouts.
 No real SMTP server on the same model can be faster, so a floor's ratio to
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 FLOOR_OF = {"asyncio": "bare-asyncio", "trio": "bare-trio", "gevent": "bare-gevent", "blocking": "bare-threads"}
 SERVERS = (*FLOOR_OF, "aiosmtpd", *FLOOR_OF.values())
 
+#: How many threads bare-threads keeps: more than the suite's concurrent sessions.
+BARE_THREADS = 32
 #: No size limit (a 100 MiB message must pass); every other setting is the default.
 CONFIG = ServerConfig(hostname="bench.example", max_message_size=0)
 
@@ -249,11 +251,23 @@ def _bare_session(sock: socket.socket) -> None:
 
 
 def serve_bare_threads() -> None:
+    """Threads that accept for themselves, a session each at a time, as the blocking adapter's pool.
+
+    (An acceptor thread that starts a thread per connection answered half as
+    many 1 KiB messages sent with a connection each.)  Enough of them for the
+    suite's 20 sessions; the adapter grows its pool as it needs to.
+    """
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     _announce(listener.getsockname()[1])
-    while True:
-        sock, _ = listener.accept()
-        threading.Thread(target=_bare_session, args=(sock,), daemon=True).start()
+
+    def work() -> None:
+        while True:
+            sock, _ = listener.accept()
+            _bare_session(sock)
+
+    for _ in range(BARE_THREADS):
+        threading.Thread(target=work, daemon=True).start()
+    threading.Event().wait()
 
 
 def serve_bare_gevent() -> None:

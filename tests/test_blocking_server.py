@@ -6,18 +6,25 @@ sockets poll with Python's timeouts (``_PolledSocket``).  The shared adapter
 tests run whole sessions through both; these pin the deadlines themselves:
 a read ends on time even when its deadline is shorter than a slice, a shutdown
 ends a read within a slice, and a peer that never reads cannot hold a write.
+
+The server's pool of workers (threads that accept for themselves) is pinned at
+the end: a thread serves one connection after another, the pool grows with
+the sessions open at once and shrinks back to ``MAX_IDLE``, the connection
+limit holds, and a shutdown wakes the idle workers at once.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from adapters import _sockets, blocking_server
-from adapters._handler import LOST, SHUTDOWN, TIMED_OUT
+from adapters._handler import LOST, SHUTDOWN, TIMED_OUT, Handler
 from adapters._sockets import KERNEL_TIMEOUTS
 from adapters.blocking_server import TICK, _KernelTimedSocket, _PolledSocket, _TimedSocket
 
@@ -123,3 +130,99 @@ def test_the_kernel_waiter_leaves_the_socket_in_blocking_mode(pair: tuple[socket
     server, _client = pair
     waiter("kernel", server, [False])
     assert server.gettimeout() is None  # a Python timeout would bring back the poll() before every call
+
+
+# --- the pool of workers ----------------------------------------------------------------------------
+
+
+class ThreadRecorder(Handler):
+    """Notes which thread greets each connection."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def connection_opened(self, session: object) -> None:
+        self.threads.append(threading.current_thread())
+
+
+def greeted(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert sock.recv(1024).startswith(b"220")
+    return sock
+
+
+def quit_session(sock: socket.socket) -> None:
+    sock.sendall(b"QUIT\r\n")
+    assert sock.recv(1024).startswith(b"221")
+    assert sock.recv(1024) == b""
+    sock.close()
+
+
+def settled(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def workers(server: blocking_server.SMTPServer) -> int:
+    return len(server._sessions())
+
+
+def test_a_worker_serves_one_connection_after_another() -> None:
+    recorder = ThreadRecorder()
+    with blocking_server.SMTPServer(recorder, port=0) as server:
+        for _ in range(6):
+            quit_session(greeted(server.port))
+            settled(lambda: server.connections == 0)  # its worker is idle again
+    assert len(recorder.threads) == 6
+    # The first worker started one spare before serving; no connection got a thread of its own.
+    assert len(set(recorder.threads)) <= 2
+    assert all(thread.name == "smtp-worker" for thread in recorder.threads)
+
+
+def test_the_pool_grows_with_open_sessions_and_shrinks_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocking_server, "MAX_IDLE", 2)
+    recorder = ThreadRecorder()
+    with blocking_server.SMTPServer(recorder, port=0) as server:
+        open_now = [greeted(server.port) for _ in range(8)]
+        assert server.connections == 8
+        assert len(set(recorder.threads)) == 8  # each open session holds a thread
+        settled(lambda: workers(server) == 9)  # and one more waits for the next connection
+        for sock in open_now:
+            quit_session(sock)
+        settled(lambda: workers(server) == 2)  # MAX_IDLE stay; the others ended
+        assert server.connections == 0
+        quit_session(greeted(server.port))  # the pool still serves
+
+
+def test_the_connection_limit_is_kept_by_the_worker_that_accepts() -> None:
+    with blocking_server.SMTPServer(Handler(), port=0, max_connections=3) as server:
+        open_now = [greeted(server.port) for _ in range(3)]
+        for _ in range(2):
+            refused = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            assert refused.recv(1024).startswith(b"421")
+            refused.close()
+        quit_session(open_now.pop())
+        settled(lambda: server.connections == 2)
+        open_now.append(greeted(server.port))  # a place came free
+        for sock in open_now:
+            quit_session(sock)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere idle workers see a shutdown within a slice")
+def test_shutdown_wakes_the_idle_workers_at_once() -> None:
+    server = blocking_server.SMTPServer(Handler(), port=0)
+    server.start()
+    port = server.port
+    open_now = [greeted(server.port) for _ in range(3)]
+    for sock in open_now:
+        quit_session(sock)
+    settled(lambda: server.connections == 0)
+    assert workers(server) >= 3
+    started = time.monotonic()
+    server.shutdown(5.0)
+    assert time.monotonic() - started < TICK  # woken by shutdown(SHUT_RD), not by their slices
+    assert server._sessions() == []
+    with pytest.raises(ConnectionRefusedError):  # the listener is closed
+        socket.create_connection(("127.0.0.1", port), timeout=1)
