@@ -109,7 +109,12 @@ class _TimedSocket:
     def send(self, data: bytes, timeout: float) -> object:
         try:
             self._time_send(timeout)
-            self.sock.sendall(data)
+            # A reply almost always fits the socket's buffer: one send() is then
+            # the whole write.  (gevent's sendall() asks for SO_SNDBUF first, a
+            # system call per write.)
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self.sock.sendall(memoryview(data)[sent:])
         except OSError:
             return LOST
         return None
@@ -152,7 +157,8 @@ class _KernelTimedSocket(_TimedSocket):
 
     def __init__(self, sock: socket.socket, aborting: Callable[[], bool], send_timeout: float) -> None:
         super().__init__(sock, aborting)
-        sock.settimeout(None)
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # an ioctl: an accepted socket is blocking already
         self._slice = TICK
         set_kernel_timeout(sock, socket.SO_RCVTIMEO, TICK)
         # Per send() call, not for a whole sendall(): a peer that reads a
@@ -178,15 +184,19 @@ def serve_socket(
     aborting: Callable[[], bool] = lambda: False,
     *,
     kernel_timeouts: bool = False,
+    peer: Any = None,
 ) -> None:
     """Run one SMTP session on a connected socket, then close it.
+
+    ``peer`` is the client's address as ``accept()`` gave it; without it the
+    socket is asked (a system call, and for a thread a GIL hand-off, per connection).
 
     ``kernel_timeouts`` lets a plain socket wait with the kernel's timeouts
     (see :class:`_KernelTimedSocket`; Linux only, ignored elsewhere).  It must
     stay off for gevent's sockets, which must never block the hub.
     """
     no_delay(sock)
-    session = Session(peer=sock.getpeername(), local=sock.getsockname())
+    session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
     if config.implicit_tls:
         assert wrap_tls is not None
         sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout)
@@ -321,7 +331,7 @@ class SMTPServer:
         try:
             while self._accepting:
                 try:
-                    sock, _ = listener.accept()
+                    sock, peer = listener.accept()
                 except OSError:  # a slice ended (EAGAIN or a timeout), or the listener was shut down
                     continue
                 with self._lock:
@@ -338,7 +348,7 @@ class SMTPServer:
                 if full:
                     self._refuse(sock)
                 else:
-                    self._run(sock)
+                    self._run(sock, peer)
                 with self._lock:
                     if not full:
                         self._busy -= 1
@@ -361,7 +371,7 @@ class SMTPServer:
         finally:
             sock.close()
 
-    def _run(self, sock: socket.socket) -> None:
+    def _run(self, sock: socket.socket, peer: Any) -> None:
         try:
             serve_socket(
                 sock,
@@ -370,6 +380,7 @@ class SMTPServer:
                 self._wrap_tls if self.tls else None,
                 lambda: self._aborting,
                 kernel_timeouts=True,
+                peer=peer,
             )
         except Exception:
             log.exception("session failed")

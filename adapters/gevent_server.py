@@ -116,7 +116,14 @@ class SMTPServer:
             sock.close()
             return
         try:
-            serve_socket(sock, self.handler, self.config, self._wrap_tls if self.tls else None, lambda: self._aborting)
+            serve_socket(
+                sock,
+                self.handler,
+                self.config,
+                self._wrap_tls if self.tls else None,
+                lambda: self._aborting,
+                peer=address,
+            )
         except Exception:
             log.exception("session with %s failed", address)
 

@@ -575,6 +575,15 @@ def test_lmtp_one_reply_per_recipient(kind: str) -> None:
         server.stop()
 
 
+def test_the_session_knows_both_ends(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    assert raw.read_reply().startswith(b"220")
+    assert recorder.sessions[0].peer[:2] == raw.sock.getsockname()[:2]
+    assert recorder.sessions[0].local[:2] == raw.sock.getpeername()[:2]
+    raw.close()
+
+
 def test_unix_socket(kind: str, recorder: Recorder) -> None:
     path = os.path.join(tempfile.mkdtemp(), "smtp.sock")
     server = start_server(kind, recorder, ServerConfig(), unix_path=path)

@@ -9,8 +9,9 @@ ends a read within a slice, and a peer that never reads cannot hold a write.
 
 The server's pool of workers (threads that accept for themselves) is pinned at
 the end: a thread serves one connection after another, the pool grows with
-the sessions open at once and shrinks back to ``MAX_IDLE``, the connection
-limit holds, and a shutdown wakes the idle workers at once.
+the sessions open at once and shrinks back to ``MAX_IDLE``, a write that fills
+the socket's buffer still goes out whole, and a shutdown wakes the idle
+workers at once.
 """
 
 from __future__ import annotations
@@ -208,6 +209,24 @@ def test_the_connection_limit_is_kept_by_the_worker_that_accepts() -> None:
         open_now.append(greeted(server.port))  # a place came free
         for sock in open_now:
             quit_session(sock)
+
+
+def test_a_write_larger_than_the_socket_buffer_goes_out_whole(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    io = waiter("polled", server, [False])
+    data = bytes(range(256)) * 4096  # 1 MiB: one send() takes only part of it
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < len(data):
+            received.extend(client.recv(65536))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert io.send(data, 5.0) is None
+    reader.join(5)
+    assert bytes(received) == data
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere idle workers see a shutdown within a slice")
