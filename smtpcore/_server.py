@@ -406,6 +406,8 @@ class ServerConnection:
                 return event
 
     def _next_command_event(self) -> Event | Sentinel | None:
+        if not self._buffer:  # half the calls: every reply is followed by a read
+            return self._end_of_input()
         in_auth = self._state is S.AUTH
         line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)
         if line is None:
