@@ -295,34 +295,38 @@ class AsyncHandler:
 
 
 # --- actions: what the dispatcher asks an adapter to do ---------------------------------------------
+#
+# Not frozen: a message makes about ten of them, and a frozen dataclass's
+# __init__ (object.__setattr__ per field) costs twice a plain one.  Nothing
+# keeps an action after carrying it out.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receive:
     """Read up to ``READ_SIZE`` octets within ``timeout`` seconds."""
 
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallHook:
     name: str
     args: tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTls:
     """Do the server side of the TLS handshake within ``timeout`` seconds."""
 
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     pass
 
@@ -516,8 +520,13 @@ class Dispatcher:
                 log.info("closing %s: %s", session.peer, exc)
                 return
             if event is NEED_DATA:
-                yield from self._flush()
-                data = yield from self._io(Receive(self._wait_timeout()))
+                # _flush() and _io(), written out: this is every read of the session.
+                out = conn.data_to_send()
+                if out and (yield Send(out)) is LOST:
+                    raise _ConnectionLost
+                data = yield Receive(self._wait_timeout())
+                if data is LOST:
+                    raise _ConnectionLost
                 if data is TIMED_OUT or data is SHUTDOWN:
                     reply = TIMEOUT_REPLY if data is TIMED_OUT else SHUTDOWN_REPLY
                     log.info("closing %s: %s", session.peer, reply)
