@@ -9,6 +9,8 @@ own ``python -m benchmarks.bench_client`` stays exactly as written.  If
 
 from __future__ import annotations
 
+import functools
+
 from ._report import Figure, rate_figure
 from ._util import measure_pair
 
@@ -46,7 +48,7 @@ def collect(quick: bool = False, *, repeat: int | None = None, size: int | None 
         data = bc.text(size, line)
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         ours, ceiling = measure_pair(
-            label, lambda chunks=chunks: bc.stuff(chunks), lambda chunks=chunks: bc.stuff_ceiling(chunks), repeat
+            label, functools.partial(bc.stuff, chunks), functools.partial(bc.stuff_ceiling, chunks), repeat
         )
         figures.append(
             rate_figure(

@@ -18,6 +18,7 @@ A ratio below 1 is how much slower than the ceiling we are.  Run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         data = text(size, line)
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
-        ours = measure(label, lambda chunks=chunks: stuff(chunks), repeat)
-        ceiling = measure(label, lambda chunks=chunks: stuff_ceiling(chunks), repeat)
+        ours = measure(label, functools.partial(stuff, chunks), repeat)
+        ceiling = measure(label, functools.partial(stuff_ceiling, chunks), repeat)
         rate, ceiling_rate = ours.rate(megabytes), ceiling.rate(megabytes)
         figures[f"stuff_mb_s[{label}]"] = rate[0]
         lines.append(row(f"dot-stuffing, {label} (64 KiB chunks)", rate, "MB/s", rate[0] / ceiling_rate[0]))

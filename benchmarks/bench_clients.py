@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from ._report import Figure, from_runs, print_table
@@ -38,6 +38,8 @@ SENDER, RECIPIENT = "sender@bench.example", "user@bench.example"
 
 #: send(port, message, n) -> None: deliver ``n`` messages over one connection.
 Sender = Callable[[int, bytes, int], None]
+#: (port, message, count) -> a coroutine function that sends them.
+AsyncMaker = Callable[[int, bytes, int], Callable[[], Awaitable[None]]]
 
 
 def _smtplib(port: int, message: bytes, n: int) -> None:
@@ -48,7 +50,7 @@ def _smtplib(port: int, message: bytes, n: int) -> None:
             client.sendmail(SENDER, [RECIPIENT], message)
 
 
-def _aiosmtplib(port: int, message: bytes, n: int) -> Callable[[], object]:
+def _aiosmtplib(port: int, message: bytes, n: int) -> Callable[[], Awaitable[None]]:
     import aiosmtplib
 
     async def send() -> None:
@@ -72,8 +74,8 @@ def _ours_blocking(module: str) -> Sender:
     return send
 
 
-def _ours_async(module: str) -> Callable[[int, bytes, int], Callable[[], object]]:
-    def make(port: int, message: bytes, n: int) -> Callable[[], object]:
+def _ours_async(module: str) -> AsyncMaker:
+    def make(port: int, message: bytes, n: int) -> Callable[[], Awaitable[None]]:
         from smtpcore import Envelope
 
         client = importlib.import_module(module)
@@ -126,19 +128,19 @@ def in_greenlets(send: Sender) -> Callable[[int, bytes, int, int], None]:
     return run
 
 
-def in_asyncio(make: Callable[[int, bytes, int], Callable[[], object]]) -> Callable[[int, bytes, int, int], None]:
+def in_asyncio(make: AsyncMaker) -> Callable[[int, bytes, int, int], None]:
     def run(port: int, message: bytes, n: int, connections: int) -> None:
         import asyncio
 
         async def main() -> None:
-            await asyncio.gather(*(make(port, message, share)() for share in _shares(n, connections)))  # type: ignore[misc]
+            await asyncio.gather(*(make(port, message, share)() for share in _shares(n, connections)))
 
         asyncio.run(main())
 
     return run
 
 
-def in_trio(make: Callable[[int, bytes, int], Callable[[], object]]) -> Callable[[int, bytes, int, int], None]:
+def in_trio(make: AsyncMaker) -> Callable[[int, bytes, int, int], None]:
     def run(port: int, message: bytes, n: int, connections: int) -> None:
         import trio
 
@@ -146,7 +148,7 @@ def in_trio(make: Callable[[int, bytes, int], Callable[[], object]]) -> Callable
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
                     for share in _shares(n, connections):
-                        nursery.start_soon(make(port, message, share))  # type: ignore[arg-type]
+                        nursery.start_soon(make(port, message, share))
 
         trio.run(main)
 
@@ -260,12 +262,11 @@ def collect(
                     rates[name] = []
                 for _ in range(repeat):
                     for name in list(rates):
-                        run = clients[name][0] if name in clients else None
-                        if run is None:
+                        if name not in clients:  # it failed in an earlier run
                             continue
                         try:
                             start = time.perf_counter()
-                            run(port, message, counts[name], conns)
+                            clients[name][0](port, message, counts[name], conns)
                             rates[name].append(counts[name] / (time.perf_counter() - start))
                         except Exception as exc:
                             notes.append(f"client {name} failed ({type(exc).__name__}: {exc}); skipped from here on")

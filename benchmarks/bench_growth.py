@@ -20,8 +20,10 @@ Run: ``python -m benchmarks.bench_growth [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
+from collections.abc import Callable
 
 from smtpcore import NEED_DATA, ConnectionClosed, ServerConfig, ServerConnection
 
@@ -65,12 +67,12 @@ def run_recipients(count: int) -> int:
 
 
 def _series(
-    name: str, unit_of: str, sizes: list[int], func: object, *, repeat: int, per: float
+    name: str, unit_of: str, sizes: list[int], func: Callable[[int], object], *, repeat: int, per: float
 ) -> tuple[list[Figure], list[float]]:
     """Time ``func(size)`` for each size; figures in nanoseconds per ``unit_of``."""
     figures, fastest = [], []
     for size in sizes:
-        m = measure(f"{name}-{size}", lambda s=size: func(s), repeat)  # type: ignore[operator]
+        m = measure(f"{name}-{size}", functools.partial(func, size), repeat)
         per_unit = [run / size * per for run in m.runs]
         # The fit takes each size's fastest run: on a shared machine noise only
         # ever adds time, and a slow moment on one size would bend the slope.

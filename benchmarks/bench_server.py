@@ -18,6 +18,7 @@ Run: ``python -m benchmarks.bench_server [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -160,8 +161,8 @@ def collect(
             this_body = this_body.rsplit(b"\r\n", 1)[0] + b"\r\n"
             ours, ceiling = measure_pair(
                 f"data-{kind}-{piece}",
-                lambda b=this_body, p=piece: receive_body(b, p),
-                lambda b=this_body, p=piece: ceiling_body(b, p),
+                functools.partial(receive_body, this_body, piece),
+                functools.partial(ceiling_body, this_body, piece),
                 repeat,
             )
             megabytes = len(this_body) / 1e6
@@ -185,8 +186,8 @@ def collect(
         label = f"DATA {kind}, 65536 B pieces, content checks off"
         ours, ceiling = measure_pair(
             f"data-{kind}-off",
-            lambda b=body: receive_body(b, 65536, CHECKS_OFF),
-            lambda b=body: ceiling_body(b, 65536),
+            functools.partial(receive_body, body, 65536, CHECKS_OFF),
+            functools.partial(ceiling_body, body, 65536),
             repeat,
         )
         rate = ours.rate(len(body) / 1e6)
