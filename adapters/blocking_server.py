@@ -332,7 +332,11 @@ class SMTPServer:
             while self._accepting:
                 try:
                     sock, peer = listener.accept()
-                except OSError:  # a slice ended (EAGAIN or a timeout), or the listener was shut down
+                except (BlockingIOError, TimeoutError):  # a slice ended: look at the flag again
+                    continue
+                except OSError:  # shut down, or out of descriptors (EMFILE): not a hot loop
+                    if self._accepting:
+                        time.sleep(TICK)
                     continue
                 with self._lock:
                     self._idle -= 1
