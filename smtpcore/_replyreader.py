@@ -43,6 +43,11 @@ __all__ = ["ReplyReader"]
 _LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?:([ -])(.*))?", re.DOTALL)
 # textstring = 1*(%d09 / %d32-126); UTF-8 is tolerated (RFC 6531), controls are not.
 _BAD_TEXT_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A whole reply in one line, the usual case: a code, then nothing or SP and clean text.
+# It is the general path's last line with its text check folded in; a line that does not
+# match it goes the general way, which decides.  (No bound is at stake: the line is within
+# max_reply_line, which max_reply_size is at least, and max_reply_lines is at least 1.)
+_ONE_LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 # RFC 3463 §2: class "." subject "." detail, then a space before the text (or the end).
 _ENHANCED_RE = re.compile(r"([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: |$)")
 
@@ -94,6 +99,10 @@ class ReplyReader:
             if line is OVERLONG:
                 raise RemoteProtocolError(f"reply line longer than {config.max_reply_line} octets")
             assert isinstance(line, bytes)
+            if self._code is None:
+                whole = _ONE_LINE_RE.fullmatch(line)
+                if whole is not None:
+                    return self._reply(whole.group(1), [line[4:].decode("utf-8", "replace")])
             match = _LINE_RE.fullmatch(line)
             if match is None:
                 raise RemoteProtocolError(f"malformed reply line {_show(line)}")
@@ -119,6 +128,9 @@ class ReplyReader:
         assert code is not None
         texts = [raw.decode("utf-8", "replace") for raw in self._lines]
         self.reset()
+        return self._reply(code, texts)
+
+    def _reply(self, code: bytes, texts: list[str]) -> Reply:
         enhanced: str | None = None
         if self.enhanced_status_codes:
             match = _ENHANCED_RE.match(texts[0])

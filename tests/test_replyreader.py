@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from client_helpers import byte_split, read_replies
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from smtpcore import NEED_DATA, PAUSED, ClientConfig, Reply
+from smtpcore import NEED_DATA, PAUSED, ClientConfig, RemoteProtocolError, Reply, _replyreader
 from smtpcore._receivebuffer import ReceiveBuffer
 from smtpcore._replyreader import ReplyReader
 
@@ -111,3 +115,43 @@ def test_enhanced_codes_only_when_advertised_and_matching():
     assert parse(b"354 3.0.0 go\r\n", True).enhanced is None  # RFC 3463 has no class 3
     multi = parse(b"550-5.7.1 one\r\n550-5.7.1\r\n550 other\r\n", True)
     assert multi == Reply._unchecked(550, ("one", "", "other"), "5.7.1")
+
+
+# The one-line fast path (_ONE_LINE_RE) must say exactly what the general path says.
+_LINE_PIECES = st.lists(
+    st.sampled_from([b"2", b"5", b"0", b"9", b" ", b"-", b"x", b"\t", b"\x00", b"\x7f", b"\r", b"\xc3\xa9", b"."]),
+    max_size=12,
+)
+
+
+def _read_one(line: bytes, enhanced: bool) -> object:
+    buffer = ReceiveBuffer()
+    buffer.feed(line + b"\r\n")
+    reader = ReplyReader(ClientConfig())
+    reader.enhanced_status_codes = enhanced
+    try:
+        return reader.next_reply(buffer)
+    except RemoteProtocolError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    code=st.sampled_from([b"250", b"550", b"221", b"354", b"450", b"2500", b"25", b"099", b"260"]),
+    rest=_LINE_PIECES,
+    enhanced=st.booleans(),
+)
+def test_the_one_line_fast_path_agrees_with_the_general_reader(
+    code: bytes, rest: list[bytes], enhanced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = code + b"".join(rest)
+    fast = _read_one(line, enhanced)
+    with monkeypatch.context() as patched:
+        patched.setattr(_replyreader, "_ONE_LINE_RE", re.compile(rb"(?!)"))  # never matches
+        general = _read_one(line, enhanced)
+    assert fast == general
+
+
+def test_the_fast_path_takes_only_a_first_line() -> None:
+    # "250 c" ends a multi-line reply here: the lines before it make the reply.
+    assert three_ways(b"250-a\r\n250 2.0.0 c\r\n") == [Reply._unchecked(250, ("a", "2.0.0 c"), None), PAUSED]
