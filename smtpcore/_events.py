@@ -142,23 +142,28 @@ class Rcpt(Event):
 
 
 # MAIL and RCPT are built once per command, so the parser has positional
-# versions of ``_unchecked`` for them: the same two object.__setattr__ calls,
-# without the keyword dictionary and its loop (~250 ns instead of ~550 ns).
+# versions of ``_unchecked`` for them, without the keyword dictionary and its
+# loop.  They fill the slots through the slots' own descriptors, which a frozen
+# dataclass leaves working (it only overrides __setattr__): a third cheaper
+# than object.__setattr__ by name (counted with callgrind).
+_new = object.__new__
+_set_mail_sender, _set_mail_params = Mail.__dict__["sender"].__set__, Mail.__dict__["params"].__set__
+_set_rcpt_recipient, _set_rcpt_params = Rcpt.__dict__["recipient"].__set__, Rcpt.__dict__["params"].__set__
 
 
 def unchecked_mail(sender: str, params: MailParams) -> Mail:
     """``Mail._unchecked(sender=sender, params=params)``."""
-    self = object.__new__(Mail)
-    object.__setattr__(self, "sender", sender)
-    object.__setattr__(self, "params", params)
+    self = _new(Mail)
+    _set_mail_sender(self, sender)
+    _set_mail_params(self, params)
     return self
 
 
 def unchecked_rcpt(recipient: str, params: RcptParams) -> Rcpt:
     """``Rcpt._unchecked(recipient=recipient, params=params)``."""
-    self = object.__new__(Rcpt)
-    object.__setattr__(self, "recipient", recipient)
-    object.__setattr__(self, "params", params)
+    self = _new(Rcpt)
+    _set_rcpt_recipient(self, recipient)
+    _set_rcpt_params(self, params)
     return self
 
 
@@ -202,6 +207,16 @@ class MessageData(Event):
         # A message can be megabytes: show its size and a little of it.
         head = bytes(self.data[:32])
         return f"MessageData(<{len(self.data)} bytes: {head!r}{'...' if len(self.data) > 32 else ''}>)"
+
+
+_set_message_data = MessageData.__dict__["data"].__set__
+
+
+def unchecked_message_data(data: bytes) -> MessageData:
+    """``MessageData(data)`` for content the reader cut from the buffer (bytes by construction)."""
+    self = _new(MessageData)
+    _set_message_data(self, data)
+    return self
 
 
 @dataclass(frozen=True, slots=True)

