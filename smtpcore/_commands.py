@@ -185,6 +185,7 @@ _PLAIN_MAIL_RE = re.compile(rf"[Ff][Rr][Oo][Mm]:{_PLAIN_PATH}(?P<params>(?: .*)?
 _PLAIN_RCPT_RE = re.compile(rf"[Tt][Oo]:{_PLAIN_PATH}")
 _SHORT_MAILBOX = 64
 _NO_RCPT_PARAMS = RcptParams()
+_NO_MAIL_PARAMS = MailParams()
 
 
 def _mail(argument: str | None, context: Context) -> Event:
@@ -194,9 +195,12 @@ def _mail(argument: str | None, context: Context) -> Event:
         if match is not None:
             mailbox = match.group("mailbox")
             if len(mailbox) <= _SHORT_MAILBOX:
+                rest = match.group("params")
+                if not rest:  # what parse_params answers for no words, without the calls
+                    return unchecked_mail(mailbox, _NO_MAIL_PARAMS)
                 # The parameters are parsed exactly as the general parser does;
                 # only the path needs no further check.
-                words = _words(match.group("params"))
+                words = _words(rest)
                 params = _parse_params("MAIL", words, context, utf8="SMTPUTF8" in context.extensions)
                 assert isinstance(params, MailParams)
                 return unchecked_mail(mailbox, params)
