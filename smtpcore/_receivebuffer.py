@@ -105,7 +105,8 @@ class ReceiveBuffer:
 
     def peek(self) -> bytearray:
         """The buffered bytes themselves, for a content reader that consumes them
-        in place.  Call :meth:`rewind` after changing them."""
+        in place.  Call :meth:`rewind` after changing them.  It is the same
+        bytearray for the buffer's whole life (it is only ever changed in place)."""
         return self._data
 
     def rewind(self) -> None:

@@ -261,6 +261,9 @@ class ServerConnection:
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self._buffer = ReceiveBuffer()
+        # The buffer's bytes themselves (the same bytearray for its whole life):
+        # "is anything buffered?" is then a C-level truth test, asked before every read.
+        self._received = self._buffer.peek()
         self._out = bytearray()
         self._pending: object = _GREETING
         # Behind a PROXY-protocol proxy the header comes first, and only then the greeting.
@@ -406,7 +409,7 @@ class ServerConnection:
                 return event
 
     def _next_command_event(self) -> Event | Sentinel | None:
-        if not self._buffer:  # half the calls: every reply is followed by a read
+        if not self._received:  # half the calls: every reply is followed by a read
             return self._end_of_input()
         in_auth = self._state is S.AUTH
         line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)

@@ -53,6 +53,7 @@ def run(conn: ServerConnection, prefix: bytes, payload: bytes) -> tuple[int, int
         if conn.reply_due:
             conn.accept()
     conn._buffer._data = CountingBuffer(conn._buffer._data)  # type: ignore[attr-defined]
+    conn._received = conn._buffer._data  # type: ignore[attr-defined]  # the server's own reference to it
     CountingBuffer.work = 0
     calls = 0
     for i in range(len(payload)):
