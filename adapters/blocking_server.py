@@ -244,7 +244,7 @@ class SMTPServer:
     Each worker thread waits in ``accept()`` itself and serves the connection it
     gets; a worker that takes the last idle place starts another first, so one
     is always waiting, and a worker that finds :data:`MAX_IDLE` others idle
-    after its session ends.  No thread hands a socket to another, and a thread
+    when its session is over ends.  No thread hands a socket to another, and a thread
     is not started per connection: with a connection per 1 KiB message (20
     sessions, Postfix's smtp-source) an acceptor thread that started a thread
     per connection was half as fast.  Beyond ``max_connections`` sessions the
