@@ -38,7 +38,7 @@ from ._events import (
     unchecked_mail,
     unchecked_rcpt,
 )
-from ._params import MailParams, ParamError, RcptParams, parse_params
+from ._params import _NO_MAIL_PARAMS, _NO_RCPT_PARAMS, MailParams, ParamError, RcptParams, parse_params
 from ._replies import Reply
 
 __all__ = ["PARSERS", "Context", "Refusal", "decode_line", "split_verb"]
@@ -184,8 +184,6 @@ _PLAIN_PATH = rf" *<(?P<mailbox>{_abnf.DOT_STRING}@{_abnf.DOMAIN})>"
 _PLAIN_MAIL_RE = re.compile(rf"[Ff][Rr][Oo][Mm]:{_PLAIN_PATH}(?P<params>(?: .*)?)")
 _PLAIN_RCPT_RE = re.compile(rf"[Tt][Oo]:{_PLAIN_PATH}")
 _SHORT_MAILBOX = 64
-_NO_RCPT_PARAMS = RcptParams()
-_NO_MAIL_PARAMS = MailParams()
 
 
 def _mail(argument: str | None, context: Context) -> Event:

@@ -47,7 +47,7 @@ _BAD_TEXT_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # It is the general path's last line with its text check folded in; a line that does not
 # match it goes the general way, which decides.  (No bound is at stake: the line is within
 # max_reply_line, which max_reply_size is at least, and max_reply_lines is at least 1.)
-_ONE_LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_ONE_LINE_RE = re.compile(rb"([2-5][0-5][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 # RFC 3463 §2: class "." subject "." detail, then a space before the text (or the end).
 _ENHANCED_RE = re.compile(r"([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: |$)")
 
