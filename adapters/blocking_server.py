@@ -185,6 +185,7 @@ def serve_socket(
     *,
     kernel_timeouts: bool = False,
     peer: Any = None,
+    timed: Callable[[socket.socket], _TimedSocket] | None = None,
 ) -> None:
     """Run one SMTP session on a connected socket, then close it.
 
@@ -194,6 +195,10 @@ def serve_socket(
     ``kernel_timeouts`` lets a plain socket wait with the kernel's timeouts
     (see :class:`_KernelTimedSocket`; Linux only, ignored elsewhere).  It must
     stay off for gevent's sockets, which must never block the hub.
+
+    ``timed`` makes the :class:`_TimedSocket` for each socket of the session (the
+    plain one, then the TLS one after STARTTLS), for an adapter that keeps time
+    its own way; gevent's watchdog does (see ``adapters.gevent_server``).
     """
     no_delay(sock)
     session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
@@ -203,7 +208,9 @@ def serve_socket(
         if session.tls_info is None:
             return
     io: _TimedSocket
-    if kernel_timeouts and KERNEL_TIMEOUTS and session.tls_info is None:
+    if timed is not None:
+        io = timed(sock)
+    elif kernel_timeouts and KERNEL_TIMEOUTS and session.tls_info is None:
         io = _KernelTimedSocket(sock, aborting, config.command_timeout)
     else:
         io = _PolledSocket(sock, aborting)
@@ -222,7 +229,8 @@ def serve_socket(
             elif isinstance(action, StartTls):
                 assert wrap_tls is not None
                 sock, result = _handshake(sock, wrap_tls, action.timeout)
-                io = _PolledSocket(sock, aborting)  # a TLS socket keeps Python's timeouts
+                # A TLS socket keeps Python's timeouts (or the adapter's own).
+                io = timed(sock) if timed is not None else _PolledSocket(sock, aborting)
             elif isinstance(action, Close):
                 sock.close()
     except StopIteration:

@@ -7,15 +7,21 @@ handshake never blocks the hub.  No monkey-patching is needed or done.
 
 The greenlets live in a :class:`gevent.pool.Group` owned by the server, so a
 shutdown can wait for them and, at its deadline, make their reads answer 421;
-``shutdown()`` returns only when every one has finished.
+``shutdown()`` returns only when every one has finished.  Reads and writes keep
+their deadlines through one watchdog per server (:class:`_Watchdog`), as in the
+trio adapter, rather than a gevent ``Timeout`` each.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import ssl
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -26,13 +32,106 @@ import gevent.ssl
 
 from smtpcore import ServerConfig
 
-from ._handler import Handler, refusal
+from ._handler import LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, refusal
 from ._tls import server_context
-from .blocking_server import TICK, serve_socket
+from .blocking_server import TICK, _TimedSocket, serve_socket
 
 __all__ = ["SMTPServer"]
 
 log = logging.getLogger("smtpcore.adapters")
+
+
+class _CutOff(BaseException):
+    """Thrown into a session's greenlet blocked in a read or a write that overran its deadline.
+
+    A ``BaseException``, as gevent's own ``Timeout`` is, so that no ``except
+    Exception`` between the wait and :class:`_WatchedSocket` can swallow it.
+    """
+
+
+class _WatchedSocket(_TimedSocket):
+    """A gevent socket whose reads and writes the server's :class:`_Watchdog` cuts off.
+
+    gevent would time each wait with a ``Timeout`` of its own: a timer made,
+    started and cancelled per read, after a ``settimeout`` per call.  Here a
+    call writes its deadline down and waits with no timer at all.  (Measured
+    with smtp-source, 20 sessions of kept-alive 1 KiB messages: 30-40 µs less
+    server CPU a message, of about 190.)
+    """
+
+    slice_ended = TimeoutError  # never raised: the socket has no timeout
+
+    def __init__(self, sock: socket.socket, aborting: Callable[[], bool], watchdog: _Watchdog) -> None:
+        super().__init__(sock, aborting)
+        sock.settimeout(None)  # no Python-side deadline: waits start no gevent timer
+        self.greenlet = gevent.getcurrent()
+        #: When the call in progress must end.
+        self.deadline = math.inf
+        #: What the call in progress returns if it is cut off; None between calls.
+        self.if_cut_off: object = None
+        watchdog.watch(self)
+
+    def receive(self, timeout: float) -> object:
+        if self.aborting():
+            return SHUTDOWN
+        self.deadline = time.monotonic() + timeout
+        self.if_cut_off = TIMED_OUT
+        try:
+            return self.sock.recv(READ_SIZE)
+        except _CutOff:
+            return SHUTDOWN if self.aborting() else TIMED_OUT
+        except OSError:
+            return LOST
+        finally:
+            self.if_cut_off = None
+
+    def send(self, data: bytes, timeout: float) -> object:
+        self.deadline = time.monotonic() + timeout
+        self.if_cut_off = LOST
+        try:
+            return super().send(data, timeout)
+        except _CutOff:
+            return LOST
+        finally:
+            self.if_cut_off = None
+
+    def _time_send(self, seconds: float) -> None:
+        pass  # the deadline is written down in send()
+
+
+class _Watchdog:
+    """Cuts off the reads and writes that overran their deadlines, for every session of a server.
+
+    A libev timer that fires every :data:`~adapters.blocking_server.TICK` in the
+    hub while any session is open.  It looks at each session's call in progress
+    and throws :class:`_CutOff` into the greenlet of one past its deadline, or of
+    a read once the server is shutting down.  The throw happens in the hub, where
+    every session's greenlet is suspended: one whose call is in progress is
+    blocked in exactly that call, so the exception cannot land in a hook.  (This
+    is what gevent's ``Timeout`` does, for one wait, from a timer of its own.)
+    """
+
+    def __init__(self, aborting: Callable[[], bool]) -> None:
+        self.aborting = aborting
+        self._watched: weakref.WeakSet[_WatchedSocket] = weakref.WeakSet()
+        self._timer = gevent.get_hub().loop.timer(TICK, TICK)
+        self._timer.ref = False  # an idle server must not keep gevent.wait() waiting
+
+    def watch(self, io: _WatchedSocket) -> None:
+        self._watched.add(io)
+        if not self._timer.active:
+            self._timer.start(self.patrol)
+
+    def patrol(self) -> None:
+        """Cut off what is due; run in the hub (the timer, or ``loop.run_callback``)."""
+        if not self._watched:
+            self._timer.stop()  # no session: no wake-ups until the next one
+            return
+        now, aborting = time.monotonic(), self.aborting()
+        for io in list(self._watched):  # a cut-off session may end and leave the set
+            due = io.if_cut_off
+            if due is not None and (io.deadline <= now or (aborting and due is TIMED_OUT)):
+                io.greenlet.throw(_CutOff)
 
 
 class SMTPServer:
@@ -64,6 +163,7 @@ class SMTPServer:
         self._group = gevent.pool.Group()
         self._aborting = False
         self._server: gevent.server.StreamServer | None = None
+        self._watchdog: _Watchdog | None = None
 
     def _listener(self) -> Any:
         if self._unix_path is not None:
@@ -83,6 +183,8 @@ class SMTPServer:
         return self._address
 
     def start(self) -> None:
+        # Made here, not in __init__: the timer belongs to the hub of the thread that serves.
+        self._watchdog = _Watchdog(lambda: self._aborting)
         self._server = gevent.server.StreamServer(self._listener(), self._handle, spawn=self._group.spawn)
         self._server.start()
 
@@ -115,14 +217,18 @@ class SMTPServer:
                 pass
             sock.close()
             return
+        watchdog = self._watchdog
+        assert watchdog is not None
+        aborting = watchdog.aborting
         try:
             serve_socket(
                 sock,
                 self.handler,
                 self.config,
                 self._wrap_tls if self.tls else None,
-                lambda: self._aborting,
+                aborting,
                 peer=address,
+                timed=lambda sock: _WatchedSocket(sock, aborting, watchdog),
             )
         except Exception:
             log.exception("session with %s failed", address)
@@ -141,6 +247,9 @@ class SMTPServer:
             os.unlink(self._unix_path)
         self._group.join(timeout=timeout)
         self._aborting = True
+        if self._watchdog is not None:
+            # Cut off the waiting reads now, not at the next tick (from the hub: see _Watchdog).
+            gevent.get_hub().loop.run_callback(self._watchdog.patrol)
         self._group.join(timeout=max(1.0, TICK * 10))
         self._group.kill(block=True, timeout=1.0)  # a hook that still runs is killed
 

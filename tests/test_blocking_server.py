@@ -1,8 +1,9 @@
 """The blocking server's two ways of waiting on a socket.
 
 A plain socket in the blocking adapter waits with the kernel's timeouts
-(``SO_RCVTIMEO``/``SO_SNDTIMEO``, see ``_KernelTimedSocket``); TLS and gevent
-sockets poll with Python's timeouts (``_PolledSocket``).  The shared adapter
+(``SO_RCVTIMEO``/``SO_SNDTIMEO``, see ``_KernelTimedSocket``); TLS sockets poll
+with Python's timeouts (``_PolledSocket``).  (gevent's sockets have a watchdog of
+their own, pinned in ``test_gevent_server.py``.)  The shared adapter
 tests run whole sessions through both; these pin the deadlines themselves:
 a read ends on time even when its deadline is shorter than a slice, a shutdown
 ends a read within a slice, and a peer that never reads cannot hold a write.
