@@ -67,6 +67,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
@@ -108,7 +109,7 @@ from ._outcomes import (
     SMTPTransientError,
     error_for,
 )
-from ._params import MailParams, RcptParams, required_extensions
+from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply
 from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
 from ._sentinels import NEED_DATA
@@ -185,6 +186,22 @@ class _Content:
     @property
     def size(self) -> int | None:
         return None if self.data is None else len(self.data)
+
+
+@functools.lru_cache(maxsize=256)
+def _replaced(params: MailParams, size: int | None, body: BodyType | None, smtputf8: bool) -> MailParams:
+    return replace(params, size=size, body=body, smtputf8=smtputf8)
+
+
+def _planned(params: MailParams, size: int | None, body: BodyType | None, smtputf8: bool) -> MailParams:
+    """``params`` with the plan's SIZE, BODY and SMTPUTF8, remembered: a client sending
+    one message after another asks for the same few every time, and
+    ``dataclasses.replace`` (a dozen frozen fields, set one by one and checked)
+    takes about 4 µs where the lookup takes 0.3."""
+    try:
+        return _replaced(params, size, body, smtputf8)
+    except TypeError:  # an unhashable value in params.extra (a list for a tuple): nothing to remember
+        return replace(params, size=size, body=body, smtputf8=smtputf8)
 
 
 def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Content:
@@ -637,7 +654,7 @@ class ClientDriver:
                 raise SMTPNotSupportedError(f"the message is {size} octets; the server's limit is {limit}")
         if size is not None and not caps.has("SIZE"):
             size = None
-        params = replace(params, size=size, body=body, smtputf8=smtputf8)
+        params = _planned(params, size, body, smtputf8)
         missing = set(required_extensions("MAIL", params))
         for recipient in envelope.recipient_list:
             missing |= required_extensions("RCPT", recipient.params)

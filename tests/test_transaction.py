@@ -1357,3 +1357,29 @@ def test_the_next_message_is_prepared_while_the_server_works():
     assert take_output(driver).startswith(b"MAIL FROM:<a@x.org>")
     assert driver.bytes_to_send() == b""  # now waiting for the replies...
     assert prepared == ["one", "two"]  # ...with the second message already prepared
+
+
+def test_mail_params_the_client_cannot_remember_still_go_out():
+    # The plan's MailParams are remembered by value; one holding a list (where the
+    # type says tuple) cannot be, and must still be sent as it is.
+    for extra in ([("X-TRACE", "abc")], (("X-TRACE", "abc"),)):
+        result = run(
+            """
+            S: 220 mx
+            C: EHLO client.example
+            S: 250 mx
+            C: MAIL FROM:<a@x.org> X-TRACE=abc
+            S: 250 ok
+            C: RCPT TO:<b@y.org>
+            S: 250 ok
+            C: DATA
+            S: 354 go
+            C: hi
+            C: .
+            S: 250 ok
+            C: QUIT
+            S: 221 bye
+            """,
+            [(Envelope("a@x.org", ["b@y.org"], MailParams(extra=extra)), b"hi\r\n")],  # type: ignore[arg-type]
+        )
+        assert result.error is None
