@@ -12,8 +12,10 @@ a reply, when the envelope starts and ends: all of that is decided here, by
 :class:`Dispatcher`, and by nothing in the adapters.  The dispatcher is a
 generator of *actions*, in the style of a sans-IO protocol:
 
-* :class:`Receive` -- read some bytes (within ``timeout`` seconds) and send back
-  the bytes, ``b""`` at end of file, :data:`TIMED_OUT` or :data:`SHUTDOWN`;
+* :class:`Receive` -- write its ``send`` bytes if it has any (the replies owed
+  so far), then read some bytes (within ``timeout`` seconds) and send back the
+  bytes, ``b""`` at end of file, :data:`TIMED_OUT` or :data:`SHUTDOWN`
+  (:data:`LOST` if the write failed);
 * :class:`Send` -- write these bytes, send back ``None``;
 * :class:`CallHook` -- call the hook through :func:`call_hook` /
   :func:`acall_hook` and send back what it returns;
@@ -303,9 +305,11 @@ class AsyncHandler:
 
 @dataclass(slots=True)
 class Receive:
-    """Read up to ``READ_SIZE`` octets within ``timeout`` seconds."""
+    """Write ``send`` first (the replies owed so far, if any), then read up to
+    ``READ_SIZE`` octets within ``timeout`` seconds.  A failed write is ``LOST``."""
 
     timeout: float
+    send: bytes = b""
 
 
 @dataclass(slots=True)
@@ -503,6 +507,8 @@ class Dispatcher:
                     return
                 if isinstance(action, Send):
                     yield from self._hook("transcript", self.session, "S", action.data)
+                elif isinstance(action, Receive) and action.send:
+                    yield from self._hook("transcript", self.session, "S", action.send)
                 in_auth = self.conn.state is State.AUTH  # what the client sends now is secret
                 result = yield action
                 if isinstance(action, Receive) and isinstance(result, bytes) and result:
@@ -520,11 +526,10 @@ class Dispatcher:
                 log.info("closing %s: %s", session.peer, exc)
                 return
             if event is NEED_DATA:
-                # _flush() and _io(), written out: this is every read of the session.
-                out = conn.data_to_send()
-                if out and (yield Send(out)) is LOST:
-                    raise _ConnectionLost
-                data = yield Receive(self._wait_timeout())
+                # The replies so far and the next read, in one action: this is every
+                # read of the session, and a round trip through the adapter less than
+                # a Send and a Receive (3% of a kept-alive message's instructions).
+                data = yield Receive(self._wait_timeout(), conn.data_to_send())
                 if data is LOST:
                     raise _ConnectionLost
                 if data is TIMED_OUT or data is SHUTDOWN:

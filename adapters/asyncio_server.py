@@ -135,6 +135,8 @@ class _Connection(asyncio.BufferedProtocol):
         # would fire: most reads push the deadline later, and then cost nothing.
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # The read a Receive still owes once its write has drained (None: a Send's write).
+        self._read_after_drain: float | None = None
 
     # Protocol callbacks ---------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._waiting = None
             self._advance(b"")
         elif self._waiting is _DRAIN:
-            self._waiting = None
+            self._waiting = self._read_after_drain = None
             self._advance(LOST)
 
     def pause_writing(self) -> None:
@@ -183,7 +185,13 @@ class _Connection(asyncio.BufferedProtocol):
         self._writing_paused = False
         if self._waiting is _DRAIN:
             self._waiting = None
-            self._advance(None)
+            timeout, self._read_after_drain = self._read_after_drain, None
+            if timeout is None:  # a Send: its write is the whole action
+                self._advance(None)
+                return
+            result = self._read(timeout)  # a Receive: now its read
+            if result is not _WAITING:
+                self._advance(result)
 
     # Running the dispatcher ------------------------------------------------------------------------
 
@@ -208,14 +216,17 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             kind = type(action)
             if kind is Receive:
-                if self._aborting:
-                    result = SHUTDOWN
-                elif self._buffer:
-                    result = self._take()
-                elif self._eof:
-                    result = b""
-                else:
-                    self._wait(_READ, action.timeout)
+                if action.send:  # the replies owed so far go out first
+                    if transport.is_closing():
+                        result = LOST
+                        continue
+                    transport.write(action.send)
+                    if self._writing_paused:
+                        self._read_after_drain = action.timeout
+                        self._wait(_DRAIN, self._server.config.command_timeout)
+                        return
+                result = self._read(action.timeout)
+                if result is _WAITING:
                     return
             elif kind is Send:
                 if transport.is_closing():
@@ -238,6 +249,17 @@ class _Connection(asyncio.BufferedProtocol):
                 result = None
             else:  # pragma: no cover - the dispatcher has no other action
                 raise AssertionError(action)
+
+    def _read(self, timeout: float) -> Any:
+        """What a read gets at once, or ``_WAITING`` (``buffer_updated`` carries on)."""
+        if self._aborting:
+            return SHUTDOWN
+        if self._buffer:
+            return self._take()
+        if self._eof:
+            return b""
+        self._wait(_READ, timeout)
+        return _WAITING
 
     def _take(self) -> bytes:
         data = bytes(self._buffer)
@@ -318,6 +340,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer = self._loop.call_at(self._deadline, self._expired)
             return
         what, self._waiting = self._waiting, None
+        self._read_after_drain = None
         if what is _READ:
             self._advance(TIMED_OUT)
         else:

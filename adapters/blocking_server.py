@@ -221,7 +221,10 @@ def serve_socket(
             action = actions.send(result)
             result = None
             if isinstance(action, Receive):
-                result = io.receive(action.timeout)
+                if action.send and io.send(action.send, config.command_timeout) is LOST:
+                    result = LOST
+                else:
+                    result = io.receive(action.timeout)
             elif isinstance(action, Send):
                 result = io.send(action.data, config.command_timeout)
             elif isinstance(action, CallHook):

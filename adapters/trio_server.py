@@ -356,7 +356,10 @@ class SMTPServer:
                 return
             result = None
             if isinstance(action, Receive):
-                result = await connection.read(action.timeout)
+                if action.send and await connection.write(action.send, self.config.command_timeout) is LOST:
+                    result = LOST
+                else:
+                    result = await connection.read(action.timeout)
             elif isinstance(action, Send):
                 result = await connection.write(action.data, self.config.command_timeout)
             elif isinstance(action, CallHook):

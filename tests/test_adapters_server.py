@@ -707,6 +707,62 @@ def test_slow_content_below_min_rate_times_out(serve: Callable[..., Running], re
     assert "message_aborted" in recorder.calls
 
 
+def test_a_client_that_never_reads_its_replies_is_cut_off(serve: Callable[..., Running], recorder: Recorder) -> None:
+    # Pipelined EHLOs answered at 15 times their size: the replies fill the
+    # client's small receive buffer and the server's send buffer, and the write
+    # that waits behind them must end at the command timeout like a read.
+    # The client never stops sending either, so no read ever waits out its timeout.
+    server = serve(ServerConfig(command_timeout=0.5))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(0.2)
+    sock.connect(("127.0.0.1", server.port))
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            try:
+                sock.sendall(b"EHLO me\r\n" * 1000)
+            except TimeoutError:
+                continue  # the server is not reading: it is stuck writing
+            except OSError:
+                return  # the server closed the connection
+
+    sender = threading.Thread(target=keep_sending)
+    started = time.monotonic()
+    sender.start()
+    try:
+        assert recorder.closed.wait(5), "a write that nobody reads held the session"
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        sender.join(5)
+        sock.close()
+
+
+def test_a_client_that_reads_its_replies_late_gets_them_all(serve: Callable[..., Running]) -> None:
+    # The same burst, but the client reads after a pause shorter than the timeout:
+    # the write that waited finishes, and the session reads on where it stopped.
+    server = serve(ServerConfig(command_timeout=5))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    count = 100_000
+    sender = threading.Thread(target=sock.sendall, args=(b"EHLO me\r\n" * count + b"QUIT\r\n",))
+    sender.start()
+    time.sleep(0.5)  # long enough for the server's writes to stall
+    received = bytearray()
+    while not received.endswith(b"\r\n221 2.0.0 Bye\r\n") and (chunk := sock.recv(65536)):
+        received += chunk
+    sender.join(10)
+    sock.close()
+    lines = bytes(received).split(b"\r\n")
+    assert lines[0].startswith(b"220 ")
+    assert sum(line.startswith(b"250 ") for line in lines) == count  # each EHLO's last line
+    assert lines[-2].startswith(b"221")
+
+
 def test_connection_limit(serve: Callable[..., Running]) -> None:
     server = serve(max_connections=2)
     first, second = Raw(server.port), Raw(server.port)
