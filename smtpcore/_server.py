@@ -410,7 +410,7 @@ class ServerConnection:
 
     def _next_command_event(self) -> Event | Sentinel | None:
         if not self._received:  # half the calls: every reply is followed by a read
-            return self._end_of_input()
+            return self._end_of_input() if self._peer_closed else NEED_DATA
         in_auth = self._state is S.AUTH
         line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)
         if line is None:
@@ -883,7 +883,7 @@ class ServerConnection:
     def _next_content_event(self) -> Event | Sentinel | None:
         reader = self._reader
         assert reader is not None
-        piece, done = reader.feed_from(self._buffer.peek())
+        piece, done = reader.feed_from(self._received)  # the buffer's bytes, consumed in place
         self._buffer.rewind()
         if piece and self._chunk_refusal is None:
             limit = self.config.max_message_size
@@ -932,8 +932,9 @@ class ServerConnection:
         count = len(self._recipients) if self.config.lmtp else 1
         if error is None:
             self._state = S.READY
-            self._await_reply(EndOfMessage(), count)
-            return EndOfMessage()
+            end = EndOfMessage()
+            self._await_reply(end, count)
+            return end
         for _ in range(count):
             self._queue(error)
         self._reset_transaction()
