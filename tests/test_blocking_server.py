@@ -114,18 +114,25 @@ def test_a_shutdown_ends_a_read_within_a_slice(kind: str, pair: tuple[socket.soc
     assert time.monotonic() - started < TICK * 2
 
 
-def test_a_peer_that_never_reads_cannot_hold_a_write(pair: tuple[socket.socket, socket.socket]) -> None:
-    server, client = pair
+def assert_a_write_nobody_reads_is_lost(io: Waiter, client: socket.socket, timeout: float = 0.3) -> None:
+    """Write to ``client``, which never reads, until a write gives up: in time, as LOST.
+
+    (Shared with the gevent watchdog's tests.)
+    """
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    io = waiter("kernel", server, [False], send_timeout=0.3)
     started = time.monotonic()
     result = None
     for _ in range(10_000):  # fills both socket buffers, then a write waits out its timeout
-        result = io.send(b"x" * 65536, 0.3)
+        result = io.send(b"x" * 65536, timeout)
         if result is not None:
             break
     assert result is LOST
     assert time.monotonic() - started < 5.0
+
+
+def test_a_peer_that_never_reads_cannot_hold_a_write(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    assert_a_write_nobody_reads_is_lost(waiter("kernel", server, [False], send_timeout=0.3), client)
 
 
 def test_the_kernel_waiter_leaves_the_socket_in_blocking_mode(pair: tuple[socket.socket, socket.socket]) -> None:
