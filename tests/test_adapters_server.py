@@ -386,6 +386,23 @@ def test_smtplib_starttls(
     assert recorder.sessions[0].tls_info.version in ("TLSv1.2", "TLSv1.3")
 
 
+def test_a_quiet_client_times_out_inside_tls(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # After STARTTLS the session reads through the TLS socket: its deadlines must hold there too.
+    server = serve(ServerConfig(tls=TlsPolicy.OPTIONAL, command_timeout=0.6), tls=server_tls)
+    client = smtplib.SMTP("127.0.0.1", server.port, timeout=5)
+    client.ehlo()
+    client.starttls(context=client_tls)
+    started = time.monotonic()
+    code, text = client.getreply()  # says nothing: the server's 421 is all that comes
+    # (TLS starts the session over: no EHLO yet, so no enhanced code, RFC 2034.)
+    assert (code, text) == (421, b"Timeout exceeded, closing connection")
+    assert time.monotonic() - started < 2.0
+    assert recorder.closed.wait(2)
+    client.close()
+
+
 def test_smtplib_implicit_tls(
     serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
