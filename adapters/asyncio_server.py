@@ -217,26 +217,18 @@ class _Connection(asyncio.BufferedProtocol):
             kind = type(action)
             if kind is Receive:
                 if action.send:  # the replies owed so far go out first
-                    if transport.is_closing():
-                        result = LOST
-                        continue
-                    transport.write(action.send)
-                    if self._writing_paused:
-                        self._read_after_drain = action.timeout
-                        self._wait(_DRAIN, self._server.config.command_timeout)
+                    result = self._write(action.send, then_read=action.timeout)
+                    if result is _WAITING:
                         return
+                    if result is LOST:
+                        continue
                 result = self._read(action.timeout)
                 if result is _WAITING:
                     return
             elif kind is Send:
-                if transport.is_closing():
-                    result = LOST
-                else:
-                    transport.write(action.data)
-                    if self._writing_paused:  # a client that does not read its replies is as gone as one that left
-                        self._wait(_DRAIN, self._server.config.command_timeout)
-                        return
-                    result = None
+                result = self._write(action.data)
+                if result is _WAITING:
+                    return
             elif kind is CallHook:
                 result = self._call(action)
                 if result is _WAITING:
@@ -249,6 +241,19 @@ class _Connection(asyncio.BufferedProtocol):
                 result = None
             else:  # pragma: no cover - the dispatcher has no other action
                 raise AssertionError(action)
+
+    def _write(self, data: bytes, then_read: float | None = None) -> Any:
+        """Write ``data``: None, LOST, or ``_WAITING`` for the transport to drain
+        (``resume_writing`` carries on, with the read ``then_read`` if a Receive owes one)."""
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return LOST
+        self.transport.write(data)
+        if self._writing_paused:  # a client that does not read its replies is as gone as one that left
+            self._read_after_drain = then_read
+            self._wait(_DRAIN, self._server.config.command_timeout)
+            return _WAITING
+        return None
 
     def _read(self, timeout: float) -> Any:
         """What a read gets at once, or ``_WAITING`` (``buffer_updated`` carries on)."""
