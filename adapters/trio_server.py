@@ -22,7 +22,7 @@ import math
 import os
 import socket as stdlib_socket
 import ssl
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import trio
@@ -105,25 +105,39 @@ class _Connection:
     returns when cut off (:meth:`cut_off_result`) and carries on in a new scope.
     """
 
-    def __init__(self, stream: _Stream, watchdog: _Watchdog) -> None:
+    def __init__(self, stream: _Stream, watchdog: _Watchdog, clock: Callable[[], float]) -> None:
         self.stream = stream
         self.watchdog = watchdog
+        # The run's clock itself: trio.current_time() reaches it through two more calls.
+        self.clock = clock
         self.aborting = False
         self.scope = trio.CancelScope()
+        # Whether this adapter cancelled the scope: the only canceller, it need not
+        # ask scope.cancel_called, which reads the clock to check a deadline it never has.
+        self._cancelled = False
         #: When the call in progress must end; infinite between calls.
         self.deadline = math.inf
         #: What the call in progress returns if it is cut off; None between calls.
         self.if_cut_off: object = None
         self.closed = False
 
+    def new_scope(self) -> trio.CancelScope:
+        """The scope the session runs in until a call is cut off (and after that, the next)."""
+        self.scope, self._cancelled = trio.CancelScope(), False
+        return self.scope
+
+    def _cancel(self) -> None:
+        self._cancelled = True
+        self.scope.cancel()
+
     def abort(self) -> None:
         self.aborting = True
         if self.if_cut_off is TIMED_OUT:  # a read is waiting: end it now
-            self.scope.cancel()
+            self._cancel()
 
     def cut_off(self) -> None:
         self.deadline = math.inf
-        self.scope.cancel()
+        self._cancel()
 
     def cut_off_result(self) -> object:
         result, self.if_cut_off, self.deadline = self.if_cut_off, None, math.inf
@@ -132,7 +146,7 @@ class _Connection:
 
     def _start(self, timeout: float, if_cut_off: object) -> None:
         self.if_cut_off = if_cut_off
-        self.deadline = deadline = trio.current_time() + timeout
+        self.deadline = deadline = self.clock() + timeout
         self.watchdog.wake_by(deadline)
 
     def _done(self) -> None:
@@ -140,7 +154,7 @@ class _Connection:
         # scheduling round as the call finished; the cancellation would then
         # land on whatever runs next in the scope, a hook perhaps.  The call is
         # treated as cut off instead, which its deadline says it was.
-        if self.scope.cancel_called:
+        if self._cancelled:
             raise _CutOff
         self.deadline = math.inf
         self.if_cut_off = None
@@ -259,6 +273,7 @@ class SMTPServer:
         """Listen and serve until :meth:`shutdown`; reports ``self`` to ``nursery.start()``."""
         self._listener = await self._listen()
         try:
+            clock = trio.lowlevel.current_clock().current_time
             async with trio.open_nursery() as nursery:
                 task_status.started(self)
                 nursery.start_soon(self._watchdog.run)
@@ -268,7 +283,7 @@ class SMTPServer:
                         if len(self._sessions) >= self.max_connections:
                             nursery.start_soon(self._refuse, stream)
                         else:
-                            connection = _Connection(stream, self._watchdog)
+                            connection = _Connection(stream, self._watchdog, clock)
                             self._sessions.add(connection)
                             self._idle = trio.Event()
                             nursery.start_soon(self._run, connection)
@@ -330,14 +345,14 @@ class SMTPServer:
         actions = Dispatcher(
             self.config,
             session,
-            clock=trio.current_time,
+            clock=connection.clock,
             transcript=wants_transcript(self.handler),
             unused=unused_hooks(self.handler),
         ).actions()
         result: Any = None
         try:
             while True:
-                with trio.CancelScope() as connection.scope:
+                with connection.new_scope():
                     try:
                         await self._carry_out(connection, actions, result)
                         return

@@ -5,7 +5,8 @@ soonest one it knows and cuts off what has overrun (see ``_Watchdog`` in
 ``adapters/trio_server.py``).  The shared adapter tests run timeouts and
 shutdowns through it; these pin what that design could get wrong: a deadline
 sooner than the one the watchdog sleeps towards, a write that never ends, a
-hook that outlasts a timeout, and many busy sessions that must not be cut off.
+hook that outlasts a timeout, many busy sessions that must not be cut off, and
+a call that is cut off in the very round it finishes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 trio = pytest.importorskip("trio")
 
 from adapters import AsyncHandler, Envelope, Session  # noqa: E402
-from adapters.trio_server import SMTPServer  # noqa: E402
+from adapters._handler import LOST, TIMED_OUT  # noqa: E402
+from adapters.trio_server import SMTPServer, _Connection, _CutOff, _Watchdog  # noqa: E402
 from smtpcore import Reply, ServerConfig  # noqa: E402
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
@@ -171,5 +173,39 @@ def test_shutdown_cuts_off_idle_sessions_with_421() -> None:
             for stream, buffer in sessions:
                 assert (await _reply(stream, buffer)).startswith(b"421")
             assert server.connections == 0
+
+    trio.run(test)
+
+
+class _FinishesAsItIsCutOff:
+    """A stream whose calls complete just as the watchdog cuts them off (in the same round)."""
+
+    connection: _Connection
+    cut = True
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self.cut:
+            self.connection.cut_off()
+        return b"NOOP\r\n"
+
+    async def send_all(self, data: bytes) -> None:
+        if self.cut:
+            self.connection.cut_off()
+
+
+@pytest.mark.parametrize("call", ["read", "write"])
+def test_a_call_cut_off_as_it_finishes_counts_as_cut_off(call: str) -> None:
+    """The cancellation would otherwise land on whatever runs next in the scope, a hook perhaps."""
+
+    async def test() -> None:
+        stream = _FinishesAsItIsCutOff()
+        connection = stream.connection = _Connection(stream, _Watchdog(set()), trio.current_time)  # type: ignore[arg-type]
+        with connection.new_scope():
+            with pytest.raises(_CutOff):
+                await (connection.read(5.0) if call == "read" else connection.write(b"250 ok\r\n", 5.0))
+        assert connection.cut_off_result() is (TIMED_OUT if call == "read" else LOST)
+        stream.cut = False
+        with connection.new_scope():  # the session carries on in a fresh scope
+            assert await connection.read(5.0) == b"NOOP\r\n"
 
     trio.run(test)
