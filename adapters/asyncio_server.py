@@ -121,7 +121,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         #: Done when the session has ended (what a shutdown waits for).
         self.done: asyncio.Future[None] = self._loop.create_future()
-        self._landing = memoryview(bytearray(READ_SIZE))  # every recv lands here
+        self._landing = server.landing  # every recv lands here
         self._buffer = bytearray()  # what came while the session was busy
         self._eof = False
         self._reading_paused = False
@@ -419,6 +419,11 @@ class SMTPServer:
         self._host, self._port, self._unix_path = host, port, unix_path
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        #: Where every connection's reads land: one buffer for all of them, since
+        #: the loop calls get_buffer(), reads, then buffer_updated(), which copies
+        #: the bytes out before anything else runs.  That is 64 KiB less per
+        #: connection, and no 64 KiB to allocate and clear for each.
+        self.landing = memoryview(bytearray(READ_SIZE))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -548,6 +548,36 @@ def test_pipelined_burst_answered_in_order(serve: Callable[..., Running], record
     assert recorder.messages[0]["to"] == ["b@example.com"]
 
 
+def test_concurrent_sessions_each_get_their_own_bytes(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    """Sessions whose reads interleave, in plaintext and inside TLS, never see each other's bytes.
+
+    Each message is large enough to arrive in many reads, so that the reads of
+    different sessions take turns (the asyncio adapter lands them all in one buffer).
+    """
+    server = serve(ServerConfig(tls=TlsPolicy.OPTIONAL), tls=server_tls)
+    sent: list[bytes] = []
+
+    def client(number: int) -> None:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            if number % 2:
+                smtp.starttls(context=client_tls)
+            for message in range(3):
+                line = f"session {number} message {message} ".encode() * 3 + b"\r\n"
+                body = b"Subject: load\r\n\r\n" + line * (200_000 // len(line))
+                sent.append(body)
+                smtp.sendmail(f"s{number}@example.com", [f"m{message}@example.com"], body)
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(message["data"] for message in recorder.messages) == sorted(sent)
+    assert {message["tls"] for message in recorder.messages} == {True, False}
+
+
 def test_bdat_chunks_and_rset_between_them(serve: Callable[..., Running], recorder: Recorder) -> None:
     server = serve()
     raw = Raw(server.port)
