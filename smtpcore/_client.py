@@ -78,7 +78,7 @@ __all__ = ["ClientConnection"]
 
 # RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): these change the
 # session in a way the client must see before it may send anything else.
-_ENDS_GROUP = (Hello, Data, Vrfy, Expn, Quit, Noop, StartTls, Auth, AuthResponse)
+_ENDS_GROUP = frozenset({Hello, Data, Vrfy, Expn, Quit, Noop, StartTls, Auth, AuthResponse})
 
 # RFC 5321 §4.5.3.2: which timeout governs the wait for which reply.
 _TIMEOUTS: dict[type[Event] | None, tuple[str, str]] = {
@@ -271,30 +271,33 @@ class ClientConnection:
             # RFC 5321 §3.8: the server is shutting the channel down.
             self._close(by_peer=True)
             return
-        positive = reply.is_positive
-        if isinstance(event, Hello):
-            if positive:
-                self.capabilities = Capabilities.from_reply(reply) if event.verb != "HELO" else Capabilities()
-                self._reader.enhanced_status_codes = self.capabilities.enhanced_status_codes
-        elif isinstance(event, Mail):
-            if not positive and pending.transaction is not None:
-                pending.transaction.open = False
-        elif isinstance(event, Rcpt):
-            if positive and pending.transaction is not None:
+        # Only the exact event classes are ever sent (write_command knows no others),
+        # so the type decides: `is` tests, not a call to isinstance for each.
+        kind = type(event)
+        if kind is Rcpt:
+            if reply.is_positive and pending.transaction is not None:
                 pending.transaction.accepted += 1
-        elif isinstance(event, Data):
+        elif kind is Mail:
+            if not reply.is_positive and pending.transaction is not None:
+                pending.transaction.open = False
+        elif kind is Data:
             if reply.code == 354:
                 self._content = "data"
                 self._stuffer = DotStuffer(self.config.bare_newlines)
-        elif isinstance(event, (Auth, AuthResponse)):
+        elif kind is Hello:
+            assert isinstance(event, Hello)
+            if reply.is_positive:
+                self.capabilities = Capabilities.from_reply(reply) if event.verb != "HELO" else Capabilities()
+                self._reader.enhanced_status_codes = self.capabilities.enhanced_status_codes
+        elif kind is Auth or kind is AuthResponse:
             self._auth_challenge = reply.code == 334
-        elif isinstance(event, StartTls):
+        elif kind is StartTls:
             if reply.code == 220:
                 # Anything after the 220 was sent before TLS: drop it unread.
                 self._buffer.clear()
                 self._reader.reset()
                 self._tls = "announce"
-        elif isinstance(event, Quit):
+        elif kind is Quit:
             self._close(by_peer=False)
 
     # --- output -----------------------------------------------------------------------------------
@@ -302,9 +305,11 @@ class ClientConnection:
     def send(self, event: Event) -> None:
         """Queue a command or message content; see the module doc for what is refused."""
         self._check_writable()
-        if isinstance(event, MessageData):
+        kind = type(event)
+        if kind is MessageData:
+            assert isinstance(event, MessageData)
             self._send_content(event.data)
-        elif isinstance(event, EndOfMessage):
+        elif kind is EndOfMessage:
             if self._content != "data":
                 raise LocalProtocolError("EndOfMessage ends DATA content; BDAT content ends with Bdat(last=True)")
             assert self._stuffer is not None
@@ -372,7 +377,8 @@ class ClientConnection:
         if self._content == "data":
             raise LocalProtocolError("the message content is still open: send EndOfMessage()")
         self._check_pipelining(event)
-        if self._auth_challenge != isinstance(event, AuthResponse):
+        kind = type(event)
+        if self._auth_challenge != (kind is AuthResponse):
             raise LocalProtocolError(
                 "the server asked a SASL question: answer with AuthResponse"
                 if self._auth_challenge
@@ -384,19 +390,20 @@ class ClientConnection:
         line = write_command(event, utf8)  # raises before any state changes
         self._out += line
         self._auth_challenge = False
-        if isinstance(event, Hello):
-            self._transaction = None
-        elif isinstance(event, Mail):
-            transaction = self._transaction = _Transaction(event)
-        elif isinstance(event, Rset):
-            self._transaction = None
-        elif isinstance(event, Rcpt):
+        per_recipient = False
+        if kind is Rcpt:
             assert transaction is not None
             transaction.recipients += 1
-        elif isinstance(event, Data):
+        elif kind is Mail:
+            assert isinstance(event, Mail)
+            transaction = self._transaction = _Transaction(event)
+        elif kind is Data:
             assert transaction is not None
             transaction.mode = "data"
-        elif isinstance(event, Bdat):
+        elif kind is Hello or kind is Rset:
+            self._transaction = None
+        elif kind is Bdat:
+            assert isinstance(event, Bdat)
             assert transaction is not None
             transaction.mode = "bdat"
             if event.size:
@@ -404,21 +411,22 @@ class ClientConnection:
                 self._chunk_left = event.size
             if event.last:
                 transaction.open = False
-        elif isinstance(event, Quit):
+                per_recipient = self.config.lmtp
+        elif kind is Quit:
             self._quit_sent = True
-        per_recipient = isinstance(event, Bdat) and event.last and self.config.lmtp
         self._outstanding.append(_Pending(event, transaction, per_recipient))
 
     def _check_pipelining(self, event: Event) -> None:
         if not self._outstanding:
             return
-        waiting = [pending.event for pending in self._outstanding]
-        if any(item is None or isinstance(item, _ENDS_GROUP) for item in waiting):
-            raise LocalProtocolError(
-                f"wait for the reply to {type(waiting[-1]).__name__ if waiting[-1] else 'the greeting'} "
-                "before sending more (RFC 2920 §3.1)"
-            )
-        if isinstance(event, Quit):
+        for pending in self._outstanding:
+            if pending.event is None or type(pending.event) in _ENDS_GROUP:
+                last = self._outstanding[-1].event
+                raise LocalProtocolError(
+                    f"wait for the reply to {type(last).__name__ if last else 'the greeting'} "
+                    "before sending more (RFC 2920 §3.1)"
+                )
+        if type(event) is Quit:
             return  # QUIT may end any group
         if self.capabilities is None or not self.capabilities.pipelining:
             raise LocalProtocolError("the server did not offer PIPELINING: wait for each reply")
@@ -427,23 +435,27 @@ class ClientConnection:
         """Refuse what the server could only answer with 503 (or worse, misread)."""
         caps = self.capabilities
         is_open = transaction is not None and transaction.open
-        if isinstance(event, Hello):
+        kind = type(event)  # exact classes only, as in _on_reply
+        if kind is Hello:
+            assert isinstance(event, Hello)
             if (event.verb == "LHLO") != self.config.lmtp:
                 raise LocalProtocolError("LMTP uses LHLO, SMTP uses EHLO or HELO")
-        elif isinstance(event, (Quit, Rset, Noop)):
+        elif kind is Quit or kind is Rset or kind is Noop:
             pass
         elif caps is None:
             raise LocalProtocolError("send EHLO (or HELO/LHLO) and wait for its 250 first")
-        elif isinstance(event, Mail):
+        elif kind is Mail:
+            assert isinstance(event, Mail)
             if is_open:
                 raise LocalProtocolError("a transaction is already open: finish it or send RSET")
             missing = required_extensions("MAIL", event.params) - caps.keywords
             if missing:
                 raise LocalProtocolError(f"the server did not advertise {', '.join(sorted(missing))}")
-        elif isinstance(event, (Rcpt, Data, Bdat)):
+        elif kind is Rcpt or kind is Data or kind is Bdat:
             if transaction is None or not is_open:
                 raise LocalProtocolError(f"{type(event).__name__.upper()} needs an open transaction (send MAIL)")
-            if isinstance(event, Rcpt):
+            if kind is Rcpt:
+                assert isinstance(event, Rcpt)
                 if transaction.mode is not None:
                     raise LocalProtocolError("RCPT after the content started")
                 missing = required_extensions("RCPT", event.params) - caps.keywords
@@ -451,7 +463,7 @@ class ClientConnection:
                     raise LocalProtocolError(f"the server did not advertise {', '.join(sorted(missing))}")
             elif not transaction.recipients:
                 raise LocalProtocolError("send RCPT before the content")
-            elif isinstance(event, Data):
+            elif kind is Data:
                 if transaction.mode is not None:
                     raise LocalProtocolError("DATA after DATA or BDAT in one transaction")
                 if transaction.body == "BINARYMIME":
@@ -461,12 +473,12 @@ class ClientConnection:
                     raise LocalProtocolError("BDAT after DATA in one transaction")
                 if not caps.chunking:
                     raise LocalProtocolError("the server did not advertise CHUNKING")
-        elif isinstance(event, StartTls):
+        elif kind is StartTls:
             if self.tls_active:
                 raise LocalProtocolError("TLS is already active")
             if is_open:
                 raise LocalProtocolError("STARTTLS inside a mail transaction")
-        elif isinstance(event, Auth):
+        elif kind is Auth:
             if not (self.tls_active or self.config.allow_insecure_auth):
                 raise LocalProtocolError("refusing to send AUTH before TLS (set allow_insecure_auth to allow it)")
             if is_open:
