@@ -35,8 +35,8 @@ import base64
 import binascii
 import enum
 import functools
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final
 
 from . import _replies as R
 from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, split_verb
@@ -676,17 +676,20 @@ class ServerConnection:
         return [defaults[type(pending)]] * self._replies_due
 
     def _transition(self, pending: object, accepted: bool) -> None:
-        if accepted and isinstance(pending, Event):
+        kind = type(pending)
+        if accepted:
             # The commands of the table (the per-command case) come first: none
             # of them is a greeting, an end of message or AuthCredentials.
-            next_state = TRANSITIONS.get(self._state, _NO_TRANSITIONS).get(type(pending))
+            next_state = TRANSITIONS.get(self._state, _NO_TRANSITIONS).get(kind)  # type: ignore[arg-type]
             if next_state is not None:  # VRFY and EXPN change nothing
                 self._state = next_state
-                self._on_accepted(pending)
+                then = self._ON_ACCEPTED.get(kind)
+                if then is not None:
+                    then(self, pending)
                 return
-        if isinstance(pending, _Greeting):
+        if kind is _Greeting:
             self._state = S.CONNECTED if accepted else S.REFUSED
-        elif isinstance(pending, EndOfMessage):
+        elif kind is EndOfMessage:
             self._reset_transaction()
             self._state = S.READY
         elif isinstance(pending, AuthCredentials):
@@ -696,28 +699,42 @@ class ServerConnection:
             else:
                 self._errors += 1  # failed logins count, to stop password guessing
 
-    def _on_accepted(self, pending: object) -> None:
-        # The classes are unrelated, so the order is free: the most frequent first.
-        if isinstance(pending, Rcpt):
-            self._recipients.append(pending)
-        elif isinstance(pending, Mail):
-            self.mail = pending
-        elif isinstance(pending, Hello):
-            self._reset_transaction()
-            self.hello = pending
-            self._esc = self.config.enhanced_status_codes and pending.verb != "HELO"
-        elif isinstance(pending, Data):
-            config = self.config
-            self._reader = DataReader(
-                config.max_line_length,
-                check_newlines=config.bare_newlines is BareNewlinePolicy.REJECT,
-                check_lines=config.long_lines is LongLinePolicy.REJECT,
-            )
-        elif isinstance(pending, StartTls):
-            # Anything the client pipelined after STARTTLS was sent in plaintext
-            # and could be an attacker's injection: it is dropped, never parsed.
-            self._buffer.clear()
-            self._tls_announced = False
+    # What accepting a command does beyond its move in TRANSITIONS (see _ON_ACCEPTED).
+
+    def _accepted_rcpt(self, rcpt: Rcpt) -> None:
+        self._recipients.append(rcpt)
+
+    def _accepted_mail(self, mail: Mail) -> None:
+        self.mail = mail
+
+    def _accepted_hello(self, hello: Hello) -> None:
+        self._reset_transaction()
+        self.hello = hello
+        self._esc = self.config.enhanced_status_codes and hello.verb != "HELO"
+
+    def _accepted_data(self, data: Data) -> None:
+        config = self.config
+        self._reader = DataReader(
+            config.max_line_length,
+            check_newlines=config.bare_newlines is BareNewlinePolicy.REJECT,
+            check_lines=config.long_lines is LongLinePolicy.REJECT,
+        )
+
+    def _accepted_starttls(self, starttls: StartTls) -> None:
+        # Anything the client pipelined after STARTTLS was sent in plaintext
+        # and could be an attacker's injection: it is dropped, never parsed.
+        self._buffer.clear()
+        self._tls_announced = False
+
+    #: Accepted commands that change more than the state, and what they change
+    #: (a lookup by type: cheaper than asking isinstance of each in turn).
+    _ON_ACCEPTED: ClassVar[dict[type[object], Callable[[ServerConnection, Any], None]]] = {
+        Rcpt: _accepted_rcpt,
+        Mail: _accepted_mail,
+        Hello: _accepted_hello,
+        Data: _accepted_data,
+        StartTls: _accepted_starttls,
+    }
 
     def _hello_reply(self, hello: Hello, reply: Reply) -> bytes:
         """EHLO/LHLO: the application's first line, then the extensions (RFC 5321 §4.1.1.1).
