@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtpcore import _data
 from smtpcore._data import ChunkReader, DataReader, _has_bare_newline
 
 END = b"\r\n.\r\n"
@@ -399,7 +400,8 @@ def test_long_runs_keep_the_buffer_small() -> None:
 # --- the fast paths: one search for CRLF ".", the bare CR/LF compare, the line hop -----------------
 #
 # The reader skips the end search and the unstuffing when a piece has no CRLF ".",
-# finds bare CR/LF by comparing translated copies, and checks line lengths by
+# finds bare CR/LF from the CRs and LFs alone plus a scan for CR (or, in content
+# of very short lines, by comparing translated copies), and checks line lengths by
 # hopping from CRLF to CRLF.  Each is checked here against the plain definitions,
 # with the checks on and off, at piece boundaries and at the hop's window edges.
 
@@ -427,17 +429,47 @@ def all_two_piece_splits(stream: bytes) -> list[list[bytes]]:
     return [[stream[:cut], stream[cut:]] for cut in range(1, len(stream))]
 
 
-def test_bare_newline_compare_exhaustive() -> None:
-    # Every string of CR, LF and "x" up to 7 octets: the translate-and-compare
-    # test agrees with counting CR, LF and CRLF.
+# _FEW_CRS picks the way by how many CRs a piece has: 0 sends every piece the
+# scan-for-CR way, a huge value every piece the translate-and-compare way.
+@pytest.mark.parametrize("few_crs", [0, 10**9], ids=["scan", "compare"])
+def test_bare_newline_compare_exhaustive(few_crs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every string of CR, LF, "x" and "." up to 7 octets: both ways agree with
+    # counting CR, LF and CRLF.
+    monkeypatch.setattr(_data, "_FEW_CRS", few_crs)
     for length in range(1, 8):
-        for octets in itertools.product(b"\r\nx", repeat=length):
+        for octets in itertools.product(b"\r\nx.", repeat=length):
             piece = bytes(octets)
             crlf = piece.count(b"\r\n")
             bare = piece.count(b"\r") != crlf or piece.count(b"\n") != crlf
             if piece.endswith(b"\r"):
                 continue  # never handed out: a final CR waits for what follows
             assert _has_bare_newline(piece) is bare, piece
+
+
+@pytest.mark.parametrize("few_crs", [0, 10**9], ids=["scan", "compare"])
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda text: text.replace(b"\r", b"").replace(b"\n", b"")), max_size=30),
+    stray=st.lists(
+        st.tuples(st.integers(min_value=0), st.sampled_from([b"\r", b"\n", b"\n\r", b"\r\r\n"])), max_size=2
+    ),
+)
+def test_bare_newline_in_longer_pieces(few_crs: int, lines: list[bytes], stray: list[tuple[int, bytes]]) -> None:
+    # Lines of any octets but CR and LF, with a stray CR or LF put in here and
+    # there: both ways agree with the counts, wherever the stray octets fall.
+    piece = b"".join(line + b"\r\n" for line in lines)
+    for at, octets in stray:
+        at %= len(piece) + 1
+        piece = piece[:at] + octets + piece[at:]
+    if piece.endswith(b"\r"):
+        piece += b"x"  # never handed out: a final CR waits for what follows
+    crlf = piece.count(b"\r\n")
+    bare = piece.count(b"\r") != crlf or piece.count(b"\n") != crlf
+    saved = _data._FEW_CRS
+    _data._FEW_CRS = few_crs  # not monkeypatch: hypothesis runs many examples in one test call
+    try:
+        assert _has_bare_newline(piece) is bare, piece
+    finally:
+        _data._FEW_CRS = saved
 
 
 @pytest.mark.parametrize(("check_newlines", "check_lines"), CHECKS)
