@@ -11,6 +11,11 @@ our multi-process raw-socket generator.  Figures:
 * each adapter's figure as a ratio of aiosmtpd's, measured in the same run.
   The cells are interleaved -- run 1 of every server, then run 2 of every
   server -- so a slow moment of the machine falls on all of them alike;
+* the server process's CPU time per message over the timed runs, user and
+  system (``/proc/<pid>/stat``, Linux only): what the ratio is made of.  Where it
+  is close to the wall time per message, the server was the limit; the floors'
+  figures are the share no server on that model can avoid (the kernel's part of
+  loopback TCP, and the event loop or threads);
 * peak RSS of a fresh server process while it receives one large message
   (``VmHWM`` from ``/proc/<pid>/status`` afterwards, minus ``VmRSS`` when idle).
 
@@ -99,6 +104,18 @@ def proc_status_kib(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds a process has used, all its threads; None where /proc has no stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            # The fields after the command name, which is in parentheses and may hold spaces.
+            fields = file.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick  # utime and stime, fields 14 and 15 of stat
+
+
 def smtp_source() -> str | None:
     return shutil.which("smtp-source") or next(
         (p for p in ("/usr/sbin/smtp-source", "/usr/lib/postfix/sbin/smtp-source") if os.access(p, os.X_OK)), None
@@ -160,6 +177,8 @@ def measure_throughput(
         for cell in cells:
             counts: dict[str, int] = {}
             rates: dict[str, list[float]] = {name: [] for name in servers}
+            # CPU seconds (user, system) and messages over the timed runs, per server.
+            cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in servers}
             for name in servers:  # warm-up run; sizes the timed runs to about `duration` seconds each
                 first = sessions * (1 if cell.size >= MIB else 4)
                 rate, failed, error = send_load(
@@ -170,13 +189,20 @@ def measure_throughput(
                 counts[name] = max(sessions, min(int(rate * duration), 200_000))
             for _ in range(repeat):
                 for name in servers:
-                    port = running[name].port
+                    port, pid = running[name].port, running[name].pid
+                    before = cpu_seconds(pid)
                     rate, failed, error = send_load(
                         port, cell.size, counts[name], sessions=sessions, keepalive=cell.keepalive, load=load
                     )
+                    after = cpu_seconds(pid)
                     if failed:
                         notes.append(f"{name}, {cell.label}: {failed} message(s) failed: {error}")
                     rates[name].append(rate)
+                    if before is not None and after is not None:
+                        used = cpu[name]
+                        used[0] += after[0] - before[0]
+                        used[1] += after[1] - before[1]
+                        used[2] += counts[name] - failed
             medians = {name: sorted(runs)[len(runs) // 2] for name, runs in rates.items()}
             peer = medians.get(PEER)
             for name in servers:
@@ -185,6 +211,9 @@ def measure_throughput(
                 floor = FLOOR_OF.get(name)
                 if floor is not None and medians.get(floor):
                     notes_here.append(f"{100 * mine / medians[floor]:.0f}% of {floor}")
+                user, system, messages = cpu[name]
+                if messages:
+                    notes_here.append(_cpu_note(user / messages, system / messages))
                 figures.append(
                     from_runs(
                         SECTION,
@@ -198,6 +227,12 @@ def measure_throughput(
                     )
                 )
     return figures
+
+
+def _cpu_note(user: float, system: float) -> str:
+    """``CPU 148+89 us/msg (user+sys)``: seconds per message, in us up to 10 ms, then in ms."""
+    scale, unit = (1e6, "us") if user + system < 0.01 else (1e3, "ms")
+    return f"CPU {user * scale:,.0f}+{system * scale:,.0f} {unit}/msg (user+sys)"
 
 
 @contextmanager

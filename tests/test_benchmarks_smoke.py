@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 
 import pytest
 
@@ -83,6 +84,29 @@ def test_report_files(tmp_path: pytest.TempPathFactory) -> None:
         assert "matplotlib" in note
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="CPU time comes from /proc")
+def test_cpu_seconds_of_a_process() -> None:
+    from benchmarks import bench_e2e
+
+    before = bench_e2e.cpu_seconds(os.getpid())
+    deadline = time.perf_counter() + 0.1
+    while time.perf_counter() < deadline:  # burn 100 ms of CPU
+        sum(range(1000))
+    after = bench_e2e.cpu_seconds(os.getpid())
+    assert before is not None and after is not None
+    assert after[0] >= before[0] >= 0 and after[1] >= before[1] >= 0
+    # The kernel counts in ticks (100 Hz), and a shared machine may lend the CPU away: a margin.
+    assert (after[0] + after[1]) - (before[0] + before[1]) >= 0.03
+    assert bench_e2e.cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_cpu_note() -> None:
+    from benchmarks import bench_e2e
+
+    assert bench_e2e._cpu_note(148e-6, 89e-6) == "CPU 148+89 us/msg (user+sys)"
+    assert bench_e2e._cpu_note(15e-3, 2.5e-3) == "CPU 15+2 ms/msg (user+sys)"
+
+
 @e2e
 def test_end_to_end() -> None:
     from benchmarks import bench_e2e
@@ -98,6 +122,8 @@ def test_end_to_end() -> None:
     )
     assert_numbers(figures)
     assert not [n for n in notes if "failed" in n], notes
+    if os.path.exists("/proc/self/stat"):
+        assert all("/msg (user+sys)" in f.note for f in figures if f.unit == "msg/s"), figures
 
 
 @e2e
