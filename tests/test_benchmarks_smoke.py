@@ -143,3 +143,32 @@ def test_profile_server_runs(capsys: pytest.CaptureFixture[str]) -> None:
     for heading in ("1. each command", "2. the steps of one RCPT", "3. the pure-Python floor"):
         assert heading in out
     assert "commands/s" in out
+
+
+def test_profile_layers_replays_one_session_through_every_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from benchmarks import profile_layers
+
+    # The same reads get the same replies from every layer of ours: each really serves the session.
+    written = {profile_layers.core_session(profile_layers.SESSION)}
+    written.add(profile_layers.dispatcher_sessions()(profile_layers.SESSION))
+
+    async def through_asyncio() -> int:
+        session, server = profile_layers.asyncio_sessions()
+        async with server:
+            return session(profile_layers.SESSION)
+
+    written.add(asyncio.run(through_asyncio()))
+    assert len(written) == 1 and written.pop() > 200  # greeting, EHLO's list, 4 replies, 221
+    assert profile_layers.floor_session(profile_layers.SESSION) > 0
+
+    rows = profile_layers.main(["--quick"])
+    assert [name.split(" (")[0] for name, _, _ in rows] == [
+        "floor",
+        "core",
+        "core + dispatcher",
+        "core + dispatcher + asyncio adapter",
+    ]
+    assert all(connection > 0 for _, connection, _ in rows)
+    assert "a kept-alive message" in capsys.readouterr().out
