@@ -428,13 +428,29 @@ def mutated(text: str, position: int, char: str, delete: bool) -> str:
 
 
 def arguments(prefix: str) -> st.SearchStrategy[str | None]:
-    prefixes = st.sampled_from([prefix, prefix.lower(), prefix.title(), prefix + " ", prefix + "   ", prefix[:-1],
-                                prefix.replace("O", "0"), prefix + "\t", "", "TO:" if prefix == "FROM:" else "FROM:"])
+    prefixes = st.sampled_from(
+        [
+            prefix,
+            prefix.lower(),
+            prefix.title(),
+            prefix + " ",
+            prefix + "   ",
+            prefix[:-1],
+            prefix.replace("O", "0"),
+            prefix + "\t",
+            "",
+            "TO:" if prefix == "FROM:" else "FROM:",
+        ]
+    )
     # The fast path's own shape, from the grammar, with lengths on both sides of its bound ...
     plain = st.tuples(
-        st.sampled_from([prefix, prefix.lower(), prefix + " "]), st.just("<"),
-        st.from_regex(_abnf.DOT_STRING, fullmatch=True), st.just("@"),
-        st.from_regex(_abnf.DOMAIN, fullmatch=True), st.just(">"), suffixes,
+        st.sampled_from([prefix, prefix.lower(), prefix + " "]),
+        st.just("<"),
+        st.from_regex(_abnf.DOT_STRING, fullmatch=True),
+        st.just("@"),
+        st.from_regex(_abnf.DOMAIN, fullmatch=True),
+        st.just(">"),
+        suffixes,
     ).map("".join)
     # ... that shape one character away from it ...
     near = st.builds(mutated, plain, st.integers(0, 100), st.sampled_from(NEAR + "A-."), st.booleans())
@@ -474,9 +490,7 @@ def test_mail_fast_path_agrees_with_the_general_parser(argument: str | None, con
         (_commands._mail, "from:<" + "a" * 52 + "@example.org>"),
     ],
 )
-def test_the_common_shape_takes_the_fast_path(
-    parser: Any, argument: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_common_shape_takes_the_fast_path(parser: Any, argument: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # The comparison above would pass with no fast path at all: show it is taken.
     def general(argument: str | None, context: Context) -> Any:
         raise AssertionError("the general parser was called")
