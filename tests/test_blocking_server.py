@@ -17,6 +17,7 @@ workers at once.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 import threading
@@ -255,3 +256,22 @@ def test_shutdown_wakes_the_idle_workers_at_once(monkeypatch: pytest.MonkeyPatch
     assert server._sessions() == []
     with pytest.raises(ConnectionRefusedError):  # the listener is closed
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_out_of_descriptors_a_worker_backs_off_then_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    # accept() failing with EMFILE must not spin a core: the worker waits a slice and tries again,
+    # and the connection waiting in the backlog is served once descriptors are free.
+    real_accept = socket.socket.accept
+    failures: list[float] = []
+
+    def accept(self: socket.socket) -> tuple[socket.socket, object]:
+        if len(failures) < 3:
+            failures.append(time.monotonic())
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_accept(self)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    with blocking_server.SMTPServer(Handler(), port=0) as server:
+        quit_session(greeted(server.port))
+    assert len(failures) == 3
+    assert failures[2] - failures[0] >= 1.5 * TICK  # a slice between tries, not a busy loop
