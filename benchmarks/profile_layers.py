@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import timeit
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from adapters.asyncio_server import SMTPServer, _Connection
 from smtpcore import NEED_DATA, ConnectionClosed, ServerConnection
 
 from ._serve import CONFIG, Canned, _handlers
+from .profile_server import best
 
 #: smtp-source's 1 KiB message: a few header lines would change nothing, so 12 lines of 80 octets.
 CONTENT = b"".join(b"%dX%s\r\n" % (i % 10, b"X" * 76) for i in range(12)) + b".\r\n"
@@ -46,11 +46,6 @@ HELLO = [b"EHLO client.example\r\n"]
 MESSAGE = [b"MAIL FROM:<sender@example.com>\r\n", b"RCPT TO:<user@example.org>\r\n", b"DATA\r\n", CONTENT]
 QUIT = [b"QUIT\r\n"]
 SESSION = HELLO + MESSAGE + QUIT
-
-
-def best(func: Callable[[], object], number: int, repeat: int) -> float:
-    """Seconds per call: the minimum over ``repeat`` runs of ``number`` calls."""
-    return min(timeit.repeat(func, number=number, repeat=repeat)) / number
 
 
 def floor_session(reads: list[bytes]) -> int:
@@ -153,7 +148,7 @@ def asyncio_sessions() -> tuple[Callable[[list[bytes]], int], SMTPServer]:
     return session, server
 
 
-def kept_alive(session: Callable[[list[bytes]], int], number: int, repeat: int) -> tuple[float, float]:
+def connection_and_message(session: Callable[[list[bytes]], int], number: int, repeat: int) -> tuple[float, float]:
     """(seconds per connection, seconds per kept-alive message): a message more, less the session."""
     one = best(lambda: session(SESSION), number, repeat)
     two = best(lambda: session(HELLO + MESSAGE + MESSAGE + QUIT), number, repeat)
@@ -163,7 +158,7 @@ def kept_alive(session: Callable[[list[bytes]], int], number: int, repeat: int) 
 def layers(number: int, repeat: int) -> list[tuple[str, float, float]]:
     """(layer, seconds per connection, seconds per kept-alive message), built up."""
     rows = [
-        (name, *kept_alive(session, number, repeat))
+        (name, *connection_and_message(session, number, repeat))
         for name, session in (
             ("floor (Canned, the bare servers)", floor_session),
             ("core (ServerConnection)", core_session),
@@ -174,7 +169,7 @@ def layers(number: int, repeat: int) -> list[tuple[str, float, float]]:
     async def through_asyncio() -> tuple[float, float]:
         session, server = asyncio_sessions()
         async with server:  # listening, as in production, though no socket is used
-            return kept_alive(session, number, repeat)
+            return connection_and_message(session, number, repeat)
 
     rows.append(("core + dispatcher + asyncio adapter", *asyncio.run(through_asyncio())))
     return rows
