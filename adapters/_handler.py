@@ -767,10 +767,11 @@ class Dispatcher:
         octets received since the content began (Postfix's minimum data rate),
         and no single read may take longer than ``seconds``.
         """
+        conn = self.conn
+        timeout = conn.timeout
         now = self._clock()
-        timeout = self.conn.timeout
-        received = self.conn.bytes_received
-        if self.conn.receiving_content:
+        if conn.receiving_content:
+            received = conn.bytes_received
             if self._content_start is None:
                 self._content_start = (now, received)
             if not timeout.min_rate:  # no minimum rate configured: an idle timer per read
@@ -779,8 +780,9 @@ class Dispatcher:
             deadline = start + timeout.seconds + (received - base) / timeout.min_rate
             return max(0.0, min(deadline - now, timeout.seconds))
         self._content_start = None
-        if self._deadline is None:
+        if self._deadline is None:  # a new command: its whole time is left (most reads)
             self._deadline = now + timeout.seconds
+            return timeout.seconds
         return max(0.0, self._deadline - now)
 
     def _abort_bytes(self, reply: Reply) -> bytes:

@@ -282,6 +282,11 @@ class ChunkReader:
     def __init__(self, size: int) -> None:
         self.remaining = size
 
+    @property
+    def done(self) -> bool:
+        """Every octet of the chunk has been read (at once, for an empty one)."""
+        return self.remaining == 0
+
     def feed_from(self, buffer: bytearray) -> tuple[bytes, bool]:
         count = min(self.remaining, len(buffer))
         piece = bytes(buffer[:count])

@@ -900,6 +900,8 @@ class ServerConnection:
     def _next_content_event(self) -> Event | Sentinel | None:
         reader = self._reader
         assert reader is not None
+        if not self._received and not reader.done:  # every message, once, right after its 354
+            return self._end_of_input()
         piece, done = reader.feed_from(self._received)  # the buffer's bytes, consumed in place
         self._buffer.rewind()
         if piece and self._chunk_refusal is None:
