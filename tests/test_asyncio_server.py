@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from adapters import AsyncHandler, Envelope, Session, SMTPError
-from adapters.asyncio_server import SMTPServer
+from adapters.asyncio_server import SMTPServer, _Connection
 from smtpcore import Hello, Mail, Rcpt, Reply, ServerConfig
 
 MESSAGE = b"Subject: hi\r\n\r\nHello\r\n..dot\r\n"
@@ -254,5 +254,100 @@ def test_a_hook_the_handler_gains_after_start_is_called_from_the_next_connection
                 assert replies[2][:3] == expected, replies
                 writer.close()
                 handler.rcpt_to = refuse  # type: ignore[method-assign]
+
+    _run(test)
+
+
+# --- the outbox: a turn's replies are written together at the start of the next turn --------------
+
+
+class Recording(asyncio.Transport):
+    """A transport that takes every write at once and records it, and its closing, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[bytes | str] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.log.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return "close" in self.log
+
+    def close(self) -> None:
+        if "close" not in self.log:
+            self.log.append("close")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1025), "sockname": ("127.0.0.1", 25)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _connect(server: SMTPServer) -> tuple[_Connection, Recording]:
+    """A connection fed by hand, as the loop feeds it, with no socket."""
+    connection, transport = _Connection(server), Recording()
+    connection.connection_made(transport)
+    return connection, transport
+
+
+def _feed(connection: _Connection, data: bytes) -> None:
+    connection.get_buffer(len(data))[: len(data)] = data
+    connection.buffer_updated(len(data))
+
+
+def test_replies_before_a_read_are_written_together_at_the_next_turn() -> None:
+    async def test() -> None:
+        async with SMTPServer(AsyncHandler(), ServerConfig(), port=0) as server:
+            (one, first), (two, second) = _connect(server), _connect(server)
+            assert first.log == second.log == []  # the greetings wait for the turn to end
+            await asyncio.sleep(0)
+            greeting = [b"220 " + ServerConfig().hostname.encode() + b" ESMTP smtpcore\r\n"]
+            assert first.log == second.log == greeting
+            _feed(one, b"NOOP\r\n")
+            _feed(two, b"NOOP\r\nNOOP\r\n")  # pipelined: both replies, in one write
+            assert len(first.log) == len(second.log) == 1
+            await asyncio.sleep(0)
+            assert first.log[1:] == [b"250 OK\r\n"]  # no enhanced codes before EHLO
+            assert second.log[1:] == [b"250 OK\r\n250 OK\r\n"]
+
+    _run(test)
+
+
+def test_what_is_not_followed_by_a_read_goes_at_once_behind_what_is_pending() -> None:
+    async def test() -> None:
+        async with SMTPServer(AsyncHandler(), ServerConfig(), port=0) as server:
+            connection, transport = _connect(server)
+            await asyncio.sleep(0)
+            _feed(connection, b"NOOP\r\n")
+            connection.abort()  # a shutdown's deadline: 421, with NOOP's 250 still waiting for the turn
+            assert transport.log[1:] == [b"250 OK\r\n", b"421 Server shutting down, closing connection\r\n", "close"]
+
+            connection, transport = _connect(server)
+            await asyncio.sleep(0)
+            _feed(connection, b"NOOP\r\nQUIT\r\n")  # the last replies, then the close: in that order, now
+            assert transport.log[1:] == [b"250 OK\r\n221 Bye\r\n", "close"]
+
+            connection, transport = _connect(server)
+            await asyncio.sleep(0)
+            _feed(connection, b"NOOP\r\n")
+            connection.eof_received()  # the client is gone: its last reply still goes before the close
+            assert transport.log[1:] == [b"250 OK\r\n", "close"]
+
+    _run(test)
+
+
+def test_a_reply_to_a_connection_gone_before_the_turn_ends_is_dropped() -> None:
+    async def test() -> None:
+        async with SMTPServer(AsyncHandler(), ServerConfig(), port=0) as server:
+            connection, transport = _connect(server)
+            transport.close()
+            connection.connection_lost(None)
+            await asyncio.sleep(0)
+            assert transport.log == ["close"]
 
     _run(test)
