@@ -19,6 +19,7 @@ import pytest
 
 from adapters import AsyncHandler, Envelope, Session, SMTPError
 from adapters.asyncio_server import SMTPServer, _Connection
+from benchmarks.profile_layers import CountingTransport
 from smtpcore import Hello, Mail, Rcpt, Reply, ServerConfig
 
 MESSAGE = b"Subject: hi\r\n\r\nHello\r\n..dot\r\n"
@@ -261,8 +262,8 @@ def test_a_hook_the_handler_gains_after_start_is_called_from_the_next_connection
 # --- the outbox: a turn's replies are written together at the start of the next turn --------------
 
 
-class Recording(asyncio.Transport):
-    """A transport that takes every write at once and records it, and its closing, in order."""
+class Recording(CountingTransport):
+    """profile_layers' transport, recording every write, and its closing, in order."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -271,21 +272,10 @@ class Recording(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.log.append(bytes(data))
 
-    def is_closing(self) -> bool:
-        return "close" in self.log
-
     def close(self) -> None:
-        if "close" not in self.log:
+        if not self.closed:
+            self.closed = True
             self.log.append("close")
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 1025), "sockname": ("127.0.0.1", 25)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def _connect(server: SMTPServer) -> tuple[_Connection, Recording]:
