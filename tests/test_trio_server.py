@@ -11,15 +11,18 @@ a call that is cut off in the very round it finishes.
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Generator
+from socket import socketpair as stdlib_socket_pair
 
 import pytest
 
 trio = pytest.importorskip("trio")
 
 from adapters import AsyncHandler, Envelope, Session  # noqa: E402
-from adapters._handler import LOST, TIMED_OUT  # noqa: E402
-from adapters.trio_server import SMTPServer, _Connection, _CutOff, _Watchdog  # noqa: E402
+from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive  # noqa: E402
+from adapters.trio_server import SMTPServer, _Connection, _CutOff, _Outbox, _Watchdog  # noqa: E402
 from smtpcore import Reply, ServerConfig  # noqa: E402
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
@@ -207,5 +210,145 @@ def test_a_call_cut_off_as_it_finishes_counts_as_cut_off(call: str) -> None:
         stream.cut = False
         with connection.new_scope():  # the session carries on in a fresh scope
             assert await connection.read(5.0) == b"NOOP\r\n"
+
+    trio.run(test)
+
+
+# --- the outbox: replies that precede a read are written together, by one task --------------------
+
+
+async def _pair(outbox: _Outbox) -> tuple[_Connection, trio.SocketStream]:
+    """A connection on one end of a socket pair, with ``outbox``; the other end is the client."""
+    ours, theirs = trio.socket.socketpair()
+    connection = _Connection(trio.SocketStream(ours), _Watchdog(set()), trio.current_time, outbox)
+    return connection, trio.SocketStream(theirs)
+
+
+async def _received(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while len(data) < size:
+            data += await stream.receive_some(65536)
+    return data
+
+
+def test_a_reply_put_in_the_outbox_is_written_when_its_task_runs() -> None:
+    async def test() -> None:
+        outbox = _Outbox()
+        connection, client = await _pair(outbox)
+        assert connection.write_soon(b"250 first\r\n")
+        with trio.move_on_after(0.1) as waited:
+            await client.receive_some(100)
+        assert waited.cancelled_caught  # nothing is written until the outbox's task runs
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.run)
+            assert await _received(client, 11) == b"250 first\r\n"
+            assert connection.write_soon(b"250 second\r\n")  # the task, waiting again, is woken
+            assert await _received(client, 12) == b"250 second\r\n"
+            nursery.cancel_scope.cancel()
+
+    trio.run(test)
+
+
+def test_a_write_goes_behind_the_replies_put_before_it() -> None:
+    # A Send (a reply with no read after it, a shutdown's 421) must not overtake them.
+    async def test() -> None:
+        outbox = _Outbox()
+        connection, client = await _pair(outbox)
+        other, other_client = await _pair(outbox)
+        assert connection.write_soon(b"250 ok\r\n")
+        assert other.write_soon(b"250 other\r\n")
+        assert await connection.write(b"421 bye\r\n", 5.0) is None
+        assert await _received(client, 16) == b"250 ok\r\n421 bye\r\n"
+        assert await _received(other_client, 11) == b"250 other\r\n"  # every session's, at once
+
+    trio.run(test)
+
+
+def test_what_the_socket_does_not_take_is_written_by_the_session_first() -> None:
+    async def test() -> None:
+        outbox = _Outbox()
+        connection, client = await _pair(outbox)
+        connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+        big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers take
+        assert connection.write_soon(big)
+        outbox.flush()
+        assert connection.unsent and len(connection.unsent) < len(big)
+        # Nothing more goes through the outbox while something is left over.
+        assert not connection.write_soon(b"250 after\r\n")
+        async with trio.open_nursery() as nursery:
+
+            async def write() -> None:
+                assert await connection.write(b"250 after\r\n", 5.0) is None
+
+            nursery.start_soon(write)
+            assert await _received(client, len(big) + 11) == big + b"250 after\r\n"
+        assert not connection.unsent
+        assert connection.write_soon(b"250 again\r\n")
+
+    trio.run(test)
+
+
+def test_a_reply_put_for_a_connection_that_closed_is_dropped() -> None:
+    async def test() -> None:
+        outbox = _Outbox()
+        connection, client = await _pair(outbox)
+        assert connection.write_soon(b"250 ok\r\n")
+        fd = connection.stream.socket.fileno()  # type: ignore[attr-defined]
+        await connection.close()
+        assert await client.receive_some(100) == b""
+        # The kernel may give the number to the next socket opened: the reply must not go there.
+        newcomer, newcomer_peer = stdlib_socket_pair()
+        copied = newcomer.fileno() != fd
+        if copied:  # the kernel chose another number: give the newcomer this one too
+            os.dup2(newcomer.fileno(), fd)
+        try:
+            outbox.flush()
+            newcomer_peer.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                newcomer_peer.recv(100)
+        finally:
+            if copied:
+                os.close(fd)
+            newcomer.close()
+            newcomer_peer.close()
+
+    trio.run(test)
+
+
+def test_the_last_reply_before_the_client_hangs_up_is_written_before_the_close() -> None:
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(Recorder(), ServerConfig(), port=0).serve)
+            stream, buffer = await _connect(server)
+            await stream.send_all(b"NOOP\r\n")
+            await stream.send_eof()
+            assert (await _reply(stream, buffer)).startswith(b"250")
+            assert await _reply(stream, buffer) == b""
+            await server.shutdown(1.0)
+
+    trio.run(test)
+
+
+_LONG_REPLY = b"250-" + b"x" * (2 << 20) + b"\r\n250 ok\r\n"
+
+
+@pytest.mark.parametrize("reply", [b"250 ok\r\n", _LONG_REPLY], ids=["short", "2 MiB"])
+def test_a_close_writes_what_is_pending_first(reply: bytes) -> None:
+    # No outbox task runs here, so only the Close can write the reply put before
+    # it; 2 MiB is more than the socket takes at once, and the rest goes too.
+    async def test() -> None:
+        server = SMTPServer(Recorder(), ServerConfig(), port=0)
+        connection, client = await _pair(_Outbox())
+        await client.send_all(b"QUIT\r\n")
+
+        def actions() -> Generator[Action, object, None]:
+            assert (yield Receive(5.0, reply)) == b"QUIT\r\n"
+            yield Close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._carry_out, connection, actions(), None)
+            assert await _received(client, len(reply)) == reply
+        assert await client.receive_some(100) == b""
 
     trio.run(test)
