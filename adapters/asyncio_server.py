@@ -19,7 +19,7 @@ database, a lock, a sleep) is handed to a task, and the session goes on when
 that task is done.
 
 Replies that come before a read are not written at once but at the start of
-the loop's next turn, every connection's together (:class:`_Outbox`), as Redis
+the loop's next turn, every connection's together (``adapters._outbox``), as Redis
 writes its replies just before its loop sleeps.  On one host (a local MTA, an
 LMTP client, the benchmarks' load generator) each write to a peer that is
 waiting wakes it, and waking it is most of what a write costs; a turn's replies
@@ -41,7 +41,7 @@ import logging
 import os
 import ssl
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from smtpcore import ServerConfig
@@ -64,6 +64,7 @@ from ._handler import (
     unused_hooks,
     wants_transcript,
 )
+from ._outbox import Outbox
 from ._tls import server_context, tls_info
 
 __all__ = ["SMTPServer", "serve"]
@@ -259,11 +260,10 @@ class _Connection(asyncio.BufferedProtocol):
         assert self.transport is not None
         if self.transport.is_closing():
             return LOST
-        if then_read is None:  # nothing to read after it: out now, behind what is pending
+        if then_read is None or not self._outbox.put(self, data):
+            # Nothing to read after it, or a reply of ours already waits: out now, behind what is pending.
             self._outbox.flush()
             self.transport.write(data)
-        else:
-            self._outbox.put(self.transport, data)
         # Paused by what was written before (a put reply is written later): a client that
         # does not read its replies makes us hold the transport's limit and one reply more.
         if self._writing_paused:  # a client that does not read its replies is as gone as one that left
@@ -271,6 +271,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._wait(_DRAIN, self._server.config.command_timeout)
             return _WAITING
         return None
+
+    def write_now(self, data: bytes) -> None:
+        """The outbox's write (see ``adapters._outbox``)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():  # gone meanwhile: its session hears when it reads
+            transport.write(data)
 
     def _read(self, timeout: float) -> Any:
         """What a read gets at once, or ``_WAITING`` (``buffer_updated`` carries on)."""
@@ -400,36 +406,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._server._connection_ended(self)
 
 
+def _soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
+
+
 #: What ``_Connection._call`` returns for a hook that went on in a task.
 _WAITING = object()
-
-
-class _Outbox:
-    """Writes that wait for the start of the loop's next turn, in the order they were put.
-
-    The connections a turn of the loop reads from each owe a reply; written as
-    each is ready, every write to a peer on the same host that is waiting for
-    it wakes that peer.  Written one after another at the start of the next
-    turn, the first wakes it and the rest find it awake: with smtp-source, 20
-    sessions and a connection per message, a quarter less system time a message
-    and an eighth more messages a second.  A reply waits at most for the rest
-    of the turn it was made in.
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[asyncio.Transport, bytes]] = []
-
-    def put(self, transport: asyncio.Transport, data: bytes) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append((transport, data))
-
-    def flush(self) -> None:
-        """Write everything pending now (also before anything that must come after it)."""
-        pending, self._pending = self._pending, []
-        for transport, data in pending:
-            if not transport.is_closing():  # gone meanwhile: its session hears of it when it reads
-                transport.write(data)
 
 
 class SMTPServer:
@@ -470,7 +452,7 @@ class SMTPServer:
         #: connection, and no 64 KiB to allocate and clear for each.
         self.landing = memoryview(bytearray(READ_SIZE))
         #: Every connection's replies, written together once a turn of the loop.
-        self.outbox = _Outbox()
+        self.outbox = Outbox(_soon)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

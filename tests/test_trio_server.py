@@ -22,7 +22,8 @@ trio = pytest.importorskip("trio")
 
 from adapters import AsyncHandler, Envelope, Session  # noqa: E402
 from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive  # noqa: E402
-from adapters.trio_server import SMTPServer, _Connection, _CutOff, _Outbox, _Watchdog  # noqa: E402
+from adapters._outbox import Outbox  # noqa: E402
+from adapters.trio_server import SMTPServer, _Connection, _CutOff, _OutboxTask, _Watchdog  # noqa: E402
 from smtpcore import Reply, ServerConfig  # noqa: E402
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
@@ -217,7 +218,7 @@ def test_a_call_cut_off_as_it_finishes_counts_as_cut_off(call: str) -> None:
 # --- the outbox: replies that precede a read are written together, by one task --------------------
 
 
-async def _pair(outbox: _Outbox) -> tuple[_Connection, trio.SocketStream]:
+async def _pair(outbox: Outbox) -> tuple[_Connection, trio.SocketStream]:
     """A connection on one end of a socket pair, with ``outbox``; the other end is the client."""
     ours, theirs = trio.socket.socketpair()
     connection = _Connection(trio.SocketStream(ours), _Watchdog(set()), trio.current_time, outbox)
@@ -234,14 +235,14 @@ async def _received(stream: trio.SocketStream, size: int) -> bytes:
 
 def test_a_reply_put_in_the_outbox_is_written_when_its_task_runs() -> None:
     async def test() -> None:
-        outbox = _Outbox()
-        connection, client = await _pair(outbox)
+        writer = _OutboxTask()
+        connection, client = await _pair(writer.outbox)
         assert connection.write_soon(b"250 first\r\n")
         with trio.move_on_after(0.1) as waited:
             await client.receive_some(100)
         assert waited.cancelled_caught  # nothing is written until the outbox's task runs
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(outbox.run)
+            nursery.start_soon(writer.run)
             assert await _received(client, 11) == b"250 first\r\n"
             assert connection.write_soon(b"250 second\r\n")  # the task, waiting again, is woken
             assert await _received(client, 12) == b"250 second\r\n"
@@ -253,7 +254,7 @@ def test_a_reply_put_in_the_outbox_is_written_when_its_task_runs() -> None:
 def test_a_write_goes_behind_the_replies_put_before_it() -> None:
     # A Send (a reply with no read after it, a shutdown's 421) must not overtake them.
     async def test() -> None:
-        outbox = _Outbox()
+        outbox = Outbox(lambda flush: None)  # flushed by hand
         connection, client = await _pair(outbox)
         other, other_client = await _pair(outbox)
         assert connection.write_soon(b"250 ok\r\n")
@@ -267,7 +268,7 @@ def test_a_write_goes_behind_the_replies_put_before_it() -> None:
 
 def test_what_the_socket_does_not_take_is_written_by_the_session_first() -> None:
     async def test() -> None:
-        outbox = _Outbox()
+        outbox = Outbox(lambda flush: None)  # flushed by hand
         connection, client = await _pair(outbox)
         connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
         big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers take
@@ -291,7 +292,7 @@ def test_what_the_socket_does_not_take_is_written_by_the_session_first() -> None
 
 def test_a_reply_put_for_a_connection_that_closed_is_dropped() -> None:
     async def test() -> None:
-        outbox = _Outbox()
+        outbox = Outbox(lambda flush: None)  # flushed by hand
         connection, client = await _pair(outbox)
         assert connection.write_soon(b"250 ok\r\n")
         fd = connection.stream.socket.fileno()  # type: ignore[attr-defined]
@@ -339,7 +340,7 @@ def test_a_close_writes_what_is_pending_first(reply: bytes) -> None:
     # it; 2 MiB is more than the socket takes at once, and the rest goes too.
     async def test() -> None:
         server = SMTPServer(Recorder(), ServerConfig(), port=0)
-        connection, client = await _pair(_Outbox())
+        connection, client = await _pair(Outbox(lambda flush: None))
         await client.send_all(b"QUIT\r\n")
 
         def actions() -> Generator[Action, object, None]:
