@@ -119,6 +119,14 @@ class _TimedSocket:
             return LOST
         return None
 
+    def send_before_read(self, data: bytes, timeout: float) -> object:
+        """The replies a read comes after: written now here (gevent's may wait for the hub's next turn)."""
+        return self.send(data, timeout)
+
+    def close(self, timeout: float) -> None:
+        """Close the socket once what is owed is written (within ``timeout``)."""
+        self.sock.close()
+
     def _time_slice(self, seconds: float) -> None:
         raise NotImplementedError
 
@@ -221,7 +229,7 @@ def serve_socket(
             action = actions.send(result)
             result = None
             if isinstance(action, Receive):
-                if action.send and io.send(action.send, config.command_timeout) is LOST:
+                if action.send and io.send_before_read(action.send, config.command_timeout) is LOST:
                     result = LOST
                 else:
                     result = io.receive(action.timeout)
@@ -235,7 +243,7 @@ def serve_socket(
                 # A TLS socket keeps Python's timeouts (or the adapter's own).
                 io = timed(sock) if timed is not None else _PolledSocket(sock, aborting)
             elif isinstance(action, Close):
-                sock.close()
+                io.close(config.command_timeout)
     except StopIteration:
         pass
     finally:

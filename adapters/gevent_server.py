@@ -9,7 +9,9 @@ The greenlets live in a :class:`gevent.pool.Group` owned by the server, so a
 shutdown can wait for them and, at its deadline, make their reads answer 421;
 ``shutdown()`` returns only when every one has finished.  Reads and writes keep
 their deadlines through one watchdog per server (:class:`_Watchdog`), as in the
-trio adapter, rather than a gevent ``Timeout`` each.
+trio adapter, rather than a gevent ``Timeout`` each.  Replies that come before a
+read wait in the server's outbox for the hub's next turn (``adapters._outbox``),
+as the asyncio and trio adapters' do.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import gevent.ssl
 from smtpcore import ServerConfig
 
 from ._handler import LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, refusal
+from ._outbox import SOCKETS_ARE_FILES, Outbox, write_at_once
 from ._tls import server_context
 from .blocking_server import TICK, _TimedSocket, serve_socket
 
@@ -61,9 +64,16 @@ class _WatchedSocket(_TimedSocket):
 
     slice_ended = TimeoutError  # never raised: the socket has no timeout
 
-    def __init__(self, sock: socket.socket, aborting: Callable[[], bool], watchdog: _Watchdog) -> None:
+    def __init__(
+        self, sock: socket.socket, aborting: Callable[[], bool], watchdog: _Watchdog, outbox: Outbox | None = None
+    ) -> None:
         super().__init__(sock, aborting)
         sock.settimeout(None)  # no Python-side deadline: waits start no gevent timer
+        # Replies before a read wait in the outbox for the hub's next turn (see
+        # adapters._outbox); not on TLS, whose bytes only the SSL socket may write.
+        self.outbox = outbox if SOCKETS_ARE_FILES and not isinstance(sock, gevent.ssl.SSLSocket) else None
+        #: What the outbox wrote only in part: written before anything else.
+        self.unsent = b""
         self.greenlet = gevent.getcurrent()
         #: When the call in progress must end.
         self.deadline = math.inf
@@ -85,7 +95,30 @@ class _WatchedSocket(_TimedSocket):
         finally:
             self.if_cut_off = None
 
+    def send_before_read(self, data: bytes, timeout: float) -> object:
+        if self.outbox is None or self.unsent or not self.outbox.put(self, data):
+            return self.send(data, timeout)
+        return None
+
+    def write_now(self, data: bytes) -> None:
+        """The outbox's write: what the socket takes at once, the rest kept in :attr:`unsent`."""
+        # Only put with nothing left over, and one at a time: nothing is ahead of it.
+        assert not self.unsent
+        # A closed socket's number is -1: nothing is written.
+        self.unsent = write_at_once(self.sock.fileno(), data) or b""
+
+    def close(self, timeout: float) -> None:
+        if self.outbox is not None:
+            self.outbox.flush()  # the last replies first
+            if self.unsent:
+                self.send(b"", timeout)
+        self.sock.close()
+
     def send(self, data: bytes, timeout: float) -> object:
+        if self.outbox is not None:
+            self.outbox.flush()  # what was put before goes first
+            if self.unsent:
+                data, self.unsent = self.unsent + data, b""
         self.deadline = time.monotonic() + timeout
         self.if_cut_off = LOST
         try:
@@ -164,6 +197,7 @@ class SMTPServer:
         self._aborting = False
         self._server: gevent.server.StreamServer | None = None
         self._watchdog: _Watchdog | None = None
+        self._outbox: Outbox | None = None
 
     def _listener(self) -> Any:
         if self._unix_path is not None:
@@ -185,6 +219,7 @@ class SMTPServer:
     def start(self) -> None:
         # Made here, not in __init__: the timer belongs to the hub of the thread that serves.
         self._watchdog = _Watchdog(lambda: self._aborting)
+        self._outbox = Outbox(gevent.get_hub().loop.run_callback)
         self._server = gevent.server.StreamServer(self._listener(), self._handle, spawn=self._group.spawn)
         self._server.start()
 
@@ -219,7 +254,7 @@ class SMTPServer:
             return
         watchdog = self._watchdog
         assert watchdog is not None
-        aborting = watchdog.aborting
+        aborting, outbox = watchdog.aborting, self._outbox
         try:
             serve_socket(
                 sock,
@@ -228,7 +263,7 @@ class SMTPServer:
                 self._wrap_tls if self.tls else None,
                 aborting,
                 peer=address,
-                timed=lambda sock: _WatchedSocket(sock, aborting, watchdog),
+                timed=lambda sock: _WatchedSocket(sock, aborting, watchdog, outbox),
             )
         except Exception:
             log.exception("session with %s failed", address)

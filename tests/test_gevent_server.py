@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import gc
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
 import gevent
 import gevent.socket
+import gevent.ssl
 import pytest
 from test_blocking_server import assert_a_write_nobody_reads_is_lost
 
 from adapters._handler import SHUTDOWN, TIMED_OUT
+from adapters._outbox import Outbox
 from adapters.blocking_server import TICK
 from adapters.gevent_server import _Watchdog, _WatchedSocket
 
@@ -127,3 +130,93 @@ def test_the_watchdog_sleeps_while_no_session_is_open(
     gc.collect()
     gevent.sleep(TICK * 2.5)  # the next tick finds nobody and stops the timer
     assert not timer.active
+
+
+# --- the outbox: replies before a read wait for the hub's next turn ------------------------------
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox(gevent.get_hub().loop.run_callback)
+
+
+def _nothing_yet(client: socket.socket) -> bool:
+    client.setblocking(False)
+    try:
+        client.recv(100)
+    except BlockingIOError:
+        return True
+    finally:
+        client.setblocking(True)
+    return False
+
+
+def test_a_reply_before_a_read_is_written_at_the_hubs_next_turn(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    server, client = pair
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    assert io.send_before_read(b"250 a\r\n", 5.0) is None
+    assert _nothing_yet(client)
+    gevent.sleep(0)  # the hub runs its callbacks
+    assert client.recv(100) == b"250 a\r\n"
+
+
+def test_writes_and_a_close_go_behind_what_waits(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    server, client = pair
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    io.send_before_read(b"250 a\r\n", 5.0)
+    io.send_before_read(b"250 b\r\n", 5.0)  # the session outran the hub: it writes this itself, in order
+    assert io.send(b"421 c\r\n", 5.0) is None
+    io.send_before_read(b"221 d\r\n", 5.0)
+    io.close(5.0)
+    client.settimeout(5)
+    received = b""
+    while data := client.recv(100):
+        received += data
+    assert received == b"250 a\r\n250 b\r\n421 c\r\n221 d\r\n"
+
+
+def test_what_the_socket_does_not_take_is_written_before_anything_else(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    big = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers take
+    io.send_before_read(big, 5.0)
+    outbox.flush()
+    assert io.unsent and len(io.unsent) < len(big)
+    reader = gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))
+    assert io.send_before_read(b"250 after\r\n", 5.0) is None  # written by the session, within its deadline
+    assert not io.unsent
+    io.close(5.0)
+    assert reader.get(timeout=5) == big + b"250 after\r\n"
+
+
+def test_a_tls_socket_writes_for_itself(watchdog: _Watchdog, outbox: Outbox) -> None:
+    # Only the SSL socket may write the bytes of a TLS session.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls = gevent.ssl.SSLSocket(  # as the server wraps an accepted socket for STARTTLS
+        sock=gevent.socket.socket(), server_side=True, do_handshake_on_connect=False, _context=context
+    )
+    io = _WatchedSocket(tls, watchdog.aborting, watchdog, outbox)
+    assert io.outbox is None
+    tls.close()
+
+
+def test_a_close_writes_what_the_socket_did_not_take_first(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    big = bytes(range(256)) * 16384
+    io.send_before_read(big, 5.0)
+    outbox.flush()
+    assert io.unsent
+    reader = gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))
+    io.close(5.0)
+    assert reader.get(timeout=5) == big
