@@ -179,21 +179,31 @@ def test_writes_and_a_close_go_behind_what_waits(
     assert received == b"250 a\r\n250 b\r\n421 c\r\n221 d\r\n"
 
 
-def test_what_the_socket_does_not_take_is_written_before_anything_else(
+#: 4 MiB: more than the socket buffers take.
+_BIG = bytes(range(256)) * 16384
+
+
+def _half_written(
     pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
-) -> None:
+) -> tuple[_WatchedSocket, gevent.Greenlet]:
+    """A session whose outbox wrote part of :data:`_BIG`, and a greenlet reading all the client gets."""
     server, client = pair
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
-    big = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers take
-    io.send_before_read(big, 5.0)
+    io.send_before_read(_BIG, 5.0)
     outbox.flush()
-    assert io.unsent and len(io.unsent) < len(big)
-    reader = gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))
+    assert io.unsent and len(io.unsent) < len(_BIG)
+    return io, gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))
+
+
+def test_what_the_socket_does_not_take_is_written_before_anything_else(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    io, reader = _half_written(pair, watchdog, outbox)
     assert io.send_before_read(b"250 after\r\n", 5.0) is None  # written by the session, within its deadline
     assert not io.unsent
     io.close(5.0)
-    assert reader.get(timeout=5) == big + b"250 after\r\n"
+    assert reader.get(timeout=5) == _BIG + b"250 after\r\n"
 
 
 def test_a_tls_socket_writes_for_itself(watchdog: _Watchdog, outbox: Outbox) -> None:
@@ -210,13 +220,6 @@ def test_a_tls_socket_writes_for_itself(watchdog: _Watchdog, outbox: Outbox) -> 
 def test_a_close_writes_what_the_socket_did_not_take_first(
     pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
 ) -> None:
-    server, client = pair
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
-    big = bytes(range(256)) * 16384
-    io.send_before_read(big, 5.0)
-    outbox.flush()
-    assert io.unsent
-    reader = gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))
+    io, reader = _half_written(pair, watchdog, outbox)
     io.close(5.0)
-    assert reader.get(timeout=5) == big
+    assert reader.get(timeout=5) == _BIG
