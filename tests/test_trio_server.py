@@ -19,6 +19,7 @@ from socket import socketpair as stdlib_socket_pair
 import pytest
 
 trio = pytest.importorskip("trio")
+trio_testing = pytest.importorskip("trio.testing")
 
 from adapters import AsyncHandler, Envelope, Session  # noqa: E402
 from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive  # noqa: E402
@@ -351,5 +352,133 @@ def test_a_close_writes_what_is_pending_first(reply: bytes) -> None:
             nursery.start_soon(server._carry_out, connection, actions(), None)
             assert await _received(client, len(reply)) == reply
         assert await client.receive_some(100) == b""
+
+    trio.run(test)
+
+
+# --- a read after a reply in the outbox waits for the socket first ---------------------------------
+
+
+class _NoReceiveSome:
+    """Stands in for ``stream.receive_some`` where a read must wait for the socket instead."""
+
+    async def __call__(self, max_bytes: int | None = None) -> bytes:
+        raise AssertionError("a read after a reply in the outbox must not try recv first")
+
+
+def test_a_read_after_a_reply_in_the_outbox_waits_for_the_socket_then_reads() -> None:
+    async def test() -> None:
+        outbox = Outbox(lambda flush: None)  # flushed by hand
+        connection, client = await _pair(outbox)
+        connection.stream.receive_some = _NoReceiveSome()  # type: ignore[method-assign]
+        assert connection.write_soon(b"220 hi\r\n")
+        async with trio.open_nursery() as nursery:
+
+            async def session() -> None:
+                assert await connection.read(5.0, after_reply=True) == b"EHLO x\r\n"
+                assert await connection.read(5.0, after_reply=True) == b""  # the client's end
+
+            nursery.start_soon(session)
+            await trio_testing.wait_all_tasks_blocked()
+            outbox.flush()
+            assert await _received(client, 8) == b"220 hi\r\n"
+            await client.send_all(b"EHLO x\r\n")
+            await trio_testing.wait_all_tasks_blocked()
+            await client.send_eof()
+
+    trio.run(test)
+
+
+def test_a_read_after_a_reply_reports_a_reset_connection_as_lost() -> None:
+    async def test() -> None:
+        connection, client = await _pair(Outbox(lambda flush: None))
+        assert connection.write_soon(b"220 hi\r\n")
+        # Close with unread data in the client's socket and a zero linger: the kernel sends a reset.
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        connection.outbox.flush()
+        await trio_testing.wait_all_tasks_blocked()
+        await client.aclose()
+        assert await connection.read(5.0, after_reply=True) is LOST
+
+    trio.run(test)
+
+
+def test_a_read_woken_with_nothing_to_read_waits_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # epoll may say readable and recv then find nothing; the read must not return or fail then.
+    real_wait = trio.lowlevel.wait_readable
+    wakes = []
+
+    async def wakes_once_for_nothing(fd: int) -> None:
+        wakes.append(fd)
+        if len(wakes) == 1:
+            await trio.lowlevel.checkpoint()
+        else:
+            await real_wait(fd)
+
+    async def test() -> None:
+        connection, client = await _pair(Outbox(lambda flush: None))
+        assert connection.write_soon(b"220 hi\r\n")
+        monkeypatch.setattr(trio.lowlevel, "wait_readable", wakes_once_for_nothing)
+        async with trio.open_nursery() as nursery:
+
+            async def session() -> None:
+                assert await connection.read(5.0, after_reply=True) == b"QUIT\r\n"
+
+            nursery.start_soon(session)
+            await trio_testing.wait_all_tasks_blocked()
+            await client.send_all(b"QUIT\r\n")
+        assert len(wakes) == 2
+
+    trio.run(test)
+
+
+def test_a_read_after_a_reply_is_cut_off_at_its_deadline() -> None:
+    async def test() -> None:
+        sessions: set[_Connection] = set()
+        watchdog = _Watchdog(sessions)
+        ours, theirs = trio.socket.socketpair()
+        connection = _Connection(trio.SocketStream(ours), watchdog, trio.current_time, Outbox(lambda flush: None))
+        sessions.add(connection)
+        assert connection.write_soon(b"220 hi\r\n")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watchdog.run)
+            with trio.fail_after(5), connection.new_scope():
+                with pytest.raises(_CutOff):
+                    await connection.read(0.05, after_reply=True)
+            assert connection.cut_off_result() is TIMED_OUT
+            nursery.cancel_scope.cancel()
+        theirs.close()
+
+    trio.run(test)
+
+
+@pytest.mark.parametrize("outbox", [True, False], ids=["reply in the outbox", "reply written"])
+def test_the_session_reads_after_a_reply_in_the_outbox_by_waiting_first(outbox: bool) -> None:
+    # With no outbox (a TLS stream, say) the reply is written and receive_some reads as before.
+    async def test() -> None:
+        server = SMTPServer(Recorder(), ServerConfig(), port=0)
+        ours, theirs = trio.socket.socketpair()
+        connection = _Connection(
+            trio.SocketStream(ours), _Watchdog(set()), trio.current_time, Outbox(lambda flush: None) if outbox else None
+        )
+        client = trio.SocketStream(theirs)
+        real_receive_some = connection.stream.receive_some
+        calls = []
+
+        async def receive_some(max_bytes: int | None = None) -> bytes | bytearray:
+            calls.append(max_bytes)
+            return await real_receive_some(max_bytes)
+
+        connection.stream.receive_some = receive_some  # type: ignore[method-assign]
+        await client.send_all(b"QUIT\r\n")
+
+        def actions() -> Generator[Action, object, None]:
+            assert (yield Receive(5.0, b"220 hi\r\n")) == b"QUIT\r\n"
+            yield Close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._carry_out, connection, actions(), None)
+            assert await _received(client, 8) == b"220 hi\r\n"
+        assert len(calls) == (0 if outbox else 1)
 
     trio.run(test)
