@@ -15,6 +15,7 @@ monkey-patching.
 from __future__ import annotations
 
 import gc
+import select
 import socket
 import ssl
 import time
@@ -223,3 +224,96 @@ def test_a_close_writes_what_the_socket_did_not_take_first(
     io, reader = _half_written(pair, watchdog, outbox)
     io.close(5.0)
     assert reader.get(timeout=5) == _BIG
+
+
+# --- a read after a reply in the outbox waits for the socket first ---------------------------------
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[_WatchedSocket]:
+    """The sockets whose reads waited for readability before their recv, in order."""
+    waited: list[_WatchedSocket] = []
+    wait_readable = _WatchedSocket._wait_readable
+
+    def recording(self: _WatchedSocket) -> None:
+        waited.append(self)
+        wait_readable(self)
+        # It returns only once there is something to read (or the stream has ended).
+        assert select.select([self.sock.fileno()], [], [], 0)[0]
+
+    monkeypatch.setattr(_WatchedSocket, "_wait_readable", recording)
+    return waited
+
+
+def test_a_read_after_a_reply_in_the_outbox_waits_for_the_socket_first(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox, waits: list[_WatchedSocket]
+) -> None:
+    server, client = pair
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    io.send_before_read(b"220 hi\r\n", 5.0)
+    answer = gevent.spawn(lambda: (client.recv(100), client.sendall(b"EHLO x\r\n"))[0])
+    assert io.receive(5.0) == b"EHLO x\r\n"
+    assert answer.get(timeout=5) == b"220 hi\r\n"
+    assert waits == [io]
+    client.sendall(b"NOOP\r\n")
+    assert io.receive(5.0) == b"NOOP\r\n"  # no reply went before it: recv at once
+    assert io.send(b"250 ok\r\n", 5.0) is None
+    client.sendall(b"QUIT\r\n")
+    assert io.receive(5.0) == b"QUIT\r\n"  # nor a reply written at once
+    assert waits == [io]
+    io.send_before_read(b"221 bye\r\n", 5.0)
+    client.close()
+    assert io.receive(5.0) == b""  # the end of the stream, after the wait
+    assert waits == [io, io]
+
+
+def test_a_read_after_a_reply_ends_at_its_deadline_and_at_a_shutdown(
+    pair: tuple[socket.socket, socket.socket],
+    aborting: list[bool],
+    watchdog: _Watchdog,
+    outbox: Outbox,
+    waits: list[_WatchedSocket],
+) -> None:
+    server, client = pair
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    io.send_before_read(b"220 hi\r\n", 5.0)
+    started = time.monotonic()
+    assert io.receive(TICK / 4) is TIMED_OUT
+    assert time.monotonic() - started < TICK * 2
+    io.send_before_read(b"250 ok\r\n", 5.0)
+
+    def shut_down() -> None:  # what SMTPServer.shutdown() does at its deadline
+        aborting[0] = True
+        gevent.get_hub().loop.run_callback(watchdog.patrol)
+
+    gevent.spawn_later(0.05, shut_down)
+    assert io.receive(60.0) is SHUTDOWN
+    assert waits == [io, io]
+    client.sendall(b"NOOP\r\n")  # a cut-off wait leaves the socket fit for the next read
+    aborting[0] = False
+    assert io.receive(5.0) == b"NOOP\r\n"
+
+
+class _Watcher:
+    """Wraps the read watcher of a socket, to see it closed."""
+
+    def __init__(self, watcher: object) -> None:
+        self.watcher = watcher
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.watcher.close()  # type: ignore[attr-defined]
+
+
+def test_the_read_watcher_is_closed_with_the_socket(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    server, client = pair
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    io.send_before_read(b"220 hi\r\n", 5.0)
+    client.sendall(b"QUIT\r\n")
+    assert io.receive(5.0) == b"QUIT\r\n"
+    watcher = io._readable = _Watcher(io._readable)
+    io.close(5.0)
+    assert watcher.closed
