@@ -255,12 +255,17 @@ def serve_bare_threads() -> None:
 
     (An acceptor thread that starts a thread per connection answered half as
     many 1 KiB messages sent with a connection each.)  Enough of them for the
-    suite's 20 sessions; the adapter grows its pool as it needs to.
+    suite's 20 sessions; the adapter grows its pool as it needs to.  On one
+    CPU, as the adapter's workers are (``adapters/_cpu.py``).
     """
+    from adapters._cpu import cpu_for_workers, keep_on
+
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     _announce(listener.getsockname()[1])
+    cpu = cpu_for_workers()
 
     def work() -> None:
+        keep_on(cpu)
         while True:
             sock, _ = listener.accept()
             _bare_session(sock)
