@@ -8,9 +8,9 @@ only to find the GIL taken again (David Beazley, "Understanding the Python
 GIL", 2010).  Kept on one CPU, the workers pass the GIL among themselves
 without any of that, while other processes (the clients, the kernel's network
 work) run on the other CPUs.  Measured here with Postfix's smtp-source, 20
-sessions of 1 KiB messages: the blocking server went from 1.27x to 2.53x
-aiosmtpd with a connection per message and from 1.62x to 3.36x kept alive, at
-half the CPU time a message; 100 KiB messages from 4.05x to 6.33x.
+sessions of 1 KiB messages: the blocking server went from 1.24x to 2.57x
+aiosmtpd with a connection per message and from 1.70x to 3.56x kept alive, at
+less than half the CPU time a message; 100 KiB messages from 4.05x to 6.33x.
 
 What it costs: work the workers do outside the GIL (a C extension that releases
 it, TLS's cryptography) no longer runs on two CPUs at once.  Nothing is
