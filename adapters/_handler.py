@@ -305,8 +305,14 @@ class AsyncHandler:
 
 @dataclass(slots=True)
 class Receive:
-    """Write ``send`` first (the replies owed so far, if any), then read up to
-    ``READ_SIZE`` octets within ``timeout`` seconds.  A failed write is ``LOST``."""
+    """Write ``send`` first (the replies owed so far, if any), then read what has
+    come (``READ_SIZE`` octets at most, or the adapter's own read size) within
+    ``timeout`` seconds.  A failed write is ``LOST``.
+
+    What was read may come as a ``memoryview`` of the adapter's read buffer
+    (asyncio's, which every connection shares): it is valid only until the
+    dispatcher's next action, so the dispatcher copies whatever it keeps longer
+    (the core copies what it is fed)."""
 
     timeout: float
     send: bytes = b""
@@ -511,6 +517,8 @@ class Dispatcher:
                     yield from self._hook("transcript", self.session, "S", action.send)
                 in_auth = self.conn.state is State.AUTH  # what the client sends now is secret
                 result = yield action
+                if type(result) is memoryview:  # the hook may wait, and the buffer be read into again
+                    result = bytes(result)
                 if isinstance(action, Receive) and isinstance(result, bytes) and result:
                     yield from self._hook("transcript", self.session, "C", redact_auth(result, in_auth))
         finally:
@@ -593,7 +601,7 @@ class Dispatcher:
             if event is not NEED_DATA:  # the connection closed before the header
                 return False
             data = yield from self._io(Receive(self._wait_timeout()))
-            if not isinstance(data, bytes):  # timed out or shutting down: no SMTP has been spoken
+            if data is TIMED_OUT or data is SHUTDOWN:  # no SMTP has been spoken
                 return False
             conn.receive_data(data)
 

@@ -91,7 +91,7 @@ def receive_body(body: bytes, piece: int, config: ServerConfig = DEFAULT) -> int
     data = body + b".\r\n"
     view = memoryview(data)
     for start in range(0, len(data), piece):
-        conn.receive_data(view[start : start + piece])  # type: ignore[arg-type]
+        conn.receive_data(view[start : start + piece])
         while True:
             event = conn.next_event()
             if event is NEED_DATA:

@@ -53,7 +53,7 @@ class ReceiveBuffer:
         """Inside a line already known to be over its limit (its bytes are being dropped)."""
         return self._skipping
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._data += data
 
     def clear(self) -> None:

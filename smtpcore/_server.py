@@ -364,8 +364,11 @@ class ServerConnection:
 
     # --- input ----------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Add bytes from the client; ``b""`` means the client closed its side."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes from the client; ``b""`` means the client closed its side.
+
+        ``data`` is copied: the caller may read into the same buffer again.
+        """
         if not data:
             self._peer_closed = True
             return

@@ -341,3 +341,69 @@ def test_a_reply_to_a_connection_gone_before_the_turn_ends_is_dropped() -> None:
             assert transport.log == ["close"]
 
     _run(test)
+
+
+# --- reads handed over without a copy: a view of the buffer every connection shares --------------
+
+
+class Hellos(AsyncHandler):
+    """Records the HELO name and the peer of each session (and keeps no transcript)."""
+
+    def __init__(self) -> None:
+        self.hellos: list[tuple[str, object]] = []
+
+    async def hello(self, session: Session, hello: Hello) -> Reply | None:
+        self.hellos.append((hello.domain, session.peer))
+        return None
+
+
+class Transcribing(Hellos):
+    """As :class:`Hellos`, and records each session's client data; the transcript hook waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.heard: dict[str, list[bytes]] = {}
+
+    async def transcript(self, session: Session, direction: str, data: bytes) -> None:
+        if direction == "C":
+            await self.release.wait()  # the next connection's read lands in the buffer meanwhile
+            self.heard.setdefault(str(session.peer), []).append(data)
+
+
+def test_a_read_a_waiting_hook_holds_survives_the_next_read_into_the_shared_buffer() -> None:
+    async def test() -> None:
+        handler = Transcribing()
+        async with SMTPServer(handler, ServerConfig(), port=0) as server:
+            (one, first), (two, second) = _connect(server), _connect(server)
+            one.session.peer, two.session.peer = "one", "two"  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+            _feed(one, b"EHLO one.example\r\n")
+            _feed(two, b"EHLO two.example\r\n")  # the same buffer, while one's hook still waits
+            handler.release.set()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert handler.heard == {"one": [b"EHLO one.example\r\n"], "two": [b"EHLO two.example\r\n"]}
+            assert sorted(handler.hellos) == [("one.example", "one"), ("two.example", "two")]
+            assert any(entry.startswith(b"250-") for entry in first.log if isinstance(entry, bytes))
+            assert any(entry.startswith(b"250-") for entry in second.log if isinstance(entry, bytes))
+
+    _run(test)
+
+
+def test_a_proxy_header_read_into_the_shared_buffer_sets_the_peer() -> None:
+    async def test() -> None:
+        handler = Hellos()
+        async with SMTPServer(handler, ServerConfig(proxy_protocol=True), port=0) as server:
+            connection, transport = _connect(server)
+            await asyncio.sleep(0)  # the session starts, and waits for the header
+            assert transport.log == []
+            _feed(connection, b"PROXY TCP4 192.0.2.7 192.0.2.1 50000 25\r\n")
+            await asyncio.sleep(0)
+            assert transport.log and transport.log[0].startswith(b"220 ")  # type: ignore[union-attr]
+            _feed(connection, b"EHLO c.example\r\n")
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert handler.hellos == [("c.example", ("192.0.2.7", 50000))]
+
+    _run(test)

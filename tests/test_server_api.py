@@ -266,3 +266,21 @@ def test_policy_check_is_skipped_only_where_it_finds_nothing(tls: TlsPolicy, aut
         for event in events:
             if type(event) not in _POLICED:
                 assert conn._policy_refusal(event) is None, (conn.state, event)
+
+
+def test_receive_data_copies_a_view_so_the_caller_may_read_into_its_buffer_again() -> None:
+    # asyncio's adapter hands the core a memoryview of one buffer every connection reads into.
+    buffer = bytearray(96)
+    conn = greeted()
+    line = b"EHLO one.example\r\nMAIL FROM:<a@one.example>\r\nRCPT TO:<b@two.example>\r\nDATA"
+    buffer[: len(line)] = line
+    conn.receive_data(memoryview(buffer)[: len(line)])
+    buffer[:] = b"\0" * 96  # the next read lands
+    events = answer_all(conn)
+    assert [type(event) for event in events] == [Hello, Mail, Rcpt]
+    rest = b"\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+    conn.receive_data(memoryview(rest))
+    assert conn.bytes_received == len(line) + len(rest)
+    events = answer_all(conn)
+    assert events[0] == Data()
+    assert b"".join(event.data for event in events if isinstance(event, MessageData)) == b"Subject: x\r\n\r\nhi\r\n"
