@@ -187,7 +187,11 @@ class _Connection(asyncio.BufferedProtocol):
         if self._waiting is _READ:
             self._waiting = None
             self._advance(b"")
-        return True  # keep the write side open for the last replies; we close it ourselves
+        # Keep the write side open for the last replies; we close it ourselves.  Not over TLS:
+        # there the transport shuts down at the peer's close_notify whatever we answer, and
+        # asyncio logs a warning for every session that answers True.
+        transport = self.transport
+        return transport is None or transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True

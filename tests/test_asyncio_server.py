@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import trustme
 
 from adapters import AsyncHandler, Envelope, Session, SMTPError
 from adapters.asyncio_server import SMTPServer, _Connection
 from benchmarks.profile_layers import CountingTransport
-from smtpcore import Hello, Mail, Rcpt, Reply, ServerConfig
+from smtpcore import Hello, Mail, Rcpt, Reply, ServerConfig, TlsPolicy
 
 MESSAGE = b"Subject: hi\r\n\r\nHello\r\n..dot\r\n"
 
@@ -407,3 +410,37 @@ def test_a_proxy_header_read_into_the_shared_buffer_sets_the_peer() -> None:
             assert handler.hellos == [("c.example", ("192.0.2.7", 50000))]
 
     _run(test)
+
+
+def test_a_tls_session_ends_without_asyncio_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Over TLS the transport shuts itself down at the peer's close_notify, whatever
+    ``eof_received`` answers, and asyncio logs a warning for each session that answers True."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def test() -> None:
+        handler = Waiting()
+        config = ServerConfig(tls=TlsPolicy.OPTIONAL)
+        async with SMTPServer(handler, config, port=0, tls=server_context) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert (await _reply(reader)).startswith(b"220")
+            writer.write(b"EHLO c.example\r\nSTARTTLS\r\n")
+            assert b"STARTTLS" in await _reply(reader)
+            assert (await _reply(reader)).startswith(b"220")
+            await writer.start_tls(client_context, server_hostname="localhost")
+            writer.write(b"EHLO c.example\r\nQUIT\r\n")
+            assert (await _reply(reader)).startswith(b"250")
+            assert (await _reply(reader)).startswith(b"221")
+            writer.close()  # with its close_notify
+            await writer.wait_closed()
+            await asyncio.wait_for(handler.closed.wait(), 5)
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+        assert server.connections == 0
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    _run(test)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING] == []
