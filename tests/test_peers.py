@@ -1,0 +1,642 @@
+"""smtpcore against the programs real mail runs on: swaks, Postfix's test tools, and Postfix itself.
+
+The other adapter tests meet smtplib, aiosmtplib and aiosmtpd, all Python.
+These meet peers written by other people in other languages, on 127.0.0.1:
+
+* ``test_swaks_*``: swaks (Perl) against each server adapter: PIPELINING,
+  dot-stuffed and 8-bit content, STARTTLS with a verified certificate, AUTH
+  PLAIN, LOGIN and CRAM-MD5, implicit TLS, and LMTP behind the PROXY protocol
+  (versions 1 and 2).
+* ``test_smtp_source_*``: Postfix's ``smtp-source`` loading each server adapter
+  with parallel sessions, a connection per message and kept alive, SMTP and LMTP.
+* ``test_smtp_sink_*``: each client adapter delivering to Postfix's ``smtp-sink``,
+  which writes down every envelope and message it receives.
+* ``test_postfix_*``: a whole Postfix instance (its own configuration and
+  queue, started for this module) between our client and our server: the
+  client submits to Postfix's smtpd (STARTTLS required, PIPELINING, BDAT,
+  SMTPUTF8, DSN), and Postfix's smtp and lmtp clients relay the mail on to our
+  server adapters (STARTTLS, DSN passed through).  Postfix's master runs as root,
+  so these run only as root.
+
+Each group is skipped, saying how to install it, when its program is missing:
+``scripts/install-peers.sh`` installs both Debian packages (swaks, postfix).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from test_adapters_client import CLIENTS, send, session
+
+from adapters._testserver import CapturedMessage, SMTPTestServer, TestCA
+from adapters.pytest_plugin import SMTPServerFactory
+from smtpcore import (
+    ClientConfig,
+    Envelope,
+    MailParams,
+    RcptParams,
+    Recipient,
+    Reply,
+    ServerConfig,
+    SessionOutcome,
+    TlsPolicy,
+)
+
+SERVERS = ["asyncio", "trio", "gevent", "blocking"]
+INSTALL = "scripts/install-peers.sh installs it (Debian: apt-get install swaks postfix)"
+
+
+def _program(name: str) -> str | None:
+    """``name`` on PATH, or where Debian puts Postfix's programs (sbin is not on every user's PATH)."""
+    return shutil.which(name) or next(
+        (path for path in (f"/usr/sbin/{name}", f"/usr/lib/postfix/sbin/{name}") if os.access(path, os.X_OK)), None
+    )
+
+
+SWAKS = _program("swaks")
+SMTP_SOURCE = _program("smtp-source")
+SMTP_SINK = _program("smtp-sink")
+POSTFIX = _program("postfix")
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+needs_swaks = pytest.mark.skipif(SWAKS is None, reason=f"swaks is not installed: {INSTALL}")
+needs_smtp_source = pytest.mark.skipif(SMTP_SOURCE is None, reason=f"smtp-source is not installed: {INSTALL}")
+needs_smtp_sink = pytest.mark.skipif(SMTP_SINK is None, reason=f"smtp-sink is not installed: {INSTALL}")
+
+# Lines dot-stuffing must survive, a long line, 8-bit text; it must arrive exactly so.
+CONTENT = (
+    b"From: a@example.com\r\nTo: b@example.org\r\nSubject: peers\r\n"
+    b"Message-ID: <peers.1@example.com>\r\nDate: Sat, 05 Dec 2026 12:00:00 +0000\r\n\r\n"
+    b".leading dot\r\n.\r\n..two dots\r\n" + b"x" * 900 + b"\r\n" + "Grüße\r\n".encode() + b"last line\r\n"
+)
+
+
+def free_port() -> int:
+    """An ephemeral port on 127.0.0.1 that was free a moment ago (for programs that need a number)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[Any] | None = None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+# --- swaks ----------------------------------------------------------------------------------------
+
+
+def swaks(port: int, *options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run swaks against 127.0.0.1:``port``; its transcript is in ``stdout``."""
+    assert SWAKS is not None
+    command = [SWAKS, "--server", "127.0.0.1", "--port", str(port), "--from", "a@example.com", *options]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def data_file(tmp_path: pathlib.Path, content: bytes) -> str:
+    """``content`` for ``swaks --data @file``: swaks adds the CRLF that ends the last line."""
+    assert content.endswith(b"\r\n")
+    path = tmp_path / "message.eml"
+    path.write_bytes(content[:-2])
+    return f"@{path}"
+
+
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+def test_swaks_pipelined_content(server: str, smtp_server_factory: SMTPServerFactory, tmp_path: pathlib.Path) -> None:
+    srv = smtp_server_factory(server)
+    srv.reject_recipient("nobody@example.org")
+    done = swaks(
+        srv.port,
+        "--pipeline",
+        "--to",
+        "b@example.org,nobody@example.org,c@example.org",
+        "--data",
+        data_file(tmp_path, CONTENT),
+    )
+    # Pipelined: all of MAIL, RCPT and DATA went before the first of their replies came.
+    transcript = done.stdout.splitlines()
+    assert transcript.index(" -> DATA") < transcript.index("<-  250 2.1.0 Sender OK")
+    assert "<** 550 5.1.1 No such user" in transcript
+    (message,) = srv.wait_for(1)
+    assert message.raw == CONTENT
+    assert message.recipients == ["b@example.org", "c@example.org"]
+    assert message.mail_from == "a@example.com"
+
+
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
+def test_swaks_starttls_auth(server: str, mechanism: str, smtp_server_factory: SMTPServerFactory) -> None:
+    srv = smtp_server_factory(
+        server,
+        tls="required",
+        auth={"alice": "s3cret"},
+        auth_required=True,
+        config=ServerConfig(auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5")),
+    )
+    tls = ["--tls", "--tls-verify", "--tls-ca-path", srv.ca_file]
+    login = ["--auth", mechanism, "--auth-user", "alice"]
+    wrong = swaks(srv.port, *tls, *login, "--auth-password", "wrong", "--to", "b@example.org", check=False)
+    assert wrong.returncode != 0
+    assert "<~* 535 5.7.8 Authentication credentials invalid" in wrong.stdout.splitlines()
+    swaks(srv.port, *tls, *login, "--auth-password", "s3cret", "--to", "b@example.org")
+    (message,) = srv.wait_for(1)
+    assert message.tls and message.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert message.authenticated == "alice"
+    assert message.recipients == ["b@example.org"]
+
+
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+def test_swaks_implicit_tls(server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    srv = smtp_server_factory(server, tls="implicit")
+    swaks(srv.port, "--tls-on-connect", "--tls-verify", "--tls-ca-path", srv.ca_file, "--to", "b@example.org")
+    (message,) = srv.wait_for(1)
+    assert message.tls and message.recipients == ["b@example.org"]
+
+
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_swaks_lmtp_behind_proxy(server: str, version: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """LMTP's reply per recipient after the content, through a PROXY header naming the real client."""
+    srv = smtp_server_factory(server, lmtp=True, config=ServerConfig(proxy_protocol=True))
+    srv.reject_delivery("full@example.org")
+    family = "TCP4" if version == "1" else "AF_INET"
+    done = swaks(
+        srv.port,
+        "--protocol",
+        "LMTP",
+        "--pipeline",
+        "--proxy-version",
+        version,
+        "--proxy-family",
+        family,
+        "--proxy-source",
+        "203.0.113.7",
+        "--proxy-source-port",
+        "40000",
+        "--proxy-dest",
+        "198.51.100.1",
+        "--proxy-dest-port",
+        "24",
+        "--to",
+        "b@example.org,full@example.org",
+        check=False,
+    )
+    transcript = done.stdout.splitlines()
+    assert "<-  250 2.0.0 Delivered" in transcript, done.stdout
+    assert "<** 550 5.2.1 Mailbox unavailable" in transcript, done.stdout
+    (message,) = srv.wait_for(1)
+    assert message.recipients == ["b@example.org"]
+    assert message.peer == ("203.0.113.7", 40000)
+
+
+# --- Postfix's smtp-source and smtp-sink ------------------------------------------------------------
+
+
+@needs_smtp_source
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["connection-each", "kept-alive"])
+def test_smtp_source_parallel_sessions(
+    server: str, keep_alive: bool, smtp_server_factory: SMTPServerFactory, tmp_path: pathlib.Path
+) -> None:
+    """Five sessions at once, 30 messages with two recipients each, their content from a file smtp-source stuffs."""
+    assert SMTP_SOURCE is not None
+    srv = smtp_server_factory(server)
+    # smtp-source sends each line of the file with CRLF, a dot doubled where one leads, and
+    # then "\r\n.\r\n": an empty line of its own ends every message.
+    (tmp_path / "message").write_bytes(CONTENT.replace(b"\r\n", b"\n"))
+    command = [SMTP_SOURCE, "-s", "5", "-m", "30", "-r", "2", "-f", "a@example.com", "-t", "b@example.org"]
+    command += ["-F", str(tmp_path / "message"), *(["-d"] if keep_alive else []), f"127.0.0.1:{srv.port}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    messages = srv.wait_for(30)
+    assert len(messages) == 30
+    for message in messages:
+        assert message.raw == CONTENT + b"\r\n"
+        assert message.mail_from == "a@example.com"
+        assert message.recipients == ["2b@example.org", "b@example.org"]  # how smtp-source numbers them
+
+
+@needs_smtp_source
+@pytest.mark.parametrize("server", SERVERS)
+def test_smtp_source_lmtp(server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    assert SMTP_SOURCE is not None
+    srv = smtp_server_factory(server, lmtp=True)
+    command = [SMTP_SOURCE, "-L", "-s", "2", "-m", "6", "-l", "20000", "-S", "sized", "-t", "b@example.org"]
+    done = subprocess.run([*command, f"127.0.0.1:{srv.port}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    messages = srv.wait_for(6)
+    assert len(messages) == 6
+    for message in messages:
+        assert message["Subject"] == "sized"
+        body = message.raw.split(b"\r\n\r\n", 1)[1]  # -l counts the body's octets, its line ends too
+        assert 20000 <= len(body) < 20100
+        assert re.fullmatch(rb"(?:[0-9]?X+\r\n)+", body)  # lines of X's, most with a digit in front
+
+
+class Sink:
+    """Postfix's smtp-sink on an ephemeral port, writing each transaction to a file in ``dumps``.
+
+    Its EHLO reply offers PIPELINING, 8BITMIME, DSN and AUTH, not SIZE or CHUNKING, and
+    ends with an empty "250 " line (which a client must survive).
+    """
+
+    def __init__(self, *options: str) -> None:
+        assert SMTP_SINK is not None
+        # As root it must be told whom to run as, and that user must reach the directory: not
+        # under pytest's own temporary directories, which only their owner may enter.
+        self.dumps = pathlib.Path(tempfile.mkdtemp(prefix="smtpcore-sink-"))
+        self.dumps.chmod(0o777)
+        user = ["-u", "nobody"] if IS_ROOT else []
+        self.port = free_port()
+        # "%M." and a random suffix: one file per transaction.
+        command = [SMTP_SINK, *user, "-d", f"{self.dumps}/%M.", *options, f"127.0.0.1:{self.port}", "16"]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE)
+        wait_listening(self.port, self.process)
+
+    def transactions(self, count: int, timeout: float = 10.0) -> dict[str, tuple[dict[str, list[str]], bytes]]:
+        """Each transaction's smtp-sink headers (X-Mail-Args, X-Rcpt-Args...) and content (LF line
+        ends), by its sender (the files' names do not keep the transactions' order)."""
+        deadline = time.monotonic() + timeout
+        while len(files := list(self.dumps.iterdir())) < count:
+            assert time.monotonic() < deadline, f"{len(files)} of {count} transactions arrived"
+            time.sleep(0.05)
+        found = {}
+        for path in files:
+            dump = path.read_bytes()
+            # Its own headers end with a three-line Received header; then the content and one empty line.
+            head, _, rest = dump.partition(b"\nReceived: ")
+            content = rest.split(b"\n", 3)[3]
+            headers: dict[str, list[str]] = {}
+            for line in head.decode().splitlines():
+                name, _, value = line.partition(": ")
+                headers.setdefault(name, []).append(value)
+            assert content.endswith(b"\n\n")
+            found[headers["X-Mail-Args"][0].split()[0]] = (headers, content[:-1])
+        assert len(found) == count, found.keys()
+        return found
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        shutil.rmtree(self.dumps)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    sink = Sink()
+    yield sink
+    sink.close()
+
+
+@needs_smtp_sink
+@pytest.mark.parametrize("client", CLIENTS)
+def test_smtp_sink_envelopes_and_content(client: str, sink: Sink) -> None:
+    """Two messages over one pipelined session; smtp-sink writes down exactly what we sent."""
+    other = b"Subject: second\r\n\r\n. \r\n.\r\n"
+    result = session(
+        client,
+        "127.0.0.1",
+        sink.port,
+        [
+            (Envelope("a@example.com", ["b@example.org", "c@example.org"]), CONTENT),
+            (Envelope("", ["postmaster@example.org"]), other),
+        ],
+        config=ClientConfig(starttls=TlsPolicy.OFF),
+    )
+    assert isinstance(result, SessionOutcome)
+    assert result.error is None, result.error
+    assert result.capabilities is not None and result.capabilities.pipelining
+    assert [m.delivered for m in result.messages] == [("b@example.org", "c@example.org"), ("postmaster@example.org",)]
+    transactions = sink.transactions(2)
+    first_headers, first = transactions["<a@example.com>"]
+    second_headers, second = transactions["<>"]
+    assert first_headers["X-Mail-Args"] == ["<a@example.com> BODY=8BITMIME"]
+    assert first_headers["X-Rcpt-Args"] == ["<b@example.org>", "<c@example.org>"]
+    assert first == CONTENT.replace(b"\r\n", b"\n")
+    assert second_headers["X-Mail-Args"] == ["<>"]
+    assert second == other.replace(b"\r\n", b"\n")
+
+
+@needs_smtp_sink
+@pytest.mark.parametrize("client", CLIENTS)
+def test_smtp_sink_lmtp(client: str) -> None:
+    sink = Sink("-L")
+    try:
+        outcome = send(
+            client,
+            "127.0.0.1",
+            sink.port,
+            "a@example.com",
+            ["b@example.org", "c@example.org"],
+            CONTENT,
+            config=ClientConfig(lmtp=True),
+        )
+        assert outcome.delivered == ("b@example.org", "c@example.org")
+        assert [r.data_reply for r in outcome.recipients] == [Reply(250, "Ok", "2.2.0")] * 2  # one reply each
+        headers, content = sink.transactions(1)["<a@example.com>"]
+        assert headers["X-Client-Proto"] == ["LMTP"]
+        assert content == CONTENT.replace(b"\r\n", b"\n")
+    finally:
+        sink.close()
+
+
+# --- Postfix -------------------------------------------------------------------------------------
+
+#: Each client adapter with a server adapter of another kind.
+ACROSS = [("blocking", "asyncio"), ("asyncio", "trio"), ("trio", "gevent"), ("gevent", "blocking")]
+#: Where Postfix's own SMTP client and LMTP client take mail for each of our server adapters.
+RELAYED = {server: f"{server}.test" for server in SERVERS}
+LMTP_RELAYED = {server: f"lmtp-{server}.test" for server in SERVERS}
+
+
+class Postfix:
+    """A Postfix instance of its own (configuration, queue, log) between our clients and our servers.
+
+    Its smtpd listens on an ephemeral port of 127.0.0.1 and requires STARTTLS; its
+    transport table sends ``<adapter>.test`` to our server of that adapter over SMTP,
+    ``lmtp-<adapter>.test`` to our LMTP server of that adapter, and bounces for
+    ``example.com`` to the discard service.  A recipient whose local part is ``nobody``
+    is refused at RCPT.
+    """
+
+    def __init__(self, ca: TestCA, routes: dict[str, str]) -> None:
+        assert POSTFIX is not None
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="smtpcore-postfix-"))
+        self.root.chmod(0o755)  # Postfix's daemons run as the user postfix
+        conf, spool, data = self.root / "conf", self.root / "spool", self.root / "data"
+        for directory in (conf, spool, data):
+            directory.mkdir()
+        shutil.chown(data, "postfix")
+        leaf = ca.ca.issue_cert("localhost", "127.0.0.1")
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(conf / "smtpd.pem"))
+        self.port = free_port()
+        self.log = self.root / "maillog"
+        transport = ", ".join([*(f"{domain}={route}" for domain, route in routes.items()), "example.com=discard:"])
+        (conf / "main.cf").write_text(
+            f"""\
+compatibility_level = 3.6
+config_directory = {conf}
+queue_directory = {spool}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {self.log}
+maillog_file_prefixes = {self.root}
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains =
+alias_maps =
+alias_database =
+local_recipient_maps =
+disable_dns_lookups = yes
+smtp_host_lookup = native
+smtpd_peername_lookup = no
+# Add no Message-ID, Date or From to what 127.0.0.1 sends: a message arrives as it left, but for Received.
+local_header_rewrite_clients =
+smtputf8_enable = yes
+transport_maps = inline:{{ {transport} }}
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ nobody@ = 550 5.1.1 No such user here }} }}
+smtpd_tls_security_level = encrypt
+smtpd_tls_chain_files = {conf}/smtpd.pem
+smtp_tls_security_level = may
+queue_run_delay = 1s
+"""
+        )
+        # No chroot: the daemons find everything where main.cf says.
+        (conf / "master.cf").write_text(
+            f"""\
+127.0.0.1:{self.port} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000 0 flush
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+lmtp unix - - n - - lmtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+proxymap unix - - n - - proxymap
+postlog unix-dgram n - n - 1 postlogd
+"""
+        )
+        self.conf = conf
+        started = self._postfix("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"postfix did not start: {started.stdout}{started.stderr}{self.read_log()}")
+        wait_listening(self.port)
+
+    def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
+        assert POSTFIX is not None
+        return subprocess.run([POSTFIX, "-c", str(self.conf), command], capture_output=True, text=True, timeout=60)
+
+    def read_log(self, since: int = 0) -> str:
+        """Postfix's log from offset ``since`` (a :meth:`log_end` taken earlier) on."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
+
+    def log_end(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def wait_for_log(self, pattern: str, since: int, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.read_log(since))) is None:
+            assert time.monotonic() < deadline, f"{pattern!r} not in Postfix's log:\n{self.read_log(since)}"
+            time.sleep(0.05)
+        return found
+
+    def stop(self) -> None:
+        self._postfix("stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Relay:
+    """Postfix, and behind it one SMTP server (STARTTLS offered, DSN) and one LMTP server of ours per adapter."""
+
+    postfix: Postfix
+    servers: dict[str, SMTPTestServer]
+    lmtp: dict[str, SMTPTestServer]
+    ca: TestCA  # it signed every certificate here, Postfix's too
+
+
+@pytest.fixture(scope="module")
+def relay(smtp_ca: TestCA) -> Iterator[Relay]:
+    if POSTFIX is None:
+        pytest.skip(f"Postfix is not installed: {INSTALL}")
+    if not IS_ROOT:
+        pytest.skip("a Postfix instance of its own needs root (its master process starts as root)")
+    config = ServerConfig(tls=TlsPolicy.OPTIONAL, dsn=True)
+    servers = {adapter: SMTPTestServer(adapter, config, ca=smtp_ca).start() for adapter in SERVERS}
+    lmtp = {adapter: SMTPTestServer(adapter, ServerConfig(lmtp=True)).start() for adapter in SERVERS}
+    routes = {RELAYED[adapter]: f"smtp:[127.0.0.1]:{server.port}" for adapter, server in servers.items()}
+    routes |= {LMTP_RELAYED[adapter]: f"lmtp:inet:127.0.0.1:{server.port}" for adapter, server in lmtp.items()}
+    postfix = Postfix(smtp_ca, routes)
+    try:
+        yield Relay(postfix, servers, lmtp, smtp_ca)
+    finally:
+        postfix.stop()
+        for server in [*servers.values(), *lmtp.values()]:
+            server.stop()
+
+
+#: How our clients submit to Postfix: its smtpd requires STARTTLS.
+SUBMIT = ClientConfig(starttls=TlsPolicy.REQUIRED)
+
+
+def arrived(server: SMTPTestServer, sender: str, count: int = 1, timeout: float = 20.0) -> list[CapturedMessage]:
+    """The messages from ``sender`` once ``count`` of them arrived (Postfix delivers when its queue runs)."""
+    deadline = time.monotonic() + timeout
+    while len(found := [m for m in server.messages if m.mail_from == sender]) < count:
+        assert time.monotonic() < deadline, f"{len(found)} of {count} messages from {sender!r} reached {server}"
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize(("client", "server"), ACROSS)
+def test_postfix_between_our_client_and_server(client: str, server: str, relay: Relay) -> None:
+    """Our client submits to Postfix (STARTTLS, PIPELINING, BDAT, DSN, SMTPUTF8); Postfix relays to our server."""
+    domain = RELAYED[server]
+    sender, utf8_sender = f"{client}@example.com", f"jörg-{client}@exämple.com"
+    utf8 = EmailMessage()
+    utf8["From"], utf8["To"], utf8["Subject"] = utf8_sender, f"jörg@{domain}", "Grüße"
+    utf8["Message-ID"], utf8["Date"] = "<peers.2@example.com>", "Sat, 05 Dec 2026 12:00:00 +0000"
+    utf8.set_content("Hallo, Jörg\n")
+    notify = RcptParams(notify=("SUCCESS", "FAILURE"), orcpt=("rfc822", f"bob@{domain}"))
+    log = relay.postfix.log_end()
+    result = session(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        [
+            (
+                Envelope(
+                    sender,
+                    [Recipient(f"bob@{domain}", notify), f"nobody@{domain}", f"carol@{domain}"],
+                    MailParams(ret="HDRS", envid=f"peers-{client}"),
+                ),
+                CONTENT,
+            ),
+            (Envelope(utf8_sender, [f"jörg@{domain}"]), utf8),
+        ],
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+    assert result.error is None, result.error
+    assert result.tls and result.capabilities is not None
+    assert result.capabilities.chunking and result.capabilities.pipelining and result.capabilities.smtputf8
+    first, second = result.messages
+    assert first.delivered == (f"bob@{domain}", f"carol@{domain}")
+    (refused,) = [r for r in first.recipients if r.recipient == f"nobody@{domain}"]
+    assert refused.rcpt_reply is not None and refused.rcpt_reply.code == 550
+    assert second.delivered == (f"jörg@{domain}",)
+    # The content went as BDAT chunks, as Postfix's log of the session counts its commands.
+    relay.postfix.wait_for_log(r"disconnect from \S+ ehlo=2 starttls=1 mail=2 rcpt=3/4 bdat=2 quit=1", log)
+
+    (relayed,) = arrived(relay.servers[server], sender)
+    assert relayed.recipients == [f"bob@{domain}", f"carol@{domain}"]
+    assert relayed.raw.startswith(b"Received: from ")
+    assert relayed.raw.split(b"\r\n", 3)[3] == CONTENT  # Received is three lines; nothing else changed
+    assert relayed.tls and relayed.hello == "postfix.test"
+    assert relayed.mail_params.body == "8BITMIME"
+    assert (relayed.mail_params.ret, relayed.mail_params.envid) == ("HDRS", f"peers-{client}")
+    bob = relayed.rcpt_tos[0]
+    assert (bob.params.notify, bob.params.orcpt) == (("SUCCESS", "FAILURE"), ("rfc822", f"bob@{domain}"))
+    (international,) = arrived(relay.servers[server], utf8_sender)
+    assert international.mail_params.smtputf8 and international.recipients == [f"jörg@{domain}"]
+    assert international["Subject"] == "Grüße"
+    assert international.message.get_content().splitlines() == ["Hallo, Jörg"]
+
+
+@pytest.mark.parametrize(("client", "server"), ACROSS)
+def test_postfix_large_message(client: str, server: str, relay: Relay) -> None:
+    """Three MiB through Postfix both ways, every octet kept."""
+    sender = f"large-{client}@example.com"
+    content = b"Subject: large\r\n\r\n" + b"".join(b"%07d %s\r\n" % (i, b"." * (i % 90)) for i in range(60000))
+    assert len(content) > 3 * 1024 * 1024
+    outcome = send(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        sender,
+        [f"big@{RELAYED[server]}"],
+        content,
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+    assert outcome.delivered == (f"big@{RELAYED[server]}",)
+    (relayed,) = arrived(relay.servers[server], sender)
+    assert relayed.raw.split(b"\r\n", 3)[3] == content
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_postfix_lmtp_delivery(server: str, relay: Relay) -> None:
+    """Postfix's LMTP client delivers to our LMTP server and heeds its reply for each recipient."""
+    domain = LMTP_RELAYED[server]
+    relay.lmtp[server].reject_delivery(f"full@{domain}")
+    sender = f"lmtp-{server}@example.com"
+    log = relay.postfix.log_end()
+    outcome = send(
+        "blocking",
+        "127.0.0.1",
+        relay.postfix.port,
+        sender,
+        [f"ann@{domain}", f"full@{domain}", f"ben@{domain}"],
+        CONTENT,
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+    assert len(outcome.delivered) == 3  # Postfix took all three: it learns of the full mailbox later
+    (delivered,) = arrived(relay.lmtp[server], sender)
+    assert delivered.recipients == [f"ann@{domain}", f"ben@{domain}"]
+    assert delivered.raw.split(b"\r\n", 3)[3] == CONTENT
+    # Postfix heard our reply for each recipient: the full mailbox bounced, the others were delivered.
+    where = r", relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status="
+    relay.postfix.wait_for_log(rf"to=<full@{re.escape(domain)}>{where}bounced \(host \S+ said: 550 5\.2\.1 ", log)
+    relay.postfix.wait_for_log(rf"to=<ann@{re.escape(domain)}>{where}sent", log)
+    relay.postfix.wait_for_log(rf"to=<ben@{re.escape(domain)}>{where}sent", log)
