@@ -15,8 +15,9 @@ These meet peers written by other people in other languages, on 127.0.0.1:
   queue, started for this module) between our client and our server: the
   client submits to Postfix's smtpd (STARTTLS required, PIPELINING, BDAT,
   SMTPUTF8, DSN), and Postfix's smtp and lmtp clients relay the mail on to our
-  server adapters (STARTTLS, DSN passed through).  Postfix's master runs as root,
-  so these run only as root.
+  server adapters (STARTTLS, DSN passed through, a 450 retried later, LMTP's
+  reply per recipient heeded).  Postfix's master runs as root, so these run
+  only as root.
 
 Each group is skipped, saying how to install it, when its program is missing:
 ``scripts/install-peers.sh`` installs both Debian packages (swaks, postfix).
@@ -433,6 +434,8 @@ smtpd_tls_security_level = encrypt
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
 queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
 """
         )
         # No chroot: the daemons find everything where main.cf says.
@@ -612,6 +615,36 @@ def test_postfix_large_message(client: str, server: str, relay: Relay) -> None:
     assert outcome.delivered == (f"big@{RELAYED[server]}",)
     (relayed,) = arrived(relay.servers[server], sender)
     assert relayed.raw.split(b"\r\n", 3)[3] == content
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_postfix_retries_what_our_server_defers(server: str, relay: Relay) -> None:
+    """A 450 at RCPT (greylisting) is a try-again for Postfix: it keeps the mail, and delivers it later."""
+    domain = RELAYED[server]
+    ours = relay.servers[server]
+    ours.reject_recipient(f"grey@{domain}", Reply(450, "Greylisted, try again later", "4.7.1"))
+    sender = f"grey-{server}@example.com"
+    log = relay.postfix.log_end()
+    try:
+        outcome = send(
+            "gevent",
+            "127.0.0.1",
+            relay.postfix.port,
+            sender,
+            [f"grey@{domain}"],
+            CONTENT,
+            config=SUBMIT,
+            tls_context=relay.ca.client_context(),
+        )
+        assert outcome.delivered == (f"grey@{domain}",)
+        relay.postfix.wait_for_log(
+            rf"to=<grey@{re.escape(domain)}>, .*status=deferred \(host \S+ said: 450 4\.7\.1 ", log
+        )
+        assert [m for m in ours.messages if m.mail_from == sender] == []
+    finally:
+        ours.reset_rules()
+    (later,) = arrived(ours, sender)
+    assert later.recipients == [f"grey@{domain}"] and later.raw.split(b"\r\n", 3)[3] == CONTENT
 
 
 @pytest.mark.parametrize("server", SERVERS)
