@@ -47,6 +47,7 @@ from smtpcore import (
     ClientConfig,
     Envelope,
     MailParams,
+    MessageOutcome,
     RcptParams,
     Recipient,
     Reply,
@@ -532,6 +533,20 @@ def relay(smtp_ca: TestCA) -> Iterator[Relay]:
 SUBMIT = ClientConfig(starttls=TlsPolicy.REQUIRED)
 
 
+def submit(relay: Relay, client: str, sender: str, recipients: list[str], content: bytes) -> MessageOutcome:
+    """One message to Postfix from our ``client`` adapter."""
+    return send(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        sender,
+        recipients,
+        content,
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+
+
 def arrived(server: SMTPTestServer, sender: str, count: int = 1, timeout: float = 20.0) -> list[CapturedMessage]:
     """The messages from ``sender`` once ``count`` of them arrived (Postfix delivers when its queue runs)."""
     deadline = time.monotonic() + timeout
@@ -602,16 +617,7 @@ def test_postfix_large_message(client: str, server: str, relay: Relay) -> None:
     sender = f"large-{client}@example.com"
     content = b"Subject: large\r\n\r\n" + b"".join(b"%07d %s\r\n" % (i, b"." * (i % 90)) for i in range(60000))
     assert len(content) > 3 * 1024 * 1024
-    outcome = send(
-        client,
-        "127.0.0.1",
-        relay.postfix.port,
-        sender,
-        [f"big@{RELAYED[server]}"],
-        content,
-        config=SUBMIT,
-        tls_context=relay.ca.client_context(),
-    )
+    outcome = submit(relay, client, sender, [f"big@{RELAYED[server]}"], content)
     assert outcome.delivered == (f"big@{RELAYED[server]}",)
     (relayed,) = arrived(relay.servers[server], sender)
     assert relayed.raw.split(b"\r\n", 3)[3] == content
@@ -626,16 +632,7 @@ def test_postfix_retries_what_our_server_defers(server: str, relay: Relay) -> No
     sender = f"grey-{server}@example.com"
     log = relay.postfix.log_end()
     try:
-        outcome = send(
-            "gevent",
-            "127.0.0.1",
-            relay.postfix.port,
-            sender,
-            [f"grey@{domain}"],
-            CONTENT,
-            config=SUBMIT,
-            tls_context=relay.ca.client_context(),
-        )
+        outcome = submit(relay, "gevent", sender, [f"grey@{domain}"], CONTENT)
         assert outcome.delivered == (f"grey@{domain}",)
         relay.postfix.wait_for_log(
             rf"to=<grey@{re.escape(domain)}>, .*status=deferred \(host \S+ said: 450 4\.7\.1 ", log
@@ -654,16 +651,7 @@ def test_postfix_lmtp_delivery(server: str, relay: Relay) -> None:
     relay.lmtp[server].reject_delivery(f"full@{domain}")
     sender = f"lmtp-{server}@example.com"
     log = relay.postfix.log_end()
-    outcome = send(
-        "blocking",
-        "127.0.0.1",
-        relay.postfix.port,
-        sender,
-        [f"ann@{domain}", f"full@{domain}", f"ben@{domain}"],
-        CONTENT,
-        config=SUBMIT,
-        tls_context=relay.ca.client_context(),
-    )
+    outcome = submit(relay, "blocking", sender, [f"ann@{domain}", f"full@{domain}", f"ben@{domain}"], CONTENT)
     assert len(outcome.delivered) == 3  # Postfix took all three: it learns of the full mailbox later
     (delivered,) = arrived(relay.lmtp[server], sender)
     assert delivered.recipients == [f"ann@{domain}", f"ben@{domain}"]
