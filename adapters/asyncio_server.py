@@ -144,6 +144,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._aborting = False
+        # The transport is TLS: from the start (as start() listens), or once STARTTLS is done.
+        self._tls = server.config.implicit_tls and server.tls is not None
         self._actions: Generator[Any, Any, None] | None = None
         self.session: Session | None = None
         self._waiting: str | None = None
@@ -189,9 +191,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._advance(b"")
         # Keep the write side open for the last replies; we close it ourselves.  Not over TLS:
         # there the transport shuts down at the peer's close_notify whatever we answer, and
-        # asyncio logs a warning for every session that answers True.
-        transport = self.transport
-        return transport is None or transport.get_extra_info("ssl_object") is None
+        # asyncio logs a warning for every session that answers True.  (A flag, not the
+        # transport's extra info: this can come after the TLS transport has let go of it.)
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
@@ -360,6 +362,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self._reading_paused = False
+        self._tls = True
         return tls_info(transport.get_extra_info("ssl_object"))
 
     # Time ------------------------------------------------------------------------------------------
@@ -412,7 +415,9 @@ class _Connection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.transport is not None:
+        # Once only: a second close() makes asyncio's TLS transport drop its link to the TLS
+        # layer, and whatever asks it something afterwards fails.
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         if not self.done.done():
             self.done.set_result(None)
