@@ -14,6 +14,7 @@ when the only failures were transient (a greylisting server: try again later),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import ssl
@@ -69,14 +70,16 @@ def add_parser(subparsers: Any) -> None:
     arg("--adapter", choices=ADAPTERS, default="blocking", help="the client adapter (default blocking)")
 
 
-def _message(args: argparse.Namespace, stdin: IO[bytes]) -> bytes | IO[bytes] | EmailMessage:
+def _message(
+    args: argparse.Namespace, stdin: IO[bytes], cleanup: contextlib.ExitStack
+) -> bytes | IO[bytes] | EmailMessage:
     if args.message is not None:
         if args.subject is not None or args.body is not None:
             raise UsageError("give a message file or --subject/--body, not both")
         if args.message == "-":
             return stdin
         try:
-            return open(args.message, "rb")  # streamed by the adapter; closed when the process ends
+            return cleanup.enter_context(open(args.message, "rb"))  # streamed by the adapter
         except OSError as exc:
             raise UsageError(f"cannot read {args.message}: {exc.strerror}") from None
     if args.subject is None and args.body is None:
@@ -161,6 +164,12 @@ def _outcome_for(send: Sender, host: str, port: int, recipients: Sequence[str], 
 
 def send_command(args: argparse.Namespace, stdin: IO[bytes] | None = None, resolver: Any = None) -> int:
     """Run ``smtpcore send``; ``resolver`` replaces DNS (for tests)."""
+    # Closes the message file however the command ends: main() may run many times in one process.
+    with contextlib.ExitStack() as cleanup:
+        return _send(args, stdin or sys.stdin.buffer, resolver, cleanup)
+
+
+def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: contextlib.ExitStack) -> int:
     try:
         # Refuse bad addresses before connecting anywhere, with the core's own checks.
         Mail(args.sender)
@@ -169,7 +178,7 @@ def send_command(args: argparse.Namespace, stdin: IO[bytes] | None = None, resol
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from None
     try:
-        message = _message(args, stdin or sys.stdin.buffer)
+        message = _message(args, stdin, cleanup)
         starttls = args.starttls or ("required" if args.user else "opportunistic")
         config = ClientConfig(
             local_hostname=args.helo,

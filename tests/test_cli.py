@@ -46,6 +46,9 @@ def serving(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[st
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def maildir_files(path: Path) -> list[Path]:

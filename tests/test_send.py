@@ -71,6 +71,30 @@ def test_message_from_a_file_through_each_adapter(
     assert fake_smtp_server.wait_for(1)[0].data == content
 
 
+@pytest.mark.parametrize("ending", ["sent", "usage error"])
+def test_the_message_file_is_closed_however_the_command_ends(
+    fake_smtp_server: FakeSMTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """main() may run many times in one process (a test suite, a tool of the user's): each run
+    closes the file it opened, sent or not, rather than leaving it to the end of the process."""
+    (tmp_path / "message.eml").write_bytes(b"Subject: file\r\n\r\nbody\r\n")
+    opened: list[Any] = []
+
+    def recording_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(open(*args, **kwargs))  # noqa: SIM115 - the command under test must close it
+        return opened[-1]
+
+    monkeypatch.setattr(send_command, "open", recording_open, raising=False)
+    if ending == "usage error":  # found after the file is open
+        arguments = ("--helo", "not a name", "--server", "127.0.0.1:1")
+    else:
+        arguments = ("--server", f"127.0.0.1:{fake_smtp_server.port}")
+    code = send(str(tmp_path / "message.eml"), "--to", "bob@example.com", *arguments)
+    assert code == (2 if ending == "usage error" else 0)
+    assert len(opened) == 1
+    assert opened[0].closed
+
+
 def test_usage_errors_exit_2(capsys: Any) -> None:
     assert send("--to", "bob@example.com") == 2
     assert "give a message file" in capsys.readouterr().err
