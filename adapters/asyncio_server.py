@@ -210,6 +210,15 @@ class _Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         if self._waiting is _DRAIN:
+            # At the loop's next turn, not here: asyncio calls this from inside its write
+            # callback, which, once the buffer is empty, calls connection_lost itself if the
+            # transport is closing; a session that ended here and closed it would get
+            # connection_lost twice ("Exception in callback ..._call_connection_lost").
+            _soon(self._drained)
+
+    def _drained(self) -> None:
+        # Unless the wait ended meanwhile (connection lost, deadline) or writing paused again.
+        if self._waiting is _DRAIN and not self._writing_paused:
             self._waiting = None
             timeout, self._read_after_drain = self._read_after_drain, None
             if timeout is None:  # a Send: its write is the whole action

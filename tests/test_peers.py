@@ -25,7 +25,6 @@ Each group is skipped, saying how to install it, when its program is missing:
 
 from __future__ import annotations
 
-import logging
 import os
 import pathlib
 import re
@@ -66,16 +65,6 @@ def _program(name: str) -> str | None:
     return shutil.which(name) or next(
         (path for path in (f"/usr/sbin/{name}", f"/usr/lib/postfix/sbin/{name}") if os.access(path, os.X_OK)), None
     )
-
-
-@pytest.fixture(autouse=True)
-def _no_event_loop_complaints(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Real peers end TLS sessions in their own order (close_notify before or after ours): an
-    asyncio error or warning here once showed the asyncio server mishandling one of them."""
-    caplog.set_level(logging.WARNING, logger="asyncio")
-    yield
-    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]  # the last: teardown's
-    assert [r.getMessage() for r in records if r.name == "asyncio" and r.levelno >= logging.WARNING] == []
 
 
 SWAKS = _program("swaks")
