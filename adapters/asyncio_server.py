@@ -144,8 +144,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._aborting = False
-        # The transport is TLS: from the start (as start() listens), or once STARTTLS is done.
-        self._tls = server.config.implicit_tls and server.tls is not None
+        # The transport is TLS: from the start (implicit TLS), or once STARTTLS is done.
+        self._tls = False
         self._actions: Generator[Any, Any, None] | None = None
         self.session: Session | None = None
         self._waiting: str | None = None
@@ -163,6 +163,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         if self.transport is None:  # not again after start_tls()
             self.transport = transport
+            self._tls = transport.get_extra_info("ssl_object") is not None
             self._server._connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
