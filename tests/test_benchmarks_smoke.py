@@ -124,6 +124,9 @@ def test_end_to_end() -> None:
     assert not [n for n in notes if "failed" in n], notes
     if os.path.exists("/proc/self/stat"):
         assert all("/msg (user+sys)" in f.note for f in figures if f.unit == "msg/s"), figures
+        # Peak RSS has no ratio (ours is near zero); our row names the peer's own figure.
+        (rss,) = [f for f in figures if f.name.startswith("asyncio: peak RSS")]
+        assert rss.ratio is None and rss.note.startswith("(aiosmtpd: ") and rss.note.endswith(" MiB)"), rss
 
 
 @e2e
