@@ -730,6 +730,7 @@ def test_slow_drip_command_times_out(serve: Callable[..., Running], recorder: Re
             time.sleep(0.1)
     reply = raw.read_until_closed()
     elapsed = time.monotonic() - started
+    raw.close()
     assert reply.startswith(b"421"), reply
     assert elapsed < 2.0
 
@@ -747,6 +748,7 @@ def test_slow_content_below_min_rate_times_out(serve: Callable[..., Running], re
             raw.send(b"x" * 20)  # 200 B/s, a fifth of the minimum rate
             time.sleep(0.1)
     reply = raw.read_until_closed()
+    raw.close()
     assert reply == b"421 4.4.2 Timeout exceeded, closing connection\r\n"
     assert time.monotonic() - started < 2.5
     assert recorder.closed.wait(2)

@@ -416,11 +416,21 @@ def test_bad_scripts_fail_in_the_test(fake_smtp_server):
         fake_smtp_server.on(".", "250 ok", match="x")
 
 
-def test_a_client_left_hanging(fake_smtp_server):
+@pytest.fixture
+def hanging():
+    # Set up before fake_smtp_server, so torn down after it: the socket is still open
+    # when the server stops, and closed only then.
+    sockets = []
+    yield sockets
+    for sock in sockets:
+        sock.close()
+
+
+def test_a_client_left_hanging(hanging, fake_smtp_server):
     # Teardown must not wait for this client: stop() hangs up on it.
     sock = socket.create_connection(fake_smtp_server.address, timeout=5)
+    hanging.append(sock)
     assert sock.recv(100).startswith(b"220 ")
-    test_a_client_left_hanging.sock = sock
 """
 
 

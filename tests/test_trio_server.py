@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from socket import socketpair as stdlib_socket_pair
 
 import pytest
@@ -28,6 +28,23 @@ from adapters.trio_server import SMTPServer, _Connection, _CutOff, _OutboxTask, 
 from smtpcore import Reply, ServerConfig  # noqa: E402
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
+
+#: The sockets a test here opens, closed when it ends (by _sockets_closed) however it ends.
+#: They are kept as the stdlib sockets under trio's: trio's close() needs a running trio.
+_opened: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _sockets_closed() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def _socketpair() -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    ours, theirs = stdlib_socket_pair()
+    _opened.extend((ours, theirs))
+    return trio.socket.from_stdlib_socket(ours), trio.socket.from_stdlib_socket(theirs)
 
 
 class Recorder(AsyncHandler):
@@ -63,7 +80,9 @@ async def _reply(stream: trio.SocketStream, buffer: bytearray) -> bytes:
 
 
 async def _connect(server: SMTPServer) -> tuple[trio.SocketStream, bytearray]:
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    sock = socket.create_connection(("127.0.0.1", server.port))  # a local connect does not block
+    _opened.append(sock)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     buffer = bytearray()
     assert (await _reply(stream, buffer)).startswith(b"220")
     return stream, buffer
@@ -221,7 +240,7 @@ def test_a_call_cut_off_as_it_finishes_counts_as_cut_off(call: str) -> None:
 
 async def _pair(outbox: Outbox) -> tuple[_Connection, trio.SocketStream]:
     """A connection on one end of a socket pair, with ``outbox``; the other end is the client."""
-    ours, theirs = trio.socket.socketpair()
+    ours, theirs = _socketpair()
     connection = _Connection(trio.SocketStream(ours), _Watchdog(set()), trio.current_time, outbox)
     return connection, trio.SocketStream(theirs)
 
@@ -436,7 +455,7 @@ def test_a_read_after_a_reply_is_cut_off_at_its_deadline() -> None:
     async def test() -> None:
         sessions: set[_Connection] = set()
         watchdog = _Watchdog(sessions)
-        ours, theirs = trio.socket.socketpair()
+        ours, theirs = _socketpair()
         connection = _Connection(trio.SocketStream(ours), watchdog, trio.current_time, Outbox(lambda flush: None))
         sessions.add(connection)
         assert connection.write_soon(b"220 hi\r\n")
@@ -457,7 +476,7 @@ def test_the_session_reads_after_a_reply_in_the_outbox_by_waiting_first(outbox: 
     # With no outbox (a TLS stream, say) the reply is written and receive_some reads as before.
     async def test() -> None:
         server = SMTPServer(Recorder(), ServerConfig(), port=0)
-        ours, theirs = trio.socket.socketpair()
+        ours, theirs = _socketpair()
         connection = _Connection(
             trio.SocketStream(ours), _Watchdog(set()), trio.current_time, Outbox(lambda flush: None) if outbox else None
         )
