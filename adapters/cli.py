@@ -16,7 +16,6 @@ import getpass
 import logging
 import os
 import signal
-import socket
 import ssl
 import sys
 import threading
@@ -25,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from smtpcore import AuthPolicy, ServerConfig, TlsPolicy
-from smtpcore._address import AddressError, check_domain
 
 from . import send_command
+from ._hostname import default_hostname
 from .maildir import MaildirStore
 from .passwords import hash_password, load_auth_file
 from .sink import AsyncSinkHandler, MailSink, SinkHandler
@@ -163,15 +162,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _default_hostname() -> str:
-    name = socket.gethostname()
-    try:
-        check_domain(name)
-    except AddressError:
-        return "localhost"
-    return name
-
-
 # --- building the server ----------------------------------------------------------------------------
 
 
@@ -189,7 +179,7 @@ class ServePlan:
 
 
 def build_plan(options: dict[str, Any]) -> ServePlan:
-    hostname = options["hostname"] or _default_hostname()
+    hostname = options["hostname"] or default_hostname()
     tls_context = _tls_context(options, hostname)
     tls_policy = options["tls"] or ("optional" if tls_context is not None else "off")
     if tls_policy != "off" and tls_context is None:

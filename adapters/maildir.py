@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import os
 import re
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,7 +147,3 @@ def trace_headers(trace: TraceInfo) -> bytes:
         f"\t{formatdate(localtime=True)}\r\n"
     )
     return f"Return-Path: <{trace.sender}>\r\n{received}".encode()
-
-
-def default_hostname() -> str:
-    return socket.getfqdn() or "localhost"

@@ -36,6 +36,7 @@ from smtpcore import (
 )
 from smtpcore._outcomes import SMTPDeliveryError
 
+from ._hostname import default_hostname
 from .mx import deliver_direct
 
 __all__ = ["EX_TEMPFAIL", "add_parser", "send_command"]
@@ -64,14 +65,14 @@ def add_parser(subparsers: Any) -> None:
     arg("--ca-file", metavar="FILE", help="trust this CA bundle instead of the system's")
     arg("--user", help="authenticate as this user (password from --password-env or a prompt)")
     arg("--password-env", default="SMTPCORE_PASSWORD", metavar="NAME", help="variable holding the password")
-    arg("--helo", metavar="NAME", default="localhost", help="the name to send in EHLO")
+    arg("--helo", metavar="NAME", help="the name to send in EHLO (default: this machine's, as serve's --hostname)")
     arg("--lmtp", action="store_true", help="speak LMTP")
     arg("--timeout", type=float, metavar="SECONDS", help="overrides every per-command timeout")
     arg("--adapter", choices=ADAPTERS, default="blocking", help="the client adapter (default blocking)")
 
 
 def _message(
-    args: argparse.Namespace, stdin: IO[bytes], cleanup: contextlib.ExitStack
+    args: argparse.Namespace, helo: str, stdin: IO[bytes], cleanup: contextlib.ExitStack
 ) -> bytes | IO[bytes] | EmailMessage:
     if args.message is not None:
         if args.subject is not None or args.body is not None:
@@ -89,7 +90,7 @@ def _message(
     message["To"] = ", ".join(args.recipients)
     message["Subject"] = args.subject or ""
     message["Date"] = formatdate(localtime=True)
-    message["Message-ID"] = make_msgid(domain=args.helo)
+    message["Message-ID"] = make_msgid(domain=helo)
     message.set_content(args.body or "")
     return message
 
@@ -177,11 +178,14 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
             Rcpt(recipient)
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from None
+    # The machine's own name, as smtplib sends: "localhost" gets refused by MX hosts that
+    # check the EHLO name (Postfix's reject_non_fqdn_helo_hostname, say).
+    helo = args.helo if args.helo is not None else default_hostname()
     try:
-        message = _message(args, stdin, cleanup)
+        message = _message(args, helo, stdin, cleanup)
         starttls = args.starttls or ("required" if args.user else "opportunistic")
         config = ClientConfig(
-            local_hostname=args.helo,
+            local_hostname=helo,
             lmtp=args.lmtp,
             starttls=TlsPolicy.OFF if args.tls else STARTTLS[starttls],
             implicit_tls=args.tls,

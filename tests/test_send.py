@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adapters import send_command
+from adapters._hostname import default_hostname
 from adapters._fakeserver import FakeSMTPServer
 from adapters.cli import build_parser, main
 
@@ -95,6 +96,34 @@ def test_the_message_file_is_closed_however_the_command_ends(
     assert opened[0].closed
 
 
+def test_ehlo_names_this_machine_unless_told_otherwise(
+    fake_smtp_server: FakeSMTPServer, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # As smtplib does, not "localhost", which MX hosts that check the EHLO name refuse.
+    monkeypatch.setattr("socket.gethostname", lambda: "client.example.net")
+    server = f"127.0.0.1:{fake_smtp_server.port}"
+    assert send("--server", server, "--to", "bob@example.com", "--body", "x") == 0
+    assert send("--server", server, "--to", "bob@example.com", "--body", "x", "--helo", "given.example.org") == 0
+    assert [c for c in fake_smtp_server.commands if c.startswith("EHLO")] == [
+        "EHLO client.example.net",
+        "EHLO given.example.org",
+    ]
+    first, second = fake_smtp_server.wait_for(2)
+    assert b"Message-ID: <" in first.data and b"@client.example.net>" in first.data
+    assert b"@given.example.org>" in second.data
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("mx.example.com", "mx.example.com"), ("host", "host"), ("abc_123", "localhost"), ("", "localhost")],
+)
+def test_the_default_name_is_the_hosts_when_it_is_a_domain(
+    monkeypatch: pytest.MonkeyPatch, name: str, expected: str
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: name)
+    assert default_hostname() == expected
+
+
 def test_usage_errors_exit_2(capsys: Any) -> None:
     assert send("--to", "bob@example.com") == 2
     assert "give a message file" in capsys.readouterr().err
@@ -167,7 +196,7 @@ def test_direct_delivery_tries_mx_hosts_in_order(
     out = capsys.readouterr().out
     assert "bob@example.com  delivered  mx3.example.com" in out
     assert "zed@other.org    delivered  mx.other.org" in out
-    assert greylisting.commands[0] == "EHLO localhost"
+    assert greylisting.commands[0] == f"EHLO {default_hostname()}"
     assert greylisting.commands[1].startswith("MAIL FROM:<a@example.net>")
     assert greylisting.commands[2] == "RCPT TO:<bob@example.com>"  # greylisted: so mx3 was tried next
     assert len(good.wait_for(1)) == 1
