@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from adapters import send_command
-from adapters._hostname import default_hostname
 from adapters._fakeserver import FakeSMTPServer
+from adapters._hostname import default_hostname
 from adapters.cli import build_parser, main
 
 FakeFactory = Callable[..., FakeSMTPServer]
