@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiosmtplib
 import pytest
 import trustme
 
@@ -436,18 +437,17 @@ def test_a_tls_session_ends_without_asyncio_warnings(
                     "127.0.0.1", server.port, ssl=client_context, server_hostname="localhost"
                 )
                 assert (await _reply(reader)).startswith(b"220")
-            else:
-                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-                assert (await _reply(reader)).startswith(b"220")
-                writer.write(b"EHLO c.example\r\nSTARTTLS\r\n")
-                assert b"STARTTLS" in await _reply(reader)
-                assert (await _reply(reader)).startswith(b"220")
-                await writer.start_tls(client_context, server_hostname="localhost")
-            writer.write(b"EHLO c.example\r\nQUIT\r\n")
-            assert (await _reply(reader)).startswith(b"250")
-            assert (await _reply(reader)).startswith(b"221")
-            writer.close()  # with its close_notify
-            await writer.wait_closed()
+                writer.write(b"EHLO c.example\r\nQUIT\r\n")
+                assert (await _reply(reader)).startswith(b"250")
+                assert (await _reply(reader)).startswith(b"221")
+                writer.close()  # with its close_notify
+                await writer.wait_closed()
+            else:  # aiosmtplib: asyncio's streams start TLS only from Python 3.11
+                client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False)
+                await client.connect()
+                await client.starttls(server_hostname="localhost", tls_context=client_context)
+                await client.ehlo()
+                assert (await client.quit()).code == 221  # then it closes, with its close_notify
             for _ in range(500):
                 if server.connections == 0:
                     break
