@@ -289,6 +289,12 @@ def _connect(server: SMTPServer) -> tuple[_Connection, Recording]:
     return connection, transport
 
 
+def _hang_up(*connections: _Connection) -> None:
+    """The clients go, as the loop reports it: else leaving the server's block waits out its 30 s shutdown."""
+    for connection in connections:
+        connection.connection_lost(None)
+
+
 def _feed(connection: _Connection, data: bytes) -> None:
     connection.get_buffer(len(data))[: len(data)] = data
     connection.buffer_updated(len(data))
@@ -308,6 +314,7 @@ def test_replies_before_a_read_are_written_together_at_the_next_turn() -> None:
             await asyncio.sleep(0)
             assert first.log[1:] == [b"250 OK\r\n"]  # no enhanced codes before EHLO
             assert second.log[1:] == [b"250 OK\r\n250 OK\r\n"]
+            _hang_up(one, two)
 
     _run(test)
 
@@ -391,6 +398,7 @@ def test_a_read_a_waiting_hook_holds_survives_the_next_read_into_the_shared_buff
             assert sorted(handler.hellos) == [("one.example", "one"), ("two.example", "two")]
             assert any(entry.startswith(b"250-") for entry in first.log if isinstance(entry, bytes))
             assert any(entry.startswith(b"250-") for entry in second.log if isinstance(entry, bytes))
+            _hang_up(one, two)
 
     _run(test)
 
@@ -409,6 +417,7 @@ def test_a_proxy_header_read_into_the_shared_buffer_sets_the_peer() -> None:
             for _ in range(5):
                 await asyncio.sleep(0)
             assert handler.hellos == [("c.example", ("192.0.2.7", 50000))]
+            _hang_up(connection)
 
     _run(test)
 
