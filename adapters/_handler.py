@@ -15,7 +15,9 @@ generator of *actions*, in the style of a sans-IO protocol:
 * :class:`Receive` -- write its ``send`` bytes if it has any (the replies owed
   so far), then read some bytes (within ``timeout`` seconds) and send back the
   bytes, ``b""`` at end of file, :data:`TIMED_OUT` or :data:`SHUTDOWN`
-  (:data:`LOST` if the write failed);
+  (:data:`LOST` if the write failed).  A graceful shutdown answers
+  :data:`SHUTDOWN` at once to a read marked ``idle`` (no transaction is open),
+  and to every read once its grace period is over;
 * :class:`Send` -- write these bytes, send back ``None``;
 * :class:`CallHook` -- call the hook through :func:`call_hook` /
   :func:`acall_hook` and send back what it returns;
@@ -316,6 +318,9 @@ class Receive:
 
     timeout: float
     send: bytes = b""
+    #: The session waits for a command with no mail transaction open: a graceful
+    #: shutdown need not wait for it, and cuts it off at once with a 421.
+    idle: bool = False
 
 
 @dataclass(slots=True)
@@ -354,9 +359,15 @@ class _Signal:
         return self._name
 
 
+#: Where a session waits for a command with nothing to lose if a shutdown cuts it
+#: off: greeted (with 220 or 554) and no mail transaction open.  Not inside a
+#: SASL exchange, a transaction, or the content.
+_IDLE = frozenset({State.CONNECTED, State.READY, State.REFUSED})
+
 #: Send back for a :class:`Receive` whose timeout ran out.
 TIMED_OUT = _Signal("TIMED_OUT")
-#: Send back for a :class:`Receive` interrupted by the end of a graceful shutdown.
+#: Send back for a :class:`Receive` interrupted by a graceful shutdown: at its start
+#: if the read is ``idle``, else at the end of its grace period.
 SHUTDOWN = _Signal("SHUTDOWN")
 #: Send back for any action that failed because the connection is gone (reset, broken pipe).
 LOST = _Signal("LOST")
@@ -537,7 +548,7 @@ class Dispatcher:
                 # The replies so far and the next read, in one action: this is every
                 # read of the session, and a round trip through the adapter less than
                 # a Send and a Receive (3% of a kept-alive message's instructions).
-                data = yield Receive(self._wait_timeout(), conn.data_to_send())
+                data = yield Receive(self._wait_timeout(), conn.data_to_send(), conn.state in _IDLE)
                 if data is LOST:
                     raise _ConnectionLost
                 if data is TIMED_OUT or data is SHUTDOWN:

@@ -144,6 +144,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._aborting = False
+        # The read in progress (or owed after a drain) is an idle one: a shutdown ends it at once.
+        self._idle = False
         # The transport is TLS: from the start (implicit TLS), or once STARTTLS is done.
         self._tls = False
         self._actions: Generator[Any, Any, None] | None = None
@@ -252,6 +254,7 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             kind = type(action)
             if kind is Receive:
+                self._idle = action.idle
                 if action.send:  # the replies owed so far go out first
                     result = self._write(action.send, then_read=action.timeout)
                     if result is _WAITING:
@@ -305,7 +308,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _read(self, timeout: float) -> Any:
         """What a read gets at once, or ``_WAITING`` (``buffer_updated`` carries on)."""
-        if self._aborting:
+        if self._aborting or (self._idle and self._server.draining):
             return SHUTDOWN
         if self._buffer:
             return self._take()
@@ -404,6 +407,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     # Ending ----------------------------------------------------------------------------------------
 
+    def drain(self) -> None:
+        """A graceful shutdown began: an idle read in progress gets SHUTDOWN now (later ones at once)."""
+        if self._waiting is _READ and self._idle:
+            self._waiting = None
+            self._advance(SHUTDOWN)
+
     def abort(self) -> None:
         """The shutdown deadline passed: the next (or current) read gets SHUTDOWN."""
         self._aborting = True
@@ -474,6 +483,8 @@ class SMTPServer:
         self._host, self._port, self._unix_path = host, port, unix_path
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        #: A graceful shutdown has begun: idle sessions are told 421 at once.
+        self.draining = False
         #: Where every connection's reads land: one buffer for all of them, since
         #: the loop calls get_buffer(), reads, then buffer_updated(), whose session
         #: has the core copy the bytes (or keeps them in its own buffer) before
@@ -544,12 +555,16 @@ class SMTPServer:
             raise
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop accepting, let sessions finish for up to ``timeout`` seconds, then 421 and close the rest."""
+        """Stop accepting, 421 to the idle sessions now, let the others finish their transactions
+        for up to ``timeout`` seconds, then 421 and close the rest."""
         timeout = self.shutdown_timeout if timeout is None else timeout
         if self._server is not None:
             self._server.close()
         if self._unix_path is not None and os.path.exists(self._unix_path):
             os.unlink(self._unix_path)
+        self.draining = True
+        for connection in list(self._connections):
+            connection.drain()
         if self._connections:
             await asyncio.wait([connection.done for connection in self._connections], timeout=timeout)
         for connection in list(self._connections):

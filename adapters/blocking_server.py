@@ -87,14 +87,19 @@ class _TimedSocket:
     #: What ``recv`` raises when a slice ends with nothing to read.
     slice_ended: type[OSError]
 
-    def __init__(self, sock: socket.socket, aborting: Callable[[], bool]) -> None:
+    def __init__(
+        self, sock: socket.socket, aborting: Callable[[], bool], draining: Callable[[], bool] = lambda: False
+    ) -> None:
         self.sock = sock
+        #: The shutdown's grace period is over: every read ends.
         self.aborting = aborting
+        #: A graceful shutdown has begun: idle reads (no transaction open) end.
+        self.draining = draining
 
-    def receive(self, timeout: float) -> object:
+    def receive(self, timeout: float, idle: bool = False) -> object:
         deadline = time.monotonic() + timeout
         while True:
-            if self.aborting():
+            if self.aborting() or (idle and self.draining()):
                 return SHUTDOWN
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -164,8 +169,14 @@ class _KernelTimedSocket(_TimedSocket):
 
     slice_ended = BlockingIOError
 
-    def __init__(self, sock: socket.socket, aborting: Callable[[], bool], send_timeout: float) -> None:
-        super().__init__(sock, aborting)
+    def __init__(
+        self,
+        sock: socket.socket,
+        aborting: Callable[[], bool],
+        send_timeout: float,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(sock, aborting, draining)
         if sock.gettimeout() is not None:
             sock.settimeout(None)  # an ioctl: an accepted socket is blocking already
         self._slice = TICK
@@ -192,6 +203,7 @@ def serve_socket(
     wrap_tls: WrapTls | None,
     aborting: Callable[[], bool] = lambda: False,
     *,
+    draining: Callable[[], bool] = lambda: False,
     kernel_timeouts: bool = False,
     peer: Any = None,
     timed: Callable[[socket.socket], _TimedSocket] | None = None,
@@ -220,9 +232,9 @@ def serve_socket(
     if timed is not None:
         io = timed(sock)
     elif kernel_timeouts and KERNEL_TIMEOUTS and session.tls_info is None:
-        io = _KernelTimedSocket(sock, aborting, config.command_timeout)
+        io = _KernelTimedSocket(sock, aborting, config.command_timeout, draining)
     else:
-        io = _PolledSocket(sock, aborting)
+        io = _PolledSocket(sock, aborting, draining)
     actions = Dispatcher(config, session, transcript=wants_transcript(handler), unused=unused_hooks(handler)).actions()
     result: Any = None
     try:
@@ -233,7 +245,7 @@ def serve_socket(
                 if action.send and io.send_before_read(action.send, config.command_timeout) is LOST:
                     result = LOST
                 else:
-                    result = io.receive(action.timeout)
+                    result = io.receive(action.timeout, action.idle)
             elif isinstance(action, Send):
                 result = io.send(action.data, config.command_timeout)
             elif isinstance(action, CallHook):
@@ -242,7 +254,7 @@ def serve_socket(
                 assert wrap_tls is not None
                 sock, result = _handshake(sock, wrap_tls, action.timeout)
                 # A TLS socket keeps Python's timeouts (or the adapter's own).
-                io = timed(sock) if timed is not None else _PolledSocket(sock, aborting)
+                io = timed(sock) if timed is not None else _PolledSocket(sock, aborting, draining)
             elif isinstance(action, Close):
                 io.close(config.command_timeout)
     except StopIteration:
@@ -307,6 +319,8 @@ class SMTPServer:
         self._idle = 0
         self._busy = 0
         self._accepting = False
+        # A graceful shutdown has begun (idle sessions end), then its grace period is over (all do).
+        self._draining = False
         self._aborting = False
         self._stopped = threading.Event()
 
@@ -416,6 +430,7 @@ class SMTPServer:
                 self.config,
                 self._wrap_tls if self.tls else None,
                 lambda: self._aborting,
+                draining=lambda: self._draining,
                 kernel_timeouts=True,
                 peer=peer,
             )
@@ -429,8 +444,10 @@ class SMTPServer:
         self._stopped.wait()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, let sessions finish for up to ``timeout`` seconds, then 421 and close the rest."""
+        """Stop accepting, 421 to the idle sessions now (within a read slice), let the others finish
+        their transactions for up to ``timeout`` seconds, then 421 and close the rest."""
         self._accepting = False
+        self._draining = True
         listener = self._listener
         if listener is not None:
             # Wakes the workers waiting in accept() at once on Linux (elsewhere

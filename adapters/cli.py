@@ -162,6 +162,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _announce_shutdown(timeout: float) -> None:
+    log.info("shutting down: 421 to idle sessions now; transactions may finish within %.0fs", timeout)
+
+
 # --- building the server ----------------------------------------------------------------------------
 
 
@@ -318,7 +322,7 @@ def run_asyncio(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
         if ready is not None:
             ready()
         await stop.wait()
-        log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+        _announce_shutdown(plan.shutdown_timeout)
         await asyncio.gather(*(server.shutdown(plan.shutdown_timeout) for server in servers))
 
     asyncio.run(main())
@@ -348,7 +352,7 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
                     ready()
                 async for _ in signals:
                     break
-            log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+            _announce_shutdown(plan.shutdown_timeout)
             for server in servers:
                 await server.shutdown(plan.shutdown_timeout)
 
@@ -394,7 +398,7 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
             ready()
         while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
             pass
-    log.info("shutting down: waiting up to %.0fs for sessions to finish", plan.shutdown_timeout)
+    _announce_shutdown(plan.shutdown_timeout)
     for server in servers:
         server.shutdown(plan.shutdown_timeout)
 

@@ -67,7 +67,7 @@ class _WatchedSocket(_TimedSocket):
     def __init__(
         self, sock: socket.socket, aborting: Callable[[], bool], watchdog: _Watchdog, outbox: Outbox | None = None
     ) -> None:
-        super().__init__(sock, aborting)
+        super().__init__(sock, aborting, watchdog.draining)
         sock.settimeout(None)  # no Python-side deadline: waits start no gevent timer
         # Replies before a read wait in the outbox for the hub's next turn (see
         # adapters._outbox); not on TLS, whose bytes only the SSL socket may write.
@@ -83,20 +83,23 @@ class _WatchedSocket(_TimedSocket):
         self.deadline = math.inf
         #: What the call in progress returns if it is cut off; None between calls.
         self.if_cut_off: object = None
+        #: The read in progress is an idle one: a graceful shutdown cuts it off at once.
+        self.idle = False
         watchdog.watch(self)
 
-    def receive(self, timeout: float) -> object:
-        if self.aborting():
+    def receive(self, timeout: float, idle: bool = False) -> object:
+        if self.aborting() or (idle and self.draining()):
             return SHUTDOWN
         self.deadline = time.monotonic() + timeout
         self.if_cut_off = TIMED_OUT
+        self.idle = idle
         try:
             if self._after_reply:
                 self._after_reply = False
                 self._wait_readable()
             return self.sock.recv(READ_SIZE)
         except _CutOff:
-            return SHUTDOWN if self.aborting() else TIMED_OUT
+            return SHUTDOWN if self.aborting() or (idle and self.draining()) else TIMED_OUT
         except OSError:
             return LOST
         finally:
@@ -160,15 +163,19 @@ class _Watchdog:
 
     A libev timer that fires every :data:`~adapters.blocking_server.TICK` in the
     hub while any session is open.  It looks at each session's call in progress
-    and throws :class:`_CutOff` into the greenlet of one past its deadline, or of
-    a read once the server is shutting down.  The throw happens in the hub, where
+    and throws :class:`_CutOff` into the greenlet of one past its deadline, of an
+    idle read once a graceful shutdown begins, or of any read once its grace
+    period is over.  The throw happens in the hub, where
     every session's greenlet is suspended: one whose call is in progress is
     blocked in exactly that call, so the exception cannot land in a hook.  (This
     is what gevent's ``Timeout`` does, for one wait, from a timer of its own.)
     """
 
-    def __init__(self, aborting: Callable[[], bool]) -> None:
+    def __init__(self, aborting: Callable[[], bool], draining: Callable[[], bool] = lambda: False) -> None:
+        #: The shutdown's grace period is over: every read is cut off.
         self.aborting = aborting
+        #: A graceful shutdown has begun: idle reads are cut off.
+        self.draining = draining
         self._watched: weakref.WeakSet[_WatchedSocket] = weakref.WeakSet()
         self._timer = gevent.get_hub().loop.timer(TICK, TICK)
         self._timer.ref = False  # an idle server must not keep gevent.wait() waiting
@@ -183,10 +190,10 @@ class _Watchdog:
         if not self._watched:
             self._timer.stop()  # no session: no wake-ups until the next one
             return
-        now, aborting = time.monotonic(), self.aborting()
+        now, aborting, draining = time.monotonic(), self.aborting(), self.draining()
         for io in list(self._watched):  # a cut-off session may end and leave the set
             due = io.if_cut_off
-            if due is not None and (io.deadline <= now or (aborting and due is TIMED_OUT)):
+            if due is not None and (io.deadline <= now or (due is TIMED_OUT and (aborting or (draining and io.idle)))):
                 io.greenlet.throw(_CutOff)
 
 
@@ -217,6 +224,8 @@ class SMTPServer:
         self._unix_path = unix_path
         self._address = (host, port)
         self._group = gevent.pool.Group()
+        # A graceful shutdown has begun (idle sessions end), then its grace period is over (all do).
+        self._draining = False
         self._aborting = False
         self._server: gevent.server.StreamServer | None = None
         self._watchdog: _Watchdog | None = None
@@ -241,7 +250,7 @@ class SMTPServer:
 
     def start(self) -> None:
         # Made here, not in __init__: the timer belongs to the hub of the thread that serves.
-        self._watchdog = _Watchdog(lambda: self._aborting)
+        self._watchdog = _Watchdog(lambda: self._aborting, lambda: self._draining)
         self._outbox = Outbox(gevent.get_hub().loop.run_callback)
         self._server = gevent.server.StreamServer(self._listener(), self._handle, spawn=self._group.spawn)
         self._server.start()
@@ -298,11 +307,16 @@ class SMTPServer:
         self._server.serve_forever()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, let sessions finish for up to ``timeout`` seconds, then 421 and close the rest."""
+        """Stop accepting, 421 to the idle sessions now, let the others finish their transactions
+        for up to ``timeout`` seconds, then 421 and close the rest."""
         if self._server is not None:
             self._server.close()
         if self._unix_path is not None and os.path.exists(self._unix_path):
             os.unlink(self._unix_path)
+        self._draining = True
+        if self._watchdog is not None:
+            # Cut off the idle reads now, not at the next tick (from the hub: see _Watchdog).
+            gevent.get_hub().loop.run_callback(self._watchdog.patrol)
         self._group.join(timeout=timeout)
         self._aborting = True
         if self._watchdog is not None:

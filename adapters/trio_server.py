@@ -159,7 +159,11 @@ class _Connection:
         self.unsent = b""
         # The run's clock itself: trio.current_time() reaches it through two more calls.
         self.clock = clock
+        #: A graceful shutdown has begun: idle reads end.  Then its grace period is over: every read does.
+        self.draining = False
         self.aborting = False
+        #: The read in progress is an idle one (no transaction open).
+        self.idle = False
         self.scope = trio.CancelScope()
         # Whether this adapter cancelled the scope: the only canceller, it need not
         # ask scope.cancel_called, which reads the clock to check a deadline it never has.
@@ -179,10 +183,19 @@ class _Connection:
         self._cancelled = True
         self.scope.cancel()
 
+    def drain(self) -> None:
+        self.draining = True
+        if self.if_cut_off is TIMED_OUT and self.idle:  # an idle read is waiting: end it now
+            self._cancel()
+
     def abort(self) -> None:
         self.aborting = True
         if self.if_cut_off is TIMED_OUT:  # a read is waiting: end it now
             self._cancel()
+
+    def _shutting_down(self, idle: bool) -> bool:
+        """Whether a read, idle or not, must end with SHUTDOWN now."""
+        return self.aborting or (idle and self.draining)
 
     def cut_off(self) -> None:
         self.deadline = math.inf
@@ -191,7 +204,7 @@ class _Connection:
     def cut_off_result(self) -> object:
         result, self.if_cut_off, self.deadline = self.if_cut_off, None, math.inf
         assert result is not None, "only a read or a write is ever cut off"
-        return SHUTDOWN if result is TIMED_OUT and self.aborting else result
+        return SHUTDOWN if result is TIMED_OUT and self._shutting_down(self.idle) else result
 
     def _start(self, timeout: float, if_cut_off: object) -> None:
         self.if_cut_off = if_cut_off
@@ -208,10 +221,11 @@ class _Connection:
         self.deadline = math.inf
         self.if_cut_off = None
 
-    async def read(self, timeout: float, *, after_reply: bool = False) -> object:
+    async def read(self, timeout: float, *, after_reply: bool = False, idle: bool = False) -> object:
         """The next bytes from the client; ``after_reply`` when a reply was just put in the outbox."""
-        if self.aborting:
+        if self._shutting_down(idle):
             return SHUTDOWN
+        self.idle = idle
         self._start(timeout, TIMED_OUT)
         data: object
         try:
@@ -382,6 +396,8 @@ class SMTPServer:
                 await self._listener.aclose()
                 if self._unix_path is not None and os.path.exists(self._unix_path):
                     os.unlink(self._unix_path)
+                for connection in list(self._sessions):
+                    connection.drain()  # idle sessions: 421 now
                 with trio.move_on_after(self._grace):
                     await self._wait_idle()
                 for connection in list(self._sessions):
@@ -397,7 +413,8 @@ class SMTPServer:
             await self._idle.wait()
 
     def shutdown_nowait(self, timeout: float = 30.0) -> None:
-        """Start a graceful shutdown: stop accepting, give sessions ``timeout`` seconds, then 421."""
+        """Start a graceful shutdown: stop accepting, 421 to the idle sessions now, give the others
+        ``timeout`` seconds to finish their transactions, then 421."""
         self._grace = timeout
         self._accept_scope.cancel()
 
@@ -464,13 +481,13 @@ class SMTPServer:
             result = None
             if isinstance(action, Receive):
                 if not action.send:
-                    result = await connection.read(action.timeout)
+                    result = await connection.read(action.timeout, idle=action.idle)
                 elif connection.write_soon(action.send):
-                    result = await connection.read(action.timeout, after_reply=True)
+                    result = await connection.read(action.timeout, after_reply=True, idle=action.idle)
                 elif await connection.write(action.send, self.config.command_timeout) is LOST:
                     result = LOST
                 else:
-                    result = await connection.read(action.timeout)
+                    result = await connection.read(action.timeout, idle=action.idle)
             elif isinstance(action, Send):
                 result = await connection.write(action.data, self.config.command_timeout)
             elif isinstance(action, CallHook):

@@ -848,6 +848,38 @@ def test_graceful_shutdown_lets_a_transaction_finish(serve: Callable[..., Runnin
     assert recorder.messages[0]["data"] == MESSAGE
 
 
+def test_graceful_shutdown_tells_idle_sessions_421_at_once(serve: Callable[..., Running], recorder: Recorder) -> None:
+    # Only a transaction is worth waiting for: a session between transactions, or
+    # not yet past EHLO, has nothing to lose, and would hold the shutdown for its
+    # whole grace period.  A busy session finishes its message, then is told too.
+    server = serve()
+    greeted, idle, busy = Raw(server.port), Raw(server.port), Raw(server.port)
+    greeted.read_reply()
+    idle.read_reply()
+    idle.send(b"EHLO me\r\n")
+    idle.read_reply()
+    busy.read_reply()
+    busy.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+    for _ in range(3):
+        busy.read_reply()
+    stopper = threading.Thread(target=server.stop, args=(10.0,))
+    started = time.monotonic()
+    stopper.start()
+    assert greeted.read_until_closed() == b"421 Server shutting down, closing connection\r\n"  # before EHLO: no 4.3.2
+    assert idle.read_until_closed() == b"421 4.3.2 Server shutting down, closing connection\r\n"
+    assert time.monotonic() - started < 2  # not the 10 s of grace
+    busy.send(b"DATA\r\n")
+    assert busy.read_reply().startswith(b"354")
+    busy.send(STUFFED + b".\r\n")
+    assert busy.read_reply().startswith(b"250")
+    assert busy.read_until_closed() == b"421 4.3.2 Server shutting down, closing connection\r\n"
+    for raw in (greeted, idle, busy):
+        raw.close()
+    stopper.join(10)
+    assert time.monotonic() - started < 5
+    assert recorder.messages[0]["data"] == MESSAGE
+
+
 def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], recorder: Recorder) -> None:
     server = serve()
     raw = Raw(server.port)
