@@ -824,13 +824,19 @@ def test_connection_limit(serve: Callable[..., Running]) -> None:
         raw.close()
 
 
-def test_graceful_shutdown_lets_a_transaction_finish(serve: Callable[..., Running], recorder: Recorder) -> None:
-    server = serve()
-    raw = Raw(server.port)
+def _in_a_transaction(port: int) -> Raw:
+    """A session that has its sender and recipient accepted: a mail transaction is open."""
+    raw = Raw(port)
     raw.read_reply()
     raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
     for _ in range(3):
         raw.read_reply()
+    return raw
+
+
+def test_graceful_shutdown_lets_a_transaction_finish(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve()
+    raw = _in_a_transaction(server.port)
     stopper = threading.Thread(target=server.stop, args=(10.0,))
     started = time.monotonic()
     stopper.start()
@@ -853,15 +859,11 @@ def test_graceful_shutdown_tells_idle_sessions_421_at_once(serve: Callable[..., 
     # not yet past EHLO, has nothing to lose, and would hold the shutdown for its
     # whole grace period.  A busy session finishes its message, then is told too.
     server = serve()
-    greeted, idle, busy = Raw(server.port), Raw(server.port), Raw(server.port)
+    greeted, idle, busy = Raw(server.port), Raw(server.port), _in_a_transaction(server.port)
     greeted.read_reply()
     idle.read_reply()
     idle.send(b"EHLO me\r\n")
     idle.read_reply()
-    busy.read_reply()
-    busy.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
-    for _ in range(3):
-        busy.read_reply()
     stopper = threading.Thread(target=server.stop, args=(10.0,))
     started = time.monotonic()
     stopper.start()
