@@ -359,6 +359,11 @@ class _Signal:
         return self._name
 
 
+#: Replies are written before each read, the replies to a pipelined burst together;
+#: past this many octets they are written at once, so a burst of short commands
+#: with long replies (EHLO) cannot make the replies waiting in memory grow with it.
+FLUSH_AT = 64 * 1024
+
 #: Where a session waits for a command with nothing to lose if a shutdown cuts it
 #: off: greeted (with 220 or 554) and no mail transaction open.  Not inside a
 #: SASL exchange, a transaction, or the content.
@@ -564,6 +569,8 @@ class Dispatcher:
             handle = on_event.get(kind)
             if handle is not None:
                 yield from handle(self, event)
+                if conn.bytes_to_send > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
+                    yield from self._io(Send(conn.data_to_send()))
             elif kind is ConnectionClosed:
                 return
             elif kind is TlsHandshake:

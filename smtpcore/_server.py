@@ -798,6 +798,18 @@ class ServerConnection:
         self._state = S.CLOSED
         self._replies_due = 0
 
+    @property
+    def bytes_to_send(self) -> int:
+        """How many octets :meth:`data_to_send` would return now.
+
+        A loop that writes only before it reads (so the replies to a pipelined
+        burst leave together) should also write once this passes a bound of its
+        own: one read can hold thousands of commands, and some replies are far
+        longer than their commands (96 KiB of ``EHLO a`` lines is 1.6 MB of
+        EHLO replies).
+        """
+        return len(self._out)
+
     def data_to_send(self) -> bytes:
         """Everything queued for the client since the last call."""
         out = bytes(self._out)

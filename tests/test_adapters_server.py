@@ -960,6 +960,49 @@ def test_large_message_bounded_memory(kind: str, tmp_path: Any) -> None:
     print(f"{kind}: {size} octets, peak RSS growth {growth_mb} MB")
 
 
+# --- a long pipelined burst: the replies waiting to be written stay bounded -------------------------
+
+#: 96 KiB of the shortest EHLO, one read's worth: 1.6 MB of replies.
+EHLO_BURST = b"EHLO a\r\n" * 12288
+
+
+def test_the_replies_to_a_long_burst_are_written_in_bounded_pieces() -> None:
+    from adapters._handler import FLUSH_AT, CallHook, Dispatcher, Receive, Send, call_hook
+
+    actions = Dispatcher(ServerConfig(hostname="mx.example"), Session(peer=("127.0.0.1", 1))).actions()
+    inputs, writes = [EHLO_BURST], []
+    result: Any = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            action = actions.send(result)
+            result = None
+            if isinstance(action, CallHook):
+                result = call_hook(Handler(), action)
+            elif isinstance(action, Receive):
+                writes.append(action.send)
+                result = inputs.pop(0) if inputs else b""
+            elif isinstance(action, Send):
+                writes.append(action.data)
+    assert writes[0].startswith(b"220 ")
+    replies = b"".join(writes[1:])
+    reply = replies[: len(replies) // 12288]
+    assert reply.startswith(b"250-mx.example") and replies == reply * 12288  # all of them, in order
+    assert max(map(len, writes)) <= FLUSH_AT + len(reply)  # never all 1.6 MB at once
+    assert len(writes) > 20
+
+
+def test_every_reply_to_a_long_burst_arrives_in_order(serve: Callable[..., Running]) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(EHLO_BURST + b"QUIT\r\n")
+    received = raw.read_until_closed()
+    raw.close()
+    replies = received.split(b"250 ")
+    assert len(replies) == 12288 + 1 and received.endswith(b"221 2.0.0 Bye\r\n")
+    assert len(set(replies[1:-1])) == 1  # each the same EHLO reply, whole
+
+
 # --- hooks a handler does not override are not called ------------------------------------------------
 
 
