@@ -966,23 +966,35 @@ def test_large_message_bounded_memory(kind: str, tmp_path: Any) -> None:
 EHLO_BURST = b"EHLO a\r\n" * 12288
 
 
-def test_the_replies_to_a_long_burst_are_written_in_bounded_pieces() -> None:
-    from adapters._handler import FLUSH_AT, CallHook, Dispatcher, Receive, Send, call_hook
+def _drive(handler: object, inputs: list[bytes], unused: frozenset[str] = frozenset()) -> tuple[list[str], list[bytes]]:
+    """Drive a Dispatcher by hand, reading ``inputs`` then the end; the hooks it called, and its writes."""
+    from adapters._handler import CallHook, Close, Dispatcher, Receive, Send
 
-    actions = Dispatcher(ServerConfig(hostname="mx.example"), Session(peer=("127.0.0.1", 1))).actions()
-    inputs, writes = [EHLO_BURST], []
+    actions = Dispatcher(ServerConfig(hostname="mx.example"), Session(peer=("127.0.0.1", 1)), unused=unused).actions()
+    called: list[str] = []
+    writes: list[bytes] = []
     result: Any = None
     with contextlib.suppress(StopIteration):
         while True:
             action = actions.send(result)
             result = None
             if isinstance(action, CallHook):
-                result = call_hook(Handler(), action)
+                called.append(action.name)
+                result = getattr(handler, action.name)(*action.args)
             elif isinstance(action, Receive):
                 writes.append(action.send)
                 result = inputs.pop(0) if inputs else b""
             elif isinstance(action, Send):
                 writes.append(action.data)
+            elif not isinstance(action, Close):
+                raise AssertionError(action)
+    return called, writes
+
+
+def test_the_replies_to_a_long_burst_are_written_in_bounded_pieces() -> None:
+    from adapters._handler import FLUSH_AT
+
+    _, writes = _drive(Handler(), [EHLO_BURST])
     assert writes[0].startswith(b"220 ")
     replies = b"".join(writes[1:])
     reply = replies[: len(replies) // 12288]
@@ -1007,25 +1019,9 @@ def test_every_reply_to_a_long_burst_arrives_in_order(serve: Callable[..., Runni
 
 
 def _hooks_called(handler: object, unused: frozenset[str]) -> list[str]:
-    """Drive a Dispatcher by hand through a short session; the hooks it asked the adapter to call."""
-    from adapters._handler import CallHook, Close, Dispatcher, Receive, Send
-
-    actions = Dispatcher(ServerConfig(hostname="mx.example"), Session(peer=("127.0.0.1", 1)), unused=unused).actions()
-    called: list[str] = []
+    """The hooks a Dispatcher asked the adapter to call, through a short session."""
     inputs = [b"EHLO c.example\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n", b"hi\r\n.\r\nQUIT\r\n"]
-    result: Any = None
-    with contextlib.suppress(StopIteration):
-        while True:
-            action = actions.send(result)
-            result = None
-            if isinstance(action, CallHook):
-                called.append(action.name)
-                result = getattr(handler, action.name)(*action.args)
-            elif isinstance(action, Receive):
-                result = inputs.pop(0) if inputs else b""
-            elif not isinstance(action, (Send, Close)):
-                raise AssertionError(action)
-    return called
+    return _drive(handler, inputs, unused)[0]
 
 
 def test_unused_hooks_are_the_ones_left_as_they_are() -> None:
