@@ -96,10 +96,14 @@ class _TimedSocket:
         #: A graceful shutdown has begun: idle reads (no transaction open) end.
         self.draining = draining
 
+    def shutting_down(self, idle: bool) -> bool:
+        """Whether a read (an ``idle`` one, or any) must end now with SHUTDOWN."""
+        return self.aborting() or (idle and self.draining())
+
     def receive(self, timeout: float, idle: bool = False) -> object:
         deadline = time.monotonic() + timeout
         while True:
-            if self.aborting() or (idle and self.draining()):
+            if self.shutting_down(idle):
                 return SHUTDOWN
             remaining = deadline - time.monotonic()
             if remaining <= 0:

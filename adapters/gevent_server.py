@@ -88,7 +88,7 @@ class _WatchedSocket(_TimedSocket):
         watchdog.watch(self)
 
     def receive(self, timeout: float, idle: bool = False) -> object:
-        if self.aborting() or (idle and self.draining()):
+        if self.shutting_down(idle):
             return SHUTDOWN
         self.deadline = time.monotonic() + timeout
         self.if_cut_off = TIMED_OUT
@@ -99,7 +99,7 @@ class _WatchedSocket(_TimedSocket):
                 self._wait_readable()
             return self.sock.recv(READ_SIZE)
         except _CutOff:
-            return SHUTDOWN if self.aborting() or (idle and self.draining()) else TIMED_OUT
+            return SHUTDOWN if self.shutting_down(idle) else TIMED_OUT
         except OSError:
             return LOST
         finally:
