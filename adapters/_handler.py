@@ -360,8 +360,10 @@ class _Signal:
 
 
 #: Replies are written before each read, the replies to a pipelined burst together;
-#: past this many octets they are written at once, so a burst of short commands
-#: with long replies (EHLO) cannot make the replies waiting in memory grow with it.
+#: past this many octets, after a command this dispatcher answers, they are written
+#: at once, so a burst of EHLOs (or any command with hooks) cannot make the replies
+#: waiting in memory grow with it.  The commands the core answers on its own
+#: (NOOP, HELP, ...) never come back here mid-burst: their replies still wait whole.
 FLUSH_AT = 64 * 1024
 
 #: Where a session waits for a command with nothing to lose if a shutdown cuts it
