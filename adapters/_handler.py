@@ -360,10 +360,10 @@ class _Signal:
 
 
 #: Replies are written before each read, the replies to a pipelined burst together;
-#: past this many octets, after a command this dispatcher answers, they are written
-#: at once, so a burst of EHLOs (or any command with hooks) cannot make the replies
-#: waiting in memory grow with it.  The commands the core answers on its own
-#: (NOOP, HELP, ...) never come back here mid-burst: their replies still wait whole.
+#: past this many octets they are written at once, so a burst cannot make the
+#: replies waiting in memory grow with it.  Checked after every event: the core
+#: returns one for each command, those it answers itself (NOOP, HELP...) included,
+#: and queues a reply or two at most before it does.
 FLUSH_AT = 64 * 1024
 
 #: Where a session waits for a command with nothing to lose if a shutdown cuts it
@@ -571,8 +571,6 @@ class Dispatcher:
             handle = on_event.get(kind)
             if handle is not None:
                 yield from handle(self, event)
-                if conn.bytes_to_send > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
-                    yield from self._io(Send(conn.data_to_send()))
             elif kind is ConnectionClosed:
                 return
             elif kind is TlsHandshake:
@@ -583,6 +581,8 @@ class Dispatcher:
                 log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
             elif conn.reply_due:  # STARTTLS, VRFY, EXPN, RSET, NOOP...: the standard reply
                 conn.accept()
+            if conn.bytes_to_send > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
+                yield from self._io(Send(conn.data_to_send()))
             # Most events change nothing the session shows: look before doing the work.
             if (
                 conn.hello is not self._hello

@@ -806,7 +806,8 @@ class ServerConnection:
         burst leave together) should also write once this passes a bound of its
         own: one read can hold thousands of commands, and some replies are far
         longer than their commands (96 KiB of ``EHLO a`` lines is 1.6 MB of
-        EHLO replies).
+        EHLO replies).  Looking after each event is enough: every command gives
+        one, and a call queues a reply or two at most before returning.
         """
         return len(self._out)
 

@@ -58,6 +58,8 @@ class Driver:
         self.tls = tls
         self.events: list[Any] = []
         self.output = bytearray()
+        #: The most output one next_event() call queued by itself (the core's own replies).
+        self.largest_write = 0
         self.done = False
 
     def feed(self, data: bytes) -> None:
@@ -76,7 +78,9 @@ class Driver:
                 self.done = True
                 break
             finally:
-                self.output += conn.data_to_send()
+                out = conn.data_to_send()
+                self.output += out
+                self.largest_write = max(self.largest_write, len(out))
             if event is NEED_DATA or event is PAUSED:
                 # PAUSED: a policy that left the reply to the test, or a TLS
                 # handshake the test holds back.
