@@ -318,8 +318,9 @@ class Receive:
 
     timeout: float
     send: bytes = b""
-    #: The session waits for a command with no mail transaction open: a graceful
-    #: shutdown need not wait for it, and cuts it off at once with a 421.
+    #: The session waits for a command with no mail transaction open, or for the
+    #: PROXY header: a graceful shutdown need not wait for it, and cuts it off at
+    #: once (with a 421, unless no SMTP has been spoken yet).
     idle: bool = False
 
 
@@ -620,7 +621,8 @@ class Dispatcher:
                 return True
             if event is not NEED_DATA:  # the connection closed before the header
                 return False
-            data = yield from self._io(Receive(self._wait_timeout()))
+            # Idle: until the header is in, there is nothing a shutdown could cut short.
+            data = yield from self._io(Receive(self._wait_timeout(), idle=True))
             if data is TIMED_OUT or data is SHUTDOWN:  # no SMTP has been spoken
                 return False
             conn.receive_data(data)

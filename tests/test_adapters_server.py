@@ -895,6 +895,21 @@ def test_graceful_shutdown_tells_idle_sessions_421_at_once(serve: Callable[..., 
     assert recorder.messages[0]["data"] == MESSAGE
 
 
+def test_graceful_shutdown_closes_a_connection_still_owing_its_proxy_header(serve: Callable[..., Running]) -> None:
+    # Nothing has been said yet, so nothing is lost: it is closed at once, without a word of SMTP.
+    server = serve(ServerConfig(proxy_protocol=True))
+    raw = Raw(server.port)
+    raw.send(b"PROXY TCP4 192.0.2.1 ")  # and then nothing more
+    time.sleep(0.2)  # the session is waiting in the header's read
+    started = time.monotonic()
+    stopper = threading.Thread(target=server.stop, args=(10.0,))
+    stopper.start()
+    assert raw.read_until_closed() == b""
+    stopper.join(10)
+    raw.close()
+    assert time.monotonic() - started < 2  # not the 10 s of grace
+
+
 def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], recorder: Recorder) -> None:
     server = serve()
     raw = Raw(server.port)
