@@ -826,6 +826,8 @@ class ClientDriver:
             return
         view = memoryview(data)
         for start in range(0, len(view), size):
+            # A view, not bytes: no copy of a large message.  Only this client's own
+            # writers see it (MessageData accepts any bytes-like), and they only write it.
             yield view[start : start + size]  # type: ignore[misc]
 
     def _pieces(self, content: _Content) -> Iterator[bytes]:
