@@ -239,6 +239,41 @@ def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
     _run(test)
 
 
+def test_a_long_burst_lets_the_loop_turn_between_pieces_of_its_replies() -> None:
+    # A 96 KiB read of NOOPs is about 55 ms of work: the other connections
+    # get the loop between each 64 KiB of its replies, not only between its reads.
+    from adapters._handler import FLUSH_AT
+
+    turns = 0
+    seen: list[int] = []  # the turn each large piece of replies was written in
+
+    class Watching(AsyncHandler):
+        async def transcript(self, session: Session, direction: str, data: bytes) -> None:
+            if direction == "S" and len(data) > FLUSH_AT:
+                seen.append(turns)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def test() -> None:
+        async with SMTPServer(Watching(), ServerConfig(), port=0) as server:
+            counter = asyncio.create_task(count_turns())
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _reply(reader)
+            writer.write(b"EHLO a\r\n" + b"NOOP\r\n" * 32768 + b"QUIT\r\n")
+            replies = await asyncio.wait_for(reader.read(), 10)  # to the end: QUIT closes
+            writer.close()
+            counter.cancel()
+            assert replies.count(b"250 2.0.0 OK\r\n") == 32768 and replies.endswith(b"221 2.0.0 Bye\r\n")
+
+    _run(test)
+    assert len(seen) >= 3
+    assert seen == sorted(set(seen))  # each in a turn of its own
+
+
 def test_a_hook_the_handler_gains_after_start_is_called_from_the_next_connection() -> None:
     # Which hooks a handler leaves out is worked out per connection, as in every adapter.
     class Plain(AsyncHandler):
