@@ -180,6 +180,32 @@ def test_writes_and_a_close_go_behind_what_waits(
     assert received == b"250 a\r\n250 b\r\n421 c\r\n221 d\r\n"
 
 
+def test_a_long_burst_lets_the_other_greenlets_run_between_pieces_of_its_replies(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog
+) -> None:
+    from adapters._handler import FLUSH_AT
+
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # takes each write at once
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    io = _WatchedSocket(server, watchdog.aborting, watchdog)
+    turns = [0]
+
+    def count_turns() -> None:
+        while True:
+            turns[0] += 1
+            gevent.sleep(0)
+
+    counter = gevent.spawn(count_turns)
+    gevent.sleep(0)
+    before = turns[0]
+    assert io.send(b"250 2.0.0 OK\r\n", 5.0) is None
+    assert turns[0] == before  # an ordinary write: no turn of the hub
+    assert io.send(b"x" * (FLUSH_AT + 1), 5.0) is None
+    assert turns[0] > before  # a piece of a burst's replies: the others ran
+    counter.kill()
+
+
 #: 4 MiB: more than the socket buffers take.
 _BIG = bytes(range(256)) * 16384
 
