@@ -193,6 +193,7 @@ def pair(
                 result.messages.append(Received(current[0], list(server.recipients), current[1]))
             elif isinstance(event, MessageRejected):
                 result.rejected.append(event.reply)
+            assert isinstance(event, Event)  # NEED_DATA and PAUSED broke out above
             if server.reply_due:
                 (policy or (lambda conn, ev: conn.accept()))(server, event)
         reply_bytes = server.data_to_send()

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiosmtplib
@@ -88,8 +88,8 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
             return b"".join(lines)
 
 
-def _run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())  # type: ignore[arg-type]  # every wait in the tests has its own time limit
+def _run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())  # every wait in the tests has its own time limit
 
 
 async def _others() -> list[asyncio.Task[Any]]:
@@ -421,7 +421,8 @@ def test_a_read_a_waiting_hook_holds_survives_the_next_read_into_the_shared_buff
         handler = Transcribing()
         async with SMTPServer(handler, ServerConfig(), port=0) as server:
             (one, first), (two, second) = _connect(server), _connect(server)
-            one.session.peer, two.session.peer = "one", "two"  # type: ignore[union-attr]
+            assert one.session is not None and two.session is not None
+            one.session.peer, two.session.peer = "one", "two"
             await asyncio.sleep(0)
             _feed(one, b"EHLO one.example\r\n")
             _feed(two, b"EHLO two.example\r\n")  # the same buffer, while one's hook still waits
@@ -446,7 +447,7 @@ def test_a_proxy_header_read_into_the_shared_buffer_sets_the_peer() -> None:
             assert transport.log == []
             _feed(connection, b"PROXY TCP4 192.0.2.7 192.0.2.1 50000 25\r\n")
             await asyncio.sleep(0)
-            assert transport.log and transport.log[0].startswith(b"220 ")  # type: ignore[union-attr]
+            assert transport.log and isinstance(transport.log[0], bytes) and transport.log[0].startswith(b"220 ")
             _feed(connection, b"EHLO c.example\r\n")
             for _ in range(5):
                 await asyncio.sleep(0)

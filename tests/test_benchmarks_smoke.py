@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,19 +68,19 @@ def test_fitted_exponent() -> None:
     assert bench_growth.fitted_exponent([1, 10, 100], [1, 100, 10000]) == pytest.approx(2.0)
 
 
-def test_report_files(tmp_path: pytest.TempPathFactory) -> None:
+def test_report_files(tmp_path: Path) -> None:
     figures = [
         Figure("core: x", "a", "MB/s", 2.0, 1.0, 3.0, ratio=0.5, against="of ceiling", target=0.6),
         Figure("end to end", "b", "MiB", 4.0, 4.0, 4.0, target=16, target_on="median", lower_is_better=True),
     ]
     assert [f.met for f in figures] == [False, True]
-    path = tmp_path / "results" / "latest.json"  # type: ignore[operator]
+    path = tmp_path / "results" / "latest.json"
     _report.write_json(path, figures, ["a note"], _report.machine())
     data = json.loads(path.read_text())
     assert data["figures"][0]["met"] is False and data["meta"]["nproc"]
-    note = _report.write_chart(tmp_path / "chart.png", figures)  # type: ignore[operator]
+    note = _report.write_chart(tmp_path / "chart.png", figures)
     if note is None:
-        assert (tmp_path / "chart.png").stat().st_size > 0  # type: ignore[operator]
+        assert (tmp_path / "chart.png").stat().st_size > 0
     else:
         assert "matplotlib" in note
 

@@ -13,7 +13,7 @@ def caps(*lines: str) -> Capabilities:
     return Capabilities.from_reply(Reply._unchecked(250, ("mx.example.com greets you", *lines), None))
 
 
-def test_every_modelled_keyword():
+def test_every_modelled_keyword() -> None:
     result = caps(
         "PIPELINING",
         "SIZE 35882577",
@@ -62,14 +62,14 @@ def test_every_modelled_keyword():
     ("line", "size", "limit"),
     [("SIZE", 0, None), ("SIZE 0", 0, None), ("SIZE 2_5", None, None), ("SIZE +5", None, None), ("SIZE 100", 100, 100)],
 )
-def test_size_values(line, size, limit):
+def test_size_values(line: str, size: int | None, limit: int | None) -> None:
     result = caps(line)
     assert result.size == size
     assert result.max_message_size == limit
     assert result.has("SIZE")
 
 
-def test_nothing_advertised_and_bad_limits():
+def test_nothing_advertised_and_bad_limits() -> None:
     empty = caps()
     assert empty.keywords == frozenset()
     assert not empty.pipelining

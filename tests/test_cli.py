@@ -34,6 +34,7 @@ def serving(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[st
     )
     try:
         assert process.stdout is not None
+        assert process.stderr is not None
         line = process.stdout.readline()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         assert match, f"no listening line: {line!r} {process.stderr.read() if process.poll() is not None else ''}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
 from smtpcore import (
@@ -11,6 +13,7 @@ from smtpcore import (
     AuthResponse,
     BareNewlinePolicy,
     Bdat,
+    Capabilities,
     ClientConfig,
     ClientConnection,
     ConnectionClosed,
@@ -35,14 +38,14 @@ from smtpcore import (
 EHLO_ALL = b"250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250 STARTTLS\r\n"
 
 
-def reply(conn: ClientConnection, data: bytes):
+def reply(conn: ClientConnection, data: bytes) -> Reply:
     conn.receive_data(data)
     event = conn.next_event()
     assert isinstance(event, Reply), event
     return event
 
 
-def ready(ehlo: bytes = EHLO_ALL, **options) -> ClientConnection:
+def ready(ehlo: bytes = EHLO_ALL, **options: Any) -> ClientConnection:
     conn = ClientConnection(ClientConfig(**options))
     assert conn.next_event() is NEED_DATA
     reply(conn, b"220 mx ESMTP\r\n")
@@ -53,8 +56,9 @@ def ready(ehlo: bytes = EHLO_ALL, **options) -> ClientConnection:
     return conn
 
 
-def test_greeting_is_the_first_reply_and_pipelined_replies_pair_in_order():
+def test_greeting_is_the_first_reply_and_pipelined_replies_pair_in_order() -> None:
     conn = ready()
+    assert isinstance(conn.last_command, Hello)
     assert conn.last_command.verb == "EHLO"
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
@@ -65,6 +69,7 @@ def test_greeting_is_the_first_reply_and_pipelined_replies_pair_in_order():
     conn.receive_data(b"250 ok\r\n550 no\r\n250 ok\r\n354 go\r\n")
     seen = []
     while (event := conn.next_event()) is not PAUSED:
+        assert isinstance(event, Reply)
         seen.append((event.code, type(conn.last_command).__name__))
     assert seen == [(250, "Mail"), (550, "Rcpt"), (250, "Rcpt"), (354, "Data")]
     assert conn.timeout.name == "data_block"
@@ -82,7 +87,7 @@ def test_greeting_is_the_first_reply_and_pipelined_replies_pair_in_order():
         conn.send(Noop())
 
 
-def test_a_reply_with_nothing_outstanding_is_an_error_and_sticks():
+def test_a_reply_with_nothing_outstanding_is_an_error_and_sticks() -> None:
     conn = ready()
     conn.receive_data(b"250 unsolicited\r\n")
     with pytest.raises(RemoteProtocolError):
@@ -94,12 +99,14 @@ def test_a_reply_with_nothing_outstanding_is_an_error_and_sticks():
     # Even bytes left over after a reply count.
     conn = ClientConnection()
     conn.receive_data(b"220 hi\r\n250 extra\r\n")
-    assert conn.next_event().code == 220
+    answer = conn.next_event()
+    assert isinstance(answer, Reply)
+    assert answer.code == 220
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
 
 
-def test_peer_closing():
+def test_peer_closing() -> None:
     conn = ready()
     conn.receive_data(b"")
     assert conn.next_event() == ConnectionClosed(by_peer=True)
@@ -111,19 +118,21 @@ def test_peer_closing():
         conn.next_event()
 
 
-def test_421_ends_the_session_after_the_reply():
+def test_421_ends_the_session_after_the_reply() -> None:
     conn = ready()
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
     conn.receive_data(b"421 4.3.2 bye\r\n250 never read\r\n")
-    assert conn.next_event().code == 421
+    answer = conn.next_event()
+    assert isinstance(answer, Reply)
+    assert answer.code == 421
     assert conn.next_event() == ConnectionClosed(by_peer=True)
     assert conn.outstanding == ()
     conn.receive_data(b"more")
     assert conn.next_event() == ConnectionClosed(by_peer=True)
 
 
-def test_pipelining_rules():
+def test_pipelining_rules() -> None:
     conn = ready(b"250 mx\r\n")
     conn.send(Mail("a@x.org"))
     with pytest.raises(LocalProtocolError, match="PIPELINING"):
@@ -138,7 +147,7 @@ def test_pipelining_rules():
         conn.send(Hello("c.example"))
 
 
-def test_sequence_rules():
+def test_sequence_rules() -> None:
     conn = ClientConnection(ClientConfig())
     reply(conn, b"220 hi\r\n")
     for event in (Mail("a@x.org"), Rcpt("b@y.org"), Data(), Bdat(1), StartTls(), Auth("PLAIN")):
@@ -180,7 +189,7 @@ def test_sequence_rules():
     assert conn.data_to_send() == b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nBDAT 2\r\nabBDAT 0 LAST\r\n"
 
 
-def test_data_and_bdat_do_not_mix_and_binarymime_needs_bdat():
+def test_data_and_bdat_do_not_mix_and_binarymime_needs_bdat() -> None:
     conn = ready()
     conn.send(Mail("a@x.org", MailParams(body="BINARYMIME")))
     conn.send(Rcpt("b@y.org"))
@@ -191,7 +200,7 @@ def test_data_and_bdat_do_not_mix_and_binarymime_needs_bdat():
     conn.send(Rcpt("b@y.org"))
     conn.send(Data())
     conn.receive_data(b"250 ok\r\n250 ok\r\n451 not now\r\n")
-    assert [conn.next_event().code for _ in range(3)] == [250, 250, 451]
+    assert [cast(Reply, conn.next_event()).code for _ in range(3)] == [250, 250, 451]
     with pytest.raises(LocalProtocolError, match="BDAT after DATA"):
         conn.send(Bdat(1))
     with pytest.raises(LocalProtocolError, match="DATA after DATA"):
@@ -207,7 +216,7 @@ def test_data_and_bdat_do_not_mix_and_binarymime_needs_bdat():
         conn.send(Bdat(1))
 
 
-def test_refused_mail_closes_the_transaction():
+def test_refused_mail_closes_the_transaction() -> None:
     conn = ready()
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
@@ -217,7 +226,7 @@ def test_refused_mail_closes_the_transaction():
     conn.send(Mail("a@x.org"))  # no RSET needed: the server has no transaction
 
 
-def test_content_rules():
+def test_content_rules() -> None:
     conn = ready()
     with pytest.raises(LocalProtocolError):
         conn.send(MessageData(b"x"))
@@ -235,12 +244,12 @@ def test_content_rules():
         conn.send(Rset())
     with pytest.raises(LocalProtocolError):
         conn.send(MessageData._unchecked(data="text"))
-    conn.send(MessageData(memoryview(b"a\nb")))
+    conn.send(MessageData(memoryview(b"a\nb")))  # type: ignore[arg-type]  # accepted at run time; annotated bytes only
     conn.send(EndOfMessage())
     assert conn.data_to_send().endswith(b"DATA\r\na\r\nb\r\n.\r\n")
 
 
-def test_reject_policy_abandons_the_connection_mid_content():
+def test_reject_policy_abandons_the_connection_mid_content() -> None:
     conn = ready(bare_newlines=BareNewlinePolicy.REJECT)
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
@@ -256,11 +265,13 @@ def test_reject_policy_abandons_the_connection_mid_content():
     assert not conn.data_to_send().endswith(b".\r\n")
 
 
-def test_starttls_discards_everything_after_the_220():
+def test_starttls_discards_everything_after_the_220() -> None:
     conn = ready()
     conn.send(StartTls())
     conn.receive_data(b"220 go\r\n250-injected\r\n250 AUTH PLAIN\r\n")
-    assert conn.next_event().code == 220
+    answer = conn.next_event()
+    assert isinstance(answer, Reply)
+    assert answer.code == 220
     conn.receive_data(b"250 injected later\r\n")
     assert conn.timeout.name == "tls_handshake"
     assert conn.next_event() == TlsHandshake()
@@ -275,22 +286,24 @@ def test_starttls_discards_everything_after_the_220():
         conn.send(Mail("a@x.org"))
     conn.send(Hello("c.example"))
     assert reply(conn, b"250-mx\r\n250 AUTH PLAIN\r\n").code == 250
-    assert conn.capabilities.auth_mechanisms == ("PLAIN",)
+    # cast: mypy keeps the "is None" narrowing from above across the calls that set it
+    assert cast(Capabilities, conn.capabilities).auth_mechanisms == ("PLAIN",)
     with pytest.raises(LocalProtocolError, match="already active"):
         conn.send(StartTls())
     with pytest.raises(LocalProtocolError):
         conn.tls_established()
 
 
-def test_starttls_refused_changes_nothing():
+def test_starttls_refused_changes_nothing() -> None:
     conn = ready()
     conn.send(StartTls())
     assert reply(conn, b"454 no\r\n").code == 454
     assert not conn.tls_active
+    assert conn.capabilities is not None
     assert conn.capabilities.starttls
 
 
-def test_auth_rules():
+def test_auth_rules() -> None:
     conn = ready(b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n")
     with pytest.raises(LocalProtocolError, match="before TLS"):
         conn.send(Auth("PLAIN", b"\x00u\x00p"))
@@ -318,7 +331,7 @@ def test_auth_rules():
     conn.send(Auth("PLAIN", b"\x00u\x00p"))
 
 
-def test_helo_session_has_no_extensions():
+def test_helo_session_has_no_extensions() -> None:
     conn = ClientConnection()
     reply(conn, b"220 hi\r\n")
     conn.send(Hello("c.example"))
@@ -326,12 +339,13 @@ def test_helo_session_has_no_extensions():
     assert conn.capabilities is None
     conn.send(Hello("c.example", "HELO"))
     reply(conn, b"250 mx\r\n")
-    assert conn.capabilities.keywords == frozenset()
+    # cast: mypy keeps the "is None" narrowing from above across the calls that set it
+    assert cast(Capabilities, conn.capabilities).keywords == frozenset()
     with pytest.raises(LocalProtocolError, match="8BITMIME"):
         conn.send(Mail("a@x.org", MailParams(body="8BITMIME")))
 
 
-def test_lmtp_end_of_data_gets_one_reply_per_accepted_recipient():
+def test_lmtp_end_of_data_gets_one_reply_per_accepted_recipient() -> None:
     conn = ready(b"250-lmtp\r\n250-PIPELINING\r\n250 CHUNKING\r\n", lmtp=True)
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
@@ -342,17 +356,18 @@ def test_lmtp_end_of_data_gets_one_reply_per_accepted_recipient():
     conn.receive_data(b"250 ok\r\n250 ok\r\n550 no\r\n250 ok\r\n250 b\r\n452 d\r\n")
     codes = []
     while (event := conn.next_event()) is not PAUSED:
+        assert isinstance(event, Reply)
         codes.append(event.code)
     assert codes == [250, 250, 550, 250, 250, 452]
     conn.send(Mail("a@x.org"))
     conn.send(Rcpt("b@y.org"))
     conn.send(Bdat(0, last=True))
     conn.receive_data(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n")
-    assert [conn.next_event().code for _ in range(3)] == [250, 550, 554]
+    assert [cast(Reply, conn.next_event()).code for _ in range(3)] == [250, 550, 554]
     assert conn.next_event() is PAUSED
 
 
-def test_timeouts_follow_rfc_5321():
+def test_timeouts_follow_rfc_5321() -> None:
     conn = ClientConnection(ClientConfig(timeouts={"mail": 7}))
     assert (conn.timeout.name, conn.timeout.seconds, conn.timeout.rfc) == ("greeting", 300, "RFC 5321 §4.5.3.2.1")
     reply(conn, b"220 hi\r\n")
@@ -394,7 +409,7 @@ def test_timeouts_follow_rfc_5321():
     assert conn.timeout.name == "other"
 
 
-def test_config_checks():
+def test_config_checks() -> None:
     for options in (
         {"chunk_size": 0},
         {"max_reply_line": 100},
@@ -409,7 +424,7 @@ def test_config_checks():
             ClientConfig(**options)
 
 
-def test_client_guide_examples_run():
+def test_client_guide_examples_run() -> None:
     """docs/client.md's examples, in order and in one namespace (later ones reuse `talk`)."""
     import re
     from pathlib import Path

@@ -36,7 +36,7 @@ def splits(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @given(REPLY_LINES, st.lists(st.integers(0, 400), max_size=20))
-def test_any_split_of_the_reply_stream_gives_the_same_events(data, cuts):
+def test_any_split_of_the_reply_stream_gives_the_same_events(data: bytes, cuts: list[int]) -> None:
     whole = read_replies(data, 6)
     assert read_replies(splits(data, cuts), 6) == whole
 
@@ -46,7 +46,7 @@ SMALL = ClientConfig(max_reply_line=512, max_reply_size=2048, max_reply_lines=8)
 
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=700) | REPLY_LINES, max_size=10))
-def test_arbitrary_bytes_only_raise_remote_errors_and_stay_bounded(chunks):
+def test_arbitrary_bytes_only_raise_remote_errors_and_stay_bounded(chunks: list[bytes]) -> None:
     conn = ClientConnection(SMALL)
     conn._outstanding.extend(conn._outstanding[0].__class__(Noop()) for _ in range(20))
     for chunk in chunks:
@@ -90,8 +90,8 @@ S: 221 2.0.0 bye
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 200), max_size=8))
-def test_driver_outcome_does_not_depend_on_how_replies_arrive(cuts):
-    def make():
+def test_driver_outcome_does_not_depend_on_how_replies_arrive(cuts: list[int]) -> None:
+    def make() -> ClientDriver:
         return ClientDriver(
             ClientConfig(local_hostname="client.example", starttls=TlsPolicy.OFF),
             [(Envelope("a@x.org", ["b@y.org", "c@y.org"]), b"x")],
@@ -100,4 +100,6 @@ def test_driver_outcome_does_not_depend_on_how_replies_arrive(cuts):
     whole = run_client_transcript(SESSION, make())
     split = run_client_transcript(SESSION, make(), split=lambda data: splits(data, cuts))
     assert repr(split.result) == repr(whole.result)
-    assert whole.result.messages[0].refused["b@y.org"].reply.text == ("no", "such user")
+    refusal = whole.result.messages[0].refused["b@y.org"]
+    assert refusal.reply is not None
+    assert refusal.reply.text == ("no", "such user")

@@ -535,7 +535,7 @@ def test_decode_line_agrees_with_the_regex(line: bytes) -> None:
     assert checked_decode(line) == reference_decode(line)
 
 
-def test_only_an_ascii_space_separates_parameters():
+def test_only_an_ascii_space_separates_parameters() -> None:
     # U+00A0 is whitespace to str.split(), not to RFC 5321: the two "parameters"
     # are one malformed word, refused, on the fast path and the general one alike.
     context = Context(frozenset({"SIZE", "8BITMIME", "SMTPUTF8"}), frozenset())
@@ -545,11 +545,14 @@ def test_only_an_ascii_space_separates_parameters():
             PARSERS["MAIL"](line, context)
     # Several plain spaces are still tolerated, as before.
     event = PARSERS["MAIL"]("FROM:<a@b.example>  SIZE=10   BODY=8BITMIME", context)
+    assert isinstance(event, Mail)
     assert event.params.size == 10 and event.params.body == "8BITMIME"
 
 
-def test_postmaster_is_matched_with_ascii_case_folding_only():
+def test_postmaster_is_matched_with_ascii_case_folding_only() -> None:
     context = Context(frozenset(), frozenset())
-    assert PARSERS["RCPT"]("TO:<PostMaster>", context).recipient == "Postmaster"
+    rcpt = PARSERS["RCPT"]("TO:<PostMaster>", context)
+    assert isinstance(rcpt, Rcpt)
+    assert rcpt.recipient == "Postmaster"
     with pytest.raises(Refusal):
         PARSERS["RCPT"]("TO:<po\u017ftmaster>", context)  # long s: not "s" in an ASCII session

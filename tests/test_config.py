@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -75,11 +75,11 @@ def test_server_config_is_frozen() -> None:
     ],
 )
 def test_server_minimums(name: str, lowest: int) -> None:
-    assert getattr(ServerConfig(**{name: lowest}), name) == lowest
-    assert getattr(ServerConfig(**{name: lowest * 10}), name) == lowest * 10
+    assert getattr(ServerConfig(**cast("dict[str, Any]", {name: lowest})), name) == lowest
+    assert getattr(ServerConfig(**cast("dict[str, Any]", {name: lowest * 10})), name) == lowest * 10
     for below in (lowest - 1, 0 if lowest > 1 and name != "max_message_size" else -1, -(10**6)):
         with pytest.raises(ValueError, match=name):
-            ServerConfig(**{name: below})
+            ServerConfig(**cast("dict[str, Any]", {name: below}))
 
 
 def test_message_size_zero_means_unlimited() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from smtpcore._dotstuff import DotStuffer, LineEndings, needs_normalising
 from smtpcore._dotstuff import stuff as stuff_whole
 
 
-def stuff(chunks, policy=BareNewlinePolicy.NORMALISE) -> bytes:
+def stuff(chunks: Iterable[bytes], policy: BareNewlinePolicy = BareNewlinePolicy.NORMALISE) -> bytes:
     stuffer = DotStuffer(policy)
     return b"".join(stuffer.feed(chunk) for chunk in chunks) + stuffer.finish()
 
@@ -53,12 +54,12 @@ def normalised(data: bytes) -> bytes:
         ([b"\r.\r"], b"\r\n..\r\n.\r\n"),
     ],
 )
-def test_cases(chunks, wire):
+def test_cases(chunks: list[bytes], wire: bytes) -> None:
     assert stuff(chunks) == wire
 
 
 @given(st.lists(st.binary(max_size=20) | st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"\r\n."]), max_size=20))
-def test_any_chunking_round_trips_and_never_emits_a_bare_newline(chunks):
+def test_any_chunking_round_trips_and_never_emits_a_bare_newline(chunks: list[bytes]) -> None:
     wire = stuff(chunks)
     assert stuff([b"".join(chunks)]) == wire  # chunk boundaries change nothing
     assert not needs_normalising(wire)
@@ -67,7 +68,7 @@ def test_any_chunking_round_trips_and_never_emits_a_bare_newline(chunks):
 
 
 @given(st.lists(st.binary(max_size=20), max_size=10))
-def test_line_endings_alone(chunks):
+def test_line_endings_alone(chunks: list[bytes]) -> None:
     endings = LineEndings()
     out = b"".join(endings.feed(chunk) for chunk in chunks) + endings.finish()
     expected = b"".join(chunks).replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
@@ -75,21 +76,21 @@ def test_line_endings_alone(chunks):
 
 
 @pytest.mark.parametrize("chunks", [[b"a\nb"], [b"a\rb"], [b"a\r", b"b"], [b"a\r"], [b"\n"]])
-def test_reject_policy(chunks):
+def test_reject_policy(chunks: list[bytes]) -> None:
     with pytest.raises(LocalProtocolError):
         stuff(chunks, BareNewlinePolicy.REJECT)
 
 
-def test_reject_policy_passes_crlf_split_across_chunks():
+def test_reject_policy_passes_crlf_split_across_chunks() -> None:
     assert stuff([b"a\r", b"\nb"], BareNewlinePolicy.REJECT) == b"a\r\nb\r\n.\r\n"
 
 
-def test_accept_is_not_a_client_policy():
+def test_accept_is_not_a_client_policy() -> None:
     with pytest.raises(LocalProtocolError):
         DotStuffer(BareNewlinePolicy.ACCEPT)
 
 
-def test_bytes_like_input():
+def test_bytes_like_input() -> None:
     stuffer = DotStuffer()
     assert stuffer.feed(memoryview(b".x")) == b"..x"
     assert stuffer.feed(bytearray(b"\r\n.")) == b"\r\n.."
@@ -103,7 +104,7 @@ PIECES = st.lists(
 
 
 @given(PIECES)
-def test_whole_content_normalises_like_line_endings(pieces):
+def test_whole_content_normalises_like_line_endings(pieces: list[bytes]) -> None:
     from smtpcore._transaction import _MAX_TEXT_LINE, _whole_content
 
     data = b"".join(pieces)
@@ -118,7 +119,7 @@ def test_whole_content_normalises_like_line_endings(pieces):
 
 
 @given(PIECES, st.lists(st.integers(0, 20), max_size=5))
-def test_stuff_then_feed_stuffed_is_feed(pieces, cuts):
+def test_stuff_then_feed_stuffed_is_feed(pieces: list[bytes], cuts: list[int]) -> None:
     # The driver's whole messages: normalised, ending with CRLF, stuffed at once,
     # then sent in pieces cut anywhere; the wire form must be the streaming one.
     endings = LineEndings(BareNewlinePolicy.NORMALISE)

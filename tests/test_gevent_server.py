@@ -277,7 +277,13 @@ def test_a_read_after_a_reply_in_the_outbox_waits_for_the_socket_first(
     server, client = pair
     io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
     io.send_before_read(b"220 hi\r\n", 5.0)
-    answer = gevent.spawn(lambda: (client.recv(100), client.sendall(b"EHLO x\r\n"))[0])
+
+    def answer_hello() -> bytes:
+        data = client.recv(100)
+        client.sendall(b"EHLO x\r\n")
+        return data
+
+    answer = gevent.spawn(answer_hello)
     assert io.receive(5.0) == b"EHLO x\r\n"
     assert answer.get(timeout=5) == b"220 hi\r\n"
     assert waits == [io]

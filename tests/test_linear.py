@@ -52,8 +52,8 @@ def run(conn: ServerConnection, prefix: bytes, payload: bytes) -> tuple[int, int
     while conn.next_event() is not NEED_DATA:
         if conn.reply_due:
             conn.accept()
-    conn._buffer._data = CountingBuffer(conn._buffer._data)  # type: ignore[attr-defined]
-    conn._received = conn._buffer._data  # type: ignore[attr-defined]  # the server's own reference to it
+    conn._buffer._data = CountingBuffer(conn._buffer._data)
+    conn._received = conn._buffer._data  # the server's own reference to it
     CountingBuffer.work = 0
     calls = 0
     for i in range(len(payload)):
@@ -65,7 +65,7 @@ def run(conn: ServerConnection, prefix: bytes, payload: bytes) -> tuple[int, int
                 break
             if conn.reply_due:
                 conn.accept()
-    assert isinstance(conn._buffer._data, CountingBuffer)  # type: ignore[attr-defined]
+    assert isinstance(conn._buffer._data, CountingBuffer)
     return CountingBuffer.work, calls
 
 

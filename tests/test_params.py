@@ -41,7 +41,7 @@ ALL = frozenset(
 
 
 # Text without C0 controls or DEL: decoded xtext refuses those (see test_xtext_refuses_controls).
-NO_CONTROLS = st.characters(blacklist_categories=("Cs",), blacklist_characters=[chr(c) for c in [*range(32), 127]])
+NO_CONTROLS = st.characters(blacklist_categories=["Cs"], blacklist_characters=[chr(c) for c in [*range(32), 127]])
 
 
 def mail(*words: str, extensions: frozenset[str] = ALL, extra: frozenset[str] = frozenset(), utf8: bool = False) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import SupportsIndex, overload
 
 import pytest
 from hypothesis import given
@@ -213,14 +214,19 @@ class CountingBuffer(bytearray):
         super().__init__()
         self.work = 0
 
-    def find(self, sub, start=0, end=None):  # type: ignore[no-untyped-def,override]
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:  # type: ignore[override]  # narrower than bytearray.find: bytes and int offsets only
         stop = len(self) if end is None else end
         self.work += max(stop - start, 0)
         return super().find(sub, start, stop)
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+    @overload
+    def __getitem__(self, index: SupportsIndex, /) -> int: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> bytearray: ...
+    def __getitem__(self, index: SupportsIndex | slice, /) -> int | bytearray:
         result = super().__getitem__(index)
         if isinstance(index, slice):
+            assert isinstance(result, bytearray)
             self.work += len(result)
         return result
 
@@ -228,7 +234,7 @@ class CountingBuffer(bytearray):
 def receive_work(total: int, pattern: bytes, limit: int) -> int:
     buffer = ReceiveBuffer()
     counting = CountingBuffer()
-    buffer._data = counting  # type: ignore[misc]  # instrument the private store
+    buffer._data = counting  # instrument the private store
     stream = (pattern * (total // len(pattern) + 1))[:total]
     for index in range(total):
         buffer.feed(stream[index : index + 1])

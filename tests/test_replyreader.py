@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from client_helpers import byte_split, read_replies
@@ -14,7 +15,7 @@ from smtpcore._receivebuffer import ReceiveBuffer
 from smtpcore._replyreader import ReplyReader
 
 
-def three_ways(data: bytes, expected: int = 1, config: ClientConfig | None = None):
+def three_ways(data: bytes, expected: int = 1, config: ClientConfig | None = None) -> list[Any]:
     whole = read_replies(data, expected, config)
     assert read_replies(byte_split(data), expected, config) == whole
     return whole
@@ -32,7 +33,7 @@ GOOD = [
 
 
 @pytest.mark.parametrize(("data", "reply"), GOOD)
-def test_good_replies(data, reply):
+def test_good_replies(data: bytes, reply: Reply) -> None:
     # PAUSED: the one outstanding command is answered; the client must send next.
     assert three_ways(data) == [reply, PAUSED]
     # A partial reply waits for more.
@@ -60,13 +61,13 @@ BAD = [
 
 
 @pytest.mark.parametrize("data", BAD)
-def test_bad_replies_are_remote_errors(data):
+def test_bad_replies_are_remote_errors(data: bytes) -> None:
     events = three_ways(data)
     assert events[-1][0] == "error"
     assert not any(isinstance(event, Reply) for event in events)
 
 
-def test_trailing_bytes_are_left_in_the_buffer():
+def test_trailing_bytes_are_left_in_the_buffer() -> None:
     config = ClientConfig()
     reader = ReplyReader(config)
     buffer = ReceiveBuffer()
@@ -77,13 +78,13 @@ def test_trailing_bytes_are_left_in_the_buffer():
     assert not reader.in_reply
 
 
-def test_several_replies_pair_with_outstanding_commands():
+def test_several_replies_pair_with_outstanding_commands() -> None:
     data = b"220 hi\r\n250 a\r\n550 b\r\n"
     events = three_ways(data, expected=3)
     assert [event.code for event in events[:-1]] == [220, 250, 550]
 
 
-def test_bounds():
+def test_bounds() -> None:
     config = ClientConfig(max_reply_line=512, max_reply_size=1024, max_reply_lines=3)
     assert three_ways(b"250 " + b"x" * 506 + b"\r\n", config=config)[0].code == 250
     assert three_ways(b"250 " + b"x" * 507 + b"\r\n", config=config)[-1][0] == "error"
@@ -96,7 +97,7 @@ def test_bounds():
     assert three_ways(line * 2 + b"250-x\r\n250 " + b"y" * 300 + b"\r\n", config=config)[-1][0] == "error"
 
 
-def test_enhanced_codes_only_when_advertised_and_matching():
+def test_enhanced_codes_only_when_advertised_and_matching() -> None:
     reader = ReplyReader(ClientConfig())
 
     def parse(data: bytes, esc: bool) -> Reply:

@@ -21,10 +21,12 @@ from smtpcore import (
     ClientDriver,
     DeliverBy,
     Envelope,
+    Event,
     MailParams,
     RcptParams,
     Recipient,
     ServerConfig,
+    ServerConnection,
     SMTPNotSupportedError,
     TlsPolicy,
 )
@@ -37,7 +39,7 @@ DOMAIN = st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=
 
 
 @st.composite
-def addresses(draw, utf8):
+def addresses(draw: st.DrawFn, utf8: bool) -> str:
     local = draw(st.one_of(ATOM, UTF8_ATOM) if utf8 else ATOM)
     return f"{local}@{draw(DOMAIN)}"
 
@@ -46,7 +48,7 @@ XTEXT_SOURCE = st.text(alphabet=string.printable.strip() + " é", min_size=1, ma
 
 
 @st.composite
-def envelopes(draw, dsn, utf8):
+def envelopes(draw: st.DrawFn, dsn: bool, utf8: bool) -> Envelope:
     params = MailParams()
     if dsn:
         params = MailParams(
@@ -60,7 +62,7 @@ def envelopes(draw, dsn, utf8):
         by=draw(st.none() | st.builds(DeliverBy, st.integers(1, 10**6), st.sampled_from(["N", "R"]), st.booleans())),
         hold_for=draw(st.none() | st.integers(0, 10**6)),
     )
-    recipients = []
+    recipients: list[Recipient] = []
     for address in draw(st.lists(addresses(utf8), min_size=1, max_size=5, unique_by=str.lower)):
         rcpt = RcptParams()
         if dsn:
@@ -100,7 +102,15 @@ SERVER_EXTENSIONS = ("MT-PRIORITY", "DELIVERBY 60", "FUTURERELEASE 604800 2012-0
     chunk_size=st.sampled_from([1, 3, 7, 64, 4096]),
     stream=st.booleans(),
 )
-def test_roundtrip(data, pipelining, chunking, smtputf8, dsn, chunk_size, stream):
+def test_roundtrip(
+    data: st.DataObject,
+    pipelining: bool,
+    chunking: bool,
+    smtputf8: bool,
+    dsn: bool,
+    chunk_size: int,
+    stream: bool,
+) -> None:
     envelope = data.draw(envelopes(dsn, utf8=smtputf8))
     content = data.draw(CONTENT)
     server_config = ServerConfig(
@@ -114,7 +124,7 @@ def test_roundtrip(data, pipelining, chunking, smtputf8, dsn, chunk_size, stream
     if stream:
         cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
         bounds = [0, *cuts, len(content)]
-        message = [content[a:b] for a, b in itertools.pairwise(bounds)]
+        message: bytes | list[bytes] = [content[a:b] for a, b in itertools.pairwise(bounds)]
     else:
         message = content
     driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, chunk_size=chunk_size), [(envelope, message)])
@@ -154,7 +164,7 @@ def test_roundtrip(data, pipelining, chunking, smtputf8, dsn, chunk_size, stream
 
 @settings(max_examples=60, deadline=None)
 @given(content=st.binary(max_size=200), chunk_size=st.sampled_from([1, 5, 100]))
-def test_binary_roundtrip_over_bdat(content, chunk_size):
+def test_binary_roundtrip_over_bdat(content: bytes, chunk_size: int) -> None:
     envelope = Envelope("a@x.org", ["b@y.org"], MailParams(body="BINARYMIME"))
     driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, chunk_size=chunk_size), [(envelope, content)])
     result = pair(driver, ServerConfig())
@@ -164,7 +174,7 @@ def test_binary_roundtrip_over_bdat(content, chunk_size):
     assert received.mail.params.body == "BINARYMIME"
 
 
-def test_several_messages_lmtp_and_tls_over_the_server():
+def test_several_messages_lmtp_and_tls_over_the_server() -> None:
     messages = [
         (Envelope("a@x.org", ["b@y.org", "c@y.org"]), b"one\r\n"),
         (Envelope("a@x.org", ["d@y.org"]), b".two"),
@@ -179,8 +189,8 @@ def test_several_messages_lmtp_and_tls_over_the_server():
         assert [m.delivered for m in outcome.messages] == [("b@y.org", "c@y.org"), ("d@y.org",)]
 
 
-def test_server_refusals_reach_the_right_recipients():
-    def policy(server, event):
+def test_server_refusals_reach_the_right_recipients() -> None:
+    def policy(server: ServerConnection, event: Event) -> None:
         from smtpcore import Rcpt, Reply
 
         if isinstance(event, Rcpt) and event.recipient.startswith("no"):
@@ -195,4 +205,6 @@ def test_server_refusals_reach_the_right_recipients():
         outcome = result.driver.result.messages[0]
         assert outcome.delivered == ("yes@y.org",)
         assert sorted(outcome.refused) == ["no1@y.org", "no2@y.org"]
-        assert outcome.refused["no1@y.org"].reply.enhanced == "5.1.1"
+        refusal = outcome.refused["no1@y.org"]
+        assert refusal.reply is not None
+        assert refusal.reply.enhanced == "5.1.1"

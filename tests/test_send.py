@@ -87,7 +87,7 @@ def test_the_message_file_is_closed_however_the_command_ends(
 
     monkeypatch.setattr(send_command, "open", recording_open, raising=False)
     if ending == "usage error":  # found after the file is open
-        arguments = ("--helo", "not a name", "--server", "127.0.0.1:1")
+        arguments: tuple[str, ...] = ("--helo", "not a name", "--server", "127.0.0.1:1")
     else:
         arguments = ("--server", f"127.0.0.1:{fake_smtp_server.port}")
     code = send(str(tmp_path / "message.eml"), "--to", "bob@example.com", *arguments)

@@ -43,7 +43,7 @@ def greeted(config: ServerConfig | None = None) -> ServerConnection:
 
 
 def answer_all(conn: ServerConnection) -> list[object]:
-    events = []
+    events: list[object] = []
     while (event := conn.next_event()) is not NEED_DATA:
         events.append(event)
         if isinstance(event, ConnectionClosed):

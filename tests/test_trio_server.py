@@ -15,17 +15,22 @@ import os
 import socket
 from collections.abc import Generator, Iterator
 from socket import socketpair as stdlib_socket_pair
+from typing import TYPE_CHECKING
 
 import pytest
 
-trio = pytest.importorskip("trio")
-trio_testing = pytest.importorskip("trio.testing")
+if TYPE_CHECKING:
+    import trio
+    import trio.testing as trio_testing
+else:
+    trio = pytest.importorskip("trio")
+    trio_testing = pytest.importorskip("trio.testing")
 
-from adapters import AsyncHandler, Envelope, Session  # noqa: E402
-from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive  # noqa: E402
-from adapters._outbox import Outbox  # noqa: E402
-from adapters.trio_server import SMTPServer, _Connection, _CutOff, _OutboxTask, _Watchdog  # noqa: E402
-from smtpcore import Reply, ServerConfig  # noqa: E402
+from adapters import AsyncHandler, Envelope, Session
+from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive
+from adapters._outbox import Outbox
+from adapters.trio_server import SMTPServer, _Connection, _CutOff, _OutboxTask, _Watchdog
+from smtpcore import Reply, ServerConfig
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
 

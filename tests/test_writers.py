@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +38,9 @@ from smtpcore._writers import write_command
 # Every C0 control and DEL; CR, LF and NUL first because they matter most.
 CONTROLS = ["\r", "\n", "\x00", "\r\n", *[chr(c) for c in range(1, 32) if c not in (10, 13)], "\x7f"]
 _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=Event)
 
 
 @pytest.mark.parametrize(
@@ -84,11 +89,11 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
         (AuthResponse(cancel=True), False, b"*\r\n"),
     ],
 )
-def test_wire_forms(event, utf8, wire):
+def test_wire_forms(event: Event, utf8: bool, wire: bytes) -> None:
     assert write_command(event, utf8) == wire
 
 
-def test_utf8_only_with_smtputf8():
+def test_utf8_only_with_smtputf8() -> None:
     with pytest.raises(LocalProtocolError):
         write_command(Mail("ü@x.org"))
     with pytest.raises(LocalProtocolError):
@@ -102,7 +107,7 @@ def test_utf8_only_with_smtputf8():
     assert write_command(Mail("a@x.org", MailParams(smtputf8=True, extra=(("X", "ü"),)))).endswith("X=ü\r\n".encode())
 
 
-def test_lengths():
+def test_lengths() -> None:
     with pytest.raises(LocalProtocolError):
         write_command(Mail("a@x.org", MailParams(extra=tuple((f"X{i}", "v" * 40) for i in range(12)))))
     assert len(write_command(Auth("PLAIN", b"x" * 9000))) < 12288
@@ -113,7 +118,7 @@ def test_lengths():
 # --- injection: every field, every control character --------------------------------------------
 
 
-def _planted(kind, **values):
+def _planted(kind: type[_T], **values: Any) -> _T:
     """Parameters with ``values`` set behind the constructor's back (as a bug or an attacker might)."""
     params = kind()
     for name, value in values.items():
@@ -121,48 +126,53 @@ def _planted(kind, **values):
     return params
 
 
+def _unchecked(kind: type[_E], **values: Any) -> _E:
+    """``Event._unchecked`` applied to ``kind``: ``values`` set without validation."""
+    return kind._unchecked(**values)
+
+
 def _fields(bad: str) -> list[tuple[str, Event]]:
     """Events with ``bad`` planted in one field, bypassing the constructors' checks."""
-    u = Event._unchecked
+    u = _unchecked
     return [
-        ("Hello.domain", u.__func__(Hello, domain=f"x{bad}y.org", verb="EHLO")),
-        ("Hello.verb", u.__func__(Hello, domain="x.org", verb=f"EHLO{bad}")),
-        ("Mail.sender", u.__func__(Mail, sender=f"a{bad}@x.org", params=MailParams())),
-        ("Mail.sender-end", u.__func__(Mail, sender=f"a@x.org>{bad}RCPT TO:<e@x.org", params=MailParams())),
-        ("Mail.size", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=f"1{bad}2"))),
-        ("Mail.body", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, body=f"7BIT{bad}"))),
-        ("Mail.ret", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, ret=f"FULL{bad}"))),
-        ("Mail.envid", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, envid=f"id{bad}"))),
-        ("Mail.auth", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, auth=f"a{bad}"))),
-        ("Mail.mt_priority", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, mt_priority=f"1{bad}"))),
-        ("Mail.hold_until", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, hold_until=f"2020{bad}"))),
-        ("Mail.extra-key", u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, extra=((f"X{bad}", None),)))),
+        ("Hello.domain", u(Hello, domain=f"x{bad}y.org", verb="EHLO")),
+        ("Hello.verb", u(Hello, domain="x.org", verb=f"EHLO{bad}")),
+        ("Mail.sender", u(Mail, sender=f"a{bad}@x.org", params=MailParams())),
+        ("Mail.sender-end", u(Mail, sender=f"a@x.org>{bad}RCPT TO:<e@x.org", params=MailParams())),
+        ("Mail.size", u(Mail, sender="a@x.org", params=_planted(MailParams, size=f"1{bad}2"))),
+        ("Mail.body", u(Mail, sender="a@x.org", params=_planted(MailParams, body=f"7BIT{bad}"))),
+        ("Mail.ret", u(Mail, sender="a@x.org", params=_planted(MailParams, ret=f"FULL{bad}"))),
+        ("Mail.envid", u(Mail, sender="a@x.org", params=_planted(MailParams, envid=f"id{bad}"))),
+        ("Mail.auth", u(Mail, sender="a@x.org", params=_planted(MailParams, auth=f"a{bad}"))),
+        ("Mail.mt_priority", u(Mail, sender="a@x.org", params=_planted(MailParams, mt_priority=f"1{bad}"))),
+        ("Mail.hold_until", u(Mail, sender="a@x.org", params=_planted(MailParams, hold_until=f"2020{bad}"))),
+        ("Mail.extra-key", u(Mail, sender="a@x.org", params=_planted(MailParams, extra=((f"X{bad}", None),)))),
         (
             "Mail.extra-value",
-            u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, extra=(("X", f"v{bad}"),))),
+            u(Mail, sender="a@x.org", params=_planted(MailParams, extra=(("X", f"v{bad}"),))),
         ),
-        ("Rcpt.recipient", u.__func__(Rcpt, recipient=f"b{bad}@y.org", params=RcptParams())),
-        ("Rcpt.notify", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, notify=(f"NEVER{bad}",)))),
+        ("Rcpt.recipient", u(Rcpt, recipient=f"b{bad}@y.org", params=RcptParams())),
+        ("Rcpt.notify", u(Rcpt, recipient="b@y.org", params=_planted(RcptParams, notify=(f"NEVER{bad}",)))),
         (
             "Rcpt.orcpt-type",
-            u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=(f"rfc822{bad}", "b"))),
+            u(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=(f"rfc822{bad}", "b"))),
         ),
-        ("Rcpt.orcpt", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=("rfc822", f"b{bad}")))),
-        ("Rcpt.rrvs", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, rrvs=f"2020{bad}"))),
-        ("Rcpt.extra", u.__func__(Rcpt, recipient="b@y.org", params=_planted(RcptParams, extra=(("X", f"v{bad}"),)))),
-        ("Bdat.size", u.__func__(Bdat, size=f"1{bad}", last=False)),
-        ("Vrfy", u.__func__(Vrfy, argument=f"u{bad}")),
-        ("Expn", u.__func__(Expn, argument=f"u{bad}")),
-        ("Help", u.__func__(Help, argument=f"u{bad}")),
-        ("Noop", u.__func__(Noop, argument=f"u{bad}")),
-        ("Auth.mechanism", u.__func__(Auth, mechanism=f"PLAIN{bad}", initial_response=None)),
-        ("Auth.initial", u.__func__(Auth, mechanism="PLAIN", initial_response=f"x{bad}".encode())),
-        ("AuthResponse", u.__func__(AuthResponse, data=f"x{bad}".encode(), cancel=False)),
+        ("Rcpt.orcpt", u(Rcpt, recipient="b@y.org", params=_planted(RcptParams, orcpt=("rfc822", f"b{bad}")))),
+        ("Rcpt.rrvs", u(Rcpt, recipient="b@y.org", params=_planted(RcptParams, rrvs=f"2020{bad}"))),
+        ("Rcpt.extra", u(Rcpt, recipient="b@y.org", params=_planted(RcptParams, extra=(("X", f"v{bad}"),)))),
+        ("Bdat.size", u(Bdat, size=f"1{bad}", last=False)),
+        ("Vrfy", u(Vrfy, argument=f"u{bad}")),
+        ("Expn", u(Expn, argument=f"u{bad}")),
+        ("Help", u(Help, argument=f"u{bad}")),
+        ("Noop", u(Noop, argument=f"u{bad}")),
+        ("Auth.mechanism", u(Auth, mechanism=f"PLAIN{bad}", initial_response=None)),
+        ("Auth.initial", u(Auth, mechanism="PLAIN", initial_response=f"x{bad}".encode())),
+        ("AuthResponse", u(AuthResponse, data=f"x{bad}".encode(), cancel=False)),
     ]
 
 
 @pytest.mark.parametrize("bad", CONTROLS, ids=repr)
-def test_no_control_character_reaches_the_wire(bad):
+def test_no_control_character_reaches_the_wire(bad: str) -> None:
     for name, event in _fields(bad):
         for utf8 in (False, True):
             try:
@@ -175,9 +185,9 @@ def test_no_control_character_reaches_the_wire(bad):
 
 
 @pytest.mark.parametrize("bad", CONTROLS, ids=repr)
-def test_constructors_refuse_controls(bad):
+def test_constructors_refuse_controls(bad: str) -> None:
     """The public constructors refuse them too (the first line of defence)."""
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: Hello(f"x{bad}y.org"),
         lambda: Mail(f"a{bad}@x.org"),
         lambda: Rcpt(f"b{bad}@y.org"),
@@ -198,7 +208,7 @@ def test_constructors_refuse_controls(bad):
 
 
 @pytest.mark.parametrize("bad", ["\r", "\n", "\x00", "\x7f"], ids=repr)
-def test_send_writes_nothing_for_a_bad_event(bad):
+def test_send_writes_nothing_for_a_bad_event(bad: str) -> None:
     conn = ClientConnection(ClientConfig(allow_insecure_auth=True))
     conn.receive_data(b"220 hi\r\n")
     conn.next_event()
@@ -223,7 +233,7 @@ def test_send_writes_nothing_for_a_bad_event(bad):
         conn.data_to_send()
 
 
-def test_not_a_client_command():
+def test_not_a_client_command() -> None:
     from smtpcore import EndOfMessage, MessageData
 
     for event in (EndOfMessage(), MessageData(b"x")):
@@ -231,21 +241,21 @@ def test_not_a_client_command():
             write_command(event)
 
 
-def test_the_choke_point_itself_and_wrong_types():
+def test_the_choke_point_itself_and_wrong_types() -> None:
     from smtpcore import _writers
 
     with pytest.raises(LocalProtocolError, match="containing"):
         _writers._finish("NOOP \x01", False)
-    u = Event._unchecked
+    u = _unchecked
     wrong = [
-        u.__func__(Mail, sender=5, params=MailParams()),
-        u.__func__(Mail, sender="a@x.org", params=RcptParams()),
-        u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=10**21)),
-        u.__func__(Mail, sender="a@x.org", params=_planted(MailParams, size=True)),
-        u.__func__(Rcpt, recipient="b@y.org", params=MailParams()),
-        u.__func__(Vrfy, argument=None),
-        u.__func__(Auth, mechanism="PLAIN", initial_response="text"),
-        u.__func__(AuthResponse, data="text", cancel=False),
+        u(Mail, sender=5, params=MailParams()),
+        u(Mail, sender="a@x.org", params=RcptParams()),
+        u(Mail, sender="a@x.org", params=_planted(MailParams, size=10**21)),
+        u(Mail, sender="a@x.org", params=_planted(MailParams, size=True)),
+        u(Rcpt, recipient="b@y.org", params=MailParams()),
+        u(Vrfy, argument=None),
+        u(Auth, mechanism="PLAIN", initial_response="text"),
+        u(AuthResponse, data="text", cancel=False),
     ]
     for event in wrong:
         with pytest.raises(LocalProtocolError):
