@@ -582,7 +582,7 @@ class Dispatcher:
                 log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
             elif conn.reply_due:  # STARTTLS, VRFY, EXPN, RSET, NOOP...: the standard reply
                 conn.accept()
-            if conn.bytes_to_send > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
+            if conn.data_to_send_size > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
                 yield from self._io(Send(conn.data_to_send()))
             # Most events change nothing the session shows: look before doing the work.
             if (

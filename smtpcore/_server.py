@@ -799,7 +799,7 @@ class ServerConnection:
         self._replies_due = 0
 
     @property
-    def bytes_to_send(self) -> int:
+    def data_to_send_size(self) -> int:
         """How many octets :meth:`data_to_send` would return now.
 
         A loop that writes only before it reads (so the replies to a pipelined

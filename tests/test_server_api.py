@@ -126,15 +126,15 @@ def test_recipient_count_follows_the_accepted_recipients() -> None:
     assert conn.recipient_count == 0
 
 
-def test_bytes_to_send_is_what_data_to_send_would_return() -> None:
+def test_data_to_send_size_is_what_data_to_send_would_return() -> None:
     conn = greeted()
-    assert conn.bytes_to_send == 0
+    assert conn.data_to_send_size == 0
     conn.receive_data(b"EHLO c.example\r\nNOOP\r\n")
     answer_all(conn)
-    queued = conn.bytes_to_send
+    queued = conn.data_to_send_size
     out = conn.data_to_send()
     assert queued == len(out) > 0 and out.startswith(b"250-")
-    assert conn.bytes_to_send == 0
+    assert conn.data_to_send_size == 0
 
 
 # --- the PROXY protocol ---------------------------------------------------------------------------
