@@ -318,9 +318,10 @@ class Receive:
 
     timeout: float
     send: bytes = b""
-    #: The session waits for a command with no mail transaction open, or for the
-    #: PROXY header: a graceful shutdown need not wait for it, and cuts it off at
-    #: once (with a 421, unless no SMTP has been spoken yet).
+    #: The session waits for a command with nothing under way (the core's
+    #: ``ServerConnection.idle``), or for the PROXY header: a graceful shutdown need
+    #: not wait for it, and cuts it off at once (with a 421, unless no SMTP has been
+    #: spoken yet).
     idle: bool = False
 
 
@@ -366,11 +367,6 @@ class _Signal:
 #: returns one for each command, those it answers itself (NOOP, HELP...) included,
 #: and queues a reply or two at most before it does.
 FLUSH_AT = 64 * 1024
-
-#: Where a session waits for a command with nothing to lose if a shutdown cuts it
-#: off: greeted (with 220 or 554) and no mail transaction open.  Not inside a
-#: SASL exchange, a transaction, or the content.
-_IDLE = frozenset({State.CONNECTED, State.READY, State.REFUSED})
 
 #: Send back for a :class:`Receive` whose timeout ran out.
 TIMED_OUT = _Signal("TIMED_OUT")
@@ -556,7 +552,7 @@ class Dispatcher:
                 # The replies so far and the next read, in one action: this is every
                 # read of the session, and a round trip through the adapter less than
                 # a Send and a Receive (3% of a kept-alive message's instructions).
-                data = yield Receive(self._wait_timeout(), conn.data_to_send(), conn.state in _IDLE)
+                data = yield Receive(self._wait_timeout(), conn.data_to_send(), conn.idle)
                 if data is LOST:
                     raise _ConnectionLost
                 if data is TIMED_OUT or data is SHUTDOWN:

@@ -132,6 +132,8 @@ _HELLO_STATES = (S.READY, S.MAIL, S.RCPT, S.CHUNKING)
 #: Where next_event() reads command lines (SASL lines in AUTH): all but content,
 #: the PROXY header and the TLS handshake.
 _READS_COMMANDS = frozenset(State) - {S.DATA, S.CHUNK, S.PROXY, S.TLS}
+#: Where a command is awaited with nothing under way (see ServerConnection.idle).
+_IDLE = frozenset({S.CONNECTED, S.READY, S.REFUSED})
 
 #: TRANSITIONS[state][command] -> the state after the application accepts it.
 #: A command missing from a state's row gets a 503 (bad sequence).  NOOP, RSET,
@@ -347,6 +349,17 @@ class ServerConnection:
         instead of the command deadline.
         """
         return self._state in (S.DATA, S.CHUNK)
+
+    @property
+    def idle(self) -> bool:
+        """True while the machine waits for a command with nothing under way.
+
+        Greeted (220 or 554), with no mail transaction, SASL exchange or TLS
+        handshake in progress: a server shutting down may end the session here
+        (``end_session``) and the client loses nothing by it.  Elsewhere a
+        graceful shutdown lets the session finish what it started.
+        """
+        return self._state in _IDLE
 
     @property
     def reply_due(self) -> bool:

@@ -1,4 +1,4 @@
-"""ServerConnection calls for adapters: end_session(), receiving_content, and the PROXY protocol."""
+"""ServerConnection calls for adapters: end_session(), receiving_content, idle, and the PROXY protocol."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from smtpcore import (
     ServerConfig,
     ServerConnection,
     StartTls,
+    TlsHandshake,
     TlsPolicy,
     Vrfy,
 )
@@ -107,6 +108,60 @@ def test_receiving_content_covers_data_and_bdat_chunks_only() -> None:
     conn.receive_data(b"BDAT 0 LAST\r\n")
     answer_all(conn)
     assert not conn.receiving_content
+
+
+def test_idle_while_a_command_is_awaited_with_nothing_under_way() -> None:
+    # What a graceful shutdown may cut off at once: nothing a client started is lost.
+    conn = greeted(ServerConfig(tls=TlsPolicy.OPTIONAL, auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True))
+    seen: list[tuple[str, bool]] = [("greeted", conn.idle)]
+    for line in [
+        b"EHLO c.example\r\n",
+        b"AUTH LOGIN\r\n",  # a SASL exchange: 334 sent, its answer awaited
+        b"*\r\n",  # cancelled
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"RCPT TO:<c@d.example>\r\n",
+        b"BDAT 3\r\nabc",  # between chunks: the transaction is still open
+        b"BDAT 0 LAST\r\n",
+        b"DATA\r\n",  # refused (no transaction): a bad sequence leaves it idle
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\npart",  # in the content
+        b"\r\n.\r\n",
+    ]:
+        conn.receive_data(line)
+        answer_all(conn)
+        seen.append((line.split(b" ")[0].split(b"\r")[0].decode(), conn.idle))
+    conn.receive_data(b"STARTTLS\r\n")
+    assert isinstance(conn.next_event(), StartTls)
+    conn.accept()
+    assert isinstance(conn.next_event(), TlsHandshake)
+    seen.append(("STARTTLS", conn.idle))  # the handshake is awaited
+    conn.tls_established()
+    seen.append(("after TLS", conn.idle))
+    assert seen == [
+        ("greeted", True),
+        ("EHLO", True),
+        ("AUTH", False),
+        ("*", True),
+        ("MAIL", False),
+        ("RCPT", False),
+        ("BDAT", False),
+        ("BDAT", True),
+        ("DATA", True),
+        ("MAIL", False),
+        ("", True),
+        ("STARTTLS", False),
+        ("after TLS", True),
+    ]
+    conn.end_session(SHUTDOWN)
+    assert not conn.idle  # closed: nothing is awaited
+
+
+def test_idle_outside_commands_only_after_a_554_greeting() -> None:
+    refused = ServerConnection(ServerConfig())
+    refused.send(Reply(554, "No service"))
+    assert refused.idle  # only QUIT is accepted, and nothing can be under way
+    behind_proxy = ServerConnection(ServerConfig(proxy_protocol=True))
+    assert not behind_proxy.idle  # the PROXY header first: the adapter knows that wait apart
+    assert not ServerConnection(ServerConfig()).idle  # the greeting is owed
 
 
 def test_recipient_count_follows_the_accepted_recipients() -> None:
