@@ -155,7 +155,7 @@ def test_idle_while_a_command_is_awaited_with_nothing_under_way() -> None:
     assert not conn.idle  # closed: nothing is awaited
 
 
-def test_idle_outside_commands_only_after_a_554_greeting() -> None:
+def test_idle_after_a_554_greeting_but_not_before_the_greeting_or_the_proxy_header() -> None:
     refused = ServerConnection(ServerConfig())
     refused.send(Reply(554, "No service"))
     assert refused.idle  # only QUIT is accepted, and nothing can be under way
