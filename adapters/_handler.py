@@ -35,7 +35,6 @@ to a pipelined burst leave in one write.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ from smtpcore import (
     Reply,
     ServerConfig,
     ServerConnection,
-    State,
     TlsHandshake,
 )
 
@@ -85,7 +83,6 @@ __all__ = [
     "TlsInfo",
     "acall_hook",
     "call_hook",
-    "redact_auth",
     "refusal",
     "unused_hooks",
     "wants_transcript",
@@ -252,7 +249,8 @@ class Handler:
     def transcript(self, session: Session, direction: str, data: bytes) -> None:
         """The wire bytes, ``direction`` ``"C"`` (from the client) or ``"S"`` (ours).
 
-        Called only if a handler overrides it.  AUTH responses arrive redacted.
+        Called only if a handler overrides it.  SASL secrets arrive redacted
+        (``ServerConnection.redact``).
         """
         return
 
@@ -403,17 +401,6 @@ async def acall_hook(handler: AsyncHandler, action: CallHook) -> Any:
         return _HookFailed(exc)
 
 
-_AUTH_LINE = re.compile(rb"(?im)^(AUTH[ ]+[A-Z0-9_-]+[ ]+)[^\r\n]+")
-
-
-def redact_auth(data: bytes, in_auth: bool) -> bytes:
-    """``data`` with SASL secrets replaced: every line of an exchange in progress,
-    and the initial response of an ``AUTH <mechanism> <response>`` line."""
-    if in_auth:
-        return b"".join(b"<redacted>" + line[len(line.rstrip(b"\r\n")) :] for line in data.splitlines(keepends=True))
-    return _AUTH_LINE.sub(rb"\1<redacted>", data)
-
-
 #: Hooks whose answer does not matter: if one raises, the error is only logged.
 _NOTIFICATIONS = frozenset({"tls_established", "connection_closed", "message_aborted", "transcript"})
 
@@ -530,12 +517,13 @@ class Dispatcher:
                     yield from self._hook("transcript", self.session, "S", action.data)
                 elif isinstance(action, Receive) and action.send:
                     yield from self._hook("transcript", self.session, "S", action.send)
-                in_auth = self.conn.state is State.AUTH  # what the client sends now is secret
                 result = yield action
                 if type(result) is memoryview:  # the hook may wait, and the buffer be read into again
                     result = bytes(result)
                 if isinstance(action, Receive) and isinstance(result, bytes) and result:
-                    yield from self._hook("transcript", self.session, "C", redact_auth(result, in_auth))
+                    # Redacted before the session is given the read: what is secret
+                    # depends on the state the read arrived in.
+                    yield from self._hook("transcript", self.session, "C", self.conn.redact(result))
         finally:
             actions.close()
 

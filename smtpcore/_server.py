@@ -69,6 +69,7 @@ from ._events import (
 )
 from ._proxy import ProxyError, ProxyInfo, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer
+from ._redact import Redactor
 from ._replies import Reply
 from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
@@ -295,6 +296,7 @@ class ServerConnection:
         self.tls_active = self.config.implicit_tls
         #: Total octets received, for logs and session objects.
         self.bytes_received = 0
+        self._redactor: Redactor | None = None  # made by the first redact(): most servers keep no transcript
         self._reset_session()
 
     # --- session and transaction state ----------------------------------------------------------
@@ -391,6 +393,21 @@ class ServerConnection:
             # and nothing after the end of the session matters.
             return
         self._buffer.feed(data)
+
+    def redact(self, data: bytes) -> bytes:
+        """``data``, as read from the client, fit for a transcript or a log: SASL
+        secrets (an ``AUTH`` line's initial response, every response of the
+        exchange) replaced by ``<redacted>``.
+
+        Give it every read in order, each before :meth:`receive_data`: a secret
+        may be split across reads, and what is secret depends on the state the
+        read arrives in.  It hides more rather than less: whatever a client
+        pipelines after an ``AUTH`` line in the same read, and a message line
+        that reads like one.
+        """
+        if self._redactor is None:
+            self._redactor = Redactor()
+        return self._redactor.redact(data, self._state is S.AUTH)
 
     def next_event(self) -> Event | Sentinel:
         """The next event, ``NEED_DATA`` or ``PAUSED``.
@@ -741,6 +758,8 @@ class ServerConnection:
         # and could be an attacker's injection: it is dropped, never parsed.
         self._buffer.clear()
         self._tls_announced = False
+        # A line left unfinished in plaintext must not join the first line under TLS.
+        self._redactor = None
 
     #: Accepted commands that change more than the state, and what they change
     #: (a lookup by type: cheaper than asking isinstance of each in turn).
