@@ -66,13 +66,7 @@ class Redactor:
         if not data:
             return data
         out: list[bytes] = []
-        hide_all = in_exchange
-        if self._after_cr and data[:1] == b"\n":
-            # The CR that ended the last read was the first half of a CRLF.
-            hide_all |= self._end_line(self._head[:-1] if self._head else None)
-            out.append(b"\n")
-            data = data[1:]
-        self._after_cr = data.endswith(b"\r")
+        data, hide_all = self._end_split_crlf(data, in_exchange, out)
         pos, size = 0, len(data)
         while pos < size:
             if self._head == b"" and not self._hidden:  # a line starts at pos
@@ -105,6 +99,16 @@ class Redactor:
             out.append(b"\r\n")
             pos = end + 2
         return b"".join(out)
+
+    def _end_split_crlf(self, data: bytes, hide_all: bool, out: list[bytes]) -> tuple[bytes, bool]:
+        """``data`` after the LF that completes a CRLF the last read began, and
+        whether the rest of the read is secret (the line it ended was AUTH)."""
+        if self._after_cr and data[:1] == b"\n":
+            hide_all |= self._end_line(self._head[:-1] if self._head else None)
+            out.append(b"\n")
+            data = data[1:]
+        self._after_cr = data.endswith(b"\r")
+        return data, hide_all
 
     def _continue(self, piece: bytes, hide_all: bool, out: list[bytes], partial: bool = False) -> None:
         """Show ``piece``, the next octets of the line under way, as far as it is not secret.

@@ -172,12 +172,7 @@ class LineByLine(Redactor):
         if not data:
             return data
         out: list[bytes] = []
-        hide_all = in_exchange
-        if self._after_cr and data[:1] == b"\n":
-            hide_all |= self._end_line(self._head[:-1] if self._head else None)
-            out.append(b"\n")
-            data = data[1:]
-        self._after_cr = data.endswith(b"\r")
+        data, hide_all = self._end_split_crlf(data, in_exchange, out)
         *lines, partial = data.split(b"\r\n")
         for line in lines:
             self._continue(line, hide_all, out)
