@@ -29,7 +29,7 @@ from . import send_command
 from ._hostname import default_hostname
 from .maildir import MaildirStore
 from .passwords import hash_password, load_auth_file
-from .sink import AsyncSinkHandler, MailSink, SinkHandler
+from .sink import MailSink, sink_handler
 
 __all__ = ["main"]
 
@@ -303,7 +303,7 @@ def run_asyncio(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
     from .asyncio_server import SMTPServer
 
     async def main() -> None:
-        handler = AsyncSinkHandler(plan.sink)
+        handler = sink_handler(plan.sink, "asyncio")
         servers: list[SMTPServer] = []
         for host, port in plan.addresses:
             server = SMTPServer(handler, plan.config, **_server_options(plan, host, port))
@@ -334,7 +334,7 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
     from .trio_server import SMTPServer
 
     async def main() -> None:
-        handler = AsyncSinkHandler(plan.sink)
+        handler = sink_handler(plan.sink, "trio")
         async with trio.open_nursery() as nursery:
             servers: list[SMTPServer] = []
             for host, port in plan.addresses:
@@ -369,7 +369,7 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
         from .blocking_server import SMTPServer as BlockingServer
 
         server_class = BlockingServer
-    handler = SinkHandler(plan.sink)
+    handler = sink_handler(plan.sink, plan.adapter)
     servers: list[Any] = []
     for host, port in plan.addresses:
         server = server_class(handler, plan.config, **_server_options(plan, host, port))

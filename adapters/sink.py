@@ -4,7 +4,10 @@ All of it is one plain class, :class:`MailSink`, whose methods are the handler
 hooks; :class:`SinkHandler` and :class:`AsyncSinkHandler` only present it to the
 blocking and async adapters.  The async variant calls the same methods directly:
 Maildir writes are small buffered writes plus one ``fsync`` per message, which a
-mail sink can afford on the event loop.
+mail sink can afford on the event loop.  The password check cannot be afforded
+there: scrypt costs some 50 ms of CPU by design, and a client trying passwords
+would stall every other session for as long, so :func:`sink_handler` runs it in
+a worker thread on asyncio, trio and gevent (scrypt releases the GIL).
 
 Two promises matter here.  **Never an open relay**: a recipient is accepted only
 if its address or its domain is on an allowlist (by default the server's own
@@ -15,19 +18,21 @@ only after the Maildir delivery is fsynced and renamed into ``new/``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Literal, overload
 
 from smtpcore import AuthCredentials, Rcpt, Reply
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session
 from .maildir import Delivery, MaildirStore, TraceInfo
-from .passwords import verify_password
+from .passwords import hash_password, verify_password
 
-__all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler"]
+__all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler", "sink_handler"]
 
 log = logging.getLogger("smtpcore.serve")
 
@@ -124,7 +129,12 @@ class MailSink:
         encoded = self.users.get(credentials.username)
         # Acting as somebody else (a different authorization identity) is not offered.
         acting_as_self = credentials.authorization_id in ("", credentials.username)
-        if encoded is None or credentials.password is None or not acting_as_self:
+        if credentials.password is None or not acting_as_self:
+            return False
+        if encoded is None:
+            # An unknown user costs the same check as a known one with a wrong
+            # password: how long the reply takes must not tell which users exist.
+            verify_password(credentials.password, _unknown_user_hash())
             return False
         return verify_password(credentials.password, encoded)
 
@@ -181,12 +191,22 @@ def _protocol(session: Session, lmtp: bool) -> str:
     return base + ("S" if session.tls else "") + ("A" if session.authenticated else "")
 
 
-class SinkHandler(Handler):
-    """:class:`MailSink` for the blocking and gevent servers."""
+@functools.cache
+def _unknown_user_hash() -> str:
+    return hash_password(os.urandom(16).hex())
 
-    def __init__(self, sink: MailSink) -> None:
+
+class SinkHandler(Handler):
+    """:class:`MailSink` for the blocking and gevent servers.
+
+    ``check_in_thread(check)`` runs the password check and returns its answer;
+    by default it runs right here (the blocking server has a thread per session).
+    """
+
+    def __init__(self, sink: MailSink, check_in_thread: Callable[[Callable[[], bool]], bool] | None = None) -> None:
         self.sink = sink
         self.transcript_enabled = sink.transcript_dir is not None
+        self._check_in_thread = check_in_thread
 
     def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
@@ -207,18 +227,25 @@ class SinkHandler(Handler):
         self.sink.message_aborted(session, reply)
 
     def auth(self, session: Session, credentials: AuthCredentials) -> bool:
-        return self.sink.auth(session, credentials)
+        if self._check_in_thread is None:
+            return self.sink.auth(session, credentials)
+        return self._check_in_thread(functools.partial(self.sink.auth, session, credentials))
 
     def connection_closed(self, session: Session) -> None:
         self.sink.connection_closed(session)
 
 
 class AsyncSinkHandler(AsyncHandler):
-    """:class:`MailSink` for the asyncio and trio servers."""
+    """:class:`MailSink` for the asyncio and trio servers.
 
-    def __init__(self, sink: MailSink) -> None:
+    ``check_in_thread(check)`` runs the password check in a worker thread and
+    returns its answer (``asyncio.to_thread``, ``trio.to_thread.run_sync``).
+    """
+
+    def __init__(self, sink: MailSink, check_in_thread: Callable[[Callable[[], bool]], Awaitable[bool]]) -> None:
         self.sink = sink
         self.transcript_enabled = sink.transcript_dir is not None
+        self._check_in_thread = check_in_thread
 
     async def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
@@ -239,7 +266,37 @@ class AsyncSinkHandler(AsyncHandler):
         self.sink.message_aborted(session, reply)
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool:
-        return self.sink.auth(session, credentials)
+        return await self._check_in_thread(functools.partial(self.sink.auth, session, credentials))
 
     async def connection_closed(self, session: Session) -> None:
         self.sink.connection_closed(session)
+
+
+@overload
+def sink_handler(sink: MailSink, adapter: Literal["asyncio", "trio"]) -> AsyncSinkHandler: ...
+@overload
+def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler: ...
+def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler:
+    """The handler that presents ``sink`` to the server of ``adapter`` ("asyncio",
+    "trio", "gevent" or "blocking"), with the password check off the event loop
+    or the gevent hub."""
+    if adapter == "asyncio":
+        import asyncio
+
+        return AsyncSinkHandler(sink, asyncio.to_thread)
+    if adapter == "trio":
+        import trio
+
+        return AsyncSinkHandler(sink, trio.to_thread.run_sync)
+    if adapter == "gevent":
+        import gevent
+
+        def in_the_hubs_threadpool(check: Callable[[], bool]) -> bool:
+            # The hub of the thread that serves the session, looked up when the check runs.
+            result: bool = gevent.get_hub().threadpool.apply(check)
+            return result
+
+        return SinkHandler(sink, in_the_hubs_threadpool)
+    if adapter == "blocking":
+        return SinkHandler(sink)
+    raise ValueError(f"no such adapter: {adapter!r}")

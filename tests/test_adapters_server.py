@@ -10,6 +10,7 @@ blocking sockets and ``smtplib`` (and ``aiosmtplib`` in a loop of its own).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -165,9 +166,16 @@ class Running:
                 assert not self._thread.is_alive()
 
 
-def start_server(kind: str, handler: Handler, config: ServerConfig, **options: Any) -> Running:
+def start_server(kind: str, handler: Handler | AsyncHandler, config: ServerConfig, **options: Any) -> Running:
+    """``kind``'s server in a thread of its own; a blocking ``handler`` is wrapped for asyncio and trio."""
     options.setdefault("port", 0)
+    if isinstance(handler, AsyncHandler):
+        assert kind in ("asyncio", "trio"), kind
+        async_handler: AsyncHandler = handler
+    else:
+        async_handler = AsyncWrapper(handler)
     if kind == "blocking":
+        assert isinstance(handler, Handler)
         from adapters.blocking_server import SMTPServer as BlockingServer
 
         server = BlockingServer(handler, config, **options)
@@ -180,7 +188,7 @@ def start_server(kind: str, handler: Handler, config: ServerConfig, **options: A
         loop = asyncio.new_event_loop()
 
         async def a_start() -> AsyncioServer:
-            server = AsyncioServer(AsyncWrapper(handler), config, **options)
+            server = AsyncioServer(async_handler, config, **options)
             await server.start()
             return server
 
@@ -209,7 +217,7 @@ def start_server(kind: str, handler: Handler, config: ServerConfig, **options: A
         def t_thread() -> None:
             async def main() -> None:
                 async with trio.open_nursery() as nursery:
-                    t_server = await nursery.start(TrioServer(AsyncWrapper(handler), config, **options).serve)
+                    t_server = await nursery.start(TrioServer(async_handler, config, **options).serve)
                     ready.put((t_server, trio.lowlevel.current_trio_token()))
 
             trio.run(main)
@@ -226,6 +234,8 @@ def start_server(kind: str, handler: Handler, config: ServerConfig, **options: A
         from adapters.gevent_server import SMTPServer as GeventServer
 
         stop_request: queue.Queue[float] = queue.Queue()
+
+        assert isinstance(handler, Handler)
 
         def g_thread() -> None:
             import gevent
@@ -454,6 +464,66 @@ def test_smtplib_auth(
         assert code == 235
         client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
     assert recorder.messages[0]["auth"] == "alice"
+
+
+def test_the_sinks_password_check_leaves_the_other_sessions_running(kind: str) -> None:
+    """scrypt costs some 50 ms of CPU by design: run on an event loop or gevent's
+    hub, every client trying a password would stall every session.  Here the
+    check waits until another session's NOOP is answered, which never happens
+    if the check runs where the sessions do."""
+    from adapters.passwords import hash_password
+    from adapters.sink import MailSink, sink_handler
+
+    checking, noop_answered = threading.Event(), threading.Event()
+
+    class Waiting(MailSink):
+        def auth(self, session: Session, credentials: AuthCredentials) -> bool:
+            checking.set()
+            noop_answered.wait(10)
+            return super().auth(session, credentials)
+
+    sink = Waiting(None, "mx.example", users={"alice": hash_password("s3cret")})
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
+    server = start_server(kind, sink_handler(sink, kind), config)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as first,
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as second,
+        ):
+            replies_1, replies_2 = first.makefile("rb"), second.makefile("rb")
+            assert replies_1.readline().startswith(b"220 ")
+            assert replies_2.readline().startswith(b"220 ")
+            first.sendall(b"EHLO c.example\r\n")
+            while not replies_1.readline().startswith(b"250 "):
+                pass
+            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
+            assert checking.wait(5)
+            second.sendall(b"NOOP\r\n")
+            assert replies_2.readline().startswith(b"250 ")  # a timeout here: the check stalled the server
+            noop_answered.set()
+            assert replies_1.readline().startswith(b"235 ")
+    finally:
+        noop_answered.set()
+        server.stop()
+
+
+def test_the_sink_checks_a_password_for_an_unknown_user_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Else how long a refusal takes (no scrypt against some 50 ms) tells which users exist.
+    import adapters.sink
+    from adapters.passwords import hash_password
+
+    checked: list[str] = []
+
+    def verify_password(password: str, encoded: str) -> bool:
+        checked.append(password)
+        return False
+
+    monkeypatch.setattr(adapters.sink, "verify_password", verify_password)
+    sink = adapters.sink.MailSink(None, "mx.example", users={"alice": hash_password("s3cret")})
+    session = Session(peer=("127.0.0.1", 1), local=("127.0.0.1", 25))
+    assert not sink.auth(session, AuthCredentials("PLAIN", "alice", password="guess-1"))
+    assert not sink.auth(session, AuthCredentials("PLAIN", "mallory", password="guess-2"))
+    assert checked == ["guess-1", "guess-2"]
 
 
 def test_smtputf8_and_8bitmime(serve: Callable[..., Running], recorder: Recorder) -> None:
