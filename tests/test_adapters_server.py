@@ -14,6 +14,7 @@ import base64
 import contextlib
 import logging
 import os
+import pathlib
 import queue
 import smtplib
 import socket
@@ -466,23 +467,35 @@ def test_smtplib_auth(
     assert recorder.messages[0]["auth"] == "alice"
 
 
-def test_the_sinks_password_check_leaves_the_other_sessions_running(kind: str) -> None:
-    """scrypt costs some 50 ms of CPU by design: run on an event loop or gevent's
-    hub, every client trying a password would stall every session.  Here the
-    check waits until another session's NOOP is answered, which never happens
-    if the check runs where the sessions do."""
+@pytest.mark.parametrize("blocking_call", ["auth", "message_complete"])
+def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
+    kind: str, blocking_call: str, tmp_path: pathlib.Path
+) -> None:
+    """A password check (scrypt: some 50 ms of CPU by design) and a delivery's
+    fsync, run on an event loop or gevent's hub, would stall every session for
+    as long.  Here the call waits until another session's NOOP is answered,
+    which never happens if it runs where the sessions do."""
+    from adapters.maildir import MaildirStore
     from adapters.passwords import hash_password
     from adapters.sink import MailSink, sink_handler
 
-    checking, noop_answered = threading.Event(), threading.Event()
+    waiting, noop_answered = threading.Event(), threading.Event()
 
     class Waiting(MailSink):
         def auth(self, session: Session, credentials: AuthCredentials) -> bool:
-            checking.set()
-            noop_answered.wait(10)
+            if blocking_call == "auth":
+                waiting.set()
+                noop_answered.wait(10)
             return super().auth(session, credentials)
 
-    sink = Waiting(None, "mx.example", users={"alice": hash_password("s3cret")})
+        def message_complete(self, session: Session, envelope: Envelope) -> Any:
+            if blocking_call == "message_complete":
+                waiting.set()
+                noop_answered.wait(10)
+            return super().message_complete(session, envelope)
+
+    store = MaildirStore(tmp_path / "maildir")
+    sink = Waiting(store, "mx.example", users={"alice": hash_password("s3cret")})
     config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
     server = start_server(kind, sink_handler(sink, kind), config)
     try:
@@ -496,15 +509,25 @@ def test_the_sinks_password_check_leaves_the_other_sessions_running(kind: str) -
             first.sendall(b"EHLO c.example\r\n")
             while not replies_1.readline().startswith(b"250 "):
                 pass
-            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
-            assert checking.wait(5)
+            if blocking_call == "auth":
+                first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
+                expected = b"235 "
+            else:
+                first.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@mx.example>\r\nDATA\r\n")
+                for code in (b"250 ", b"250 ", b"354 "):
+                    assert replies_1.readline().startswith(code)
+                first.sendall(b"Subject: hi\r\n\r\nHello.\r\n.\r\n")
+                expected = b"250 "
+            assert waiting.wait(5)
             second.sendall(b"NOOP\r\n")
-            assert replies_2.readline().startswith(b"250 ")  # a timeout here: the check stalled the server
+            assert replies_2.readline().startswith(b"250 ")  # a timeout here: the call stalled the server
             noop_answered.set()
-            assert replies_1.readline().startswith(b"235 ")
+            assert replies_1.readline().startswith(expected)
     finally:
         noop_answered.set()
         server.stop()
+    if blocking_call == "message_complete":
+        assert len(list((tmp_path / "maildir" / "new").iterdir())) == 1
 
 
 def test_the_sink_checks_a_password_for_an_unknown_user_too(monkeypatch: pytest.MonkeyPatch) -> None:
