@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -62,6 +63,9 @@ class MailSink:
         self.accept_domains = {d.lower() for d in accept_domains} or {hostname.lower(), "localhost"}
         self.accept_addresses = {a.lower() for a in accept_addresses}
         self.users = users or {}
+        # scrypt takes 16 MiB and a CPU for each check: no more at once than there
+        # are CPUs, whatever the number of clients trying passwords.
+        self._checks = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.lmtp = lmtp
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
@@ -134,12 +138,13 @@ class MailSink:
         acting_as_self = credentials.authorization_id in ("", credentials.username)
         if credentials.password is None or not acting_as_self:
             return False
-        if encoded is None:
-            # An unknown user costs the same check as a known one with a wrong
-            # password: how long the reply takes must not tell which users exist.
-            verify_password(credentials.password, _unknown_user_hash())
-            return False
-        return verify_password(credentials.password, encoded)
+        with self._checks:
+            if encoded is None:
+                # An unknown user costs the same check as a known one with a wrong
+                # password: how long the reply takes must not tell which users exist.
+                verify_password(credentials.password, _unknown_user_hash())
+                return False
+            return verify_password(credentials.password, encoded)
 
     def transcript(self, session: Session, direction: str, data: bytes) -> None:
         """Append ``data`` to the session's transcript, each line marked ``C:`` or ``S:``."""

@@ -530,6 +530,45 @@ def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
         assert len(list((tmp_path / "maildir" / "new").iterdir())) == 1
 
 
+def test_the_sink_runs_no_more_password_checks_at_once_than_there_are_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each scrypt check takes 16 MiB and a CPU: a flood of AUTH attempts must queue, not pile up.
+    import adapters.sink
+
+    cpus = os.cpu_count() or 1
+    running, most = 0, 0
+    lock, release = threading.Lock(), threading.Event()
+
+    def verify_password(password: str, encoded: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+        return True
+
+    monkeypatch.setattr(adapters.sink, "verify_password", verify_password)
+    sink = adapters.sink.MailSink(None, "mx.example", users={"alice": "scrypt$..."})
+    session = Session(peer=("127.0.0.1", 1), local=("127.0.0.1", 25))
+    credentials = AuthCredentials("PLAIN", "alice", password="s3cret")
+    answers: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(sink.auth(session, credentials))) for _ in range(cpus + 3)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while most < cpus and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # time for a check beyond the bound to start, were it allowed to
+    assert most == cpus
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert answers == [True] * (cpus + 3)
+
+
 def test_the_sink_checks_a_password_for_an_unknown_user_too(monkeypatch: pytest.MonkeyPatch) -> None:
     # Else how long a refusal takes (no scrypt against some 50 ms) tells which users exist.
     import adapters.sink
