@@ -66,6 +66,9 @@ class MailSink:
         # scrypt takes 16 MiB and a CPU for each check: no more at once than there
         # are CPUs, whatever the number of clients trying passwords.
         self._checks = threading.BoundedSemaphore(os.cpu_count() or 1)
+        # What an unknown user's password is checked against (see auth), made
+        # now so that even the first such check costs what the others do.
+        self._nobodys_hash = hash_password(os.urandom(16).hex()) if self.users else ""
         self.lmtp = lmtp
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
@@ -136,13 +139,13 @@ class MailSink:
         encoded = self.users.get(credentials.username)
         # Acting as somebody else (a different authorization identity) is not offered.
         acting_as_self = credentials.authorization_id in ("", credentials.username)
-        if credentials.password is None or not acting_as_self:
-            return False
+        if credentials.password is None or not acting_as_self or not self.users:
+            return False  # (with no users at all, a quick refusal tells nothing)
         with self._checks:
             if encoded is None:
                 # An unknown user costs the same check as a known one with a wrong
                 # password: how long the reply takes must not tell which users exist.
-                verify_password(credentials.password, _unknown_user_hash())
+                verify_password(credentials.password, self._nobodys_hash)
                 return False
             return verify_password(credentials.password, encoded)
 
@@ -197,11 +200,6 @@ def _protocol(session: Session, lmtp: bool) -> str:
     else:
         base = "ESMTP"
     return base + ("S" if session.tls else "") + ("A" if session.authenticated else "")
-
-
-@functools.cache
-def _unknown_user_hash() -> str:
-    return hash_password(os.urandom(16).hex())
 
 
 class SinkHandler(Handler):
