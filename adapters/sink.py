@@ -2,15 +2,14 @@
 
 All of it is one plain class, :class:`MailSink`, whose methods are the handler
 hooks; :class:`SinkHandler` and :class:`AsyncSinkHandler` only present it to the
-blocking and async adapters.  The async variant calls the same methods directly:
-Maildir writes are small buffered writes plus one ``fsync`` per message, which a
-mail sink can afford on the event loop.  Two things cannot be afforded there,
-as they would stall every other session for as long: the password check (scrypt
-costs some 50 ms of CPU by design) and the two ``fsync`` calls that make a
-delivery safe (0.5 ms on a fast disk, tens on a slow one).  :func:`sink_handler`
-runs both in a worker thread on asyncio, trio and gevent, where the sessions go
-on meanwhile (scrypt and ``fsync`` release the GIL), and several deliveries
-reach the disk at once.
+blocking and async adapters.  The async variant calls the same methods directly,
+but for two: Maildir writes are small buffered writes, which a mail sink can
+afford on the event loop, while the password check (scrypt costs some 50 ms of
+CPU by design) and the two ``fsync`` calls that make a delivery safe (0.5 ms on
+a fast disk, tens on a slow one) would stall every other session for as long.
+:func:`sink_handler` runs those two in a worker thread on asyncio, trio and
+gevent, where the sessions go on meanwhile (scrypt and ``fsync`` release the
+GIL) and several deliveries reach the disk at once.
 
 Two promises matter here.  **Never an open relay**: a recipient is accepted only
 if its address or its domain is on an allowlist (by default the server's own
