@@ -65,6 +65,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "auth": "off",
     "auth_file": None,
     "allow_insecure_auth": False,
+    "auth_failure_delay": 2.0,
     "lmtp": False,
     "proxy_protocol": False,
     "discard": False,
@@ -97,6 +98,12 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--auth", choices=("optional", "required", "off"), help="AUTH policy (default off)")
     arg("--auth-file", metavar="FILE", help="user:hash lines (see smtpcore hash-password)")
     arg("--allow-insecure-auth", action="store_true", default=None, help="offer AUTH before TLS")
+    arg(
+        "--auth-failure-delay",
+        type=float,
+        metavar="SECONDS",
+        help="wait before answering a wrong password (default 2; 0 for none)",
+    )
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
     arg("--proxy-protocol", action="store_true", default=None, help="expect a PROXY v1/v2 header first")
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
@@ -224,6 +231,8 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             store = MaildirStore(options["maildir"], per_recipient=options["maildir_per_recipient"])
         except OSError as exc:
             raise ConfigError(f"cannot create Maildir {options['maildir']}: {exc.strerror}") from None
+    if not options["auth_failure_delay"] >= 0:
+        raise ConfigError(f"--auth-failure-delay {options['auth_failure_delay']}: must be 0 or more seconds")
     try:
         sink = _make_sink(options, store, hostname, users)
     except OSError as exc:
@@ -248,6 +257,7 @@ def _make_sink(options: dict[str, Any], store: MaildirStore | None, hostname: st
         users=users,
         lmtp=options["lmtp"],
         transcript_dir=options["transcript"],
+        auth_failure_delay=options["auth_failure_delay"],
     )
 
 

@@ -55,6 +55,7 @@ class MailSink:
         users: dict[str, str] | None = None,
         lmtp: bool = False,
         transcript_dir: str | os.PathLike[str] | None = None,
+        auth_failure_delay: float = 2.0,
     ) -> None:
         #: ``None`` discards every message (``--discard``).
         self.store = store
@@ -68,6 +69,14 @@ class MailSink:
         # What an unknown user's password is checked against (see auth), made
         # now so that even the first such check costs what the others do.
         self._nobodys_hash = hash_password(os.urandom(16).hex()) if self.users else ""
+        if not auth_failure_delay >= 0:  # (NaN too)
+            raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {auth_failure_delay!r}")
+        #: Seconds the session waits before a wrong password's 535, as Dovecot's
+        #: auth_failure_delay does: a client guessing passwords gets one guess per
+        #: delay on each connection, and the core closes the connection after
+        #: ``max_errors`` failures.  The wait is the handler's (a sleep of the
+        #: session's concurrency model), so other sessions go on meanwhile.
+        self.auth_failure_delay = auth_failure_delay
         self.lmtp = lmtp
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
@@ -206,13 +215,21 @@ class SinkHandler(Handler):
 
     ``in_thread(call)`` runs a blocking call (a password check, a delivery's
     ``fsync``) in a worker thread and returns its result; without it they run
-    right here (the blocking server has a thread per session).
+    right here (the blocking server has a thread per session).  ``sleep`` is the
+    wait after a wrong password: ``time.sleep`` in a thread per session,
+    ``gevent.sleep`` on gevent.
     """
 
-    def __init__(self, sink: MailSink, in_thread: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        sink: MailSink,
+        in_thread: Callable[[Callable[[], Any]], Any] | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         self.sink = sink
         self.transcript_enabled = sink.transcript_dir is not None
         self._in_thread = in_thread
+        self._sleep = sleep
 
     def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
@@ -237,9 +254,12 @@ class SinkHandler(Handler):
 
     def auth(self, session: Session, credentials: AuthCredentials) -> bool:
         if self._in_thread is None:
-            return self.sink.auth(session, credentials)
-        result: bool = self._in_thread(functools.partial(self.sink.auth, session, credentials))
-        return result
+            accepted = self.sink.auth(session, credentials)
+        else:
+            accepted = self._in_thread(functools.partial(self.sink.auth, session, credentials))
+        if not accepted and self.sink.auth_failure_delay:
+            self._sleep(self.sink.auth_failure_delay)
+        return bool(accepted)
 
     def connection_closed(self, session: Session) -> None:
         self.sink.connection_closed(session)
@@ -250,13 +270,20 @@ class AsyncSinkHandler(AsyncHandler):
 
     ``in_thread(call)`` runs a blocking call (a password check, a delivery's
     ``fsync``) in a worker thread and returns its result: ``asyncio.to_thread``,
-    ``trio.to_thread.run_sync``.
+    ``trio.to_thread.run_sync``.  ``sleep`` is the wait after a wrong password:
+    ``asyncio.sleep``, ``trio.sleep``.
     """
 
-    def __init__(self, sink: MailSink, in_thread: Callable[[Callable[[], Any]], Awaitable[Any]]) -> None:
+    def __init__(
+        self,
+        sink: MailSink,
+        in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
         self.sink = sink
         self.transcript_enabled = sink.transcript_dir is not None
         self._in_thread = in_thread
+        self._sleep = sleep
 
     async def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
@@ -280,8 +307,10 @@ class AsyncSinkHandler(AsyncHandler):
         self.sink.message_aborted(session, reply)
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool:
-        result: bool = await self._in_thread(functools.partial(self.sink.auth, session, credentials))
-        return result
+        accepted = await self._in_thread(functools.partial(self.sink.auth, session, credentials))
+        if not accepted and self.sink.auth_failure_delay:
+            await self._sleep(self.sink.auth_failure_delay)
+        return bool(accepted)
 
     async def connection_closed(self, session: Session) -> None:
         self.sink.connection_closed(session)
@@ -294,15 +323,16 @@ def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler
 def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler:
     """The handler that presents ``sink`` to the server of ``adapter`` ("asyncio",
     "trio", "gevent" or "blocking"), with the password check and a delivery's
-    ``fsync`` off the event loop or the gevent hub."""
+    ``fsync`` off the event loop or the gevent hub, and the wait after a wrong
+    password in the adapter's own sleep."""
     if adapter == "asyncio":
         import asyncio
 
-        return AsyncSinkHandler(sink, asyncio.to_thread)
+        return AsyncSinkHandler(sink, asyncio.to_thread, asyncio.sleep)
     if adapter == "trio":
         import trio
 
-        return AsyncSinkHandler(sink, trio.to_thread.run_sync)
+        return AsyncSinkHandler(sink, trio.to_thread.run_sync, trio.sleep)
     if adapter == "gevent":
         import gevent
 
@@ -310,7 +340,7 @@ def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler
             # The hub of the thread that serves the session, looked up when the call is made.
             return gevent.get_hub().threadpool.apply(call)
 
-        return SinkHandler(sink, in_the_hubs_threadpool)
+        return SinkHandler(sink, in_the_hubs_threadpool, gevent.sleep)
     if adapter == "blocking":
         return SinkHandler(sink)
     raise ValueError(f"no such adapter: {adapter!r}")

@@ -589,6 +589,51 @@ def test_the_sink_checks_a_password_for_an_unknown_user_too(monkeypatch: pytest.
     assert checked == [("guess-1", "scrypt"), ("guess-2", "scrypt")]
 
 
+def test_the_sink_waits_before_a_wrong_passwords_reply_without_holding_other_sessions(kind: str) -> None:
+    # One guess per delay on each connection; the wait is the session's own sleep,
+    # so another session's NOOP is answered meanwhile, and a right password is not kept waiting.
+    from adapters.passwords import hash_password
+    from adapters.sink import MailSink, sink_handler
+
+    delay = 0.8
+    sink = MailSink(None, "mx.example", users={"alice": hash_password("s3cret")}, auth_failure_delay=delay)
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
+    server = start_server(kind, sink_handler(sink, kind), config)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as first,
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as second,
+        ):
+            replies_1, replies_2 = first.makefile("rb"), second.makefile("rb")
+            assert replies_1.readline().startswith(b"220 ")
+            assert replies_2.readline().startswith(b"220 ")
+            first.sendall(b"EHLO c.example\r\n")
+            while not replies_1.readline().startswith(b"250 "):
+                pass
+            started = time.monotonic()
+            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0guess") + b"\r\n")
+            time.sleep(delay / 4)  # well into the wait
+            second.sendall(b"NOOP\r\n")
+            assert replies_2.readline().startswith(b"250 ")
+            assert time.monotonic() - started < delay  # answered during the wait
+            assert replies_1.readline().startswith(b"535 5.7.8 ")
+            assert time.monotonic() - started >= delay
+            started = time.monotonic()
+            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
+            assert replies_1.readline().startswith(b"235 ")
+            assert time.monotonic() - started < delay  # (scrypt costs some 50 ms)
+    finally:
+        server.stop()
+
+
+def test_the_sinks_failure_delay_is_zero_or_more_seconds() -> None:
+    from adapters.sink import MailSink
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="auth_failure_delay must be 0 or more seconds"):
+            MailSink(None, "mx.example", auth_failure_delay=bad)
+
+
 def test_smtputf8_and_8bitmime(serve: Callable[..., Running], recorder: Recorder) -> None:
     server = serve()
     body = "Subject: é\r\n\r\nnaïve café 日本\r\n".encode()

@@ -9,6 +9,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,13 +123,16 @@ def test_config_file_and_auth(tmp_path: Path) -> None:
     (tmp_path / "users").write_text(f"alice:{hashed}\n")
     (tmp_path / "smtpcore.toml").write_text(
         'auth = "required"\nauth-file = "users"\nallow_insecure_auth = true\nmax-message-size = 100000\n'
+        "auth-failure-delay = 0.5\n"
     )
     with serving(tmp_path, "--config", "smtpcore.toml") as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
         client.ehlo()
         assert client.esmtp_features["size"] == "100000"
         assert client.mail("a@example.org")[0] == 530
+        started = time.monotonic()
         with pytest.raises(smtplib.SMTPAuthenticationError):
             client.login("alice", "wrong")
+        assert 0.5 <= time.monotonic() - started < 2  # the file's delay, not the default 2 s
         client.login("alice", "s3cret")
         assert client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE) == {}
     assert "Received: from" in maildir_files(tmp_path / "maildir")[0].read_text()
@@ -155,6 +159,8 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
             ("serve", "--auth", "required"): "needs --auth-file",
             ("serve", "--tls", "required"): "needs --tls-cert",
             ("serve", "--max-recipients", "5"): "max_recipients must be at least 100",
+            ("serve", "--auth-failure-delay", "-1"): "--auth-failure-delay -1.0: must be 0 or more seconds",
+            ("serve", "--auth-failure-delay", "nan"): "--auth-failure-delay nan: must be 0 or more seconds",
         }
         for args, message in cases.items():
             result = run_cli(tmp_path, *args)
