@@ -10,6 +10,11 @@ Content is streamed: :meth:`MaildirStore.begin` opens the file and writes the
 trace headers (RFC 5321 §4.4: ``Return-Path`` and ``Received``), each chunk is
 written as it arrives, and memory stays bounded whatever the message size.  The
 content itself is stored byte-exact, CRLF line endings included.
+
+Mail is private: the store makes its directories 0700 and its messages 0600
+(less if the umask says so), as Postfix's and Dovecot's Maildir deliveries do,
+whatever the umask would allow others to read.  Directories that already exist
+keep their mode.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
 
@@ -47,9 +52,22 @@ class TraceInfo:
 
 
 def _maildir(path: Path) -> Path:
+    private_directory(path)
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        (path / sub).mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def private_directory(path: Path) -> None:
+    """``mkdir -p`` whose last directory only the owner may enter (its parents as the umask says)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+
+
+def open_private(path: Path, mode: Literal["xb", "ab"]) -> BinaryIO:
+    """``open(path, mode)`` in binary; a file it creates is readable by its owner only."""
+    file: BinaryIO = open(path, mode, opener=lambda name, flags: os.open(name, flags, 0o600))  # noqa: SIM115
+    return file
 
 
 def _unique_name(hostname: str) -> str:
@@ -114,7 +132,9 @@ class MaildirStore:
     def __init__(self, root: str | os.PathLike[str], per_recipient: bool = False) -> None:
         self.root = Path(root)
         self.per_recipient = per_recipient
-        if not per_recipient:
+        if per_recipient:
+            private_directory(self.root)
+        else:
             _maildir(self.root)
 
     def _targets(self, recipients: Sequence[str]) -> list[Path]:
@@ -128,7 +148,7 @@ class MaildirStore:
         targets = self._targets(trace.recipients)
         name = _unique_name(trace.hostname)
         tmp_path = targets[0] / "tmp" / name
-        file = open(tmp_path, "xb")  # noqa: SIM115 - closed by Delivery.commit/abort
+        file = open_private(tmp_path, "xb")  # closed by Delivery.commit/abort
         delivery = Delivery(file, tmp_path, targets, name)
         delivery.write(trace_headers(trace))
         return delivery

@@ -32,7 +32,7 @@ from typing import Any, Literal, overload
 from smtpcore import AuthCredentials, Rcpt, Reply
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session
-from .maildir import Delivery, MaildirStore, TraceInfo
+from .maildir import Delivery, MaildirStore, TraceInfo, open_private, private_directory
 from .passwords import hash_password, verify_password
 
 __all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler", "sink_handler"]
@@ -81,7 +81,7 @@ class MailSink:
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         if self.transcript_dir is not None:
-            self.transcript_dir.mkdir(parents=True, exist_ok=True)
+            private_directory(self.transcript_dir)  # transcripts hold whole messages
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class MailSink:
         state = session.extra.get(_TRANSCRIPT)
         if state is None:
             name = f"{session.connected_at:.6f}-{_host(session.peer).replace(':', '_')}-{id(session):x}.log"
-            state = session.extra[_TRANSCRIPT] = [open(self.transcript_dir / name, "ab"), None]  # noqa: SIM115
+            state = session.extra[_TRANSCRIPT] = [open_private(self.transcript_dir / name, "ab"), None]
         file, open_line = state
         out = []
         for line in data.splitlines(keepends=True):

@@ -210,6 +210,9 @@ def test_transcript_records_the_wire_with_auth_redacted(tmp_path: Path) -> None:
     assert b"s3cret" not in text
     assert b"czNjcmV0" not in text  # the password's base64 in any alignment of the PLAIN blob
     assert b"AGFsaWNlAHMzY3JldA" not in text
+    # Transcripts hold whole messages: only the owner may read them, as the mail itself.
+    for private in (log, log.parent, *maildir_files(tmp_path / "maildir")):
+        assert private.stat().st_mode & 0o077 == 0, (private, oct(private.stat().st_mode))
 
 
 def test_smtpcore_send_delivers_to_smtpcore_serve(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,41 @@ def test_unsafe_recipient_names_cannot_escape_the_root(tmp_path: Path) -> None:
     delivery = store.begin(trace)
     path = delivery.commit()[0]
     assert (tmp_path / "root") in path.parents
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    old = os.umask(0o022)  # what most systems run with: others may read what is created
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("per_recipient", [False, True])
+def test_mail_is_readable_by_its_owner_only(tmp_path: Path, usual_umask: None, per_recipient: bool) -> None:
+    # As Postfix and Dovecot store it; the umask alone would leave it world-readable.
+    root = tmp_path / "mail" / "box"
+    store = MaildirStore(root, per_recipient=per_recipient)
+    delivery = store.begin(TRACE)
+    assert mode(next((root / "bob@example.com" if per_recipient else root).glob("tmp/*"))) == 0o600
+    paths = delivery.commit()
+    assert mode(paths[0]) == 0o600
+    maildir = paths[0].parent.parent
+    assert {sub: mode(maildir / sub) for sub in ("tmp", "new", "cur")} == dict.fromkeys(("tmp", "new", "cur"), 0o700)
+    assert mode(maildir) == mode(root) == 0o700
+    assert mode(tmp_path / "mail") == 0o755  # a parent it made is left to the umask
+
+
+def test_a_maildir_that_exists_keeps_its_mode(tmp_path: Path, usual_umask: None) -> None:
+    (tmp_path / "new").mkdir(mode=0o750)
+    (tmp_path / "new").chmod(0o750)
+    MaildirStore(tmp_path)
+    assert mode(tmp_path / "new") == 0o750
 
 
 def test_trace_fields_with_newlines_are_refused() -> None:
