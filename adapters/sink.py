@@ -13,7 +13,9 @@ GIL) and several deliveries reach the disk at once.
 
 Two promises matter here.  **Never an open relay**: a recipient is accepted only
 if its address or its domain is on an allowlist (by default the server's own
-name and ``localhost``); anything else gets ``550 5.7.1``.  **Never lose an
+name and ``localhost``), is ``postmaster``, or is at the address literal of the
+server's own address that the client reached (``you@[192.0.2.1]``, as RFC 1123
+requires); anything else gets ``550 5.7.1``.  **Never lose an
 acknowledged message**: ``message_complete`` returns (and the server answers 250)
 only after the Maildir delivery is fsynced and renamed into ``new/``.
 """
@@ -21,6 +23,7 @@ only after the Maildir delivery is fsynced and renamed into ``new/``.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import threading
@@ -90,7 +93,7 @@ class MailSink:
         if address == "postmaster" or address in self.accept_addresses:
             return None
         domain = address.rpartition("@")[2]
-        if domain in self.accept_domains:
+        if domain in self.accept_domains or _is_own_address_literal(domain, session.local):
             return None
         return RELAY_DENIED
 
@@ -191,6 +194,29 @@ class MailSink:
             session.bytes_received,
             time.time() - session.connected_at,
         )
+
+
+def _is_own_address_literal(domain: str, local: object) -> bool:
+    """Whether ``domain`` is ``[a.b.c.d]`` or ``[IPv6:...]`` naming the address the client connected to.
+
+    RFC 1123 §5.2.17: a server MUST recognise a domain literal for its own IP
+    addresses, whatever domains it serves (as it must accept ``postmaster``).
+    The one the client reached is the one it can know without asking the system.
+    """
+    if not (domain.startswith("[") and isinstance(local, tuple) and local):
+        return False
+    inner = domain[1:-1].removeprefix("ipv6:")  # (the address comes lower-cased)
+    try:
+        return _unmapped(inner) == _unmapped(str(local[0]).partition("%")[0])
+    except ValueError:  # a general literal ([tag:...]), or no IP address at all
+        return False
+
+
+def _unmapped(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # (how a dual-stack socket sees an IPv4 client)
+    return address
 
 
 def _host(peer: object) -> str:

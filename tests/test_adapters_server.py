@@ -626,6 +626,32 @@ def test_the_sink_waits_before_a_wrong_passwords_reply_without_holding_other_ses
         server.stop()
 
 
+@pytest.mark.parametrize(
+    ("local", "recipient", "accepted"),
+    [
+        (("192.0.2.1", 25), "you@[192.0.2.1]", True),
+        (("192.0.2.1", 25), "you@[192.0.2.2]", False),  # an address literal, but not this server's
+        (("2001:db8::1", 25, 0, 0), "you@[IPv6:2001:DB8:0::1]", True),
+        (("fe80::1%eth0", 25, 0, 2), "you@[IPv6:fe80::1]", True),
+        (("::ffff:192.0.2.1", 25, 0, 0), "you@[192.0.2.1]", True),  # a dual-stack socket
+        (("192.0.2.1", 25), "you@[IPv6:::ffff:192.0.2.1]", True),
+        (("192.0.2.1", 25), "you@[x-tag:192.0.2.1]", False),
+        (("192.0.2.1", 25), "you@192.0.2.1.example", False),
+        ("", "you@[192.0.2.1]", False),  # a Unix socket: no address to compare
+    ],
+)
+def test_the_sink_takes_mail_for_the_address_literal_the_client_reached(
+    local: object, recipient: str, accepted: bool
+) -> None:
+    # RFC 1123 §5.2.17: a server MUST recognise a domain literal for its own addresses,
+    # whatever domains it is told to take (as it must take postmaster).
+    from adapters.sink import RELAY_DENIED, MailSink
+
+    sink = MailSink(None, "mx.example", accept_domains=["example.com"])
+    session = Session(peer=("198.51.100.7", 40000), local=local)
+    assert sink.rcpt_to(session, Rcpt(recipient)) == (None if accepted else RELAY_DENIED)
+
+
 def test_the_sinks_failure_delay_is_zero_or_more_seconds() -> None:
     from adapters.sink import MailSink
 

@@ -89,6 +89,8 @@ def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
             assert client.rcpt("special@other.org")[0] == 250
             assert client.rcpt("other@other.org")[0] == 550
             assert client.rcpt("bob@localhost")[0] == 550  # the defaults give way to the allowlist
+            assert client.rcpt("bob@[127.0.0.1]")[0] == 250  # the address it was reached at (RFC 1123)
+            assert client.rcpt("bob@[127.0.0.2]")[0] == 550
             client.rset()
 
 
