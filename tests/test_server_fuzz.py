@@ -322,12 +322,11 @@ class ServerModel(RuleBasedStateMachine):
             assert last_code(out) == refused
             return
         assert last_code(out) == 354
-        # Make the body end at a CRLF and contain no end of data of its own.
-        body = body.replace(b"\r\n.\r\n", b"\r\n..\r\n")
-        if body.startswith(b".\r\n"):
-            body = b"." + body
+        # Make the body end at a CRLF, then dot-stuff it (the end of data must be
+        # ours: a body of "." would otherwise end it at once, after DATA's CRLF).
         tail = b"" if body.endswith(b"\r\n") or not body else b"\r\n"
-        out = self.send(body + tail + b".\r\n")
+        stuffed = (b"." if body.startswith(b".") else b"") + (body + tail).replace(b"\r\n.", b"\r\n..")
+        out = self.send(stuffed + b".\r\n")
         bare = b"\r" in body.replace(b"\r\n", b"") or b"\n" in body.replace(b"\r\n", b"")
         assert last_code(out) == (550 if bare else 250)
         self.reset()
