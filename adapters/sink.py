@@ -147,6 +147,15 @@ class MailSink:
         )
 
     def auth(self, session: Session, credentials: AuthCredentials) -> bool:
+        accepted = self._check_password(credentials)
+        if not accepted:
+            # One line per failure with the client's address, for fail2ban and the
+            # like; no user name, which is now and then a password typed in the
+            # wrong field (Postfix leaves it out too).
+            log.warning("auth failed peer=%s mechanism=%s", _host(session.peer), credentials.mechanism)
+        return accepted
+
+    def _check_password(self, credentials: AuthCredentials) -> bool:
         encoded = self.users.get(credentials.username)
         # Acting as somebody else (a different authorization identity) is not offered.
         acting_as_self = credentials.authorization_id in ("", credentials.username)

@@ -127,17 +127,28 @@ def test_config_file_and_auth(tmp_path: Path) -> None:
         'auth = "required"\nauth-file = "users"\nallow_insecure_auth = true\nmax-message-size = 100000\n'
         "auth-failure-delay = 0.5\n"
     )
-    with serving(tmp_path, "--config", "smtpcore.toml") as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
-        client.ehlo()
-        assert client.esmtp_features["size"] == "100000"
-        assert client.mail("a@example.org")[0] == 530
-        started = time.monotonic()
-        with pytest.raises(smtplib.SMTPAuthenticationError):
-            client.login("alice", "wrong")
-        assert 0.5 <= time.monotonic() - started < 2  # the file's delay, not the default 2 s
-        client.login("alice", "s3cret")
-        assert client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE) == {}
+    with serving(tmp_path, "--config", "smtpcore.toml") as (process, port):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo()
+            assert client.esmtp_features["size"] == "100000"
+            assert client.mail("a@example.org")[0] == 530
+            started = time.monotonic()
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("alice", "wrong-pw")  # smtplib tries PLAIN, then LOGIN
+            assert 0.5 <= time.monotonic() - started < 2  # the file's delay, not the default 2 s
+            client.login("alice", "s3cret")
+            assert client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE) == {}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
     assert "Received: from" in maildir_files(tmp_path / "maildir")[0].read_text()
+    # One line a failure, with the client's address (for fail2ban), and no secret.
+    failures = [line for line in stderr.splitlines() if "auth failed" in line]
+    assert [line.partition("auth failed ")[2] for line in failures] == [
+        "peer=127.0.0.1 mechanism=PLAIN",
+        "peer=127.0.0.1 mechanism=LOGIN",
+    ]
+    assert "wrong-pw" not in stderr and "s3cret" not in stderr
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
