@@ -467,6 +467,30 @@ def test_smtplib_auth(
     assert recorder.messages[0]["auth"] == "alice"
 
 
+@contextlib.contextmanager
+def two_sink_sessions(kind: str, sink: Any) -> Iterator[tuple[socket.socket, Any, socket.socket, Any]]:
+    """``kind``'s server with ``sink`` (AUTH offered in plaintext) and two sessions on it,
+    the first past EHLO: ``(first, its replies, second, its replies)``, replies as files."""
+    from adapters.sink import sink_handler
+
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
+    server = start_server(kind, sink_handler(sink, kind), config)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as first,
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as second,
+        ):
+            replies_1, replies_2 = first.makefile("rb"), second.makefile("rb")
+            assert replies_1.readline().startswith(b"220 ")
+            assert replies_2.readline().startswith(b"220 ")
+            first.sendall(b"EHLO c.example\r\n")
+            while not replies_1.readline().startswith(b"250 "):
+                pass
+            yield first, replies_1, second, replies_2
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("blocking_call", ["auth", "message_complete"])
 def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
     kind: str, blocking_call: str, tmp_path: pathlib.Path
@@ -477,7 +501,7 @@ def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
     which never happens if it runs where the sessions do."""
     from adapters.maildir import MaildirStore
     from adapters.passwords import hash_password
-    from adapters.sink import MailSink, sink_handler
+    from adapters.sink import MailSink
 
     waiting, noop_answered = threading.Event(), threading.Event()
 
@@ -496,19 +520,8 @@ def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
 
     store = MaildirStore(tmp_path / "maildir")
     sink = Waiting(store, "mx.example", users={"alice": hash_password("s3cret")})
-    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
-    server = start_server(kind, sink_handler(sink, kind), config)
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as first,
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as second,
-        ):
-            replies_1, replies_2 = first.makefile("rb"), second.makefile("rb")
-            assert replies_1.readline().startswith(b"220 ")
-            assert replies_2.readline().startswith(b"220 ")
-            first.sendall(b"EHLO c.example\r\n")
-            while not replies_1.readline().startswith(b"250 "):
-                pass
+    with two_sink_sessions(kind, sink) as (first, replies_1, second, replies_2):
+        try:
             if blocking_call == "auth":
                 first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
                 expected = b"235 "
@@ -523,9 +536,8 @@ def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
             assert replies_2.readline().startswith(b"250 ")  # a timeout here: the call stalled the server
             noop_answered.set()
             assert replies_1.readline().startswith(expected)
-    finally:
-        noop_answered.set()
-        server.stop()
+        finally:
+            noop_answered.set()  # (before the server stops: it waits for the hook)
     if blocking_call == "message_complete":
         assert len(list((tmp_path / "maildir" / "new").iterdir())) == 1
 
@@ -593,37 +605,23 @@ def test_the_sink_waits_before_a_wrong_passwords_reply_without_holding_other_ses
     # One guess per delay on each connection; the wait is the session's own sleep,
     # so another session's NOOP is answered meanwhile, and a right password is not kept waiting.
     from adapters.passwords import hash_password
-    from adapters.sink import MailSink, sink_handler
+    from adapters.sink import MailSink
 
     delay = 0.8
     sink = MailSink(None, "mx.example", users={"alice": hash_password("s3cret")}, auth_failure_delay=delay)
-    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True)
-    server = start_server(kind, sink_handler(sink, kind), config)
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as first,
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as second,
-        ):
-            replies_1, replies_2 = first.makefile("rb"), second.makefile("rb")
-            assert replies_1.readline().startswith(b"220 ")
-            assert replies_2.readline().startswith(b"220 ")
-            first.sendall(b"EHLO c.example\r\n")
-            while not replies_1.readline().startswith(b"250 "):
-                pass
-            started = time.monotonic()
-            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0guess") + b"\r\n")
-            time.sleep(delay / 4)  # well into the wait
-            second.sendall(b"NOOP\r\n")
-            assert replies_2.readline().startswith(b"250 ")
-            assert time.monotonic() - started < delay  # answered during the wait
-            assert replies_1.readline().startswith(b"535 5.7.8 ")
-            assert time.monotonic() - started >= delay
-            started = time.monotonic()
-            first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
-            assert replies_1.readline().startswith(b"235 ")
-            assert time.monotonic() - started < delay  # (scrypt costs some 50 ms)
-    finally:
-        server.stop()
+    with two_sink_sessions(kind, sink) as (first, replies_1, second, replies_2):
+        started = time.monotonic()
+        first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0guess") + b"\r\n")
+        time.sleep(delay / 4)  # well into the wait
+        second.sendall(b"NOOP\r\n")
+        assert replies_2.readline().startswith(b"250 ")
+        assert time.monotonic() - started < delay  # answered during the wait
+        assert replies_1.readline().startswith(b"535 5.7.8 ")
+        assert time.monotonic() - started >= delay
+        started = time.monotonic()
+        first.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret") + b"\r\n")
+        assert replies_1.readline().startswith(b"235 ")
+        assert time.monotonic() - started < delay  # (scrypt costs some 50 ms)
 
 
 @pytest.mark.parametrize(
