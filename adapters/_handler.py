@@ -180,6 +180,16 @@ class Session:
     bytes_received: int = 0
     #: Free for the application (a database handle, a temporary file, ...).
     extra: dict[str, Any] = field(default_factory=dict)
+    # The session's connection, set by the dispatcher, for what is read from it directly.
+    _conn: ServerConnection | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def improper_pipelining(self) -> str | None:
+        """The command after which the client first sent more without waiting for its
+        reply (``"DATA"``, ``"EHLO"``...), or None: RFC 2920 §3.1, see
+        ``ServerConfig.reject_improper_pipelining``.  A policy may refuse such a
+        client at DATA, as Postfix's reject_unauth_pipelining does."""
+        return self._conn.improper_pipelining if self._conn is not None else None
 
     @property
     def authenticated(self) -> str | None:
@@ -475,6 +485,7 @@ class Dispatcher:
         self.unused = unused
         self.session = session
         self.session.tls = self.conn.tls_active
+        self.session._conn = self.conn
         self._clock = clock
         # Deadlines: a command must be complete by _deadline; content must keep to min_rate.
         self._deadline: float | None = None

@@ -68,6 +68,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "auth_failure_delay": 2.0,
     "lmtp": False,
     "proxy_protocol": False,
+    "reject_improper_pipelining": False,
     "discard": False,
     "log_level": "info",
     "transcript": None,
@@ -106,6 +107,12 @@ def _serve_parser(subparsers: Any) -> None:
     )
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
     arg("--proxy-protocol", action="store_true", default=None, help="expect a PROXY v1/v2 header first")
+    arg(
+        "--reject-improper-pipelining",
+        action="store_true",
+        default=None,
+        help="554 and close for a client that sends more before a reply it must wait for (RFC 2920)",
+    )
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
     arg("--log-level", choices=("debug", "info", "warning", "error"))
     arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
@@ -222,6 +229,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             max_message_size=options["max_message_size"],
             max_recipients=options["max_recipients"],
             command_timeout=options["command_timeout"],
+            reject_improper_pipelining=options["reject_improper_pipelining"],
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -147,6 +147,13 @@ class ServerConfig:
     proxy_protocol: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
+    #: Refuse a client that sends more before a reply it must wait for (554 and
+    #: close, as Postfix's smtpd_forbid_unauth_pipelining): anything after EHLO,
+    #: HELO, LHLO, DATA, STARTTLS, AUTH, NOOP, VRFY or EXPN, or after any command
+    #: when PIPELINING was not offered (RFC 2920 §3.1).  Bulk-mail software and
+    #: some broken clients do it; off, it is only noted in
+    #: ``ServerConnection.improper_pipelining``.
+    reject_improper_pipelining: bool = False
     #: Hand VRFY / EXPN to the application (otherwise 252 / 502 from the core).
     vrfy_enabled: bool = False
     expn_enabled: bool = False

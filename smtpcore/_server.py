@@ -154,6 +154,13 @@ _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
 #: Under AuthPolicy.REQUIRED these wait for a successful AUTH (RFC 4954 §6).
 _NEED_AUTH = (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
 _POLICED = frozenset({StartTls, Auth, Bdat})
+#: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the client must
+#: wait for the reply to these before it sends anything more.  QUIT is on the
+#: RFC's list too, but nothing after it matters.
+_ENDS_GROUP = frozenset({Hello, Data, Vrfy, Expn, Noop, StartTls, Auth})
+#: RFC 4954 §4: AUTH with an initial response may be pipelined when its
+#: mechanism ends in that one round trip.
+_ONE_ROUND_TRIP_MECHANISMS = frozenset({"PLAIN", "EXTERNAL"})
 
 # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.  The
 # wrong hello is simply not a verb of this connection: 500, like any unknown verb.
@@ -296,6 +303,13 @@ class ServerConnection:
         self.tls_active = self.config.implicit_tls
         #: Total octets received, for logs and session objects.
         self.bytes_received = 0
+        #: The verb (``"DATA"``, ``"EHLO"``...) after which the client first sent
+        #: more without waiting for the reply (RFC 2920 §3.1), or None: a sign of
+        #: bulk-mail software, for a policy to weigh (Postfix's
+        #: reject_unauth_pipelining refuses such a client at DATA).  Only bytes
+        #: that had arrived when the command was read count, so a client that
+        #: writes in a hurry is seen as reliably as the reads catch it.
+        self.improper_pipelining: str | None = None
         self._redactor: Redactor | None = None  # made by the first redact(): most servers keep no transcript
         self._reset_session()
 
@@ -308,6 +322,8 @@ class ServerConnection:
         #: The finished, accepted authentication, or None.
         self.authenticated: AuthCredentials | None = None
         self._extensions: frozenset[str] = frozenset()
+        # PIPELINING was in the last EHLO/LHLO reply of this session.
+        self._pipelining_offered = False
         self._esc = False
         self._mechanism: ServerMechanism | None = None
         self._reset_transaction()
@@ -510,6 +526,10 @@ class ServerConnection:
                 assert isinstance(event, Bdat)
                 return self._start_chunk(event, R.REFUSED_SESSION)
             return self._reject(verb, R.REFUSED_SESSION)
+        if self._received and (kind in _ENDS_GROUP or not self._pipelining_offered):
+            # More had arrived behind this command: fine for most commands once
+            # PIPELINING is offered (the replies to the pipelined ones follow).
+            self._check_pipelining(verb, event)
         # Only STARTTLS, AUTH and BDAT have rules of their own; the rest only
         # under TlsPolicy.REQUIRED or AuthPolicy.REQUIRED.
         refusal = self._policy_refusal(event) if kind in _POLICED or self._restricted else None
@@ -542,6 +562,20 @@ class ServerConnection:
         self._pending = event  # _await_reply(event), inline: this is every MAIL and RCPT
         self._replies_due = 1
         return event
+
+    def _check_pipelining(self, verb: str, event: Event) -> None:
+        """The client sent more behind ``event``: note (or refuse) it if it had to wait."""
+        kind = type(event)
+        if kind is Quit or kind is Bdat:
+            return  # nothing after QUIT matters; a BDAT's octets follow it by definition
+        if kind is Auth:
+            assert isinstance(event, Auth)
+            if event.initial_response is not None and event.mechanism in _ONE_ROUND_TRIP_MECHANISMS:
+                return
+        if self.improper_pipelining is None:
+            self.improper_pipelining = verb
+        if self.config.reject_improper_pipelining:
+            self._fatal(R.IMPROPER_PIPELINING, f"client sent more after {verb} without waiting for the reply")
 
     def _policy_refusal(self, event: Event) -> Reply | None:
         """The reply for a command the configuration or the session's security forbids."""
@@ -778,8 +812,10 @@ class ServerConnection:
         """
         if hello.verb == "HELO":
             self._extensions = frozenset()
+            self._pipelining_offered = False
             return reply.to_bytes(False)
         wire, self._extensions = _ehlo_reply(reply.text[0], tuple(self._extension_lines()))
+        self._pipelining_offered = "PIPELINING" in self._extensions
         return wire
 
     def _extension_lines(self) -> list[str]:

@@ -442,6 +442,30 @@ def test_tls_failure_ends_the_connection(
     assert recorder.calls.count("hello") == 1
 
 
+def test_improper_pipelining_is_seen_by_the_hooks_or_refused(serve: Callable[..., Running], recorder: Recorder) -> None:
+    # MAIL written behind EHLO, before its reply could offer PIPELINING (RFC 2920 §3.1).
+    hurried = b"EHLO me\r\nMAIL FROM:<a@example.com>\r\n"
+    noted = Raw(serve().port)
+    noted.read_reply()
+    noted.send(hurried)
+    assert noted.read_reply().startswith(b"250-")
+    assert noted.read_reply().startswith(b"250 2.1.0 ")
+    noted.send(b"QUIT\r\n")
+    assert noted.read_reply().startswith(b"221 ")
+    noted.close()
+    assert recorder.closed.wait(3)
+    assert recorder.sessions[0].improper_pipelining == "EHLO"  # for a policy to weigh
+    assert Session().improper_pipelining is None  # a session of the application's own making
+
+    refused = Raw(serve(ServerConfig(reject_improper_pipelining=True)).port)
+    refused.read_reply()
+    refused.send(hurried)
+    reply = b"554 Protocol violation: client sent more before the reply it must wait for\r\n"
+    assert refused.read_until_closed() == reply
+    refused.close()
+    assert recorder.calls.count("hello") == 1  # only the first session's: the refused EHLO never reached a hook
+
+
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_smtplib_auth(
     serve: Callable[..., Running],

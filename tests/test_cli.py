@@ -94,6 +94,16 @@ def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
             client.rset()
 
 
+def test_reject_improper_pipelining(tmp_path: Path) -> None:
+    with serving(tmp_path, "--reject-improper-pipelining") as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            replies = sock.makefile("rb")
+            assert replies.readline().startswith(b"220 ")
+            sock.sendall(b"EHLO me\r\nMAIL FROM:<a@example.org>\r\n")  # before EHLO's reply
+            assert replies.readline().startswith(b"554 ")
+            assert replies.readline() == b""  # and closed
+
+
 def test_acknowledged_message_survives_a_kill(tmp_path: Path) -> None:
     with serving(tmp_path) as (process, port):
         client = smtplib.SMTP("127.0.0.1", port)

@@ -129,7 +129,8 @@ def data_file(tmp_path: pathlib.Path, content: bytes) -> str:
 @needs_swaks
 @pytest.mark.parametrize("server", SERVERS)
 def test_swaks_pipelined_content(server: str, smtp_server_factory: SMTPServerFactory, tmp_path: pathlib.Path) -> None:
-    srv = smtp_server_factory(server)
+    # swaks pipelines as RFC 2920 allows: a server that refuses improper pipelining takes it.
+    srv = smtp_server_factory(server, config=ServerConfig(reject_improper_pipelining=True))
     srv.reject_recipient("nobody@example.org")
     done = swaks(
         srv.port,
@@ -515,9 +516,11 @@ def relay(smtp_ca: TestCA) -> Iterator[Relay]:
         pytest.skip(f"Postfix is not installed: {INSTALL}")
     if not IS_ROOT:
         pytest.skip("a Postfix instance of its own needs root (its master process starts as root)")
-    config = ServerConfig(tls=TlsPolicy.OPTIONAL, dsn=True)
+    # Postfix pipelines only where RFC 2920 allows: our servers would refuse it otherwise.
+    config = ServerConfig(tls=TlsPolicy.OPTIONAL, dsn=True, reject_improper_pipelining=True)
+    lmtp_config = ServerConfig(lmtp=True, reject_improper_pipelining=True)
     servers = {adapter: SMTPTestServer(adapter, config, ca=smtp_ca).start() for adapter in SERVERS}
-    lmtp = {adapter: SMTPTestServer(adapter, ServerConfig(lmtp=True)).start() for adapter in SERVERS}
+    lmtp = {adapter: SMTPTestServer(adapter, lmtp_config).start() for adapter in SERVERS}
     routes = {RELAYED[adapter]: f"smtp:[127.0.0.1]:{server.port}" for adapter, server in servers.items()}
     routes |= {LMTP_RELAYED[adapter]: f"lmtp:inet:127.0.0.1:{server.port}" for adapter, server in lmtp.items()}
     postfix = Postfix(smtp_ca, routes)

@@ -120,6 +120,8 @@ def test_roundtrip(
         dsn=dsn,
         extra_extensions=SERVER_EXTENSIONS,
         max_line_length=100_000,
+        # Our client pipelines only where RFC 2920 allows: the server would say if not.
+        reject_improper_pipelining=True,
     )
     if stream:
         cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
@@ -181,7 +183,7 @@ def test_several_messages_lmtp_and_tls_over_the_server() -> None:
     ]
     for lmtp in (False, True):
         driver = ClientDriver(ClientConfig(lmtp=lmtp, starttls=TlsPolicy.REQUIRED), messages)
-        result = pair(driver, ServerConfig(lmtp=lmtp, tls=TlsPolicy.REQUIRED))
+        result = pair(driver, ServerConfig(lmtp=lmtp, tls=TlsPolicy.REQUIRED, reject_improper_pipelining=True))
         outcome = result.driver.result
         assert outcome.error is None
         assert outcome.tls
