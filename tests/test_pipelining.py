@@ -12,9 +12,13 @@ import base64
 import dataclasses
 
 import pytest
-from helpers import drive, make_server
+from helpers import drive, make_server, normalise, split_at
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_server_fuzz import CONFIG, policy, streams
 
 from smtpcore import AuthPolicy, ConnectionClosed, Hello, RemoteProtocolError, ServerConfig, TlsPolicy
+from smtpcore._replies import IMPROPER_PIPELINING
 
 EHLO = b"EHLO client.example\r\n"
 MAIL = b"MAIL FROM:<a@example.com>\r\n"
@@ -132,3 +136,28 @@ def test_a_session_that_ends_cleanly_is_not_marked() -> None:
     events, _ = drive([EHLO, MAIL + RCPT + b"DATA\r\n", b"hi\r\n.\r\nQUIT\r\n"], conn=conn, close=True)
     assert isinstance(events[-1], ConnectionClosed)
     assert conn.improper_pipelining is None
+
+
+# Refusing only cuts a session short: up to the refusal it is the session the
+# server has when it only notes the client's hurry, and it is refused exactly
+# when that one notes it.  Any bytes, any reads.
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=streams, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_refusing_cuts_the_noting_session_short_where_it_notes(data: bytes, cuts: list[int]) -> None:
+    reads = split_at(data, cuts)
+    noting, refusing = make_server(CONFIG), make_server(dataclasses.replace(CONFIG, reject_improper_pipelining=True))
+    noted_events, noted_out = drive(reads, conn=noting, policy=policy, tls=False, close=True)
+    refused_events, refused_out = drive(reads, conn=refusing, policy=policy, tls=False, close=True)
+    if noting.improper_pipelining is None:
+        assert normalise(refused_events) == normalise(noted_events)
+        assert refused_out == noted_out
+        return
+    *before, refusal = normalise(refused_events)
+    assert refusal == ("RemoteProtocolError", IMPROPER_PIPELINING)
+    assert normalise(noted_events)[: len(before)] == before
+    last_line = refused_out.rindex(b"\r\n", 0, len(refused_out) - 2) + 2
+    assert refused_out[last_line:].endswith(
+        b"Protocol violation: client sent more before the reply it must wait for\r\n"
+    )
+    assert noted_out.startswith(refused_out[:last_line])
+    assert refusing.improper_pipelining == noting.improper_pipelining
