@@ -195,11 +195,12 @@ class MailSink:
         if _DELIVERY in session.extra:  # the dispatcher normally aborted it already
             self.message_aborted(session, None)
         log.info(
-            "connection peer=%s helo=%s tls=%s auth=%s bytes=%d duration=%.3fs",
+            "connection peer=%s helo=%s tls=%s auth=%s improper_pipelining=%s bytes=%d duration=%.3fs",
             _host(session.peer),
             session.hello or "-",
             session.tls,
             session.authenticated or "-",
+            session.improper_pipelining or "-",  # the command the client did not wait after
             session.bytes_received,
             time.time() - session.connected_at,
         )

@@ -94,14 +94,25 @@ def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
             client.rset()
 
 
-def test_reject_improper_pipelining(tmp_path: Path) -> None:
-    with serving(tmp_path, "--reject-improper-pipelining") as (_, port):
+@pytest.mark.parametrize("refuse", [True, False])
+def test_improper_pipelining_is_logged_or_refused(tmp_path: Path, refuse: bool) -> None:
+    with serving(tmp_path, *(["--reject-improper-pipelining"] if refuse else [])) as (process, port):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             replies = sock.makefile("rb")
             assert replies.readline().startswith(b"220 ")
             sock.sendall(b"EHLO me\r\nMAIL FROM:<a@example.org>\r\n")  # before EHLO's reply
-            assert replies.readline().startswith(b"554 ")
-            assert replies.readline() == b""  # and closed
+            if refuse:
+                assert replies.readline().startswith(b"554 ")
+                assert replies.readline() == b""  # and closed
+            else:
+                while not replies.readline().startswith(b"250 2.1.0"):
+                    pass
+                sock.sendall(b"QUIT\r\n")
+                assert replies.readline().startswith(b"221 ")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
+    assert "connection peer=127.0.0.1 helo=" in stderr and " improper_pipelining=EHLO " in stderr
 
 
 def test_acknowledged_message_survives_a_kill(tmp_path: Path) -> None:
