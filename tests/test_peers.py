@@ -432,6 +432,9 @@ smtputf8_enable = yes
 transport_maps = inline:{{ {transport} }}
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ nobody@ = 550 5.1.1 No such user here }} }}
+# Our clients pipeline only where RFC 2920 allows: Postfix's own checks would refuse them otherwise.
+smtpd_forbid_unauth_pipelining = yes
+smtpd_data_restrictions = reject_unauth_pipelining
 smtpd_tls_security_level = encrypt
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
