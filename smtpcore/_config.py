@@ -142,6 +142,11 @@ class ServerConfig:
     max_recipients: int = 1000
     #: Bad commands (unknown, bad syntax, bad sequence) before 421 and close.
     max_errors: int = 20
+    #: NOOP, RSET, HELP, VRFY and EXPN a client may send before each one more
+    #: counts as an error too, so that a client cannot hold a connection for
+    #: ever with them; the count starts over after each accepted message
+    #: (Postfix's smtpd_junk_command_limit).
+    max_junk_commands: int = 100
     #: Connections come through a proxy speaking the PROXY protocol (v1 or v2):
     #: read its header before anything else, and only then greet.
     proxy_protocol: bool = False
@@ -179,6 +184,8 @@ class ServerConfig:
             raise ValueError("max_message_size must be 0 (no limit) or at least 65536 (RFC 5321 §4.5.3.1.10)")
         if self.max_errors < 1:
             raise ValueError("max_errors must be at least 1")
+        if self.max_junk_commands < 1:
+            raise ValueError("max_junk_commands must be at least 1")
         if self.bare_newlines is BareNewlinePolicy.NORMALISE:
             raise ValueError("a server never rewrites content: bare_newlines is REJECT or ACCEPT")
         for line in self.extra_extensions:

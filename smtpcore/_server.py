@@ -284,6 +284,8 @@ class ServerConnection:
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         self._errors = 0
+        # NOOP, RSET, HELP, VRFY, EXPN since the last accepted message (see max_junk_commands).
+        self._junk = 0
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
@@ -626,6 +628,11 @@ class ServerConnection:
         kind = type(event)
         if kind is Quit:
             return self._quit(event)
+        # Every other command allowed at any time changes nothing lasting: past
+        # the limit, each is an error, and errors end the session.
+        self._junk += 1
+        if self._junk > self.config.max_junk_commands:
+            self._errors += 1
         if kind is Rset:
             self._reset_transaction()
             if self._state in _HELLO_STATES:
@@ -759,6 +766,8 @@ class ServerConnection:
         elif kind is EndOfMessage:
             self._reset_transaction()
             self._state = S.READY
+            if accepted:
+                self._junk = 0  # a client that delivers mail is doing what it came for
         elif isinstance(pending, AuthCredentials):
             self._state = S.READY
             if accepted:

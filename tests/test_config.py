@@ -48,7 +48,9 @@ def test_server_defaults() -> None:
     assert config.max_message_size == 10 * 1024 * 1024
     assert config.max_recipients == 1000
     assert config.max_errors == 20
+    assert config.max_junk_commands == 100  # Postfix's smtpd_junk_command_limit
     assert config.reject_early_talkers is True
+    assert config.reject_improper_pipelining is False
     assert config.vrfy_enabled is False
     assert config.expn_enabled is False
     # Timeouts (RFC 5321 §4.5.3.2: at least 5 minutes for a server).
@@ -72,6 +74,7 @@ def test_server_config_is_frozen() -> None:
         ("max_line_length", 1000),  # §4.5.3.1.6
         ("max_message_size", 65536),  # §4.5.3.1.10
         ("max_errors", 1),
+        ("max_junk_commands", 1),
     ],
 )
 def test_server_minimums(name: str, lowest: int) -> None:

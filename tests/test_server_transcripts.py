@@ -1342,6 +1342,32 @@ def test_error_limit() -> None:
     assert events[-1].reply.code == 421
 
 
+JUNK = b"NOOP\r\nRSET\r\nHELP\r\nVRFY x\r\nEXPN y\r\n"
+MESSAGE = b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\n"
+
+
+def test_junk_commands_past_their_limit_are_errors() -> None:
+    # Else a client could hold a connection for ever on NOOPs (Postfix: smtpd_junk_command_limit).
+    config = ServerConfig(max_junk_commands=5, max_errors=3)
+    events, out = drive(b"EHLO c\r\n" + JUNK + b"NOOP\r\n" * 3 + b"NOOP\r\n", config)
+    assert [type(e).__name__ for e in events][-5:] == ["Expn", "Noop", "Noop", "Noop", "RemoteProtocolError"]
+    assert out.endswith(b"250 2.0.0 OK\r\n" * 3 + b"421 4.7.0 Too many errors; closing connection\r\n")
+
+
+def test_the_junk_count_starts_over_after_a_message_is_accepted() -> None:
+    config = ServerConfig(max_junk_commands=5, max_errors=1)
+    events, _ = drive(b"EHLO c\r\n" + JUNK + MESSAGE + JUNK + MESSAGE + JUNK + b"QUIT\r\n", config)
+    assert not any(isinstance(e, RemoteProtocolError) for e in events)
+
+    def refuse(conn: ServerConnection, event: object) -> None:
+        conn.send(Reply(554, "No", "5.7.1")) if isinstance(event, EndOfMessage) else conn.accept()
+
+    # A refused message is not what the client came for: the count goes on.
+    events, out = drive(b"EHLO c\r\n" + JUNK + MESSAGE + b"NOOP\r\n", config, policy=refuse)
+    assert isinstance(events[-1], RemoteProtocolError)
+    assert out.endswith(b"554 5.7.1 No\r\n250 2.0.0 OK\r\n421 4.7.0 Too many errors; closing connection\r\n")
+
+
 def test_recipient_limit() -> None:
     config = ServerConfig(max_recipients=100)
     rcpts = b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(102))
