@@ -57,6 +57,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "max_recipients": 1000,
     "command_timeout": 300.0,
     "max_connections": 100,
+    "max_connections_per_client": 0,
     "tls_cert": None,
     "tls_key": None,
     "tls": None,
@@ -91,6 +92,7 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--max-recipients", type=int)
     arg("--command-timeout", type=float, metavar="SECONDS")
     arg("--max-connections", type=int)
+    arg("--max-connections-per-client", type=int, metavar="N", help="sessions one address may have at once (0: any)")
     arg("--tls-cert", metavar="FILE")
     arg("--tls-key", metavar="FILE")
     arg("--tls", choices=("optional", "required", "off"), help="STARTTLS policy (default optional with a cert)")
@@ -241,6 +243,8 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             raise ConfigError(f"cannot create Maildir {options['maildir']}: {exc.strerror}") from None
     if not options["auth_failure_delay"] >= 0:
         raise ConfigError(f"--auth-failure-delay {options['auth_failure_delay']}: must be 0 or more seconds")
+    if options["max_connections_per_client"] < 0:
+        raise ConfigError(f"--max-connections-per-client {options['max_connections_per_client']}: must be 0 or more")
     try:
         sink = _make_sink(options, store, hostname, users)
     except OSError as exc:
@@ -266,6 +270,7 @@ def _make_sink(options: dict[str, Any], store: MaildirStore | None, hostname: st
         lmtp=options["lmtp"],
         transcript_dir=options["transcript"],
         auth_failure_delay=options["auth_failure_delay"],
+        max_connections_per_client=options["max_connections_per_client"],
     )
 
 

@@ -43,8 +43,10 @@ __all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler", "sink_handler"]
 log = logging.getLogger("smtpcore.serve")
 
 RELAY_DENIED = Reply(550, "Relaying denied: this server only accepts mail for its own domains", "5.7.1")
+TOO_MANY_FROM_CLIENT = Reply(421, "Too many connections from your address; try again later", "4.7.0")
 _DELIVERY = "smtpcore.delivery"
 _TRANSCRIPT = "smtpcore.transcript"
+_COUNTED = "smtpcore.counted-client"
 
 
 class MailSink:
@@ -59,6 +61,7 @@ class MailSink:
         lmtp: bool = False,
         transcript_dir: str | os.PathLike[str] | None = None,
         auth_failure_delay: float = 2.0,
+        max_connections_per_client: int = 0,
     ) -> None:
         #: ``None`` discards every message (``--discard``).
         self.store = store
@@ -80,6 +83,14 @@ class MailSink:
         #: ``max_errors`` failures.  The wait is the handler's (a sleep of the
         #: session's concurrency model), so other sessions go on meanwhile.
         self.auth_failure_delay = auth_failure_delay
+        if max_connections_per_client < 0:
+            raise ValueError("max_connections_per_client must be 0 (no limit) or more")
+        #: Sessions one client address may have at once (0: no limit), as Postfix's
+        #: smtpd_client_connection_count_limit: else one address can take every
+        #: connection the server allows and hold each for the command timeout.
+        self.max_connections_per_client = max_connections_per_client
+        self._clients: dict[str, int] = {}
+        self._clients_lock = threading.Lock()  # the blocking server's sessions are threads
         self.lmtp = lmtp
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
@@ -87,6 +98,19 @@ class MailSink:
             private_directory(self.transcript_dir)  # transcripts hold whole messages
 
     # --- hooks ---------------------------------------------------------------------------------
+
+    def connection_opened(self, session: Session) -> Reply | None:
+        if not self.max_connections_per_client:
+            return None
+        host = _host(session.peer)  # (behind a PROXY-protocol proxy, the real client's)
+        with self._clients_lock:
+            count = self._clients.get(host, 0)
+            if count >= self.max_connections_per_client:
+                log.warning("too many connections peer=%s count=%d", host, count)
+                return TOO_MANY_FROM_CLIENT
+            self._clients[host] = count + 1
+        session.extra[_COUNTED] = host
+        return None
 
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         address = rcpt.recipient.lower()
@@ -189,6 +213,12 @@ class MailSink:
         file.write(b"".join(out))
 
     def connection_closed(self, session: Session) -> None:
+        host = session.extra.pop(_COUNTED, None)
+        if host is not None:
+            with self._clients_lock:
+                left = self._clients.pop(host) - 1
+                if left:
+                    self._clients[host] = left
         state = session.extra.pop(_TRANSCRIPT, None)
         if state is not None:
             state[0].close()
@@ -270,6 +300,9 @@ class SinkHandler(Handler):
     def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
 
+    def connection_opened(self, session: Session) -> Reply | None:
+        return self.sink.connection_opened(session)
+
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)
 
@@ -323,6 +356,9 @@ class AsyncSinkHandler(AsyncHandler):
 
     async def transcript(self, session: Session, direction: str, data: bytes) -> None:
         self.sink.transcript(session, direction, data)
+
+    async def connection_opened(self, session: Session) -> Reply | None:
+        return self.sink.connection_opened(session)
 
     async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)

@@ -674,6 +674,47 @@ def test_the_sink_takes_mail_for_the_address_literal_the_client_reached(
     assert sink.rcpt_to(session, Rcpt(recipient)) == (None if accepted else RELAY_DENIED)
 
 
+def test_the_sink_limits_the_sessions_of_one_client_address() -> None:
+    from adapters.sink import TOO_MANY_FROM_CLIENT, MailSink
+
+    sink = MailSink(None, "mx.example", max_connections_per_client=2)
+    sessions = [Session(peer=("192.0.2.7", port)) for port in (1, 2, 3)]
+    assert [sink.connection_opened(session) for session in sessions] == [None, None, TOO_MANY_FROM_CLIENT]
+    assert sink.connection_opened(Session(peer=("192.0.2.8", 1))) is None  # another address has its own
+    sink.connection_closed(sessions[2])  # the refused one: it was never counted
+    assert sink.connection_opened(Session(peer=("192.0.2.7", 4))) is TOO_MANY_FROM_CLIENT
+    sink.connection_closed(sessions[0])
+    assert sink.connection_opened(Session(peer=("192.0.2.7", 5))) is None
+    assert MailSink(None, "mx.example").connection_opened(sessions[0]) is None  # 0: no limit
+    with pytest.raises(ValueError, match="max_connections_per_client"):
+        MailSink(None, "mx.example", max_connections_per_client=-1)
+
+
+def test_a_client_over_its_connection_limit_is_greeted_with_421(kind: str) -> None:
+    from adapters.sink import MailSink, sink_handler
+
+    sink = MailSink(None, "mx.example", max_connections_per_client=1)
+    server = start_server(kind, sink_handler(sink, kind), ServerConfig())
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as first:
+            assert first.makefile("rb").readline().startswith(b"220 ")
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as second:
+                refused = second.makefile("rb")
+                assert refused.readline() == b"421 Too many connections from your address; try again later\r\n"
+                assert refused.readline() == b""  # and closed
+            first.sendall(b"QUIT\r\n")
+            assert first.makefile("rb").readline().startswith(b"221 ")
+        deadline = time.monotonic() + 5
+        while True:  # the first session's end reaches the sink a moment after its 221
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as third:
+                if third.makefile("rb").readline().startswith(b"220 "):
+                    break
+            assert time.monotonic() < deadline, "the first session was never let go"
+            time.sleep(0.05)
+    finally:
+        server.stop()
+
+
 def test_the_sinks_failure_delay_is_zero_or_more_seconds() -> None:
     from adapters.sink import MailSink
 

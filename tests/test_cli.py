@@ -195,6 +195,7 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
             ("serve", "--max-recipients", "5"): "max_recipients must be at least 100",
             ("serve", "--auth-failure-delay", "-1"): "--auth-failure-delay -1.0: must be 0 or more seconds",
             ("serve", "--auth-failure-delay", "nan"): "--auth-failure-delay nan: must be 0 or more seconds",
+            ("serve", "--max-connections-per-client", "-1"): "--max-connections-per-client -1: must be 0 or more",
         }
         for args, message in cases.items():
             result = run_cli(tmp_path, *args)
