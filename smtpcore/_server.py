@@ -699,6 +699,10 @@ class ServerConnection:
         if isinstance(pending, _Greeting) and reply.code not in (220, 421, 554):
             raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
         self._replies_due -= 1
+        if accepted and type(pending) is EndOfMessage:
+            # (In LMTP any recipient that took the message, not only the last:
+            # _transition sees only the last reply.)
+            self._junk = 0
         if isinstance(pending, Hello):
             # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
             self._out += self._hello_reply(pending, reply) if accepted else reply.to_bytes(False)
@@ -766,7 +770,7 @@ class ServerConnection:
         elif kind is EndOfMessage:
             self._reset_transaction()
             self._state = S.READY
-            if accepted:
+            if accepted:  # (accept()'s own path; send() did it already)
                 self._junk = 0  # a client that delivers mail is doing what it came for
         elif isinstance(pending, AuthCredentials):
             self._state = S.READY

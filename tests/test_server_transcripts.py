@@ -1362,6 +1362,20 @@ def test_the_junk_count_starts_over_after_a_message_is_accepted() -> None:
     def refuse(conn: ServerConnection, event: object) -> None:
         conn.send(Reply(554, "No", "5.7.1")) if isinstance(event, EndOfMessage) else conn.accept()
 
+    # In LMTP a message one recipient took counts, whatever the last recipient's reply.
+    lmtp = make_server(ServerConfig(lmtp=True, max_junk_commands=5, max_errors=1))
+    two = b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<full@e.f>\r\nDATA\r\nhi\r\n.\r\n"
+
+    def full(conn: ServerConnection, event: object) -> None:
+        if isinstance(event, EndOfMessage):
+            conn.send(Reply(250, "<d@e.f> delivered", "2.1.5"))
+            conn.send(Reply(452, "<full@e.f> mailbox full", "4.2.2"))
+        else:
+            conn.accept()
+
+    events, _ = drive(b"LHLO c\r\n" + JUNK + two + JUNK + b"QUIT\r\n", conn=lmtp, policy=full)
+    assert not any(isinstance(e, RemoteProtocolError) for e in events)
+
     # A refused message is not what the client came for: the count goes on.
     events, out = drive(b"EHLO c\r\n" + JUNK + MESSAGE + b"NOOP\r\n", config, policy=refuse)
     assert isinstance(events[-1], RemoteProtocolError)
