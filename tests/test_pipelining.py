@@ -49,7 +49,7 @@ CASES = {
     "MAIL behind EHLO, before its reply offered PIPELINING": ([EHLO + MAIL], "EHLO", None),
     "a HELO session never offers PIPELINING": ([b"HELO client.example\r\n", MAIL + RCPT], "MAIL", None),
     "nor does HELO after EHLO": ([EHLO, b"HELO client.example\r\n", MAIL + RCPT], "MAIL", None),
-    "RSET behind nothing before the hello": ([b"RSET\r\n" + EHLO], "RSET", None),
+    "EHLO behind RSET, before any hello": ([b"RSET\r\n" + EHLO], "RSET", None),
     "a server without PIPELINING": ([EHLO, MAIL + RCPT], "MAIL", ServerConfig(pipelining=False)),
     "content behind DATA, before its 354": ([EHLO, MAIL, RCPT, b"DATA\r\nhi\r\n.\r\n"], "DATA", None),
     "NOOP inside a group": ([EHLO, b"NOOP\r\n" + MAIL], "NOOP", None),
@@ -65,7 +65,7 @@ CASES = {
         "AUTH",
         AUTH,
     ),
-    "LHLO behind nothing, MAIL behind it": ([b"LHLO client.example\r\n" + MAIL], "LHLO", ServerConfig(lmtp=True)),
+    "MAIL behind LHLO": ([b"LHLO client.example\r\n" + MAIL], "LHLO", ServerConfig(lmtp=True)),
     "the first time is what is kept": ([EHLO + MAIL, RCPT + b"DATA\r\nhi\r\n"], "EHLO", None),
 }
 
