@@ -48,6 +48,7 @@ from ._config import ClientConfig, Timeout
 from ._dotstuff import DotStuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
+    ENDS_GROUP,
     Auth,
     AuthResponse,
     Bdat,
@@ -55,7 +56,6 @@ from ._events import (
     Data,
     EndOfMessage,
     Event,
-    Expn,
     Hello,
     Mail,
     MessageData,
@@ -65,7 +65,6 @@ from ._events import (
     Rset,
     StartTls,
     TlsHandshake,
-    Vrfy,
 )
 from ._params import required_extensions
 from ._receivebuffer import ReceiveBuffer
@@ -76,9 +75,9 @@ from ._writers import write_command
 
 __all__ = ["ClientConnection"]
 
-# RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): these change the
-# session in a way the client must see before it may send anything else.
-_ENDS_GROUP = frozenset({Hello, Data, Vrfy, Expn, Quit, Noop, StartTls, Auth, AuthResponse})
+# These change the session in a way the client must see before it may send
+# anything else; so does each SASL response, answered by the next challenge.
+_ENDS_GROUP = ENDS_GROUP | {AuthResponse}
 
 # RFC 5321 §4.5.3.2: which timeout governs the wait for which reply.
 _TIMEOUTS: dict[type[Event] | None, tuple[str, str]] = {

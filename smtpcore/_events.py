@@ -309,6 +309,12 @@ class AuthResponse(Event):
             raise LocalProtocolError("AuthResponse data must be bytes")
 
 
+#: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the commands after
+#: which a client must wait for the reply before it sends anything more.  The
+#: client keeps to it; the server notes (or refuses) a client that does not.
+ENDS_GROUP: frozenset[type[Event]] = frozenset({Hello, Data, Vrfy, Expn, Quit, Noop, StartTls, Auth})
+
+
 # --- server-only events ---------------------------------------------------------------------------
 
 

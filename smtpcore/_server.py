@@ -44,6 +44,7 @@ from ._config import AuthPolicy, BareNewlinePolicy, LongLinePolicy, ServerConfig
 from ._data import ChunkReader, DataReader
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
+    ENDS_GROUP,
     Auth,
     AuthCredentials,
     Bdat,
@@ -154,10 +155,6 @@ _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
 #: Under AuthPolicy.REQUIRED these wait for a successful AUTH (RFC 4954 §6).
 _NEED_AUTH = (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
 _POLICED = frozenset({StartTls, Auth, Bdat})
-#: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the client must
-#: wait for the reply to these before it sends anything more.  QUIT is on the
-#: RFC's list too, but nothing after it matters.
-_ENDS_GROUP = frozenset({Hello, Data, Vrfy, Expn, Noop, StartTls, Auth})
 #: RFC 4954 §4: AUTH with an initial response may be pipelined when its
 #: mechanism ends in that one round trip.
 _ONE_ROUND_TRIP_MECHANISMS = frozenset({"PLAIN", "EXTERNAL"})
@@ -528,7 +525,7 @@ class ServerConnection:
                 assert isinstance(event, Bdat)
                 return self._start_chunk(event, R.REFUSED_SESSION)
             return self._reject(verb, R.REFUSED_SESSION)
-        if self._received and (kind in _ENDS_GROUP or not self._pipelining_offered):
+        if self._received and (kind in ENDS_GROUP or not self._pipelining_offered):
             # More had arrived behind this command: fine for most commands once
             # PIPELINING is offered (the replies to the pipelined ones follow).
             self._check_pipelining(verb, event)
