@@ -140,8 +140,19 @@ class ServerConfig:
     #: Octets of content; 0 means no limit.  Advertised as ``SIZE n``.
     max_message_size: int = 10 * 1024 * 1024
     max_recipients: int = 1000
-    #: Bad commands (unknown, bad syntax, bad sequence) before 421 and close.
+    #: Errors a client may make without delivering mail before 421 and close:
+    #: bad commands (unknown, bad syntax, bad sequence), commands the
+    #: application refused (a 4xx or 5xx to MAIL, RCPT...: a client probing for
+    #: addresses makes many), and failed logins.  The count starts over after
+    #: each accepted message (Postfix's smtpd_hard_error_limit).
     max_errors: int = 20
+    #: Seconds to hold back the reply to each command once the client has made
+    #: ``error_delay_after`` errors without delivering mail (Postfix's
+    #: smtpd_error_sleep_time, 1 s there); 0, the default, never waits.  The
+    #: core has no clock: the adapter waits, asking ``take_reply_delay()``.
+    error_delay: float = 0.0
+    #: Errors before each reply waits ``error_delay`` (Postfix's smtpd_soft_error_limit).
+    error_delay_after: int = 10
     #: NOOP, RSET, HELP, VRFY and EXPN a client may send before each one more
     #: counts as an error too, so that a client cannot hold a connection for
     #: ever with them; the count starts over after each accepted message
@@ -186,6 +197,10 @@ class ServerConfig:
             raise ValueError("max_errors must be at least 1")
         if self.max_junk_commands < 1:
             raise ValueError("max_junk_commands must be at least 1")
+        if not 0 <= self.error_delay < float("inf"):
+            raise ValueError("error_delay must be a number of seconds, 0 or more")
+        if self.error_delay_after < 1:
+            raise ValueError("error_delay_after must be at least 1")
         if self.bare_newlines is BareNewlinePolicy.NORMALISE:
             raise ValueError("a server never rewrites content: bare_newlines is REJECT or ACCEPT")
         for line in self.extra_extensions:

@@ -280,9 +280,17 @@ class ServerConnection:
         self.proxy: ProxyInfo | None = None
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
+        # Errors since the last accepted message (see max_errors).
         self._errors = 0
         # NOOP, RSET, HELP, VRFY, EXPN since the last accepted message (see max_junk_commands).
         self._junk = 0
+        # The error delay: from this many errors on, each command owes config.error_delay
+        # seconds, added up in _delay_owed until take_reply_delay().  (A number no count
+        # reaches when there is no delay: one comparison per command either way.)
+        self._delay_from = self.config.error_delay_after if self.config.error_delay else 1 << 62
+        self._delay_owed = 0.0
+        # Some recipient took the message being answered (LMTP answers once for each).
+        self._message_taken = False
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
@@ -463,6 +471,10 @@ class ServerConnection:
         line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)
         if line is None:
             return self._end_of_input()
+        if self._errors >= self._delay_from:
+            # Postfix's tarpit: a client that keeps making errors without delivering
+            # mail (probing for addresses, guessing passwords) waits for every reply.
+            self._delay_owed += self.config.error_delay
         if in_auth:
             return self._auth_line(line)
         if not isinstance(line, bytes):  # OVERLONG
@@ -697,9 +709,9 @@ class ServerConnection:
             raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
         self._replies_due -= 1
         if accepted and type(pending) is EndOfMessage:
-            # (In LMTP any recipient that took the message, not only the last:
-            # _transition sees only the last reply.)
-            self._junk = 0
+            # In LMTP any recipient that took the message, not only the last:
+            # _transition sees only the last reply.
+            self._message_taken = True
         if isinstance(pending, Hello):
             # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
             self._out += self._hello_reply(pending, reply) if accepted else reply.to_bytes(False)
@@ -738,6 +750,24 @@ class ServerConnection:
         for reply in self._default_replies():
             self.send(reply)
 
+    def take_reply_delay(self) -> float:
+        """Seconds to wait before writing the replies queued so far; 0 until more is owed.
+
+        Only with ``config.error_delay``: once the client has made
+        ``error_delay_after`` errors without delivering mail, each command it
+        sends owes that long (Postfix's smtpd_error_sleep_time), so that probing
+        for addresses or passwords gets slow long before ``max_errors`` ends the
+        connection.  The core has no clock: the adapter waits, before its next
+        write.  Each call returns what was owed since the last one.
+        """
+        owed, self._delay_owed = self._delay_owed, 0.0
+        return owed
+
+    @property
+    def error_count(self) -> int:
+        """The errors the client made since it last delivered mail (see ``config.max_errors``)."""
+        return self._errors
+
     def _default_replies(self) -> list[Reply]:
         pending = self._pending
         greeting, defaults = _greeting_and_defaults(self.config.hostname, self.config.lmtp)
@@ -764,17 +794,26 @@ class ServerConnection:
                 return
         if kind is _Greeting:
             self._state = S.CONNECTED if accepted else S.REFUSED
-        elif kind is EndOfMessage:
+            return
+        if kind is EndOfMessage:
             self._reset_transaction()
             self._state = S.READY
-            if accepted:  # (accept()'s own path; send() did it already)
-                self._junk = 0  # a client that delivers mail is doing what it came for
-        elif isinstance(pending, AuthCredentials):
+            if accepted or self._message_taken:
+                # A client that delivers mail is doing what it came for.
+                self._junk = self._errors = 0
+            else:
+                self._errors += 1
+            return
+        if isinstance(pending, AuthCredentials):
             self._state = S.READY
             if accepted:
                 self.authenticated = pending
-            else:
-                self._errors += 1  # failed logins count, to stop password guessing
+        if not accepted:
+            # The application refused the command: an error, as the core's own
+            # refusals are, so that a client probing for addresses (a 550 per
+            # unknown RCPT) or guessing passwords runs into max_errors, as in
+            # Postfix, which counts every refusal.
+            self._errors += 1
 
     # What accepting a command does beyond its move in TRANSITIONS (see _ON_ACCEPTED).
 
@@ -1046,10 +1085,12 @@ class ServerConnection:
         if error is None:
             self._state = S.READY
             end = EndOfMessage()
+            self._message_taken = False  # by any recipient, so far (LMTP answers once for each)
             self._await_reply(end, count)
             return end
         for _ in range(count):
             self._queue(error)
+        self._errors += 1  # a refused message is an error, as a refused command is
         self._reset_transaction()
         self._state = S.READY
         return MessageRejected(error)

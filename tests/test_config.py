@@ -49,6 +49,8 @@ def test_server_defaults() -> None:
     assert config.max_recipients == 1000
     assert config.max_errors == 20
     assert config.max_junk_commands == 100  # Postfix's smtpd_junk_command_limit
+    assert config.error_delay == 0.0  # no tarpit unless asked (Postfix: 1 s)
+    assert config.error_delay_after == 10  # Postfix's smtpd_soft_error_limit
     assert config.reject_early_talkers is True
     assert config.reject_improper_pipelining is False
     assert config.vrfy_enabled is False
@@ -75,6 +77,7 @@ def test_server_config_is_frozen() -> None:
         ("max_message_size", 65536),  # §4.5.3.1.10
         ("max_errors", 1),
         ("max_junk_commands", 1),
+        ("error_delay_after", 1),
     ],
 )
 def test_server_minimums(name: str, lowest: int) -> None:
@@ -83,6 +86,13 @@ def test_server_minimums(name: str, lowest: int) -> None:
     for below in (lowest - 1, 0 if lowest > 1 and name != "max_message_size" else -1, -(10**6)):
         with pytest.raises(ValueError, match=name):
             ServerConfig(**cast("dict[str, Any]", {name: below}))
+
+
+@pytest.mark.parametrize("seconds", [-0.5, float("nan"), float("inf")])
+def test_error_delay_is_a_number_of_seconds(seconds: float) -> None:
+    with pytest.raises(ValueError, match="error_delay"):
+        ServerConfig(error_delay=seconds)
+    assert ServerConfig(error_delay=0.25).error_delay == 0.25
 
 
 def test_message_size_zero_means_unlimited() -> None:

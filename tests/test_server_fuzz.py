@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 from helpers import Driver, drive, make_server, normalise, split_at
@@ -100,6 +101,25 @@ def test_any_split_gives_the_same_events_and_output(data: bytes, cuts: list[int]
     split_events, split_out = drive(split_at(data, cuts), CONFIG, policy, tls=False, close=True)
     assert split_out == whole_out
     assert normalise(split_events) == normalise(whole_events)
+
+
+# Few errors allowed, and a delay from the third: the error count, the delay owed
+# and where the 421 falls must not depend on the reads either.
+STRICT = dataclasses.replace(CONFIG, max_errors=5, error_delay=1.0, error_delay_after=2)
+
+
+@SETTINGS
+@given(data=streams, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_any_split_counts_the_same_errors_and_owes_the_same_delay(data: bytes, cuts: list[int]) -> None:
+    whole, split = make_server(STRICT), make_server(STRICT)
+    whole_events, whole_out = drive(data, policy=policy, conn=whole, tls=False, close=True)
+    split_events, split_out = drive(split_at(data, cuts), policy=policy, conn=split, tls=False, close=True)
+    assert split_out == whole_out
+    assert normalise(split_events) == normalise(whole_events)
+    assert split.error_count == whole.error_count <= STRICT.max_errors + 1  # a junk command refused: two
+    owed = whole.take_reply_delay()
+    assert split.take_reply_delay() == owed
+    assert owed <= len(data.split(b"\n"))  # a second at most per line
 
 
 @settings(max_examples=40, deadline=None)

@@ -8,6 +8,7 @@ lines.  Policies decide what the application answers; by default it accepts.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 from typing import Any
 
@@ -1376,10 +1377,114 @@ def test_the_junk_count_starts_over_after_a_message_is_accepted() -> None:
     events, _ = drive(b"LHLO c\r\n" + JUNK + two + JUNK + b"QUIT\r\n", conn=lmtp, policy=full)
     assert not any(isinstance(e, RemoteProtocolError) for e in events)
 
-    # A refused message is not what the client came for: the count goes on.
+    # A refused message is not what the client came for: the count goes on (and
+    # the refusal is an error of its own: two errors here).
+    config = ServerConfig(max_junk_commands=5, max_errors=2)
     events, out = drive(b"EHLO c\r\n" + JUNK + MESSAGE + b"NOOP\r\n", config, policy=refuse)
     assert isinstance(events[-1], RemoteProtocolError)
     assert out.endswith(b"554 5.7.1 No\r\n250 2.0.0 OK\r\n421 4.7.0 Too many errors; closing connection\r\n")
+
+
+def refuse_nobody(conn: ServerConnection, event: object) -> None:
+    """Accept everything but recipients called nobody (550)."""
+    if isinstance(event, Rcpt) and event.recipient.startswith("nobody@"):
+        conn.send(Reply(550, "No such user", "5.1.1"))
+    else:
+        conn.accept()
+
+
+NOBODY = b"RCPT TO:<nobody@e.f>\r\n"
+
+
+def test_refusals_by_the_application_are_errors() -> None:
+    # A client probing for addresses gets a 550 a guess: each is an error, as in
+    # Postfix, so the probing ends at max_errors (directory harvest).
+    config = ServerConfig(max_errors=3)
+    conn = make_server(config)
+    events, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + NOBODY * 5, conn=conn, policy=refuse_nobody)
+    assert out.count(b"550 5.1.1 No such user") == 3
+    assert out.endswith(b"550 5.1.1 No such user\r\n421 4.7.0 Too many errors; closing connection\r\n")
+    assert isinstance(events[-1], RemoteProtocolError)
+    assert conn.error_count == 3
+
+    # Every command the application refuses counts, whatever it is.
+    def refuse_all(conn: ServerConnection, event: object) -> None:
+        conn.send(Reply(550, "No", "5.7.1")) if not isinstance(event, Hello) else conn.accept()
+
+    conn = make_server(ServerConfig(vrfy_enabled=True))
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nVRFY x\r\n", conn=conn, policy=refuse_all)
+    assert conn.error_count == 2
+    # A 421 closes at once; accepted commands are no errors.
+    conn = make_server()
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + MESSAGE, conn=conn)
+    assert conn.error_count == 0
+
+
+def test_the_error_count_starts_over_after_a_message_is_accepted() -> None:
+    # "The maximal number of errors a client is allowed to make without
+    # delivering mail" (Postfix's smtpd_hard_error_limit, which it resets too).
+    config = ServerConfig(max_errors=3)
+    conn = make_server(config)
+    errors = b"FOO\r\nMAIL FROM:<a@b.c>\r\n" + NOBODY  # unknown command, refused RCPT
+    drive(b"EHLO c\r\n" + errors + b"RCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\n", conn=conn, policy=refuse_nobody)
+    assert conn.error_count == 0
+    drive(errors + b"RSET\r\n", conn=conn, policy=refuse_nobody)
+    assert conn.error_count == 2
+    assert conn.state is State.READY
+
+    # A message refused at its end (by the application or by the core) is one error.
+    def refuse(conn: ServerConnection, event: object) -> None:
+        conn.send(Reply(554, "No", "5.7.1")) if isinstance(event, EndOfMessage) else conn.accept()
+
+    conn = make_server(config)
+    drive(b"EHLO c\r\n" + MESSAGE, conn=conn, policy=refuse)
+    assert conn.error_count == 1
+    drive(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nbare\nLF\r\n.\r\n", conn=conn)
+    assert conn.error_count == 2
+
+    # In LMTP a message one recipient took is delivered; one nobody took is one error.
+    lmtp = ServerConfig(lmtp=True, max_errors=3)
+    two = b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<full@e.f>\r\nDATA\r\nhi\r\n.\r\n"
+
+    def answers(*codes: int) -> Any:
+        def policy(conn: ServerConnection, event: object) -> None:
+            if isinstance(event, EndOfMessage):
+                for code in codes:
+                    conn.send(Reply(code, "delivered" if code < 400 else "mailbox full"))
+            else:
+                conn.accept()
+
+        return policy
+
+    for codes, count in (((250, 452), 0), ((452, 250), 0), ((452, 452), 2)):
+        conn = make_server(lmtp, greet=True)
+        drive(b"LHLO c\r\nFOO\r\n" + two, conn=conn, policy=answers(*codes))
+        assert conn.error_count == count, codes
+
+
+def test_error_delay() -> None:
+    # Postfix's tarpit (smtpd_error_sleep_time, after smtpd_soft_error_limit): once
+    # the client has made error_delay_after errors, each command owes error_delay.
+    config = ServerConfig(error_delay=1.5, error_delay_after=2)
+    conn = make_server(config)
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + NOBODY * 2, conn=conn, policy=refuse_nobody)
+    assert conn.take_reply_delay() == 0.0  # two errors, but each command came before them
+    drive(NOBODY + b"RCPT TO:<d@e.f>\r\n", conn=conn, policy=refuse_nobody)
+    assert conn.take_reply_delay() == 3.0  # both replies wait: an accepted one too
+    assert conn.take_reply_delay() == 0.0  # owed once
+    drive(b"DATA\r\nhi\r\n.\r\n", conn=conn)
+    assert conn.take_reply_delay() == 1.5  # DATA's 354; the end of data is no command
+    drive(b"NOOP\r\n" + NOBODY, conn=conn, policy=refuse_nobody)
+    assert conn.take_reply_delay() == 0.0  # mail was delivered: the count started over
+    # Failed logins and the core's own refusals count the same way.
+    conn = make_server(dataclasses.replace(config, auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True))
+    drive(b"EHLO c\r\nFOO\r\n" + f"AUTH PLAIN {B64_8}\r\n".encode() * 3, conn=conn, policy=check_password)
+    assert conn.take_reply_delay() == 3.0  # the second and third AUTH
+    # No error_delay: nothing is ever owed.
+    conn = make_server(ServerConfig(max_errors=100))
+    drive(b"EHLO c\r\n" + b"FOO\r\n" * 50, conn=conn)
+    assert conn.error_count == 50
+    assert conn.take_reply_delay() == 0.0
 
 
 def test_recipient_limit() -> None:
