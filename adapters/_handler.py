@@ -23,6 +23,8 @@ generator of *actions*, in the style of a sans-IO protocol:
   :func:`acall_hook` and send back what it returns;
 * :class:`StartTls` -- do the TLS handshake now; send back a :class:`TlsInfo`,
   or ``None`` if it failed;
+* :class:`Pause` -- wait ``seconds``, send back ``None`` (the core's error delay,
+  before a write; a shutdown's deadline may end it sooner);
 * :class:`Close` -- close the socket, send back ``None``.
 
 So each adapter is the same short loop -- read, feed, next_event, call hook,
@@ -74,6 +76,7 @@ __all__ = [
     "Dispatcher",
     "Envelope",
     "Handler",
+    "Pause",
     "Receive",
     "Recipient",
     "SMTPError",
@@ -352,11 +355,21 @@ class StartTls:
 
 
 @dataclass(slots=True)
+class Pause:
+    """Wait ``seconds`` before going on: the replies about to be written are held back.
+
+    The core's error delay (``ServerConfig.error_delay``): a client that keeps
+    making errors waits for its replies, as Postfix makes it wait."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
 class Close:
     pass
 
 
-Action = Receive | Send | CallHook | StartTls | Close
+Action = Receive | Send | CallHook | StartTls | Pause | Close
 
 
 class _Signal:
@@ -548,6 +561,7 @@ class Dispatcher:
                 log.info("closing %s: %s", session.peer, exc)
                 return
             if event is NEED_DATA:
+                yield from self._pause()
                 # The replies so far and the next read, in one action: this is every
                 # read of the session, and a round trip through the adapter less than
                 # a Send and a Receive (3% of a kept-alive message's instructions).
@@ -578,6 +592,7 @@ class Dispatcher:
             elif conn.reply_due:  # STARTTLS, VRFY, EXPN, RSET, NOOP...: the standard reply
                 conn.accept()
             if conn.data_to_send_size > FLUSH_AT:  # a long pipelined burst: bound what waits to be written
+                yield from self._pause()
                 yield from self._io(Send(conn.data_to_send()))
             # Most events change nothing the session shows: look before doing the work.
             if (
@@ -756,9 +771,16 @@ class Dispatcher:
         return result
 
     def _flush(self) -> Generator[Action, Any, None]:
+        yield from self._pause()
         out = self.conn.data_to_send()
         if out:
             yield from self._io(Send(out))
+
+    def _pause(self) -> Generator[Action, Any, None]:
+        """Hold back the replies about to be written for as long as the core says (its error delay)."""
+        delay = self.conn.take_reply_delay()
+        if delay:
+            yield from self._io(Pause(delay))
 
     def _io(self, action: Action) -> Generator[Action, Any, Any]:
         result = yield action

@@ -56,6 +56,7 @@ from ._handler import (
     CallHook,
     Close,
     Dispatcher,
+    Pause,
     Receive,
     Send,
     Session,
@@ -289,6 +290,9 @@ class _Connection(asyncio.BufferedProtocol):
                     return
             elif kind is StartTls:
                 self._run(self._start_tls(action.timeout))
+                return
+            elif kind is Pause:
+                self._run(asyncio.sleep(action.seconds))  # a shutdown's deadline cancels it
                 return
             elif kind is Close:
                 self._outbox.flush()  # its last replies first

@@ -36,6 +36,7 @@ from ._handler import (
     Close,
     Dispatcher,
     Handler,
+    Pause,
     Receive,
     Send,
     Session,
@@ -132,6 +133,18 @@ class _TimedSocket:
     def send_before_read(self, data: bytes, timeout: float) -> object:
         """The replies a read comes after: written now here (gevent's may wait for the hub's next turn)."""
         return self.send(data, timeout)
+
+    #: How a pause waits: the thread's sleep here, the hub's in gevent.
+    sleep: Callable[[float], object] = staticmethod(time.sleep)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next write, in slices, so that a shutdown's deadline ends it."""
+        deadline = time.monotonic() + seconds
+        while not self.aborting():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sleep(min(remaining, TICK))
 
     def close(self, timeout: float) -> None:
         """Close the socket once what is owed is written (within ``timeout``)."""
@@ -259,6 +272,8 @@ def serve_socket(
                 sock, result = _handshake(sock, wrap_tls, action.timeout)
                 # A TLS socket keeps Python's timeouts (or the adapter's own).
                 io = timed(sock) if timed is not None else _PolledSocket(sock, aborting, draining)
+            elif isinstance(action, Pause):
+                io.pause(action.seconds)
             elif isinstance(action, Close):
                 io.close(config.command_timeout)
     except StopIteration:

@@ -63,6 +63,7 @@ class _WatchedSocket(_TimedSocket):
     """
 
     slice_ended = TimeoutError  # never raised: the socket has no timeout
+    sleep = staticmethod(gevent.sleep)  # a pause lets the other greenlets run
 
     def __init__(
         self, sock: socket.socket, aborting: Callable[[], bool], watchdog: _Watchdog, outbox: Outbox | None = None

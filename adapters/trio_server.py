@@ -46,6 +46,7 @@ from ._handler import (
     CallHook,
     Close,
     Dispatcher,
+    Pause,
     Receive,
     Send,
     Session,
@@ -495,6 +496,8 @@ class SMTPServer:
             elif isinstance(action, StartTls):
                 assert self.tls is not None
                 result = await connection.start_tls(self.tls, action.timeout)
+            elif isinstance(action, Pause):
+                await trio.sleep(action.seconds)
             elif isinstance(action, Close):
                 connection.outbox.flush()  # its last replies first
                 if connection.unsent:

@@ -1193,6 +1193,67 @@ def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], r
     assert "message_aborted" in recorder.calls
 
 
+# --- the error delay --------------------------------------------------------------------------------
+
+
+def test_a_client_that_keeps_making_errors_waits_for_its_replies(
+    serve: Callable[..., Running], recorder: Recorder
+) -> None:
+    # Postfix's tarpit: past error_delay_after errors, every reply waits (a pipelined
+    # burst once per command), in the session's own sleep: another session is answered
+    # meanwhile.  A delivered message starts the count over.
+    delay = 0.4
+    server = serve(ServerConfig(error_delay=delay, error_delay_after=2))
+    prober, other = Raw(server.port), Raw(server.port)
+    try:
+        prober.read_reply()
+        other.read_reply()
+        prober.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\n")
+        prober.read_reply()
+        prober.read_reply()
+        started = time.monotonic()
+        prober.send(b"RCPT TO:<nobody@example.com>\r\nRCPT TO:<nobody@example.com>\r\n")
+        assert prober.read_reply().startswith(b"550 5.1.1 ")
+        assert prober.read_reply().startswith(b"550 5.1.1 ")
+        assert time.monotonic() - started < delay  # two errors so far: no wait yet
+        started = time.monotonic()
+        prober.send(b"RCPT TO:<nobody@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        time.sleep(delay / 4)
+        other.send(b"NOOP\r\n")
+        assert other.read_reply().startswith(b"250 ")
+        assert time.monotonic() - started < delay  # answered during the wait
+        assert prober.read_reply().startswith(b"550 5.1.1 ")
+        assert prober.read_reply().startswith(b"250 ")  # an accepted command waits too
+        assert time.monotonic() - started >= 2 * delay
+        prober.send(b"DATA\r\n")
+        assert prober.read_reply().startswith(b"354 ")
+        started = time.monotonic()
+        prober.send(STUFFED + b".\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<nobody@example.com>\r\n")
+        assert prober.read_reply().startswith(b"250 ")
+        assert prober.read_reply().startswith(b"250 ")
+        assert prober.read_reply().startswith(b"550 ")
+        assert time.monotonic() - started < delay  # mail was delivered: no errors since
+        assert len(recorder.messages) == 1
+    finally:
+        prober.close()
+        other.close()
+
+
+def test_a_shutdown_does_not_wait_out_a_long_error_delay(serve: Callable[..., Running]) -> None:
+    server = serve(ServerConfig(error_delay=60, error_delay_after=1))
+    raw = Raw(server.port)
+    raw.read_reply()
+    raw.send(b"EHLO me\r\nFOO\r\n")
+    raw.read_reply()
+    assert raw.read_reply().startswith(b"500 ")
+    raw.send(b"NOOP\r\n")  # its reply waits a minute
+    time.sleep(0.2)
+    started = time.monotonic()
+    server.stop(0.5)
+    assert time.monotonic() - started < 5
+    raw.close()
+
+
 # --- memory ---------------------------------------------------------------------------------------
 
 MEMORY_SCRIPT = r"""
