@@ -172,6 +172,27 @@ def test_config_file_and_auth(tmp_path: Path) -> None:
     assert "wrong-pw" not in stderr and "s3cret" not in stderr
 
 
+def test_a_client_probing_for_addresses_is_slowed_then_cut_off(tmp_path: Path) -> None:
+    # Each refused recipient is an error: from the eleventh on every reply waits
+    # (--error-delay, 1 s by default, as Postfix), and the twentieth ends the session.
+    with serving(tmp_path, "--error-delay", "0.3") as (_process, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            replies = sock.makefile("rb")
+            assert replies.readline().startswith(b"220 ")
+            sock.sendall(b"HELO c.example\r\nMAIL FROM:<a@example.org>\r\n")
+            assert replies.readline().startswith(b"250 ")
+            assert replies.readline().startswith(b"250 ")
+            waits = []
+            for n in range(20):
+                started = time.monotonic()
+                sock.sendall(b"RCPT TO:<guess%d@elsewhere.example>\r\n" % n)
+                assert replies.readline().startswith(b"550 ")
+                waits.append(time.monotonic() - started)
+            assert max(waits[:10]) < 0.3 <= min(waits[10:])
+            assert replies.readline().startswith(b"421 ")
+            assert replies.readline() == b""
+
+
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert SMTPCORE is not None
     return subprocess.run([SMTPCORE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=30)
@@ -195,6 +216,7 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
             ("serve", "--max-recipients", "5"): "max_recipients must be at least 100",
             ("serve", "--auth-failure-delay", "-1"): "--auth-failure-delay -1.0: must be 0 or more seconds",
             ("serve", "--auth-failure-delay", "nan"): "--auth-failure-delay nan: must be 0 or more seconds",
+            ("serve", "--error-delay", "-1"): "error_delay must be a number of seconds, 0 or more",
             ("serve", "--max-connections-per-client", "-1"): "--max-connections-per-client -1: must be 0 or more",
         }
         for args, message in cases.items():
