@@ -183,8 +183,11 @@ class Session:
     bytes_received: int = 0
     #: Free for the application (a database handle, a temporary file, ...).
     extra: dict[str, Any] = field(default_factory=dict)
-    # The session's connection, set by the dispatcher, for what is read from it directly.
-    _conn: ServerConnection | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The session's connection, set by the dispatcher, for what is read from it
+        # directly.  Not a field: dataclasses.asdict() would deep-copy it.
+        self._conn: ServerConnection | None = None
 
     @property
     def improper_pipelining(self) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import pathlib
@@ -1422,3 +1423,15 @@ def test_the_dispatcher_skips_unused_hooks_and_calls_the_rest() -> None:
     assert {"hello", "mail_from", "rcpt_to", "data_start", "data_chunk", "message_complete"} <= set(everything)
     assert _hooks_called(Handler(), unused_hooks(Handler())) == []
     assert _hooks_called(Keeper(), unused_hooks(Keeper())) == ["message_complete"]
+
+
+def test_a_session_as_a_dict_holds_what_the_hooks_see_and_not_the_connection() -> None:
+    # For logging a session: asdict() must not deep-copy the connection behind it.
+    from adapters._handler import Dispatcher
+
+    session = Session(peer=("127.0.0.1", 1))
+    Dispatcher(ServerConfig(), session)
+    assert session.improper_pipelining is None  # read through the connection
+    as_dict = dataclasses.asdict(session)
+    assert "_conn" not in as_dict and as_dict["peer"] == ("127.0.0.1", 1)
+    assert dataclasses.replace(session).improper_pipelining is None
