@@ -53,7 +53,8 @@ Decisions, with their RFCs:
 * **LIMITS RCPTMAX** (RFC 9422): recipients beyond it go in further
   transactions of the same message.
 * **421** anywhere, a lost connection or a protocol violation: the session
-  ends with an ``SMTPTransientError`` for every message not yet finished.
+  ends with an ``SMTPTransientError`` for every message not yet finished,
+  but for what the replies already in decided (see ``_Progress``).
 
 Content given as an iterable of chunks is streamed: its properties cannot be
 known in advance, so it is declared ``BODY=8BITMIME`` when the server offers it
@@ -262,6 +263,55 @@ _Steps = Generator[_Wait, None, None]
 _Plan: TypeAlias = "tuple[_Content, Mail, list[list[Rcpt]], bool]"
 
 
+@dataclass
+class _Progress:
+    """How far the message being sent got, for its outcome if the session ends midway.
+
+    A 421 or a lost connection in the middle of a transaction must not throw
+    away the replies already in: a recipient refused with 550 before the 421 is
+    refused for good (a relay bounces it rather than try it again, and again),
+    and in LMTP a recipient whose own reply came before is delivered.
+    """
+
+    #: The outcomes of the message's earlier transactions (RCPTMAX batches).
+    decided: list[RecipientOutcome]
+    #: The transaction under way: its MAIL and RCPTs, and their replies so far.
+    mail: Mail | None = None
+    rcpts: list[Rcpt] = field(default_factory=list)
+    mail_reply: Reply | None = None
+    rcpt_replies: list[Reply | None] = field(default_factory=list)
+    #: The replies after the content so far: one in SMTP, one per accepted recipient in LMTP.
+    final: list[Reply] = field(default_factory=list)
+
+    def outcome(self, addresses: Sequence[str], error: SMTPDeliveryError) -> MessageOutcome:
+        """The message's outcome: what the replies decided, ``error`` for every other recipient."""
+        results = list(self.decided)
+        mail = self.mail
+        mail_error = None
+        if mail is not None and self.mail_reply is not None and not self.mail_reply.is_positive:
+            mail_error = error_for(self.mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
+        accepted = 0
+        for rcpt, reply in zip(self.rcpts, self.rcpt_replies, strict=True):
+            outcome = RecipientOutcome(rcpt.recipient, reply, error=mail_error or error)
+            if mail_error is None and reply is not None:
+                if not reply.is_positive:
+                    refusal = error_for(reply, rcpt, f"RCPT TO:<{rcpt.recipient}> refused")
+                    outcome = RecipientOutcome(rcpt.recipient, reply, error=refusal)
+                else:
+                    if accepted < len(self.final):  # (LMTP: its own reply came before the end)
+                        final = self.final[accepted]
+                        refusal = None
+                        if not final.is_positive:
+                            refusal = error_for(final, EndOfMessage(), f"message to <{rcpt.recipient}> refused")
+                        outcome = RecipientOutcome(rcpt.recipient, reply, final, refusal)
+                    accepted += 1
+            results.append(outcome)
+        # The transactions the session never reached.
+        results.extend(RecipientOutcome(address, error=error) for address in addresses[len(results) :])
+        delivered = any(item.delivered for item in results)
+        return MessageOutcome(tuple(results), None if delivered else error)
+
+
 class _Abort(Exception):
     """Ends the session: ``error`` is its outcome; ``quit`` says QUIT may still be sent."""
 
@@ -300,6 +350,8 @@ class ClientDriver:
         # The index of the message whose first MAIL/RCPT/DATA are already written.
         self._sent_ahead: int | None = None
         self._quit_sent = False
+        # The message being sent, while its transactions are under way (see _Progress).
+        self._progress: _Progress | None = None
         self._error: SMTPDeliveryError | None = None
         self._wait: _Wait | None = None
         self._steps = self._session()
@@ -426,12 +478,17 @@ class ClientDriver:
             self._fail(error)
 
     def _fail(self, error: SMTPDeliveryError) -> None:
-        """The session ended early: every message without an outcome gets ``error``."""
+        """The session ended early: every message without an outcome gets ``error``
+        (but for what the replies to the one under way already decided)."""
         self._error = error
+        progress, self._progress = self._progress, None
         for envelope, _ in self._messages[len(self._outcomes) :]:
-            self._outcomes.append(
-                MessageOutcome(tuple(RecipientOutcome(r.address, error=error) for r in envelope.recipient_list), error)
-            )
+            addresses = [r.address for r in envelope.recipient_list]
+            if progress is not None:
+                self._outcomes.append(progress.outcome(addresses, error))
+                progress = None
+                continue
+            self._outcomes.append(MessageOutcome(tuple(RecipientOutcome(a, error=error) for a in addresses), error))
 
     def _quit(self) -> _Steps:
         conn = self.connection
@@ -534,6 +591,7 @@ class ClientDriver:
                 assert whole.data is not None
                 content.stuffed = stuff(whole.data)
         results: list[RecipientOutcome] = []
+        self._progress = _Progress(results)
         first_error: SMTPDeliveryError | None = None
         for number, batch in enumerate(batches):
             outcomes, batch_error = yield from self._transaction(
@@ -541,6 +599,7 @@ class ClientDriver:
             )
             results.extend(outcomes)
             first_error = first_error or batch_error
+        self._progress = None
         if any(item.delivered for item in results):
             first_error = None
         return MessageOutcome(tuple(results), first_error)
@@ -682,19 +741,24 @@ class ClientDriver:
         conn = self.connection
         caps = conn.capabilities
         assert caps is not None
+        # Every reply goes into progress as it comes (see _Progress).
+        progress = self._progress
+        assert progress is not None
+        progress.mail, progress.rcpts, progress.mail_reply = mail, rcpts, None
         rcpt_replies: list[Reply | None] = [None] * len(rcpts)
+        progress.rcpt_replies, progress.final = rcpt_replies, []
         data_reply: Reply | None = None
         if caps.pipelining and self.config.use_pipelining:
             if not sent:
                 self._send_envelope(mail, rcpts, use_bdat)
                 yield from self._prepare_while_waiting(len(self._outcomes) + 1)
-            mail_reply = yield from self._reply()
+            mail_reply = progress.mail_reply = yield from self._reply()
             for index in range(len(rcpts)):
                 rcpt_replies[index] = yield from self._reply()
             if not use_bdat:
                 data_reply = yield from self._reply()
         else:
-            mail_reply = yield from self._command(mail)
+            mail_reply = progress.mail_reply = yield from self._command(mail)
             if mail_reply.is_positive:
                 for index, rcpt in enumerate(rcpts):
                     rcpt_replies[index] = yield from self._command(rcpt)
@@ -736,7 +800,7 @@ class ClientDriver:
         final: list[Reply]
         final_command: Event
         if use_bdat:
-            result = yield from self._send_bdat(content, len(accepted), ahead)
+            result = yield from self._send_bdat(content, len(accepted), ahead, progress.final)
             if isinstance(result, tuple):
                 chunk_reply, final_command = result
                 final = [chunk_reply] * len(accepted)
@@ -752,7 +816,7 @@ class ClientDriver:
                 if ahead:
                     yield from self._send_ahead()
                 final_command = EndOfMessage()
-                final = []
+                final = progress.final
                 for _ in range(len(accepted) if self.config.lmtp else 1):
                     final.append((yield from self._reply()))
                 if not self.config.lmtp:
@@ -788,9 +852,9 @@ class ClientDriver:
         conn.send(EndOfMessage())
 
     def _send_bdat(
-        self, content: _Content, accepted: int, ahead: bool
+        self, content: _Content, accepted: int, ahead: bool, replies: list[Reply]
     ) -> Generator[_Wait, None, list[Reply] | tuple[Reply, Bdat]]:
-        """Send BDAT chunks; the final replies, or (the refusing reply, its chunk)."""
+        """Send BDAT chunks; the final replies (added to ``replies``), or (the refusing reply, its chunk)."""
         conn = self.connection
         pieces = self._pieces(content)
         if content.data is None:
@@ -806,7 +870,6 @@ class ClientDriver:
             if last:
                 if ahead:
                     yield from self._send_ahead()
-                replies = []
                 for _ in range(accepted if self.config.lmtp else 1):
                     replies.append((yield from self._reply()))
                 return replies

@@ -23,6 +23,7 @@ from smtpcore import (
     ClientConfig,
     ClientDriver,
     Credentials,
+    EndOfMessage,
     Envelope,
     Hello,
     LocalProtocolError,
@@ -351,6 +352,140 @@ def test_421_in_the_middle_ends_the_session_without_quit() -> None:
     assert result.error.reply is not None
     assert result.error.reply.code == 421
     assert [m.error for m in result.messages] == [result.error, result.error]
+
+
+def test_a_421_keeps_the_refusals_that_came_before_it() -> None:
+    # Postfix (and smtpcore's server) end a session at its 20th error with 421:
+    # the recipients refused before it are refused for good, so that a relay
+    # bounces them instead of retrying the same 550s for ever; the rest wait.
+    three = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org", "e@y.org"])
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: RCPT TO:<d@y.org>
+        C: RCPT TO:<e@y.org>
+        C: DATA
+        S: 250 2.1.0 ok
+        S: 250 2.1.5 ok
+        S: 550 5.1.1 no such user
+        S: 421 4.7.0 too many errors
+        """,
+        [(three, b"x\r\n"), (ONE, b"y\r\n")],
+    )
+    assert isinstance(result.error, SMTPTransientError)
+    first, second = result.messages
+    assert first.error is result.error and first.delivered == ()
+    b, c, d, e = first.recipients
+    assert reply_of(b.error) == reply_of(result.error)  # accepted, but no message went out
+    assert b.rcpt_reply is not None and b.rcpt_reply.code == 250
+    assert isinstance(c.error, SMTPPermanentError) and reply_of(c.error).code == 550
+    assert isinstance(c.error.command, Rcpt) and c.error.command.recipient == "c@y.org"
+    assert d.error is e.error is result.error and d.rcpt_reply is None
+    assert second.error is result.error
+
+
+def test_a_421_after_some_lmtp_recipients_keeps_their_deliveries() -> None:
+    # Each LMTP recipient's reply is final: one delivered before the 421 must not
+    # be retried (it would arrive twice), one refused before it stays refused.
+    three = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org"])
+    result = run(
+        """
+        S: 220 lmtp
+        C: LHLO client.example
+        S: 250-lmtp
+        S: 250 PIPELINING
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: RCPT TO:<d@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: x
+        C: .
+        C: QUIT
+        S: 250 delivered
+        S: 452 mailbox full
+        S: 421 going away
+        """,
+        [(three, b"x")],
+        lmtp=True,
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org",)
+    assert message.error is None
+    assert message.recipients[0].data_reply is not None
+    full = message.refused["c@y.org"]
+    assert reply_of(full).code == 452 and isinstance(full.command, EndOfMessage)
+    assert message.refused["d@y.org"] is result.error
+
+
+def test_a_lost_connection_keeps_the_refusals_and_the_earlier_transactions() -> None:
+    # RCPTMAX splits the recipients: the first transaction's outcome stands, the
+    # second's 550 came before the connection broke, the one after it is unknown.
+    envelope = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org", "e@y.org"])
+    result = run(
+        """
+        S: 220 mx
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 LIMITS RCPTMAX=2
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<d@y.org>
+        S: 550 no
+        C: RCPT TO:<e@y.org>
+        CLOSE
+        """,
+        [(envelope, b"x")],
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org", "c@y.org")
+    assert message.error is None
+    assert reply_of(message.refused["d@y.org"]).code == 550
+    assert message.refused["e@y.org"] is result.error and result.error.transient
+
+
+def test_a_421_to_mail_leaves_every_recipient_to_retry() -> None:
+    # Without pipelining nothing but MAIL was sent; and a refused MAIL decides
+    # every recipient, whether its RCPT's reply came before the 421 or not.
+    result = run(EHLO_PLAIN + "C: MAIL FROM:<a@x.org>\nS: 421 bye\n", [(ENV, b"x")])
+    assert [r.error for r in result.messages[0].recipients] == [result.error, result.error]
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 550 5.7.1 sender blocked
+        S: 503 5.5.1 MAIL first
+        S: 421 4.7.0 too many errors
+        """,
+        [(ENV, b"x\r\n")],
+    )
+    b, c = result.messages[0].recipients
+    assert reply_of(b.error).code == 550 and isinstance(b.error, SMTPPermanentError)
+    assert isinstance(b.error.command, Mail)
+    assert b.rcpt_reply is not None and b.rcpt_reply.code == 503
+    assert c.error is b.error  # its reply never came, but the refused MAIL decides it
 
 
 def test_server_closing_the_connection_is_transient() -> None:
