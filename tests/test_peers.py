@@ -53,6 +53,7 @@ from smtpcore import (
     Reply,
     ServerConfig,
     SessionOutcome,
+    SMTPTransientError,
     TlsPolicy,
 )
 
@@ -435,6 +436,8 @@ smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ nobody@ = 550
 # Our clients pipeline only where RFC 2920 allows: Postfix's own checks would refuse them otherwise.
 smtpd_forbid_unauth_pipelining = yes
 smtpd_data_restrictions = reject_unauth_pipelining
+# No wait before the replies to a client past 10 errors (1 s each by default): the tests would only be slower.
+smtpd_error_sleep_time = 0
 smtpd_tls_security_level = encrypt
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
@@ -648,6 +651,53 @@ def test_postfix_retries_what_our_server_defers(server: str, relay: Relay) -> No
         ours.reset_rules()
     (later,) = arrived(ours, sender)
     assert later.recipients == [f"grey@{domain}"] and later.raw.split(b"\r\n", 3)[3] == CONTENT
+
+
+def test_a_postfix_421_at_its_error_limit_keeps_the_refusals_before_it(relay: Relay) -> None:
+    """Postfix ends a session at its 20th error (smtpd_hard_error_limit) with 421: the 550s
+    that came before are final (a relay bounces them), the other recipients wait for a retry."""
+    domain = RELAYED["asyncio"]
+    guesses = [f"nobody@{domain}"] * 22
+    log = relay.postfix.log_end()
+    result = session(
+        "blocking",
+        "127.0.0.1",
+        relay.postfix.port,
+        [(Envelope("probe@example.com", [f"ann@{domain}", *guesses, f"ben@{domain}"]), CONTENT)],
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+    assert isinstance(result.error, SMTPTransientError)
+    assert result.error.reply is not None and result.error.reply.code == 421
+    (message,) = result.messages
+    ann, *refused, ben = message.recipients
+    assert [r.rcpt_reply.code if r.rcpt_reply else None for r in refused] == [550] * 20 + [None] * 2
+    assert all(r.error is not None and not r.error.transient for r in refused[:20])
+    assert ann.error is ben.error is result.error  # ann was accepted, but no content went out
+    assert all(r.error is result.error for r in refused[20:])
+    relay.postfix.wait_for_log(r"too many errors after RCPT", log)
+
+
+def test_postfix_delivers_what_our_server_took_once_it_closed_at_its_error_limit(relay: Relay) -> None:
+    """Our server ends a session at its 20th refusal, as Postfix's does: Postfix bounces the
+    refused recipients, tries the others again, and they get the message."""
+    domain = RELAYED["asyncio"]
+    ours = relay.servers["asyncio"]
+    guesses = [f"gone{n}@{domain}" for n in range(22)]
+    for address in guesses:
+        ours.reject_recipient(address)
+    sender = "list@example.com"
+    log = relay.postfix.log_end()
+    try:
+        outcome = submit(relay, "blocking", sender, [f"ann@{domain}", *guesses, f"ben@{domain}"], CONTENT)
+        assert len(outcome.delivered) == 24  # Postfix took every one: it learns of the rest later
+        (delivered,) = arrived(ours, sender)
+        assert delivered.recipients == [f"ann@{domain}", f"ben@{domain}"]
+        for address in guesses:
+            relay.postfix.wait_for_log(rf"to=<{re.escape(address)}>, .*status=bounced \(host \S+ said: 550 ", log)
+        relay.postfix.wait_for_log(r"421 4\.7\.0 Too many errors", log)
+    finally:
+        ours.reset_rules()
 
 
 @pytest.mark.parametrize("server", SERVERS)
