@@ -51,7 +51,9 @@ Decisions, with their RFCs:
 * **BDAT** when CHUNKING is offered (or BINARYMIME is needed), in pieces of
   ``config.chunk_size``; otherwise DATA with streamed dot-stuffing.
 * **LIMITS RCPTMAX** (RFC 9422): recipients beyond it go in further
-  transactions of the same message.
+  transactions of the same message; so do those refused for the server's
+  recipient limit on the way (452 4.5.3, RFC 5321 §4.5.3.1.10), as long as
+  each transaction delivers to someone and the content can go again.
 * **421** anywhere, a lost connection or a protocol violation: the session
   ends with an ``SMTPTransientError`` for every message not yet finished,
   but for what the replies already in decided (see ``_Progress``).
@@ -263,6 +265,20 @@ _Steps = Generator[_Wait, None, None]
 _Plan: TypeAlias = "tuple[_Content, Mail, list[list[Rcpt]], bool]"
 
 
+def _over_recipient_limit(reply: Reply) -> bool:
+    """A RCPT refused because the transaction has as many recipients as the server takes.
+
+    RFC 5321 §4.5.3.1.10 has the server say it with 452 (RFC 821 used 552) and
+    the client send the rest in further transactions; RFC 3463 names it X.5.3
+    ("should normally result in the segmentation of the message").
+    """
+    if reply.code not in (452, 552):
+        return False
+    if reply.enhanced is not None:
+        return reply.enhanced[1:] == ".5.3"
+    return "too many recipients" in " ".join(reply.text).lower()
+
+
 @dataclass
 class _Progress:
     """How far the message being sent got, for its outcome if the session ends midway.
@@ -273,11 +289,13 @@ class _Progress:
     and in LMTP a recipient whose own reply came before is delivered.
     """
 
-    #: The outcomes of the message's earlier transactions (RCPTMAX batches).
-    decided: list[RecipientOutcome]
-    #: The transaction under way: its MAIL and RCPTs, and their replies so far.
+    #: Each recipient's outcome, in the envelope's order, once a transaction decided it.
+    decided: list[RecipientOutcome | None]
+    #: The transaction under way: its MAIL and RCPTs (and where those stand among
+    #: the message's recipients), and their replies so far.
     mail: Mail | None = None
     rcpts: list[Rcpt] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
     mail_reply: Reply | None = None
     rcpt_replies: list[Reply | None] = field(default_factory=list)
     #: The replies after the content so far: one in SMTP, one per accepted recipient in LMTP.
@@ -291,7 +309,7 @@ class _Progress:
         if mail is not None and self.mail_reply is not None and not self.mail_reply.is_positive:
             mail_error = error_for(self.mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
         accepted = 0
-        for rcpt, reply in zip(self.rcpts, self.rcpt_replies, strict=True):
+        for position, rcpt, reply in zip(self.positions, self.rcpts, self.rcpt_replies, strict=True):
             outcome = RecipientOutcome(rcpt.recipient, reply, error=mail_error or error)
             if mail_error is None and reply is not None:
                 if not reply.is_positive:
@@ -305,11 +323,14 @@ class _Progress:
                             refusal = error_for(final, EndOfMessage(), f"message to <{rcpt.recipient}> refused")
                         outcome = RecipientOutcome(rcpt.recipient, reply, final, refusal)
                     accepted += 1
-            results.append(outcome)
-        # The transactions the session never reached.
-        results.extend(RecipientOutcome(address, error=error) for address in addresses[len(results) :])
-        delivered = any(item.delivered for item in results)
-        return MessageOutcome(tuple(results), None if delivered else error)
+            results[position] = outcome
+        # The recipients of the transactions the session never reached.
+        outcomes = tuple(
+            item if item is not None else RecipientOutcome(address, error=error)
+            for item, address in zip(results, addresses, strict=True)
+        )
+        delivered = any(item.delivered for item in outcomes)
+        return MessageOutcome(outcomes, None if delivered else error)
 
 
 class _Abort(Exception):
@@ -590,19 +611,35 @@ class ClientDriver:
             if not use_bdat:
                 assert whole.data is not None
                 content.stuffed = stuff(whole.data)
-        results: list[RecipientOutcome] = []
-        self._progress = _Progress(results)
+        decided: list[RecipientOutcome | None] = [None] * sum(len(batch) for batch in batches)
+        progress = self._progress = _Progress(decided)
+        # Each transaction's recipients, with where they stand in the envelope.
+        pending: list[tuple[list[int], list[Rcpt]]] = []
+        start = 0
+        for batch in batches:
+            pending.append((list(range(start, start + len(batch))), batch))
+            start += len(batch)
         first_error: SMTPDeliveryError | None = None
-        for number, batch in enumerate(batches):
-            outcomes, batch_error = yield from self._transaction(
-                mail, batch, content, use_bdat, sent=sent_ahead and number == 0, ahead=number == len(batches) - 1
+        number = 0
+        while number < len(pending):
+            positions, batch = pending[number]
+            progress.positions = positions
+            outcomes, batch_error, over = yield from self._transaction(
+                mail, batch, content, use_bdat, sent=sent_ahead and number == 0, ahead=number == len(pending) - 1
             )
-            results.extend(outcomes)
+            for position, outcome in zip(positions, outcomes, strict=True):
+                decided[position] = outcome
             first_error = first_error or batch_error
+            number += 1
+            if over and any(item.delivered for item in outcomes):
+                # The server's recipient limit (RFC 5321 §4.5.3.1.10, RFC 3463 X.5.3):
+                # the recipients over it go in a transaction of their own, next.
+                pending.insert(number, ([positions[i] for i in over], [batch[i] for i in over]))
         self._progress = None
+        results = tuple(item for item in decided if item is not None)
         if any(item.delivered for item in results):
             first_error = None
-        return MessageOutcome(tuple(results), first_error)
+        return MessageOutcome(results, first_error)
 
     def _plan_for(self, index: int) -> _Plan | SMTPDeliveryError:
         """Message ``index`` ready to send (made once), or why it cannot be sent."""
@@ -732,8 +769,9 @@ class ClientDriver:
         *,
         sent: bool = False,
         ahead: bool = False,
-    ) -> Generator[_Wait, None, tuple[list[RecipientOutcome], SMTPDeliveryError | None]]:
-        """One MAIL transaction.
+    ) -> Generator[_Wait, None, tuple[list[RecipientOutcome], SMTPDeliveryError | None, list[int]]]:
+        """One MAIL transaction; its outcomes, its error, and which recipients were over
+        the server's limit (to go in another transaction when the content can go again).
 
         ``sent``: its commands already went out with the previous message's end.
         ``ahead``: send what follows (the next message's commands, or QUIT) with its own end.
@@ -767,24 +805,40 @@ class ClientDriver:
 
         if not mail_reply.is_positive:
             error = error_for(mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
-            return [
-                RecipientOutcome(rcpt.recipient, reply, error=error)
-                for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
-            ], error
+            return (
+                [
+                    RecipientOutcome(rcpt.recipient, reply, error=error)
+                    for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)
+                ],
+                error,
+                [],
+            )
 
         outcomes: dict[int, RecipientOutcome] = {}
         accepted: list[int] = []
+        over: list[int] = []
         for index, (rcpt, reply) in enumerate(zip(rcpts, rcpt_replies, strict=True)):
             assert reply is not None
             if reply.is_positive:
                 accepted.append(index)
+                continue
+            what = f"RCPT TO:<{rcpt.recipient}> refused"
+            if _over_recipient_limit(reply):
+                over.append(index)
+                # A 552 too (RFC 821's code for it): RFC 5321 §4.5.3.1.10 says to take it as a 452.
+                refusal: SMTPDeliveryError = SMTPTransientError(f"{what}: {reply}", reply, rcpt)
             else:
-                outcomes[index] = RecipientOutcome(
-                    rcpt.recipient, reply, error=error_for(reply, rcpt, f"RCPT TO:<{rcpt.recipient}> refused")
-                )
+                refusal = error_for(reply, rcpt, what)
+            outcomes[index] = RecipientOutcome(rcpt.recipient, reply, error=refusal)
+        if content.data is None:
+            over = []  # a stream is read once: those recipients are for a later attempt
+        elif over and accepted:
+            ahead = False  # what follows this message waits for the next transaction
 
-        def finish(error: SMTPDeliveryError | None) -> tuple[list[RecipientOutcome], SMTPDeliveryError | None]:
-            return [outcomes[index] for index in range(len(rcpts))], error
+        def finish(
+            error: SMTPDeliveryError | None,
+        ) -> tuple[list[RecipientOutcome], SMTPDeliveryError | None, list[int]]:
+            return [outcomes[index] for index in range(len(rcpts))], error, over
 
         if not accepted:
             if data_reply is not None and data_reply.code == 354:
@@ -823,10 +877,10 @@ class ClientDriver:
                     final *= len(accepted)
         for index, reply in zip(accepted, final, strict=True):
             rcpt = rcpts[index]
-            refusal = None
+            refused = None
             if not reply.is_positive:
-                refusal = error_for(reply, final_command, f"message to <{rcpt.recipient}> refused")
-            outcomes[index] = RecipientOutcome(rcpt.recipient, rcpt_replies[index], reply, refusal)
+                refused = error_for(reply, final_command, f"message to <{rcpt.recipient}> refused")
+            outcomes[index] = RecipientOutcome(rcpt.recipient, rcpt_replies[index], reply, refused)
         if not any(reply.is_positive for reply in final) and isinstance(final_command, Data):
             yield from self._command(Rset())
         refusals = [outcomes[index].error for index in accepted]

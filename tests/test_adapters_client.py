@@ -47,6 +47,7 @@ from smtpcore import (
     Envelope,
     MessageOutcome,
     Reply,
+    ServerConfig,
     SessionOutcome,
     SMTPNotSupportedError,
     SMTPPermanentError,
@@ -230,6 +231,20 @@ def test_bdat_binary_chunks(client: str, server: str, smtp_server_factory: SMTPS
     outcome = send(client, srv.host, srv.port, "a@example.com", ["b@example.org"], iter(pieces), config=config)
     assert outcome.delivered == ("b@example.org",)
     assert srv.wait_for(1)[0].raw == CONTENT
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_more_recipients_than_the_server_takes_go_in_further_transactions(
+    client: str, server: str, smtp_server_factory: SMTPServerFactory
+) -> None:
+    """Our server takes 100 recipients a transaction (452 4.5.3 past them): all 250 get the message."""
+    srv = smtp_server_factory(server, config=ServerConfig(max_recipients=100))
+    recipients = [f"r{n}@example.org" for n in range(250)]
+    config = ClientConfig(starttls=TlsPolicy.OFF)
+    outcome = send(client, srv.host, srv.port, "a@example.com", recipients, CONTENT, config=config)
+    assert outcome.delivered == tuple(recipients)
+    assert [len(m.recipients) for m in srv.wait_for(3)] == [100, 100, 50]
+    assert all(m.raw == CONTENT for m in srv.messages)
 
 
 @pytest.mark.parametrize(("client", "server"), PAIRS)

@@ -164,6 +164,37 @@ def test_roundtrip(
     assert received.content == expected
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 320),
+    pipelining=st.booleans(),
+    chunking=st.booleans(),
+    advertise_limits=st.booleans(),
+    lmtp=st.booleans(),
+)
+def test_any_number_of_recipients_reaches_a_server_that_takes_100_at_a_time(
+    count: int, pipelining: bool, chunking: bool, advertise_limits: bool, lmtp: bool
+) -> None:
+    # The limit advertised (LIMITS RCPTMAX) or met on the way (452 4.5.3): either
+    # way every recipient gets the message, in transactions of at most 100, in order.
+    recipients = [f"r{n}@example.org" for n in range(count)]
+    server_config = ServerConfig(
+        max_recipients=100,
+        pipelining=pipelining,
+        chunking=chunking,
+        advertise_limits=advertise_limits,
+        lmtp=lmtp,
+        reject_improper_pipelining=True,
+    )
+    driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF, lmtp=lmtp), [(Envelope("a@x.org", recipients), b"hi")])
+    result = pair(driver, server_config)
+    outcome = result.driver.result
+    assert outcome.error is None and outcome.messages[0].delivered == tuple(recipients)
+    assert [len(m.recipients) for m in result.messages] == [100] * (count // 100) + [count % 100] * (count % 100 > 0)
+    assert [r.recipient for m in result.messages for r in m.recipients] == recipients
+    assert all(m.content == b"hi\r\n" for m in result.messages)
+
+
 @settings(max_examples=60, deadline=None)
 @given(content=st.binary(max_size=200), chunk_size=st.sampled_from([1, 5, 100]))
 def test_binary_roundtrip_over_bdat(content: bytes, chunk_size: int) -> None:

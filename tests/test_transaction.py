@@ -1023,6 +1023,191 @@ def test_rcptmax_splits_recipients_into_transactions() -> None:
     assert message.refused["d@y.org"].transient
 
 
+THREE = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org"])
+
+
+def test_recipients_over_the_servers_limit_go_in_the_next_transaction() -> None:
+    # RFC 5321 §4.5.3.1.10: a client "SHOULD be prepared to transmit in ...
+    # chunks" when the server takes no more recipients (452, RFC 3463 X.5.3).
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: RCPT TO:<d@y.org>
+        C: DATA
+        S: 250 2.1.0 ok
+        S: 250 2.1.5 ok
+        S: 250 2.1.5 ok
+        S: 452 4.5.3 too many recipients
+        S: 354 go
+        C: x
+        C: .
+        S: 250 2.0.0 queued as 1
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<d@y.org>
+        C: DATA
+        S: 250 2.1.0 ok
+        S: 250 2.1.5 ok
+        S: 354 go
+        C: x
+        C: .
+        C: QUIT
+        S: 250 2.0.0 queued as 2
+        S: 221 bye
+        """,
+        [(THREE, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert message.error is None and not message.refused
+    assert message.delivered == ("b@y.org", "c@y.org", "d@y.org")  # in the envelope's order
+    assert [r.data_reply.text for r in message.recipients if r.data_reply] == [("queued as 1",)] * 2 + [
+        ("queued as 2",)
+    ]
+
+
+def test_a_552_for_too_many_recipients_is_a_452_and_the_rest_follow_one_at_a_time() -> None:
+    # RFC 821 servers said 552; RFC 5321 §4.5.3.1.10 asks clients to take it as 452.
+    # This server takes one recipient a transaction: three transactions, in order.
+    rounds = ""
+    for first, rest in (("b", ["c", "d"]), ("c", ["d"]), ("d", [])):
+        rounds += f"C: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<{first}@y.org>\nS: 250 ok\n"
+        for other in rest:
+            rounds += f"C: RCPT TO:<{other}@y.org>\nS: 552 Too many recipients\n"
+        rounds += f"C: DATA\nS: 354 go\nC: x\nC: .\nS: 250 {first} ok\n"
+    result = run(EHLO_PLAIN + rounds + "C: QUIT\nS: 221 bye\n", [(THREE, b"x\r\n")])
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org", "c@y.org", "d@y.org")
+    assert [r.data_reply.text for r in message.recipients if r.data_reply] == [("b ok",), ("c ok",), ("d ok",)]
+
+
+@pytest.mark.parametrize(
+    ("why", "refusal", "end"),
+    [
+        ("no recipient got the message", "452 4.5.3 too many recipients", "554 5.7.1 no"),
+        ("other 452s are no limit", "452 4.7.1 greylisted", "250 ok"),
+        ("other 552s are no limit", "552 5.2.2 mailbox full", "250 ok"),
+    ],
+)
+def test_no_next_transaction_without_progress_or_a_recipient_limit(why: str, refusal: str, end: str) -> None:
+    result = run(
+        EHLO_PLAIN
+        + f"""
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: {refusal}
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: {end}
+        """
+        + "C: QUIT\nS: 221 bye\n",
+        [(ENV, b"x\r\n")],
+    )
+    refused = result.messages[0].refused["c@y.org"]
+    assert reply_of(refused).code == int(refusal[:3]), why
+    assert refused.transient == (refusal[4:9] in ("4.5.3", "4.7.1")), why
+
+
+def test_a_streamed_message_leaves_the_recipients_over_the_limit_for_later() -> None:
+    # A stream is read once: its content cannot go again in a second transaction.
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 452 4.5.3 too many recipients
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, [b"x\r\n"])],
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org",)
+    assert message.refused["c@y.org"].transient
+
+
+def test_a_421_in_the_next_transaction_keeps_what_the_first_delivered() -> None:
+    four = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org", "e@y.org"])
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 452 4.5.3 too many recipients
+        C: RCPT TO:<d@y.org>
+        S: 550 5.1.1 no such user
+        C: RCPT TO:<e@y.org>
+        S: 452 4.5.3 too many recipients
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 250 ok
+        C: RCPT TO:<e@y.org>
+        S: 421 4.3.2 going away
+        """,
+        [(four, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert [r.recipient for r in message.recipients] == ["b@y.org", "c@y.org", "d@y.org", "e@y.org"]
+    assert message.delivered == ("b@y.org",) and message.error is None
+    assert message.refused["c@y.org"] is message.refused["e@y.org"] is result.error
+    assert reply_of(message.refused["d@y.org"]).code == 550
+
+
+def test_the_next_transaction_stops_when_the_server_takes_none() -> None:
+    result = run(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 452 4.5.3 too many recipients
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<c@y.org>
+        S: 452 4.5.3 too many recipients today
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org",)
+    assert message.refused["c@y.org"].transient
+    assert reply_of(message.refused["c@y.org"]).text == ("4.5.3 too many recipients today",)  # no ENHANCEDSTATUSCODES
+
+
 def test_lmtp_reports_each_recipient() -> None:
     result = run(
         """
