@@ -438,6 +438,8 @@ smtpd_forbid_unauth_pipelining = yes
 smtpd_data_restrictions = reject_unauth_pipelining
 # No wait before the replies to a client past 10 errors (1 s each by default): the tests would only be slower.
 smtpd_error_sleep_time = 0
+# 100 recipients a transaction (1000 by default), for the client's test of a recipient limit.
+smtpd_recipient_limit = 100
 smtpd_tls_security_level = encrypt
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
@@ -676,6 +678,17 @@ def test_a_postfix_421_at_its_error_limit_keeps_the_refusals_before_it(relay: Re
     assert ann.error is ben.error is result.error  # ann was accepted, but no content went out
     assert all(r.error is result.error for r in refused[20:])
     relay.postfix.wait_for_log(r"too many errors after RCPT", log)
+
+
+def test_our_client_sends_the_recipients_over_postfixs_limit_in_another_transaction(relay: Relay) -> None:
+    """Postfix takes 100 recipients a transaction (smtpd_recipient_limit) and answers 452 4.5.3
+    past them: the other 50 go in a second transaction of the same session."""
+    recipients = [f"r{n}@example.com" for n in range(150)]  # example.com: Postfix discards
+    log = relay.postfix.log_end()
+    outcome = submit(relay, "asyncio", "many@example.com", recipients, CONTENT)
+    assert outcome.delivered == tuple(recipients)
+    # Two transactions: 150 RCPTs, then the 50 refused again (Postfix counts a 452 for its limit as no failure).
+    relay.postfix.wait_for_log(r"disconnect from \S+ ehlo=2 starttls=1 mail=2 rcpt=200 bdat=2 quit=1", log)
 
 
 def test_postfix_delivers_what_our_server_took_once_it_closed_at_its_error_limit(relay: Relay) -> None:
