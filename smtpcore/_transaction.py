@@ -70,6 +70,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
+import email.utils
 import functools
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -163,6 +165,39 @@ class Envelope:
     def recipient_list(self) -> tuple[Recipient, ...]:
         return self.recipients  # type: ignore[return-value]
 
+    @classmethod
+    def from_message(cls, message: EmailMessage, params: MailParams | None = None) -> Envelope:
+        """The envelope a message's own headers give, as smtplib's ``send_message`` finds it.
+
+        The sender is the ``Sender`` header's address if there is one, else the
+        ``From`` header's (RFC 5322 §3.6.2); the recipients are every address in
+        ``To``, ``Bcc`` and ``Cc``, each once (the first time it appears).  A message with one ``Resent-Date``
+        is being resent, and the ``Resent-`` fields count instead (§3.6.6).  Bcc
+        headers are never sent (the driver drops them from what it writes), so
+        their recipients are in the envelope only.  Raises ``LocalProtocolError``
+        when a header is missing, names no address, or the resent blocks are
+        ambiguous.
+        """
+        resent = message.get_all("Resent-Date") or []
+        if len(resent) > 1:
+            raise LocalProtocolError(
+                "the message has more than one Resent- block: give the envelope (which block is being sent?)"
+            )
+        prefix = "Resent-" if resent else ""
+        sender_fields = message.get_all(prefix + "Sender") or message.get_all(prefix + "From") or []
+        senders = [address for _, address in email.utils.getaddresses([str(f) for f in sender_fields]) if address]
+        if not senders:
+            raise LocalProtocolError(f"the message has no {prefix}From address: give the envelope's sender")
+        # In smtplib's order (To, Bcc, Cc), so that the RCPTs are the ones it would send.
+        fields = [str(f) for name in ("To", "Bcc", "Cc") for f in message.get_all(prefix + name) or []]
+        recipients: dict[str, str] = {}  # each address once (lower case), in the order of the headers
+        for _, address in email.utils.getaddresses(fields):
+            if address:
+                recipients.setdefault(address.lower(), address)
+        if not recipients:
+            raise LocalProtocolError(f"the message has no {prefix}To, Cc or Bcc address: give the recipients")
+        return cls(senders[0], list(recipients.values()), params if params is not None else MailParams())
+
     @property
     def needs_smtputf8(self) -> bool:
         """A UTF-8 address (RFC 6531 §3.4)."""
@@ -236,7 +271,18 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
     )
 
 
+#: Headers that name hidden recipients, which no recipient may see (RFC 5322 §3.6.3).
+_HIDDEN_HEADERS = ("Bcc", "Resent-Bcc")
+
+
 def _serialise(message: EmailMessage, utf8: bool) -> bytes:
+    if any(name in message for name in _HIDDEN_HEADERS):
+        # Sent, a Bcc line would show every recipient who else got the message (smtplib's
+        # send_message drops it too).  A copy: the caller's message keeps its headers
+        # (deleting one makes a new header list, so the shallow copy is enough).
+        message = copy.copy(message)
+        for name in _HIDDEN_HEADERS:
+            del message[name]
     # The stdlib generator with the SMTP policy writes CRLF and RFC 2047 headers;
     # SMTPUTF8 writes UTF-8 headers, only for a session that uses SMTPUTF8.
     return message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)

@@ -10,8 +10,12 @@ normalised and a final CRLF added, which is what the client promises to send).
 from __future__ import annotations
 
 import itertools
+import smtplib
 import string
+from email.message import EmailMessage
+from typing import Any
 
+import pytest
 from client_helpers import pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +26,7 @@ from smtpcore import (
     DeliverBy,
     Envelope,
     Event,
+    LocalProtocolError,
     MailParams,
     RcptParams,
     Recipient,
@@ -241,3 +246,110 @@ def test_server_refusals_reach_the_right_recipients() -> None:
         refusal = outcome.refused["no1@y.org"]
         assert refusal.reply is not None
         assert refusal.reply.enhanced == "5.1.1"
+
+
+# --- an envelope from the message's own headers, and Bcc never sent ---------------------------------
+
+
+def _message(**headers: str | list[str]) -> EmailMessage:
+    message = EmailMessage()
+    for name, value in headers.items():
+        for item in [value] if isinstance(value, str) else value:
+            message[name.replace("_", "-")] = item
+    message.set_content("Hello\n")
+    return message
+
+
+def test_bcc_recipients_get_the_message_and_no_one_sees_them() -> None:
+    message = _message(From="Ann <ann@x.org>", To="bob@y.org", Cc="Cy <cy@y.org>", Bcc="Dee <dee@z.org>, eve@z.org")
+    envelope = Envelope.from_message(message)
+    assert (envelope.sender, [r.address for r in envelope.recipient_list]) == (
+        "ann@x.org",
+        ["bob@y.org", "dee@z.org", "eve@z.org", "cy@y.org"],  # smtplib's order: To, Bcc, Cc
+    )
+    result = pair(ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), [(envelope, message)]), ServerConfig())
+    [received] = result.messages
+    assert [r.recipient for r in received.recipients] == ["bob@y.org", "dee@z.org", "eve@z.org", "cy@y.org"]
+    assert b"\r\nTo: bob@y.org\r\n" in received.content and b"Bcc" not in received.content
+    # Only in the RCPT commands: neither address is in what was sent after them.
+    assert result.wire_to_server.count(b"dee@z.org") == result.wire_to_server.count(b"eve@z.org") == 1
+    assert message["Bcc"] == "Dee <dee@z.org>, eve@z.org"  # the caller's message is as it was
+
+
+def test_envelope_from_message_follows_smtplib() -> None:
+    # Sender before From (RFC 5322 §3.6.2); To, Bcc and Cc, each address once;
+    # groups and display names; UTF-8 addresses make the envelope need SMTPUTF8.
+    message = _message(
+        From="Ann <ann@x.org>",
+        Sender="list-owner@x.org",
+        To="bob@y.org, Team: cy@y.org, BOB@y.org;",
+        Cc="undisclosed-recipients:;, dee@z.org",
+        Bcc="jörg@exämple.com",
+    )
+    envelope = Envelope.from_message(message, MailParams(envid="e1"))
+    assert envelope.sender == "list-owner@x.org" and envelope.params.envid == "e1"
+    assert [r.address for r in envelope.recipient_list] == ["bob@y.org", "cy@y.org", "jörg@exämple.com", "dee@z.org"]
+    assert envelope.needs_smtputf8
+    # A message being resent (one Resent- block): its Resent- fields, not the original ones.
+    resent = _message(From="ann@x.org", To="bob@y.org", Resent_Date="Mon, 7 Dec 2026 00:00:00 +0000")
+    resent["Resent-From"] = "fwd@x.org"
+    resent["Resent-To"] = "new@y.org"
+    resent["Resent-Bcc"] = "hidden@y.org"
+    envelope = Envelope.from_message(resent)
+    assert (envelope.sender, [r.address for r in envelope.recipient_list]) == (
+        "fwd@x.org",
+        ["new@y.org", "hidden@y.org"],
+    )
+    result = pair(ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), [(envelope, resent)]), ServerConfig())
+    assert b"hidden@y.org" not in result.messages[0].content
+    assert b"Resent-To: new@y.org" in result.messages[0].content
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"To": "bob@y.org"}, "no From address"),
+        ({"From": "undisclosed-recipients:;", "To": "bob@y.org"}, "no From address"),
+        ({"From": "ann@x.org"}, "no To, Cc or Bcc address"),
+        ({"From": "ann@x.org", "To": "undisclosed-recipients:;"}, "no To, Cc or Bcc address"),
+        ({"From": "ann@x.org", "To": "b@y.org", "Resent_Date": ["Mon, 7 Dec 2026 00:00:00 +0000"] * 2}, "Resent-"),
+        ({"From": "ann@x.org", "To": "b@y.org", "Resent_Date": "Mon, 7 Dec 2026 00:00:00 +0000"}, "no Resent-From"),
+    ],
+)
+def test_envelope_from_message_says_what_is_missing(headers: dict[str, str | list[str]], says: str) -> None:
+    with pytest.raises(LocalProtocolError, match=says):
+        Envelope.from_message(_message(**headers))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"From": "Ann <ann@x.org>", "To": "bob@y.org, Cy <cy@y.org>", "Bcc": "dee@z.org"},
+        {"From": "ann@x.org", "Sender": "owner@x.org", "Cc": "Team: a@y.org, b@y.org;", "Bcc": "c@z.org"},
+        {"From": "ann@x.org", "To": "jörg@exämple.com", "Cc": "bob@y.org, BOB@y.org"},
+        {"From": "ann@x.org", "To": "bob@y.org", "Resent_Date": "Mon, 7 Dec 2026 00:00:00 +0000"},
+    ],
+)
+def test_envelope_from_message_agrees_with_smtplib(headers: dict[str, str]) -> None:
+    # smtplib's own send_message, stopped where it hands the envelope to sendmail.
+    message = _message(**headers)
+    if "Resent_Date" in headers:
+        message["Resent-From"], message["Resent-To"], message["Resent-Bcc"] = "fwd@x.org", "new@y.org", "h@y.org"
+    seen: dict[str, Any] = {}
+
+    def sendmail(from_addr: str, to_addrs: list[str], msg: bytes, *args: Any) -> dict[str, Any]:
+        seen.update(sender=from_addr, recipients=to_addrs, content=msg)
+        return {}
+
+    client = smtplib.SMTP()
+    client.sendmail = sendmail  # type: ignore[method-assign, assignment]
+    client.ehlo_resp, client.esmtp_features = b"", {"smtputf8": ""}  # what it asks before SMTPUTF8
+    client.send_message(message)
+    envelope = Envelope.from_message(message)
+    assert envelope.sender == seen["sender"]
+    once: dict[str, str] = {}  # smtplib sends an address as often as the headers name it; we, once
+    for address in seen["recipients"]:
+        once.setdefault(address.lower(), address)
+    assert [r.address for r in envelope.recipient_list] == list(once.values())
+    result = pair(ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), [(envelope, message)]), ServerConfig())
+    assert b"Bcc" not in seen["content"] and b"Bcc" not in result.messages[0].content  # neither sends it
