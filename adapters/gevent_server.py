@@ -232,6 +232,10 @@ class SMTPServer:
         self._unix_path = unix_path
         self._address = (host, port)
         self._group = gevent.pool.Group()
+        # Sessions admitted and not yet over.  Not len(self._group): gevent spawns a
+        # greenlet for each connection of a burst before the first one runs, so the
+        # group counts the refused ones too, and the earliest would be refused.
+        self._sessions = 0
         # A graceful shutdown has begun (idle sessions end), then its grace period is over (all do).
         self._draining = False
         self._aborting = False
@@ -283,8 +287,7 @@ class SMTPServer:
         )
 
     def _handle(self, sock: socket.socket, address: Any) -> None:
-        # The group already counts this greenlet.
-        if len(self._group) > self.max_connections:
+        if self._sessions >= self.max_connections:
             try:
                 sock.settimeout(1.0)
                 sock.sendall(refusal(self.config))
@@ -295,6 +298,7 @@ class SMTPServer:
         watchdog = self._watchdog
         assert watchdog is not None
         aborting, outbox = watchdog.aborting, self._outbox
+        self._sessions += 1  # (greenlets: nothing runs between the test above and this)
         try:
             serve_socket(
                 sock,
@@ -307,6 +311,8 @@ class SMTPServer:
             )
         except Exception:
             log.exception("session with %s failed", address)
+        finally:
+            self._sessions -= 1
 
     def serve_forever(self) -> None:
         if self._server is None:

@@ -1105,6 +1105,30 @@ def test_connection_limit(serve: Callable[..., Running]) -> None:
         raw.close()
 
 
+def test_a_burst_of_connections_is_refused_only_past_the_limit(
+    serve: Callable[..., Running], recorder: Recorder
+) -> None:
+    # The first session's hook holds the server up (a blocking sleep stops gevent's hub
+    # and asyncio's loop too), so the burst behind it is accepted all at once: still
+    # only the excess is refused (gevent once refused half of such a burst).
+    held = threading.Event()
+
+    def opened(session: Session) -> None:
+        if not held.is_set():
+            held.set()
+            time.sleep(0.3)
+
+    recorder.connection_opened = opened  # type: ignore[method-assign]
+    server = serve(max_connections=5)
+    burst = [Raw(server.port)]
+    assert held.wait(5)
+    burst += [Raw(server.port) for _ in range(11)]
+    greetings = sorted(raw.read_reply()[:3] for raw in burst)
+    assert greetings == [b"220"] * 5 + [b"421"] * 7
+    for raw in burst:
+        raw.close()
+
+
 def _in_a_transaction(port: int) -> Raw:
     """A session that has its sender and recipient accepted: a mail transaction is open."""
     raw = Raw(port)
