@@ -675,8 +675,15 @@ class Dispatcher:
             self.session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
 
     def _on_data(self, event: Data) -> Generator[Action, Any, None]:
-        self._answer((yield from self._hook("data_start", self.session)))
-        self.session.envelope.data_started = self.conn.receiving_content
+        sent = self._answer((yield from self._hook("data_start", self.session)))
+        envelope = self.session.envelope
+        envelope.data_started = self.conn.receiving_content
+        if not envelope.data_started and "data_start" not in self.unused:
+            # data_start was called and DATA refused: no content follows, and the
+            # handler hears so (every data_start gets message_complete or
+            # message_aborted, as a refused BDAT does).
+            envelope.data_started = True
+            yield from self._abort_message(sent)
 
     def _on_bdat(self, event: Bdat) -> Generator[Action, Any, None]:
         envelope = self.session.envelope
@@ -728,8 +735,9 @@ class Dispatcher:
         AuthCredentials: _on_auth_credentials,
     }
 
-    def _answer(self, result: object) -> None:
-        """Answer the pending command with the hook's result (None: the standard reply)."""
+    def _answer(self, result: object) -> Reply | None:
+        """Answer the pending command with the hook's result (None: the standard reply);
+        the reply sent, or None for the standard one."""
         conn = self.conn
         reply = None if result is None else self._as_reply(result, LOCAL_ERROR)
         try:
@@ -738,6 +746,8 @@ class Dispatcher:
             log.exception("a hook returned a reply that does not fit: %r", reply)
             while conn.reply_due:
                 conn.send(LOCAL_ERROR)
+            return LOCAL_ERROR
+        return reply
 
     def _as_reply(self, result: object, fallback: Reply) -> Reply | None:
         """A hook's result as a reply: None, a Reply, an SMTPError, or the fallback for a failure."""

@@ -1459,3 +1459,25 @@ def test_a_session_as_a_dict_holds_what_the_hooks_see_and_not_the_connection() -
     as_dict = dataclasses.asdict(session)
     assert "_conn" not in as_dict and as_dict["peer"] == ("127.0.0.1", 1)
     assert dataclasses.replace(session).improper_pipelining is None
+
+
+@pytest.mark.parametrize("command", ["DATA", "BDAT"])
+def test_a_message_refused_at_data_start_is_aborted_once(command: str) -> None:
+    # Every data_start is followed by message_complete or message_aborted: a handler that
+    # opened a spool file in data_start and then refused can close it either way.
+    class Refusing(Handler):
+        def __init__(self) -> None:
+            self.aborted: list[Reply | None] = []
+
+        def data_start(self, session: Session) -> Reply | None:
+            return Reply(550, "Not today", "5.7.1")
+
+        def message_aborted(self, session: Session, reply: Reply | None) -> None:
+            self.aborted.append(reply)
+
+    handler = Refusing()
+    content = b"DATA\r\n" if command == "DATA" else b"BDAT 2\r\nhiBDAT 1 LAST\r\n!"
+    called, writes = _drive(handler, [b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n" + content + b"QUIT\r\n"])
+    assert handler.aborted == [Reply(550, "Not today", "5.7.1")]
+    assert called.count("data_start") == 1 and "message_complete" not in called
+    assert b"".join(writes).count(b"550 5.7.1 Not today") == (1 if command == "DATA" else 2)
