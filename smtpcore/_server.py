@@ -21,8 +21,9 @@ QUIT is acted on before that command is answered.
 **Safety properties, and where they live.**  End of data is only CRLF.CRLF
 (``_data.DataReader``).  Input that arrives after a STARTTLS is discarded when
 the 220 is queued and until ``tls_established()`` (the CVE-2011-0411 class).
-Every buffer is bounded: command lines by ``max_command_line`` (overlong lines
-are skipped, not stored), content by handing it out as it arrives.  Errors found
+Every buffer is bounded: command lines by ``max_command_line`` and what the
+advertised extensions add to it (overlong lines are skipped, not stored),
+content by handing it out as it arrives.  Errors found
 in message content are answered once, after the end of data.
 
 There is no clock here: the adapter asks :attr:`ServerConnection.timeout` which
@@ -219,6 +220,23 @@ def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[ty
     return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
 
 
+# How much longer than max_command_line a MAIL or RCPT line may be once an
+# extension is advertised (RFC 5321 §4.5.3.1.4 leaves that to the extensions):
+# SIZE +26 (RFC 1870), AUTH= +500 (RFC 4954 §5), SMTPUTF8 +10 (RFC 6531 §3.4),
+# DSN +100 on MAIL and +500 on RCPT (RFC 3461 §4).  The other MAIL parameters we
+# offer (BODY, REQUIRETLS, MT-PRIORITY, BY, HOLDFOR) get 64 octets between them.
+_MAIL_LINE_ALLOWANCE = {"SIZE": 26, "AUTH": 500, "SMTPUTF8": 10, "DSN": 100}
+_RCPT_LINE_ALLOWANCE = {"DSN": 500}
+_OTHER_PARAMETERS_ALLOWANCE = 64
+
+
+def _line_allowance(extensions: frozenset[str]) -> int:
+    """Octets the advertised ``extensions`` add to the longest command line a client may send."""
+    mail = _OTHER_PARAMETERS_ALLOWANCE + sum(n for name, n in _MAIL_LINE_ALLOWANCE.items() if name in extensions)
+    rcpt = sum(n for name, n in _RCPT_LINE_ALLOWANCE.items() if name in extensions)
+    return max(mail, rcpt)
+
+
 @functools.lru_cache(maxsize=64)
 def _ehlo_reply(first_line: str, extensions: tuple[str, ...]) -> tuple[bytes, frozenset[str]]:
     """The EHLO/LHLO reply's wire form and the keywords it advertises (upper case)."""
@@ -329,6 +347,9 @@ class ServerConnection:
         #: The finished, accepted authentication, or None.
         self.authenticated: AuthCredentials | None = None
         self._extensions: frozenset[str] = frozenset()
+        # The longest command line taken: max_command_line, and more once EHLO
+        # advertised extensions that add parameters (see _line_allowance).
+        self._command_line = self.config.max_command_line
         # PIPELINING was in the last EHLO/LHLO reply of this session.
         self._pipelining_offered = False
         self._esc = False
@@ -468,7 +489,7 @@ class ServerConnection:
         if not self._received:  # half the calls: every reply is followed by a read
             return self._end_of_input() if self._peer_closed else NEED_DATA
         in_auth = self._state is S.AUTH
-        line = self._buffer.next_line(self.config.max_auth_line if in_auth else self.config.max_command_line)
+        line = self._buffer.next_line(self.config.max_auth_line if in_auth else self._command_line)
         if line is None:
             return self._end_of_input()
         if self._errors >= self._delay_from:
@@ -862,9 +883,11 @@ class ServerConnection:
         if hello.verb == "HELO":
             self._extensions = frozenset()
             self._pipelining_offered = False
+            self._command_line = self.config.max_command_line
             return reply.to_bytes(False)
         wire, self._extensions = _ehlo_reply(reply.text[0], tuple(self._extension_lines()))
         self._pipelining_offered = "PIPELINING" in self._extensions
+        self._command_line = self.config.max_command_line + _line_allowance(self._extensions)
         return wire
 
     def _extension_lines(self) -> list[str]:

@@ -1690,3 +1690,22 @@ def test_state_and_properties() -> None:
     assert conn.state is State.MAIL  # type: ignore[comparison-overlap]  # mypy keeps the CONNECTED narrowing across drive()
     assert conn.bytes_received == len(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n")
     assert conn.data_to_send() == b""
+
+
+def test_extensions_make_room_for_their_parameters_on_the_command_line() -> None:
+    # RFC 1870 (SIZE +26), RFC 4954 §5 (AUTH= +500), RFC 3461 §4 (DSN: MAIL +100, RCPT
+    # +500), RFC 6531 (SMTPUTF8 +10): a client may send MAIL and RCPT lines that much
+    # longer than 512 octets once they are advertised.
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, dsn=True)
+    address = "a" * 64 + "@" + ".".join(["d" * 60] * 3)  # 248 octets
+    mail = f"MAIL FROM:<{address}> SIZE=100 BODY=8BITMIME RET=HDRS AUTH=<{address}>\r\n".encode()
+    rcpt = f"RCPT TO:<{address}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{address}\r\n".encode()
+    assert len(mail) > 540 and len(rcpt) > 540
+    events, out = drive(b"EHLO c\r\n" + mail + rcpt, config)
+    assert [type(e).__name__ for e in events] == ["Hello", "Mail", "Rcpt"], out
+    # Before EHLO, or after HELO (no extensions), the line is 512 octets at most.
+    _, out = drive(b"HELO c\r\n" + mail * 2, config)
+    assert out.count(b"500 Line too long") == 2
+    # And the room is bounded: a line past it is refused without being kept.
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c> " + b"X" * 1300 + b"\r\n", config)
+    assert out.endswith(b"500 5.5.2 Line too long\r\n")
