@@ -32,6 +32,18 @@ class _Overlong:
 OVERLONG = _Overlong()
 
 
+def _is_auth_line(data: bytearray) -> bool:
+    """Whether ``data`` starts an AUTH command.
+
+    RFC 4954 §4 has a client leave out an initial response that would make the
+    line longer than 512 octets, but clients send XOAUTH2 bearer tokens of a few
+    KiB that way all the same (smtplib among them): the server takes such a line
+    up to the limit of a SASL response.  Only asked of a line already over the
+    usual limit, so an ordinary command pays nothing for it.
+    """
+    return data[:5].upper() == b"AUTH "
+
+
 class ReceiveBuffer:
     __slots__ = ("_data", "_searched", "_skipping")
 
@@ -62,18 +74,20 @@ class ReceiveBuffer:
         self._searched = 0
         self._skipping = False
 
-    def next_line(self, limit: int) -> bytes | _Overlong | None:
+    def next_line(self, limit: int, auth_limit: int = 0) -> bytes | _Overlong | None:
         """The next line without its CRLF, ``OVERLONG``, or ``None`` if incomplete.
 
         ``limit`` counts the CRLF (RFC 5321 §4.5.3.1.4 counts it).  The buffer never
-        holds more than ``limit`` octets of an incomplete line.
+        holds more than ``limit`` octets of an incomplete line, or ``auth_limit`` if
+        the line is an AUTH command (whose initial response may be long: see
+        :func:`_is_auth_line`).
         """
         data = self._data
         end = data.find(b"\r\n", self._searched)
         if end < 0:
             # Keep a trailing CR: it may be the first half of CRLF.
             self._searched = max(len(data) - 1, 0)
-            if len(data) >= limit:
+            if len(data) >= limit and not (len(data) < auth_limit and _is_auth_line(data)):
                 self._skipping = True
                 keep_cr = data.endswith(b"\r")
                 data.clear()
@@ -81,7 +95,7 @@ class ReceiveBuffer:
                     data += b"\r"
                 self._searched = 0
             return None
-        if self._skipping or end + 2 > limit:
+        if self._skipping or (end + 2 > limit and not (end + 2 <= auth_limit and _is_auth_line(data))):
             del data[: end + 2]
             self._searched = 0
             self._skipping = False

@@ -489,7 +489,8 @@ class ServerConnection:
         if not self._received:  # half the calls: every reply is followed by a read
             return self._end_of_input() if self._peer_closed else NEED_DATA
         in_auth = self._state is S.AUTH
-        line = self._buffer.next_line(self.config.max_auth_line if in_auth else self._command_line)
+        limit = self.config.max_auth_line
+        line = self._buffer.next_line(limit if in_auth else self._command_line, limit)
         if line is None:
             return self._end_of_input()
         if self._errors >= self._delay_from:

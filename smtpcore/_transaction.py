@@ -118,6 +118,7 @@ from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply
 from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
 from ._sentinels import NEED_DATA
+from ._writers import MAX_COMMAND_LINE
 
 __all__ = ["ClientDriver", "Envelope", "Message", "Recipient"]
 
@@ -625,12 +626,20 @@ class ClientDriver:
         if mechanism is None:
             offered = " ".join(caps.auth_mechanisms) or "none"
             raise _Abort(SMTPNotSupportedError(f"no usable AUTH mechanism (server offers: {offered})"), quit=True)
+        withheld = None
+        if initial is not None and len(f"AUTH {mechanism.name} ") + 4 * -(-len(initial) // 3) + 2 > MAX_COMMAND_LINE:
+            # RFC 4954 §4: an initial response that would make the AUTH line longer than a
+            # command line is left out; it answers the server's first (empty) challenge.
+            withheld, initial = initial, None
         command: Event = Auth(mechanism.name, initial)
         reply = yield from self._command(command)
         while reply.code == 334:
             try:
-                challenge = base64.b64decode(reply.text[0].encode("ascii"), validate=True)
-                command = AuthResponse(mechanism.respond(challenge))
+                if withheld is not None:
+                    command, withheld = AuthResponse(withheld), None
+                else:
+                    challenge = base64.b64decode(reply.text[0].encode("ascii"), validate=True)
+                    command = AuthResponse(mechanism.respond(challenge))
             except (binascii.Error, UnicodeEncodeError, ValueError, SaslError):
                 command = AuthResponse(cancel=True)
             reply = yield from self._command(command)

@@ -119,6 +119,24 @@ def test_different_limits_per_call() -> None:
     assert buffer.next_line(LIMIT) == b"b"
 
 
+def test_an_auth_line_may_be_as_long_as_its_own_limit() -> None:
+    # Only a line that starts with "AUTH " (any case) gets the larger limit, fed whole or
+    # in pieces; past that limit it is skipped like any other.
+    for stream, expected in (
+        (b"auth PLAIN " + b"a" * 1000 + b"\r\nok\r\n", [b"auth PLAIN " + b"a" * 1000, b"ok"]),
+        (b"MAIL " + b"a" * 1000 + b"\r\nok\r\n", [OVERLONG, b"ok"]),
+        (b"AUTH " + b"a" * 3000 + b"\r\nok\r\n", [OVERLONG, b"ok"]),
+    ):
+        for pieces in ([stream], [stream[i : i + 7] for i in range(0, len(stream), 7)]):
+            buffer, lines = ReceiveBuffer(), []
+            for piece in pieces:
+                buffer.feed(piece)
+                while (line := buffer.next_line(LIMIT, 2048)) is not None:
+                    lines.append(line)
+                assert len(buffer) <= 2048
+            assert lines == expected, stream[:12]
+
+
 def test_take_discard_clear() -> None:
     buffer = ReceiveBuffer()
     buffer.feed(b"0123456789")

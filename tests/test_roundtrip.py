@@ -21,8 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtpcore import (
+    AuthCredentials,
+    AuthPolicy,
     ClientConfig,
     ClientDriver,
+    Credentials,
     DeliverBy,
     Envelope,
     Event,
@@ -353,3 +356,26 @@ def test_envelope_from_message_agrees_with_smtplib(headers: dict[str, str]) -> N
     assert [r.address for r in envelope.recipient_list] == list(once.values())
     result = pair(ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), [(envelope, message)]), ServerConfig())
     assert b"Bcc" not in seen["content"] and b"Bcc" not in result.messages[0].content  # neither sends it
+
+
+@pytest.mark.parametrize("token_length", [100, 3000])
+def test_xoauth2_bearer_tokens_short_and_long_reach_the_server(token_length: int) -> None:
+    # A long token goes as the answer to an empty 334 (RFC 4954 §4), a short one on the AUTH line.
+    token = "t" * token_length
+    config = ServerConfig(auth=AuthPolicy.REQUIRED, allow_insecure_auth=True, auth_mechanisms=("XOAUTH2",))
+    seen: list[AuthCredentials] = []
+
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, AuthCredentials):
+            seen.append(event)
+        conn.accept()
+
+    driver = ClientDriver(
+        ClientConfig(starttls=TlsPolicy.OFF, allow_insecure_auth=True),
+        [(Envelope("a@x.org", ["b@y.org"]), b"hi")],
+        credentials=Credentials("u@x.org", token=token),
+    )
+    result = pair(driver, config, policy)
+    assert result.driver.result.error is None and len(result.messages) == 1
+    assert [(c.username, c.token) for c in seen] == [("u@x.org", token)]
+    assert (b"AUTH XOAUTH2\r\n" in result.wire_to_server) == (token_length > 300)

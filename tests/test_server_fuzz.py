@@ -221,8 +221,8 @@ def check_bounds(conn: ServerConnection) -> None:
         assert size <= 5  # at most a possible start of CRLF.CRLF
     elif state is State.CHUNK:
         assert size == 0
-    elif state is State.AUTH:
-        assert size < config.max_auth_line + 1
+    elif state is State.AUTH or bytes(conn._buffer.peek()[:5]).upper() == b"AUTH ":
+        assert size < config.max_auth_line + 1  # a SASL response, or AUTH with an initial response
     else:
         # max_command_line, and what the extensions advertised add (700 at most: AUTH, DSN...).
         assert size < config.max_command_line + 700 + 1

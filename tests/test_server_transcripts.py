@@ -979,6 +979,20 @@ def test_auth_long_response_within_limit_is_fine() -> None:
     assert out == b"334 \r\n535 5.7.8 Authentication credentials invalid\r\n"
 
 
+def test_auth_line_with_a_long_initial_response_is_taken_up_to_the_sasl_limit() -> None:
+    # RFC 4954 §4 would have the client leave a long initial response out, but clients
+    # send XOAUTH2 bearer tokens of a few KiB on the AUTH line (smtplib does): taken up
+    # to max_auth_line, as a response on a line of its own would be; any other command
+    # line stays within max_command_line.
+    token = b"x" * 6000
+    _, out = auth(b"auth plain " + b64(b"\0alice\0" + token).encode() + b"\r\nNOOP\r\n")
+    assert out == b"535 5.7.8 Authentication credentials invalid\r\n250 2.0.0 OK\r\n"
+    _, out = auth(b"AUTH PLAIN " + b"A" * 12300 + b"\r\nNOOP\r\n")
+    assert out == b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"  # past max_auth_line
+    _, out = auth(b"NOOP " + b"A" * 6000 + b"\r\nNOOP\r\n")
+    assert out == b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
+
+
 def test_auth_sequence_rules() -> None:
     _, out = auth(f"MAIL FROM:<a@b.c>\r\nAUTH PLAIN {B64_0}\r\n".encode())
     assert out.endswith(b"503 5.5.1 AUTH is not allowed during a mail transaction\r\n")

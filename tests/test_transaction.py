@@ -740,6 +740,38 @@ def test_auth_xoauth2_error_challenge_gets_an_empty_response() -> None:
     assert isinstance(result.error, SMTPAuthenticationError)
 
 
+def test_auth_initial_response_too_long_for_the_line_answers_the_first_challenge() -> None:
+    # RFC 4954 §4: an initial response that would make the AUTH line longer than 512
+    # octets MUST NOT go on it; it goes as the answer to the server's empty 334.
+    token = "t" * 400
+    response = base64.b64encode(f"user=u@x\x01auth=Bearer {token}\x01\x01".encode()).decode()
+    assert len(f"AUTH XOAUTH2 {response}\r\n") > 512
+    result = run(
+        EHLO_AUTH
+        + f"""
+        C: AUTH XOAUTH2
+        S: 334
+        C: {response}
+        S: 235 2.7.0 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("u@x", token=token),
+        allow_insecure_auth=True,
+    )
+    assert result.error is None and result.messages[0].delivered == ("b@y.org",)
+
+
 def test_auth_bad_challenge_is_cancelled() -> None:
     result = run(
         EHLO_AUTH
