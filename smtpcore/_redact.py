@@ -25,15 +25,20 @@ REDACTED = b"<redacted>"
 
 # The verb and the mechanism of an AUTH line, up to its initial response
 # ("AUTH" SP sasl-mech [SP initial-response], RFC 4954 §4; the case of neither
-# matters).  Runs of spaces are allowed: the server refuses such a line, but the
-# client has sent its secret all the same.
-_AUTH_HEAD = re.compile(rb"(?i)AUTH +[^ ]+ +")
+# matters).  Blanks before the verb, and runs of spaces, tabs, NULs or other
+# control octets between the words, are allowed too: the server refuses such a
+# line, but the client has sent its secret all the same.  (Not CR or LF, which
+# only end a line here: see _end_split_crlf.)
+_GAP = rb"[\x00-\x09\x0b\x0c\x0e-\x20]"
+_WORD = rb"[^\x00-\x09\x0b\x0c\x0e-\x20]"
+_AUTH_HEAD = re.compile(rb"(?i)[ \t]*AUTH" + _GAP + rb"+" + _WORD + rb"+" + _GAP + rb"+")
 # A whole AUTH line without an initial response: the exchange starts after it.
-_AUTH_ALONE = re.compile(rb"(?i)AUTH +[^ ]+ *")
+_AUTH_ALONE = re.compile(rb"(?i)[ \t]*AUTH" + _GAP + rb"+" + _WORD + rb"+" + _GAP + rb"*")
 # The start of a line that may still turn out an AUTH line with a response.
-_MAY_BE_AUTH = re.compile(rb"(?i)A(?:U(?:T(?:H(?: +[^ ]*)?)?)?)?")
-# Where the next line starting with an A (any case) begins, after its CRLF.
-_NEXT_A_LINE = re.compile(rb"\r\n[Aa]")
+_MAY_BE_AUTH = re.compile(rb"(?i)[ \t]*(?:A(?:U(?:T(?:H(?:" + _GAP + rb"+" + _WORD + rb"*)?)?)?)?)?")
+# Where the next line that may be an AUTH line begins (an A in any case, or a
+# blank before it), after its CRLF.
+_NEXT_A_LINE = re.compile(rb"\r\n[Aa \t]")
 # A line start kept undecided no longer than this: past it (a mechanism name of
 # hundreds of octets) the rest of the line is hidden.  SASL names are at most 20
 # characters (RFC 4422 §3.1).
@@ -78,7 +83,7 @@ class Redactor:
                     if partial:
                         self._continue(partial, hide_all, out, partial=True)
                     break
-                if data[pos] not in b"Aa":
+                if data[pos] not in b"Aa \t":
                     # Neither this line nor any up to the next that starts with an A
                     # can be an AUTH line: shown as they are, in one piece (message
                     # content passes here, searched at C speed, not split into lines).

@@ -38,6 +38,7 @@ SESSIONS = {
     "login": b"EHLO c.example\r\nAUTH LOGIN\r\n" + USER + b"\r\n" + PASSWORD + b"\r\nQUIT\r\n",
     "login, initial response": b"EHLO c.example\r\nauth login " + USER + b"\r\n" + PASSWORD + b"\r\nQUIT\r\n",
     "refused, then plain": b"EHLO c.example\r\nAUTH NOPE\r\nAUTH PLAIN " + PLAIN + b"\r\nQUIT\r\n",
+    "malformed, refused": b"EHLO c.example\r\n AUTH PLAIN " + PLAIN + b"\r\nauth\tplain " + PLAIN + b"\r\nQUIT\r\n",
 }
 
 
@@ -118,6 +119,13 @@ def test_the_grams_of_the_secrets_are_not_in_the_commands() -> None:
         ([b"AUTHOR x y\r\n"], b"AUTHOR x y\r\n"),
         # "AUTH" in the middle of a line, even at the start of a read, is not a command.
         ([b"NOOP x", b"AUTH PLAIN y\r\n"], b"NOOP xAUTH PLAIN y\r\n"),
+        # Malformed AUTH lines, which the server refuses: the secret was sent all the same.
+        ([b"auth\tplain " + PLAIN + b"\r\nNOOP\r\n"], b"auth\tplain <redacted>\r\n<redacted>\r\n"),
+        ([b" AUTH PLAIN " + PLAIN + b"\r\n"], b" AUTH PLAIN <redacted>\r\n"),
+        ([b"\t", b"AUTH PLAIN\t" + PLAIN + b"\r\n"], b"\tAUTH PLAIN\t<redacted>\r\n"),
+        ([b"AUTH\x00PLAIN\x00" + PLAIN + b"\r\n"], b"AUTH\x00PLAIN\x00<redacted>\r\n"),
+        # Indented lines that are not AUTH lines pass as they are.
+        ([b"  MAIL FROM:<a@b.example>\r\n\tauthor x\r\n"], b"  MAIL FROM:<a@b.example>\r\n\tauthor x\r\n"),
     ],
 )
 def test_what_a_transcript_shows(reads: list[bytes], expected: bytes) -> None:
@@ -183,7 +191,7 @@ class LineByLine(Redactor):
         return b"".join(out)
 
 
-TOKENS = [b"AUTH", b"auth", b"A", b"a", b" ", b"  ", b"PLAIN", b"x", b"\r\n", b"\r", b"\n", b"*"]
+TOKENS = [b"AUTH", b"auth", b"A", b"a", b" ", b"  ", b"\t", b"\x00", b"PLAIN", b"x", b"\r\n", b"\r", b"\n", b"*"]
 
 
 @settings(max_examples=500)
