@@ -20,6 +20,7 @@ keep their mode.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import os
 import re
@@ -47,7 +48,8 @@ class TraceInfo:
     helo: str
     peer_host: str
     hostname: str
-    #: "SMTP", "ESMTP", "ESMTPS" (TLS), "ESMTPSA" (TLS and AUTH), "LMTP"... (RFC 3848)
+    #: "SMTP", "ESMTP", "ESMTPS" (TLS), "ESMTPSA" (TLS and AUTH), "LMTP"... (RFC 3848),
+    #: "UTF8SMTPS"... for a transaction that used SMTPUTF8 (RFC 6531 §3.7.3)
     protocol: str
 
 
@@ -154,6 +156,20 @@ class MaildirStore:
         return delivery
 
 
+def _address_literal(host: str) -> str:
+    """The client's address as RFC 5321 §4.4's TCP-info wants it: ``[192.0.2.1]`` or
+    ``[IPv6:2001:db8::1]``; empty for what is no IP address (a Unix socket)."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # (an IPv6 zone has no place in a literal)
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return f"[IPv6:{address.compressed}]"
+        address = address.ipv4_mapped  # (how a dual-stack socket sees an IPv4 client)
+    return f"[{address}]"
+
+
 def trace_headers(trace: TraceInfo) -> bytes:
     """``Return-Path`` and ``Received`` (RFC 5321 §4.4), with CRLF line endings."""
     fields = [trace.sender, trace.helo, trace.peer_host, trace.hostname, trace.protocol, *trace.recipients]
@@ -161,8 +177,9 @@ def trace_headers(trace: TraceInfo) -> bytes:
         # The core never produces such values; a caller that builds TraceInfo by hand might.
         raise ValueError("trace header fields must not contain control characters")
     for_clause = f"\r\n\tfor <{trace.recipients[0]}>" if len(trace.recipients) == 1 else ""
+    tcp_info = _address_literal(trace.peer_host)
     received = (
-        f"Received: from {trace.helo} ({trace.peer_host})\r\n"
+        f"Received: from {trace.helo}{f' ({tcp_info})' if tcp_info else ''}\r\n"
         f"\tby {trace.hostname} (smtpcore) with {trace.protocol}{for_clause};\r\n"
         f"\t{formatdate(localtime=True)}\r\n"
     )

@@ -266,13 +266,15 @@ def _host(peer: object) -> str:
 
 
 def _protocol(session: Session, lmtp: bool) -> str:
-    """RFC 3848 "with" keywords: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA, LMTP..."""
+    """RFC 3848 "with" keywords: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA, LMTP...;
+    UTF8SMTP, UTF8SMTPS... and UTF8LMTP... for a transaction with SMTPUTF8 (RFC 6531 §3.7.3)."""
+    utf8 = session.envelope.mail_params.smtputf8
     if lmtp:
-        base = "LMTP"
+        base = "UTF8LMTP" if utf8 else "LMTP"
     elif session.hello_verb == "HELO":
         return "SMTP"
     else:
-        base = "ESMTP"
+        base = "UTF8SMTP" if utf8 else "ESMTP"
     return base + ("S" if session.tls else "") + ("A" if session.authenticated else "")
 
 

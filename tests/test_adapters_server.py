@@ -1481,3 +1481,28 @@ def test_a_message_refused_at_data_start_is_aborted_once(command: str) -> None:
     assert handler.aborted == [Reply(550, "Not today", "5.7.1")]
     assert called.count("data_start") == 1 and "message_complete" not in called
     assert b"".join(writes).count(b"550 5.7.1 Not today") == (1 if command == "DATA" else 2)
+
+
+@pytest.mark.parametrize(
+    ("verb", "smtputf8", "tls", "authenticated", "lmtp", "keyword"),
+    [
+        ("HELO", False, False, False, False, "SMTP"),
+        ("EHLO", False, True, True, False, "ESMTPSA"),
+        ("EHLO", True, False, False, False, "UTF8SMTP"),
+        ("EHLO", True, True, True, False, "UTF8SMTPSA"),
+        ("LHLO", False, False, False, True, "LMTP"),
+        ("LHLO", True, True, False, True, "UTF8LMTPS"),
+    ],
+)
+def test_the_sinks_received_header_names_the_protocol(
+    verb: str, smtputf8: bool, tls: bool, authenticated: bool, lmtp: bool, keyword: str
+) -> None:
+    # RFC 3848's "with" keywords, and RFC 6531 §3.7.3's for a transaction with SMTPUTF8.
+    from adapters.sink import _protocol
+    from smtpcore import MailParams
+
+    session = Session(hello_verb=verb, tls=tls)
+    session.envelope = Envelope("a@b.example", MailParams(smtputf8=smtputf8))
+    if authenticated:
+        session.credentials = AuthCredentials("PLAIN", "alice")
+    assert _protocol(session, lmtp) == keyword

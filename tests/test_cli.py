@@ -73,7 +73,7 @@ def test_serve_stores_what_smtplib_sends(tmp_path: Path, adapter: str) -> None:
     stored = files[0].read_bytes()
     assert stored.endswith(MESSAGE)  # byte-exact, dot-unstuffed content
     headers = stored[: -len(MESSAGE)].decode()
-    assert headers.startswith("Return-Path: <alice@example.org>\r\nReceived: from client.test (127.0.0.1)")
+    assert headers.startswith("Return-Path: <alice@example.org>\r\nReceived: from client.test ([127.0.0.1])")
     assert "by mx.test (smtpcore) with ESMTP" in headers
     assert "result=stored" in stderr and "connection peer=127.0.0.1" in stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import os
 import stat
@@ -37,9 +38,25 @@ def test_message_is_only_in_new_after_commit(tmp_path: Path) -> None:
     assert data.endswith(b"Subject: hi\r\n\r\nline one\r\nline two\r\n")
     parsed = email.message_from_bytes(data)
     assert parsed["Return-Path"] == "<alice@example.org>"
-    assert "from client.example.org (127.0.0.1)" in parsed["Received"]
+    assert "from client.example.org ([127.0.0.1])" in parsed["Received"]
     assert "for <bob@example.com>" in parsed["Received"]
     assert "with ESMTPS" in parsed["Received"]
+
+
+@pytest.mark.parametrize(
+    ("peer_host", "from_clause"),
+    [
+        ("192.0.2.7", "from client.example.org ([192.0.2.7])"),
+        ("2001:db8::1", "from client.example.org ([IPv6:2001:db8::1])"),
+        ("::ffff:192.0.2.7", "from client.example.org ([192.0.2.7])"),  # a dual-stack socket's IPv4 client
+        ("fe80::1%eth0", "from client.example.org ([IPv6:fe80::1])"),
+        ("unix", "from client.example.org\r\n"),  # a Unix socket: no TCP-info
+    ],
+)
+def test_received_names_the_client_by_its_address_literal(peer_host: str, from_clause: str) -> None:
+    # RFC 5321 §4.4: TCP-info is an address literal (or a name and one), not a bare address.
+    headers = trace_headers(dataclasses.replace(TRACE, peer_host=peer_host)).decode()
+    assert f"Received: {from_clause}" in headers
 
 
 def test_content_is_byte_exact(tmp_path: Path) -> None:
