@@ -668,9 +668,17 @@ class Dispatcher:
 
     def _on_rcpt(self, event: Rcpt) -> Generator[Action, Any, None]:
         result = yield from self._hook("rcpt_to", self.session, event)
-        address = result if isinstance(result, str) else event.recipient
+        address = event.recipient
+        if isinstance(result, str):
+            try:
+                Rcpt(result)  # the rewritten address must be one: it may end up in a header or a command
+            except LocalProtocolError as exc:
+                log.error("rcpt_to returned %r, which is no address (%s); answering %s", result, exc, LOCAL_ERROR)
+                result = LOCAL_ERROR
+            else:
+                address, result = result, None
         accepted = self.conn.recipient_count
-        self._answer(None if isinstance(result, str) else result)
+        self._answer(result)
         if self.conn.recipient_count > accepted:  # the core took it (a 2xx reply)
             self.session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
 

@@ -1506,3 +1506,24 @@ def test_the_sinks_received_header_names_the_protocol(
     if authenticated:
         session.credentials = AuthCredentials("PLAIN", "alice")
     assert _protocol(session, lmtp) == keyword
+
+
+def test_a_rewritten_recipient_must_be_an_address() -> None:
+    # What rcpt_to returns may end up in a Received header or a relayed RCPT: a string
+    # that is no address (empty, or with a CRLF and a command in it) is refused with 451.
+    class Rewriting(Handler):
+        def __init__(self) -> None:
+            self.got: list[list[str]] = []
+
+        def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+            return {"a@x.org": "b@y.org", "c@x.org": "", "d@x.org": "e@y.org\r\nRCPT TO:<x@evil>"}[rcpt.recipient]
+
+        def message_complete(self, session: Session, envelope: Envelope) -> None:
+            self.got.append(envelope.recipients)
+
+    handler = Rewriting()
+    rcpts = b"".join(b"RCPT TO:<%s@x.org>\r\n" % name for name in (b"a", b"c", b"d"))
+    _, writes = _drive(handler, [b"EHLO c\r\nMAIL FROM:<s@x.org>\r\n" + rcpts + b"DATA\r\nhi\r\n.\r\nQUIT\r\n"])
+    replies = b"".join(writes)
+    assert replies.count(b"451 4.3.0 ") == 2
+    assert handler.got == [["b@y.org"]]
