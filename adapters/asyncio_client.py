@@ -164,6 +164,8 @@ async def _run(
 ) -> None:
     while not driver.done:
         out = driver.bytes_to_send()
+        if not out and driver.done:  # it gave up while making them (content it cannot send)
+            break
         if not out and driver.wants_tls:
             assert context is not None
             await stream.start_tls(context, host, limit(driver, timeout))  # an ssl.SSLError ends it here

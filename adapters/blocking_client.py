@@ -90,6 +90,8 @@ def run_session(
     try:
         while not driver.done:
             out = driver.bytes_to_send()
+            if not out and driver.done:  # it gave up while making them (content it cannot send)
+                break
             if not out and driver.wants_tls:
                 sock = secure(sock, limit(driver, timeout))  # an ssl.SSLError ends it here
                 kernel, current = False, None  # a TLS socket keeps Python's timeouts

@@ -380,6 +380,10 @@ class _Progress:
         return MessageOutcome(outcomes, None if delivered else error)
 
 
+class _SourceError(Exception):
+    """Reading a streamed message failed (the caller's file or generator raised)."""
+
+
 class _Abort(Exception):
     """Ends the session: ``error`` is its outcome; ``quit`` says QUIT may still be sent."""
 
@@ -544,6 +548,13 @@ class ClientDriver:
             error = SMTPPermanentError(f"message abandoned mid-content: {exc}")
             error.__cause__ = exc
             self._fail(error)
+        except _SourceError as exc:
+            # The same, for a stream that could not be read: whatever went wrong
+            # there (a disk error, a network file) may not go wrong next time.
+            cause = exc.__cause__
+            error = SMTPTransientError(f"message abandoned mid-content: reading it failed: {cause!r}")
+            error.__cause__ = cause
+            self._fail(error)
 
     def _fail(self, error: SMTPDeliveryError) -> None:
         """The session ended early: every message without an outcome gets ``error``
@@ -661,7 +672,7 @@ class ClientDriver:
         if len(batches) > 1 and content.data is None:
             # The content goes out more than once: a stream must be kept.
             assert content.stream is not None
-            whole = _whole_content(b"".join(content.stream), self.config.bare_newlines, content.exact)
+            whole = _whole_content(b"".join(self._pieces(content)), self.config.bare_newlines, content.exact)
             content.data, content.stream = whole.data, None
             if not use_bdat:
                 assert whole.data is not None
@@ -909,7 +920,9 @@ class ClientDriver:
         final: list[Reply]
         final_command: Event
         if use_bdat:
-            result = yield from self._send_bdat(content, len(accepted), ahead, progress.final)
+            result = yield from self._send_bdat(
+                content, len(accepted), ahead, progress.final, mail.params.body is not None
+            )
             if isinstance(result, tuple):
                 chunk_reply, final_command = result
                 final = [chunk_reply] * len(accepted)
@@ -918,6 +931,10 @@ class ClientDriver:
                 final_command = Bdat(0, True)
         else:
             assert data_reply is not None
+            if data_reply.is_positive and data_reply.code != 354:
+                # RFC 5321 §4.3.2: 354 or a refusal.  A 250 here would read as delivery
+                # of content that was never sent: the server is broken, the mail not sent.
+                raise RemoteProtocolError(f"DATA got {data_reply}, not 354: no content was sent")
             if data_reply.code != 354:
                 final, final_command = [data_reply] * len(accepted), Data()
             else:
@@ -953,19 +970,17 @@ class ClientDriver:
         else:
             # A stream is read no further ahead than the socket takes it, and checked
             # as it comes (whole content was checked before MAIL).
-            for piece in self._pieces(content):
-                if not eight_bit_ok and not piece.isascii():
-                    raise LocalProtocolError("8-bit content for a server without 8BITMIME")
+            for piece in self._pieces(content, eight_bit_ok):
                 conn.send(MessageData(piece))
                 yield _FLUSH
         conn.send(EndOfMessage())
 
     def _send_bdat(
-        self, content: _Content, accepted: int, ahead: bool, replies: list[Reply]
+        self, content: _Content, accepted: int, ahead: bool, replies: list[Reply], eight_bit_ok: bool
     ) -> Generator[_Wait, None, list[Reply] | tuple[Reply, Bdat]]:
         """Send BDAT chunks; the final replies (added to ``replies``), or (the refusing reply, its chunk)."""
         conn = self.connection
-        pieces = self._pieces(content)
+        pieces = self._pieces(content, eight_bit_ok)
         if content.data is None:
             pieces = self._rechunk(pieces, content)
         current = next(pieces, b"")
@@ -1002,16 +1017,30 @@ class ClientDriver:
             # writers see it (MessageData accepts any bytes-like), and they only write it.
             yield view[start : start + size]  # type: ignore[misc]
 
-    def _pieces(self, content: _Content) -> Iterator[bytes]:
-        """Content in pieces of at most ``chunk_size`` (whole) or as streamed."""
+    def _pieces(self, content: _Content, eight_bit_ok: bool = True) -> Iterator[bytes]:
+        """Content in pieces of at most ``chunk_size`` (whole) or as streamed.
+
+        A stream is checked as it comes (whole content was checked before MAIL):
+        chunks must be bytes, and 7-bit unless the MAIL declared a BODY.
+        """
         if content.data is not None:
             yield from self._slices(content.data)
             return
-        assert content.stream is not None
-        for piece in content.stream:
+        stream = content.stream
+        assert stream is not None
+        while True:
+            try:
+                piece = next(stream, None)
+            except Exception as exc:  # the caller's file or generator failed: not ours to crash on
+                raise _SourceError(exc) from exc
+            if piece is None:
+                return
             if not isinstance(piece, (bytes, bytearray, memoryview)):
                 raise LocalProtocolError(f"message chunks must be bytes, not {type(piece).__name__}")
-            yield bytes(piece)
+            piece = bytes(piece)
+            if not eight_bit_ok and not piece.isascii():
+                raise LocalProtocolError("8-bit content for a server without 8BITMIME")
+            yield piece
 
     def _rechunk(self, pieces: Iterator[bytes], content: _Content) -> Iterator[bytes]:
         """A stream for BDAT: line endings fixed, pieces of ``chunk_size``, a final CRLF."""

@@ -222,6 +222,37 @@ def test_data_streamed_from_a_file(client: str, server: str, smtp_server_factory
     assert len(source.reads) > 50 and max(source.reads) == 1000  # never read whole
 
 
+class _FailingFile(io.BytesIO):
+    """A file whose second read fails, as a disk or a network file system may."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.tell():
+            raise OSError(5, "Input/output error")
+        return super().read(size)
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_a_message_that_cannot_be_read_or_sent_ends_the_session_at_once(
+    client: str, server: str, smtp_server_factory: SMTPServerFactory
+) -> None:
+    """The message before it keeps its outcome, no exception escapes, and no read waits for a timeout."""
+    srv = smtp_server_factory(server)
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_chunking=False, chunk_size=1000)
+    for source, error in (
+        (_FailingFile(CONTENT * 100), SMTPTransientError),
+        (iter([b"ok\r\n", "str"]), SMTPPermanentError),
+    ):
+        started = time.monotonic()
+        first = (Envelope("a@example.com", ["b@example.org"]), CONTENT)
+        result = session(
+            client, srv.host, srv.port, [first, (Envelope("a@example.com", ["c@example.org"]), source)], config=config
+        )
+        assert time.monotonic() - started < 5  # (the data timeout is 3 minutes)
+        assert result.messages[0].delivered == ("b@example.org",)
+        assert isinstance(result.messages[1].error, error), result.messages[1].error
+    assert [m.recipients for m in srv.wait_for(2)] == [["b@example.org"]] * 2
+
+
 @pytest.mark.parametrize(("client", "server"), PAIRS)
 def test_bdat_binary_chunks(client: str, server: str, smtp_server_factory: SMTPServerFactory) -> None:
     """An iterable of chunks over BDAT, re-chunked by the driver; content arrives octet-exact."""

@@ -488,6 +488,25 @@ def test_a_421_to_mail_leaves_every_recipient_to_retry() -> None:
     assert c.error is b.error  # its reply never came, but the refused MAIL decides it
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_250_to_data_is_no_delivery(pipelining: bool) -> None:
+    # Not one byte of content went out: taking the 250 as the end-of-data reply would
+    # report mail as delivered that was lost (smtplib raises SMTPDataError here).
+    result = run(
+        (EHLO_PIPE if pipelining else EHLO_PLAIN)
+        + (
+            "C: MAIL FROM:<a@x.org> SIZE=3\nC: RCPT TO:<b@y.org>\nC: DATA\nS: 250 ok\nS: 250 ok\n"
+            if pipelining
+            else "C: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<b@y.org>\nS: 250 ok\nC: DATA\n"
+        )
+        + "S: 250 2.0.0 ok\n",
+        [(ONE, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert message.delivered == () and isinstance(message.error, SMTPTransientError)
+    assert "not 354" in str(result.error)
+
+
 def test_server_closing_the_connection_is_transient() -> None:
     result = run(
         EHLO_PLAIN
@@ -1344,6 +1363,64 @@ def test_streamed_8bit_to_7bit_server_is_abandoned_without_terminator() -> None:
     assert driver.done
     assert isinstance(driver.result.error, SMTPPermanentError)
     assert isinstance(driver.result.error.__cause__, LocalProtocolError)
+
+
+def test_streamed_8bit_to_a_7bit_server_over_bdat_is_abandoned_too() -> None:
+    # RFC 6152: no 8-bit octet to a server without 8BITMIME, whether DATA or BDAT carries it.
+    driver = make([(ONE, iter([b"ok\r\n", "ü\r\n".encode()]))], chunk_size=3)
+    run_client_transcript(
+        """
+        S: 220 mx
+        C: EHLO client.example
+        S: 250-mx
+        S: 250 CHUNKING
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        """,
+        driver,
+    )
+    assert driver.done  # (the chunk after the first is read before the first is sent)
+    assert isinstance(driver.result.error, SMTPPermanentError)
+    assert "8BITMIME" in str(driver.result.error)
+
+
+def test_a_stream_that_cannot_be_read_ends_the_session_with_what_went_before() -> None:
+    # The caller's file or generator fails mid-content (a disk error): that message is
+    # abandoned (never ended with "."), and the one delivered before it keeps its outcome.
+    def failing() -> Iterator[bytes]:
+        yield b"part\r\n"
+        raise OSError(5, "Input/output error")
+
+    driver = make([(ONE, b"first\r\n"), (ONE, failing())])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: first
+        C: .
+        S: 250 ok
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: part
+        """,
+        driver,
+    )
+    assert driver.done
+    first, second = driver.result.messages
+    assert first.delivered == ("b@y.org",)
+    assert isinstance(second.error, SMTPTransientError) and isinstance(second.error.__cause__, OSError)
+    assert "reading it failed" in str(second.error)
 
 
 def test_reject_policy_abandons_stream_and_refuses_whole_content_up_front() -> None:
