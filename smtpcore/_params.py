@@ -381,6 +381,25 @@ def format_params(command: Command, params: MailParams | RcptParams) -> list[str
     return words
 
 
+#: How much longer than a command line's 512 octets an extension lets a MAIL or
+#: RCPT line be (RFC 5321 §4.5.3.1.4 leaves that to the extensions): SIZE +26
+#: (RFC 1870), AUTH= +500 (RFC 4954 §5), SMTPUTF8 +10 (RFC 6531 §3.4), DSN +100
+#: on MAIL and +500 on RCPT (RFC 3461 §4).
+LINE_ALLOWANCE: Mapping[str, Mapping[str, int]] = {
+    "MAIL": {"SIZE": 26, "AUTH": 500, "SMTPUTF8": 10, "DSN": 100},
+    "RCPT": {"DSN": 500},
+}
+#: And for the other parameters (BODY, REQUIRETLS, MT-PRIORITY, BY, HOLDFOR, extras),
+#: whose RFCs say nothing of it, between them.
+OTHER_PARAMETERS_ALLOWANCE = 64
+
+
+def line_allowance(command: Command, extensions: Iterable[str]) -> int:
+    """Octets a MAIL or RCPT line may have beyond 512 with these extensions in use."""
+    table = LINE_ALLOWANCE[command]
+    return OTHER_PARAMETERS_ALLOWANCE + sum(table.get(name, 0) for name in extensions)
+
+
 def required_extensions(command: Command, params: MailParams | RcptParams) -> set[str]:
     """The EHLO keywords a server must have advertised for ``params`` to be sent."""
     needed: set[str] = set()

@@ -69,6 +69,7 @@ from ._events import (
     Vrfy,
     unchecked_message_data,
 )
+from ._params import line_allowance
 from ._proxy import ProxyError, ProxyInfo, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer
 from ._redact import Redactor
@@ -220,21 +221,10 @@ def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[ty
     return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
 
 
-# How much longer than max_command_line a MAIL or RCPT line may be once an
-# extension is advertised (RFC 5321 §4.5.3.1.4 leaves that to the extensions):
-# SIZE +26 (RFC 1870), AUTH= +500 (RFC 4954 §5), SMTPUTF8 +10 (RFC 6531 §3.4),
-# DSN +100 on MAIL and +500 on RCPT (RFC 3461 §4).  The other MAIL parameters we
-# offer (BODY, REQUIRETLS, MT-PRIORITY, BY, HOLDFOR) get 64 octets between them.
-_MAIL_LINE_ALLOWANCE = {"SIZE": 26, "AUTH": 500, "SMTPUTF8": 10, "DSN": 100}
-_RCPT_LINE_ALLOWANCE = {"DSN": 500}
-_OTHER_PARAMETERS_ALLOWANCE = 64
-
-
 def _line_allowance(extensions: frozenset[str]) -> int:
-    """Octets the advertised ``extensions`` add to the longest command line a client may send."""
-    mail = _OTHER_PARAMETERS_ALLOWANCE + sum(n for name, n in _MAIL_LINE_ALLOWANCE.items() if name in extensions)
-    rcpt = sum(n for name, n in _RCPT_LINE_ALLOWANCE.items() if name in extensions)
-    return max(mail, rcpt)
+    """Octets the advertised ``extensions`` add to the longest command line a client
+    may send: MAIL's or RCPT's, whichever they lengthen more (see LINE_ALLOWANCE)."""
+    return max(line_allowance("MAIL", extensions), line_allowance("RCPT", extensions))
 
 
 @functools.lru_cache(maxsize=64)

@@ -77,7 +77,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from ._capabilities import Capabilities
 from ._client import ClientConnection
@@ -118,12 +118,16 @@ from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply
 from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
 from ._sentinels import NEED_DATA
-from ._writers import MAX_COMMAND_LINE
+from ._writers import MAX_COMMAND_LINE, write_command
 
 __all__ = ["ClientDriver", "Envelope", "Message", "Recipient"]
 
 #: What the driver accepts as a message.
 Message: TypeAlias = "bytes | bytearray | memoryview | Iterable[bytes] | EmailMessage"
+
+# The parameters of a caller who gave none (see _plan_for).
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
 
 # RFC 5321 §4.5.3.1.6: a text line is at most 998 octets plus CRLF.
 _MAX_TEXT_LINE = 998
@@ -134,7 +138,7 @@ class Recipient:
     """One recipient and its own RCPT parameters (DSN NOTIFY/ORCPT, ...)."""
 
     address: str
-    params: RcptParams = field(default_factory=RcptParams)
+    params: RcptParams = field(default_factory=lambda: _NO_RCPT_PARAMS)
 
     def __post_init__(self) -> None:
         Rcpt(self.address, self.params)  # validates (LocalProtocolError)
@@ -151,7 +155,7 @@ class Envelope:
 
     sender: str
     recipients: Sequence[str | Recipient]
-    params: MailParams = field(default_factory=MailParams)
+    params: MailParams = field(default_factory=lambda: _NO_MAIL_PARAMS)
 
     def __post_init__(self) -> None:
         Mail(self.sender, self.params)  # validates (LocalProtocolError)
@@ -326,7 +330,6 @@ def _over_recipient_limit(reply: Reply) -> bool:
     return "too many recipients" in " ".join(reply.text).lower()
 
 
-@dataclass
 class _Progress:
     """How far the message being sent got, for its outcome if the session ends midway.
 
@@ -336,17 +339,20 @@ class _Progress:
     and in LMTP a recipient whose own reply came before is delivered.
     """
 
-    #: Each recipient's outcome, in the envelope's order, once a transaction decided it.
-    decided: list[RecipientOutcome | None]
-    #: The transaction under way: its MAIL and RCPTs (and where those stand among
-    #: the message's recipients), and their replies so far.
-    mail: Mail | None = None
-    rcpts: list[Rcpt] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    mail_reply: Reply | None = None
-    rcpt_replies: list[Reply | None] = field(default_factory=list)
-    #: The replies after the content so far: one in SMTP, one per accepted recipient in LMTP.
-    final: list[Reply] = field(default_factory=list)
+    __slots__ = ("decided", "final", "mail", "mail_reply", "positions", "rcpt_replies", "rcpts")
+
+    def __init__(self, decided: list[RecipientOutcome | None]) -> None:
+        #: Each recipient's outcome, in the envelope's order, once a transaction decided it.
+        self.decided = decided
+        # The transaction under way (set by _transaction): its MAIL and RCPTs, where
+        # those stand among the message's recipients, and their replies so far.
+        self.mail: Mail | None = None
+        self.rcpts: list[Rcpt] = []
+        self.positions: list[int] = []
+        self.mail_reply: Reply | None = None
+        self.rcpt_replies: list[Reply | None] = []
+        #: The replies after the content so far: one in SMTP, one per accepted recipient in LMTP.
+        self.final: list[Reply] = []
 
     def outcome(self, addresses: Sequence[str], error: SMTPDeliveryError) -> MessageOutcome:
         """The message's outcome: what the replies decided, ``error`` for every other recipient."""
@@ -677,14 +683,16 @@ class ClientDriver:
             if not use_bdat:
                 assert whole.data is not None
                 content.stuffed = stuff(whole.data)
-        decided: list[RecipientOutcome | None] = [None] * sum(len(batch) for batch in batches)
+        count = len(envelope.recipient_list)
+        decided: list[RecipientOutcome | None] = [None] * count
         progress = self._progress = _Progress(decided)
         # Each transaction's recipients, with where they stand in the envelope.
-        pending: list[tuple[list[int], list[Rcpt]]] = []
-        start = 0
-        for batch in batches:
-            pending.append((list(range(start, start + len(batch))), batch))
-            start += len(batch)
+        if len(batches) == 1:
+            pending = [(list(range(count)), batches[0])]
+        else:
+            pending = []
+            for start, batch in zip(range(0, count, len(batches[0])), batches, strict=True):
+                pending.append((list(range(start, start + len(batch))), batch))
         first_error: SMTPDeliveryError | None = None
         number = 0
         while number < len(pending):
@@ -702,7 +710,7 @@ class ClientDriver:
                 # the recipients over it go in a transaction of their own, next.
                 pending.insert(number, ([positions[i] for i in over], [batch[i] for i in over]))
         self._progress = None
-        results = tuple(item for item in decided if item is not None)
+        results = cast("tuple[RecipientOutcome, ...]", tuple(decided))  # every one decided by now
         if any(item.delivered for item in results):
             first_error = None
         return MessageOutcome(results, first_error)
@@ -718,15 +726,24 @@ class ClientDriver:
         try:
             content = self._prepare(envelope, message, caps)
             params, use_bdat = self._plan(envelope, content, caps)
+            # The Envelope validated the sender and every recipient when it was made,
+            # and replace() the new parameters: the events need no second check.
+            mail = unchecked_mail(envelope.sender, params)
+            rcpts = [unchecked_rcpt(item.address, item.params) for item in envelope.recipient_list]
+            # But a parameter of the caller's (an extra with a space in it, a line too
+            # long even for its extensions) shows only when the command is written:
+            # written once now, so that such a message fails alone, before any of it
+            # is sent, and never mid-session.  (Without any, nothing can fail there.)
+            if envelope.params is not _NO_MAIL_PARAMS:
+                write_command(mail)
+            for rcpt, item in zip(rcpts, envelope.recipient_list, strict=True):
+                if item.params is not _NO_RCPT_PARAMS:
+                    write_command(rcpt, params.smtputf8)
         except (SMTPDeliveryError, LocalProtocolError) as exc:
             error = exc if isinstance(exc, SMTPDeliveryError) else SMTPPermanentError(f"cannot send: {exc}")
             if error is not exc:
                 error.__cause__ = exc
             return error
-        # The Envelope validated the sender and every recipient when it was made,
-        # and replace() the new parameters: the events need no second check.
-        mail = unchecked_mail(envelope.sender, params)
-        rcpts = [unchecked_rcpt(item.address, item.params) for item in envelope.recipient_list]
         limit = caps.rcpt_max or len(rcpts)
         if content.data is not None and not use_bdat:
             content.stuffed = stuff(content.data)

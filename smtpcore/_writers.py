@@ -44,7 +44,7 @@ from ._events import (
     StartTls,
     Vrfy,
 )
-from ._params import MailParams, RcptParams, format_params
+from ._params import Command, MailParams, RcptParams, format_params, line_allowance, required_extensions
 
 __all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "write_command"]
 
@@ -58,8 +58,17 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ARGUMENT_RE = re.compile(r"[^\x00-\x20\x7f]+|\"(?:[^\"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*\"")
 
 
-def _finish(text: str, utf8: bool, limit: int = MAX_COMMAND_LINE) -> bytes:
-    """The last check before bytes exist; every command passes through here."""
+def _finish(
+    text: str,
+    utf8: bool,
+    limit: int = MAX_COMMAND_LINE,
+    params: tuple[Command, MailParams | RcptParams] | None = None,
+) -> bytes:
+    """The last check before bytes exist; every command passes through here.
+
+    ``params``: a MAIL or RCPT line may be longer than ``limit`` by what the
+    extensions its parameters use allow (asked only of a line over the limit).
+    """
     bad = _CONTROL_RE.search(text)
     if bad is not None:
         raise LocalProtocolError(f"refusing to send a command containing {bad.group()!r}: {text[:60]!r}")
@@ -68,7 +77,11 @@ def _finish(text: str, utf8: bool, limit: int = MAX_COMMAND_LINE) -> bytes:
     except UnicodeEncodeError:
         raise LocalProtocolError(f"non-ASCII in {text[:60]!r} needs the SMTPUTF8 parameter on MAIL") from None
     if len(line) + 2 > limit:
-        raise LocalProtocolError(f"command line of {len(line) + 2} octets exceeds {limit}")
+        if params is not None:
+            command, values = params
+            limit += line_allowance(command, required_extensions(command, values))
+        if len(line) + 2 > limit:
+            raise LocalProtocolError(f"command line of {len(line) + 2} octets exceeds {limit}")
     return line + b"\r\n"
 
 
@@ -109,7 +122,7 @@ def _mail(event: Mail, utf8: bool) -> bytes:
         raise LocalProtocolError(f"SIZE {params.size} out of range")
     utf8 = params.smtputf8 is True
     sender = "" if event.sender == "" else _mailbox(event.sender, utf8, "MAIL FROM")
-    return _finish(f"MAIL FROM:<{sender}>{_params('MAIL', params)}", utf8)
+    return _finish(f"MAIL FROM:<{sender}>{_params('MAIL', params)}", utf8, params=("MAIL", params))
 
 
 def _rcpt(event: Rcpt, utf8: bool) -> bytes:
@@ -119,7 +132,7 @@ def _rcpt(event: Rcpt, utf8: bool) -> bytes:
     recipient = event.recipient
     if not (isinstance(recipient, str) and recipient.lower() == "postmaster"):
         recipient = _mailbox(recipient, utf8, "RCPT TO")
-    return _finish(f"RCPT TO:<{recipient}>{_params('RCPT', params)}", utf8)
+    return _finish(f"RCPT TO:<{recipient}>{_params('RCPT', params)}", utf8, params=("RCPT", params))
 
 
 def _bdat(event: Bdat, utf8: bool) -> bytes:

@@ -36,6 +36,7 @@ from smtpcore import (
     ServerConfig,
     ServerConnection,
     SMTPNotSupportedError,
+    SMTPPermanentError,
     TlsPolicy,
 )
 
@@ -379,3 +380,25 @@ def test_xoauth2_bearer_tokens_short_and_long_reach_the_server(token_length: int
     assert result.driver.result.error is None and len(result.messages) == 1
     assert [(c.username, c.token) for c in seen] == [("u@x.org", token)]
     assert (b"AUTH XOAUTH2\r\n" in result.wire_to_server) == (token_length > 300)
+
+
+def test_a_message_whose_commands_cannot_be_written_fails_alone_before_any_of_it_is_sent() -> None:
+    # A parameter value with a space, or a RCPT line too long even for its extensions,
+    # shows only when written: the message fails there, the ones around it go.
+    address = "a" * 64 + "@" + ".".join(["d" * 60] * 3)
+    bad_value = Envelope("a@x.org", ["b@y.org"], MailParams(extra=(("X-TAG", "a b"),)))
+    too_long = Envelope("a@x.org", [Recipient(address, RcptParams(extra=(("X-LONG", "v" * 400),)))])
+    good = Envelope("a@x.org", ["c@y.org"])
+    for pipelining in (True, False):
+        driver = ClientDriver(
+            ClientConfig(starttls=TlsPolicy.OFF),
+            [(good, b"one"), (bad_value, b"two"), (too_long, b"three"), (good, b"four")],
+        )
+        result = pair(driver, ServerConfig(pipelining=pipelining))
+        outcome = result.driver.result
+        assert outcome.error is None
+        assert [m.delivered for m in outcome.messages] == [("c@y.org",), (), (), ("c@y.org",)]
+        for failed in outcome.messages[1:3]:
+            assert isinstance(failed.error, SMTPPermanentError) and "cannot send" in str(failed.error)
+        assert [m.content for m in result.messages] == [b"one\r\n", b"four\r\n"]
+        assert b"X-TAG" not in result.wire_to_server and b"X-LONG" not in result.wire_to_server

@@ -108,8 +108,17 @@ def test_utf8_only_with_smtputf8() -> None:
 
 
 def test_lengths() -> None:
-    with pytest.raises(LocalProtocolError):
-        write_command(Mail("a@x.org", MailParams(extra=tuple((f"X{i}", "v" * 40) for i in range(12)))))
+    # 512 octets, and what the parameters' extensions allow (RFC 1870, 4954, 6531, 3461),
+    # 64 octets between them for the others.
+    with pytest.raises(LocalProtocolError, match="exceeds 576"):
+        write_command(Mail("a@x.org", MailParams(extra=tuple((f"X{i}", "v" * 40) for i in range(14)))))
+    address = "a" * 64 + "@" + ".".join(["d" * 60] * 3)  # 248 octets
+    rcpt = write_command(Rcpt(address, RcptParams(notify=("SUCCESS", "FAILURE", "DELAY"), orcpt=("rfc822", address))))
+    assert 512 < len(rcpt) <= 512 + 500 + 64  # RFC 3461 §4: NOTIFY and ORCPT, 500 more
+    with pytest.raises(LocalProtocolError, match="exceeds 576"):
+        write_command(Rcpt(address, RcptParams(extra=(("X-LONG", "v" * 400),))))
+    mail = write_command(Mail(address, MailParams(size=10**9, auth=address, body="8BITMIME")))
+    assert 512 < len(mail) <= 512 + 26 + 500 + 64
     assert len(write_command(Auth("PLAIN", b"x" * 9000))) < 12288
     with pytest.raises(LocalProtocolError):
         write_command(AuthResponse(b"x" * 9300))
