@@ -518,8 +518,8 @@ class Dispatcher:
         try:
             if self.conn.config.proxy_protocol and not (yield from self._proxy_header()):
                 raise _ConnectionLost
-            yield from self._greet()
-            yield from self._session()
+            if (yield from self._greet()):
+                yield from self._session()
             yield from self._flush()
         except _ConnectionLost:
             log.info("lost the connection to %s", self.session.peer)
@@ -640,14 +640,30 @@ class Dispatcher:
                 return False
             conn.receive_data(data)
 
-    def _greet(self) -> Generator[Action, Any, None]:
+    def _greet(self) -> Generator[Action, Any, bool]:
+        """The greeting; False if the client talked first and was refused, or left."""
         result = yield from self._hook("connection_opened", self.session)
         reply = self._as_reply(result, GREETING_ERROR)
+        conn = self.conn
+        if reply is None and conn.config.reject_early_talkers:
+            if conn.config.greet_delay:
+                # Spam software talks at once; a real client waits for the 220.
+                data = yield from self._io(Receive(conn.config.greet_delay, idle=True))
+                if data is SHUTDOWN or data == b"":
+                    return False
+                if data is not TIMED_OUT:
+                    conn.receive_data(data)
+            try:
+                conn.next_event()  # PAUSED (the greeting is due), unless the client talked first
+            except RemoteProtocolError as exc:
+                log.info("closing %s: %s", self.session.peer, exc)
+                return False
         try:
-            self.conn.send(reply) if reply is not None else self.conn.accept()
+            conn.send(reply) if reply is not None else conn.accept()
         except LocalProtocolError:
             log.exception("connection_opened returned an invalid greeting %r", reply)
-            self.conn.send(GREETING_ERROR)
+            conn.send(GREETING_ERROR)
+        return True
 
     # One method per event that calls a hook (see _ON_EVENT below).
 

@@ -68,6 +68,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "allow_insecure_auth": False,
     "auth_failure_delay": 2.0,
     "error_delay": 1.0,
+    "greet_delay": 0.0,
     "lmtp": False,
     "proxy_protocol": False,
     "reject_improper_pipelining": False,
@@ -113,6 +114,12 @@ def _serve_parser(subparsers: Any) -> None:
         type=float,
         metavar="SECONDS",
         help="hold back each reply this long once a client has made 10 errors without delivering mail (default 1)",
+    )
+    arg(
+        "--greet-delay",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long before the greeting and refuse a client that talks first (default 0)",
     )
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
     arg("--proxy-protocol", action="store_true", default=None, help="expect a PROXY v1/v2 header first")
@@ -240,6 +247,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             command_timeout=options["command_timeout"],
             reject_improper_pipelining=options["reject_improper_pipelining"],
             error_delay=options["error_delay"],
+            greet_delay=options["greet_delay"],
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

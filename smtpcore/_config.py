@@ -163,6 +163,12 @@ class ServerConfig:
     proxy_protocol: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
+    #: Seconds to wait before the greeting, to catch such clients: spam software
+    #: talks at once, a real client waits for the 220 (Postfix's postscreen waits
+    #: 6 s, postscreen_greet_wait).  0, the default, greets at once, and then only
+    #: what arrived while the connection_opened hook ran (or behind a PROXY
+    #: header) is early.  The adapter waits (it reads with this timeout).
+    greet_delay: float = 0.0
     #: Refuse a client that sends more before a reply it must wait for (554 and
     #: close, as Postfix's smtpd_forbid_unauth_pipelining): anything after EHLO,
     #: HELO, LHLO, DATA, STARTTLS, AUTH, NOOP, VRFY or EXPN, or after any command
@@ -199,6 +205,8 @@ class ServerConfig:
             raise ValueError("max_junk_commands must be at least 1")
         if not 0 <= self.error_delay < float("inf"):
             raise ValueError("error_delay must be a number of seconds, 0 or more")
+        if not 0 <= self.greet_delay < float("inf"):
+            raise ValueError("greet_delay must be a number of seconds, 0 or more")
         if self.error_delay_after < 1:
             raise ValueError("error_delay_after must be at least 1")
         if self.bare_newlines is BareNewlinePolicy.NORMALISE:

@@ -1527,3 +1527,32 @@ def test_a_rewritten_recipient_must_be_an_address() -> None:
     replies = b"".join(writes)
     assert replies.count(b"451 4.3.0 ") == 2
     assert handler.got == [["b@y.org"]]
+
+
+# --- early talkers ---------------------------------------------------------------------------------
+
+
+def test_a_client_that_talks_before_the_greeting_is_refused(serve: Callable[..., Running], recorder: Recorder) -> None:
+    # Spam software talks at once; greet_delay gives it the time to (Postfix's postscreen
+    # waits 6 s).  A client that waits for the 220 gets it, that much later.
+    server = serve(ServerConfig(greet_delay=0.3))
+    early = Raw(server.port)
+    early.send(b"EHLO spam.example\r\n")
+    assert early.read_until_closed() == b"554 Protocol violation: client sent data before the greeting\r\n"
+    early.close()
+    started = time.monotonic()
+    patient = Raw(server.port)
+    assert patient.read_reply().startswith(b"220 ")
+    assert time.monotonic() - started >= 0.3
+    patient.send(b"EHLO good.example\r\n")
+    assert patient.read_reply().startswith(b"250-")
+    patient.close()
+    assert recorder.calls.count("hello") == 1
+
+
+def test_commands_behind_a_proxy_header_before_the_greeting_are_early_talk(serve: Callable[..., Running]) -> None:
+    server = serve(ServerConfig(proxy_protocol=True))
+    raw = Raw(server.port)
+    raw.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 4000 25\r\nEHLO x\r\n")
+    assert raw.read_until_closed().startswith(b"554 ")
+    raw.close()

@@ -217,6 +217,7 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
             ("serve", "--auth-failure-delay", "-1"): "--auth-failure-delay -1.0: must be 0 or more seconds",
             ("serve", "--auth-failure-delay", "nan"): "--auth-failure-delay nan: must be 0 or more seconds",
             ("serve", "--error-delay", "-1"): "error_delay must be a number of seconds, 0 or more",
+            ("serve", "--greet-delay", "nan"): "greet_delay must be a number of seconds, 0 or more",
             ("serve", "--max-connections-per-client", "-1"): "--max-connections-per-client -1: must be 0 or more",
         }
         for args, message in cases.items():

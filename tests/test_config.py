@@ -52,6 +52,7 @@ def test_server_defaults() -> None:
     assert config.error_delay == 0.0  # no tarpit unless asked (Postfix: 1 s)
     assert config.error_delay_after == 10  # Postfix's smtpd_soft_error_limit
     assert config.reject_early_talkers is True
+    assert config.greet_delay == 0.0
     assert config.reject_improper_pipelining is False
     assert config.vrfy_enabled is False
     assert config.expn_enabled is False
@@ -89,10 +90,11 @@ def test_server_minimums(name: str, lowest: int) -> None:
 
 
 @pytest.mark.parametrize("seconds", [-0.5, float("nan"), float("inf")])
-def test_error_delay_is_a_number_of_seconds(seconds: float) -> None:
-    with pytest.raises(ValueError, match="error_delay"):
-        ServerConfig(error_delay=seconds)
-    assert ServerConfig(error_delay=0.25).error_delay == 0.25
+@pytest.mark.parametrize("name", ["error_delay", "greet_delay"])
+def test_delays_are_a_number_of_seconds(name: str, seconds: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        ServerConfig(**cast("dict[str, Any]", {name: seconds}))
+    assert getattr(ServerConfig(**cast("dict[str, Any]", {name: 0.25})), name) == 0.25
 
 
 def test_message_size_zero_means_unlimited() -> None:
