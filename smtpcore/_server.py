@@ -221,6 +221,11 @@ def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[ty
     return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
 
 
+# The commands whose lines may be longer than max_command_line: MAIL and RCPT by
+# what the extensions advertised allow, AUTH by its initial response.
+_LONGER_LINES = frozenset({"MAIL", "RCPT", "AUTH"})
+
+
 def _line_allowance(extensions: frozenset[str]) -> int:
     """Octets the advertised ``extensions`` add to the longest command line a client
     may send: MAIL's or RCPT's, whichever they lengthen more (see LINE_ALLOWANCE)."""
@@ -299,6 +304,8 @@ class ServerConnection:
         self._delay_owed = 0.0
         # Some recipient took the message being answered (LMTP answers once for each).
         self._message_taken = False
+        # The longest line (without its CRLF) of a command that extensions do not lengthen.
+        self._plain_line = self.config.max_command_line - 2
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
@@ -496,6 +503,10 @@ class ServerConnection:
         except Refusal as refusal:
             return self._reject("", refusal.reply)
         verb, argument = split_verb(text)
+        if len(line) > self._plain_line and verb not in _LONGER_LINES:
+            # Read under the limit the extensions raise (see _line_allowance), which
+            # only MAIL, RCPT and AUTH may use: any other command keeps its 512.
+            return self._reject("", R.SYNTAX_LINE_TOO_LONG)
         parser = self._parsers.get(verb)
         if parser is None:
             # The HTTP verbs are not in PARSERS: this is the only place they can be.
