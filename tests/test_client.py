@@ -106,6 +106,26 @@ def test_a_reply_with_nothing_outstanding_is_an_error_and_sticks() -> None:
         conn.next_event()
 
 
+def test_a_reply_before_its_command_is_an_error_even_when_nobody_asks_for_events() -> None:
+    # A driver sends the next command as soon as the last reply is in, without asking
+    # next_event() in between: the early bytes must not become that command's reply
+    # (a "250" sent with the greeting would answer EHLO, or DATA).
+    conn = ClientConnection()
+    conn.receive_data(b"220 hi\r\n250 early\r\n")
+    assert isinstance(conn.next_event(), Reply)
+    with pytest.raises(RemoteProtocolError, match="before the command"):
+        conn.send(Hello("client.example"))
+    assert conn.data_to_send() == b""  # nothing was written
+    # A 421 may come at any time: the next command's reply, it ends the session.
+    conn = ClientConnection()
+    conn.receive_data(b"220 hi\r\n421 shutting down\r\n")
+    conn.next_event()
+    conn.send(Hello("client.example"))
+    reply = conn.next_event()
+    assert isinstance(reply, Reply) and reply.code == 421
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
 def test_peer_closing() -> None:
     conn = ready()
     conn.receive_data(b"")
