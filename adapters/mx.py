@@ -4,8 +4,10 @@ RFC 5321 §5.1 is the whole algorithm: look up the domain's MX records and try
 the hosts by preference (randomising among equal preferences); a domain with no
 MX record is its own mail host (its A/AAAA records: the "implicit MX"); a
 domain whose only MX is "." accepts no mail at all (RFC 7505, null MX).  Between
-hosts we move on after a connection failure or a 4xx, and stop at a 5xx, which
-is final whichever host says it.
+hosts we move on after a connection failure, a 4xx, or a refusal of our own to
+use that host (it lacks STARTTLS when TLS is required, or SMTPUTF8 the message
+needs: another host may have it), and stop at a 5xx, which is final whichever
+host says it.
 
 Recipients are grouped by domain, so each domain's hosts see one transaction
 with all of that domain's recipients.  DNS goes through dnspython (the ``dns``
@@ -20,7 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from smtpcore._outcomes import MessageOutcome, RecipientOutcome, SMTPPermanentError, SMTPTransientError
+from smtpcore._outcomes import (
+    MessageOutcome,
+    RecipientOutcome,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+)
 
 __all__ = ["MxLookupError", "deliver_direct", "group_by_domain", "lookup_mail_hosts"]
 
@@ -132,8 +140,12 @@ def deliver_direct(
                 continue
             still_pending = []
             for item in outcome.recipients:
-                if item.error is not None and item.error.transient:
-                    still_pending.append(item.recipient)  # a 4xx: the next host may take it
+                error = item.error
+                if error is not None and (
+                    error.transient or (isinstance(error, SMTPNotSupportedError) and error.reply is None)
+                ):
+                    # A 4xx, or this host lacks what the message needs: the next host may take it.
+                    still_pending.append(item.recipient)
                     last_error[item.recipient] = item
                 else:
                     outcomes[item.recipient] = item  # delivered, or a 5xx: final

@@ -12,7 +12,13 @@ import pytest
 
 from adapters.mx import MxLookupError, deliver_direct, group_by_domain, lookup_mail_hosts
 from smtpcore import Reply
-from smtpcore._outcomes import MessageOutcome, RecipientOutcome, SMTPPermanentError, SMTPTransientError
+from smtpcore._outcomes import (
+    MessageOutcome,
+    RecipientOutcome,
+    SMTPNotSupportedError,
+    SMTPPermanentError,
+    SMTPTransientError,
+)
 
 
 @dataclass
@@ -118,6 +124,24 @@ def test_next_host_after_connection_failure_and_4xx_but_not_after_5xx() -> None:
     assert result.hosts["c@example.com"] == "grey.mx"
     assert result.outcomes["z@other.org"].delivered
     assert list(result.outcomes) == ["a@example.com", "b@example.com", "c@example.com", "z@other.org"]
+
+
+def test_a_host_that_lacks_what_the_message_needs_is_passed_over() -> None:
+    # STARTTLS required but not offered (our own refusal, no reply): the next MX may
+    # offer it, as Postfix tries the next host; a 5xx reply still stops at once.
+    resolver = StubResolver({"example.com": [MX(10, "plain.mx"), MX(20, "tls.mx")]})
+    calls: list[str] = []
+
+    def attempt(host: str, recipients: Sequence[str]) -> MessageOutcome:
+        calls.append(host)
+        if host == "plain.mx":
+            error = SMTPNotSupportedError("the server does not offer STARTTLS and TLS is required")
+            return MessageOutcome(tuple(RecipientOutcome(r, error=error) for r in recipients), error)
+        return outcome(recipients, {})
+
+    result = deliver_direct(["a@example.com"], attempt, resolver)
+    assert calls == ["plain.mx", "tls.mx"]
+    assert result.outcomes["a@example.com"].delivered and result.hosts["a@example.com"] == "tls.mx"
 
 
 def test_every_host_down_or_greylisting_is_transient() -> None:
