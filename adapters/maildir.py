@@ -34,8 +34,16 @@ from typing import BinaryIO, Literal
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
 
 _counter = itertools.count()
-# A recipient becomes a directory name: keep it to a safe alphabet.
+# A recipient becomes a directory name: kept to a safe alphabet, every other octet
+# of its UTF-8 written %XX (so "%" too), so that two recipients never share one.
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+def _directory_name(recipient: str) -> str:
+    """``recipient`` as a directory name: safe, and one name for one address (lower case)."""
+    return _UNSAFE.sub(lambda m: "".join(f"%{octet:02X}" for octet in m.group().encode()), recipient.lower())
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -142,7 +150,7 @@ class MaildirStore:
     def _targets(self, recipients: Sequence[str]) -> list[Path]:
         if not self.per_recipient:
             return [self.root]
-        names = dict.fromkeys(_UNSAFE.sub("_", r.lower()) or "_" for r in recipients)
+        names = dict.fromkeys(_directory_name(r) for r in recipients)
         return [_maildir(self.root / name) for name in names]
 
     def begin(self, trace: TraceInfo) -> Delivery:

@@ -99,6 +99,24 @@ def test_unsafe_recipient_names_cannot_escape_the_root(tmp_path: Path) -> None:
     assert (tmp_path / "root") in path.parents
 
 
+def test_distinct_recipients_get_distinct_maildirs(tmp_path: Path) -> None:
+    # Quoted local parts may hold "/" or "%": each octet outside the safe alphabet is
+    # written %XX, so "a/b" and "a_b" (which once both became "a_b") stay apart.
+    store = MaildirStore(tmp_path, per_recipient=True)
+    recipients = ['"a/b"@x.example', '"a_b"@x.example', '"a%2Fb"@x.example', "jörg@x.example", "Bob@X.example"]
+    trace = TraceInfo(**{**TRACE.__dict__, "recipients": recipients})
+    paths = store.begin(trace).commit()
+    assert sorted(path.parent.parent.name for path in paths) == sorted(
+        [
+            "%22a%2Fb%22@x.example",
+            "%22a_b%22@x.example",
+            "%22a%252fb%22@x.example",
+            "j%C3%B6rg@x.example",
+            "bob@x.example",
+        ]
+    )
+
+
 @pytest.fixture
 def usual_umask() -> Iterator[None]:
     old = os.umask(0o022)  # what most systems run with: others may read what is created
