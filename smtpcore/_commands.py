@@ -111,6 +111,12 @@ def _no_argument(event: Event) -> Callable[[str | None, Context], Event]:
     return parse
 
 
+# A host name with underscores, as Windows machines send their NetBIOS names
+# ("EHLO DESKTOP_7QX2"): no domain by RFC 5321's grammar, but Postfix, aiosmtpd
+# and go-smtp take it, and refusing it would only keep those clients out.
+_UNDERSCORED_NAME_RE = re.compile(r"[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*(?:\.[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*)*\.?")
+
+
 def _hello(verb: str) -> Callable[[str | None, Context], Event]:
     def parse(argument: str | None, context: Context) -> Event:
         if not argument:
@@ -121,7 +127,8 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
                 raise AddressError("HELO takes a domain name")
             check_domain(argument, utf8=True)
         except AddressError as exc:
-            raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
+            if "_" not in argument or len(argument) > 255 or not _UNDERSCORED_NAME_RE.fullmatch(argument):
+                raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
         return Hello._unchecked(domain=argument, verb=verb)
 
     return parse

@@ -354,6 +354,14 @@ def test_helo_argument_must_be_ascii_domain_or_is_utf8() -> None:
     assert event == Hello("b\u00fccher.example")
 
 
+@pytest.mark.parametrize("name", ["DESKTOP_7QX2", "x_y.example", "_dmarc-check.example.org.", "a-_b"])
+def test_a_hello_name_with_underscores_is_taken(name: str) -> None:
+    # Windows clients send their NetBIOS name; Postfix, aiosmtpd and go-smtp take it.
+    for verb in ("EHLO", "HELO"):
+        event, _ = last(b"", f"{verb} {name}".encode())
+        assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
+
+
 def test_data_is_an_event() -> None:
     event, out = last(EHLO + MAIL + b"RCPT TO:<b@example.com>\r\n", b"DATA")
     assert event == Data()
