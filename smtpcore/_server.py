@@ -226,6 +226,7 @@ def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[ty
 _LONGER_LINES = frozenset({"MAIL", "RCPT", "AUTH"})
 
 
+@functools.lru_cache(maxsize=64)  # asked at every EHLO, of the same few sets
 def _line_allowance(extensions: frozenset[str]) -> int:
     """Octets the advertised ``extensions`` add to the longest command line a client
     may send: MAIL's or RCPT's, whichever they lengthen more (see LINE_ALLOWANCE)."""
@@ -306,6 +307,7 @@ class ServerConnection:
         self._message_taken = False
         # The longest line (without its CRLF) of a command that extensions do not lengthen.
         self._plain_line = self.config.max_command_line - 2
+        self._sasl_line_limit = self.config.max_auth_line  # read on every command
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
@@ -486,7 +488,7 @@ class ServerConnection:
         if not self._received:  # half the calls: every reply is followed by a read
             return self._end_of_input() if self._peer_closed else NEED_DATA
         in_auth = self._state is S.AUTH
-        limit = self.config.max_auth_line
+        limit = self._sasl_line_limit
         line = self._buffer.next_line(limit if in_auth else self._command_line, limit)
         if line is None:
             return self._end_of_input()
