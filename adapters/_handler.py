@@ -564,7 +564,9 @@ class Dispatcher:
                 log.info("closing %s: %s", session.peer, exc)
                 return
             if event is NEED_DATA:
-                yield from self._pause()
+                delay = conn.take_reply_delay()  # (inline, not _pause(): this is every read)
+                if delay:
+                    yield from self._io(Pause(delay))
                 # The replies so far and the next read, in one action: this is every
                 # read of the session, and a round trip through the adapter less than
                 # a Send and a Receive (3% of a kept-alive message's instructions).
@@ -645,10 +647,12 @@ class Dispatcher:
         result = yield from self._hook("connection_opened", self.session)
         reply = self._as_reply(result, GREETING_ERROR)
         conn = self.conn
-        if reply is None and conn.config.reject_early_talkers:
-            if conn.config.greet_delay:
+        config = conn.config
+        # Only a PROXY header's read or the greet_delay's can have brought bytes in.
+        if reply is None and config.reject_early_talkers and (config.greet_delay or config.proxy_protocol):
+            if config.greet_delay:
                 # Spam software talks at once; a real client waits for the 220.
-                data = yield from self._io(Receive(conn.config.greet_delay, idle=True))
+                data = yield from self._io(Receive(config.greet_delay, idle=True))
                 if data is SHUTDOWN or data == b"":
                     return False
                 if data is not TIMED_OUT:
