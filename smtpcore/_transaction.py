@@ -330,6 +330,24 @@ def _over_recipient_limit(reply: Reply) -> bool:
     return "too many recipients" in " ".join(reply.text).lower()
 
 
+def _mail_refusal(mail: Mail, reply: Reply) -> SMTPDeliveryError:
+    return error_for(reply, mail, f"MAIL FROM:<{mail.sender}> refused")
+
+
+def _rcpt_refusal(rcpt: Rcpt, reply: Reply) -> SMTPDeliveryError:
+    what = f"RCPT TO:<{rcpt.recipient}> refused"
+    if _over_recipient_limit(reply):
+        # A 552 too (RFC 821's code for it): RFC 5321 §4.5.3.1.10 says to take it as a 452.
+        return SMTPTransientError(f"{what}: {reply}", reply, rcpt)
+    return error_for(reply, rcpt, what)
+
+
+def _delivered_or_not(rcpt: Rcpt, rcpt_reply: Reply | None, final: Reply, command: Event) -> RecipientOutcome:
+    """An accepted recipient's outcome, from the reply after the content (``command``'s)."""
+    refusal = None if final.is_positive else error_for(final, command, f"message to <{rcpt.recipient}> refused")
+    return RecipientOutcome(rcpt.recipient, rcpt_reply, final, refusal)
+
+
 class _Progress:
     """How far the message being sent got, for its outcome if the session ends midway.
 
@@ -360,21 +378,16 @@ class _Progress:
         mail = self.mail
         mail_error = None
         if mail is not None and self.mail_reply is not None and not self.mail_reply.is_positive:
-            mail_error = error_for(self.mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
+            mail_error = _mail_refusal(mail, self.mail_reply)
         accepted = 0
         for position, rcpt, reply in zip(self.positions, self.rcpts, self.rcpt_replies, strict=True):
             outcome = RecipientOutcome(rcpt.recipient, reply, error=mail_error or error)
             if mail_error is None and reply is not None:
                 if not reply.is_positive:
-                    refusal = error_for(reply, rcpt, f"RCPT TO:<{rcpt.recipient}> refused")
-                    outcome = RecipientOutcome(rcpt.recipient, reply, error=refusal)
+                    outcome = RecipientOutcome(rcpt.recipient, reply, error=_rcpt_refusal(rcpt, reply))
                 else:
                     if accepted < len(self.final):  # (LMTP: its own reply came before the end)
-                        final = self.final[accepted]
-                        refusal = None
-                        if not final.is_positive:
-                            refusal = error_for(final, EndOfMessage(), f"message to <{rcpt.recipient}> refused")
-                        outcome = RecipientOutcome(rcpt.recipient, reply, final, refusal)
+                        outcome = _delivered_or_not(rcpt, reply, self.final[accepted], EndOfMessage())
                     accepted += 1
             results[position] = outcome
         # The recipients of the transactions the session never reached.
@@ -887,7 +900,7 @@ class ClientDriver:
                     data_reply = yield from self._command(Data())
 
         if not mail_reply.is_positive:
-            error = error_for(mail_reply, mail, f"MAIL FROM:<{mail.sender}> refused")
+            error = _mail_refusal(mail, mail_reply)
             return (
                 [
                     RecipientOutcome(rcpt.recipient, reply, error=error)
@@ -905,14 +918,9 @@ class ClientDriver:
             if reply.is_positive:
                 accepted.append(index)
                 continue
-            what = f"RCPT TO:<{rcpt.recipient}> refused"
             if _over_recipient_limit(reply):
                 over.append(index)
-                # A 552 too (RFC 821's code for it): RFC 5321 §4.5.3.1.10 says to take it as a 452.
-                refusal: SMTPDeliveryError = SMTPTransientError(f"{what}: {reply}", reply, rcpt)
-            else:
-                refusal = error_for(reply, rcpt, what)
-            outcomes[index] = RecipientOutcome(rcpt.recipient, reply, error=refusal)
+            outcomes[index] = RecipientOutcome(rcpt.recipient, reply, error=_rcpt_refusal(rcpt, reply))
         if content.data is None:
             over = []  # a stream is read once: those recipients are for a later attempt
         elif over and accepted:
@@ -965,11 +973,7 @@ class ClientDriver:
                 if not self.config.lmtp:
                     final *= len(accepted)
         for index, reply in zip(accepted, final, strict=True):
-            rcpt = rcpts[index]
-            refused = None
-            if not reply.is_positive:
-                refused = error_for(reply, final_command, f"message to <{rcpt.recipient}> refused")
-            outcomes[index] = RecipientOutcome(rcpt.recipient, rcpt_replies[index], reply, refused)
+            outcomes[index] = _delivered_or_not(rcpts[index], rcpt_replies[index], reply, final_command)
         if not any(reply.is_positive for reply in final) and isinstance(final_command, Data):
             yield from self._command(Rset())
         refusals = [outcomes[index].error for index in accepted]
