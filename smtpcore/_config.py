@@ -166,8 +166,8 @@ class ServerConfig:
     #: Seconds to wait before the greeting, to catch such clients: spam software
     #: talks at once, a real client waits for the 220 (Postfix's postscreen waits
     #: 6 s, postscreen_greet_wait).  0, the default, greets at once, and then only
-    #: what arrived while the connection_opened hook ran (or behind a PROXY
-    #: header) is early.  The adapter waits (it reads with this timeout).
+    #: commands that came in one read with a PROXY header are early (nothing else
+    #: is read before the greeting).  The adapter waits (it reads with this timeout).
     greet_delay: float = 0.0
     #: Refuse a client that sends more before a reply it must wait for (554 and
     #: close, as Postfix's smtpd_forbid_unauth_pipelining): anything after EHLO,
