@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -41,10 +42,13 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "READ_SIZE",
     "MessageSource",
+    "HandshakeTimeout",
     "Messages",
+    "Waits",
     "abandon",
     "chunks",
     "connect_failed",
+    "handshake_limit",
     "limit",
     "make_driver",
     "one_message",
@@ -55,6 +59,8 @@ __all__ = [
 
 #: Octets asked for per read.
 READ_SIZE = 65536
+#: The shortest wait handed to a socket: zero would mean "do not wait" to some and "for ever" to others.
+MIN_WAIT = 0.001
 #: Seconds allowed to open the TCP connection (RFC 5321 sets none; smtplib has none, we do).
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
@@ -128,6 +134,54 @@ def limit(driver: ClientDriver, override: float | None) -> float:
     return override if override is not None else driver.timeout.seconds
 
 
+class Waits:
+    """The seconds left for the current wait: one deadline per reply, not per read.
+
+    RFC 5321 §4.5.3.2 bounds the wait for each reply.  A timer started afresh
+    for every read would let a server that sends a byte a second hold the client
+    for ever, so a wait begins only with a write, or with a read after one that
+    completed a reply (``driver.replies_received`` moved); any other read gets
+    what is left of the wait it continues.  Writes are each one wait (each data
+    block has its own timeout); the adapter bounds a write as a whole.
+    """
+
+    __slots__ = ("_deadline", "_driver", "_override", "_replies")
+
+    def __init__(self, driver: ClientDriver, override: float | None) -> None:
+        self._driver = driver
+        self._override = override
+        self._deadline = 0.0
+        self._replies = -1  # (never a count of replies: the next read starts a wait)
+
+    def _start(self) -> float:
+        seconds = limit(self._driver, self._override)
+        self._deadline = time.monotonic() + seconds
+        return seconds
+
+    def for_write(self) -> float:
+        """Seconds the next write may take, as a whole; the read after it starts a new wait."""
+        self._replies = -1
+        return self._start()
+
+    def for_read(self) -> float:
+        """Seconds the next read may take."""
+        replies = self._driver.replies_received
+        if replies != self._replies:
+            self._replies = replies
+            return self._start()
+        # A wait that has run out still reads what is already there, briefly.
+        return max(MIN_WAIT, self.left())
+
+    def left(self) -> float:
+        """Seconds left of the current wait (zero or less once it ran out)."""
+        return self._deadline - time.monotonic()
+
+
+def handshake_limit(config: ClientConfig, override: float | None) -> float:
+    """Seconds an implicit-TLS handshake may take: ``timeout=`` if given, else ``tls_handshake``."""
+    return override if override is not None else config.timeouts["tls_handshake"]
+
+
 def timed_out(driver: ClientDriver, override: float | None) -> TimeoutError:
     """A readable cause for a wait that ran out."""
     current = driver.timeout
@@ -141,9 +195,16 @@ def abandon(driver: ClientDriver, cause: BaseException) -> None:
     driver.abort(f"the connection failed: {cause}", cause)
 
 
+class HandshakeTimeout(TimeoutError):
+    """A TLS handshake that did not finish in time, in the same words whichever the dialect."""
+
+    def __init__(self, host: str, seconds: float) -> None:
+        super().__init__(f"the TLS handshake with {host} took over {seconds:g} s")
+
+
 def connect_failed(host: str, port: int, exc: OSError) -> SMTPTransientError:
     """``send_message``'s error for a connection that could not be opened or secured."""
-    what = "TLS with" if isinstance(exc, ssl.SSLError) else "connect to"
+    what = "set up TLS with" if isinstance(exc, (ssl.SSLError, HandshakeTimeout)) else "connect to"
     error = SMTPTransientError(f"cannot {what} {host}:{port}: {exc}")
     error.__cause__ = exc
     return error

@@ -27,10 +27,13 @@ from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, Messag
 from ._client_common import (
     DEFAULT_CONNECT_TIMEOUT,
     READ_SIZE,
+    HandshakeTimeout,
     Messages,
     MessageSource,
+    Waits,
     abandon,
     asend_one,
+    handshake_limit,
     limit,
     make_driver,
     single,
@@ -60,6 +63,7 @@ class _Stream(asyncio.BufferedProtocol):
         self._buffer = bytearray()
         self._eof = False
         self._paused = False
+        self._aborted = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._lost = asyncio.get_running_loop().create_future()
@@ -130,22 +134,37 @@ class _Stream(asyncio.BufferedProtocol):
             await asyncio.wait_for(asyncio.shield(self._drain), timeout)
 
     async def start_tls(self, context: ssl.SSLContext, host: str, timeout: float) -> None:
+        """The TLS handshake (implicit TLS, or after STARTTLS's 220) within ``timeout`` seconds."""
         assert self.transport is not None
         self._buffer.clear()  # plaintext after the 220 is never read as TLS-session data
         loop = asyncio.get_running_loop()
+        # Our own timer rather than only asyncio's ssl_handshake_timeout, which
+        # fails with a ConnectionAbortedError in words of its own (Python 3.11+):
+        # set past ours, it is the one that never runs out first.
+        handshake = loop.start_tls(
+            self.transport, self, context, server_hostname=host, ssl_handshake_timeout=timeout + 1
+        )
         try:
-            transport = await loop.start_tls(
-                self.transport, self, context, server_hostname=host, ssl_handshake_timeout=timeout
-            )
-        except asyncio.TimeoutError as exc:  # not an OSError before Python 3.11
-            raise TimeoutError(f"TLS handshake with {host} took over {timeout:g} s") from exc
+            transport = await asyncio.wait_for(handshake, timeout)
+        except asyncio.TimeoutError:
+            self.abort()
+            raise HandshakeTimeout(host, timeout) from None
+        except BaseException:
+            self.abort()
+            raise
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self._paused = False
 
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still buffered: it failed, and a close would wait on it."""
+        if self.transport is not None:
+            self.transport.abort()
+            self._aborted = True
+
     async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Close (a TLS close_notify is sent); abort if it is not over within ``timeout`` seconds."""
-        if self.transport is None:
+        if self.transport is None or self._aborted:
             return
         self.transport.close()
         try:
@@ -162,6 +181,7 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 async def _run(
     driver: ClientDriver, stream: _Stream, context: ssl.SSLContext | None, host: str, timeout: float | None
 ) -> None:
+    waits = Waits(driver, timeout)
     while not driver.done:
         out = driver.bytes_to_send()
         if not out and driver.done:  # it gave up while making them (content it cannot send)
@@ -173,12 +193,14 @@ async def _run(
             continue
         try:
             if out:
-                await stream.write(out, limit(driver, timeout))
+                await stream.write(out, waits.for_write())
             else:
-                driver.receive(await stream.read(limit(driver, timeout)))
+                driver.receive(await stream.read(waits.for_read()))
         except asyncio.TimeoutError:
+            stream.abort()
             abandon(driver, timed_out(driver, timeout))
         except OSError as exc:
+            stream.abort()
             abandon(driver, exc)
 
 
@@ -198,23 +220,17 @@ async def send_messages(
     config = config or ClientConfig()
     context = tls_context_for(config, tls_context)
     driver = make_driver(config, messages, credentials)
-    implicit = context if config.implicit_tls else None
     stream = _Stream()
     loop = asyncio.get_running_loop()
-    connecting = loop.create_connection(
-        lambda: stream,
-        host,
-        port,
-        ssl=implicit,
-        server_hostname=host if implicit else None,
-        local_addr=source_address,
-        ssl_handshake_timeout=(timeout or config.timeouts["tls_handshake"]) if implicit else None,
-    )
+    connecting = loop.create_connection(lambda: stream, host, port, local_addr=source_address)
     try:
         await asyncio.wait_for(connecting, connect_timeout)
     except asyncio.TimeoutError:
         raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
     try:
+        if config.implicit_tls:
+            assert context is not None
+            await stream.start_tls(context, host, handshake_limit(config, timeout))
         await _run(driver, stream, context, host, timeout)
     finally:
         await stream.close()

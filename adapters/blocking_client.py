@@ -33,9 +33,12 @@ from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, Messag
 from ._client_common import (
     DEFAULT_CONNECT_TIMEOUT,
     READ_SIZE,
+    HandshakeTimeout,
     Messages,
     MessageSource,
+    Waits,
     abandon,
+    handshake_limit,
     limit,
     make_driver,
     send_one,
@@ -60,6 +63,9 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
         tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
         try:
             tls.do_handshake()
+        except TimeoutError:
+            tls.close()
+            raise HandshakeTimeout(host, seconds) from None
         except BaseException:
             tls.close()
             raise
@@ -81,12 +87,14 @@ def run_session(
     ``kernel_timeouts`` lets a plain socket wait with the kernel's timeouts (one
     system call per read or write, see ``adapters._sockets.KERNEL_TIMEOUTS``);
     it must stay off for gevent's sockets.  Either way the socket's timeout is
-    set only when the driver's changes (from one command's to the next's).
+    set only when the wait's bound changes, which is seldom: a read that brings
+    a whole reply, or a write the kernel takes at once, leaves it as it was.
     """
     kernel = kernel_timeouts and KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
     if kernel:
         sock.settimeout(None)
     current: float | None = None  # the timeout the socket has now
+    waits = Waits(driver, timeout)
     try:
         while not driver.done:
             out = driver.bytes_to_send()
@@ -97,18 +105,18 @@ def run_session(
                 kernel, current = False, None  # a TLS socket keeps Python's timeouts
                 driver.tls_established()
                 continue
-            seconds = limit(driver, timeout)
             try:
-                if seconds != current:
-                    current = seconds
-                    if kernel:
-                        set_kernel_timeout(sock, socket.SO_RCVTIMEO, seconds)
-                        set_kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
-                    else:
-                        sock.settimeout(seconds)
                 if out:
-                    sock.sendall(out)
+                    seconds = waits.for_write()
+                    if seconds != current:
+                        current = _bound(sock, kernel, seconds)
+                    sent = sock.send(out)
+                    if sent < len(out):
+                        current = _send_rest(sock, kernel, memoryview(out)[sent:], waits)
                 else:
+                    seconds = waits.for_read()
+                    if seconds != current:
+                        current = _bound(sock, kernel, seconds)
                     driver.receive(sock.recv(READ_SIZE))
             except (TimeoutError, BlockingIOError):  # BlockingIOError: a kernel timeout ran out
                 abandon(driver, timed_out(driver, timeout))
@@ -116,6 +124,34 @@ def run_session(
                 abandon(driver, exc)
     finally:
         sock.close()
+
+
+def _bound(sock: socket.socket, kernel: bool, seconds: float) -> float:
+    """Make each read and write on ``sock`` wait at most ``seconds``; return them."""
+    if kernel:
+        set_kernel_timeout(sock, socket.SO_RCVTIMEO, seconds)
+        set_kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
+    else:
+        sock.settimeout(seconds)
+    return seconds
+
+
+def _send_rest(sock: socket.socket, kernel: bool, rest: memoryview, waits: Waits) -> float:
+    """The rest of a write the kernel took in part, within what is left of its wait.
+
+    ``sendall`` would start each ``send`` with the whole timeout again (with the
+    kernel's timeouts) and could take a multiple of it.  Returns the socket's
+    timeout now.  Raises ``TimeoutError`` when the wait ran out.
+    """
+    while True:
+        left = waits.left()
+        if left <= 0:
+            raise TimeoutError
+        current = _bound(sock, kernel, left)
+        sent = sock.send(rest)
+        if sent == len(rest):
+            return current
+        rest = rest[sent:]
 
 
 def send_messages(
@@ -174,7 +210,7 @@ def open_session(
     no_delay(sock)
     if config.implicit_tls:
         try:
-            sock = secure(sock, timeout if timeout is not None else config.timeouts["tls_handshake"])
+            sock = secure(sock, handshake_limit(config, timeout))
         except BaseException:
             sock.close()
             raise

@@ -23,6 +23,7 @@ from smtpcore import ClientConfig, Credentials, MailParams, MessageOutcome, Reci
 
 from ._client_common import (
     DEFAULT_CONNECT_TIMEOUT,
+    HandshakeTimeout,
     Messages,
     MessageSource,
     send_one,
@@ -40,6 +41,9 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
         tls = gevent.ssl.SSLSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context)
         try:
             tls.do_handshake()
+        except TimeoutError:
+            tls.close()
+            raise HandshakeTimeout(host, seconds) from None
         except BaseException:
             tls.close()
             raise

@@ -5,8 +5,9 @@ the driver gives, or do the TLS handshake it asks for, or read and feed it*,
 until it is done.  Every SMTP decision is in :class:`smtpcore.ClientDriver`;
 this file only moves bytes and keeps time.
 
-Each read and write runs in its own cancel scope with the driver's deadline
-(or ``timeout=``).  trio reports a failed TLS handshake as
+Each read and write runs in its own cancel scope with what is left of the
+current wait (:class:`~adapters._client_common.Waits`: the driver's timeout,
+or ``timeout=``, per reply and per write).  trio reports a failed TLS handshake as
 ``trio.BrokenResourceError``; it is re-raised here as the ``ssl.SSLError``
 behind it, so every dialect raises the same thing.  Timeouts, and what
 :func:`send_messages` and :func:`send_message` return or raise, are as in
@@ -26,10 +27,13 @@ from smtpcore import ClientConfig, ClientDriver, Credentials, MailParams, Messag
 from ._client_common import (
     DEFAULT_CONNECT_TIMEOUT,
     READ_SIZE,
+    HandshakeTimeout,
     Messages,
     MessageSource,
+    Waits,
     abandon,
     asend_one,
+    handshake_limit,
     limit,
     make_driver,
     single,
@@ -66,7 +70,7 @@ async def _secure(
         with trio.fail_after(seconds):
             await tls.do_handshake()
     except trio.TooSlowError:
-        raise TimeoutError(f"TLS handshake with {host} took over {seconds:g} s") from None
+        raise HandshakeTimeout(host, seconds) from None
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
         raise cause if isinstance(cause, OSError) else ConnectionError(f"TLS handshake failed: {exc}") from exc
@@ -76,6 +80,7 @@ async def _secure(
 async def _run(
     driver: ClientDriver, stream: trio.abc.Stream, context: ssl.SSLContext | None, host: str, timeout: float | None
 ) -> None:
+    waits = Waits(driver, timeout)
     while not driver.done:
         out = driver.bytes_to_send()
         if not out and driver.done:  # it gave up while making them (content it cannot send)
@@ -85,7 +90,7 @@ async def _run(
             driver.tls_established()
             continue
         cause: BaseException | None = None
-        with trio.move_on_after(limit(driver, timeout)) as scope:
+        with trio.move_on_after(waits.for_write() if out else waits.for_read()) as scope:
             try:
                 if out:
                     await stream.send_all(out)
@@ -123,7 +128,7 @@ async def send_messages(
     try:
         stream: trio.abc.Stream = raw
         if config.implicit_tls:
-            stream = await _secure(raw, context, host, timeout or config.timeouts["tls_handshake"])
+            stream = await _secure(raw, context, host, handshake_limit(config, timeout))
         await _run(driver, stream, context, host, timeout)
     finally:
         await trio.aclose_forcefully(raw)

@@ -35,7 +35,9 @@ response injection of the "NO STARTTLS" paper (aiosmtplib GHSA-vxj7-4xrp-5vr4).
 
 A 421 reply, to anything, ends the session: the reply is returned, then
 ``ConnectionClosed``.  The adapter enforces :attr:`ClientConnection.timeout`,
-the RFC 5321 §4.5.3.2 limit for the current wait; the core has no clock.
+the RFC 5321 §4.5.3.2 limit for the current wait; the core has no clock, and
+counts :attr:`~ClientConnection.replies_received` so the adapter can tell a
+new wait from a reply still arriving.
 """
 
 from __future__ import annotations
@@ -156,6 +158,11 @@ class ClientConnection:
         self.tls_active = self.config.implicit_tls
         #: The command the last reply answered (``None`` for the greeting).
         self.last_command: Event | None = None
+        #: How many replies have been read.  RFC 5321 §4.5.3.2 bounds the wait for
+        #: each *reply*, not each read: an adapter restarts its clock when this
+        #: changes (or when it writes), so a server that sends its reply a byte at
+        #: a time cannot hold the client past :attr:`timeout`.
+        self.replies_received = 0
         self._reset_session()
 
     def _reset_session(self) -> None:
@@ -256,6 +263,7 @@ class ClientConnection:
         self._buffer.clear()
 
     def _on_reply(self, reply: Reply) -> None:
+        self.replies_received += 1
         pending = self._outstanding[0]
         if pending.per_recipient and pending.remaining == 0:
             transaction = pending.transaction

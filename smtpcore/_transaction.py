@@ -465,6 +465,11 @@ class ClientDriver:
         """The bound on the current wait (RFC 5321 §4.5.3.2)."""
         return self.connection.timeout
 
+    @property
+    def replies_received(self) -> int:
+        """How many replies have been read: a new wait for :attr:`timeout` begins when this changes."""
+        return self.connection.replies_received
+
     def bytes_to_send(self) -> bytes:
         """The next bytes to write; ``b""`` means read (or do TLS, or stop)."""
         conn = self.connection

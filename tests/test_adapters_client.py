@@ -20,6 +20,7 @@ test thread in their own dialect: a plain call (blocking, gevent), one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import io
@@ -395,8 +396,54 @@ def test_fault_per_command_timeout_from_the_config(client: str, fake_smtp_server
     assert "mail timeout" in str(caught.value.__cause__)
 
 
+@pytest.mark.parametrize(
+    ("replies", "options"),
+    [
+        ([], {"timeout": 0.5}),  # the greeting drips
+        ([b"220 drips.example ESMTP\r\n"], {"config": ClientConfig(starttls=TlsPolicy.OFF, timeouts={"hello": 0.5})}),
+    ],
+    ids=["greeting-timeout=", "ehlo-config"],
+)
+def test_fault_server_that_drips_a_reply_times_out(client: str, replies: list[bytes], options: dict[str, Any]) -> None:
+    """RFC 5321 §4.5.3.2 bounds the wait for a reply, not for each read: a byte every 50 ms is no escape."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock, sock.makefile("rb") as reader:
+            for reply in replies:
+                sock.sendall(reply)
+                reader.readline()
+            ends = time.monotonic() + 5  # (then it hangs up: a client that missed its timeout fails otherwise)
+            with contextlib.suppress(OSError):
+                for byte in b"250-drips.example\r\n" * 100:
+                    if time.monotonic() > ends:
+                        break
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    options.setdefault("config", PLAIN)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SMTPTransientError) as caught:
+            send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"], CONTENT,
+                 **options)  # fmt: skip
+        assert time.monotonic() - started < 2.5
+        assert isinstance(caught.value.__cause__, TimeoutError)
+    finally:
+        thread.join(10)
+        listener.close()
+
+
 def test_fault_server_that_stops_reading_content_times_out(client: str) -> None:
-    """A write that the server never drains ends at the data block timeout (RFC 5321 §4.5.3.2.5)."""
+    """A write that the server never drains ends at the data block timeout (RFC 5321 §4.5.3.2.5).
+
+    Within it, not a multiple of it: the kernel may take part of a write before
+    it stalls, and the rest has only what is left of the same wait.
+    """
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
     held: list[socket.socket] = []
@@ -413,13 +460,13 @@ def test_fault_server_that_stops_reading_content_times_out(client: str) -> None:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"data_block": 0.5})
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"data_block": 1.0})
     started = time.monotonic()
     try:
         with pytest.raises(SMTPTransientError) as caught:
             send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"],
                  b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 100_000, config=config)  # fmt: skip
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 1.75  # (a second write's timeout, or a close waiting on the buffer: 2)
         assert isinstance(caught.value.__cause__, TimeoutError)
     finally:
         thread.join(5)
@@ -448,6 +495,39 @@ def test_fault_certificate_not_trusted(client: str, tls: TlsMode, smtp_server_fa
     with pytest.raises(ssl.SSLCertVerificationError):
         session(client, srv.host, srv.port, [(Envelope("a@example.com", ["b@example.org"]), CONTENT)], config=config)
     assert srv.messages == []
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_fault_tls_handshake_that_stalls_times_out(client: str, tls: TlsMode) -> None:
+    """Within the timeout (no wait for a close behind it), and said as a TLS failure in every dialect."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock, sock.makefile("rb") as reader:
+            if tls == "starttls":
+                for reply in (b"220 stalls.example ESMTP\r\n", b"250-stalls.example\r\n250 STARTTLS\r\n"):
+                    sock.sendall(reply)
+                    reader.readline()
+                sock.sendall(b"220 go ahead\r\n")
+            reader.read()  # (never a byte of TLS back: until the client hangs up)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    config = ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF) if tls == "implicit" else REQUIRED
+    started = time.monotonic()
+    try:
+        with pytest.raises(SMTPTransientError) as caught:
+            send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"], CONTENT,
+                 config=config, timeout=0.5)  # fmt: skip
+        assert time.monotonic() - started < 1.25
+        assert str(caught.value).startswith("cannot set up TLS with 127.0.0.1:")
+        assert str(caught.value.__cause__) == "the TLS handshake with 127.0.0.1 took over 0.5 s"
+        assert isinstance(caught.value.__cause__, TimeoutError)
+    finally:
+        thread.join(10)
+        listener.close()
 
 
 def test_fault_connection_refused(client: str) -> None:

@@ -429,6 +429,35 @@ def test_timeouts_follow_rfc_5321() -> None:
     assert conn.timeout.name == "other"
 
 
+def test_replies_received_moves_on_whole_replies_only() -> None:
+    """The adapter's cue that a new wait begins: never a partial reply, every LMTP recipient's reply."""
+    conn = ClientConnection()
+    assert conn.replies_received == 0
+    for byte in b"220-mx\r\n220 ESMTP":
+        conn.receive_data(bytes([byte]))
+        assert conn.next_event() is NEED_DATA
+    assert conn.replies_received == 0
+    reply(conn, b"\r\n")
+    assert conn.replies_received == 1
+    conn = ready(b"250-lmtp\r\n250 PIPELINING\r\n", lmtp=True)
+    assert conn.replies_received == 2
+    conn.send(Mail("a@x.org"))
+    conn.send(Rcpt("b@y.org"))
+    conn.send(Rcpt("c@y.org"))
+    conn.send(Data())
+    conn.receive_data(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    while conn.next_event() is not PAUSED:
+        pass
+    assert conn.replies_received == 6
+    conn.send(EndOfMessage())
+    conn.receive_data(b"250 b\r\n452 c")
+    assert isinstance(conn.next_event(), Reply)
+    assert conn.next_event() is NEED_DATA
+    assert conn.replies_received == 7
+    reply(conn, b"\r\n")
+    assert conn.replies_received == 8
+
+
 def test_config_checks() -> None:
     for options in (
         {"chunk_size": 0},
