@@ -20,6 +20,7 @@ keep their mode.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import itertools
 import os
@@ -39,9 +40,23 @@ _counter = itertools.count()
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
 
+#: The longest file name Linux, macOS and Windows file systems allow (NAME_MAX, octets).
+NAME_MAX = 255
+
+
 def _directory_name(recipient: str) -> str:
-    """``recipient`` as a directory name: safe, and one name for one address (lower case)."""
-    return _UNSAFE.sub(lambda m: "".join(f"%{octet:02X}" for octet in m.group().encode()), recipient.lower())
+    """``recipient`` as a directory name: safe, and one name for one address (lower case).
+
+    An address may be up to 254 octets and its escapes triple some, so a name
+    past NAME_MAX keeps a readable start and ends with "~" and a digest of the
+    whole address: "~" is always escaped, so no shorter name can look the same.
+    """
+    lower = recipient.lower()
+    name = _UNSAFE.sub(lambda m: "".join(f"%{octet:02X}" for octet in m.group().encode()), lower)
+    if len(name) > NAME_MAX:  # (all ASCII now: characters are octets)
+        digest = hashlib.sha256(lower.encode()).hexdigest()[:32]
+        name = f"{name[: NAME_MAX - len(digest) - 1]}~{digest}"
+    return name
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

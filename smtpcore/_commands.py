@@ -179,8 +179,8 @@ def _parse_params(command: str, words: list[str], context: Context, utf8: bool) 
 #   "\", so the path ends at its first ">" as _PATH_EXTENT_RE would find it;
 # * parse_path: the shape is a branch of PATH_RE (no source route, no quoting,
 #   no address literal, no UTF-8, not <> or <Postmaster>), and a mailbox of at
-#   most 64 ASCII characters cannot break an RFC 5321 §4.5.3.1 limit: its local
-#   part and domain are at most 62 octets, under the 64 and 63 (label) limits;
+#   most 64 ASCII characters cannot break an RFC 5321 §4.5.3.1 limit we keep: its
+#   domain is at most 62 octets, under the 63 of a label;
 # * parse_params, for RCPT only: the shape ends at ">", so there are none.
 #
 # Anything else (parameters on RCPT, a longer mailbox, any other spelling)

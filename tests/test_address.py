@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from smtpcore._address import (
     MAX_DOMAIN,
     MAX_LABEL,
-    MAX_LOCAL_PART,
     MAX_PATH,
     AddressError,
     check_address_literal,
@@ -234,7 +233,6 @@ BAD_MAILBOXES = [
     "user@exa_mple.com",
     "<user@example.com>",
     "user@example.com>",
-    "a" * 65 + "@example.com",
     "user@" + "a" * 64 + ".com",
 ]
 
@@ -253,19 +251,17 @@ def test_bad_mailbox(mailbox: str) -> None:
         assert not info.value.non_ascii, mailbox
 
 
-def test_local_part_length_limit() -> None:
-    assert MAX_LOCAL_PART == 64
-    check_mailbox("a" * 64 + "@b")
-    with pytest.raises(AddressError, match="64"):
-        check_mailbox("a" * 65 + "@b")
-    # Quotes count: the limit is on the local part as written.
-    check_mailbox('"' + "a" * 62 + '"@b')
-    with pytest.raises(AddressError, match="64"):
-        check_mailbox('"' + "a" * 63 + '"@b')
-    # Octets, not characters.
-    check_mailbox("é" * 32 + "@b", utf8=True)
-    with pytest.raises(AddressError, match="64"):
-        check_mailbox("é" * 32 + "a@b", utf8=True)
+def test_local_parts_longer_than_64_octets_are_taken_up_to_the_path_limit() -> None:
+    """RFC 5321 §4.5.3.1's 64 is what every server must take, not a cap: VERP and SRS return paths pass it."""
+    srs = "SRS0=HHH=TT=orig-domain.example=a-rather-long-user-name.with.parts@forwarder.example"
+    assert len(srs.partition("@")[0]) > 64
+    check_mailbox(srs)
+    assert parse_path(f"<{srs}>", utf8=False, null_allowed=True, postmaster_allowed=False) == srs
+    check_mailbox("a" * 250 + "@b.c")  # 254 octets: 256 with the brackets
+    check_mailbox('"' + "a b" * 80 + '"@b')
+    check_mailbox("é" * 120 + "@b.c", utf8=True)  # octets, not characters, count toward the path
+    with pytest.raises(AddressError, match="256"):
+        check_mailbox("é" * 126 + "@b.c", utf8=True)
 
 
 def test_path_length_limit() -> None:

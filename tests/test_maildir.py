@@ -117,6 +117,21 @@ def test_distinct_recipients_get_distinct_maildirs(tmp_path: Path) -> None:
     )
 
 
+def test_a_recipient_too_long_for_a_file_name_gets_a_shortened_distinct_one(tmp_path: Path) -> None:
+    """254 octets of address, some of it escaped threefold: past NAME_MAX (255), where mkdir would fail."""
+    store = MaildirStore(tmp_path, per_recipient=True)
+    srs = "srs0=" + "=".join(["ab"] * 60) + "@forwarder.example"  # 202 octets, 60 of them "=" (%3D)
+    recipients = [srs, srs.replace("ab@", "ac@"), "jörg" * 40 + "@x.example"]
+    paths = store.begin(TraceInfo(**{**TRACE.__dict__, "recipients": recipients})).commit()
+    names = [path.parent.parent.name for path in paths]
+    assert len(set(names)) == 3
+    assert all(len(name.encode()) <= 255 and "~" in name for name in names)
+    assert names[0].startswith("srs0%3Dab%3Dab%3D")
+    # The same address in another case is the same Maildir, as for short names.
+    again = store.begin(TraceInfo(**{**TRACE.__dict__, "recipients": [srs.upper()]})).commit()
+    assert again[0].parent.parent.name == names[0]
+
+
 @pytest.fixture
 def usual_umask() -> Iterator[None]:
     old = os.umask(0o022)  # what most systems run with: others may read what is created

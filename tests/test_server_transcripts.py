@@ -135,6 +135,25 @@ def test_empty_message() -> None:
     assert EndOfMessage() in events
 
 
+def test_verp_and_srs_return_paths_past_64_octets_are_taken() -> None:
+    """RFC 5321 §4.5.3.1's local-part size is a floor to accept, not a cap (Postfix takes these too)."""
+    srs = "SRS0=HHH=TT=orig-domain.example=a-rather-long-user-name.with.parts@forwarder.example"
+    verp = "bounces+1234567-abcd-" + "x" * 60 + "=example.org@em.example.net"
+    events = run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<{srs}>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<{verp}>
+        S: 250 2.1.5 Recipient OK
+        """
+    )
+    assert Mail(srs) in events
+    assert Rcpt(verp) in events
+
+
 def test_helo_has_no_extensions_and_refuses_parameters() -> None:
     run_transcript(
         f"""
