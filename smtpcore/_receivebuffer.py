@@ -1,18 +1,23 @@
-"""The receive buffer: bytes in, CRLF-terminated lines out, in linear time and bounded space.
+"""The receive buffer: bytes in, lines out, in linear time and bounded space.
 
 Two properties matter more than anything else here, and both come from h11:
 
 * **Linear time when fed one byte at a time.**  The buffer remembers how far it
-  has already searched for CRLF, so each new byte is looked at a constant
+  has already searched for a line end, so each new byte is looked at a constant
   number of times however the input is split.
 * **Bounded space whatever arrives.**  A line longer than its limit is not
   kept: the buffer drops what it holds, remembers that it is *skipping*, and
-  throws bytes away until the next CRLF, at which point it reports the overlong
-  line once.  Long runs of CR, of NUL or of anything without a CRLF cost
+  throws bytes away until the line ends, at which point it reports the overlong
+  line once.  Long runs of CR, of NUL or of anything without a line end cost
   nothing but the limit.
 
-Only CRLF ends a line (RFC 5321 §2.3.8).  A lone CR or LF stays inside the line,
-where the command parser refuses it.
+CRLF ends a line (RFC 5321 §2.3.8), and so does a lone LF.  Clients and servers
+that end their lines with LF alone exist (scripts, devices, ported code), and
+Postfix, aiosmtpd, go-smtp and smtplib all read such lines; refusing them here
+left the peer waiting for a reply until its timeout.  It is no smuggling risk:
+that is about where message content ends, which the content readers decide on
+CRLF "." CRLF alone and never through this method.  A lone CR stays inside the
+line, where the parsers refuse it.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ class ReceiveBuffer:
 
     def __init__(self) -> None:
         self._data = bytearray()
-        # Where the next search for CRLF starts (everything before has no CRLF).
+        # Where the next search for LF starts (everything before has none).
         self._searched = 0
-        # Inside an overlong line: discard until CRLF.
+        # Inside an overlong line: discard until its end.
         self._skipping = False
 
     def __len__(self) -> int:
@@ -75,33 +80,33 @@ class ReceiveBuffer:
         self._skipping = False
 
     def next_line(self, limit: int, auth_limit: int = 0) -> bytes | _Overlong | None:
-        """The next line without its CRLF, ``OVERLONG``, or ``None`` if incomplete.
+        """The next line without its CRLF (or lone LF), ``OVERLONG``, or ``None`` if incomplete.
 
-        ``limit`` counts the CRLF (RFC 5321 §4.5.3.1.4 counts it).  The buffer never
-        holds more than ``limit`` octets of an incomplete line, or ``auth_limit`` if
-        the line is an AUTH command (whose initial response may be long: see
+        ``limit`` counts the CRLF (RFC 5321 §4.5.3.1.4 counts it; a line that
+        ends in a lone LF is measured as if it had a CRLF).  The buffer never
+        holds more than ``limit`` octets of an incomplete line, or ``auth_limit``
+        if the line is an AUTH command (whose initial response may be long: see
         :func:`_is_auth_line`).
         """
         data = self._data
-        end = data.find(b"\r\n", self._searched)
+        end = data.find(b"\n", self._searched)
         if end < 0:
-            # Keep a trailing CR: it may be the first half of CRLF.
-            self._searched = max(len(data) - 1, 0)
+            self._searched = len(data)
             if len(data) >= limit and not (len(data) < auth_limit and _is_auth_line(data)):
+                # At least ``limit`` octets and no line end yet: over the limit
+                # whatever comes next, so nothing of it is kept.
                 self._skipping = True
-                keep_cr = data.endswith(b"\r")
                 data.clear()
-                if keep_cr:
-                    data += b"\r"
                 self._searched = 0
             return None
-        if self._skipping or (end + 2 > limit and not (end + 2 <= auth_limit and _is_auth_line(data))):
-            del data[: end + 2]
+        stop = end - 1 if end and data[end - 1] == 13 else end  # (13: CR)
+        if self._skipping or (stop + 2 > limit and not (stop + 2 <= auth_limit and _is_auth_line(data))):
+            del data[: end + 1]
             self._searched = 0
             self._skipping = False
             return OVERLONG
-        line = bytes(data[:end])
-        del data[: end + 2]
+        line = bytes(data[:stop])
+        del data[: end + 1]
         self._searched = 0
         return line
 

@@ -27,8 +27,8 @@ REDACTED = b"<redacted>"
 # ("AUTH" SP sasl-mech [SP initial-response], RFC 4954 §4; the case of neither
 # matters).  Blanks before the verb, and runs of spaces, tabs, NULs or other
 # control octets between the words, are allowed too: the server refuses such a
-# line, but the client has sent its secret all the same.  (Not CR or LF, which
-# only end a line here: see _end_split_crlf.)
+# line, but the client has sent its secret all the same.  (Not LF, which ends a
+# line, as the server reads lines, nor CR, which may be the start of CRLF.)
 _GAP = rb"[\x00-\x09\x0b\x0c\x0e-\x20]"
 _WORD = rb"[^\x00-\x09\x0b\x0c\x0e-\x20]"
 _AUTH_HEAD = re.compile(rb"(?i)[ \t]*AUTH" + _GAP + rb"+" + _WORD + rb"+" + _GAP + rb"+")
@@ -37,8 +37,10 @@ _AUTH_ALONE = re.compile(rb"(?i)[ \t]*AUTH" + _GAP + rb"+" + _WORD + rb"+" + _GA
 # The start of a line that may still turn out an AUTH line with a response.
 _MAY_BE_AUTH = re.compile(rb"(?i)[ \t]*(?:A(?:U(?:T(?:H(?:" + _GAP + rb"+" + _WORD + rb"*)?)?)?)?)?")
 # Where the next line that may be an AUTH line begins (an A in any case, or a
-# blank before it), after its CRLF.
-_NEXT_A_LINE = re.compile(rb"\r\n[Aa \t]")
+# blank before it), after the LF that ends the line before (alone or in CRLF).
+_NEXT_A_LINE = re.compile(rb"\n[Aa \t]")
+# One whole line of a read that is secret from its start: its text, then its end kept.
+_SECRET_LINE = re.compile(rb"[^\n]*?(\r?\n)")
 # A line start kept undecided no longer than this: past it (a mechanism name of
 # hundreds of octets) the rest of the line is hidden.  SASL names are at most 20
 # characters (RFC 4422 §3.1).
@@ -78,8 +80,9 @@ class Redactor:
                 if hide_all:
                     # Every line from here is secret: marked in one go, not line by line.
                     rest = data[pos:]
-                    out.append((REDACTED + b"\r\n") * rest.count(b"\r\n"))
-                    partial = rest[rest.rfind(b"\r\n") + 2 :] if b"\r\n" in rest else rest
+                    whole = rest.rfind(b"\n") + 1
+                    out.append(_SECRET_LINE.sub(REDACTED + rb"\1", rest[:whole]))
+                    partial = rest[whole:]
                     if partial:
                         self._continue(partial, hide_all, out, partial=True)
                     break
@@ -90,19 +93,20 @@ class Redactor:
                     found = _NEXT_A_LINE.search(data, pos)
                     if found is None:
                         out.append(data[pos:])
-                        if not data.endswith(b"\r\n"):
+                        if not data.endswith(b"\n"):
                             self._head = None  # the line under way is not an AUTH line
                         break
-                    out.append(data[pos : found.start() + 2])
-                    pos = found.start() + 2
-            end = data.find(b"\r\n", pos)
+                    out.append(data[pos : found.start() + 1])
+                    pos = found.start() + 1
+            end = data.find(b"\n", pos)
             if end < 0:
                 self._continue(data[pos:], hide_all, out, partial=True)
                 break
-            self._continue(data[pos:end], hide_all, out)
+            text_end = end - 1 if end > pos and data[end - 1] == 13 else end  # (13: the CR of a CRLF)
+            self._continue(data[pos:text_end], hide_all, out)
             hide_all |= self._end_line(self._head)
-            out.append(b"\r\n")
-            pos = end + 2
+            out.append(data[text_end : end + 1])
+            pos = end + 1
         return b"".join(out)
 
     def _end_split_crlf(self, data: bytes, hide_all: bool, out: list[bytes]) -> tuple[bytes, bool]:

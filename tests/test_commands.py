@@ -184,7 +184,7 @@ BAD = [
     (EHLO, b"MAILFROM:<a@example.com>", b"500 5.5.1 Command unrecognized"),
     (EHLO, b"MAIL\x00 FROM:<a@example.com>", b"500 5.5.2 Command contains a bare CR, LF or control character"),
     (EHLO, b"NOOP\rRSET", b"500 5.5.2 Command contains a bare CR, LF or control character"),
-    (EHLO, b"NOOP\nRSET", b"500 5.5.2 Command contains a bare CR, LF or control character"),
+    (EHLO, b"NOOP\rRSET", b"500 5.5.2 Command contains a bare CR, LF or control character"),
     (EHLO, b"NOOP\tx", b"500 5.5.2 Command contains a bare CR, LF or control character"),
     (EHLO, b"NOOP \x7f", b"500 5.5.2 Command contains a bare CR, LF or control character"),
     (EHLO, b"NOOP \xff\xfe", b"500 5.5.2 Command is not valid UTF-8"),

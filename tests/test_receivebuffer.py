@@ -1,4 +1,4 @@
-"""The receive buffer: CRLF lines out, overlong lines skipped and reported once, bounded and linear."""
+"""The receive buffer: lines out (CRLF or a lone LF), overlong lines skipped and reported once, bounded and linear."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def run(chunks: list[bytes], limit: int = LIMIT) -> tuple[list[object], ReceiveB
 
 
 def reference(stream: bytes, limit: int = LIMIT) -> list[object]:
-    """Complete lines of ``stream``: CRLF only ends a line; ``limit`` counts the CRLF."""
-    complete = stream.split(b"\r\n")[:-1]
+    """Complete lines of ``stream``: an LF ends a line, with the CR before it if any; ``limit`` counts a CRLF."""
+    complete = [line[:-1] if line.endswith(b"\r") else line for line in stream.split(b"\n")[:-1]]
     return [OVERLONG if len(line) + 2 > limit else line for line in complete]
 
 
@@ -57,9 +57,14 @@ def test_lines() -> None:
     assert lines == [b"EHLO example.com", b"MAIL FROM:<a@b>", b"", b"QUIT"]
 
 
-def test_only_crlf_ends_a_line() -> None:
+def test_crlf_or_a_lone_lf_ends_a_line_and_a_lone_cr_does_not() -> None:
     lines = three_ways(b"bare\nlf\r\nbare\rcr\r\n\n\r\r\n\r\r\r\n")
-    assert lines == [b"bare\nlf", b"bare\rcr", b"\n\r", b"\r\r"]
+    assert lines == [b"bare", b"lf", b"bare\rcr", b"", b"\r", b"\r\r"]
+
+
+def test_a_line_ended_by_a_lone_lf_is_measured_as_with_crlf() -> None:
+    assert three_ways(b"a" * (LIMIT - 2) + b"\n\r\n") == [b"a" * (LIMIT - 2), b""]
+    assert three_ways(b"a" * (LIMIT - 1) + b"\n\r\n") == [OVERLONG, b""]
 
 
 def test_incomplete_line_waits() -> None:
@@ -90,13 +95,13 @@ def test_overlong_reported_once_then_next_line_works(size: int) -> None:
         assert run([stream[:cut], stream[cut:]])[0] == [OVERLONG, b"NOOP"]
 
 
-def test_overlong_of_crs_and_lfs() -> None:
-    for filler in (b"\r", b"\n", b"\x00", b"\r\x00\n"):
+def test_overlong_of_crs_and_nuls() -> None:
+    for filler in (b"\r", b"\x00", b"\r\x00"):
         stream = filler * (3 * LIMIT) + b"\r\nNOOP\r\n"
         assert three_ways(stream) == [OVERLONG, b"NOOP"], filler
 
 
-def test_overlong_ending_in_a_cr_kept_across_the_clear() -> None:
+def test_overlong_line_whose_cr_and_lf_come_apart() -> None:
     buffer = ReceiveBuffer()
     buffer.feed(b"x" * (LIMIT - 1) + b"\r")
     assert buffer.next_line(LIMIT) is None
@@ -212,7 +217,7 @@ def test_arbitrary_bytes(data: bytes, step: int) -> None:
 
 
 def test_huge_feeds_stay_bounded() -> None:
-    for filler in (b"\r", b"\n", b"\x00", b"A"):
+    for filler in (b"\r", b"\x00", b"A"):
         buffer = ReceiveBuffer()
         for _ in range(50):
             buffer.feed(filler * 10_000)

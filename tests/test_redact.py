@@ -40,6 +40,8 @@ SESSIONS = {
     "refused, then plain": b"EHLO c.example\r\nAUTH NOPE\r\nAUTH PLAIN " + PLAIN + b"\r\nQUIT\r\n",
     "malformed, refused": b"EHLO c.example\r\n AUTH PLAIN " + PLAIN + b"\r\nauth\tplain " + PLAIN + b"\r\nQUIT\r\n",
 }
+# The same from a client that ends its lines with LF alone, which the server reads as lines too.
+SESSIONS.update({f"{name}, LF": session.replace(b"\r\n", b"\n") for name, session in list(SESSIONS.items())})
 
 
 def transcript(reads: list[bytes], config: ServerConfig = CONFIG) -> bytes:
@@ -79,7 +81,8 @@ def test_no_split_of_the_reads_shows_a_secret(name: str, data: st.DataObject) ->
     for secret in SECRETS:
         assert not four_grams(secret) & four_grams(shown), (reads, shown)
     assert shown.count(b"\r\n") == session.count(b"\r\n")  # every line is still there
-    assert shown.startswith(b"EHLO c.example\r\n")
+    assert shown.count(b"\n") == session.count(b"\n")
+    assert shown.startswith(session[: session.index(b"\n") + 1])  # the EHLO line
 
 
 def test_the_grams_of_the_secrets_are_not_in_the_commands() -> None:
@@ -108,6 +111,9 @@ def test_the_grams_of_the_secrets_are_not_in_the_commands() -> None:
         ),
         # The CRLF of "AUTH LOGIN" split: still an AUTH line, so what follows in the read is hidden.
         ([b"AUTH LOGIN\r", b"\n" + USER + b"\r\n"], b"AUTH LOGIN\r\n<redacted>\r\n"),
+        # Lines that end in LF alone are lines to the server, and here.
+        ([b"AUTH LOGIN\n" + USER + b"\n" + PASSWORD + b"\n", b"QUIT\n"], b"AUTH LOGIN\n<redacted>\n<redacted>\nQUIT\n"),
+        ([b"AUTH PLAIN " + PLAIN + b"\nNOOP\r\n"], b"AUTH PLAIN <redacted>\n<redacted>\r\n"),
         # Inside the exchange every response is hidden, an empty one and a cancel too.
         ([b"AUTH LOGIN\r\n", USER + b"\r\n", b"\r\n"], b"AUTH LOGIN\r\n<redacted>\r\n<redacted>\r\n"),
         ([b"AUTH LOGIN\r\n", b"*\r\n", b"NOOP\r\n"], b"AUTH LOGIN\r\n<redacted>\r\nNOOP\r\n"),
@@ -168,7 +174,9 @@ def test_a_session_without_auth_is_shown_byte_for_byte(wire: bytes, data: st.Dat
 def test_any_bytes_keep_their_line_ends(reads: list[tuple[bytes, bool]]) -> None:
     redactor = Redactor()
     shown = b"".join(redactor.redact(data, in_exchange) for data, in_exchange in reads)
-    assert shown.count(b"\r\n") == b"".join(data for data, _ in reads).count(b"\r\n")
+    wire = b"".join(data for data, _ in reads)
+    assert shown.count(b"\r\n") == wire.count(b"\r\n")
+    assert shown.count(b"\n") == wire.count(b"\n")
 
 
 class LineByLine(Redactor):
@@ -181,11 +189,12 @@ class LineByLine(Redactor):
             return data
         out: list[bytes] = []
         data, hide_all = self._end_split_crlf(data, in_exchange, out)
-        *lines, partial = data.split(b"\r\n")
+        *lines, partial = data.split(b"\n")
         for line in lines:
-            self._continue(line, hide_all, out)
+            crlf = line.endswith(b"\r")
+            self._continue(line[:-1] if crlf else line, hide_all, out)
             hide_all |= self._end_line(self._head)
-            out.append(b"\r\n")
+            out.append(b"\r\n" if crlf else b"\n")
         if partial:
             self._continue(partial, hide_all, out, partial=True)
         return b"".join(out)

@@ -50,7 +50,6 @@ BAD = [
     b"\xb2\xb50 x\r\n",
     b"250-a\r\n251 b\r\n",  # codes differ
     b"250 a\rb\r\n",  # bare CR inside a line
-    b"250 a\nb\r\n",  # bare LF inside a line
     b"250 a\x00\r\n",
     b"250 a\x7f\r\n",
     b"250 a\x1b[31m\r\n",
@@ -65,6 +64,17 @@ def test_bad_replies_are_remote_errors(data: bytes) -> None:
     events = three_ways(data)
     assert events[-1][0] == "error"
     assert not any(isinstance(event, Reply) for event in events)
+
+
+def test_lines_ended_by_a_lone_lf_are_read_as_smtplib_and_go_read_them() -> None:
+    # Some servers (devices, ported code) end reply lines with LF alone: read, not waited on to a timeout.
+    events = three_ways(b"220 old.example ESMTP\n250-old.example\r\n250 SIZE 1000\n", expected=2)
+    assert events[:-1] == [
+        Reply._unchecked(220, ("old.example ESMTP",), None),
+        Reply._unchecked(250, ("old.example", "SIZE 1000"), None),
+    ]
+    # A lone CR still ends nothing and is refused inside the text.
+    assert three_ways(b"250 a\rb\n")[-1][0] == "error"
 
 
 def test_trailing_bytes_are_left_in_the_buffer() -> None:

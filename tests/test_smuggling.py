@@ -144,3 +144,17 @@ def test_lf_only_client_never_ends_the_message() -> None:
     assert not any(isinstance(e, (EndOfMessage, MessageRejected)) for e in events)
     assert out.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n")
     assert isinstance(events[-1], MessageData)
+
+
+def test_commands_may_end_in_a_lone_lf_but_content_still_ends_only_at_crlf_dot_crlf() -> None:
+    """LF-only clients are answered (as by Postfix, aiosmtpd, go-smtp), and their LF "." LF is still content."""
+    stream = (
+        b"EHLO c\nMAIL FROM:<a@b.example>\nRCPT TO:<c@d.example>\nDATA\n"
+        b"Subject: x\n\nbody\n.\n" + SMUGGLED + b"\r\n.\r\nQUIT\n"
+    )
+    events, out = check_three_ways(stream)
+    assert [type(e) for e in events].count(Mail) == 1
+    assert content(events) == b"Subject: x\n\nbody\n.\n" + SMUGGLED + b"\r\n"
+    assert out.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                        b"550 5.6.11 Message contains a bare CR or LF; use CRLF line endings\r\n"
+                        b"221 2.0.0 Bye\r\n")  # fmt: skip
