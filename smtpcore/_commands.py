@@ -74,7 +74,13 @@ _NON_SMTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS",
 
 
 def decode_line(line: bytes) -> str:
-    """The command line as text; :class:`Refusal` for non-UTF-8 or control bytes."""
+    """The command line as text, without trailing blanks; :class:`Refusal` for non-UTF-8 or control bytes.
+
+    RFC 5321 §4.1.1: "SMTP receivers SHOULD tolerate trailing white space before
+    the terminating <CRLF>".  Clients send it ("RSET ", "BDAT 28 LAST "), and a
+    BDAT line refused for it would leave its chunk to be read as commands.
+    """
+    line = line.rstrip(b" \t")  # (the same object back when there is nothing to strip)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -92,9 +98,13 @@ def decode_line(line: bytes) -> str:
 
 
 def split_verb(text: str) -> tuple[str, str | None]:
-    """``("MAIL", "FROM:<a@b>")``; the argument is ``None`` when there is no space."""
+    """``("MAIL", "FROM:<a@b>")``; the argument is ``None`` when there is no space.
+
+    Spaces after the verb are one separator ("EHLO  c.example"), as Postfix and
+    aiosmtpd read them.
+    """
     verb, space, argument = text.partition(" ")
-    return verb.upper(), (argument if space else None)
+    return verb.upper(), (argument.lstrip(" ") if space else None)
 
 
 def is_non_smtp(verb: str) -> bool:

@@ -996,6 +996,7 @@ class ServerConnection:
         if line is OVERLONG:
             return self._end_auth(R.AUTH_LINE_TOO_LONG)
         assert isinstance(line, bytes)
+        line = line.rstrip(b" \t")  # trailing blanks, tolerated as on command lines (see decode_line)
         if line == b"*":
             return self._end_auth(R.AUTH_CANCELLED)
         return self._sasl_base64(line)

@@ -13,7 +13,7 @@ import hmac
 from typing import Any
 
 import pytest
-from helpers import Driver, content, drive, make_server, run_transcript
+from helpers import Driver, check_three_ways, content, drive, make_server, run_transcript
 
 from smtpcore import (
     NEED_DATA,
@@ -34,10 +34,12 @@ from smtpcore import (
     Mail,
     MessageData,
     MessageRejected,
+    Noop,
     Quit,
     Rcpt,
     RemoteProtocolError,
     Reply,
+    Rset,
     ServerConfig,
     ServerConnection,
     StartTls,
@@ -152,6 +154,22 @@ def test_verp_and_srs_return_paths_past_64_octets_are_taken() -> None:
     )
     assert Mail(srs) in events
     assert Rcpt(verp) in events
+
+
+def test_trailing_blanks_and_extra_spaces_after_the_verb_are_tolerated() -> None:
+    """RFC 5321 §4.1.1: receivers SHOULD tolerate trailing white space.  Refused, "BDAT 5 LAST "
+    left its chunk to be read as commands; Postfix takes all of these."""
+    stream = (
+        b"EHLO  client.example \r\nMAIL FROM:<a@b.example> \r\nRCPT TO:<c@d.example>\t\r\n"
+        b"BDAT 5 LAST \r\nhelloRSET \r\nNOOP\t\r\nQUIT \r\n"
+    )
+    events, out = check_three_ways(stream)
+    assert [type(e) for e in events if not isinstance(e, MessageData)] == [
+        Hello, Mail, Rcpt, Bdat, EndOfMessage, Rset, Noop, Quit, ConnectionClosed,
+    ]  # fmt: skip
+    assert Hello("client.example") in events
+    assert content(events) == b"hello"
+    assert b" 5.5." not in out  # no syntax error anywhere
 
 
 def test_helo_has_no_extensions_and_refuses_parameters() -> None:
