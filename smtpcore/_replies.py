@@ -150,6 +150,8 @@ MAIL_FIRST = Reply(503, "Send MAIL first", "5.5.1")
 RCPT_FIRST = Reply(503, "Send RCPT first", "5.5.1")
 NESTED_MAIL = Reply(503, "Sender already given; send RSET to start over", "5.5.1")
 NO_VALID_RECIPIENTS = Reply(554, "No valid recipients", "5.5.1")
+# RFC 2033 §4.2: in LMTP this "MUST fail with a 503 reply code" (SMTP may say 503 or 554).
+NO_VALID_RECIPIENTS_LMTP = Reply(503, "No valid recipients", "5.5.1")
 DATA_AFTER_BDAT = Reply(503, "DATA is not allowed after BDAT in the same transaction", "5.5.1")
 BINARYMIME_NEEDS_BDAT = Reply(503, "BODY=BINARYMIME requires BDAT, not DATA", "5.5.1")
 REFUSED_SESSION = Reply(503, "Connection refused; only QUIT is accepted", "5.5.1")

@@ -653,7 +653,9 @@ class ServerConnection:
         if kind in (Rcpt, Data, Bdat) and state is S.READY:
             return R.MAIL_FIRST
         if kind in (Data, Bdat) and state is S.MAIL:
-            return R.NO_VALID_RECIPIENTS if self._rcpt_attempted else R.RCPT_FIRST
+            if not self._rcpt_attempted:
+                return R.RCPT_FIRST
+            return R.NO_VALID_RECIPIENTS_LMTP if self.config.lmtp else R.NO_VALID_RECIPIENTS
         if kind is Data and state is S.CHUNKING:
             return R.DATA_AFTER_BDAT
         return R.BAD_SEQUENCE

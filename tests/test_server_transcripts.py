@@ -1321,6 +1321,11 @@ def test_data_after_only_refused_recipients() -> None:
 
     _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", policy=policy)
     assert out.endswith(b"550 5.1.1 No\r\n554 5.5.1 No valid recipients\r\n")
+    # RFC 2033 §4.2: in LMTP, DATA (and BDAT) after no successful RCPT "MUST fail with a 503".
+    lmtp = ServerConfig(lmtp=True)
+    stream = b"LHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nBDAT 0 LAST\r\n"
+    _, out = drive(stream, config=lmtp, policy=policy)
+    assert out.endswith(b"550 5.1.1 No\r\n503 5.5.1 No valid recipients\r\n503 5.5.1 No valid recipients\r\n")
 
 
 # --- greeting, early talkers, limits ----------------------------------------------------------------
