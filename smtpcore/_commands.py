@@ -15,6 +15,7 @@ spaces after ``FROM:`` / ``TO:``, which common clients send.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,16 +133,42 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
         if not argument:
             raise Refusal(Reply(501, f"{verb} needs a domain name or address literal", "5.5.4"))
         try:
-            # HELO takes a Domain only; EHLO and LHLO also an address literal.
-            if verb == "HELO" and argument.startswith("["):
-                raise AddressError("HELO takes a domain name")
+            # RFC 5321 gives HELO a Domain only, but clients without a name send
+            # an address literal there too (smtplib does when EHLO fails), as they
+            # may with EHLO and LHLO: taken for all three.
             check_domain(argument, utf8=True)
         except AddressError as exc:
-            if "_" not in argument or len(argument) > 255 or not _UNDERSCORED_NAME_RE.fullmatch(argument):
+            if not _tolerated_name(argument):
                 raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
         return Hello._unchecked(domain=argument, verb=verb)
 
     return parse
+
+
+def _tolerated_name(argument: str) -> bool:
+    """A client name outside RFC 5321's grammar that real clients send and Postfix,
+    aiosmtpd and go-smtp take: refusing it would only keep those clients out.
+
+    A fully qualified name with its root dot ("mail.example.com."), a bare IP
+    address ("192.0.2.1", "fe80::1"), or a name with underscores (Windows sends
+    its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "HP LaserJet" or
+    "bad!name", is still refused: what a handler gets stays a host identifier.
+    """
+    if len(argument) > 255:
+        return False
+    if argument.endswith(".") and not argument.endswith(".."):
+        try:
+            check_domain(argument[:-1], utf8=True)
+            return True
+        except AddressError:
+            pass
+    if ":" in argument or argument[:1].isdigit():
+        try:
+            ipaddress.ip_address(argument)
+            return True
+        except ValueError:
+            pass
+    return "_" in argument and _UNDERSCORED_NAME_RE.fullmatch(argument) is not None
 
 
 def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]:

@@ -193,7 +193,9 @@ BAD = [
     # HELO/EHLO arguments.
     (b"", b"EHLO", b"501 EHLO needs a domain name or address literal"),
     (b"", b"HELO", b"501 HELO needs a domain name or address literal"),
-    (b"", b"HELO [192.0.2.1]", b"501 Invalid HELO argument: HELO takes a domain name"),
+    (b"", b"EHLO HP LaserJet", b"501 Invalid EHLO argument: 'HP LaserJet' is not a domain name or address literal"),
+    (b"", b"EHLO a..", b"501 Invalid EHLO argument: 'a..' is not a domain name or address literal"),
+    (b"", b"EHLO fe80::zz", b"501 Invalid EHLO argument: 'fe80::zz' is not a domain name or address literal"),
     (b"", b"EHLO bad_domain!", b"501 Invalid EHLO argument: 'bad_domain!' is not a domain name or address literal"),
     (b"", b"EHLO [192.0.2.300]", b"501 Invalid EHLO argument: [192.0.2.300] is not a valid IPv4 address literal"),
     (b"", b"LHLO client.example", b"500 Command unrecognized"),
@@ -359,6 +361,18 @@ def test_a_hello_name_with_underscores_is_taken(name: str) -> None:
     # Windows clients send their NetBIOS name; Postfix, aiosmtpd and go-smtp take it.
     for verb in ("EHLO", "HELO"):
         event, _ = last(b"", f"{verb} {name}".encode())
+        assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
+
+
+@pytest.mark.parametrize(
+    "name", ["[192.0.2.1]", "[IPv6:2001:db8::1]", "mail.example.com.", "192.0.2.1", "fe80::1", "::ffff:192.0.2.1"]
+)
+def test_a_hello_name_that_real_clients_send_outside_the_grammar_is_taken(name: str) -> None:
+    # smtplib says "HELO [192.0.2.1]" when the host has no name; devices send bare
+    # addresses, resolvers' root dots reach EHLO.  Postfix and aiosmtpd take them all.
+    for verb in ("EHLO", "HELO", "LHLO"):
+        config = ServerConfig(lmtp=True) if verb == "LHLO" else FULL
+        event, _ = last(b"", f"{verb} {name}".encode(), config)
         assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
 
 
