@@ -109,4 +109,6 @@ NUMBER_RE = re.compile(r"[0-9]{1,20}")
 # RFC 3461 §4: xtext = *( xchar / hexchar )
 #   xchar = any ASCII CHAR between "!" (33) and "~" (126) inclusive, except "+" and "=".
 #   hexchar = "+" 2(%x30-39 / %x41-46) ; "+" followed by two upper-case hex digits
-XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+# Lower-case hex digits are taken too, as Postfix's xtext_unquote takes them: a
+# 501 to MAIL for "+2b" would cost the whole message over the case of a digit.
+XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-Fa-f]{2})*")

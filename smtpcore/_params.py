@@ -61,7 +61,7 @@ def _shown(text: str) -> str:
 
 # --- xtext (RFC 3461 §4) --------------------------------------------------------------------------
 
-_XTEXT_HEX_RE = re.compile(r"\+([0-9A-F]{2})")
+_XTEXT_HEX_RE = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
 def xtext_encode(text: str) -> str:
