@@ -40,7 +40,8 @@ Decisions, with their RFCs:
   octets, ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header.  What the
   server lacks makes the message fail with ``SMTPNotSupportedError`` before a
   byte of it is sent.  The caller's own parameters (DSN, REQUIRETLS, extra)
-  are kept and checked against the server's extensions the same way.
+  are kept and checked against the server's extensions the same way; a
+  REQUIRETLS message also needs a TLS-protected session (RFC 8689 §4.2.1).
 * **PIPELINING**: MAIL, every RCPT and DATA in one write; replies paired in
   order.  Every recipient refused: no content is sent (if a server still says
   354, an empty message is ended at once) and the transaction is reset.
@@ -827,6 +828,14 @@ class ClientDriver:
     def _plan(self, envelope: Envelope, content: _Content, caps: Capabilities) -> tuple[MailParams, bool]:
         """The MAIL parameters and DATA-or-BDAT, or SMTPNotSupportedError."""
         params = envelope.params
+        if params.requiretls and not self.connection.tls_active:
+            # RFC 8689 §4.2.1: such a message MUST NOT go over a connection that is not
+            # TLS-protected, whatever the server advertises: a REQUIRETLS offered in
+            # plaintext is exactly what a STARTTLS-stripping attacker would show.
+            raise SMTPNotSupportedError(
+                "the message requires TLS (REQUIRETLS) and the session is not TLS-protected: "
+                "use STARTTLS (starttls=TlsPolicy.REQUIRED) or implicit TLS"
+            )
         body = params.body
         if body is None:
             if content.binary:

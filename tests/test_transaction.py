@@ -930,6 +930,63 @@ def test_utf8_header_alone_needs_smtputf8_and_missing_extensions_fail_early() ->
     assert "1000" in str(errors[3])
 
 
+@pytest.mark.parametrize("policy", [TlsPolicy.OFF, TlsPolicy.OPTIONAL])
+def test_requiretls_is_never_sent_in_plaintext_whatever_the_server_says(policy: TlsPolicy) -> None:
+    # RFC 8689 §4.2.1: a REQUIRETLS message MUST NOT go over a connection without TLS.
+    # A REQUIRETLS advertised in plaintext (an attacker stripping STARTTLS) changes nothing;
+    # the next message, which does not require TLS, still goes.
+    result = run(
+        EHLO_ALL
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: y
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(Envelope("a@x.org", ["b@y.org"], MailParams(requiretls=True)), b"secret"), (ONE, b"y")],
+        starttls=policy,
+    )
+    secret, plain = result.messages
+    assert isinstance(secret.error, SMTPNotSupportedError)
+    assert "STARTTLS" in str(secret.error) and "not TLS-protected" in str(secret.error)
+    assert plain.delivered == ("b@y.org",)
+
+
+def test_requiretls_goes_out_after_starttls() -> None:
+    result = run(
+        EHLO_TLS
+        + """
+        S: 220 go ahead
+        TLS
+        C: EHLO client.example
+        S: 250-mx
+        S: 250-PIPELINING
+        S: 250 REQUIRETLS
+        C: MAIL FROM:<a@x.org> REQUIRETLS
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: secret
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(Envelope("a@x.org", ["b@y.org"], MailParams(requiretls=True)), b"secret")],
+        starttls=TlsPolicy.REQUIRED,
+    )
+    assert result.tls and result.messages[0].delivered == ("b@y.org",)
+
+
 def test_size_is_only_sent_when_advertised_and_counts_octets() -> None:
     result = run(
         """
