@@ -21,7 +21,7 @@ import functools
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from smtpcore import (
@@ -70,9 +70,11 @@ class _Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
 
-#: What the helpers accept as a message: an ``EmailMessage``, bytes, a binary file
-#: object (read in chunks, never whole) or an iterable of ``bytes`` chunks.
-MessageSource: TypeAlias = "EmailMessage | bytes | bytearray | memoryview | _Readable | Iterable[bytes]"
+#: What the helpers accept as a message: an ``email.message.Message`` (an
+#: ``EmailMessage``, a ``MIMEText``...), bytes, a binary file object (read in chunks,
+#: never whole) or an iterable of ``bytes`` chunks.  (A text-mode file is refused by
+#: the driver before its MAIL: its first chunk is a str.)
+MessageSource: TypeAlias = "Message | bytes | bytearray | memoryview | _Readable | Iterable[bytes]"
 #: The session form's messages: (envelope, message) pairs.
 Messages: TypeAlias = "Iterable[tuple[Envelope, MessageSource]]"
 
@@ -87,7 +89,7 @@ def chunks(source: _Readable, size: int) -> Iterator[bytes]:
 
 
 def _as_driver_message(source: MessageSource, size: int) -> DriverMessage:
-    if isinstance(source, (EmailMessage, bytes, bytearray, memoryview)):
+    if isinstance(source, (Message, bytes, bytearray, memoryview)):
         return source
     if isinstance(source, _Readable):  # before iter(): a file object also iterates, by lines
         return chunks(source, size)

@@ -72,12 +72,13 @@ import base64
 import binascii
 import contextlib
 import copy
+import email.message
 import email.utils
 import functools
+import itertools
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from typing import TypeAlias, cast
 
 from ._capabilities import Capabilities
@@ -123,8 +124,10 @@ from ._writers import MAX_COMMAND_LINE, write_command
 
 __all__ = ["ClientDriver", "Envelope", "Message", "Recipient"]
 
-#: What the driver accepts as a message.
-Message: TypeAlias = "bytes | bytearray | memoryview | Iterable[bytes] | EmailMessage"
+#: What the driver accepts as a message: bytes, chunks of bytes, or a message of the
+#: stdlib's ``email`` package (``EmailMessage``, or a compat32 ``Message`` such as
+#: ``MIMEText`` or ``email.message_from_bytes()`` gives).
+Message: TypeAlias = "bytes | bytearray | memoryview | Iterable[bytes] | email.message.Message"
 
 # The parameters of a caller who gave none (see _plan_for).
 _NO_MAIL_PARAMS = MailParams()
@@ -172,7 +175,7 @@ class Envelope:
         return self.recipients  # type: ignore[return-value]
 
     @classmethod
-    def from_message(cls, message: EmailMessage, params: MailParams | None = None) -> Envelope:
+    def from_message(cls, message: email.message.Message, params: MailParams | None = None) -> Envelope:
         """The envelope a message's own headers give, as smtplib's ``send_message`` finds it.
 
         The sender is the ``Sender`` header's address if there is one, else the
@@ -281,7 +284,7 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
 _HIDDEN_HEADERS = ("Bcc", "Resent-Bcc")
 
 
-def _serialise(message: EmailMessage, utf8: bool) -> bytes:
+def _serialise(message: email.message.Message, utf8: bool) -> bytes:
     if any(name in message for name in _HIDDEN_HEADERS):
         # Sent, a Bcc line would show every recipient who else got the message (smtplib's
         # send_message drops it too).  A copy: the caller's message keeps its headers
@@ -289,9 +292,45 @@ def _serialise(message: EmailMessage, utf8: bool) -> bytes:
         message = copy.copy(message)
         for name in _HIDDEN_HEADERS:
             del message[name]
-    # The stdlib generator with the SMTP policy writes CRLF and RFC 2047 headers;
-    # SMTPUTF8 writes UTF-8 headers, only for a session that uses SMTPUTF8.
-    return message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+    if isinstance(message.policy, EmailPolicy):
+        # The stdlib generator with the SMTP policy writes CRLF and RFC 2047 headers;
+        # SMTPUTF8 writes UTF-8 headers, only for a session that uses SMTPUTF8.
+        return message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+    # A compat32 message (MIMEText, MIMEMultipart, message_from_bytes): its own policy
+    # with CRLF, as smtplib's send_message writes it.  Not the SMTP policy: that cannot
+    # write the email.header.Header values such code sets (it has no UTF-8 mode either;
+    # a Header encodes itself per RFC 2047).
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def _not_bytes(piece: object) -> str:
+    """Why a chunk that is not bytes cannot be sent, naming its type."""
+    text = f"message chunks must be bytes, not {type(piece).__name__}"
+    return text + " (a file opened in text mode? open it with 'rb')" if isinstance(piece, str) else text
+
+
+def _stream(message: object) -> Iterator[bytes]:
+    """An iterable of chunks as a stream, refused now if its first chunk is not bytes.
+
+    A text-mode file or a generator of str would otherwise be found out only
+    after DATA's 354, and the message abandoned mid-content (RFC 5321 has no way
+    to take back a DATA); checked here, it fails alone, before its MAIL.
+    """
+    try:
+        stream = iter(cast("Iterable[bytes]", message))
+    except TypeError:
+        raise LocalProtocolError(
+            f"a message is bytes (or chunks of bytes, or an email.message.Message), not {type(message).__name__}"
+        ) from None
+    try:
+        first = next(stream, None)
+    except Exception as exc:  # the caller's file or generator failed: this message only, nothing sent yet
+        raise SMTPTransientError(f"reading the message failed: {exc!r}") from exc
+    if first is None:
+        return stream
+    if not isinstance(first, (bytes, bytearray, memoryview)):
+        raise LocalProtocolError(_not_bytes(first))
+    return itertools.chain((first,), stream)
 
 
 # --- internal control flow --------------------------------------------------------------------
@@ -816,14 +855,14 @@ class ClientDriver:
     def _prepare(self, envelope: Envelope, message: Message, caps: Capabilities) -> _Content:
         exact = envelope.params.body == "BINARYMIME"
         policy = self.config.bare_newlines
-        if isinstance(message, EmailMessage):
+        if isinstance(message, email.message.Message):  # (before iter(): it iterates over header names)
             utf8 = envelope.needs_smtputf8 and caps.smtputf8
             return _whole_content(_serialise(message, utf8), policy, exact)
         if isinstance(message, (bytes, bytearray, memoryview)):
             return _whole_content(bytes(message), policy, exact)
         if isinstance(message, str):
-            raise LocalProtocolError("a message is bytes (or chunks of bytes, or an EmailMessage), not str")
-        return _Content(data=None, stream=iter(message), exact=exact)
+            raise LocalProtocolError("a message is bytes (or chunks of bytes, or an email.message.Message), not str")
+        return _Content(data=None, stream=_stream(message), exact=exact)
 
     def _plan(self, envelope: Envelope, content: _Content, caps: Capabilities) -> tuple[MailParams, bool]:
         """The MAIL parameters and DATA-or-BDAT, or SMTPNotSupportedError."""
@@ -1071,7 +1110,7 @@ class ClientDriver:
             if piece is None:
                 return
             if not isinstance(piece, (bytes, bytearray, memoryview)):
-                raise LocalProtocolError(f"message chunks must be bytes, not {type(piece).__name__}")
+                raise LocalProtocolError(_not_bytes(piece))
             piece = bytes(piece)
             if not eight_bit_ok and not piece.isascii():
                 raise LocalProtocolError("8-bit content for a server without 8BITMIME")

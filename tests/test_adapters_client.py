@@ -24,12 +24,14 @@ import contextlib
 import functools
 import importlib
 import io
+import pathlib
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.mime.text import MIMEText
 from typing import Any
 
 import pytest
@@ -252,6 +254,37 @@ def test_a_message_that_cannot_be_read_or_sent_ends_the_session_at_once(
         assert result.messages[0].delivered == ("b@example.org",)
         assert isinstance(result.messages[1].error, error), result.messages[1].error
     assert [m.recipients for m in srv.wait_for(2)] == [["b@example.org"]] * 2
+
+
+@pytest.mark.parametrize(("client", "server"), PAIRS)
+def test_compat32_messages_go_and_text_mode_files_are_refused_before_mail(
+    client: str, server: str, smtp_server_factory: SMTPServerFactory, tmp_path: pathlib.Path
+) -> None:
+    """smtplib's send_message takes a MIMEText; a file opened in text mode is refused alone, before its MAIL."""
+    srv = smtp_server_factory(server)
+    legacy = MIMEText("Hello from MIMEText\n")
+    legacy["Subject"], legacy["From"], legacy["To"] = "legacy", "a@example.com", "b@example.org"
+    path = tmp_path / "message.eml"
+    path.write_bytes(CONTENT)
+    with path.open() as text_mode:  # (not "rb")
+        result = session(
+            client,
+            srv.host,
+            srv.port,
+            [
+                (Envelope.from_message(legacy), legacy),
+                (Envelope("a@example.com", ["c@example.org"]), text_mode),
+                (Envelope("a@example.com", ["d@example.org"]), CONTENT),
+            ],
+            config=PLAIN,
+        )
+    legacy_outcome, text_outcome, bytes_outcome = result.messages
+    assert result.error is None
+    assert legacy_outcome.delivered == ("b@example.org",) and bytes_outcome.delivered == ("d@example.org",)
+    assert isinstance(text_outcome.error, SMTPPermanentError) and "'rb'" in str(text_outcome.error)
+    first, second = srv.wait_for(2)
+    assert first.raw == legacy.as_bytes(policy=legacy.policy.clone(linesep="\r\n"))
+    assert second.recipients == ["d@example.org"]
 
 
 @pytest.mark.parametrize(("client", "server"), PAIRS)

@@ -8,9 +8,14 @@ a time, which must change nothing.
 from __future__ import annotations
 
 import base64
+import copy
+import email
 import hmac
+import io
 from collections.abc import Iterable, Iterator
+from email.header import Header
 from email.message import EmailMessage
+from email.mime.text import MIMEText
 from typing import Any
 
 import pytest
@@ -1552,6 +1557,73 @@ def test_email_message_is_serialised_by_the_stdlib() -> None:
     )
     sent = take_output(driver)
     assert sent == expected.replace(b"\r\n.dot", b"\r\n..dot") + b".\r\n"
+
+
+def test_compat32_messages_are_serialised_as_smtplib_does() -> None:
+    # MIMEText, MIMEMultipart and message_from_bytes give compat32 Messages, not
+    # EmailMessages; smtplib's send_message takes them, so does the driver: written with
+    # their own policy and CRLF (an email.header.Header value included), Bcc left out.
+    legacy = MIMEText("Hello from MIMEText\n")
+    legacy["Subject"] = Header("Grüße", "utf-8")  # type: ignore[assignment]  # as legacy code does, typeshed or not
+    legacy["From"], legacy["To"], legacy["Bcc"] = "a@x.org", "b@y.org", "hidden@z.org"
+    envelope = Envelope.from_message(legacy)
+    assert (envelope.sender, [r.address for r in envelope.recipient_list]) == ("a@x.org", ["b@y.org", "hidden@z.org"])
+    parsed = email.message_from_bytes(b"From: a@x.org\r\nTo: b@y.org\r\nSubject: parsed\r\n\r\nbody\r\n")
+    assert not isinstance(legacy, EmailMessage) and not isinstance(parsed, EmailMessage)
+    driver = make([(ONE, legacy), (ONE, parsed)])
+    run_client_transcript(EHLO_PIPE, driver, complete=False)
+    sent = take_output(driver)
+    without_bcc = copy.copy(legacy)
+    del without_bcc["Bcc"]
+    expected = without_bcc.as_bytes(policy=legacy.policy.clone(linesep="\r\n"))
+    assert b"=?utf-8?b?R3LDvMOfZQ==?=" in expected and b"hidden" not in expected
+    assert sent == b"MAIL FROM:<a@x.org> SIZE=%d\r\nRCPT TO:<b@y.org>\r\nDATA\r\n" % len(expected)
+    run_client_transcript("S: 250 ok\nS: 250 ok\nS: 354 go", driver, complete=False)
+    assert take_output(driver).startswith(expected + b".\r\nMAIL FROM:<a@x.org>")
+    run_client_transcript("S: 250 ok\nS: 250 ok\nS: 250 ok\nS: 354 go", driver, complete=False)
+    assert take_output(driver) == b"From: a@x.org\r\nTo: b@y.org\r\nSubject: parsed\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    run_client_transcript("S: 250 ok\nS: 221 bye", driver)
+    assert [m.delivered for m in driver.result.messages] == [("b@y.org",), ("b@y.org",)]
+    assert legacy["Bcc"] == "hidden@z.org"  # the caller's message keeps it
+
+
+def test_a_stream_of_str_is_refused_before_its_mail() -> None:
+    # A text-mode file or a generator of str: found out from its first chunk, before its
+    # MAIL, like a str message; never an abandoned DATA (and the next message still goes).
+    text_file = io.StringIO("Subject: text mode\n\nbody\n")
+    messages: list[tuple[Envelope, Any]] = [  # (not Messages: refused on purpose)
+        (ONE, iter(["Subject: str\r\n\r\n"])),
+        (ONE, iter(text_file.readline, "")),
+        (ONE, 42),
+        (ONE, b"fine\r\n"),
+    ]
+    driver = make(messages)
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: fine
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        driver,
+    )
+    result = driver.result
+    (generator, text, number, fine) = result.messages
+    for refused, kind in ((generator, "str"), (text, "str"), (number, "int")):
+        assert isinstance(refused.error, SMTPPermanentError)
+        assert isinstance(refused.error.__cause__, LocalProtocolError)
+        assert f"not {kind}" in str(refused.error)
+    assert "'rb'" in str(text.error)
+    assert fine.delivered == ("b@y.org",)
+    assert result.error is None
 
 
 def test_bad_message_types_and_envelopes() -> None:
