@@ -63,7 +63,8 @@ Content given as an iterable of chunks is streamed: its properties cannot be
 known in advance, so it is declared ``BODY=8BITMIME`` when the server offers it
 and sent without SIZE.  A problem found in a later chunk (a bare CR/LF under
 REJECT, 8-bit bytes to a 7-bit server) abandons the connection without ending
-the message, so a truncated message is never delivered.
+the message, so a truncated message is never delivered; the messages after it
+were never tried and get a transient error.
 """
 
 from __future__ import annotations
@@ -439,6 +440,13 @@ class _Progress:
         return MessageOutcome(outcomes, None if delivered else error)
 
 
+def _untried(cause: SMTPDeliveryError) -> SMTPTransientError:
+    """The error of a message the session never reached, because another message ended it."""
+    error = SMTPTransientError(f"the session ended before this message was tried: {cause}")
+    error.__cause__ = cause
+    return error
+
+
 class _SourceError(Exception):
     """Reading a streamed message failed (the caller's file or generator raised)."""
 
@@ -611,18 +619,23 @@ class ClientDriver:
             # the message is abandoned with the connection, never ended with ".".
             error = SMTPPermanentError(f"message abandoned mid-content: {exc}")
             error.__cause__ = exc
-            self._fail(error)
+            self._fail(error, _untried(error))
         except _SourceError as exc:
             # The same, for a stream that could not be read: whatever went wrong
             # there (a disk error, a network file) may not go wrong next time.
             cause = exc.__cause__
             error = SMTPTransientError(f"message abandoned mid-content: reading it failed: {cause!r}")
             error.__cause__ = cause
-            self._fail(error)
+            self._fail(error, _untried(error))
 
-    def _fail(self, error: SMTPDeliveryError) -> None:
+    def _fail(self, error: SMTPDeliveryError, untried: SMTPDeliveryError | None = None) -> None:
         """The session ended early: every message without an outcome gets ``error``
-        (but for what the replies to the one under way already decided)."""
+        (but for what the replies to the one under way already decided).
+
+        ``untried``, when given, is for the messages after the one under way
+        instead: when only that one's content was at fault, the others were never
+        offered to the server, and nothing permanent is known about them.
+        """
         self._error = error
         progress, self._progress = self._progress, None
         for envelope, _ in self._messages[len(self._outcomes) :]:
@@ -631,7 +644,8 @@ class ClientDriver:
                 self._outcomes.append(progress.outcome(addresses, error))
                 progress = None
                 continue
-            self._outcomes.append(MessageOutcome(tuple(RecipientOutcome(a, error=error) for a in addresses), error))
+            later = untried or error
+            self._outcomes.append(MessageOutcome(tuple(RecipientOutcome(a, error=later) for a in addresses), later))
 
     def _quit(self) -> _Steps:
         conn = self.connection

@@ -1427,6 +1427,35 @@ def test_streamed_8bit_to_7bit_server_is_abandoned_without_terminator() -> None:
     assert isinstance(driver.result.error.__cause__, LocalProtocolError)
 
 
+@pytest.mark.parametrize("bad", [b"G\xc3\xbc\xc3\x9fe\r\n", "str"])
+def test_an_abandoned_message_leaves_the_untried_ones_to_retry(bad: bytes | str) -> None:
+    # Only the message whose content was at fault fails for good; the ones after it were
+    # never offered to the server, so a relay must retry them, not bounce them.
+    stream: Iterator[Any] = iter([b"ok\r\n", bad])  # (a str chunk: refused on purpose)
+    driver = make([(ONE, stream), (ENV, b"fine\r\n"), (ONE, b"fine too\r\n")])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: ok
+        """,
+        driver,
+    )
+    abandoned, *untried = driver.result.messages
+    assert isinstance(abandoned.error, SMTPPermanentError)
+    assert isinstance(driver.result.error, SMTPPermanentError)  # (why the session ended)
+    for message in untried:
+        assert isinstance(message.error, SMTPTransientError)
+        assert "ended before this message was tried" in str(message.error)
+        assert all(isinstance(item.error, SMTPTransientError) for item in message.recipients)
+    assert [len(message.recipients) for message in untried] == [2, 1]
+
+
 def test_streamed_8bit_to_a_7bit_server_over_bdat_is_abandoned_too() -> None:
     # RFC 6152: no 8-bit octet to a server without 8BITMIME, whether DATA or BDAT carries it.
     driver = make([(ONE, iter([b"ok\r\n", "ü\r\n".encode()]))], chunk_size=3)
