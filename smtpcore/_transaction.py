@@ -269,8 +269,18 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
         if data and not data.endswith(b"\r\n"):
             data += b"\r\n"
         lines = data.split(b"\r\n")
-    header_end = data.find(b"\r\n\r\n")
-    headers = data if header_end < 0 else data[:header_end]
+    # RFC 5322 §2.1: the header section ends at the first empty line.  A message that
+    # starts with one has an empty header section: all of it is body (8-bit text there
+    # needs 8BITMIME, not SMTPUTF8).  A message with no empty line at all is all header
+    # section, as the RFC reads (the body is optional), so its 8-bit text counts as a
+    # UTF-8 header (RFC 6532) and needs SMTPUTF8.  Such text is often meant as a body
+    # without headers, but guessing which lines are fields is not ours to do; a caller
+    # who means a body gives it a leading CRLF.
+    if data.startswith(b"\r\n"):
+        headers = b""
+    else:
+        header_end = data.find(b"\r\n\r\n")
+        headers = data if header_end < 0 else data[:header_end]
     longest = max(map(len, lines), default=0)
     return _Content(
         data=data,

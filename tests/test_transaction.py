@@ -992,6 +992,33 @@ def test_requiretls_goes_out_after_starttls() -> None:
     assert result.tls and result.messages[0].delivered == ("b@y.org",)
 
 
+def test_a_message_that_starts_with_the_empty_line_is_all_body() -> None:
+    # RFC 5322: an empty header section, so its 8-bit text is body (8BITMIME), not a UTF-8
+    # header (SMTPUTF8).  With no empty line at all, the whole text is header section.
+    body = "\r\nGrüße aus Köln\r\n".encode()
+    result = run(
+        EHLO_PIPE
+        + f"""
+        C: MAIL FROM:<a@x.org> SIZE={len(body)} BODY=8BITMIME
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C:
+        C: Grüße aus Köln
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ONE, body), (ONE, "Grüße aus Köln\r\n".encode())],
+    )
+    as_body, as_header = result.messages
+    assert as_body.delivered == ("b@y.org",)
+    assert isinstance(as_header.error, SMTPNotSupportedError) and "SMTPUTF8" in str(as_header.error)
+
+
 def test_size_is_only_sent_when_advertised_and_counts_octets() -> None:
     result = run(
         """
