@@ -37,7 +37,9 @@ Decisions, with their RFCs:
 * **MAIL parameters** are derived from the content and the envelope:
   ``SIZE`` (octets, when known), ``BODY=8BITMIME`` for 8-bit content,
   ``BODY=BINARYMIME`` (over BDAT) for content with NUL or lines over 998
-  octets, ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header.  What the
+  octets, ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header (an email
+  message with 8-bit parts is written 7-bit for a server without 8BITMIME,
+  RFC 6152 §3; bytes never are).  What the
   server lacks makes the message fail with ``SMTPNotSupportedError`` before a
   byte of it is sent.  The caller's own parameters (DSN, REQUIRETLS, extra)
   are kept and checked against the server's extensions the same way; a
@@ -295,7 +297,11 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
 _HIDDEN_HEADERS = ("Bcc", "Resent-Bcc")
 
 
-def _serialise(message: email.message.Message, utf8: bool) -> bytes:
+#: The SMTP policy for a server without 8BITMIME: 8-bit parts become base64 or quoted-printable.
+_SMTP_7BIT = SMTP.clone(cte_type="7bit")
+
+
+def _serialise(message: email.message.Message, utf8: bool, seven_bit: bool = False) -> bytes:
     if any(name in message for name in _HIDDEN_HEADERS):
         # Sent, a Bcc line would show every recipient who else got the message (smtplib's
         # send_message drops it too).  A copy: the caller's message keeps its headers
@@ -306,11 +312,13 @@ def _serialise(message: email.message.Message, utf8: bool) -> bytes:
     if isinstance(message.policy, EmailPolicy):
         # The stdlib generator with the SMTP policy writes CRLF and RFC 2047 headers;
         # SMTPUTF8 writes UTF-8 headers, only for a session that uses SMTPUTF8.
-        return message.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+        return message.as_bytes(policy=_SMTP_7BIT if seven_bit else SMTPUTF8 if utf8 else SMTP)
     # A compat32 message (MIMEText, MIMEMultipart, message_from_bytes): its own policy
     # with CRLF, as smtplib's send_message writes it.  Not the SMTP policy: that cannot
     # write the email.header.Header values such code sets (it has no UTF-8 mode either;
     # a Header encodes itself per RFC 2047).
+    if seven_bit:
+        return message.as_bytes(policy=message.policy.clone(linesep="\r\n", cte_type="7bit"))
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
@@ -881,7 +889,18 @@ class ClientDriver:
         policy = self.config.bare_newlines
         if isinstance(message, email.message.Message):  # (before iter(): it iterates over header names)
             utf8 = envelope.needs_smtputf8 and caps.smtputf8
-            return _whole_content(_serialise(message, utf8), policy, exact)
+            content = _whole_content(_serialise(message, utf8), policy, exact)
+            if content.eight_bit and not (caps.eight_bit_mime or content.utf8_headers or envelope.needs_smtputf8):
+                # RFC 6152 §3 lets a client convert 8-bit content for a server without
+                # 8BITMIME.  Bytes are never rewritten (a relay passes on what it got), but
+                # a structured message costs nothing to convert: the stdlib writes its
+                # 8-bit parts as base64 or quoted-printable.  A part it cannot convert
+                # (8-bit text with no charset) leaves the message to be refused as before.
+                with contextlib.suppress(UnicodeError):
+                    seven_bit = _whole_content(_serialise(message, utf8, seven_bit=True), policy, exact)
+                    if not seven_bit.eight_bit:
+                        content = seven_bit
+            return content
         if isinstance(message, (bytes, bytearray, memoryview)):
             return _whole_content(bytes(message), policy, exact)
         if isinstance(message, str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import email
+import email.policy
 import hmac
 import io
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,7 @@ from smtpcore import (
     SMTPTransientError,
     TlsPolicy,
 )
+from smtpcore._dotstuff import stuff
 
 HOST = "client.example"
 ENV = Envelope("a@x.org", ["b@y.org", "c@y.org"])
@@ -1641,6 +1643,46 @@ def test_compat32_messages_are_serialised_as_smtplib_does() -> None:
     run_client_transcript("S: 250 ok\nS: 221 bye", driver)
     assert [m.delivered for m in driver.result.messages] == [("b@y.org",), ("b@y.org",)]
     assert legacy["Bcc"] == "hidden@z.org"  # the caller's message keeps it
+
+
+def test_an_8bit_message_object_is_made_7bit_for_a_server_without_8bitmime() -> None:
+    # RFC 6152 §3: the client may convert.  The stdlib re-encodes an EmailMessage's (or a
+    # compat32 Message's) 8-bit parts; bytes are never rewritten, and a part the stdlib
+    # cannot convert (8-bit text with no charset) is refused as before.
+    modern = EmailMessage()
+    modern["Subject"] = "Grüße"
+    modern.set_content("Grüße aus Köln\n")
+    parsed = email.message_from_bytes(
+        "Content-Type: text/plain; charset=utf-8\r\nSubject: parsed\r\n\r\nGrüße\r\n".encode()
+    )
+    no_charset = email.message_from_bytes("Subject: parsed\r\n\r\nGrüße\r\n".encode())
+    converted = [
+        modern.as_bytes(policy=email.policy.SMTP.clone(cte_type="7bit")),
+        parsed.as_bytes(policy=parsed.policy.clone(linesep="\r\n", cte_type="7bit")),
+    ]
+    assert all(item.isascii() and b"Content-Transfer-Encoding: base64" in item for item in converted)
+    driver = make([(ONE, modern), (ONE, parsed), (ONE, no_charset), (ONE, "Grüße\r\n".encode())])
+    run_client_transcript(EHLO_PLAIN, driver, complete=False)
+    for expected in converted:
+        run_client_transcript(
+            """
+            C: MAIL FROM:<a@x.org>
+            S: 250 ok
+            C: RCPT TO:<b@y.org>
+            S: 250 ok
+            C: DATA
+            S: 354 go
+            """,
+            driver,
+            complete=False,
+        )
+        assert take_output(driver) == stuff(expected) + b".\r\n"
+        driver.receive(b"250 ok\r\n")
+    run_client_transcript("C: QUIT\nS: 221 bye", driver)
+    delivered, delivered_too, no_charset_outcome, raw = driver.result.messages
+    assert delivered.delivered == delivered_too.delivered == ("b@y.org",)
+    for refused in (no_charset_outcome, raw):
+        assert isinstance(refused.error, SMTPNotSupportedError) and "8BITMIME" in str(refused.error)
 
 
 def test_a_stream_of_str_is_refused_before_its_mail() -> None:
