@@ -10,7 +10,10 @@ Each extension line is matched against ``_abnf.EHLO_LINE_RE``
 error of the whole reply: it is kept in ``malformed`` and otherwise ignored,
 because long-lived servers still send forms like ``AUTH=LOGIN PLAIN`` (the
 pre-RFC 2554 syntax) beside the correct line, and refusing the session over it
-would help nobody.  Nothing is guessed from such a line.
+would help nobody.  Nothing is guessed from such a line, with one exception: a
+server that lists its mechanisms only in the old ``AUTH=`` form (some still do;
+smtplib reads it on purpose) gets them read from there.  That line has only
+the one meaning, and without it such a server cannot be logged in to.
 
 Numbers (``SIZE n``, ``LIMITS RCPTMAX=n``) must be ASCII digits with a bounded
 length (``_abnf.NUMBER_RE``); anything else is treated as not stated.  Keywords
@@ -19,6 +22,7 @@ we do not model are kept with their parameters in ``unknown``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import _abnf
@@ -117,15 +121,18 @@ class Capabilities:
             elif keyword == "SIZE":
                 size = _number(params[0]) if params else 0
             elif keyword == "AUTH":
-                for name in params:
-                    name = name.upper()
-                    if SASL_MECHANISM_RE.fullmatch(name) and name not in mechanisms:
-                        mechanisms.append(name)
+                _add_mechanisms(mechanisms, params)
             elif keyword == "LIMITS":
                 for param in params:
                     name, _, value = param.partition("=")
                     if name.upper() == "RCPTMAX":
                         rcpt_max = _number(value) or None
+        if "AUTH" not in keywords:
+            # Only the pre-RFC 2554 form: "AUTH=LOGIN PLAIN" (left in ``malformed``;
+            # "AUTH" is not a keyword of the reply, only its mechanisms are taken).
+            for line in malformed:
+                if line[:5].upper() == "AUTH=":
+                    _add_mechanisms(mechanisms, line[5:].split())
         return cls(
             server_name=first,
             keywords=frozenset(keywords),
@@ -144,6 +151,14 @@ class Capabilities:
             unknown=tuple(unknown),
             malformed=tuple(malformed),
         )
+
+
+def _add_mechanisms(mechanisms: list[str], names: Iterable[str]) -> None:
+    """Each well-formed SASL mechanism name, upper case, once, in the server's order."""
+    for name in names:
+        name = name.upper()
+        if SASL_MECHANISM_RE.fullmatch(name) and name not in mechanisms:
+            mechanisms.append(name)
 
 
 def _number(text: str) -> int | None:

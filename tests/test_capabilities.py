@@ -79,3 +79,14 @@ def test_nothing_advertised_and_bad_limits() -> None:
     assert caps("SIZE ²").malformed == ("SIZE ²",)  # ehlo-param is printable ASCII
     assert not caps("SIZE ²").has("SIZE")
     assert Capabilities() == Capabilities.from_reply(Reply._unchecked(250, ("",), None))
+
+
+def test_mechanisms_of_the_old_auth_equals_form_only_without_a_proper_auth_line() -> None:
+    # Pre-RFC 2554 servers: "AUTH=LOGIN PLAIN".  smtplib reads it; so do we, when it is
+    # all there is.  The line stays malformed, and AUTH is not taken for a keyword.
+    old = caps("auth=LOGIN plain bad/name", "SIZE")
+    assert old.auth_mechanisms == ("LOGIN", "PLAIN")
+    assert old.malformed == ("auth=LOGIN plain bad/name",)
+    assert not old.has("AUTH")
+    assert caps("AUTH=LOGIN", "AUTH CRAM-MD5").auth_mechanisms == ("CRAM-MD5",)
+    assert caps("AUTHX=LOGIN").auth_mechanisms == ()

@@ -688,6 +688,26 @@ S: 250 AUTH LOGIN PLAIN CRAM-MD5 XOAUTH2
 """
 
 
+def test_auth_with_a_server_that_lists_mechanisms_only_in_the_old_form() -> None:
+    result = run(
+        """
+        S: 220 mx ESMTP
+        C: EHLO client.example
+        S: 250-old
+        S: 250-AUTH=LOGIN PLAIN
+        S: 250 SIZE
+        C: AUTH PLAIN AHVzZXIAcHc=
+        S: 235 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+    )
+    assert result.error is None
+
+
 def test_auth_never_before_tls_without_permission() -> None:
     result = run(
         EHLO_AUTH
