@@ -10,7 +10,8 @@ Which mechanism to use is :func:`choose_mechanism`'s job: the first name in the
 caller's list (ordered strongest first) that the server offers and that the
 credentials can serve (XOAUTH2 needs a token, the others a password).  A
 mechanism that cannot be used is never "tried"; a name the caller did not list
-is never used, whatever the server offers.
+is never used, whatever the server offers.  :func:`usable_mechanisms` gives all
+of them in that order, for a client that tries the next after a refusal.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "SaslError",
     "XOAuth2",
     "choose_mechanism",
+    "usable_mechanisms",
 ]
 
 
@@ -186,6 +188,23 @@ def _usable(name: str, credentials: Credentials) -> bool:
     return True  # the application's own mechanism decides for itself
 
 
+def usable_mechanisms(
+    offered: Iterable[str],
+    allowed: Iterable[str],
+    credentials: Credentials,
+    factories: Mapping[str, Callable[[Credentials], ClientMechanism]] | None = None,
+) -> list[tuple[str, Callable[[Credentials], ClientMechanism]]]:
+    """Every mechanism of ``allowed`` the server offers and the credentials can serve,
+    in ``allowed``'s order (strongest first), each once, with its factory."""
+    table = {**MECHANISMS, **(factories or {})}
+    offered_set = {name.upper() for name in offered}
+    usable: dict[str, Callable[[Credentials], ClientMechanism]] = {}
+    for name in allowed:
+        if name in offered_set and name in table and _usable(name, credentials):
+            usable.setdefault(name, table[name])
+    return list(usable.items())
+
+
 def choose_mechanism(
     offered: Iterable[str],
     allowed: Iterable[str],
@@ -197,9 +216,6 @@ def choose_mechanism(
     ``factories`` adds (or replaces) mechanisms by name.  Returns ``None`` when
     nothing in common can serve these credentials.
     """
-    table = {**MECHANISMS, **(factories or {})}
-    offered_set = {name.upper() for name in offered}
-    for name in allowed:
-        if name in offered_set and name in table and _usable(name, credentials):
-            return table[name](credentials)
+    for _, factory in usable_mechanisms(offered, allowed, credentials, factories)[:1]:
+        return factory(credentials)
     return None

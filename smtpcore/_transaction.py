@@ -33,7 +33,8 @@ Decisions, with their RFCs:
   capability, or any reply but 220, ends the session; it never continues in
   plaintext.  OPTIONAL: used when offered; a refusal continues in plaintext.
 * **AUTH** only over TLS unless ``allow_insecure_auth``; the mechanism is the
-  first of ``config.auth_mechanisms`` the server offers and the credentials fit.
+  first of ``config.auth_mechanisms`` the server offers and the credentials fit,
+  and after a 5xx the next such one, each once; a 4xx ends it (transient).
 * **MAIL parameters** are derived from the content and the envelope:
   ``SIZE`` (octets, when known), ``BODY=8BITMIME`` for 8-bit content,
   ``BODY=BINARYMIME`` (over BDAT) for content with NUL or lines over 998
@@ -121,7 +122,7 @@ from ._outcomes import (
 )
 from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply
-from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
+from ._sasl_client import ClientMechanism, Credentials, SaslError, usable_mechanisms
 from ._sentinels import NEED_DATA
 from ._writers import MAX_COMMAND_LINE, write_command
 
@@ -718,21 +719,46 @@ class ClientDriver:
         raise _Abort(error_for(reply, first, f"{first.verb} refused"), quit=True)
 
     def _authenticate(self, credentials: Credentials) -> _Steps:
+        """AUTH with the first usable mechanism; after a 5xx, with the next one.
+
+        A 5xx to one mechanism may be about that mechanism only: a server that
+        keeps some passwords hashed answers CRAM-MD5 with 535 and PLAIN with 235;
+        534 and 538 say a mechanism is too weak or needs TLS.  So, as smtplib
+        does, each usable mechanism of ``config.auth_mechanisms`` the server offers
+        is tried in turn, each once: a few attempts stay under every server's
+        error limit.  A 4xx (454: a temporary failure) ends it at once, transient.
+        """
         conn = self.connection
         caps = conn.capabilities
         assert caps is not None
         if not (conn.tls_active or self.config.allow_insecure_auth):
             raise _Abort(SMTPNotSupportedError("refusing to send credentials without TLS"), quit=True)
-        try:
-            mechanism = choose_mechanism(
-                caps.auth_mechanisms, self.config.auth_mechanisms, credentials, self._mechanisms
-            )
-            initial = mechanism.initial_response() if mechanism is not None else None
-        except LocalProtocolError as exc:
-            raise _Abort(SMTPNotSupportedError(f"cannot use these credentials: {exc}"), quit=True) from exc
-        if mechanism is None:
+        candidates = usable_mechanisms(caps.auth_mechanisms, self.config.auth_mechanisms, credentials, self._mechanisms)
+        if not candidates:
             offered = " ".join(caps.auth_mechanisms) or "none"
             raise _Abort(SMTPNotSupportedError(f"no usable AUTH mechanism (server offers: {offered})"), quit=True)
+        refusals: list[str] = []
+        for name, factory in candidates:
+            try:
+                mechanism = factory(credentials)
+                initial = mechanism.initial_response()
+            except LocalProtocolError as exc:
+                raise _Abort(SMTPNotSupportedError(f"cannot use these credentials: {exc}"), quit=True) from exc
+            reply, command = yield from self._sasl_exchange(mechanism, initial)
+            if reply.is_positive:
+                return
+            text = f"authentication with {name} failed: {reply}"
+            if not reply.is_permanent:
+                raise _Abort(SMTPTransientError(text, reply, command), quit=True)
+            refusals.append(f"{name}: {reply}")
+        if len(refusals) > 1:
+            text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
+        raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)
+
+    def _sasl_exchange(
+        self, mechanism: ClientMechanism, initial: bytes | None
+    ) -> Generator[_Wait, None, tuple[Reply, Event]]:
+        """One AUTH exchange; its final reply and the command that got it."""
         withheld = None
         if initial is not None and len(f"AUTH {mechanism.name} ") + 4 * -(-len(initial) // 3) + 2 > MAX_COMMAND_LINE:
             # RFC 4954 §4: an initial response that would make the AUTH line longer than a
@@ -750,12 +776,7 @@ class ClientDriver:
             except (binascii.Error, UnicodeEncodeError, ValueError, SaslError):
                 command = AuthResponse(cancel=True)
             reply = yield from self._command(command)
-        if reply.is_positive:
-            return
-        text = f"authentication with {mechanism.name} failed: {reply}"
-        if reply.is_permanent:
-            raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)
-        raise _Abort(SMTPTransientError(text, reply, command), quit=True)
+        return reply, command
 
     # --- one message -------------------------------------------------------------------------------
 

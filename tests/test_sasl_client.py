@@ -7,7 +7,7 @@ import hmac
 import pytest
 
 from smtpcore import AuthCredentials, Credentials, LocalProtocolError, SaslError, choose_mechanism
-from smtpcore._sasl_client import CramMd5, Login, Plain, XOAuth2
+from smtpcore._sasl_client import CramMd5, Login, Plain, XOAuth2, usable_mechanisms
 from smtpcore._sasl_server import CramMd5 as ServerCramMd5
 from smtpcore._sasl_server import Plain as ServerPlain
 
@@ -97,6 +97,13 @@ def test_choose_the_strongest_usable() -> None:
     # A stand-in with only a name, not a whole ClientMechanism: choosing reads nothing else.
     chosen = choose_mechanism(["X-CUSTOM"], ("X-CUSTOM",), CREDS, {"X-CUSTOM": Custom})  # type: ignore[dict-item]
     assert chosen is not None and chosen.name == "X-CUSTOM"
+
+
+def test_usable_mechanisms_in_the_callers_order_each_once() -> None:
+    allowed = ("XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN", "PLAIN")
+    usable = usable_mechanisms(["login", "PLAIN", "XOAUTH2", "CRAM-MD5"], allowed, CREDS)
+    assert [name for name, _ in usable] == ["CRAM-MD5", "PLAIN", "LOGIN"]  # no token: no XOAUTH2
+    assert usable_mechanisms(["GSSAPI"], allowed, CREDS) == []
 
 
 def test_credentials_repr_hides_secrets() -> None:

@@ -767,6 +767,59 @@ def test_auth_cram_md5_and_transient_failure() -> None:
     assert isinstance(result.error, SMTPTransientError)
 
 
+def test_after_a_5xx_the_next_mechanism_is_tried_each_once() -> None:
+    # A server that keeps some passwords hashed: CRAM-MD5 gets 535, PLAIN gets in (smtplib
+    # tries each in turn too).  XOAUTH2 has no token here, so it is never tried.
+    challenge = base64.b64encode(b"<1@mx>").decode()
+    cram = base64.b64encode(b"user " + hmac.new(b"pw", b"<1@mx>", "md5").hexdigest().encode()).decode()
+    user, password = base64.b64encode(b"user").decode(), base64.b64encode(b"pw").decode()
+    cram_then = f"""
+        C: AUTH CRAM-MD5
+        S: 334 {challenge}
+        C: {cram}
+        S: 535 5.7.8 bad credentials
+        """
+    result = run(
+        EHLO_AUTH + cram_then + "C: AUTH PLAIN AHVzZXIAcHc=\nS: 235 ok\nC: QUIT\nS: 221 bye",
+        [],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+    )
+    assert result.error is None
+    # Every one refused: the error names each; the last reply is the error's.
+    result = run(
+        EHLO_AUTH
+        + cram_then
+        + f"""
+        C: AUTH PLAIN AHVzZXIAcHc=
+        S: 504 5.5.4 not for you
+        C: AUTH LOGIN
+        S: 334 VXNlcm5hbWU6
+        C: {user}
+        S: 334 UGFzc3dvcmQ6
+        C: {password}
+        S: 535 5.7.8 no
+        C: QUIT
+        S: 221 bye
+        """,
+        [],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
+    assert reply_of(result.error).code == 535 and isinstance(result.error.command, AuthResponse)
+    assert all(each in str(result.error) for each in ("CRAM-MD5: 535", "PLAIN: 504", "LOGIN: 535"))
+    # A 4xx stops at once.
+    result = run(
+        EHLO_AUTH + "C: AUTH PLAIN AHVzZXIAcHc=\nS: 454 4.7.0 try later\nC: QUIT\nS: 221 bye",
+        [],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("PLAIN", "LOGIN"),
+    )
+    assert isinstance(result.error, SMTPTransientError)
+
+
 def test_auth_xoauth2_error_challenge_gets_an_empty_response() -> None:
     initial = base64.b64encode(b"user=u@x\x01auth=Bearer tok\x01\x01").decode()
     result = run(
