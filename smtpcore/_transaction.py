@@ -1057,7 +1057,13 @@ class ClientDriver:
             errors = [item.error for item in outcomes.values() if item.error is not None]
             kind = SMTPTransientError if all(item.transient for item in errors) else SMTPPermanentError
             last = outcomes[len(rcpts) - 1]
-            return finish(kind("every recipient was refused", last.rcpt_reply, rcpts[-1]))
+            # The reply in the text: a caller who logs the exception (not each
+            # recipient's) must still see why ("504 5.5.2 ... need fully-qualified hostname").
+            distinct = len({str(item.rcpt_reply) for item in outcomes.values()})
+            text = f"every recipient was refused: {last.rcpt_reply}"
+            if distinct > 1:
+                text = f"every recipient was refused ({distinct} different replies; the last: {last.rcpt_reply})"
+            return finish(kind(text, last.rcpt_reply, rcpts[-1]))
 
         final: list[Reply]
         final_command: Event

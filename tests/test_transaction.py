@@ -276,6 +276,34 @@ def test_every_recipient_refused_pipelined_sends_no_content_and_resets() -> None
     assert isinstance(message.error, SMTPTransientError)  # every refusal was 4xx: retry later
     assert message.delivered == ()
     assert set(message.refused) == {"b@y.org", "c@y.org"}
+    assert str(message.error) == "every recipient was refused (2 different replies; the last: 451 4.3.0 later)"
+
+
+def test_every_recipient_refused_says_the_reply() -> None:
+    # A caller who logs only the message's error must still see why.
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 250 ok
+        S: 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname
+        S: 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname
+        S: 554 5.5.1 no valid recipients
+        C: RSET
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(ENV, b"x\r\n")],
+    )
+    error = result.messages[0].error
+    assert isinstance(error, SMTPPermanentError)
+    assert str(error) == (
+        "every recipient was refused: 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+    )
 
 
 def test_every_recipient_refused_but_server_says_354_ends_empty_content() -> None:
