@@ -271,6 +271,10 @@ class ClientConfig:
     #: Octets per BDAT chunk (and the most content the driver queues per write).
     chunk_size: int = 128 * 1024
     bare_newlines: BareNewlinePolicy = BareNewlinePolicy.NORMALISE
+    #: A message with a line over 998 octets (RFC 5322 §2.1.1) and no NUL, for a server
+    #: without BINARYMIME: send it as it is, as smtplib does, rather than fail it.  The
+    #: server may take it, refuse it, or cut or fold the line.
+    send_long_lines: bool = False
 
     # Reply bounds: larger replies are a RemoteProtocolError, not a memory leak.
     max_reply_line: int = 8192

@@ -38,7 +38,8 @@ Decisions, with their RFCs:
 * **MAIL parameters** are derived from the content and the envelope:
   ``SIZE`` (octets, when known), ``BODY=8BITMIME`` for 8-bit content,
   ``BODY=BINARYMIME`` (over BDAT) for content with NUL or lines over 998
-  octets, ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header (an email
+  octets (long lines go as they are to a server without it only with
+  ``send_long_lines``), ``SMTPUTF8`` only for a UTF-8 address or UTF-8 header (an email
   message with 8-bit parts is written 7-bit for a server without 8BITMIME,
   RFC 6152 §3; bytes never are).  What the
   server lacks makes the message fail with ``SMTPNotSupportedError`` before a
@@ -227,7 +228,11 @@ class _Content:
     data: bytes | None
     stream: Iterator[bytes] | None = None
     eight_bit: bool = False
+    #: NUL or a line over 998 octets: only BODY=BINARYMIME carries it as it is.
     binary: bool = False
+    nul: bool = False
+    #: The first line over 998 octets: (its number from 1, its length without CRLF).
+    long_line: tuple[int, int] | None = None
     utf8_headers: bool = False
     #: Send as is (the caller asked for BINARYMIME): no line-ending changes.
     exact: bool = False
@@ -285,10 +290,17 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
         header_end = data.find(b"\r\n\r\n")
         headers = data if header_end < 0 else data[:header_end]
     longest = max(map(len, lines), default=0)
+    long_line = None
+    if longest > _MAX_TEXT_LINE:  # (rare: the error names it, so find which)
+        number = next(number for number, line in enumerate(lines, 1) if len(line) > _MAX_TEXT_LINE)
+        long_line = (number, len(lines[number - 1]))
+    nul = b"\x00" in data
     return _Content(
         data=data,
         eight_bit=not data.isascii(),
-        binary=b"\x00" in data or longest > _MAX_TEXT_LINE,
+        binary=nul or long_line is not None,
+        nul=nul,
+        long_line=long_line,
         utf8_headers=not headers.isascii(),
         exact=exact,
     )
@@ -940,12 +952,23 @@ class ClientDriver:
                 "use STARTTLS (starttls=TlsPolicy.REQUIRED) or implicit TLS"
             )
         body = params.body
+        binary_ok = caps.chunking and caps.binarymime
         if body is None:
-            if content.binary:
+            # Lines over 998 octets go as they are only when asked (send_long_lines) and
+            # the server cannot take them as BINARYMIME: RFC 5322 §2.1.1 forbids them
+            # in text, and servers refuse, cut or fold them.
+            if content.nul or (content.binary and (binary_ok or not self.config.send_long_lines)):
                 body = "BINARYMIME"
             elif content.eight_bit or (content.data is None and caps.eight_bit_mime):
                 body = "8BITMIME"
-        if body == "BINARYMIME" and not (caps.chunking and caps.binarymime):
+        if body == "BINARYMIME" and not binary_ok:
+            if content.long_line is not None and not content.nul:
+                number, length = content.long_line
+                raise SMTPNotSupportedError(
+                    f"line {number} is {length} octets; RFC 5322 allows 998 in a text line: sent as it is, it "
+                    "needs BODY=BINARYMIME, and the server lacks CHUNKING or BINARYMIME (wrap the line, encode "
+                    "the part as quoted-printable or base64, or set ClientConfig(send_long_lines=True))"
+                )
             raise SMTPNotSupportedError(
                 "the message needs BODY=BINARYMIME (it has NUL or lines over 998 octets), "
                 "which needs CHUNKING and BINARYMIME"

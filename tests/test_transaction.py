@@ -1182,6 +1182,44 @@ def test_bdat_in_chunks_and_binarymime_for_nul() -> None:
     assert result.messages[0].delivered == ("b@y.org",)
 
 
+def test_a_line_over_998_octets_is_named_and_sent_only_when_asked() -> None:
+    # RFC 5322 §2.1.1: 998 octets at most.  Without BINARYMIME the message fails, and the
+    # error says which line; with send_long_lines it goes as it is (as smtplib sends it).
+    long = b"Subject: long\r\n\r\n<p>" + b"x" * 1200 + b"</p>\r\n"
+    ehlo = "S: 220 mx\nC: EHLO client.example\nS: 250-mx\nS: 250-SIZE\nS: 250 PIPELINING\n"
+    result = run(ehlo + "C: QUIT\nS: 221 bye", [(ONE, long)])
+    error = result.messages[0].error
+    assert isinstance(error, SMTPNotSupportedError)
+    assert "line 3 is 1207 octets; RFC 5322 allows 998" in str(error) and "send_long_lines" in str(error)
+    result = run(
+        ehlo
+        + f"""
+        C: MAIL FROM:<a@x.org> SIZE={len(long)}
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: Subject: long
+        C:
+        C: <p>{"x" * 1200}</p>
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(ONE, long)],
+        send_long_lines=True,
+    )
+    assert result.messages[0].delivered == ("b@y.org",)
+    # A server that takes BINARYMIME still gets it so; NUL always needs it.
+    driver = make([(ONE, long), (ONE, b"nul\x00\r\n")], send_long_lines=True)
+    run_client_transcript(EHLO_CHUNKING, driver, complete=False)
+    assert take_output(driver).startswith(b"MAIL FROM:<a@x.org> BODY=BINARYMIME")
+    result = run(ehlo + "C: QUIT\nS: 221 bye", [(ONE, b"nul\x00\r\n")], send_long_lines=True)
+    assert "NUL" in str(result.messages[0].error)
+
+
 def test_bdat_chunk_refused_resets() -> None:
     result = run(
         EHLO_CHUNKING
