@@ -216,6 +216,5 @@ def choose_mechanism(
     ``factories`` adds (or replaces) mechanisms by name.  Returns ``None`` when
     nothing in common can serve these credentials.
     """
-    for _, factory in usable_mechanisms(offered, allowed, credentials, factories)[:1]:
-        return factory(credentials)
-    return None
+    usable = usable_mechanisms(offered, allowed, credentials, factories)
+    return usable[0][1](credentials) if usable else None

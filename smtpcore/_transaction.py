@@ -34,7 +34,7 @@ Decisions, with their RFCs:
   plaintext.  OPTIONAL: used when offered; a refusal continues in plaintext.
 * **AUTH** only over TLS unless ``allow_insecure_auth``; the mechanism is the
   first of ``config.auth_mechanisms`` the server offers and the credentials fit,
-  and after a 5xx the next such one, each once; a 4xx ends it (transient).
+  and after a 5xx (over TLS) the next such one, each once; a 4xx ends it (transient).
 * **MAIL parameters** are derived from the content and the envelope:
   ``SIZE`` (octets, when known), ``BODY=8BITMIME`` for 8-bit content,
   ``BODY=BINARYMIME`` (over BDAT) for content with NUL or lines over 998
@@ -739,6 +739,7 @@ class ClientDriver:
         does, each usable mechanism of ``config.auth_mechanisms`` the server offers
         is tried in turn, each once: a few attempts stay under every server's
         error limit.  A 4xx (454: a temporary failure) ends it at once, transient.
+        Only over TLS: see below.
         """
         conn = self.connection
         caps = conn.capabilities
@@ -749,6 +750,11 @@ class ClientDriver:
         if not candidates:
             offered = " ".join(caps.auth_mechanisms) or "none"
             raise _Abort(SMTPNotSupportedError(f"no usable AUTH mechanism (server offers: {offered})"), quit=True)
+        if not conn.tls_active:
+            # Without TLS (allow_insecure_auth) only the strongest is tried: else a man
+            # in the middle answers 535 to CRAM-MD5 and reads the password that PLAIN
+            # or LOGIN then sends (a downgrade smtplib allows).
+            candidates = candidates[:1]
         refusals: list[str] = []
         for name, factory in candidates:
             try:

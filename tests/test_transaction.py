@@ -811,9 +811,18 @@ def test_after_a_5xx_the_next_mechanism_is_tried_each_once() -> None:
         EHLO_AUTH + cram_then + "C: AUTH PLAIN AHVzZXIAcHc=\nS: 235 ok\nC: QUIT\nS: 221 bye",
         [],
         credentials=Credentials("user", "pw"),
-        allow_insecure_auth=True,
+        implicit_tls=True,
     )
     assert result.error is None
+    # Without TLS, never: a man in the middle would answer 535 to CRAM-MD5 to read the
+    # password PLAIN sends next.
+    result = run(
+        EHLO_AUTH + cram_then + "C: QUIT\nS: 221 bye",
+        [],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
     # Every one refused: the error names each; the last reply is the error's.
     result = run(
         EHLO_AUTH
@@ -832,7 +841,7 @@ def test_after_a_5xx_the_next_mechanism_is_tried_each_once() -> None:
         """,
         [],
         credentials=Credentials("user", "pw"),
-        allow_insecure_auth=True,
+        implicit_tls=True,
     )
     assert isinstance(result.error, SMTPAuthenticationError)
     assert reply_of(result.error).code == 535 and isinstance(result.error.command, AuthResponse)
