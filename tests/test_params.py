@@ -433,9 +433,7 @@ def test_xtext_pairs(text: str, encoded: str) -> None:
         assert xtext_decode(encoded) == text
 
 
-@pytest.mark.parametrize(
-    "bad", ["+", "+4", "+4g", "+zz", "a b", "a=b", "é", "\x00", "a\r\n", "+FF", "+C3", "++41"]
-)
+@pytest.mark.parametrize("bad", ["+", "+4", "+4g", "+zz", "a b", "a=b", "é", "\x00", "a\r\n", "+FF", "+C3", "++41"])
 def test_malformed_xtext(bad: str) -> None:
     with pytest.raises(ParamError) as info:
         xtext_decode(bad)
