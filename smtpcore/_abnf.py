@@ -78,6 +78,18 @@ MAILBOX_UTF8 = rf"(?P<local>{LOCAL_PART_UTF8})@(?P<domain>{DOMAIN_UTF8}|{ADDRESS
 ADL = rf"@{DOMAIN}(?:,@{DOMAIN})*:"
 ADL_UTF8 = rf"@{DOMAIN_UTF8}(?:,@{DOMAIN_UTF8})*:"
 
+# Not RFC 5321: a local part of atext with its dots anywhere ("a..b", "docomo.",
+# ".x").  Such addresses exist (old Japanese mobile-carrier ones are the known
+# case) and Postfix and aiosmtpd take them; the server reads a path with this only
+# when the grammar refused it, and hands the local part on quoted (see
+# _address.parse_path), which is the same mailbox in RFC 5321's syntax.
+LAX_LOCAL_PART = rf"[{ATEXT}.]+"
+LAX_LOCAL_PART_UTF8 = _or_non_ascii(ATEXT + ".") + "+"
+LAX_PATH_RE = re.compile(rf"<(?:{ADL})?(?P<local>{LAX_LOCAL_PART})@(?P<domain>{DOMAIN}|{ADDRESS_LITERAL})>")
+LAX_PATH_UTF8_RE = re.compile(
+    rf"<(?:{ADL_UTF8})?(?P<local>{LAX_LOCAL_PART_UTF8})@(?P<domain>{DOMAIN_UTF8}|{ADDRESS_LITERAL})>"
+)
+
 MAILBOX_RE = re.compile(MAILBOX)
 MAILBOX_UTF8_RE = re.compile(MAILBOX_UTF8)
 PATH_RE = re.compile(rf"<(?:{ADL})?{MAILBOX}>")

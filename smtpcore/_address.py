@@ -133,11 +133,31 @@ def parse_path(text: str, *, utf8: bool, null_allowed: bool, postmaster_allowed:
     if match is None:
         match = _abnf.PATH_UTF8_RE.fullmatch(text)
         if match is None:
-            raise AddressError(f"{text} is not a valid path")
+            return _parse_lax_path(text, utf8)
         if not utf8:
             raise AddressError(f"{text} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
     # A source route's domains hold no ":" (nor quotes), so the first ":" ends it.
     mailbox = text[text.index(":") + 1 : -1] if text[1] == "@" else text[1:-1]
+    _check_lengths(match, mailbox)
+    return mailbox
+
+
+def _parse_lax_path(text: str, utf8: bool) -> str:
+    """A path whose local part has its dots out of place, as its quoted equivalent.
+
+    ``<a..b@example.com>`` gives ``"a..b"@example.com``: the same mailbox
+    (RFC 5321 §4.1.2 leaves its meaning to the domain either way), written in
+    the grammar, so what the server hands on can be relayed and logged as is.
+    Anything else is refused as not a path.
+    """
+    match = _abnf.LAX_PATH_RE.fullmatch(text)
+    if match is None:
+        match = _abnf.LAX_PATH_UTF8_RE.fullmatch(text)
+        if match is not None and not utf8:
+            raise AddressError(f"{text} is a UTF-8 address; it needs SMTPUTF8", non_ascii=True)
+    if match is None or match.group("local").strip(".") == "":  # (dots alone are no local part)
+        raise AddressError(f"{text} is not a valid path")
+    mailbox = f'"{match.group("local")}"@{match.group("domain")}'
     _check_lengths(match, mailbox)
     return mailbox
 

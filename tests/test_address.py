@@ -333,7 +333,7 @@ BAD_PATHS = [
     "<user@example.com >",
     "<user @example.com>",
     "<user@example.com.>",
-    "<a..b@example.com>",
+    "<...@example.com>",  # dots alone, even read laxly
     "<user@example.com>\r\n",
     "<user\r\n@example.com>",
     "<user@exa\nmple.com>",
@@ -364,6 +364,24 @@ BAD_PATHS = [
 def test_good_path(text: str, mailbox: str, null_allowed: bool, postmaster_allowed: bool, utf8: bool) -> None:
     got = parse_path(text, utf8=utf8, null_allowed=null_allowed, postmaster_allowed=postmaster_allowed)
     assert got == mailbox
+
+
+@pytest.mark.parametrize(
+    ("text", "mailbox"),
+    [
+        ("<a..b@example.com>", '"a..b"@example.com'),
+        ("<docomo.@b.example>", '"docomo."@b.example'),
+        ("<.x@y.example>", '".x"@y.example'),
+        ("<@relay.example:a..b@c.example>", '"a..b"@c.example'),
+    ],
+)
+def test_a_local_part_with_dots_out_of_place_is_read_and_handed_on_quoted(text: str, mailbox: str) -> None:
+    """Not RFC 5321 (old Japanese mobile addresses are such), but Postfix and aiosmtpd take them."""
+    assert parse_path(text, utf8=False, null_allowed=True, postmaster_allowed=False) == mailbox
+    check_mailbox(mailbox)  # what the server hands on is valid: a client can send it on
+    with pytest.raises(AddressError, match="SMTPUTF8"):
+        parse_path("<ü..@x.example>", utf8=False, null_allowed=True, postmaster_allowed=False)
+    assert parse_path("<ü..@x.example>", utf8=True, null_allowed=True, postmaster_allowed=False) == '"ü.."@x.example'
 
 
 @pytest.mark.parametrize("text", BAD_PATHS)

@@ -156,6 +156,12 @@ def test_verp_and_srs_return_paths_past_64_octets_are_taken() -> None:
     assert Rcpt(verp) in events
 
 
+def test_local_parts_with_dots_out_of_place_are_taken_and_handed_on_quoted() -> None:
+    events, out = check_three_ways(b"EHLO c\r\nMAIL FROM:<docomo.@b.example>\r\nRCPT TO:<a..b@example.com>\r\n")
+    assert Mail('"docomo."@b.example') in events and Rcpt('"a..b"@example.com') in events
+    assert out.endswith(b"250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n")
+
+
 def test_trailing_blanks_and_extra_spaces_after_the_verb_are_tolerated() -> None:
     """RFC 5321 §4.1.1: receivers SHOULD tolerate trailing white space.  Refused, "BDAT 5 LAST "
     left its chunk to be read as commands; Postfix takes all of these."""
