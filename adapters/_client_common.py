@@ -53,6 +53,7 @@ __all__ = [
     "make_driver",
     "one_message",
     "single",
+    "tell_local_address",
     "timed_out",
     "tls_context_for",
 ]
@@ -108,6 +109,12 @@ def make_driver(config: ClientConfig, messages: Messages, credentials: Credentia
     """The driver for ``messages``; file objects become chunk streams."""
     pairs = [(envelope, _as_driver_message(message, config.chunk_size)) for envelope, message in messages]
     return ClientDriver(config, pairs, credentials=credentials)
+
+
+def tell_local_address(driver: ClientDriver, sockname: object) -> None:
+    """Give the driver the connection's local IP address (``getsockname()``'s), for its EHLO name."""
+    if isinstance(sockname, tuple) and sockname and isinstance(sockname[0], str):  # (not a Unix socket's path)
+        driver.set_local_address(sockname[0])
 
 
 def tls_context_for(config: ClientConfig, given: ssl.SSLContext | None) -> ssl.SSLContext | None:

@@ -37,6 +37,7 @@ from ._client_common import (
     limit,
     make_driver,
     single,
+    tell_local_address,
     timed_out,
     tls_context_for,
 )
@@ -227,6 +228,8 @@ async def send_messages(
         await asyncio.wait_for(connecting, connect_timeout)
     except asyncio.TimeoutError:
         raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
+    assert stream.transport is not None
+    tell_local_address(driver, stream.transport.get_extra_info("sockname"))
     try:
         if config.implicit_tls:
             assert context is not None

@@ -43,6 +43,7 @@ from ._client_common import (
     make_driver,
     send_one,
     single,
+    tell_local_address,
     timed_out,
     tls_context_for,
 )
@@ -208,6 +209,7 @@ def open_session(
     secure = make_secure(context, host)
     sock = connect((host, port), connect_timeout, source_address)
     no_delay(sock)
+    tell_local_address(driver, sock.getsockname())
     if config.implicit_tls:
         try:
             sock = secure(sock, handshake_limit(config, timeout))

@@ -37,6 +37,7 @@ from ._client_common import (
     limit,
     make_driver,
     single,
+    tell_local_address,
     timed_out,
     tls_context_for,
 )
@@ -125,6 +126,7 @@ async def send_messages(
             raw = await _connect(host, port, source_address)
     except trio.TooSlowError:
         raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
+    tell_local_address(driver, raw.socket.getsockname())
     try:
         stream: trio.abc.Stream = raw
         if config.implicit_tls:

@@ -13,7 +13,7 @@ import re
 
 from . import _abnf
 
-__all__ = ["AddressError", "check_domain", "check_mailbox", "format_path", "parse_path"]
+__all__ = ["AddressError", "address_literal", "check_domain", "check_mailbox", "format_path", "parse_path"]
 
 # RFC 5321 §4.5.3.1: domain 255 octets, path 256 (with brackets).  Its 64 for a
 # local part is not enforced: §4.5.3.1 makes these the sizes every implementation
@@ -160,6 +160,21 @@ def _parse_lax_path(text: str, utf8: bool) -> str:
     mailbox = f'"{match.group("local")}"@{match.group("domain")}'
     _check_lengths(match, mailbox)
     return mailbox
+
+
+def address_literal(address: str) -> str:
+    """An IP address as RFC 5321 §4.1.3 writes it: ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``.
+
+    An IPv4 address seen through an IPv6 socket (``::ffff:192.0.2.1``) is written
+    as the IPv4 address it is; an IPv6 zone (``%eth0``) has no place in a literal.
+    Raises ``ValueError`` for what is not an IP address.
+    """
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return f"[IPv6:{ip.compressed}]"
+        ip = ip.ipv4_mapped
+    return f"[{ip}]"
 
 
 def format_path(mailbox: str) -> str:

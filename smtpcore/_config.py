@@ -252,8 +252,12 @@ _CLIENT_TIMEOUTS: Mapping[str, float] = {
 class ClientConfig:
     """Configuration of a :class:`~smtpcore.ClientConnection`."""
 
-    #: The name sent in EHLO/HELO/LHLO.
-    local_hostname: str = "localhost"
+    #: The name sent in EHLO/HELO/LHLO.  None: the address literal of the connection's
+    #: local address (``[192.0.2.7]``), which the adapter gives the driver once
+    #: connected (``ClientDriver.set_local_address``); RFC 5321 §4.1.4 allows it for a
+    #: client without a name of its own, and servers that refuse "localhost" (Postfix's
+    #: reject_non_fqdn_helo_hostname) take it.  "localhost" when no address was given.
+    local_hostname: str | None = None
     lmtp: bool = False
     #: STARTTLS: OFF never, OPTIONAL when offered (opportunistic), REQUIRED or fail.
     starttls: TlsPolicy = TlsPolicy.OPTIONAL
@@ -286,7 +290,8 @@ class ClientConfig:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(_CLIENT_TIMEOUTS))
 
     def __post_init__(self) -> None:
-        _check_hostname(self.local_hostname)
+        if self.local_hostname is not None:
+            _check_hostname(self.local_hostname)
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         if self.max_reply_line < 512:

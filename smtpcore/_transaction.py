@@ -86,6 +86,7 @@ from dataclasses import dataclass, field, replace
 from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from typing import TypeAlias, cast
 
+from ._address import address_literal
 from ._capabilities import Capabilities
 from ._client import ClientConnection
 from ._config import BareNewlinePolicy, ClientConfig, Timeout, TlsPolicy
@@ -523,6 +524,8 @@ class ClientDriver:
         # The message being sent, while its transactions are under way (see _Progress).
         self._progress: _Progress | None = None
         self._error: SMTPDeliveryError | None = None
+        # The EHLO name when the config has none (see set_local_address).
+        self._local_literal = "localhost"
         self._wait: _Wait | None = None
         self._steps = self._session()
         self._resume()
@@ -548,6 +551,17 @@ class ClientDriver:
     def replies_received(self) -> int:
         """How many replies have been read: a new wait for :attr:`timeout` begins when this changes."""
         return self.connection.replies_received
+
+    def set_local_address(self, address: str) -> None:
+        """The connection's local IP address, from the adapter once connected.
+
+        With no ``config.local_hostname``, EHLO names the client by it as an
+        address literal (``EHLO [192.0.2.7]``), as smtplib does on a host without
+        a fully qualified name, rather than "localhost", which servers that check
+        the name refuse.  What is not an IP address (a Unix socket) is ignored.
+        """
+        with contextlib.suppress(ValueError):
+            self._local_literal = address_literal(address)
 
     def bytes_to_send(self) -> bytes:
         """The next bytes to write; ``b""`` means read (or do TLS, or stop)."""
@@ -716,7 +730,7 @@ class ClientDriver:
             yield from self._authenticate(self._credentials)
 
     def _hello(self) -> _Steps:
-        hostname = self.config.local_hostname
+        hostname = self.config.local_hostname or self._local_literal
         first = Hello(hostname, "LHLO" if self.config.lmtp else "EHLO")
         reply = yield from self._command(first)
         if reply.is_positive:

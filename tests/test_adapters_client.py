@@ -357,6 +357,20 @@ def test_source_address(client: str, smtp_server_factory: SMTPServerFactory) -> 
 # --- faults ---------------------------------------------------------------------------------------
 
 
+def test_ehlo_names_the_local_address_unless_a_name_is_configured(
+    client: str, fake_smtp_server: FakeSMTPServer
+) -> None:
+    """Not "localhost", which Postfix's reject_non_fqdn_helo_hostname refuses: the literal, as smtplib sends."""
+    send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+         config=PLAIN)  # fmt: skip
+    assert fake_smtp_server.commands[0] == "EHLO [127.0.0.1]"
+    fake_smtp_server.clear()
+    named = ClientConfig(starttls=TlsPolicy.OFF, local_hostname="client.example.org")
+    send(client, fake_smtp_server.host, fake_smtp_server.port, "a@example.com", ["b@example.org"], CONTENT,
+         config=named)  # fmt: skip
+    assert fake_smtp_server.commands[0] == "EHLO client.example.org"
+
+
 def test_fault_421(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.close_at("MAIL")
     with pytest.raises(SMTPTransientError) as caught:

@@ -63,6 +63,29 @@ def make(messages: Iterable[tuple[Envelope, Message]], **options: Any) -> Client
     return ClientDriver(ClientConfig(**options), messages, credentials=credentials, mechanisms=mechanisms)
 
 
+@pytest.mark.parametrize(
+    ("address", "name"),
+    [
+        (None, "localhost"),  # a driver nobody told
+        ("192.0.2.7", "[192.0.2.7]"),
+        ("2001:db8::7", "[IPv6:2001:db8::7]"),
+        ("::ffff:192.0.2.7", "[192.0.2.7]"),  # IPv4 through a dual-stack socket
+        ("fe80::1%eth0", "[IPv6:fe80::1]"),
+        ("/run/smtp.sock", "localhost"),  # no IP address: ignored
+    ],
+)
+def test_without_a_configured_name_ehlo_names_the_local_address(address: str | None, name: str) -> None:
+    driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF))
+    if address is not None:
+        driver.set_local_address(address)
+    driver.receive(b"220 mx ESMTP\r\n")
+    assert driver.bytes_to_send() == f"EHLO {name}\r\n".encode()
+    named = ClientDriver(ClientConfig(local_hostname="client.example"))
+    named.set_local_address("192.0.2.7")
+    named.receive(b"220 mx ESMTP\r\n")
+    assert named.bytes_to_send() == b"EHLO client.example\r\n"
+
+
 def run(text: str, messages: Iterable[tuple[Envelope, Message]], **options: Any) -> SessionOutcome:
     """Run whole and byte by byte; both must give the same outcome."""
     whole = run_client_transcript(text, make(messages, **options))
