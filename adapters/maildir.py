@@ -5,6 +5,9 @@ write the message to ``tmp/``, ``fsync`` it, ``rename`` it into ``new/``, ``fsyn
 the ``new/`` directory so the rename itself is on disk, and only *then* let the
 server answer 250.  A process killed at any moment leaves either nothing in
 ``new/`` (and the client was not told 250, so it will retry) or the whole message.
+A commit that fails (a full disk, say) removes what it made before the error
+reaches the server, which answers 451: the client's retry must not find a copy
+already delivered, and ``tmp/`` must not fill with orphans.
 
 Content is streamed: :meth:`MaildirStore.begin` opens the file and writes the
 trace headers (RFC 5321 §4.4: ``Return-Path`` and ``Received``), each chunk is
@@ -125,30 +128,57 @@ class Delivery:
         self.size += len(data)
 
     def commit(self) -> list[Path]:
-        """fsync, rename into every target's ``new/``, fsync the directories; return the paths."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        paths = []
-        # Extra recipients' Maildirs get a hard link in their tmp/ first, so each
-        # appears in new/ through an atomic rename, never half-written.
-        for target in self._targets[1:]:
-            link = target / "tmp" / self._name
-            os.link(self._tmp_path, link)
-            final = target / "new" / self._name
-            os.rename(link, final)
-            _fsync_directory(target / "new")
-            paths.append(final)
-        first = self._targets[0] / "new" / self._name
-        os.rename(self._tmp_path, first)
-        _fsync_directory(self._targets[0] / "new")
-        return [first, *paths]
+        """fsync, rename into every target's ``new/``, fsync the directories; return the paths.
+
+        All or nothing, as far as the file system allows: if any step fails, every
+        name this delivery made in a ``tmp/`` or ``new/`` is removed before the error
+        propagates.  The client is then told 4xx and sends the message again, so a
+        recipient who kept a copy would get one more on every retry.
+        """
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            # Extra recipients' Maildirs get a hard link in their tmp/, so each
+            # appears in new/ through an atomic rename, never half-written.  Every
+            # link is made before any rename: a failure there shows nobody the message.
+            staged = [(self._tmp_path, self._targets[0])]
+            for target in self._targets[1:]:
+                link = target / "tmp" / self._name
+                os.link(self._tmp_path, link)
+                staged.append((link, target))
+            paths = []
+            for source, target in staged:
+                final = target / "new" / self._name
+                os.rename(source, final)
+                paths.append(final)
+            for target in self._targets:
+                _fsync_directory(target / "new")
+        except BaseException:
+            self._remove_everywhere()
+            raise
+        return paths
 
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_path)
+
+    def _remove_everywhere(self) -> None:
+        """Undo a failed commit: close the file, unlink its name in every target's tmp/ and new/.
+
+        The name is unique to this delivery, so whatever has it is ours.  Best effort:
+        the commit's own error is the one to report, not a failure to clean up after it.
+        (A mail reader that already moved the message on to cur/ keeps it: that much
+        the file system cannot take back.)
+        """
+        with contextlib.suppress(OSError):
+            self._file.close()  # (a close after a failed flush raises the flush's error again)
+        for target in self._targets:
+            for sub in ("tmp", "new"):
+                with contextlib.suppress(OSError):
+                    os.unlink(target / sub / self._name)
 
 
 class MaildirStore:

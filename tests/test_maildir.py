@@ -187,3 +187,70 @@ def test_password_hash_round_trip(tmp_path: Path) -> None:
     auth.write_text("alice:plaintext\n")
     with pytest.raises(ValueError, match=":1: expected user:scrypt"):
         load_auth_file(auth)
+
+
+def _failing_on_call(monkeypatch: pytest.MonkeyPatch, operation: str, call: int) -> None:
+    """Make ``os.<operation>`` (or the store's directory fsync) raise OSError on its
+    ``call``-th use, counting from 1, as a full disk would."""
+    import adapters.maildir
+
+    owner, name = (adapters.maildir, "_fsync_directory") if operation == "fsync_directory" else (os, operation)
+    real = getattr(owner, name)
+    calls = 0
+
+    def flaky(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise OSError(28, "No space left on device (injected)")
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, flaky)
+
+
+def _all_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+# Three recipients: two links (one in each extra Maildir's tmp/), three renames into new/ (the first
+# Maildir's, then the others'), then an fsync of each new/ directory.
+FAILURES = [("link", 1), ("link", 2), ("rename", 1), ("rename", 2), ("rename", 3), ("fsync_directory", 3)]
+
+
+@pytest.mark.parametrize(("operation", "call"), FAILURES, ids=[f"{op}-{n}" for op, n in FAILURES])
+def test_a_failed_per_recipient_commit_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: str, call: int
+) -> None:
+    # The client is told 451 and will send again: no recipient may have kept a copy
+    # (each retry would add one), and no tmp/ file may be left over.
+    store = MaildirStore(tmp_path, per_recipient=True)
+    trace = dataclasses.replace(TRACE, recipients=["a@example.com", "b@example.com", "c@example.com"])
+    delivery = store.begin(trace)
+    delivery.write(b"Subject: x\r\n\r\nbody\r\n")
+    _failing_on_call(monkeypatch, operation, call)
+    with pytest.raises(OSError, match="injected"):
+        delivery.commit()
+    monkeypatch.undo()
+    assert _all_files(tmp_path) == []
+    # The retry then delivers exactly one copy to each.
+    delivery = store.begin(trace)
+    delivery.write(b"Subject: x\r\n\r\nbody\r\n")
+    delivery.commit()
+    assert [path.relative_to(tmp_path).parts[:2] for path in _all_files(tmp_path)] == [
+        ("a@example.com", "new"),
+        ("b@example.com", "new"),
+        ("c@example.com", "new"),
+    ]
+
+
+@pytest.mark.parametrize("operation", ["fsync", "rename", "fsync_directory"])
+def test_a_failed_commit_leaves_nothing_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
+    store = MaildirStore(tmp_path)
+    delivery = store.begin(TRACE)
+    delivery.write(b"Subject: x\r\n\r\nbody\r\n")
+    _failing_on_call(monkeypatch, operation, 1)
+    with pytest.raises(OSError, match="injected"):
+        delivery.commit()
+    monkeypatch.undo()
+    assert _all_files(tmp_path) == []
+    delivery.abort()  # what a caller may still do: harmless
