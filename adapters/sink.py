@@ -13,11 +13,11 @@ GIL) and several deliveries reach the disk at once.
 
 Two promises matter here.  **Never an open relay**: a recipient is accepted only
 if its address or its domain is on an allowlist (by default the server's own
-name and ``localhost``), is ``postmaster``, or is at the address literal of the
-server's own address that the client reached (``you@[192.0.2.1]``, as RFC 1123
-requires); anything else gets ``550 5.7.1``.  **Never lose an
-acknowledged message**: ``message_complete`` returns (and the server answers 250)
-only after the Maildir delivery is fsynced and renamed into ``new/``.
+name and ``localhost``; an IDN in either of its forms), is ``postmaster``, or is
+at the address literal of the server's own address that the client reached
+(``you@[192.0.2.1]``, as RFC 1123 requires); anything else gets ``550 5.7.1``.
+**Never lose an acknowledged message**: ``message_complete`` returns (and the
+server answers 250) only after the Maildir delivery is fsynced and renamed into ``new/``.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ class MailSink:
         #: ``None`` discards every message (``--discard``).
         self.store = store
         self.hostname = hostname
-        self.accept_domains = {d.lower() for d in accept_domains} or {hostname.lower(), "localhost"}
-        self.accept_addresses = {a.lower() for a in accept_addresses}
+        #: Domains and addresses as :func:`_domain_key` and :func:`_address_key` write them.
+        self.accept_domains = {_domain_key(d) for d in accept_domains} or {_domain_key(hostname), "localhost"}
+        self.accept_addresses = {_address_key(a) for a in accept_addresses}
         self.users = users or {}
         # scrypt takes 16 MiB and a CPU for each check: no more at once than there
         # are CPUs, whatever the number of clients trying passwords.
@@ -113,7 +114,7 @@ class MailSink:
         return None
 
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
-        address = rcpt.recipient.lower()
+        address = _address_key(rcpt.recipient)
         if address == "postmaster" or address in self.accept_addresses:
             return None
         domain = address.rpartition("@")[2]
@@ -234,6 +235,34 @@ class MailSink:
             session.bytes_received,
             time.time() - session.connected_at,
         )
+
+
+def _domain_key(domain: str) -> str:
+    """``domain`` as the allowlists compare it: in lower case, an IDN as its A-label.
+
+    ``bücher.example`` and ``xn--bcher-kva.example`` are one domain (RFC 5890); a
+    client without SMTPUTF8, which is most, must write the A-label (RFC 6531 §3.2),
+    one with it may write either.  The conversion is the stdlib's IDNA codec; a
+    domain it cannot convert (a character IDNA forbids, an empty label) is
+    compared as given, in lower case, as are address literals.  The codec follows
+    IDNA 2003, which writes ``straße`` as ``strasse``, where IDNA 2008 has
+    ``xn--strae-oqa``: such a domain needs its IDNA 2008 A-label given as well.
+    """
+    lower = domain.lower()
+    if lower.isascii() or lower.startswith("["):  # (the codec leaves ASCII labels as they are)
+        return lower
+    try:
+        return lower.encode("idna").decode("ascii")
+    except UnicodeError:
+        return lower
+
+
+def _address_key(address: str) -> str:
+    """``address`` as the allowlists compare it: in lower case, its domain as :func:`_domain_key` writes it."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address.lower()  # (<postmaster>, the one address without a domain)
+    return f"{local.lower()}@{_domain_key(domain)}"
 
 
 def _is_own_address_literal(domain: str, local: object) -> bool:

@@ -1,0 +1,45 @@
+"""The mail sink's recipient allowlists (``smtpcore serve --accept-domain/--accept-address``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters._handler import Session
+from adapters.sink import RELAY_DENIED, MailSink
+from smtpcore import Rcpt
+
+
+def accepts(sink: MailSink, recipient: str) -> bool:
+    reply = sink.rcpt_to(Session(peer=("198.51.100.7", 40000), local=("192.0.2.1", 25)), Rcpt(recipient))
+    assert reply in (None, RELAY_DENIED)
+    return reply is None
+
+
+@pytest.mark.parametrize(
+    "configured", ["bücher.example", "BÜCHER.Example", "xn--bcher-kva.example", "XN--BCHER-KVA.EXAMPLE"]
+)
+@pytest.mark.parametrize(
+    "recipient", ["a@bücher.example", "a@Bücher.EXAMPLE", "a@xn--bcher-kva.example", "a@Xn--Bcher-Kva.Example"]
+)
+def test_an_idn_is_one_domain_in_its_a_label_and_u_label_forms(configured: str, recipient: str) -> None:
+    # RFC 5890: the same domain.  A client without SMTPUTF8 (most) must write the
+    # A-label (RFC 6531 §3.2), one with it may write either.
+    assert accepts(MailSink(None, "mx.test", accept_domains=[configured]), recipient)
+    assert accepts(MailSink(None, "mx.test", accept_addresses=[f"a@{configured}"]), recipient)
+
+
+def test_idn_matching_takes_nothing_else() -> None:
+    sink = MailSink(None, "mx.test", accept_domains=["日本語のドメイン.jp"], accept_addresses=["b@bücher.example"])
+    assert accepts(sink, "x@xn--u9jxfoe1dzd2589ao4bc84j.jp")
+    assert accepts(sink, "x@日本語のドメイン.jp")
+    assert not accepts(sink, "x@xn--u9jxfoe1dzd2589ao4bc84j.jp.evil.example")
+    assert not accepts(sink, "x@bucher.example")
+    assert accepts(sink, "b@xn--bcher-kva.example")
+    assert not accepts(sink, "c@xn--bcher-kva.example")
+
+
+def test_a_domain_the_idna_codec_cannot_convert_is_compared_as_given() -> None:
+    unconvertible = "ab\ue000.example"  # a private-use character: IDNA has no A-label for it
+    sink = MailSink(None, "mx.test", accept_domains=[unconvertible, "a..b.example"])
+    assert accepts(sink, "x@AB\ue000.EXAMPLE")
+    assert not accepts(sink, "x@ab.example")
