@@ -13,9 +13,10 @@ GIL) and several deliveries reach the disk at once.
 
 Two promises matter here.  **Never an open relay**: a recipient is accepted only
 if its address or its domain is on an allowlist (by default the server's own
-name and ``localhost``; an IDN in either of its forms), is ``postmaster``, or is
-at the address literal of the server's own address that the client reached
-(``you@[192.0.2.1]``, as RFC 1123 requires); anything else gets ``550 5.7.1``.
+name and ``localhost``; an IDN in either of its forms), is ``postmaster``
+(bare, or at the server's own name), or is at the address literal of the
+server's own address that the client reached (``you@[192.0.2.1]``, as RFC 1123
+requires); anything else gets ``550 5.7.1``.
 **Never lose an acknowledged message**: ``message_complete`` returns (and the
 server answers 250) only after the Maildir delivery is fsynced and renamed into ``new/``.
 """
@@ -69,6 +70,7 @@ class MailSink:
         #: Domains and addresses as :func:`_domain_key` and :func:`_address_key` write them.
         self.accept_domains = {_domain_key(d) for d in accept_domains} or {_domain_key(hostname), "localhost"}
         self.accept_addresses = {_address_key(a) for a in accept_addresses}
+        self._own_domain = _domain_key(hostname)
         self.users = users or {}
         # scrypt takes 16 MiB and a CPU for each check: no more at once than there
         # are CPUs, whatever the number of clients trying passwords.
@@ -117,8 +119,12 @@ class MailSink:
         address = _address_key(rcpt.recipient)
         if address == "postmaster" or address in self.accept_addresses:
             return None
-        domain = address.rpartition("@")[2]
+        local, _, domain = address.rpartition("@")
         if domain in self.accept_domains or _is_own_address_literal(domain, session.local):
+            return None
+        # RFC 5321 §4.5.1: postmaster at every domain the server takes mail for, the
+        # name it gives itself in the greeting, EHLO and Received among them.
+        if local == "postmaster" and domain == self._own_domain:
             return None
         return RELAY_DENIED
 

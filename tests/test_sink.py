@@ -43,3 +43,27 @@ def test_a_domain_the_idna_codec_cannot_convert_is_compared_as_given() -> None:
     sink = MailSink(None, "mx.test", accept_domains=[unconvertible, "a..b.example"])
     assert accepts(sink, "x@AB\ue000.EXAMPLE")
     assert not accepts(sink, "x@ab.example")
+
+
+@pytest.mark.parametrize(
+    ("recipient", "accepted"),
+    [
+        ("postmaster", True),
+        ("PostMaster", True),
+        ("postmaster@mx.test", True),  # the name the server gives in its greeting
+        ("Postmaster@MX.test", True),
+        ("postmaster@example.com", True),
+        ("POSTMASTER@example.com", True),
+        ("postmaster@bücher.example", True),
+        ("postmaster@xn--bcher-kva.example", True),
+        ("postmaster@[192.0.2.1]", True),  # the address literal the client reached
+        ("postmaster@elsewhere.example", False),  # not ours: that would be relaying
+        ("postmaster@mx.test.elsewhere.example", False),
+        ("other@mx.test", False),  # --accept-domain replaces the server's own name
+    ],
+)
+def test_postmaster_at_the_servers_own_name_or_any_accepted_domain_is_accepted(recipient: str, accepted: bool) -> None:
+    # RFC 5321 §4.5.1: postmaster@domain must be accepted for every domain the
+    # server takes mail for, and the server names itself mx.test everywhere.
+    sink = MailSink(None, "mx.test", accept_domains=["example.com", "bücher.example"])
+    assert accepts(sink, recipient) is accepted
