@@ -78,13 +78,22 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "shutdown_timeout": 30.0,
 }
 
+# name -> the values an option with a fixed set of them takes: argparse checks the
+# command line, _read_config_file the TOML file, so that neither gets further.
+SERVE_CHOICES: dict[str, tuple[str, ...]] = {
+    "adapter": ADAPTERS,
+    "tls": ("optional", "required", "off"),
+    "auth": ("optional", "required", "off"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+
 
 def _serve_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run a mail sink that stores messages in a Maildir")
     arg = p.add_argument
     arg("--config", help="a TOML file with any of these options (command-line options win)")
     arg("--listen", action="append", metavar="HOST:PORT", help="where to listen (repeatable; [::1]:25 for IPv6)")
-    arg("--adapter", choices=ADAPTERS, help="the concurrency adapter (default asyncio)")
+    arg("--adapter", choices=SERVE_CHOICES["adapter"], help="the concurrency adapter (default asyncio)")
     arg("--maildir", metavar="DIR", help="where messages go (default ./maildir)")
     arg("--maildir-per-recipient", action="store_true", default=None, help="one Maildir per recipient")
     arg("--hostname", help="the name in the greeting and trace headers")
@@ -97,10 +106,10 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--max-connections-per-client", type=int, metavar="N", help="sessions one address may have at once (0: any)")
     arg("--tls-cert", metavar="FILE")
     arg("--tls-key", metavar="FILE")
-    arg("--tls", choices=("optional", "required", "off"), help="STARTTLS policy (default optional with a cert)")
+    arg("--tls", choices=SERVE_CHOICES["tls"], help="STARTTLS policy (default optional with a cert)")
     arg("--implicit-tls", action="store_true", default=None, help="TLS from the first byte (port 465 style)")
     arg("--self-signed", action="store_true", default=None, help="generate a throwaway certificate (testing)")
-    arg("--auth", choices=("optional", "required", "off"), help="AUTH policy (default off)")
+    arg("--auth", choices=SERVE_CHOICES["auth"], help="AUTH policy (default off)")
     arg("--auth-file", metavar="FILE", help="user:hash lines (see smtpcore hash-password)")
     arg("--allow-insecure-auth", action="store_true", default=None, help="offer AUTH before TLS")
     arg(
@@ -130,7 +139,7 @@ def _serve_parser(subparsers: Any) -> None:
         help="554 and close for a client that sends more before a reply it must wait for (RFC 2920)",
     )
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
-    arg("--log-level", choices=("debug", "info", "warning", "error"))
+    arg("--log-level", choices=SERVE_CHOICES["log_level"])
     arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
     arg("--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM")
 
@@ -176,6 +185,9 @@ def _read_config_file(path: str) -> dict[str, Any]:
             and not (isinstance(default, float) and isinstance(value, int))
         ):
             raise ConfigError(f"config file {path}: {key} must be a {type(default).__name__}")
+        choices = SERVE_CHOICES.get(name)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"config file {path}: {key} must be one of {', '.join(choices)}, not {value!r}")
         options[name] = value
     return options
 
