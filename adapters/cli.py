@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smtpcore import AuthPolicy, ServerConfig, TlsPolicy
+from smtpcore import AuthPolicy, BareNewlinePolicy, LongLinePolicy, ServerConfig, TlsPolicy
 
 from . import send_command
 from ._hostname import default_hostname
@@ -72,6 +72,8 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "lmtp": False,
     "proxy_protocol": False,
     "reject_improper_pipelining": False,
+    "long_lines": "reject",
+    "bare_newlines": "reject",
     "discard": False,
     "log_level": "info",
     "transcript": None,
@@ -85,6 +87,9 @@ SERVE_CHOICES: dict[str, tuple[str, ...]] = {
     "tls": ("optional", "required", "off"),
     "auth": ("optional", "required", "off"),
     "log_level": ("debug", "info", "warning", "error"),
+    # (a server never rewrites content: BareNewlinePolicy.NORMALISE is the client's)
+    "long_lines": ("reject", "accept"),
+    "bare_newlines": ("reject", "accept"),
 }
 
 
@@ -137,6 +142,16 @@ def _serve_parser(subparsers: Any) -> None:
         action="store_true",
         default=None,
         help="554 and close for a client that sends more before a reply it must wait for (RFC 2920)",
+    )
+    arg(
+        "--long-lines",
+        choices=SERVE_CHOICES["long_lines"],
+        help="a DATA message with a line over 998 octets: refuse it with 550 5.6.0 (default) or store it",
+    )
+    arg(
+        "--bare-newlines",
+        choices=SERVE_CHOICES["bare_newlines"],
+        help="a DATA message with a CR or LF outside CRLF: refuse it with 550 5.6.11 (default) or store it",
     )
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
     arg("--log-level", choices=SERVE_CHOICES["log_level"])
@@ -260,6 +275,8 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             reject_improper_pipelining=options["reject_improper_pipelining"],
             error_delay=options["error_delay"],
             greet_delay=options["greet_delay"],
+            long_lines=LongLinePolicy(options["long_lines"]),
+            bare_newlines=BareNewlinePolicy(options["bare_newlines"]),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

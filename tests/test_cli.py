@@ -115,6 +115,26 @@ def test_improper_pipelining_is_logged_or_refused(tmp_path: Path, refuse: bool) 
     assert "connection peer=127.0.0.1 helo=" in stderr and " improper_pipelining=EHLO " in stderr
 
 
+LONG_LINE = b"From: a@example.org\r\nSubject: html\r\n\r\n<p>" + b"x" * 3000 + b"</p>\r\n"
+BARE_LF = b"From: a@example.org\r\nSubject: unix\r\n\r\none\ntwo\r\n"
+
+
+def test_long_lines_and_bare_newlines_are_refused_by_default_and_stored_on_request(tmp_path: Path) -> None:
+    with serving(tmp_path) as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        for message, reply in ((LONG_LINE, b"5.6.0"), (BARE_LF, b"5.6.11")):
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("a@example.org", ["bob@localhost"], message)  # smtplib sends bytes as they are
+            assert (refused.value.smtp_code, refused.value.smtp_error[: len(reply)]) == (550, reply)
+    assert maildir_files(tmp_path / "maildir") == []
+    options = ("--long-lines", "accept", "--bare-newlines", "accept", "--maildir", "accepting")
+    with serving(tmp_path, *options) as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        for message in (LONG_LINE, BARE_LF):
+            assert client.sendmail("a@example.org", ["bob@localhost"], message) == {}
+    stored = [path.read_bytes() for path in maildir_files(tmp_path / "accepting")]
+    assert len(stored) == 2
+    assert all(any(content.endswith(message) for content in stored) for message in (LONG_LINE, BARE_LF))  # byte-exact
+
+
 def test_acknowledged_message_survives_a_kill(tmp_path: Path) -> None:
     with serving(tmp_path) as (process, port):
         client = smtplib.SMTP("127.0.0.1", port)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters import cli
+from smtpcore import BareNewlinePolicy, LongLinePolicy
 
 
 def options(*argv: str) -> dict[str, Any]:
@@ -35,3 +36,34 @@ def test_a_config_file_value_outside_an_options_choices_is_refused(tmp_path: Pat
     with pytest.raises(cli.ConfigError) as caught:
         options("--config", str(path))
     assert str(caught.value) == f"config file {path}: {message}"
+
+
+def test_long_lines_and_bare_newlines_are_refused_unless_told_otherwise() -> None:
+    plan = cli.build_plan(options("--discard", "--hostname", "mx.test"))
+    assert plan.config.long_lines is LongLinePolicy.REJECT
+    assert plan.config.bare_newlines is BareNewlinePolicy.REJECT
+    plan = cli.build_plan(options("--discard", "--hostname", "mx.test", "--long-lines", "accept"))
+    assert plan.config.long_lines is LongLinePolicy.ACCEPT
+    assert plan.config.bare_newlines is BareNewlinePolicy.REJECT
+    plan = cli.build_plan(options("--discard", "--hostname", "mx.test", "--bare-newlines", "accept"))
+    assert plan.config.long_lines is LongLinePolicy.REJECT
+    assert plan.config.bare_newlines is BareNewlinePolicy.ACCEPT
+
+
+def test_long_lines_and_bare_newlines_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "smtpcore.toml"
+    path.write_text('long-lines = "accept"\nbare_newlines = "accept"\ndiscard = true\nhostname = "mx.test"\n')
+    plan = cli.build_plan(options("--config", str(path)))
+    assert (plan.config.long_lines, plan.config.bare_newlines) == (
+        LongLinePolicy.ACCEPT,
+        BareNewlinePolicy.ACCEPT,
+    )
+    plan = cli.build_plan(options("--config", str(path), "--long-lines", "reject"))  # the command line wins
+    assert plan.config.long_lines is LongLinePolicy.REJECT
+    # "normalise" is the client's policy: a server never rewrites what it stores.
+    path.write_text('bare-newlines = "normalise"\n')
+    with pytest.raises(cli.ConfigError, match="bare-newlines must be one of reject, accept, not 'normalise'"):
+        options("--config", str(path))
+    with pytest.raises(SystemExit) as usage:
+        options("--bare-newlines", "normalise")
+    assert usage.value.code == 2
