@@ -9,6 +9,11 @@ environment variable named by ``--password-env`` or asked for at a prompt.
 Exit status: 0 when every recipient accepted the message, 75 (EX_TEMPFAIL)
 when the only failures were transient (a greylisting server: try again later),
 1 when any failure was permanent, 2 for usage errors.
+
+Certificates: with ``--server`` the relay's is always verified, even when STARTTLS
+is only opportunistic (a relay is one host you chose, which can have a proper
+certificate); in direct delivery an MX host's only when ``--starttls required`` or
+``--tls`` is given.  docs/cli.md documents the options, these statuses and rules.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from adapters import send_command
 from adapters._fakeserver import FakeSMTPServer
 from adapters._hostname import default_hostname
 from adapters.cli import build_parser, main
+from adapters.pytest_plugin import SMTPServerFactory
 
 FakeFactory = Callable[..., FakeSMTPServer]
 
@@ -208,3 +209,33 @@ def test_direct_delivery_tries_mx_hosts_in_order(
 def test_console_script_help_lists_send() -> None:
     result = subprocess.run(["smtpcore", "send", "--help"], capture_output=True, text=True, check=True)
     assert "--password-env" in result.stdout
+
+
+# What docs/cli.md says of certificates: verified with --server whatever --starttls
+# says, verified in direct delivery only when TLS is required (or implicit).
+
+
+def test_with_server_the_certificate_is_verified_even_when_tls_is_opportunistic(
+    smtp_server_factory: SMTPServerFactory, capsys: Any
+) -> None:
+    server = smtp_server_factory(tls="starttls")  # a certificate from a CA the system does not trust
+    relay = f"127.0.0.1:{server.port}"
+    assert send("--server", relay, "--to", "bob@example.com", "--body", "x") == 75
+    out = capsys.readouterr().out
+    assert "bob@example.com  deferred" in out and "CERTIFICATE_VERIFY_FAILED" in out  # never plaintext instead
+    assert server.messages == []
+    assert send("--server", relay, "--to", "bob@example.com", "--body", "x", "--ca-file", server.ca_file) == 0
+    assert send("--server", relay, "--to", "bob@example.com", "--body", "x", "--starttls", "off") == 0
+    assert [message.tls for message in server.wait_for(2)] == [True, False]
+
+
+def test_direct_delivery_verifies_the_certificate_only_when_tls_is_required(
+    smtp_server_factory: SMTPServerFactory, capsys: Any
+) -> None:
+    server = smtp_server_factory(tls="starttls")
+    direct = ("--to", "bob@[127.0.0.1]", "--port", str(server.port), "--body", "x")  # a literal: no DNS
+    assert send(*direct) == 0  # opportunistic: encrypted, certificate unchecked
+    assert send(*direct, "--starttls", "required") == 75
+    assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out
+    assert send(*direct, "--starttls", "required", "--ca-file", server.ca_file) == 0
+    assert [message.tls for message in server.wait_for(2)] == [True, True]
