@@ -5,6 +5,7 @@ In-process and without binding a socket: ``test_cli.py`` runs the command itself
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,15 @@ def test_long_lines_and_bare_newlines_from_the_config_file(tmp_path: Path) -> No
     with pytest.raises(SystemExit) as usage:
         options("--bare-newlines", "normalise")
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["serve", "send"])
+def test_docs_cli_md_documents_every_option(command: str) -> None:
+    subparsers = next(
+        action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## `smtpcore {command}`\n", 1)[1].split("\n## ", 1)[0]
+    options = [name for action in subparsers.choices[command]._actions for name in action.option_strings]
+    missing = [name for name in options if name.startswith("--") and name != "--help" and f"`{name}" not in section]
+    assert missing == [], f"docs/cli.md, smtpcore {command}: no row for {', '.join(missing)}"
