@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import itertools
 import os
 import re
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO, Literal
+
+from smtpcore._address import address_literal
 
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
 
@@ -213,14 +214,9 @@ def _address_literal(host: str) -> str:
     """The client's address as RFC 5321 §4.4's TCP-info wants it: ``[192.0.2.1]`` or
     ``[IPv6:2001:db8::1]``; empty for what is no IP address (a Unix socket)."""
     try:
-        address = ipaddress.ip_address(host.partition("%")[0])  # (an IPv6 zone has no place in a literal)
+        return address_literal(host)
     except ValueError:
         return ""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is None:
-            return f"[IPv6:{address.compressed}]"
-        address = address.ipv4_mapped  # (how a dual-stack socket sees an IPv4 client)
-    return f"[{address}]"
 
 
 def trace_headers(trace: TraceInfo) -> bytes:

@@ -70,7 +70,11 @@ def add_parser(subparsers: Any) -> None:
     arg("--ca-file", metavar="FILE", help="trust this CA bundle instead of the system's")
     arg("--user", help="authenticate as this user (password from --password-env or a prompt)")
     arg("--password-env", default="SMTPCORE_PASSWORD", metavar="NAME", help="variable holding the password")
-    arg("--helo", metavar="NAME", help="the name to send in EHLO (default: this machine's, as serve's --hostname)")
+    arg(
+        "--helo",
+        metavar="NAME",
+        help="the name to send in EHLO (default: this machine's if fully qualified, else its address as [a.b.c.d])",
+    )
     arg("--lmtp", action="store_true", help="speak LMTP")
     arg("--timeout", type=float, metavar="SECONDS", help="overrides every per-command timeout")
     arg("--adapter", choices=ADAPTERS, default="blocking", help="the client adapter (default blocking)")
@@ -183,11 +187,14 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
             Rcpt(recipient)
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from None
-    # The machine's own name, as smtplib sends: "localhost" gets refused by MX hosts that
-    # check the EHLO name (Postfix's reject_non_fqdn_helo_hostname, say).
-    helo = args.helo if args.helo is not None else default_hostname()
+    # The machine's own name when it is fully qualified, as smtplib sends; else None, and
+    # the adapter says the connection's address literal ([192.0.2.7]): "localhost" or a
+    # bare "vm" get refused by MX hosts that check the EHLO name (Postfix's
+    # reject_non_fqdn_helo_hostname, say).
+    own = default_hostname()
+    helo = args.helo if args.helo is not None else own if "." in own else None
     try:
-        message = _message(args, helo, stdin, cleanup)
+        message = _message(args, helo or own, stdin, cleanup)
         starttls = args.starttls or ("required" if args.user else "opportunistic")
         config = ClientConfig(
             local_hostname=helo,

@@ -112,6 +112,12 @@ def test_ehlo_names_this_machine_unless_told_otherwise(
     first, second = fake_smtp_server.wait_for(2)
     assert b"Message-ID: <" in first.data and b"@client.example.net>" in first.data
     assert b"@given.example.org>" in second.data
+    # A name that is not fully qualified ("vm") is refused by Postfix's
+    # reject_non_fqdn_helo_hostname: the connection's address literal goes instead.
+    fake_smtp_server.clear()
+    monkeypatch.setattr("socket.gethostname", lambda: "vm")
+    assert send("--server", server, "--to", "bob@example.com", "--body", "x") == 0
+    assert [c for c in fake_smtp_server.commands if c.startswith("EHLO")] == ["EHLO [127.0.0.1]"]
 
 
 @pytest.mark.parametrize(
@@ -197,7 +203,8 @@ def test_direct_delivery_tries_mx_hosts_in_order(
     out = capsys.readouterr().out
     assert "bob@example.com  delivered  mx3.example.com" in out
     assert "zed@other.org    delivered  mx.other.org" in out
-    assert greylisting.commands[0] == f"EHLO {default_hostname()}"
+    own = default_hostname()
+    assert greylisting.commands[0] == f"EHLO {own if '.' in own else '[127.0.0.1]'}"
     assert greylisting.commands[1].startswith("MAIL FROM:<a@example.net>")
     assert greylisting.commands[2] == "RCPT TO:<bob@example.com>"  # greylisted: so mx3 was tried next
     assert len(good.wait_for(1)) == 1
