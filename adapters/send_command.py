@@ -150,6 +150,14 @@ def _sender(adapter: str) -> Sender:
     return lambda *a, **kw: trio.run(lambda: trio_send(*a, **kw))
 
 
+def _dns_available() -> bool:
+    try:
+        import dns.resolver  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
 def _split_server(text: str, implicit_tls: bool) -> tuple[str, int]:
     default = 465 if implicit_tls else 25
     if text.startswith("["):
@@ -187,6 +195,12 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
             Rcpt(recipient)
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from None
+    if args.server and args.port is not None:
+        raise UsageError("--port is the port of the MX hosts in direct delivery; with --server, write HOST:PORT")
+    needs_dns = any(not recipient.rpartition("@")[2].startswith("[") for recipient in args.recipients)
+    if not args.server and resolver is None and needs_dns and not _dns_available():
+        # Said once, before anything is sent, rather than as every recipient's refusal.
+        raise UsageError("direct delivery needs dnspython (pip install 'smtpcore[dns]'), or --server HOST:PORT")
     # The machine's own name when it is fully qualified, as smtplib sends; else None, and
     # the adapter says the connection's address literal ([192.0.2.7]): "localhost" or a
     # bare "vm" get refused by MX hosts that check the EHLO name (Postfix's

@@ -137,6 +137,20 @@ def test_usage_errors_exit_2(capsys: Any) -> None:
     assert send("missing.eml", "--to", "bob@example.com", "--server", "127.0.0.1:1") == 2
     assert send("--to", "not an address", "--body", "x", "--server", "127.0.0.1:1") == 2
     assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1:port") == 2
+    # --port is for direct delivery: with --server it would be ignored.
+    assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1", "--port", "2525") == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_direct_delivery_without_dnspython_is_one_clear_error(
+    fake_smtp_server: FakeSMTPServer, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setattr(send_command, "_dns_available", lambda: False)
+    assert send("--to", "bob@example.com", "--body", "x") == 2
+    assert "pip install 'smtpcore[dns]'" in capsys.readouterr().err
+    # An address literal needs no DNS.
+    port = str(fake_smtp_server.port)
+    assert send("--to", "bob@[127.0.0.1]", "--body", "x", "--port", port, "--starttls", "off") == 0
 
 
 def test_password_comes_from_the_environment_never_the_command_line(
