@@ -245,11 +245,48 @@ def _orcpt(value: str | None) -> tuple[str, str]:
     addr_type, semicolon, address = (value or "").partition(";")
     if not semicolon or not _abnf.ESMTP_KEYWORD_RE.fullmatch(addr_type):
         raise _syntax("ORCPT must look like rfc822;user@example.com")
+    if addr_type.lower() == "utf-8":
+        return (addr_type, _utf8_address_decode(address))
     return (addr_type, xtext_decode(address))
 
 
 def _format_orcpt(value: tuple[str, str]) -> str:
-    return f"{value[0]};{xtext_encode(value[1])}"
+    addr_type, address = value
+    if addr_type.lower() == "utf-8":
+        return f"{addr_type};{_utf8_address_encode(address)}"
+    return f"{addr_type};{xtext_encode(address)}"
+
+
+# RFC 6533 §3: a "utf-8" address is not xtext.  It writes "\x{HEX}" for a character
+# outside QCHAR (printable ASCII but "+", "=" and "\"): utf-8-addr-xtext for anything
+# non-ASCII, utf-8-addr-unitext with raw UTF-8 where SMTPUTF8 is in use (the
+# parameter's own check lets UTF-8 through only then).  "+XX" is read as well, as
+# RFC 3461's xtext: a sender that encodes every addr-type alike writes it, and a
+# "+" cannot otherwise appear.
+_UTF8_ADDRESS_RE = re.compile(
+    r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\x\{[0-9A-Fa-f]{1,6}\}|\+[0-9A-Fa-f]{2})*"
+)
+_EMBEDDED_CHAR_RE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_QCHAR_RE = re.compile(r"[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]")
+
+
+def _utf8_address_decode(text: str) -> str:
+    if not _UTF8_ADDRESS_RE.fullmatch(text):
+        raise _syntax("Malformed utf-8 ORCPT address (RFC 6533: \\x{HEX} for + = \\ and controls)")
+    if "+" in text:
+        text = xtext_decode(text) if text.isascii() else text  # (raw UTF-8 and xtext do not mix)
+    try:
+        decoded = _EMBEDDED_CHAR_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    except ValueError:  # past U+10FFFF
+        raise _syntax("utf-8 ORCPT address names no Unicode character") from None
+    if any(ord(char) < 32 or ord(char) == 127 or 0xD800 <= ord(char) <= 0xDFFF for char in decoded):
+        raise _syntax("utf-8 ORCPT address decodes to a control character")
+    return decoded
+
+
+def _utf8_address_encode(address: str) -> str:
+    """utf-8-addr-xtext: ASCII only, so it is valid with or without SMTPUTF8."""
+    return "".join(char if _QCHAR_RE.fullmatch(char) else f"\\x{{{ord(char):X}}}" for char in address)
 
 
 # --- the registry ---------------------------------------------------------------------------------

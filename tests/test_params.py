@@ -99,6 +99,9 @@ GOOD = [
     ("RCPT", "NOTIFY=DELAY,FAILURE", "notify", ("DELAY", "FAILURE")),
     ("RCPT", "ORCPT=rfc822;user+40example.com", "orcpt", ("rfc822", "user@example.com")),
     ("RCPT", "ORCPT=utf-8;us+2Ber@example.com", "orcpt", ("utf-8", "us+er@example.com")),
+    # RFC 6533 §3: a utf-8 address writes \x{HEX} where xtext writes +XX.
+    ("RCPT", "ORCPT=utf-8;j\\x{F6}rg\\x{2B}x@example.com", "orcpt", ("utf-8", "jörg+x@example.com")),
+    ("RCPT", "ORCPT=UTF-8;a\\x{1F600}@example.com", "orcpt", ("UTF-8", "a\U0001f600@example.com")),
     ("RCPT", "RRVS=2014-04-03T23:01:00Z", "rrvs", "2014-04-03T23:01:00Z"),
     ("RCPT", "RRVS=2014-04-03T23:01:00-05:00;C", "rrvs", "2014-04-03T23:01:00-05:00;C"),
     ("RCPT", "RRVS=2014-04-03T23:01:00Z;r", "rrvs", "2014-04-03T23:01:00Z;r"),
@@ -438,6 +441,19 @@ def test_malformed_xtext(bad: str) -> None:
     with pytest.raises(ParamError) as info:
         xtext_decode(bad)
     assert info.value.reply.code == 501
+
+
+def test_a_utf8_orcpt_is_written_and_read_as_rfc_6533_says() -> None:
+    params = RcptParams(orcpt=("utf-8", "jörg+tag=x@bücher.example"))
+    word = format_params("RCPT", params)[0]
+    assert word == "ORCPT=utf-8;j\\x{F6}rg\\x{2B}tag\\x{3D}x@b\\x{FC}cher.example"  # ASCII: fine without SMTPUTF8
+    assert parse_params("RCPT", [word], ALL) == params
+    # Raw UTF-8 (utf-8-addr-unitext) once SMTPUTF8 is in use.
+    parsed = parse_params("RCPT", ["ORCPT=utf-8;jörg@bücher.example"], ALL, utf8=True)
+    assert isinstance(parsed, RcptParams) and parsed.orcpt == ("utf-8", "jörg@bücher.example")
+    for bad in ("a=b@x", "a\\b@x", "a\\x{0A}@x", "a\\x{110000}@x", "a\\x{D800}@x"):
+        with pytest.raises(ParamError):
+            parse_params("RCPT", [f"ORCPT=utf-8;{bad}"], ALL)
 
 
 def test_xtext_hex_digits_in_lower_case_are_taken_as_postfix_takes_them() -> None:
