@@ -507,13 +507,13 @@ def test_fault_server_that_stops_reading_content_times_out(client: str) -> None:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"data_block": 1.0})
+    config = ClientConfig(starttls=TlsPolicy.OFF, use_pipelining=False, timeouts={"data_block": 1.5})
     started = time.monotonic()
     try:
         with pytest.raises(SMTPTransientError) as caught:
             send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"],
                  b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 100_000, config=config)  # fmt: skip
-        assert time.monotonic() - started < 1.75  # (a second write's timeout, or a close waiting on the buffer: 2)
+        assert time.monotonic() - started < 2.5  # (a second write's timeout, or a close waiting on the buffer: 3)
         assert isinstance(caught.value.__cause__, TimeoutError)
     finally:
         thread.join(5)
@@ -567,10 +567,10 @@ def test_fault_tls_handshake_that_stalls_times_out(client: str, tls: TlsMode) ->
     try:
         with pytest.raises(SMTPTransientError) as caught:
             send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"], CONTENT,
-                 config=config, timeout=0.5)  # fmt: skip
-        assert time.monotonic() - started < 1.25
+                 config=config, timeout=1.0)  # fmt: skip
+        assert time.monotonic() - started < 1.6  # (a close waiting on the handshake: 2)
         assert str(caught.value).startswith("cannot set up TLS with 127.0.0.1:")
-        assert str(caught.value.__cause__) == "the TLS handshake with 127.0.0.1 took over 0.5 s"
+        assert str(caught.value.__cause__) == "the TLS handshake with 127.0.0.1 took over 1 s"
         assert isinstance(caught.value.__cause__, TimeoutError)
     finally:
         thread.join(10)
