@@ -84,6 +84,25 @@ class Timeout:
     min_rate: float | None = None
 
 
+def _as_policy(config: object, name: str, kind: type[enum.Enum]) -> None:
+    """Make the policy field ``name`` a member of ``kind``; a value of it ("required") becomes one.
+
+    The machines test policies by identity (``is TlsPolicy.REQUIRED``), so a plain
+    string that got through would pass every check and fail open: tls="required"
+    advertised STARTTLS and never required it.  Configurations read from TOML,
+    YAML or the environment give exactly such strings.
+    """
+    value = getattr(config, name)
+    if isinstance(value, kind):
+        return
+    try:
+        member = kind(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        known = ", ".join(f"{kind.__name__}.{m.name} ({m.value!r})" for m in kind)
+        raise ValueError(f"{name} must be one of {known}, not {value!r}") from None
+    object.__setattr__(config, name, member)
+
+
 def _check_hostname(hostname: str) -> None:
     try:
         check_domain(hostname, utf8=False)
@@ -188,6 +207,13 @@ class ServerConfig:
     tls_handshake_timeout: float = 60.0
 
     def __post_init__(self) -> None:
+        for name, kind in (
+            ("tls", TlsPolicy),
+            ("auth", AuthPolicy),
+            ("long_lines", LongLinePolicy),
+            ("bare_newlines", BareNewlinePolicy),
+        ):
+            _as_policy(self, name, kind)
         _check_hostname(self.hostname)
         if self.max_recipients < 100:
             raise ValueError("max_recipients must be at least 100 (RFC 5321 §4.5.3.1.8)")
@@ -223,6 +249,15 @@ class ServerConfig:
                 or keyword != keyword.upper()
             ):
                 raise ValueError(f"extra_parameters: {keyword!r} is not an upper-case ESMTP keyword")
+        if self.auth is not AuthPolicy.OFF and not self.auth_mechanisms:
+            raise ValueError("auth_mechanisms must name at least one mechanism when auth is on (RFC 4954 §3)")
+        if (
+            self.auth is AuthPolicy.REQUIRED
+            and self.tls is TlsPolicy.OFF
+            and not (self.implicit_tls or self.allow_insecure_auth)
+        ):
+            # AUTH is offered only over TLS: such a server would refuse every MAIL with 530.
+            raise ValueError("auth=REQUIRED needs TLS (tls or implicit_tls) or allow_insecure_auth=True")
         from ._sasl_server import MECHANISMS
 
         for name in self.auth_mechanisms:
@@ -290,6 +325,8 @@ class ClientConfig:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(_CLIENT_TIMEOUTS))
 
     def __post_init__(self) -> None:
+        _as_policy(self, "starttls", TlsPolicy)
+        _as_policy(self, "bare_newlines", BareNewlinePolicy)
         if self.local_hostname is not None:
             _check_hostname(self.local_hostname)
         if self.chunk_size < 1:

@@ -189,6 +189,31 @@ def test_policies_are_enums_with_values() -> None:
     assert {policy.value for policy in LongLinePolicy} == {"reject", "accept"}
 
 
+def test_a_policy_given_as_its_value_becomes_the_member_and_anything_else_is_refused() -> None:
+    # Tested by identity in the machine: tls="required" once advertised STARTTLS and accepted
+    # MAIL in plaintext, auth="required" accepted MAIL with no login.
+    config = ServerConfig(tls="required", auth="Required", long_lines="accept", bare_newlines="reject")  # type: ignore[arg-type]
+    assert (config.tls, config.auth) == (TlsPolicy.REQUIRED, AuthPolicy.REQUIRED)
+    assert (config.long_lines, config.bare_newlines) == (LongLinePolicy.ACCEPT, BareNewlinePolicy.REJECT)
+    assert ClientConfig(starttls="off").starttls is TlsPolicy.OFF  # type: ignore[arg-type]
+    for bad in ({"tls": "yes"}, {"auth": True}, {"long_lines": 1}):
+        with pytest.raises(ValueError, match="must be one of"):
+            ServerConfig(**bad)
+    with pytest.raises(ValueError, match="must be one of"):
+        ClientConfig(starttls="tls")  # type: ignore[arg-type]
+
+
+def test_auth_set_ups_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one mechanism"):
+        ServerConfig(auth=AuthPolicy.OPTIONAL, auth_mechanisms=(), allow_insecure_auth=True)  # "250 AUTH " alone
+    with pytest.raises(ValueError, match="needs TLS"):
+        ServerConfig(auth=AuthPolicy.REQUIRED)  # never offered, so every MAIL would get 530
+    ServerConfig(auth=AuthPolicy.REQUIRED, tls=TlsPolicy.OPTIONAL)
+    ServerConfig(auth=AuthPolicy.REQUIRED, implicit_tls=True)
+    ServerConfig(auth=AuthPolicy.REQUIRED, allow_insecure_auth=True)
+    ServerConfig(auth=AuthPolicy.OFF, auth_mechanisms=())
+
+
 def test_timeout_value() -> None:
     timeout = Timeout("data", 300.0, "RFC 5321 §4.5.3.2.6", min_rate=500.0)
     assert timeout.name == "data"
