@@ -228,6 +228,9 @@ class ClientConnection:
             raise self._error
         if self._closed:
             return ConnectionClosed(by_peer=self._closed_by_peer)
+        if self._tls is not None and self._peer_closed:  # gone before the handshake: nothing more will come
+            self._close(by_peer=True)
+            return ConnectionClosed(by_peer=True)
         if self._tls == "announce":
             self._tls = "wait"
             return TlsHandshake()

@@ -168,6 +168,8 @@ AUTH_IN_TRANSACTION = Reply(503, "AUTH is not allowed during a mail transaction"
 AUTH_NEEDS_TLS = Reply(538, "Encryption required for requested authentication mechanism", "5.7.11")
 AUTH_UNKNOWN_MECHANISM = Reply(504, "Unrecognized authentication mechanism", "5.5.4")
 AUTH_BAD_BASE64 = Reply(501, "Invalid base64 data", "5.5.2")
+# A SaslFailure whose words make no reply line (a line break, too long): the exchange still ends.
+AUTH_MALFORMED = Reply(501, "Malformed authentication response", "5.5.2")
 AUTH_CANCELLED = Reply(501, "Authentication cancelled", "5.0.0")
 AUTH_LINE_TOO_LONG = Reply(500, "Authentication response too long", "5.5.6")
 TOO_MANY_ERRORS = Reply(421, "Too many errors; closing connection", "4.7.0")

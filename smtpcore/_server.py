@@ -477,6 +477,9 @@ class ServerConnection:
             elif state is S.PROXY:
                 return self._next_proxy_event()
             else:  # S.TLS
+                if self._peer_closed:  # gone before the handshake: nothing will ever arrive
+                    self._state = S.CLOSED
+                    continue
                 if not self._tls_announced:
                     self._tls_announced = True
                     return TlsHandshake()
@@ -1015,7 +1018,7 @@ class ServerConnection:
         try:
             result = self._mechanism.step(response)
         except SaslFailure as failure:
-            return self._end_auth(Reply(501, str(failure), "5.5.2"))
+            return self._end_auth(_sasl_failure_reply(failure))
         if isinstance(result, AuthCredentials):
             self._mechanism = None
             self._state = S.READY
@@ -1124,3 +1127,16 @@ class ServerConnection:
         self._reset_transaction()
         self._state = S.READY
         return MessageRejected(error)
+
+
+def _sasl_failure_reply(failure: SaslFailure) -> Reply:
+    """501 with a mechanism's own words when they make a reply line, else a fixed one.
+
+    The words come from application code: one with a line break or too long for
+    a line must not leave the exchange unanswered (the client would wait for
+    ever) or raise out of ``next_event()``.
+    """
+    try:
+        return Reply(501, str(failure) or R.AUTH_MALFORMED.text[0], "5.5.2")
+    except LocalProtocolError:
+        return R.AUTH_MALFORMED

@@ -314,6 +314,19 @@ def test_starttls_discards_everything_after_the_220() -> None:
         conn.tls_established()
 
 
+def test_a_server_gone_before_the_tls_handshake_closes_the_connection() -> None:
+    # Not PAUSED for ever: nothing will arrive, and no handshake can be done.
+    for announced in (False, True):
+        conn = ready()
+        conn.send(StartTls())
+        assert reply(conn, b"220 go\r\n").code == 220
+        if announced:
+            assert conn.next_event() == TlsHandshake()
+        conn.receive_data(b"")
+        assert conn.next_event() == ConnectionClosed(by_peer=True)
+        assert conn.closed
+
+
 def test_starttls_refused_changes_nothing() -> None:
     conn = ready()
     conn.send(StartTls())

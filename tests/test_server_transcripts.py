@@ -40,6 +40,7 @@ from smtpcore import (
     RemoteProtocolError,
     Reply,
     Rset,
+    SaslFailure,
     ServerConfig,
     ServerConnection,
     StartTls,
@@ -1124,6 +1125,48 @@ def test_custom_mechanism() -> None:
     assert events[-1] == AuthCredentials("X-ECHO", "bob", password="echo")
     _, out = drive(b"EHLO c\r\nAUTH PLAIN\r\n", config)
     assert out.endswith(b"504 5.5.4 Unrecognized authentication mechanism\r\n")
+
+
+class Fussy:
+    """A custom mechanism whose failure says more than a reply line can hold."""
+
+    def __init__(self, hostname: str) -> None:
+        pass
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return b""
+        raise SaslFailure(response.decode())
+
+
+@pytest.mark.parametrize(
+    ("words", "reply"),
+    [
+        ("code rejected", b"501 5.5.2 code rejected"),
+        ("code rejected\nsee https://example.com/otp", b"501 5.5.2 Malformed authentication response"),
+        ("x" * 600, b"501 5.5.2 Malformed authentication response"),
+    ],
+)
+def test_a_mechanisms_failure_is_always_answered_and_ends_the_exchange(words: str, reply: bytes) -> None:
+    # Words that make no reply line once raised out of next_event(), left the client waiting
+    # and kept the session in AUTH.
+    config = ServerConfig(
+        auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, auth_mechanisms=("X-FUSSY",),
+        auth_mechanism_factories={"X-FUSSY": Fussy},
+    )  # fmt: skip
+    response = base64.b64encode(words.encode())
+    _, out = drive(b"EHLO c\r\nAUTH X-FUSSY\r\n" + response + b"\r\nNOOP\r\n", config)
+    assert out.endswith(b"334 \r\n" + reply + b"\r\n250 2.0.0 OK\r\n")
+
+
+def test_a_client_gone_before_the_tls_handshake_closes_the_connection() -> None:
+    conn = make_server(TLS)
+    driver = Driver(conn, tls=False)
+    driver.feed(b"EHLO c\r\nSTARTTLS\r\n")
+    assert isinstance(driver.events[-1], TlsHandshake)
+    conn.receive_data(b"")
+    assert conn.next_event() == ConnectionClosed(by_peer=True)  # not PAUSED for ever
+    assert conn.state is State.CLOSED
 
 
 def test_client_closes_during_auth() -> None:
