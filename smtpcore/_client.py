@@ -207,8 +207,13 @@ class ClientConnection:
 
     # --- input ------------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Add bytes from the server; ``b""`` means the server closed its side."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes from the server; ``b""`` means the server closed its side.
+
+        ``data`` is copied: the caller may read into the same buffer again.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(f"receive_data() takes the bytes read, not {type(data).__name__}")
         if not data:
             self._peer_closed = True
             return

@@ -200,8 +200,13 @@ class MessageData(Event):
     data: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, (bytes, bytearray, memoryview)):
-            raise LocalProtocolError("message data must be bytes")
+        data = self.data
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise LocalProtocolError(f"message data must be bytes, not {type(data).__name__}")
+            # A copy: an event is a value (hashable, equal by content), never a view of a
+            # buffer the caller goes on to change.
+            _set_message_data(self, bytes(data))
 
     def __repr__(self) -> str:
         # A message can be megabytes: show its size and a little of it.

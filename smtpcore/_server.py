@@ -437,7 +437,7 @@ class ServerConnection:
             return
         self._buffer.feed(data)
 
-    def redact(self, data: bytes) -> bytes:
+    def redact(self, data: bytes | bytearray | memoryview) -> bytes:
         """``data``, as read from the client, fit for a transcript or a log: SASL
         secrets (an ``AUTH`` line's initial response, every response of the
         exchange) replaced by ``<redacted>``.
@@ -450,7 +450,7 @@ class ServerConnection:
         """
         if self._redactor is None:
             self._redactor = Redactor()
-        return self._redactor.redact(data, self._state is S.AUTH)
+        return self._redactor.redact(data if type(data) is bytes else bytes(data), self._state is S.AUTH)
 
     def next_event(self) -> Event | Sentinel:
         """The next event, ``NEED_DATA`` or ``PAUSED``.

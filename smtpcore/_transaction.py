@@ -572,8 +572,8 @@ class ClientDriver:
             out = conn.data_to_send()
         return out
 
-    def receive(self, data: bytes) -> None:
-        """Bytes read from the server; ``b""`` when it closed the connection."""
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes read from the server (copied); ``b""`` when it closed the connection."""
         self.connection.receive_data(data)
         if self._wait is _INPUT:
             self._resume()

@@ -314,6 +314,16 @@ def test_starttls_discards_everything_after_the_220() -> None:
         conn.tls_established()
 
 
+def test_reads_may_be_any_bytes_like_and_nothing_else() -> None:
+    conn = ClientConnection()
+    buffer = bytearray(b"220 mx ESMTP\r\n")
+    conn.receive_data(memoryview(buffer))
+    buffer[:3] = b"554"  # copied: the caller may read into the same buffer again
+    assert isinstance(event := conn.next_event(), Reply) and event.code == 220
+    with pytest.raises(LocalProtocolError, match="not str"):
+        conn.receive_data("250 ok\r\n")  # type: ignore[arg-type]
+
+
 def test_a_server_gone_before_the_tls_handshake_closes_the_connection() -> None:
     # Not PAUSED for ever: nothing will arrive, and no handshake can be done.
     for announced in (False, True):

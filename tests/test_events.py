@@ -203,9 +203,14 @@ def test_bdat_bad_size(size: Any) -> None:
 
 def test_message_data_types() -> None:
     assert MessageData(b"abc").data == b"abc"
-    # MessageData accepts these at run time, but its field is annotated ``bytes`` only:
-    assert MessageData(bytearray(b"abc")).data == bytearray(b"abc")  # type: ignore[arg-type]
-    assert bytes(MessageData(memoryview(b"abc")).data) == b"abc"  # type: ignore[arg-type]
+    # MessageData takes these at run time (its field is annotated ``bytes`` only) and keeps
+    # a copy as bytes: an event is a value, hashable, never a view of a buffer that changes.
+    buffer = bytearray(b"abc")
+    event = MessageData(buffer)  # type: ignore[arg-type]
+    buffer[0] = ord("x")
+    assert type(event.data) is bytes and event.data == b"abc"
+    assert event == MessageData(b"abc") and hash(event) == hash(MessageData(b"abc"))
+    assert MessageData(memoryview(b"abc")[1:]).data == b"bc"  # type: ignore[arg-type]
     for bad in ("abc", 5, None, [1, 2]):
         with pytest.raises(LocalProtocolError):
             MessageData(bad)  # type: ignore[arg-type]

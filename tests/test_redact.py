@@ -155,6 +155,14 @@ def test_a_line_left_unfinished_in_plaintext_does_not_join_the_first_under_tls()
     assert conn.redact(b"AUTH PLAIN " + PLAIN + b"\r\n") == b"AUTH PLAIN <redacted>\r\n"
 
 
+def test_any_bytes_like_read_is_taken() -> None:
+    # A memoryview of a reused recv_into buffer, as docs/server.md allows for receive_data.
+    conn = ServerConnection(CONFIG)
+    read = bytearray(b"AUTH PLAIN " + PLAIN + b"\r\n")
+    assert conn.redact(memoryview(read)) == b"AUTH PLAIN <redacted>\r\n"
+    assert conn.redact(bytearray(b"NOOP\r\n")) == b"NOOP\r\n"
+
+
 def test_a_mechanism_name_too_long_to_wait_for_hides_the_rest_of_its_line() -> None:
     redactor = Redactor()
     assert redactor.redact(b"AUTH " + b"X" * 200, in_exchange=False) == b"AUTH " + b"X" * 200
