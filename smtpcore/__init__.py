@@ -45,10 +45,11 @@ from ._outcomes import (
     SMTPTransientError,
 )
 from ._params import DeliverBy, MailParams, RcptParams, xtext_decode, xtext_encode
+from ._proxy import ProxyInfo
 from ._replies import Reply
 from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
 from ._sasl_server import SaslFailure, ServerMechanism
-from ._sentinels import NEED_DATA, PAUSED
+from ._sentinels import NEED_DATA, PAUSED, Sentinel
 from ._server import ServerConnection, State
 from ._transaction import ClientDriver, Envelope, Message, Recipient
 
@@ -90,6 +91,7 @@ __all__ = [
     "Noop",
     "ProtocolError",
     "ProxyHeader",
+    "ProxyInfo",
     "Quit",
     "Rcpt",
     "RcptParams",
@@ -109,6 +111,7 @@ __all__ = [
     "ServerConnection",
     "ServerMechanism",
     "SessionOutcome",
+    "Sentinel",
     "StartTls",
     "State",
     "Timeout",
