@@ -421,8 +421,11 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
                 async for _ in signals:
                     break
             _announce_shutdown(plan.shutdown_timeout)
-            for server in servers:
-                await server.shutdown(plan.shutdown_timeout)
+            # Every listener at once: one after another, the later ones would take
+            # new sessions meanwhile and the whole would last a timeout each.
+            async with trio.open_nursery() as stopping:
+                for server in servers:
+                    stopping.start_soon(server.shutdown, plan.shutdown_timeout)
 
     trio.run(main)
 
@@ -467,8 +470,15 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
         while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
             pass
     _announce_shutdown(plan.shutdown_timeout)
-    for server in servers:
-        server.shutdown(plan.shutdown_timeout)
+    # Every listener at once (see run_trio): a greenlet or a thread for each shutdown.
+    if plan.adapter == "gevent":
+        gevent.joinall([gevent.spawn(server.shutdown, plan.shutdown_timeout) for server in servers])
+    else:
+        stopping = [threading.Thread(target=server.shutdown, args=(plan.shutdown_timeout,)) for server in servers]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
 
 RUNNERS: dict[str, Callable[[ServePlan, Callable[[], None] | None], None]] = {

@@ -78,6 +78,43 @@ def test_serve_stores_what_smtplib_sends(tmp_path: Path, adapter: str) -> None:
     assert "result=stored" in stderr and "connection peer=127.0.0.1" in stderr
 
 
+def greeted(port: int) -> bool:
+    """Whether a new connection to ``port`` gets a 220 (not refused, closed or left silent)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.settimeout(2)
+            return sock.recv(100).startswith(b"220")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio", "gevent", "blocking"])
+def test_sigterm_stops_every_listener_at_once(tmp_path: Path, adapter: str) -> None:
+    """With several --listen, none takes a new session after SIGTERM, and the whole lasts one
+    --shutdown-timeout (one after another, the later listeners greeted new clients and it took one each)."""
+    with serving(tmp_path, "--adapter", adapter, "--listen", "127.0.0.1:0", "--shutdown-timeout", "3") as (
+        process,
+        first,
+    ):
+        assert process.stdout is not None
+        second = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", process.stdout.readline())[0])
+        held = []
+        for port in (first, second):  # an open transaction on each: its shutdown waits for it
+            client = smtplib.SMTP("127.0.0.1", port)
+            client.ehlo("client.test")
+            client.mail("alice@example.org")
+            held.append(client)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        for port in (first, second):
+            assert not greeted(port)
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 5.5  # one timeout (3 s) and a second's grace, not two
+        for client in held:
+            client.close()
+
+
 def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
     with serving(tmp_path, "--accept-domain", "example.com", "--accept-address", "special@other.org") as (_, port):
         with smtplib.SMTP("127.0.0.1", port) as client:
