@@ -72,6 +72,12 @@ def test_the_installed_entry_point_provides_the_fixtures(pytester: pytest.Pytest
     )
     markers = pytester.runpytest_subprocess("--markers", "-p", "no:cacheprovider")
     markers.stdout.fnmatch_lines(["@pytest.mark.smtp_server(adapter='blocking', *"])
+    # Listed again as well, as suites moving from other plugins do: no harm, no start-up error.
+    again = pytester.runpytest_subprocess("-p", "adapters.pytest_plugin", "-p", "no:cacheprovider")
+    again.assert_outcomes(passed=1)
+    pytester.makeconftest('pytest_plugins = ["adapters.pytest_plugin"]')
+    listed = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    listed.assert_outcomes(passed=1)
 
 
 # --- smtp_server ---------------------------------------------------------------------------------
