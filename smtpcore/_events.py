@@ -101,6 +101,8 @@ class Hello(Event):
     def __post_init__(self) -> None:
         if self.verb not in ("EHLO", "HELO", "LHLO"):
             raise LocalProtocolError(f"verb must be EHLO, HELO or LHLO, not {self.verb!r}")
+        if not isinstance(self.domain, str):
+            raise LocalProtocolError(f"the {self.verb} name must be a str, not {type(self.domain).__name__}")
         try:
             check_domain(self.domain, utf8=True)
         except (AddressError, TypeError) as exc:
@@ -115,6 +117,8 @@ class Mail(Event):
     params: MailParams = field(default_factory=MailParams)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.sender, str):
+            raise LocalProtocolError(f'the sender must be a str ("" for <>), not {type(self.sender).__name__}')
         if self.sender != "":
             try:
                 check_mailbox(self.sender, utf8=True)
@@ -132,7 +136,9 @@ class Rcpt(Event):
     params: RcptParams = field(default_factory=RcptParams)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.recipient, str) and self.recipient.lower() == "postmaster"):
+        if not isinstance(self.recipient, str):
+            raise LocalProtocolError(f"the recipient must be a str, not {type(self.recipient).__name__}")
+        if self.recipient.lower() != "postmaster":
             try:
                 check_mailbox(self.recipient, utf8=True)
             except (AddressError, TypeError) as exc:

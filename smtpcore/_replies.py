@@ -53,7 +53,12 @@ class Reply:
     def __init__(self, code: int, text: str | Iterable[str] = "", enhanced: str | None = None) -> None:
         if isinstance(code, bool) or not isinstance(code, int) or not _CODE_RE.fullmatch(str(code)):
             raise LocalProtocolError(f"reply code must be an int from 200 to 559, not {code!r}")
-        lines = (text,) if isinstance(text, str) else tuple(text)
+        if isinstance(text, str):
+            lines: tuple[str, ...] = (text,)
+        elif isinstance(text, (bytes, bytearray, memoryview)) or not isinstance(text, Iterable):
+            raise LocalProtocolError(f"reply text must be a str or a sequence of str, not {type(text).__name__}")
+        else:
+            lines = tuple(text)
         if not lines:
             lines = ("",)
         for line in lines:

@@ -510,9 +510,9 @@ class ClientDriver:
         self.config = config or ClientConfig()
         self.connection = ClientConnection(self.config)
         self._messages = list(messages)
-        for envelope, _ in self._messages:
-            if not isinstance(envelope, Envelope):
-                raise LocalProtocolError("messages are (Envelope, message) pairs")
+        for item in self._messages:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Envelope)):
+                raise LocalProtocolError(f"messages are (Envelope, message) pairs, not {type(item).__name__}")
         self._credentials = credentials
         self._mechanisms = mechanisms
         self._outcomes: list[MessageOutcome] = []
@@ -558,8 +558,12 @@ class ClientDriver:
         With no ``config.local_hostname``, EHLO names the client by it as an
         address literal (``EHLO [192.0.2.7]``), as smtplib does on a host without
         a fully qualified name, rather than "localhost", which servers that check
-        the name refuse.  What is not an IP address (a Unix socket) is ignored.
+        the name refuse.  What is not an IP address (a Unix socket's path) is
+        ignored.  Call it before the first :meth:`receive`: the EHLO follows the
+        greeting at once.
         """
+        if self.connection.replies_received:
+            raise LocalProtocolError("set_local_address() must come before the greeting is received")
         with contextlib.suppress(ValueError):
             self._local_literal = address_literal(address)
 

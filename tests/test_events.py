@@ -352,3 +352,13 @@ def test_arbitrary_strings_only_raise_local_protocol_error(text: str) -> None:
         # Whatever was accepted can be written on one line.
         assert not any(ch in text for ch in "\r\n\x00")
         assert isinstance(event, Event)
+
+
+def test_names_and_addresses_of_another_type_say_so() -> None:
+    # Not a regex's "cannot use a string pattern on a bytes-like object".
+    with pytest.raises(LocalProtocolError, match="recipient must be a str, not bytes"):
+        Rcpt(b"a@b.example")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="sender must be a str"):
+        Mail(None)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="EHLO name must be a str, not int"):
+        Hello(5)  # type: ignore[arg-type]

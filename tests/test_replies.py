@@ -238,3 +238,10 @@ def test_every_builtin_reply_is_consistent() -> None:
             assert reply.enhanced is not None, reply
             assert reply.enhanced[0] == str(reply.code)[0]
         assert len(reply.to_bytes()) <= 512
+
+
+@pytest.mark.parametrize("text", [b"OK", bytearray(b"OK"), None, 250])
+def test_reply_text_of_another_type_says_what_it_must_be(text: Any) -> None:
+    # bytes iterate as ints: the error once blamed an int for what was bytes.
+    with pytest.raises(LocalProtocolError, match=f"a str or a sequence of str, not {type(text).__name__}"):
+        Reply(250, text)

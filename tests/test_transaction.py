@@ -86,6 +86,18 @@ def test_without_a_configured_name_ehlo_names_the_local_address(address: str | N
     assert named.bytes_to_send() == b"EHLO client.example\r\n"
 
 
+def test_misuse_of_the_driver_says_what_to_do() -> None:
+    envelope = Envelope("a@b.example", ["c@d.example"])
+    with pytest.raises(LocalProtocolError, match=r"\(Envelope, message\) pairs, not Envelope"):
+        ClientDriver(ClientConfig(), [envelope])  # type: ignore[list-item]
+    driver = ClientDriver(ClientConfig())
+    with pytest.raises(LocalProtocolError, match="not str"):
+        driver.receive("220 hi\r\n")  # type: ignore[arg-type]
+    driver.receive(b"220 hi\r\n")
+    with pytest.raises(LocalProtocolError, match="before the greeting"):  # the EHLO is already written
+        driver.set_local_address("192.0.2.7")
+
+
 def run(text: str, messages: Iterable[tuple[Envelope, Message]], **options: Any) -> SessionOutcome:
     """Run whole and byte by byte; both must give the same outcome."""
     whole = run_client_transcript(text, make(messages, **options))
