@@ -246,7 +246,7 @@ def _timeouts(command: float, data: float, min_rate: float, handshake: float) ->
     return (
         Timeout("command", command, "RFC 5321 §4.5.3.2.7"),
         Timeout("data", data, "RFC 5321 §4.5.3.2.7", min_rate or None),
-        Timeout("tls-handshake", handshake, "RFC 3207 §4"),
+        Timeout("tls_handshake", handshake, "RFC 3207 §4"),
     )
 
 
@@ -727,7 +727,7 @@ class ServerConnection:
         if not isinstance(reply, Reply):
             raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
         if not self._replies_due:
-            raise LocalProtocolError("no command is waiting for a reply")
+            raise LocalProtocolError(self._nothing_due())
         pending = self._pending
         accepted = reply.code < 400
         if accepted and reply.code not in _POSITIVE[type(pending)]:
@@ -754,6 +754,12 @@ class ServerConnection:
         if self._replies_due == 0:
             self._transition(pending, accepted)
 
+    def _nothing_due(self) -> str:
+        """Why no reply can be sent now, with what to do instead."""
+        if self._state is S.PROXY:
+            return "no reply is due: with proxy_protocol the greeting comes after the ProxyHeader event (next_event())"
+        return "no command is waiting for a reply: call next_event() and answer when reply_due is true"
+
     def accept(self) -> None:
         """Send the standard reply for the pending event (the positive one where there is one).
 
@@ -762,7 +768,7 @@ class ServerConnection:
         LMTP), STARTTLS 220, AUTH 235, VRFY 252 and EXPN 502.
         """
         if not self._replies_due:
-            raise LocalProtocolError("no command is waiting for a reply")
+            raise LocalProtocolError(self._nothing_due())
         pending = self._pending
         default = self._one_reply_defaults.get(type(pending))
         if default is not None:

@@ -348,3 +348,14 @@ def test_receive_data_copies_a_view_so_the_caller_may_read_into_its_buffer_again
     events = answer_all(conn)
     assert events[0] == Data()
     assert b"".join(event.data for event in events if isinstance(event, MessageData)) == b"Subject: x\r\n\r\nhi\r\n"
+
+
+def test_a_reply_with_none_due_says_what_to_do() -> None:
+    # With the PROXY protocol the greeting waits for the header: the documented loop's first
+    # accept() must come after the ProxyHeader event, and the error says so.
+    with pytest.raises(LocalProtocolError, match="after the ProxyHeader event"):
+        ServerConnection(ServerConfig(proxy_protocol=True)).accept()
+    conn = ServerConnection()
+    conn.accept()
+    with pytest.raises(LocalProtocolError, match="call next_event"):
+        conn.send(Reply(250, "OK"))

@@ -836,7 +836,7 @@ def test_starttls_discards_pipelined_plaintext() -> None:
     driver.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\nRCPT TO:<victim@x.y>\r\n")
     assert isinstance(driver.events[-1], TlsHandshake)
     assert conn.state is State.TLS
-    assert conn.timeout.name == "tls-handshake"
+    assert conn.timeout.name == "tls_handshake"
     # Bytes arriving before the handshake is reported done are dropped too.
     driver.feed(b"DATA\r\n")
     assert len(conn._buffer) == 0
@@ -1701,7 +1701,7 @@ def test_timeouts_per_state() -> None:
     assert conn.state is State.CHUNKING  # type: ignore[comparison-overlap]  # mypy keeps the CHUNK narrowing across drive()
     assert conn.timeout.name == "command"
     drive(b"RSET\r\nSTARTTLS\r\n", conn=conn, tls=False)
-    assert conn.timeout.name == "tls-handshake"
+    assert conn.timeout.name == "tls_handshake"
     assert conn.timeout.seconds == 33
     assert make_server().timeout == make_server().timeout
     data_default = make_server()
