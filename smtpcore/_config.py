@@ -11,10 +11,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import _abnf
 from ._address import AddressError, check_domain
+
+if TYPE_CHECKING:
+    from ._sasl_server import ServerMechanism
 
 __all__ = [
     "AuthPolicy",
@@ -146,7 +149,7 @@ class ServerConfig:
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     #: Mechanisms of the application's own: name -> factory(hostname) returning a
     #: ``smtpcore.ServerMechanism``.  List the name in ``auth_mechanisms`` too.
-    auth_mechanism_factories: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
+    auth_mechanism_factories: Mapping[str, Callable[[str], ServerMechanism]] = field(default_factory=dict)
     #: Offer AUTH on a connection that is not TLS (off: RFC 4954 §4 advice).
     allow_insecure_auth: bool = False
 

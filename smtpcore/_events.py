@@ -15,6 +15,7 @@ grammar.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -345,7 +346,9 @@ class AuthCredentials(Event):
     authorization_id: str = ""
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
-    verifier: Any = field(default=None, repr=False, compare=False)
+    #: For a mechanism without the password in clear (CRAM-MD5): does this password
+    #: give what the client sent?  Set by the mechanism; :meth:`verify` calls it.
+    verifier: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
 
     def verify(self, password: str) -> bool:
         """Whether ``password`` is the one the client proved it knows."""
