@@ -478,8 +478,11 @@ class SMTPServer:
         for worker in self._sessions():
             worker.join(max(0.0, deadline - time.monotonic()))
         self._aborting = True
+        # One more second in all, not per thread: a hook that never returns
+        # cannot be interrupted, and a hundred of them must not add a hundred seconds.
+        deadline = time.monotonic() + max(1.0, TICK * 10)
         for worker in self._sessions():
-            worker.join(max(1.0, TICK * 10))
+            worker.join(max(0.0, deadline - time.monotonic()))
         if listener is not None:
             listener.close()
             if isinstance(self._address, str) and os.path.exists(self._address):

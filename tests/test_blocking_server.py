@@ -275,3 +275,40 @@ def test_out_of_descriptors_a_worker_backs_off_then_serves(monkeypatch: pytest.M
         quit_session(greeted(server.port))
     assert len(failures) == 3
     assert failures[2] - failures[0] >= 1.5 * TICK  # a slice between tries, not a busy loop
+
+
+class Stuck(Handler):
+    """Every session's ``data_chunk`` hook waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def data_chunk(self, session: object, data: bytes) -> None:
+        self.entered.release()
+        self.release.wait(30)
+
+
+def test_shutdown_waits_one_more_second_in_all_for_threads_stuck_in_hooks() -> None:
+    # A thread cannot be interrupted: shutdown() gives the stuck ones one more
+    # second together, not one each (four would make it four seconds).
+    handler = Stuck()
+    server = blocking_server.SMTPServer(handler, port=0)
+    server.start()
+    socks = []
+    try:
+        for _ in range(4):
+            sock = greeted(server.port)
+            sock.sendall(b"HELO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhi\r\n")
+            socks.append(sock)
+        for _ in socks:
+            assert handler.entered.acquire(timeout=5)
+        started = time.monotonic()
+        server.shutdown(0.2)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2 * (0.2 + 1.0), elapsed
+    finally:
+        handler.release.set()
+        for sock in socks:
+            sock.close()
+    settled(lambda: server._sessions() == [])
