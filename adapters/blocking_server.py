@@ -60,15 +60,32 @@ TICK = 0.1
 MAX_IDLE = 32
 
 WrapTls = Callable[[socket.socket], socket.socket]
+#: ``deadline(seconds)``: a context manager that ends what runs in it (with an
+#: ``OSError``) once ``seconds`` have passed, for the sockets whose timeout does not.
+Deadline = Callable[[float], contextlib.AbstractContextManager[object]]
 
 
-def _handshake(sock: socket.socket, wrap: WrapTls, timeout: float) -> tuple[socket.socket, TlsInfo | None]:
+def _no_deadline(seconds: float) -> contextlib.AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+def _handshake(
+    sock: socket.socket, wrap: WrapTls, timeout: float, deadline: Deadline = _no_deadline
+) -> tuple[socket.socket, TlsInfo | None]:
+    """The server side of a TLS handshake, done within ``timeout`` seconds in all.
+
+    CPython's ``do_handshake`` takes the socket's timeout as a deadline for the
+    whole handshake; gevent's applies it to each wait for the client, so a
+    client sending a byte at a time would keep it going for ever: gevent passes
+    a ``deadline`` of its own.
+    """
     tls = sock
     try:
         tls = wrap(sock)
         tls.settimeout(timeout)
         handshaking = cast(ssl.SSLSocket, tls)  # or gevent.ssl.SSLSocket, which has the same methods
-        handshaking.do_handshake()
+        with deadline(timeout):
+            handshaking.do_handshake()
         return tls, tls_info(handshaking)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         log.info("TLS handshake failed: %s", exc)
@@ -224,6 +241,7 @@ def serve_socket(
     kernel_timeouts: bool = False,
     peer: Any = None,
     timed: Callable[[socket.socket], _TimedSocket] | None = None,
+    handshake_deadline: Deadline = _no_deadline,
 ) -> None:
     """Run one SMTP session on a connected socket, then close it.
 
@@ -237,12 +255,14 @@ def serve_socket(
     ``timed`` makes the :class:`_TimedSocket` for each socket of the session (the
     plain one, then the TLS one after STARTTLS), for an adapter that keeps time
     its own way; gevent's watchdog does (see ``adapters.gevent_server``).
+    ``handshake_deadline`` ends a TLS handshake on time where the socket's
+    timeout does not (gevent's: see :func:`_handshake`).
     """
     no_delay(sock)
     session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
     if config.implicit_tls:
         assert wrap_tls is not None
-        sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout)
+        sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout, handshake_deadline)
         if session.tls_info is None:
             return
     io: _TimedSocket
@@ -269,7 +289,7 @@ def serve_socket(
                 result = call_hook(handler, action)
             elif isinstance(action, StartTls):
                 assert wrap_tls is not None
-                sock, result = _handshake(sock, wrap_tls, action.timeout)
+                sock, result = _handshake(sock, wrap_tls, action.timeout, handshake_deadline)
                 # A TLS socket keeps Python's timeouts (or the adapter's own).
                 io = timed(sock) if timed is not None else _PolledSocket(sock, aborting, draining)
             elif isinstance(action, Pause):

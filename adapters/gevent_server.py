@@ -9,9 +9,10 @@ The greenlets live in a :class:`gevent.pool.Group` owned by the server, so a
 shutdown can wait for them and, at its deadline, make their reads answer 421;
 ``shutdown()`` returns only when every one has finished.  Reads and writes keep
 their deadlines through one watchdog per server (:class:`_Watchdog`), as in the
-trio adapter, rather than a gevent ``Timeout`` each.  Replies that come before a
-read wait in the server's outbox for the hub's next turn (``adapters._outbox``),
-as the asyncio and trio adapters' do.
+trio adapter, rather than a gevent ``Timeout`` each; only a TLS handshake, once
+per connection, has a ``Timeout`` of its own (:func:`_handshake_deadline`).
+Replies that come before a read wait in the server's outbox for the hub's next
+turn (``adapters._outbox``), as the asyncio and trio adapters' do.
 """
 
 from __future__ import annotations
@@ -205,6 +206,13 @@ class _Watchdog:
                 io.greenlet.throw(_CutOff)
 
 
+def _handshake_deadline(seconds: float) -> gevent.Timeout:
+    """A TLS handshake's deadline: gevent's SSLSocket applies its timeout to each wait, so a
+    client sending a byte at a time would never run out of it.  (A TimeoutError, which the
+    handshake's caller takes as a failed handshake, as it does CPython's.)"""
+    return gevent.Timeout(seconds, TimeoutError("TLS handshake timed out"))
+
+
 class SMTPServer:
     """A gevent SMTP/LMTP server for a blocking :class:`~adapters.Handler`.
 
@@ -308,6 +316,7 @@ class SMTPServer:
                 aborting,
                 peer=address,
                 timed=lambda sock: _WatchedSocket(sock, aborting, watchdog, outbox),
+                handshake_deadline=_handshake_deadline,
             )
         except Exception:
             log.exception("session with %s failed", address)

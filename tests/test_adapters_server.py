@@ -17,6 +17,7 @@ import logging
 import os
 import pathlib
 import queue
+import select
 import smtplib
 import socket
 import ssl
@@ -413,6 +414,51 @@ def test_a_quiet_client_times_out_inside_tls(
     assert time.monotonic() - started < 2.0
     assert recorder.closed.wait(2)
     client.close()
+
+
+def client_hello(context: ssl.SSLContext) -> bytes:
+    """The first flight of a real TLS client: what a handshake waits for."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "starttls"])
+def test_a_tls_handshake_has_a_deadline_not_an_idle_timer(
+    serve: Callable[..., Running], server_tls: ssl.SSLContext, client_tls: ssl.SSLContext, implicit: bool
+) -> None:
+    # A client that sends its ClientHello a byte at a time, each well within the
+    # timeout, must not hold its connection (and a place of max_connections) for
+    # ever: gevent's SSLSocket once started its timeout over at every byte.
+    timeout = 1.0
+    config = ServerConfig(implicit_tls=implicit, tls=TlsPolicy.OPTIONAL, tls_handshake_timeout=timeout)
+    server = serve(config, tls=server_tls)
+    raw = Raw(server.port)
+    if not implicit:
+        raw.read_reply()
+        raw.send(b"EHLO me\r\n")
+        raw.read_reply()
+        raw.send(b"STARTTLS\r\n")
+        assert raw.read_reply().startswith(b"220")
+    started = time.monotonic()
+    closed_after = None
+    try:
+        for byte in client_hello(client_tls)[:40]:  # 8 s at most
+            try:
+                raw.send(bytes([byte]))
+                readable, _, _ = select.select([raw.sock], [], [], 0.2)
+                if readable and raw.sock.recv(1024) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except OSError:  # reset by the server
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        raw.close()
+    assert closed_after is not None, "still open after 8 s"
+    assert closed_after < 2 * timeout, closed_after
 
 
 def test_smtplib_implicit_tls(
