@@ -31,7 +31,8 @@ Flow control is visible here: at most :data:`HIGH_WATER` octets are buffered
 while the session is busy before the transport stops reading, and a reply
 written to a client that does not read makes the session wait, within the
 command timeout.  STARTTLS uses ``loop.start_tls()``; whatever was buffered
-before the handshake is dropped.
+before the handshake is dropped.  Implicit TLS uses it too, on a connection
+counted against ``max_connections`` from its accept, as in the other adapters.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._aborting = False
         # The read in progress (or owed after a drain) is an idle one: a shutdown ends it at once.
         self._idle = False
-        # The transport is TLS: from the start (implicit TLS), or once STARTTLS is done.
+        # The transport is TLS: once the handshake is done (implicit TLS's, or STARTTLS's).
         self._tls = False
         self._actions: Generator[Any, Any, None] | None = None
         self.session: Session | None = None
@@ -168,7 +169,6 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         if self.transport is None:  # not again after start_tls()
             self.transport = transport
-            self._tls = transport.get_extra_info("ssl_object") is not None
             self._server._connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -241,8 +241,27 @@ class _Connection(asyncio.BufferedProtocol):
 
     # Running the dispatcher ------------------------------------------------------------------------
 
-    def start(self, actions: Generator[Any, Any, None], session: Session) -> None:
+    def start(self, actions: Generator[Any, Any, None], session: Session, handshake: float | None = None) -> None:
+        """Run the session; with implicit TLS, once the ``handshake`` (its timeout) is done."""
         self._actions, self.session = actions, session
+        if handshake is None:
+            self._advance(None)
+            return
+        assert self.transport is not None
+        self.transport.pause_reading()  # nothing is read in plaintext: the client's bytes are the TLS layer's
+        self._waiting = _TASK
+        self._task = self._loop.create_task(self._start_tls(handshake))
+        self._task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, task: asyncio.Task[Any]) -> None:
+        self._task = None
+        self._waiting = None
+        info = None if task.cancelled() else task.result()  # cancelled: by a shutdown's deadline
+        if info is None:  # no session, as in the other adapters: not a hook is called
+            self._end()
+            return
+        assert self.session is not None
+        self.session.tls_info = info
         self._advance(None)
 
     def _advance(self, result: Any) -> None:
@@ -514,19 +533,16 @@ class SMTPServer:
         self.outbox = Outbox(_soon)
 
     async def start(self) -> None:
+        # No ssl= even for implicit TLS: asyncio would then make the connection only
+        # after the handshake, and a flood of clients that never finish one would
+        # not count against max_connections.  Each _Connection does its own (start()).
         loop = asyncio.get_running_loop()
-        implicit = self.tls if self.config.implicit_tls else None
-        timeout = self.config.tls_handshake_timeout if implicit else None
         if self._unix_path is not None:
             if os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)
-            self._server = await loop.create_unix_server(
-                lambda: _Connection(self), self._unix_path, ssl=implicit, ssl_handshake_timeout=timeout
-            )
+            self._server = await loop.create_unix_server(lambda: _Connection(self), self._unix_path)
         else:
-            self._server = await loop.create_server(
-                lambda: _Connection(self), self._host, self._port, ssl=implicit, ssl_handshake_timeout=timeout
-            )
+            self._server = await loop.create_server(lambda: _Connection(self), self._host, self._port)
 
     @property
     def address(self) -> Any:
@@ -551,14 +567,12 @@ class SMTPServer:
             return
         self._connections.add(connection)
         session = Session(peer=transport.get_extra_info("peername"), local=transport.get_extra_info("sockname"))
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            session.tls_info = tls_info(ssl_object)
         # Per connection, as every adapter does: a hook the handler gains later is called from then on.
         dispatcher = Dispatcher(
             self.config, session, transcript=wants_transcript(self.handler), unused=unused_hooks(self.handler)
         )
-        connection.start(dispatcher.actions(), session)
+        handshake = self.config.tls_handshake_timeout if self.config.implicit_tls else None
+        connection.start(dispatcher.actions(), session, handshake)
 
     def _connection_ended(self, connection: _Connection) -> None:
         self._connections.discard(connection)

@@ -1175,6 +1175,34 @@ def test_a_burst_of_connections_is_refused_only_past_the_limit(
         raw.close()
 
 
+def test_connections_still_in_their_implicit_tls_handshake_count_against_the_limit(
+    serve: Callable[..., Running], server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # Clients that connect and never finish a handshake hold a socket each for
+    # tls_handshake_timeout: past the limit, they must be turned away at once
+    # (asyncio once counted a connection only after its handshake).
+    server = serve(ServerConfig(implicit_tls=True, tls_handshake_timeout=10.0), tls=server_tls, max_connections=2)
+    silent = [Raw(server.port), Raw(server.port)]
+    time.sleep(0.3)  # both accepted, both waiting for a ClientHello
+    started = time.monotonic()
+    excess = Raw(server.port)
+    excess.read_until_closed()
+    assert time.monotonic() - started < 2.0  # not the 10 s of the handshake timeout
+    excess.close()
+    for raw in silent:
+        raw.close()
+    # The places come free once the silent clients leave (as soon as the server sees them go).
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with smtplib.SMTP_SSL("127.0.0.1", server.port, timeout=5, context=client_tls) as client:
+                assert client.noop()[0] == 250
+            break
+        except (OSError, smtplib.SMTPException):
+            assert time.monotonic() < deadline, "the places never came free"
+            time.sleep(0.1)
+
+
 def _in_a_transaction(port: int) -> Raw:
     """A session that has its sender and recipient accepted: a mail transaction is open."""
     raw = Raw(port)
