@@ -470,7 +470,16 @@ def wants_transcript(handler: object) -> bool:
 
 
 def refusal(config: ServerConfig, reply: Reply = TOO_MANY_CONNECTIONS) -> bytes:
-    """The bytes of a greeting that refuses the connection (the adapters' connection limit)."""
+    """The bytes of a greeting that refuses the connection (the adapters' connection limit).
+
+    None on an implicit-TLS port: the client expects a handshake first, and would
+    take a plaintext 421 for a TLS error ("wrong version number").  A 421 over TLS
+    would cost a handshake, a private-key operation, for each connection past the
+    limit, which is what a flood makes; a close without a word costs nothing, and
+    the client takes it for a failed connection, to try again later.
+    """
+    if config.implicit_tls:
+        return b""
     conn = ServerConnection(config)
     conn.send(reply)
     return conn.data_to_send()

@@ -319,7 +319,8 @@ class SMTPServer:
     is not started per connection: with a connection per 1 KiB message (20
     sessions, Postfix's smtp-source) an acceptor thread that started a thread
     per connection was half as fast.  Beyond ``max_connections`` sessions the
-    worker that accepts answers 421 and closes.
+    worker that accepts answers 421 and closes (closes only, on an implicit-TLS port:
+    see :func:`~adapters._handler.refusal`).
 
     With ``one_cpu`` (the default) the workers, and only they, run on one CPU
     where the interpreter has a GIL and the platform lets a thread choose its

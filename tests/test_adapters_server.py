@@ -1203,6 +1203,23 @@ def test_connections_still_in_their_implicit_tls_handshake_count_against_the_lim
             time.sleep(0.1)
 
 
+def test_past_the_limit_an_implicit_tls_port_closes_without_a_word(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # A plaintext 421 is a TLS error to a client that starts with a ClientHello
+    # ("wrong version number"); a close is a failed connection, tried again later.
+    server = serve(ServerConfig(implicit_tls=True), tls=server_tls, max_connections=1)
+    with smtplib.SMTP_SSL("127.0.0.1", server.port, timeout=5, context=client_tls) as held:
+        assert held.noop()[0] == 250
+        excess = Raw(server.port)
+        excess.send(client_hello(client_tls))
+        assert excess.read_until_closed() == b""
+        excess.close()
+        with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLEOFError)):
+            smtplib.SMTP_SSL("127.0.0.1", server.port, timeout=5, context=client_tls)
+    assert recorder.calls.count("connection_opened") == 1
+
+
 def _in_a_transaction(port: int) -> Raw:
     """A session that has its sender and recipient accepted: a mail transaction is open."""
     raw = Raw(port)
