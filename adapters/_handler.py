@@ -20,7 +20,9 @@ generator of *actions*, in the style of a sans-IO protocol:
   and to every read once its grace period is over;
 * :class:`Send` -- write these bytes, send back ``None``;
 * :class:`CallHook` -- call the hook through :func:`call_hook` /
-  :func:`acall_hook` and send back what it returns;
+  :func:`acall_hook` and send back what it returns; :data:`LOST` if the
+  adapter had to stop it (a hook still running at a shutdown's deadline is
+  cancelled, or its greenlet killed);
 * :class:`StartTls` -- do the TLS handshake now; send back a :class:`TlsInfo`,
   or ``None`` if it failed;
 * :class:`Pause` -- wait ``seconds``, send back ``None`` (the core's error delay,
@@ -30,12 +32,20 @@ generator of *actions*, in the style of a sans-IO protocol:
 So each adapter is the same short loop -- read, feed, next_event, call hook,
 send reply, write -- in its own dialect, with no SMTP knowledge at all.
 
+:data:`LOST` in answer to any action ends the session as a client that left
+does: the dispatcher then asks for a :class:`Close`, ``message_aborted`` (if
+content had started) and ``connection_closed``.  An adapter that stops a
+session in the middle of an action (a shutdown's deadline) answers it
+:data:`LOST` and carries out these last actions too, rather than closing the
+generator, so that the handler hears of the end it was promised.
+
 Replies are flushed only before a read, a handshake or a close, so the replies
 to a pipelined burst leave in one write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -533,8 +543,11 @@ class Dispatcher:
         except _ConnectionLost:
             log.info("lost the connection to %s", self.session.peer)
         yield Close()
-        yield from self._abort_message(None)
-        yield from self._hook("connection_closed", self.session)
+        # LOST here too means a hook was stopped (a shutdown's deadline): the next one is still called.
+        with contextlib.suppress(_ConnectionLost):
+            yield from self._abort_message(None)
+        with contextlib.suppress(_ConnectionLost):
+            yield from self._hook("connection_closed", self.session)
 
     def _transcribed(self, actions: Generator[Action, Any, None]) -> Generator[Action, Any, None]:
         """``actions``, with every write and every read also shown to the ``transcript`` hook.
@@ -549,17 +562,20 @@ class Dispatcher:
                     action = actions.send(result)
                 except StopIteration:
                     return
-                if isinstance(action, Send):
-                    yield from self._hook("transcript", self.session, "S", action.data)
-                elif isinstance(action, Receive) and action.send:
-                    yield from self._hook("transcript", self.session, "S", action.send)
-                result = yield action
-                if type(result) is memoryview:  # the hook may wait, and the buffer be read into again
-                    result = bytes(result)
-                if isinstance(action, Receive) and isinstance(result, bytes) and result:
-                    # Redacted before the session is given the read: what is secret
-                    # depends on the state the read arrived in.
-                    yield from self._hook("transcript", self.session, "C", self.conn.redact(result))
+                try:
+                    if isinstance(action, Send):
+                        yield from self._hook("transcript", self.session, "S", action.data)
+                    elif isinstance(action, Receive) and action.send:
+                        yield from self._hook("transcript", self.session, "S", action.send)
+                    result = yield action
+                    if type(result) is memoryview:  # the hook may wait, and the buffer be read into again
+                        result = bytes(result)
+                    if isinstance(action, Receive) and isinstance(result, bytes) and result:
+                        # Redacted before the session is given the read: what is secret
+                        # depends on the state the read arrived in.
+                        yield from self._hook("transcript", self.session, "C", self.conn.redact(result))
+                except _ConnectionLost:  # the transcript hook was stopped: the session hears LOST
+                    result = LOST
         finally:
             actions.close()
 
@@ -712,14 +728,16 @@ class Dispatcher:
             self.session.envelope.rcpt_tos.append(Recipient(address, event.params, event.recipient))
 
     def _on_data(self, event: Data) -> Generator[Action, Any, None]:
-        sent = self._answer((yield from self._hook("data_start", self.session)))
         envelope = self.session.envelope
-        envelope.data_started = self.conn.receiving_content
-        if not envelope.data_started and "data_start" not in self.unused:
+        # Before the call: a data_start stopped by a shutdown gets message_aborted too.
+        envelope.data_started = "data_start" not in self.unused
+        sent = self._answer((yield from self._hook("data_start", self.session)))
+        if self.conn.receiving_content:
+            envelope.data_started = True
+        elif envelope.data_started:
             # data_start was called and DATA refused: no content follows, and the
             # handler hears so (every data_start gets message_complete or
             # message_aborted, as a refused BDAT does).
-            envelope.data_started = True
             yield from self._abort_message(sent)
 
     def _on_bdat(self, event: Bdat) -> Generator[Action, Any, None]:
@@ -733,8 +751,10 @@ class Dispatcher:
     def _on_end_of_message(self, event: EndOfMessage) -> Generator[Action, Any, None]:
         conn, envelope = self.conn, self.session.envelope
         due = conn.recipient_count if conn.config.lmtp else 1
+        # Called, whatever comes of it (an exception, or a shutdown that stops it):
+        # not an aborted message.  The handler hears of each message once.
+        envelope.data_started = False
         result = yield from self._hook("message_complete", self.session, envelope)
-        envelope.data_started = False  # answered: not an aborted message
         if isinstance(result, list) and len(result) != due:
             log.error("message_complete returned %d replies for %d recipients", len(result), due)
             result = LOCAL_ERROR
@@ -816,6 +836,8 @@ class Dispatcher:
         if name in self.unused:
             return None  # the base hook's answer, without the round trip
         result = yield CallHook(name, args)
+        if result is LOST:  # the adapter stopped the hook: the session is over
+            raise _ConnectionLost
         if isinstance(result, _HookFailed) and name in _NOTIFICATIONS:
             log.error("%s hook raised", name, exc_info=result.error)
         return result

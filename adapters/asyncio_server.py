@@ -386,8 +386,12 @@ class _Connection(asyncio.BufferedProtocol):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._task = None
         self._waiting = None
-        if task.cancelled():  # the shutdown deadline passed while a hook was stuck
-            self._end()
+        if self.done.done():  # ended meanwhile (see end())
+            return
+        if task.cancelled():
+            # The shutdown deadline passed while a hook was stuck: the session ends as if
+            # the client had left, and the dispatcher still calls message_aborted and connection_closed.
+            self._advance(LOST)
             return
         error = task.exception()
         if error is None:
@@ -459,11 +463,21 @@ class _Connection(asyncio.BufferedProtocol):
             self._advance(SHUTDOWN)
 
     def cancel(self) -> None:
-        """Still running after the deadline and the 421: stop the hook it is stuck in, or just end."""
+        """Still running after the deadline and the 421: stop what it waits for (a hook, most
+        likely), and let the session end as if the client had left (see ``_task_done``)."""
         if self._task is not None:
             self._task.cancel()
+        elif self._waiting is not None:  # a write that does not drain, say
+            self._waiting = self._read_after_drain = None
+            self._advance(LOST)
         else:
             self._end()
+
+    def end(self) -> None:
+        """Still running a second after :meth:`cancel`: stuck in its last hooks too; just end."""
+        if self._task is not None:
+            self._task.cancel()
+        self._end()
 
     def _end(self) -> None:
         if self._actions is not None:
@@ -606,8 +620,10 @@ class SMTPServer:
             await asyncio.wait([connection.done for connection in self._connections], timeout=1.0)
         for connection in list(self._connections):  # stuck in a hook: cancel it
             connection.cancel()
-        if self._connections:
-            await asyncio.wait([connection.done for connection in self._connections])
+        if self._connections:  # a second for their message_aborted and connection_closed hooks
+            await asyncio.wait([connection.done for connection in self._connections], timeout=1.0)
+        for connection in list(self._connections):
+            connection.end()
 
     async def __aenter__(self) -> SMTPServer:
         await self.start()

@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, cast
 
 from smtpcore import ServerConfig
@@ -32,6 +32,7 @@ from ._handler import (
     READ_SIZE,
     SHUTDOWN,
     TIMED_OUT,
+    Action,
     CallHook,
     Close,
     Dispatcher,
@@ -298,9 +299,25 @@ def serve_socket(
                 io.close(config.command_timeout)
     except StopIteration:
         pass
+    except BaseException:
+        # Stopped in the middle of an action: gevent kills a greenlet still in a hook at a
+        # shutdown's deadline (a thread cannot be).  The session ends as if the client had
+        # left, and the handler still hears of it (message_aborted, connection_closed).
+        _last_hooks(actions, handler)
+        raise
     finally:
         sock.close()
         actions.close()
+
+
+def _last_hooks(actions: Generator[Action, Any, None], handler: Handler) -> None:
+    """Answer the action in progress LOST, and call the hooks the session still owes."""
+    result: Any = LOST
+    with contextlib.suppress(StopIteration):
+        while True:
+            action = actions.send(result)
+            # Nothing is read or written any more; the Close is serve_socket's own, as it returns.
+            result = call_hook(handler, action) if isinstance(action, CallHook) else LOST
 
 
 class SMTPServer:

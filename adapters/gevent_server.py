@@ -346,7 +346,11 @@ class SMTPServer:
             # Cut off the waiting reads now, not at the next tick (from the hub: see _Watchdog).
             gevent.get_hub().loop.run_callback(self._watchdog.patrol)
         self._group.join(timeout=max(1.0, TICK * 10))
-        self._group.kill(block=True, timeout=1.0)  # a hook that still runs is killed
+        # A hook that still runs is killed.  The session ends as if the client had left: its
+        # last hooks (message_aborted, connection_closed) run in the killed greenlet, for a
+        # second at most (see serve_socket); one stuck in those too is killed for good.
+        self._group.kill(block=True, timeout=1.0)
+        gevent.killall(list(self._group), block=True, timeout=1.0)
 
     def __enter__(self) -> SMTPServer:
         self.start()

@@ -405,7 +405,7 @@ class SMTPServer:
                     connection.abort()
                 with trio.move_on_after(1.0):
                     await self._wait_idle()
-                nursery.cancel_scope.cancel()  # a hook that still runs is cancelled
+                nursery.cancel_scope.cancel()  # a hook that still runs is cancelled (see _session)
         finally:
             self._stopped.set()
 
@@ -469,6 +469,13 @@ class SMTPServer:
                     except _CutOff:
                         pass
                 result = connection.cut_off_result()
+        except trio.Cancelled:
+            # The shutdown's deadline cancelled a hook still running: the session ends
+            # as if the client had left, and its last hooks (message_aborted,
+            # connection_closed) are still called, shielded, for a second at most.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                await self._carry_out(connection, actions, LOST)
+            raise
         finally:
             actions.close()
 

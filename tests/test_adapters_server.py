@@ -1309,6 +1309,105 @@ def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], r
     assert "message_aborted" in recorder.calls
 
 
+async def _async_sleep(kind: str, seconds: float) -> None:
+    if kind == "asyncio":
+        await asyncio.sleep(seconds)
+    else:
+        import trio
+
+        await trio.sleep(seconds)
+
+
+def _gevent_sleep(seconds: float) -> None:
+    import gevent
+
+    gevent.sleep(seconds)
+
+
+def _stuck_handler(kind: str, stuck_in: str) -> tuple[Handler | AsyncHandler, list[str], threading.Event]:
+    """A handler whose ``stuck_in`` hook waits (in ``kind``'s dialect) far past any deadline; the
+    hooks it saw, and an event set once it is stuck."""
+    calls: list[str] = []
+    entered = threading.Event()
+
+    class Stuck(Handler):  # gevent
+        def data_chunk(self, session: Session, data: bytes) -> None:
+            calls.append("data_chunk")
+            if stuck_in == "data_chunk":
+                entered.set()
+                _gevent_sleep(60)
+
+        def message_complete(self, session: Session, envelope: Envelope) -> None:
+            calls.append("message_complete")
+            if stuck_in == "message_complete":
+                entered.set()
+                _gevent_sleep(60)
+
+        def message_aborted(self, session: Session, reply: Reply | None) -> None:
+            calls.append("message_aborted")
+
+        def connection_closed(self, session: Session) -> None:
+            calls.append("connection_closed")
+
+    class AsyncStuck(AsyncHandler):  # asyncio and trio
+        async def data_chunk(self, session: Session, data: bytes) -> None:
+            calls.append("data_chunk")
+            if stuck_in == "data_chunk":
+                entered.set()
+                await _async_sleep(kind, 60)
+
+        async def message_complete(self, session: Session, envelope: Envelope) -> None:
+            calls.append("message_complete")
+            if stuck_in == "message_complete":
+                entered.set()
+                await _async_sleep(kind, 60)
+
+        async def message_aborted(self, session: Session, reply: Reply | None) -> None:
+            await _async_sleep(kind, 0)  # the last hooks may wait too
+            calls.append("message_aborted")
+
+        async def connection_closed(self, session: Session) -> None:
+            await _async_sleep(kind, 0)
+            calls.append("connection_closed")
+
+    return (Stuck() if kind == "gevent" else AsyncStuck()), calls, entered
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "trio", "gevent"])
+@pytest.mark.parametrize(
+    ("stuck_in", "expected"),
+    [
+        ("data_chunk", ["data_chunk", "message_aborted", "connection_closed"]),
+        # message_complete was called: message_aborted is not (one of the two per message).
+        ("message_complete", ["data_chunk", "message_complete", "connection_closed"]),
+    ],
+)
+def test_a_hook_stopped_at_the_shutdown_deadline_still_gets_the_last_hooks(
+    kind: str, stuck_in: str, expected: list[str]
+) -> None:
+    # asyncio and trio cancel a hook still running at the deadline, gevent kills it:
+    # the handler is still told the message is aborted and the connection closed
+    # (a spool file removed, a per-client counter released).
+    handler, calls, entered = _stuck_handler(kind, stuck_in)
+    server = start_server(kind, handler, ServerConfig())
+    raw = Raw(server.port)
+    try:
+        raw.read_reply()
+        raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        for _ in range(4):
+            raw.read_reply()
+        raw.send(b"hi\r\n.\r\n" if stuck_in == "message_complete" else b"hi\r\n")
+        assert entered.wait(5)
+        started = time.monotonic()
+        server.stop(0.2)
+        # The grace period, a second for reads to end, a second for the last hooks: 2.2 s at most.
+        assert time.monotonic() - started < 2 * 2.2
+        assert raw.read_until_closed() == b""  # nothing answers the stopped command
+    finally:
+        raw.close()
+    assert calls == expected
+
+
 # --- the error delay --------------------------------------------------------------------------------
 
 
@@ -1597,6 +1696,53 @@ def test_the_sinks_received_header_names_the_protocol(
     if authenticated:
         session.credentials = AuthCredentials("PLAIN", "alice")
     assert _protocol(session, lmtp) == keyword
+
+
+@pytest.mark.parametrize(
+    ("stopped", "last_hooks"),
+    [
+        ({"connection_opened"}, ["connection_closed"]),
+        ({"data_start"}, ["message_aborted", "connection_closed"]),  # it was called: message_aborted follows
+        ({"data_chunk"}, ["message_aborted", "connection_closed"]),
+        ({"message_complete"}, ["connection_closed"]),  # it was called: one of the two per message
+        ({"transcript"}, ["connection_closed"]),  # the first one, the greeting's
+        ({"data_chunk", "message_aborted"}, ["message_aborted", "connection_closed"]),  # the next is still called
+    ],
+)
+def test_a_hook_the_adapter_stopped_ends_the_session_with_the_last_hooks(
+    stopped: set[str], last_hooks: list[str]
+) -> None:
+    # An adapter that stops a hook (a shutdown's deadline) answers it LOST: the
+    # session ends as if the client had left, and the hooks it owes are still called.
+    from adapters._handler import LOST, CallHook, Close, Dispatcher, Receive, Send
+
+    inputs = [b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n", b"hi\r\n.\r\n"]
+    actions = Dispatcher(ServerConfig(), Session(peer=("127.0.0.1", 1)), transcript=True).actions()
+    done: list[str] = []  # what the adapter was asked to do, in order
+    first_stop: int | None = None
+    result: Any = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            action = actions.send(result)
+            result = None
+            if isinstance(action, CallHook):
+                done.append(action.name)
+                if action.name in stopped:
+                    stopped.discard(action.name)
+                    first_stop = len(done) if first_stop is None else first_stop
+                    result = LOST
+            elif isinstance(action, Close):
+                done.append("close")
+            elif isinstance(action, Receive):
+                done.append("read")
+                result = inputs.pop(0) if inputs else b""
+            else:
+                assert isinstance(action, Send)
+                done.append("write")
+    assert not stopped  # each was called
+    assert first_stop is not None
+    # Nothing more is read or written after the stop: only the close and the last hooks.
+    assert done[first_stop:] == ["close", *last_hooks], done
 
 
 def test_a_rewritten_recipient_must_be_an_address() -> None:
