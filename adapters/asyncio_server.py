@@ -41,6 +41,7 @@ import asyncio
 import logging
 import os
 import ssl
+import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
@@ -71,6 +72,14 @@ from ._outbox import Outbox
 from ._tls import server_context, tls_info
 
 __all__ = ["SMTPServer", "serve"]
+
+#: Whether a connection does its implicit-TLS handshake itself, once it is counted
+#: against max_connections (_Connection.start).  Python 3.10's transports start
+#: reading even when paused in connection_made (3.11's ask is_reading() first), so
+#: a ClientHello could reach the plain protocol before start_tls() took over: there
+#: asyncio does the handshake (ssl= on the server), and a connection counts only
+#: once it is done.
+OWN_HANDSHAKE = sys.version_info >= (3, 11)
 
 log = logging.getLogger("smtpcore.adapters")
 
@@ -169,6 +178,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         if self.transport is None:  # not again after start_tls()
             self.transport = transport
+            self._tls = transport.get_extra_info("ssl_object") is not None  # (asyncio's own handshake done)
             self._server._connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -547,16 +557,23 @@ class SMTPServer:
         self.outbox = Outbox(_soon)
 
     async def start(self) -> None:
-        # No ssl= even for implicit TLS: asyncio would then make the connection only
-        # after the handshake, and a flood of clients that never finish one would
-        # not count against max_connections.  Each _Connection does its own (start()).
+        # No ssl= for implicit TLS where the connection can do its own handshake
+        # (OWN_HANDSHAKE): asyncio would make the connection only after the handshake,
+        # and a flood of clients that never finish one would not count against
+        # max_connections.
         loop = asyncio.get_running_loop()
+        implicit = self.tls if self.config.implicit_tls and not OWN_HANDSHAKE else None
+        timeout = self.config.tls_handshake_timeout if implicit else None
         if self._unix_path is not None:
             if os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)
-            self._server = await loop.create_unix_server(lambda: _Connection(self), self._unix_path)
+            self._server = await loop.create_unix_server(
+                lambda: _Connection(self), self._unix_path, ssl=implicit, ssl_handshake_timeout=timeout
+            )
         else:
-            self._server = await loop.create_server(lambda: _Connection(self), self._host, self._port)
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self._host, self._port, ssl=implicit, ssl_handshake_timeout=timeout
+            )
 
     @property
     def address(self) -> Any:
@@ -585,7 +602,9 @@ class SMTPServer:
         dispatcher = Dispatcher(
             self.config, session, transcript=wants_transcript(self.handler), unused=unused_hooks(self.handler)
         )
-        handshake = self.config.tls_handshake_timeout if self.config.implicit_tls else None
+        if connection._tls:  # asyncio did the handshake (see OWN_HANDSHAKE)
+            session.tls_info = tls_info(transport.get_extra_info("ssl_object"))
+        handshake = self.config.tls_handshake_timeout if self.config.implicit_tls and not connection._tls else None
         connection.start(dispatcher.actions(), session, handshake)
 
     def _connection_ended(self, connection: _Connection) -> None:
