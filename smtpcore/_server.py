@@ -737,6 +737,11 @@ class ServerConnection:
             )
         if isinstance(pending, _Greeting) and reply.code not in (220, 421, 554):
             raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
+        if accepted and isinstance(pending, Hello) and pending.verb != "HELO" and len(reply.text) > 1:
+            # A client would read the lines after the first as extension keywords.
+            raise LocalProtocolError(
+                f"a positive reply to {pending.verb} is one line: the core adds the extension lines after it"
+            )
         self._replies_due -= 1
         if accepted and type(pending) is EndOfMessage:
             # In LMTP any recipient that took the message, not only the last:

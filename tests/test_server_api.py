@@ -359,3 +359,16 @@ def test_a_reply_with_none_due_says_what_to_do() -> None:
     conn.accept()
     with pytest.raises(LocalProtocolError, match="call next_event"):
         conn.send(Reply(250, "OK"))
+
+
+def test_a_positive_ehlo_reply_of_several_lines_is_refused_not_cut() -> None:
+    # The core puts the extension lines after the application's first line: the others were
+    # dropped without a word (and as extension lines a client would have misread them).
+    conn = ServerConnection()
+    conn.accept()
+    conn.receive_data(b"EHLO c.example\r\n")
+    assert isinstance(conn.next_event(), Hello)
+    with pytest.raises(LocalProtocolError, match="one line"):
+        conn.send(Reply(250, ["mx.example.com greets you", "second line"]))
+    conn.send(Reply(550, ["not from you", "go away"]))  # a refusal may have several
+    assert conn.data_to_send().endswith(b"550-not from you\r\n550 go away\r\n")
