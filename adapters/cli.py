@@ -433,6 +433,8 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
 def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
     """The blocking adapter; also gevent, whose servers have the same start/shutdown shape."""
     if plan.adapter == "gevent":
+        import gevent
+
         from .gevent_server import SMTPServer as GeventServer
 
         server_class: Any = GeventServer
@@ -453,8 +455,6 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
         servers.append(server)
     _announce(plan, servers)
     if plan.adapter == "gevent":
-        import gevent
-
         stop: Any = gevent.event.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, stop.set)
