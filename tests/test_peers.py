@@ -565,11 +565,14 @@ def submit(relay: Relay, client: str, sender: str, recipients: list[str], conten
     )
 
 
-def arrived(server: SMTPTestServer, sender: str, count: int = 1, timeout: float = 20.0) -> list[CapturedMessage]:
+def arrived(relay: Relay, server: SMTPTestServer, sender: str, count: int = 1) -> list[CapturedMessage]:
     """The messages from ``sender`` once ``count`` of them arrived (Postfix delivers when its queue runs)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 20.0
     while len(found := [m for m in server.messages if m.mail_from == sender]) < count:
-        assert time.monotonic() < deadline, f"{len(found)} of {count} messages from {sender!r} reached {server}"
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{len(found)} of {count} from {sender!r} reached {server}; Postfix:\n{relay.postfix.read_log()}"
+            )
         time.sleep(0.05)
     return found
 
@@ -614,7 +617,7 @@ def test_postfix_between_our_client_and_server(client: str, server: str, relay: 
     # The content went as BDAT chunks, as Postfix's log of the session counts its commands.
     relay.postfix.wait_for_log(r"disconnect from \S+ ehlo=2 starttls=1 mail=2 rcpt=3/4 bdat=2 quit=1", log)
 
-    (relayed,) = arrived(relay.servers[server], sender)
+    (relayed,) = arrived(relay, relay.servers[server], sender)
     assert relayed.recipients == [f"bob@{domain}", f"carol@{domain}"]
     assert relayed.raw.startswith(b"Received: from ")
     assert relayed.raw.split(b"\r\n", 3)[3] == CONTENT  # Received is three lines; nothing else changed
@@ -623,7 +626,7 @@ def test_postfix_between_our_client_and_server(client: str, server: str, relay: 
     assert (relayed.mail_params.ret, relayed.mail_params.envid) == ("HDRS", f"peers-{client}")
     bob = relayed.rcpt_tos[0]
     assert (bob.params.notify, bob.params.orcpt) == (("SUCCESS", "FAILURE"), ("rfc822", f"bob@{domain}"))
-    (international,) = arrived(relay.servers[server], utf8_sender)
+    (international,) = arrived(relay, relay.servers[server], utf8_sender)
     assert international.mail_params.smtputf8 and international.recipients == [f"jörg@{domain}"]
     assert international["Subject"] == "Grüße"
     assert international.message.get_content().splitlines() == ["Hallo, Jörg"]
@@ -637,7 +640,7 @@ def test_postfix_large_message(client: str, server: str, relay: Relay) -> None:
     assert len(content) > 3 * 1024 * 1024
     outcome = submit(relay, client, sender, [f"big@{RELAYED[server]}"], content)
     assert outcome.delivered == (f"big@{RELAYED[server]}",)
-    (relayed,) = arrived(relay.servers[server], sender)
+    (relayed,) = arrived(relay, relay.servers[server], sender)
     assert relayed.raw.split(b"\r\n", 3)[3] == content
 
 
@@ -662,7 +665,7 @@ def test_postfix_retries_what_our_server_defers(server: str, relay: Relay) -> No
     # taken longer than that to lift the greylisting, and it doubles its wait after each 450.
     relay.postfix.flush()
     relay.postfix.wait_for_log(rf"to=<grey@{re.escape(domain)}>, .*status=sent ", log, timeout=30.0)
-    (later,) = arrived(ours, sender)
+    (later,) = arrived(relay, ours, sender)
     assert later.recipients == [f"grey@{domain}"] and later.raw.split(b"\r\n", 3)[3] == CONTENT
 
 
@@ -715,7 +718,7 @@ def test_postfix_delivers_what_our_server_took_once_it_closed_at_its_error_limit
     try:
         outcome = submit(relay, "blocking", sender, [f"ann@{domain}", *guesses, f"ben@{domain}"], CONTENT)
         assert len(outcome.delivered) == 24  # Postfix took every one: it learns of the rest later
-        (delivered,) = arrived(ours, sender)
+        (delivered,) = arrived(relay, ours, sender)
         assert delivered.recipients == [f"ann@{domain}", f"ben@{domain}"]
         for address in guesses:
             relay.postfix.wait_for_log(rf"to=<{re.escape(address)}>, .*status=bounced \(host \S+ said: 550 ", log)
@@ -733,7 +736,7 @@ def test_postfix_lmtp_delivery(server: str, relay: Relay) -> None:
     log = relay.postfix.log_end()
     outcome = submit(relay, "blocking", sender, [f"ann@{domain}", f"full@{domain}", f"ben@{domain}"], CONTENT)
     assert len(outcome.delivered) == 3  # Postfix took all three: it learns of the full mailbox later
-    (delivered,) = arrived(relay.lmtp[server], sender)
+    (delivered,) = arrived(relay, relay.lmtp[server], sender)
     assert delivered.recipients == [f"ann@{domain}", f"ben@{domain}"]
     assert delivered.raw.split(b"\r\n", 3)[3] == CONTENT
     # Postfix heard our reply for each recipient: the full mailbox bounced, the others were delivered.
