@@ -138,11 +138,25 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
             # may with EHLO and LHLO: taken for all three.
             check_domain(argument, utf8=True)
         except AddressError as exc:
-            if not _tolerated_name(argument):
+            # Words after the name ("EHLO printer.lan HP LaserJet"), which some
+            # devices send: the name is the first word, as go-smtp reads it
+            # (Postfix and aiosmtpd keep them all).  The handler still gets one
+            # host identifier, or the client a 501.
+            name = argument.partition(" ")[0]
+            if not (_is_domain(name) or _tolerated_name(name)):
                 raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
+            argument = name
         return Hello._unchecked(domain=argument, verb=verb)
 
     return parse
+
+
+def _is_domain(name: str) -> bool:
+    try:
+        check_domain(name, utf8=True)
+    except AddressError:
+        return False
+    return True
 
 
 def _tolerated_name(argument: str) -> bool:
@@ -151,17 +165,13 @@ def _tolerated_name(argument: str) -> bool:
 
     A fully qualified name with its root dot ("mail.example.com."), a bare IP
     address ("192.0.2.1", "fe80::1"), or a name with underscores (Windows sends
-    its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "HP LaserJet" or
-    "bad!name", is still refused: what a handler gets stays a host identifier.
+    its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "bad!name", is
+    still refused: what a handler gets stays a host identifier.
     """
     if len(argument) > 255:
         return False
-    if argument.endswith(".") and not argument.endswith(".."):
-        try:
-            check_domain(argument[:-1], utf8=True)
-            return True
-        except AddressError:
-            pass
+    if argument.endswith(".") and not argument.endswith("..") and _is_domain(argument[:-1]):
+        return True
     if ":" in argument or argument[:1].isdigit():
         try:
             ipaddress.ip_address(argument)

@@ -193,7 +193,7 @@ BAD = [
     # HELO/EHLO arguments.
     (b"", b"EHLO", b"501 EHLO needs a domain name or address literal"),
     (b"", b"HELO", b"501 HELO needs a domain name or address literal"),
-    (b"", b"EHLO HP LaserJet", b"501 Invalid EHLO argument: 'HP LaserJet' is not a domain name or address literal"),
+    (b"", b"EHLO HP! LaserJet", b"501 Invalid EHLO argument: 'HP! LaserJet' is not a domain name or address literal"),
     (b"", b"EHLO a..", b"501 Invalid EHLO argument: 'a..' is not a domain name or address literal"),
     (b"", b"EHLO fe80::zz", b"501 Invalid EHLO argument: 'fe80::zz' is not a domain name or address literal"),
     (b"", b"EHLO bad_domain!", b"501 Invalid EHLO argument: 'bad_domain!' is not a domain name or address literal"),
@@ -374,6 +374,24 @@ def test_a_hello_name_that_real_clients_send_outside_the_grammar_is_taken(name: 
         config = ServerConfig(lmtp=True) if verb == "LHLO" else FULL
         event, _ = last(b"", f"{verb} {name}".encode(), config)
         assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
+
+
+@pytest.mark.parametrize(
+    ("argument", "name"),
+    [
+        ("HP LaserJet", "HP"),
+        ("printer.example HP LaserJet 4050", "printer.example"),
+        ("[192.0.2.1] scanner", "[192.0.2.1]"),
+        ("DESKTOP_7QX2 (Windows)", "DESKTOP_7QX2"),
+    ],
+)
+def test_words_after_the_hello_name_are_left_out(argument: str, name: str) -> None:
+    # Devices send them; go-smtp reads the first word as the name, as we do (Postfix
+    # and aiosmtpd keep them all, which would hand a handler something not a host).
+    for verb in ("EHLO", "HELO"):
+        event, out = last(b"", f"{verb} {argument}".encode())
+        assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
+        assert out.startswith(b"250")
 
 
 def test_data_is_an_event() -> None:
