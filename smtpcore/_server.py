@@ -399,12 +399,12 @@ class ServerConnection:
     def idle(self) -> bool:
         """True while the machine waits for a command with nothing under way.
 
-        Greeted (220 or 554), with no mail transaction, SASL exchange or TLS
-        handshake in progress: a server shutting down may end the session here
-        (``end_session``) and the client loses nothing by it.  Elsewhere a
-        graceful shutdown lets the session finish what it started.
+        Greeted (220 or 554), with no reply owed, and no mail transaction, SASL
+        exchange or TLS handshake in progress: a server shutting down may end the
+        session here (``end_session``) and the client loses nothing by it.
+        Elsewhere a graceful shutdown lets the session finish what it started.
         """
-        return self._state in _IDLE
+        return self._replies_due == 0 and self._state in _IDLE
 
     @property
     def reply_due(self) -> bool:

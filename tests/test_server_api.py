@@ -154,6 +154,24 @@ def test_idle_while_a_command_is_awaited_with_nothing_under_way() -> None:
     assert not conn.idle  # closed: nothing is awaited
 
 
+def test_not_idle_while_a_reply_is_owed() -> None:
+    # A command the application is still deciding on is under way, even one that opens nothing.
+    conn = greeted(ServerConfig(vrfy_enabled=True))
+    for line, event_type in [(b"EHLO c.example\r\n", Hello), (b"VRFY ann\r\n", Vrfy)]:
+        conn.receive_data(line)
+        assert isinstance(conn.next_event(), event_type)
+        assert conn.reply_due and not conn.idle
+        conn.accept()
+        assert conn.idle
+    conn.receive_data(b"NOOP\r\n")  # answered by the core: nothing is owed
+    assert isinstance(conn.next_event(), Noop) and conn.idle
+    conn.receive_data(b"MAIL FROM:<a@b.example>\r\n")
+    assert isinstance(conn.next_event(), Mail)
+    assert not conn.idle
+    conn.send(Reply(451, "Try again later", "4.3.0"))  # refused: no transaction after all
+    assert conn.idle
+
+
 def test_idle_after_a_554_greeting_but_not_before_the_greeting_or_the_proxy_header() -> None:
     refused = ServerConnection(ServerConfig())
     refused.send(Reply(554, "No service"))
