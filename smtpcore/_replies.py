@@ -187,6 +187,9 @@ RSET_OK = Reply(250, "Reset OK", "2.0.0")
 HELP_TEXT = Reply(214, "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)", "2.0.0")
 VRFY_DEFAULT = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.5.2")
 EXPN_DEFAULT = Reply(502, "EXPN not available", "5.5.1")
+# accept() to an EXPN the application was handed (expn_enabled): its positive
+# reply, as VRFY's is, since a 502 would say the command it enabled is not there.
+EXPN_ACCEPTED = Reply(252, "Cannot expand the list, but will accept message and attempt delivery", "2.5.2")
 SENDER_OK = Reply(250, "Sender OK", "2.1.0")
 RECIPIENT_OK = Reply(250, "Recipient OK", "2.1.5")
 START_DATA = Reply(354, "End data with <CR><LF>.<CR><LF>")

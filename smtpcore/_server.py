@@ -198,7 +198,7 @@ _DEFAULT_REPLIES: dict[type[object], Reply] = {
     StartTls: R.READY_FOR_TLS,
     AuthCredentials: R.AUTH_OK,
     Vrfy: R.VRFY_DEFAULT,
-    Expn: R.EXPN_DEFAULT,
+    Expn: R.EXPN_ACCEPTED,
 }
 
 
@@ -770,7 +770,7 @@ class ServerConnection:
 
         The greeting gets 220, EHLO the extension list, MAIL 250 2.1.0, RCPT
         250 2.1.5, DATA 354, the end of a message 250 (one per recipient in
-        LMTP), STARTTLS 220, AUTH 235, VRFY 252 and EXPN 502.
+        LMTP), STARTTLS 220, AUTH 235, VRFY 252 and EXPN 252.
         """
         if not self._replies_due:
             raise LocalProtocolError(self._nothing_due())

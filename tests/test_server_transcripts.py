@@ -1308,10 +1308,12 @@ def test_vrfy_expn_answered_by_application() -> None:
         config,
         policy=policy,
     )
-    # accept(): the defaults.
-    _, out = drive(b"VRFY a\r\nEXPN b\r\n", config)
+    # accept(): the positive defaults, which are no error (a 502 to an enabled EXPN was, once).
+    conn = make_server(ServerConfig(vrfy_enabled=True, expn_enabled=True, max_errors=1))
+    _, out = drive(b"VRFY a\r\nEXPN b\r\nNOOP\r\n", conn=conn)
     assert out.endswith(
-        b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n502 EXPN not available\r\n"
+        b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+        b"252 Cannot expand the list, but will accept message and attempt delivery\r\n250 OK\r\n"
     )
     conn = make_server(config)
     drive(b"VRFY a\r\n", conn=conn, policy=lambda c, e: None)
