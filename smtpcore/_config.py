@@ -149,7 +149,7 @@ class ServerConfig:
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     #: Mechanisms of the application's own: name -> factory(hostname) returning a
     #: ``smtpcore.ServerMechanism``.  List the name in ``auth_mechanisms`` too.
-    auth_mechanism_factories: Mapping[str, Callable[[str], ServerMechanism]] = field(default_factory=dict)
+    auth_mechanism_factories: Mapping[str, Callable[[str], ServerMechanism]] = field(default_factory=dict, hash=False)
     #: Offer AUTH on a connection that is not TLS (off: RFC 4954 §4 advice).
     allow_insecure_auth: bool = False
 
@@ -325,7 +325,8 @@ class ClientConfig:
 
     # Timeouts (RFC 5321 §4.5.3.2), enforced by the adapter.
     #: Give only the ones to change; the others keep these defaults.
-    timeouts: dict[str, float] = field(default_factory=lambda: dict(_CLIENT_TIMEOUTS))
+    #: (Left out of the hash, as ServerConfig's factories are, so that a config can key a cache.)
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(_CLIENT_TIMEOUTS), hash=False)
 
     def __post_init__(self) -> None:
         _as_policy(self, "starttls", TlsPolicy)

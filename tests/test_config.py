@@ -70,6 +70,14 @@ def test_server_config_is_frozen() -> None:
     assert dataclasses.replace(config, max_recipients=200).max_recipients == 200
 
 
+def test_configs_key_a_cache() -> None:
+    # Frozen, so hashable: equal configs hash alike, their mappings (factories, timeouts) left out.
+    assert hash(ServerConfig(hostname="mx.example")) == hash(ServerConfig(hostname="mx.example"))
+    assert {ServerConfig(), ServerConfig(auth_mechanism_factories={})} == {ServerConfig()}
+    assert len({ClientConfig(timeouts={"mail": 60.0}), ClientConfig()}) == 2
+    assert {ClientConfig(), ClientConfig()} == {ClientConfig()}
+
+
 @pytest.mark.parametrize(
     ("name", "lowest"),
     [
