@@ -166,7 +166,8 @@ class ServerConfig:
     #: bad commands (unknown, bad syntax, bad sequence), commands the
     #: application refused (a 4xx or 5xx to MAIL, RCPT...: a client probing for
     #: addresses makes many), and failed logins.  The count starts over after
-    #: each accepted message (Postfix's smtpd_hard_error_limit).
+    #: each accepted message (Postfix's smtpd_hard_error_limit), from the failed
+    #: logins so far: mail between guesses buys no more guesses.
     max_errors: int = 20
     #: Seconds to hold back the reply to each command once the client has made
     #: ``error_delay_after`` errors without delivering mail (Postfix's

@@ -294,8 +294,9 @@ class ServerConnection:
         self.proxy: ProxyInfo | None = None
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
-        # Errors since the last accepted message (see max_errors).
+        # Errors since the last accepted message, failed logins included (see max_errors).
         self._errors = 0
+        self._failed_logins = 0  # credentials the application refused; never forgiven (see _transition)
         # NOOP, RSET, HELP, VRFY, EXPN since the last accepted message (see max_junk_commands).
         self._junk = 0
         # The error delay: from this many errors on, each command owes config.error_delay
@@ -806,7 +807,7 @@ class ServerConnection:
 
     @property
     def error_count(self) -> int:
-        """The errors the client made since it last delivered mail (see ``config.max_errors``)."""
+        """The errors since the client last delivered mail, and all its failed logins (``config.max_errors``)."""
         return self._errors
 
     def _default_replies(self) -> list[Reply]:
@@ -840,8 +841,10 @@ class ServerConnection:
             self._reset_transaction()
             self._state = S.READY
             if accepted or self._message_taken:
-                # A client that delivers mail is doing what it came for.
-                self._junk = self._errors = 0
+                # A client that delivers mail is doing what it came for, but its
+                # failed logins stay: mail between guesses must not buy more guesses.
+                self._junk = 0
+                self._errors = self._failed_logins
             else:
                 self._errors += 1
             return
@@ -849,6 +852,8 @@ class ServerConnection:
             self._state = S.READY
             if accepted:
                 self.authenticated = pending
+            else:
+                self._failed_logins += 1
         if not accepted:
             # The application refused the command: an error, as the core's own
             # refusals are, so that a client probing for addresses (a 550 per

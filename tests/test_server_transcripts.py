@@ -1100,6 +1100,19 @@ def test_failed_logins_count_as_errors() -> None:
     assert isinstance(events[-1], RemoteProtocolError)
 
 
+def test_delivering_mail_does_not_forgive_failed_logins() -> None:
+    # Otherwise a client could guess passwords for ever with a message between guesses
+    # (the other errors start over with each message).
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, max_errors=3)
+    guess_then_deliver = f"AUTH PLAIN {B64_8}\r\n".encode() + MESSAGE
+    events, out = drive(b"EHLO c\r\n" + guess_then_deliver * 4, config, check_password)
+    assert out.count(b"535") == 3 and out.count(b"250 2.0.0 OK: message accepted") == 2
+    assert out.endswith(
+        b"535 5.7.8 Authentication credentials invalid\r\n421 4.7.0 Too many errors; closing connection\r\n"
+    )
+    assert isinstance(events[-1], RemoteProtocolError)
+
+
 class Echo:
     """A custom mechanism: one challenge, then the response is the username."""
 
