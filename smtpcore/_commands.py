@@ -40,7 +40,7 @@ from ._events import (
     unchecked_rcpt,
 )
 from ._params import _NO_MAIL_PARAMS, _NO_RCPT_PARAMS, MailParams, ParamError, RcptParams, parse_params
-from ._replies import Reply
+from ._replies import Reply, shown
 
 __all__ = ["PARSERS", "Context", "Refusal", "decode_line", "split_verb"]
 
@@ -144,7 +144,7 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
             # host identifier, or the client a 501.
             name = argument.partition(" ")[0]
             if not (_is_domain(name) or _tolerated_name(name)):
-                raise Refusal(Reply(501, f"Invalid {verb} argument: {exc}", "5.5.2")) from None
+                raise Refusal(Reply(501, shown(f"Invalid {verb} argument: {exc}", 200), "5.5.2")) from None
             argument = name
         return Hello._unchecked(domain=argument, verb=verb)
 
@@ -203,7 +203,8 @@ def _words(parameters: str) -> list[str]:
 def _address_refusal(exc: AddressError, detail: str) -> Refusal:
     if exc.non_ascii:
         return Refusal(R.NON_ASCII_ADDRESS)
-    return Refusal(Reply(501, f"Bad {detail} address syntax: {exc}", "5.1.7" if detail == "sender" else "5.1.3"))
+    text = shown(f"Bad {detail} address syntax: {exc}", 200)  # the address, long or not ASCII, is in exc
+    return Refusal(Reply(501, text, "5.1.7" if detail == "sender" else "5.1.3"))
 
 
 def _parse_params(command: str, words: list[str], context: Context, utf8: bool) -> MailParams | RcptParams:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from . import _abnf
 from ._errors import LocalProtocolError
-from ._replies import Reply
+from ._replies import Reply, shown
 
 __all__ = [
     "PARAMETERS",
@@ -51,12 +51,6 @@ class ParamError(ValueError):
 
 def _syntax(text: str) -> ParamError:
     return ParamError(Reply(501, text, "5.5.4"))
-
-
-def _shown(text: str) -> str:
-    """Peer input quoted in a reply: bounded and free of controls, so the reply
-    can always be built (a 500-octet parameter must get its 5xx, not an exception)."""
-    return re.sub(r"[\x00-\x1f\x7f]", "?", text[:40])
 
 
 # --- xtext (RFC 3461 §4) --------------------------------------------------------------------------
@@ -179,7 +173,7 @@ def _choice(*allowed: str) -> Callable[[str | None], str]:
         # (U+017F) to "S", and "8bitm\u0131me" is not 8BITMIME.
         upper = value.upper() if value.isascii() else value
         if upper not in allowed:
-            raise ParamError(Reply(504, f"Value {_shown(value)} not supported", "5.5.4"))
+            raise ParamError(Reply(504, f"Value {shown(value)} not supported", "5.5.4"))
         return upper
 
     return parse
@@ -362,10 +356,10 @@ def parse_params(
     for word in words:
         keyword, equals, value = word.partition("=")
         if not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword) or (equals and not value_re.fullmatch(value)):
-            raise _syntax(f"Malformed parameter {_shown(word)}")
+            raise _syntax(f"Malformed parameter {shown(word)}")
         keyword = keyword.upper()
         if keyword in seen:
-            raise _syntax(f"Parameter {_shown(keyword)} given twice")
+            raise _syntax(f"Parameter {shown(keyword)} given twice")
         seen.add(keyword)
         raw = value if equals else None
         spec = specs.get(keyword)
@@ -373,7 +367,7 @@ def parse_params(
             if keyword in extra_keywords:
                 extra.append((keyword, raw))
                 continue
-            raise ParamError(Reply(555, _UNKNOWN.format(_shown(keyword)), "5.5.4"))
+            raise ParamError(Reply(555, _UNKNOWN.format(shown(keyword)), "5.5.4"))
         parsed = spec.parse(raw)
         needs = _BODY_NEEDS.get(parsed) if spec.field == "body" else None
         if needs is not None and needs not in extensions:

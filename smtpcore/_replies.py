@@ -36,6 +36,24 @@ _FORBIDDEN_TEXT_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # CRLF.  We leave room for "ddd-x.xxx.xxx " (14 octets) and CRLF.
 MAX_REPLY_TEXT = 512 - 14 - 2
 
+# What a reply may show of the peer's input: printable ASCII (a client that did not
+# say SMTPUTF8 expects no UTF-8 back, and no control may reach the wire).
+_NOT_SHOWN_RE = re.compile(r"[^\x20-\x7e]")
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """Text built around the peer's input, fit for a reply: printable ASCII, at most
+    ``limit`` characters, cut in the middle (its start says what, its end says why).
+
+    So the reply can always be built: a 500-octet argument gets its 5xx, not the
+    exception a reply line over 512 octets would raise.
+    """
+    text = _NOT_SHOWN_RE.sub("?", text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 2
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head) :]}"
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:

@@ -154,6 +154,26 @@ def test_arbitrary_bytes_only_raise_remote_protocol_error(prefix: bytes, junk: b
     assert out.endswith(b"\r\n") or out == b""
 
 
+ARGUMENT_CHARACTERS = st.characters(blacklist_categories=("Cc", "Cs"))
+
+
+@SETTINGS
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    verb=st.sampled_from(["HELO", "EHLO", "MAIL FROM:", "RCPT TO:", "VRFY", "AUTH", "BDAT", "NOOP"]),
+    run=st.tuples(ARGUMENT_CHARACTERS, st.integers(min_value=0, max_value=600)),
+    tail=st.text(ARGUMENT_CHARACTERS, max_size=20),
+)
+def test_any_argument_of_any_length_gets_a_reply(prefix: bytes, verb: str, run: tuple[str, int], tail: str) -> None:
+    # Refusals quote the argument: one near the line limit ("HELO " and 505 "!") once made a
+    # reply line over 512 octets, and next_event() raised LocalProtocolError instead of a 501.
+    character, length = run
+    line = f"{verb} {'<' if verb.endswith(':') else ''}{character * length}{tail}\r\n".encode()
+    _events, out = drive([prefix, line], CONFIG, policy)
+    assert out.endswith(b"\r\n")
+    assert all(len(reply) <= 510 for reply in out.split(b"\r\n"))
+
+
 @SETTINGS
 @given(data=streams, junk=st.binary(max_size=100))
 def test_vocabulary_then_junk_only_raise_remote_protocol_error(data: bytes, junk: bytes) -> None:
