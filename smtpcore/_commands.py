@@ -102,10 +102,12 @@ def split_verb(text: str) -> tuple[str, str | None]:
     """``("MAIL", "FROM:<a@b>")``; the argument is ``None`` when there is no space.
 
     Spaces after the verb are one separator ("EHLO  c.example"), as Postfix and
-    aiosmtpd read them.
+    aiosmtpd read them.  Only an ASCII verb is upper-cased: ``str.upper()`` makes
+    "MA\u0131L" (a dotless i) MAIL and "R\u017fET" (a long s) RSET, commands that
+    Postfix, and a filter in front of us matching octets, would not see.
     """
     verb, space, argument = text.partition(" ")
-    return verb.upper(), (argument.lstrip(" ") if space else None)
+    return (verb.upper() if verb.isascii() else verb), (argument.lstrip(" ") if space else None)
 
 
 def is_non_smtp(verb: str) -> bool:
@@ -182,7 +184,7 @@ def _tolerated_name(argument: str) -> bool:
 
 
 def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]:
-    if argument is None or argument[: len(prefix)].upper() != prefix:
+    if argument is None or not argument[: len(prefix)].isascii() or argument[: len(prefix)].upper() != prefix:
         raise Refusal(Reply(501, f"Syntax: {prefix}<address> [parameters]", "5.5.2"))
     rest = argument[len(prefix) :].lstrip(" ")
     match = _PATH_EXTENT_RE.match(rest)
@@ -296,16 +298,19 @@ def _rcpt_general(argument: str | None, context: Context) -> Event:
 def _bdat(argument: str | None, context: Context) -> Event:
     # RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF
     #   chunk-size = 1*DIGIT ; end-marker = "LAST"
-    words = (argument or "").split(" ")
-    if not words[0] or not _abnf.NUMBER_RE.fullmatch(words[0]) or len(words) > 2:
-        raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
-    if len(words) == 2 and words[1].upper() != "LAST":
-        raise Refusal(Reply(501, "Syntax: BDAT <size> [LAST]", "5.5.4"))
+    # Runs of spaces are one, as Postfix reads them.  A BDAT we cannot read ends
+    # the session (R.BDAT_UNREADABLE): where its chunk ends is unknown, and its
+    # octets must not be read as commands.
+    words = _words(argument or "")
+    if not words or not _abnf.NUMBER_RE.fullmatch(words[0]) or len(words) > 2:
+        raise Refusal(R.BDAT_UNREADABLE)
+    if len(words) == 2 and not (words[1].isascii() and words[1].upper() == "LAST"):  # "LA\u017fT".upper() is LAST
+        raise Refusal(R.BDAT_UNREADABLE)
     size = int(words[0])
     if size >= _MAX_CHUNK:
         # _unchecked skips Bdat's own range check, so apply it here: a count no
         # Bdat event may hold is a syntax error, not a chunk to read forever.
-        raise Refusal(Reply(501, "BDAT chunk size too large", "5.5.4"))
+        raise Refusal(R.BDAT_UNREADABLE)
     return Bdat._unchecked(size=size, last=len(words) == 2)
 
 
@@ -328,7 +333,7 @@ def _optional_string(cls: type[Help] | type[Noop]) -> Callable[[str | None, Cont
 def _auth(argument: str | None, context: Context) -> Event:
     # RFC 4954 §4: "AUTH" SP sasl-mech [SP initial-response]; initial-response = base64 / "="
     words = (argument or "").split(" ")
-    mechanism = words[0].upper()
+    mechanism = words[0].upper() if words[0].isascii() else words[0]  # (ASCII only, as the verb)
     if not mechanism or len(words) > 2:
         raise Refusal(Reply(501, "Syntax: AUTH <mechanism> [initial-response]", "5.5.4"))
     # The initial response stays base64 text here: the server decodes it, so a

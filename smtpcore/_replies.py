@@ -199,6 +199,10 @@ TOO_MANY_ERRORS = Reply(421, "Too many errors; closing connection", "4.7.0")
 EARLY_TALKER = Reply(554, "Protocol violation: client sent data before the greeting", "5.5.0")
 IMPROPER_PIPELINING = Reply(554, "Protocol violation: client sent more before the reply it must wait for", "5.5.0")
 NON_SMTP_COMMAND = Reply(521, "Protocol error: this is an SMTP server", "5.5.1")
+# Then the session ends: the chunk's size is unknown, and its octets would be read
+# as commands (a filter in front of us that read the line otherwise would have
+# passed them as content).
+BDAT_UNREADABLE = Reply(501, "Syntax: BDAT <size> [LAST]; closing, as the chunk cannot be told from commands", "5.5.4")
 CLOSING = Reply(221, "Bye", "2.0.0")
 OK = Reply(250, "OK", "2.0.0")
 RSET_OK = Reply(250, "Reset OK", "2.0.0")

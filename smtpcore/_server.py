@@ -512,6 +512,8 @@ class ServerConnection:
         if len(line) > self._plain_line and verb not in _LONGER_LINES:
             # Read under the limit the extensions raise (see _line_allowance), which
             # only MAIL, RCPT and AUTH may use: any other command keeps its 512.
+            if verb == "BDAT":
+                self._fatal(R.BDAT_UNREADABLE, "client sent a BDAT command over 512 octets")
             return self._reject("", R.SYNTAX_LINE_TOO_LONG)
         parser = self._parsers.get(verb)
         if parser is None:
@@ -526,6 +528,8 @@ class ServerConnection:
         try:
             event = parser(argument, context)
         except Refusal as refusal:
+            if refusal.reply is R.BDAT_UNREADABLE:
+                self._fatal(refusal.reply, "client sent a BDAT command that cannot be read")
             return self._reject(verb, refusal.reply)
         return self._command(verb, event)
 
