@@ -94,6 +94,11 @@ def _message(
             raise UsageError(f"cannot read {args.message}: {exc.strerror}") from None
     if args.subject is None and args.body is None:
         raise UsageError("give a message file, - for standard input, or --subject/--body")
+    for option, text in (("--subject", args.subject), ("--body", args.body)):
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:  # octets the locale could not decode, kept as lone surrogates
+            raise UsageError(f"{option} is not text in the terminal's encoding: write it in UTF-8") from None
     message = EmailMessage()
     message["From"] = args.sender
     message["To"] = ", ".join(args.recipients)

@@ -45,7 +45,14 @@ class AddressError(ValueError):
 
 def _octets(text: str) -> int:
     # The limits count octets; an ASCII string (the usual case) needs no encoding.
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        # A lone surrogate (U+D800-U+DFFF), as a command-line argument that is not
+        # UTF-8 becomes in sys.argv: no character, so no address (and no UTF-8 to send).
+        raise AddressError(f"{text!r} is not valid Unicode (it has a lone surrogate)") from None
 
 
 def check_address_literal(literal: str) -> None:

@@ -63,8 +63,12 @@ def xtext_encode(text: str) -> str:
 
     Non-ASCII text is encoded octet by octet from its UTF-8 form.
     """
+    try:
+        octets = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"{text!r} is not valid Unicode (it has a lone surrogate)") from None
     out = []
-    for octet in text.encode("utf-8"):
+    for octet in octets:
         if 33 <= octet <= 126 and octet not in (0x2B, 0x3D):
             out.append(chr(octet))
         else:

@@ -75,6 +75,8 @@ def _finish(
     try:
         line = text.encode("utf-8" if utf8 else "ascii")
     except UnicodeEncodeError:
+        if utf8:
+            raise LocalProtocolError(f"{text[:60]!r} is not valid Unicode (it has a lone surrogate)") from None
         raise LocalProtocolError(f"non-ASCII in {text[:60]!r} needs the SMTPUTF8 parameter on MAIL") from None
     if len(line) + 2 > limit:
         if params is not None:

@@ -308,6 +308,14 @@ def test_bad_utf8_mailbox_is_a_syntax_error(mailbox: str) -> None:
         assert not info.value.non_ascii
 
 
+@pytest.mark.parametrize("mailbox", ["b\udcff@example.com", "b@ex\ud800mple.com"])
+def test_a_lone_surrogate_is_no_address(mailbox: str) -> None:
+    # What sys.argv holds for octets the locale cannot decode: an AddressError, not the
+    # UnicodeEncodeError that counting its octets raised.
+    with pytest.raises(AddressError, match="not valid Unicode"):
+        check_mailbox(mailbox, utf8=True)
+
+
 # --- paths ----------------------------------------------------------------------------------------
 
 # (text, expected mailbox) for paths valid everywhere.

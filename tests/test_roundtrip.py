@@ -391,17 +391,20 @@ def test_a_message_whose_commands_cannot_be_written_fails_alone_before_any_of_it
     address = "a" * 64 + "@" + ".".join(["d" * 60] * 3)
     bad_value = Envelope("a@x.org", ["b@y.org"], MailParams(extra=(("X-TAG", "a b"),)))
     too_long = Envelope("a@x.org", [Recipient(address, RcptParams(extra=(("X-LONG", "v" * 400),)))])
+    # A lone surrogate (what sys.argv holds for octets that are not UTF-8) is no text to send.
+    surrogate = Envelope("a@x.org", [Recipient("b@y.org", RcptParams(orcpt=("rfc822", "b\udcff@y.org")))])
     good = Envelope("a@x.org", ["c@y.org"])
     for pipelining in (True, False):
         driver = ClientDriver(
             ClientConfig(starttls=TlsPolicy.OFF),
-            [(good, b"one"), (bad_value, b"two"), (too_long, b"three"), (good, b"four")],
+            [(good, b"one"), (bad_value, b"two"), (too_long, b"three"), (surrogate, b"3b"), (good, b"four")],
         )
-        result = pair(driver, ServerConfig(pipelining=pipelining))
+        result = pair(driver, ServerConfig(pipelining=pipelining, dsn=True))
         outcome = result.driver.result
         assert outcome.error is None
-        assert [m.delivered for m in outcome.messages] == [("c@y.org",), (), (), ("c@y.org",)]
-        for failed in outcome.messages[1:3]:
+        assert [m.delivered for m in outcome.messages] == [("c@y.org",), (), (), (), ("c@y.org",)]
+        for failed in outcome.messages[1:4]:
             assert isinstance(failed.error, SMTPPermanentError) and "cannot send" in str(failed.error)
+        assert "lone surrogate" in str(outcome.messages[3].error)
         assert [m.content for m in result.messages] == [b"one\r\n", b"four\r\n"]
         assert b"X-TAG" not in result.wire_to_server and b"X-LONG" not in result.wire_to_server

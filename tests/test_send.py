@@ -140,6 +140,11 @@ def test_usage_errors_exit_2(capsys: Any) -> None:
     # --port is for direct delivery: with --server it would be ignored.
     assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1", "--port", "2525") == 2
     assert "HOST:PORT" in capsys.readouterr().err
+    # Octets the locale cannot decode reach sys.argv as lone surrogates ("\udcff" for \xff).
+    assert send("--to", "b\udcff@example.com", "--body", "x", "--server", "127.0.0.1:1") == 2
+    assert "not valid Unicode" in capsys.readouterr().err
+    assert send("--to", "b@example.com", "--body", "\udcff", "--server", "127.0.0.1:1") == 2
+    assert "--body is not text in the terminal's encoding" in capsys.readouterr().err
 
 
 def test_direct_delivery_without_dnspython_is_one_clear_error(
