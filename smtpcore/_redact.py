@@ -50,7 +50,7 @@ _MAX_UNDECIDED = 256
 class Redactor:
     """Client bytes in, read by read and in order; the same bytes out, secrets replaced."""
 
-    __slots__ = ("_after_cr", "_auth_line", "_head", "_hidden", "_marked")
+    __slots__ = ("_after_cr", "_auth_line", "_head", "_hidden", "_hidden_head", "_marked")
 
     def __init__(self) -> None:
         self._after_cr = False  # the last read ended with CR: an LF first ends the line
@@ -63,6 +63,10 @@ class Redactor:
         self._hidden = False  # the rest of the line under way is secret
         self._marked = False  # ... and its marker is out already
         self._auth_line = False  # the line under way is an AUTH command
+        # The start of a line hidden from its start as part of a SASL exchange: it
+        # may still be an AUTH command (a read hid "AU", the next brings "TH LOGIN"),
+        # whose responses after it must be hidden too.  Capped, like _head.
+        self._hidden_head: bytes | None = None
 
     def redact(self, data: bytes, in_exchange: bool) -> bytes:
         """``data`` with SASL secrets replaced by ``<redacted>``, line endings kept.
@@ -126,11 +130,14 @@ class Redactor:
         """
         if hide_all and not self._hidden:
             self._hidden = True
+            self._hidden_head = self._head
             self._head = None
             # Every line of a SASL exchange is marked, even an empty one.
             out.append(REDACTED)
             self._marked = True
         if self._hidden:
+            if self._hidden_head is not None and len(self._hidden_head) <= _MAX_UNDECIDED:
+                self._hidden_head += piece[: _MAX_UNDECIDED + 1 - len(self._hidden_head)]
             self._hide(piece, out, partial)
             return
         head = self._head
@@ -162,6 +169,10 @@ class Redactor:
         ``undecided`` is the line, if it was still undecided when it ended.
         """
         auth_line = self._auth_line or (undecided is not None and _AUTH_ALONE.fullmatch(undecided) is not None)
+        hidden = self._hidden_head
+        if hidden is not None and not auth_line:
+            hidden = hidden.removesuffix(b"\r")  # (the CR of a CRLF split between reads)
+            auth_line = _AUTH_HEAD.match(hidden) is not None or _AUTH_ALONE.fullmatch(hidden) is not None
         self._start_line()
         return auth_line
 

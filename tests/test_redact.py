@@ -39,6 +39,11 @@ SESSIONS = {
     "login, initial response": b"EHLO c.example\r\nauth login " + USER + b"\r\n" + PASSWORD + b"\r\nQUIT\r\n",
     "refused, then plain": b"EHLO c.example\r\nAUTH NOPE\r\nAUTH PLAIN " + PLAIN + b"\r\nQUIT\r\n",
     "malformed, refused": b"EHLO c.example\r\n AUTH PLAIN " + PLAIN + b"\r\nauth\tplain " + PLAIN + b"\r\nQUIT\r\n",
+    "cancelled, then login": b"EHLO c.example\r\nAUTH PLAIN\r\n*\r\nAUTH LOGIN\r\n"
+    + USER
+    + b"\r\n"
+    + PASSWORD
+    + b"\r\n",
 }
 # The same from a client that ends its lines with LF alone, which the server reads as lines too.
 SESSIONS.update({f"{name}, LF": session.replace(b"\r\n", b"\n") for name, session in list(SESSIONS.items())})
@@ -118,6 +123,11 @@ def test_the_grams_of_the_secrets_are_not_in_the_commands() -> None:
         ([b"AUTH LOGIN\r\n", USER + b"\r\n", b"\r\n"], b"AUTH LOGIN\r\n<redacted>\r\n<redacted>\r\n"),
         ([b"AUTH LOGIN\r\n", b"*\r\n", b"NOOP\r\n"], b"AUTH LOGIN\r\n<redacted>\r\nNOOP\r\n"),
         ([b"AUTH LOGIN\r\n", USER[:3], USER[3:] + b"\r\n"], b"AUTH LOGIN\r\n<redacted>\r\n"),
+        # An AUTH line begun inside a hidden exchange and ended in the next read is still AUTH.
+        (
+            [b"AUTH PLAIN\r\n*\r\nAU", b"TH LOGIN\r\n" + USER + b"\r\n" + PASSWORD + b"\r\n"],
+            b"AUTH PLAIN\r\n<redacted>\r\n<redacted>\r\n<redacted>\r\n<redacted>\r\n",
+        ),
         # Nothing secret on these.
         ([b"AUTH LOGIN\r\n"], b"AUTH LOGIN\r\n"),
         ([b"AUTH\r\n", b"NOOP\r\n"], b"AUTH\r\nNOOP\r\n"),
