@@ -13,6 +13,7 @@ in ``ServerConfig.auth_mechanism_factories``.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from typing import Protocol
@@ -42,6 +43,20 @@ def _text(data: bytes, what: str) -> str:
         raise SaslFailure(f"{what} is not UTF-8") from None
 
 
+# C0 and C1 controls and DEL, which SASLprep (RFC 4013 §2.3, tables C.2.1, C.2.2)
+# prohibits in a name.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _name(text: str, what: str) -> str:
+    """A user name, authorization identity or token: no controls.  The application
+    logs these and may write them into headers, where "admin\r\nX-Forged: 1" or
+    an escape sequence would forge a line; passwords are the application's to judge."""
+    if _CONTROL_RE.search(text):
+        raise SaslFailure(f"{what} contains a control character")
+    return text
+
+
 class Plain:
     """RFC 4616: ``[authzid] NUL authcid NUL passwd`` in one response."""
 
@@ -52,7 +67,7 @@ class Plain:
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise SaslFailure("PLAIN response must be authzid NUL authcid NUL password")
         authzid, authcid, password = (_text(part, "PLAIN field") for part in parts)
-        return AuthCredentials("PLAIN", authcid, authzid, password=password)
+        return AuthCredentials("PLAIN", _name(authcid, "user name"), _name(authzid, "authzid"), password=password)
 
 
 class Login:
@@ -65,7 +80,7 @@ class Login:
         if response is None:
             return b"Username:"
         if self._username is None:
-            self._username = _text(response, "username")
+            self._username = _name(_text(response, "username"), "user name")
             return b"Password:"
         return AuthCredentials("LOGIN", self._username, password=_text(response, "password"))
 
@@ -89,7 +104,7 @@ class CramMd5:
             expected = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
             return hmac.compare_digest(expected, digest.lower())
 
-        return AuthCredentials("CRAM-MD5", username, verifier=verify)
+        return AuthCredentials("CRAM-MD5", _name(username, "user name"), verifier=verify)
 
 
 class XOAuth2:
@@ -105,7 +120,8 @@ class XOAuth2:
         user, auth = values.get("user"), values.get("auth", "")
         if not user or not auth.startswith("Bearer "):
             raise SaslFailure("XOAUTH2 response needs user= and auth=Bearer")
-        return AuthCredentials("XOAUTH2", user, token=auth[len("Bearer ") :])
+        token = _name(auth[len("Bearer ") :], "token")
+        return AuthCredentials("XOAUTH2", _name(user, "user name"), token=token)
 
 
 #: The built-in mechanisms: name -> factory(hostname).

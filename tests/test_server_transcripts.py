@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hmac
+import re
 from typing import Any
 
 import pytest
@@ -977,6 +978,25 @@ def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
     driver2 = Driver(conn2, check_password)
     driver2.feed(b"EHLO c\r\nAUTH CRAM-MD5\r\n" + b64(f"alice {digest}".encode()).encode() + b"\r\n")
     assert bytes(driver2.output).endswith(b"535 5.7.8 Authentication credentials invalid\r\n")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"AUTH PLAIN " + base64.b64encode(b"\0admin\r\nX-Forged: 1\0pw"),
+        b"AUTH PLAIN " + base64.b64encode(b"ad\x1b[31mmin\0alice\0pw"),  # in the authorization identity
+        b"AUTH LOGIN " + base64.b64encode(b"ad\x1b[31mmin") + b"\r\n" + base64.b64encode(b"pw"),
+        b"AUTH CRAM-MD5\r\n" + base64.b64encode("ad\x85min ".encode() + b"0" * 32),  # a C1 control (NEL)
+        b"AUTH XOAUTH2 " + base64.b64encode(b"user=a\nb\x01auth=Bearer t\x01\x01"),
+        b"AUTH XOAUTH2 " + base64.b64encode(b"user=a\x01auth=Bearer t\r\n\x01\x01"),
+    ],
+)
+def test_a_name_or_token_with_a_control_character_is_refused(response: bytes) -> None:
+    # SASLprep prohibits them (RFC 4013 §2.3); an application logs these names and may
+    # put them in headers, where a CR LF or an escape sequence would forge a line.
+    events, out = auth(response + b"\r\n")
+    assert not any(isinstance(event, AuthCredentials) for event in events)
+    assert re.search(rb"501 5\.5\.2 (user name|authzid|token) contains a control character\r\n", out)
 
 
 def test_auth_xoauth2() -> None:
