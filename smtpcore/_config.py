@@ -176,7 +176,7 @@ class ServerConfig:
     error_delay: float = 0.0
     #: Errors before each reply waits ``error_delay`` (Postfix's smtpd_soft_error_limit).
     error_delay_after: int = 10
-    #: NOOP, RSET, HELP, VRFY and EXPN a client may send before each one more
+    #: NOOP, RSET, HELP, VRFY, EXPN and repeated EHLOs a client may send before each one more
     #: counts as an error too, so that a client cannot hold a connection for
     #: ever with them; the count starts over after each accepted message
     #: (Postfix's smtpd_junk_command_limit).

@@ -151,6 +151,8 @@ TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
     S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
 }
 _ANYTIME = frozenset({Noop, Rset, Quit, Help, Vrfy, Expn})
+# RCPTs past max_recipients in one transaction that are not errors (Postfix's default).
+_RECIPIENT_OVERSHOOT = 1000
 _NO_TRANSITIONS: dict[type[Event], State] = {}
 #: Before TLS under TlsPolicy.REQUIRED only these get through (RFC 3207 §4).
 _ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
@@ -297,7 +299,7 @@ class ServerConnection:
         # Errors since the last accepted message, failed logins included (see max_errors).
         self._errors = 0
         self._failed_logins = 0  # credentials the application refused; never forgiven (see _transition)
-        # NOOP, RSET, HELP, VRFY, EXPN since the last accepted message (see max_junk_commands).
+        # NOOP, RSET, HELP, VRFY, EXPN, EHLO again since the last accepted message (max_junk_commands).
         self._junk = 0
         # The error delay: from this many errors on, each command owes config.error_delay
         # seconds, added up in _delay_owed until take_reply_delay().  (A number no count
@@ -361,6 +363,7 @@ class ServerConnection:
         self.mail: Mail | None = None
         self._recipients: list[Rcpt] = []
         self._rcpt_attempted = False
+        self._recipients_over_limit = 0  # RCPTs refused for max_recipients
         self._reader: DataReader | ChunkReader | None = None
         self._message_error: Reply | None = None
         self._message_size = 0
@@ -590,7 +593,14 @@ class ServerConnection:
         if kind not in TRANSITIONS.get(state, _NO_TRANSITIONS):
             return self._reject(verb, self._sequence_refusal(event))
         if kind is Rcpt and len(self._recipients) >= config.max_recipients:
-            return self._reject(verb, R.TOO_MANY_RECIPIENTS, count=False)
+            # 452, no error: a pipelining client sends its RCPTs before it sees the
+            # first 452, and sends the rest in the next transaction.  Past 1000 of
+            # them, each is an error (Postfix's smtpd_recipient_overshoot_limit), so
+            # one RCPT every few minutes cannot hold the connection for ever.
+            self._recipients_over_limit += 1
+            return self._reject(verb, R.TOO_MANY_RECIPIENTS, count=self._recipients_over_limit > _RECIPIENT_OVERSHOOT)
+        if kind is Hello and self.hello is not None:
+            self._junk_command()  # said again: allowed (RFC 5321 §4.1.4), but it changes nothing lasting
         if kind is Rcpt:
             self._rcpt_attempted = True
         if kind is Data and self.mail is not None and self.mail.params.body == "BINARYMIME":
@@ -672,11 +682,7 @@ class ServerConnection:
         kind = type(event)
         if kind is Quit:
             return self._quit(event)
-        # Every other command allowed at any time changes nothing lasting: past
-        # the limit, each is an error, and errors end the session.
-        self._junk += 1
-        if self._junk > self.config.max_junk_commands:
-            self._errors += 1
+        self._junk_command()
         if kind is Rset:
             self._reset_transaction()
             if self._state in _HELLO_STATES:
@@ -693,6 +699,13 @@ class ServerConnection:
         else:
             self._await_reply(event)
         return event
+
+    def _junk_command(self) -> None:
+        # A command that changes nothing lasting (NOOP, RSET, HELP, VRFY, EXPN, a
+        # second EHLO): past the limit, each is an error, and errors end the session.
+        self._junk += 1
+        if self._junk > self.config.max_junk_commands:
+            self._errors += 1
 
     def _quit(self, event: Event) -> Event:
         self._queue(R.CLOSING)

@@ -1495,6 +1495,27 @@ def test_junk_commands_past_their_limit_are_errors() -> None:
     assert out.endswith(b"250 2.0.0 OK\r\n" * 3 + b"421 4.7.0 Too many errors; closing connection\r\n")
 
 
+def test_a_greeting_said_again_is_junk() -> None:
+    # RFC 5321 lets a client say EHLO again, but it changes nothing lasting: without a
+    # limit, one EHLO every few minutes would hold the connection for ever.
+    config = ServerConfig(max_junk_commands=5, max_errors=1)
+    events, out = drive(b"EHLO c\r\n" * 7 + b"NOOP\r\n", config)
+    assert [type(e).__name__ for e in events][-2:] == ["Hello", "RemoteProtocolError"]
+    assert out.count(b"250-PIPELINING") == 7 and out.endswith(b"421 4.7.0 Too many errors; closing connection\r\n")
+
+
+def test_recipients_over_the_limit_are_errors_past_an_overshoot_of_1000() -> None:
+    # 452 for each: a pipelining client sends its RCPTs before it sees the first, and the
+    # rest go in the next transaction.  Past 1000 of them (Postfix's overshoot), errors.
+    config = ServerConfig(max_recipients=100, max_errors=3)
+    rcpts = b"".join(b"RCPT TO:<r%d@example.org>\r\n" % n for n in range(100 + 1000))
+    events, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts, config)
+    assert out.count(b"452 4.5.3 Too many recipients") == 1000
+    assert not any(isinstance(e, RemoteProtocolError) for e in events)
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts + b"RCPT TO:<x@example.org>\r\n" * 3, config)
+    assert out.endswith(b"452 4.5.3 Too many recipients\r\n421 4.7.0 Too many errors; closing connection\r\n")
+
+
 def test_the_junk_count_starts_over_after_a_message_is_accepted() -> None:
     config = ServerConfig(max_junk_commands=5, max_errors=1)
     events, _ = drive(b"EHLO c\r\n" + JUNK + MESSAGE + JUNK + MESSAGE + JUNK + b"QUIT\r\n", config)
