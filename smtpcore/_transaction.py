@@ -1059,7 +1059,12 @@ class ClientDriver:
             mail_reply = progress.mail_reply = yield from self._command(mail)
             if mail_reply.is_positive:
                 for index, rcpt in enumerate(rcpts):
-                    rcpt_replies[index] = yield from self._command(rcpt)
+                    rcpt_reply = rcpt_replies[index] = yield from self._command(rcpt)
+                    if _over_recipient_limit(rcpt_reply):
+                        # The server's limit is reached: the rest would get the same
+                        # reply (and cost a round trip each), so they wait with this one.
+                        rcpt_replies[index:] = [rcpt_reply] * (len(rcpts) - index)
+                        break
                 if not use_bdat and any(reply and reply.is_positive for reply in rcpt_replies):
                     data_reply = yield from self._command(Data())
 

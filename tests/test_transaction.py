@@ -1394,12 +1394,13 @@ def test_recipients_over_the_servers_limit_go_in_the_next_transaction() -> None:
 
 def test_a_552_for_too_many_recipients_is_a_452_and_the_rest_follow_one_at_a_time() -> None:
     # RFC 821 servers said 552; RFC 5321 §4.5.3.1.10 asks clients to take it as 452.
-    # This server takes one recipient a transaction: three transactions, in order.
+    # This server takes one recipient a transaction: three transactions, in order.  Without
+    # PIPELINING the client stops at the first refusal for the limit: the rest would get it too.
     rounds = ""
     for first, rest in (("b", ["c", "d"]), ("c", ["d"]), ("d", [])):
         rounds += f"C: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<{first}@y.org>\nS: 250 ok\n"
-        for other in rest:
-            rounds += f"C: RCPT TO:<{other}@y.org>\nS: 552 Too many recipients\n"
+        if rest:
+            rounds += f"C: RCPT TO:<{rest[0]}@y.org>\nS: 552 Too many recipients\n"
         rounds += f"C: DATA\nS: 354 go\nC: x\nC: .\nS: 250 {first} ok\n"
     result = run(EHLO_PLAIN + rounds + "C: QUIT\nS: 221 bye\n", [(THREE, b"x\r\n")])
     message = result.messages[0]
@@ -1476,10 +1477,6 @@ def test_a_421_in_the_next_transaction_keeps_what_the_first_delivered() -> None:
         S: 250 ok
         C: RCPT TO:<c@y.org>
         S: 452 4.5.3 too many recipients
-        C: RCPT TO:<d@y.org>
-        S: 550 5.1.1 no such user
-        C: RCPT TO:<e@y.org>
-        S: 452 4.5.3 too many recipients
         C: DATA
         S: 354 go
         C: x
@@ -1489,6 +1486,8 @@ def test_a_421_in_the_next_transaction_keeps_what_the_first_delivered() -> None:
         S: 250 ok
         C: RCPT TO:<c@y.org>
         S: 250 ok
+        C: RCPT TO:<d@y.org>
+        S: 550 5.1.1 no such user
         C: RCPT TO:<e@y.org>
         S: 421 4.3.2 going away
         """,
