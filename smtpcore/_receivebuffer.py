@@ -50,7 +50,7 @@ def _is_auth_line(data: bytearray) -> bool:
 
 
 class ReceiveBuffer:
-    __slots__ = ("_data", "_searched", "_skipping")
+    __slots__ = ("_data", "_overlong_bdat", "_searched", "_skipping")
 
     def __init__(self) -> None:
         self._data = bytearray()
@@ -58,12 +58,20 @@ class ReceiveBuffer:
         self._searched = 0
         # Inside an overlong line: discard until its end.
         self._skipping = False
+        # The last overlong line was a BDAT command (see overlong_was_bdat).
+        self._overlong_bdat = False
 
     def __len__(self) -> int:
         return len(self._data)
 
     def __bool__(self) -> bool:
         return bool(self._data)
+
+    @property
+    def overlong_was_bdat(self) -> bool:
+        """The last line handed out as ``OVERLONG`` began "BDAT ": its chunk follows, of
+        a size nobody read, so the server must not read what comes next as commands."""
+        return self._overlong_bdat
 
     @property
     def skipping(self) -> bool:
@@ -95,12 +103,16 @@ class ReceiveBuffer:
             if len(data) >= limit and not (len(data) < auth_limit and _is_auth_line(data)):
                 # At least ``limit`` octets and no line end yet: over the limit
                 # whatever comes next, so nothing of it is kept.
+                if not self._skipping:
+                    self._overlong_bdat = data[:5].upper() == b"BDAT "
                 self._skipping = True
                 data.clear()
                 self._searched = 0
             return None
         stop = end - 1 if end and data[end - 1] == 13 else end  # (13: CR)
         if self._skipping or (stop + 2 > limit and not (stop + 2 <= auth_limit and _is_auth_line(data))):
+            if not self._skipping:
+                self._overlong_bdat = data[:5].upper() == b"BDAT "
             del data[: end + 1]
             self._searched = 0
             self._skipping = False

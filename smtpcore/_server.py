@@ -506,6 +506,8 @@ class ServerConnection:
         if in_auth:
             return self._auth_line(line)
         if not isinstance(line, bytes):  # OVERLONG
+            if self._buffer.overlong_was_bdat:
+                self._fatal(R.BDAT_UNREADABLE, "client sent a BDAT command longer than a command line")
             return self._reject("", R.SYNTAX_LINE_TOO_LONG)
         try:
             text = decode_line(line)

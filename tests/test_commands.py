@@ -300,6 +300,7 @@ def test_refused(prefix: bytes, line: bytes, reply: bytes) -> None:
         b"BDAT " + b"9" * 20,  # ASCII digits, but more than a chunk may be
         b"BDAT 1000000000000000 LAST",
         b"BDAT 1 " + b"x" * 520,  # over 512 octets
+        b"BDAT 1 LAST" + b" " * 5000,  # over any command line: the buffer drops it as it comes
     ],
 )
 def test_a_bdat_that_cannot_be_read_ends_the_session(line: bytes) -> None:
