@@ -39,6 +39,11 @@ session in the middle of an action (a shutdown's deadline) answers it
 :data:`LOST` and carries out these last actions too, rather than closing the
 generator, so that the handler hears of the end it was promised.
 
+An exception the dispatcher does not expect (a bug, in the core or here) ends
+the session the same way: it is logged, the client gets the replies still owed
+and ``421 4.3.0`` (never the error's text), and the same last actions follow.
+The generator itself does not raise.
+
 Replies are flushed only before a read, a handshake or a close, so the replies
 to a pipelined burst leave in one write.
 """
@@ -73,6 +78,7 @@ from smtpcore import (
     Reply,
     ServerConfig,
     ServerConnection,
+    State,
     TlsHandshake,
 )
 
@@ -105,7 +111,8 @@ log = logging.getLogger("smtpcore.adapters")
 
 #: What an unexpected exception in a hook turns into (its text is only logged).
 LOCAL_ERROR = Reply(451, "Requested action aborted: local error in processing", "4.3.0")
-#: The greeting when a hook failed before the session could begin.
+#: The greeting when a hook failed before the session could begin, and the last reply of a
+#: session the dispatcher could not carry on (something it did not expect was raised).
 GREETING_ERROR = Reply(421, "Service not available, closing transmission channel", "4.3.0")
 #: The greeting when the server already has ``max_connections`` sessions.
 TOO_MANY_CONNECTIONS = Reply(421, "Too many connections, try again later", "4.3.2")
@@ -542,12 +549,41 @@ class Dispatcher:
             yield from self._flush()
         except _ConnectionLost:
             log.info("lost the connection to %s", self.session.peer)
+        except Exception:
+            # A bug, here or in the core (which raised what it never should), and not
+            # the client's doing: the session cannot go on, but it still ends as every
+            # session does.  Without this the generator died: no reply, no close, and
+            # none of the last hooks, so a handler's spool file and per-client count
+            # were never released.  (An adapter's own signals -- trio's Cancelled,
+            # asyncio's CancelledError, GreenletExit, GeneratorExit -- are
+            # BaseExceptions, and pass; none is raised in here anyway.)
+            log.exception("session with %s failed; answering %s", self.session.peer, GREETING_ERROR)
+            with contextlib.suppress(_ConnectionLost):
+                yield from self._last_reply(GREETING_ERROR)
         yield Close()
         # LOST here too means a hook was stopped (a shutdown's deadline): the next one is still called.
         with contextlib.suppress(_ConnectionLost):
             yield from self._abort_message(None)
         with contextlib.suppress(_ConnectionLost):
             yield from self._hook("connection_closed", self.session)
+
+    def _last_reply(self, reply: Reply) -> Generator[Action, Any, None]:
+        """Write the replies still owed and ``reply`` (a 421) after them, as far as the core can.
+
+        A core that has closed the session already adds nothing (its own last
+        reply is queued or written).  Nothing at all while a PROXY header is
+        owed: no SMTP has been spoken, and a shutdown closes such a connection
+        without a word too.
+        """
+        conn = self.conn
+        if conn.state is State.PROXY:
+            return
+        try:
+            out = self._abort_bytes(reply)
+        except Exception:  # the core is broken beyond that: the error is logged, the close follows
+            return
+        if out:
+            yield from self._io(Send(out))
 
     def _transcribed(self, actions: Generator[Action, Any, None]) -> Generator[Action, Any, None]:
         """``actions``, with every write and every read also shown to the ``transcript`` hook.

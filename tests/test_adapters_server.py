@@ -33,7 +33,19 @@ import pytest
 import trustme
 
 from adapters import AsyncHandler, Envelope, Handler, Session, SMTPError, asyncio_server
-from smtpcore import AuthCredentials, AuthPolicy, Hello, Mail, Rcpt, Reply, ServerConfig, TlsPolicy
+from smtpcore import (
+    AuthCredentials,
+    AuthPolicy,
+    Hello,
+    LocalProtocolError,
+    Mail,
+    Rcpt,
+    Reply,
+    ServerConfig,
+    ServerConnection,
+    State,
+    TlsPolicy,
+)
 
 ADAPTERS = ["asyncio", "trio", "gevent", "blocking"]
 
@@ -1044,6 +1056,69 @@ def test_handler_exception_is_451_and_hidden(serve: Callable[..., Running], reco
         code, text = client.mail("blocked@example.com")
         assert (code, text) == (550, b"5.7.1 Sender blocked")  # SMTPError becomes the reply
     assert recorder.messages[0]["to"] == ["b@example.com"]
+
+
+def _core_fails_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the core raise what it never should (a bug) once a BDAT chunk is answered.
+
+    The error is the one a 505-octet HELO argument once raised: its echo in the
+    501 did not fit a reply line."""
+    original = ServerConnection.next_event
+
+    def next_event(conn: ServerConnection) -> Any:
+        event = original(conn)
+        if conn.state is State.CHUNKING:  # a message under way, its chunk answered (the reply not yet written)
+            raise LocalProtocolError("reply line longer than 496 octets; split it into several lines")
+        return event
+
+    monkeypatch.setattr(ServerConnection, "next_event", next_event)
+
+
+def test_an_unexpected_error_ends_the_session_with_421_and_the_last_hooks(
+    serve: Callable[..., Running], recorder: Recorder, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever the session raises, it ends as every session does: the replies owed
+    # and a 421 (not the error's text), the close, then message_aborted (the sink's
+    # tmp/ file removed) and connection_closed (its per-client count released).
+    caplog.set_level(logging.INFO, logger="smtpcore.adapters")
+    _core_fails_between_chunks(monkeypatch)
+    server = serve()
+    raw = Raw(server.port)
+    try:
+        assert raw.read_reply().startswith(b"220")
+        # One burst: the replies to it are still queued when the core fails.
+        raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nBDAT 5\r\nhello")
+        assert raw.read_reply().startswith(b"250-")  # EHLO
+        rest = raw.read_until_closed()
+    finally:
+        raw.close()
+    assert rest == (
+        b"250 2.1.0 Sender OK\r\n"
+        b"250 2.1.5 Recipient OK\r\n"
+        b"250 2.0.0 5 octets received\r\n"
+        b"421 4.3.0 Service not available, closing transmission channel\r\n"
+    ), rest
+    assert recorder.closed.wait(3)
+    assert recorder.calls[-2:] == ["message_aborted", "connection_closed"]
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 1, failures  # logged once, with its traceback
+    assert failures[0].exc_info is not None
+    # The server goes on.
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert len(recorder.messages) == 1
+
+
+def test_an_unexpected_error_before_the_proxy_header_closes_without_a_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No SMTP has been spoken before the PROXY header: no 421 then (as at a shutdown),
+    # but the close and connection_closed all the same.
+    def next_event(conn: ServerConnection) -> Any:
+        raise LocalProtocolError("a bug")
+
+    monkeypatch.setattr(ServerConnection, "next_event", next_event)
+    called, writes = _drive(Handler(), [b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 25\r\n"], proxy_protocol=True)
+    assert called == ["connection_closed"]
+    assert b"".join(writes) == b""
 
 
 def test_slow_drip_command_times_out(serve: Callable[..., Running], recorder: Recorder) -> None:
