@@ -33,6 +33,11 @@ written to a client that does not read makes the session wait, within the
 command timeout.  STARTTLS uses ``loop.start_tls()``; whatever was buffered
 before the handshake is dropped.  Implicit TLS uses it too, on a connection
 counted against ``max_connections`` from its accept, as in the other adapters.
+
+A connection counts until its socket is closed, not only until its session
+ends: the last replies may still be on their way (see :meth:`_Connection._close`),
+and a TLS connection is then closed at once, without waiting for the client's
+close_notify, as the other adapters close theirs.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ log = logging.getLogger("smtpcore.adapters")
 
 #: Octets buffered before the transport stops reading (flow control).
 HIGH_WATER = 4 * READ_SIZE
+#: How often a closing connection looks whether its last bytes have left (see _Connection._close).
+CLOSE_POLL = 0.1
 #: The most one read takes.  More than READ_SIZE: each read is a turn of the
 #: loop, and larger messages need fewer.  Measured with smtp-source (20
 #: sessions, kept alive), against 64 KiB: 1 MiB messages 14.7x -> 16.2x
@@ -148,8 +155,18 @@ class _Connection(asyncio.BufferedProtocol):
         self._server = server
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        #: Done when the session has ended (what a shutdown waits for).
+        # The transport connection_made gave: TCP, whose write buffer is the last before
+        # the kernel, even once start_tls() has put a TLS transport above it.  (On 3.10,
+        # with implicit TLS, asyncio's TLS transport; it reports its TCP's buffer.)
+        self._tcp: asyncio.Transport | None = None
+        #: Done when both the session and the socket are over, and the connection no
+        #: longer counts (what a shutdown waits for).
         self.done: asyncio.Future[None] = self._loop.create_future()
+        self._ended = False  # the session is over: its generator closed, its last hooks called
+        self._closing = False  # _close() began: the last bytes are on their way
+        self._closed = False  # the socket is closed: aborted, lost, or closed with nothing left to write
+        self._close_deadline = 0.0
+        self._close_timer: asyncio.TimerHandle | None = None
         self._landing = server.landing  # every recv lands here
         self._outbox = server.outbox
         self._buffer = bytearray()  # what came while the session was busy
@@ -177,7 +194,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         if self.transport is None:  # not again after start_tls()
-            self.transport = transport
+            self.transport = self._tcp = transport
             self._tls = transport.get_extra_info("ssl_object") is not None  # (asyncio's own handshake done)
             self._server._connection_made(self)
 
@@ -212,8 +229,10 @@ class _Connection(asyncio.BufferedProtocol):
         return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        if self._waiting is _READ:
+        self._eof = self._closed = True
+        if self._closing:
+            self._release()
+        elif self._waiting is _READ:
             self._waiting = None
             self._advance(b"")
         elif self._waiting is _DRAIN:
@@ -324,8 +343,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._run(asyncio.sleep(action.seconds))  # a shutdown's deadline cancels it
                 return
             elif kind is Close:
-                self._outbox.flush()  # its last replies first
-                transport.close()
+                self._close()
                 result = None
             else:  # pragma: no cover - the dispatcher has no other action
                 raise AssertionError(action)
@@ -396,7 +414,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._task = None
         self._waiting = None
-        if self.done.done():  # ended meanwhile (see end())
+        if self._ended:  # meanwhile (see end())
             return
         if task.cancelled():
             # The shutdown deadline passed while a hook was stuck: the session ends as if
@@ -422,7 +440,7 @@ class _Connection(asyncio.BufferedProtocol):
             )
         except Exception as exc:  # OSError, ssl.SSLError, TimeoutError: all end the connection
             log.info("TLS handshake failed: %s", exc)
-            self.transport.abort()
+            self._abort_transport()
             return None
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
@@ -453,8 +471,7 @@ class _Connection(asyncio.BufferedProtocol):
         if what is _READ:
             self._advance(TIMED_OUT)
         else:
-            assert self.transport is not None
-            self.transport.abort()  # its connection_lost comes later; the write has failed now
+            self._abort_transport()  # its connection_lost comes later; the write has failed now
             self._advance(LOST)
 
     # Ending ----------------------------------------------------------------------------------------
@@ -480,6 +497,8 @@ class _Connection(asyncio.BufferedProtocol):
         elif self._waiting is not None:  # a write that does not drain, say
             self._waiting = self._read_after_drain = None
             self._advance(LOST)
+        elif self._closing:  # over, its last replies unread: the same
+            self._close_now()
         else:
             self._end()
 
@@ -488,19 +507,91 @@ class _Connection(asyncio.BufferedProtocol):
         if self._task is not None:
             self._task.cancel()
         self._end()
+        self._close_now()
 
     def _end(self) -> None:
+        self._ended = True
         if self._actions is not None:
             self._actions.close()
         self._waiting = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._close()
+        self._release()
+
+    # Closing ---------------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """Close the connection once its last bytes have left; until then it still counts.
+
+        asyncio's close() writes what is left, then closes; over TLS it then waits
+        for the client's close_notify too, for ``ssl_shutdown_timeout`` (30 s) on
+        Python 3.11 and for ever on 3.10.  A client that never sent one held its
+        socket that long after its session had stopped counting: a flood of them
+        ran the process out of descriptors.  So a TLS connection is aborted as soon
+        as its last bytes, our close_notify among them, are in the kernel (which
+        still delivers them), as trio, gevent and the blocking server close theirs
+        at once.  A client that does not read them has the command timeout, as it
+        has for any reply, and counts against ``max_connections`` meanwhile.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        transport = self.transport
+        assert transport is not None
+        self._outbox.flush()  # its last replies first
         # Once only: a second close() makes asyncio's TLS transport drop its link to the TLS
         # layer, and whatever asks it something afterwards fails.
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-        if not self.done.done():
+        if not transport.is_closing():
+            transport.close()  # over TLS, this writes our close_notify
+        self._close_deadline = self._loop.time() + self._server.config.command_timeout
+        self._closed_yet()
+
+    def _closed_yet(self) -> None:
+        """Abort the connection once its last bytes have left (TLS) or its time is up, or
+        look again in a moment; release it once its socket is closed.
+
+        A moment, polled: asyncio tells a protocol that its transport's buffer has
+        drained only after it went over the high-water mark, and a TLS transport
+        on 3.11 does not count what waits in the TCP transport beneath it."""
+        self._close_timer = None
+        if self._closed:
+            pass
+        elif self._unsent() == 0 and not self._tls:
+            self._closed = True  # a plain transport's close() closes at once with nothing left to write
+        elif self._unsent() == 0 or self._loop.time() >= self._close_deadline:
+            self._abort_transport()
+        else:
+            self._close_timer = self._loop.call_later(CLOSE_POLL, self._closed_yet)
+            return
+        self._release()
+
+    def _unsent(self) -> int:
+        """Octets written that the kernel has not taken yet."""
+        assert self._tcp is not None
+        try:
+            return self._tcp.get_write_buffer_size()
+        except AttributeError:  # 3.10's TLS transport once its TCP transport is gone: nothing is left
+            return 0
+
+    def _close_now(self) -> None:
+        """Close the socket now, whatever is still unsent."""
+        self._abort_transport()
+        self._release()
+
+    def _abort_transport(self) -> None:
+        # (asyncio closes an aborted socket at its next turn: as good as closed now.)
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.abort()
+
+    def _release(self) -> None:
+        """Stop counting the connection once both its session and its socket are over."""
+        if self._ended and self._closed and not self.done.done():
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
             self.done.set_result(None)
             self._server._connection_ended(self)
 
@@ -594,7 +685,10 @@ class SMTPServer:
         assert transport is not None
         if len(self._connections) >= self.max_connections or self._server is None or not self._server.is_serving():
             transport.write(refusal(self.config))
-            transport.close()
+            if connection._tls:  # (asyncio did the handshake, see OWN_HANDSHAKE) do not wait for close_notify
+                transport.abort()
+            else:
+                transport.close()
             return
         self._connections.add(connection)
         session = Session(peer=transport.get_extra_info("peername"), local=transport.get_extra_info("sockname"))

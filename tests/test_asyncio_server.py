@@ -506,3 +506,173 @@ def test_a_tls_session_ends_without_asyncio_warnings(implicit: bool, waiting: bo
         assert server.connections == 0
 
     _run(test)
+
+
+# --- closing: at once over TLS, and counted until closed ---------------------------------------------
+
+
+class _TlsClient:
+    """A TLS client over a blocking socket, through memory BIOs: it sends what the test
+    says and nothing else, so it never answers the server's close_notify nor closes its side."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, implicit: bool, receive_buffer: int = 0) -> None:
+        self.sock = socket.socket()
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(5)
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")
+        try:
+            self.sock.connect(("127.0.0.1", port))
+            if not implicit:
+                self.sock.sendall(b"EHLO c.example\r\nSTARTTLS\r\n")
+                received = b""
+                while not received.endswith(b"\r\n220 2.0.0 Ready to start TLS\r\n"):
+                    received += self.sock.recv(65536)
+            while True:
+                try:
+                    self.tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self.sock.sendall(self._outgoing.read())
+                    self._incoming.write(self.sock.recv(65536))
+            self.sock.sendall(self._outgoing.read())
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.sock.sendall(self._outgoing.read())
+
+    def read_until_closed(self) -> tuple[bytes, float]:
+        """What came until the server closed the TCP connection, and how long that took
+        (``inf`` if it did not within the socket's 5 seconds)."""
+        started = time.monotonic()
+        closed_after = float("inf")
+        with contextlib.suppress(TimeoutError):
+            while data := self.sock.recv(65536):
+                self._incoming.write(data)
+            closed_after = time.monotonic() - started
+        plaintext = b""
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):  # zero return: the close_notify
+            while chunk := self.tls.read(65536):
+                plaintext += chunk
+        return plaintext, closed_after
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_a_tls_connection_is_closed_at_once_without_the_clients_close_notify(implicit: bool) -> None:
+    # asyncio's close() of a TLS transport waited for the client's close_notify (30 s on
+    # 3.11, for ever on 3.10), after the session had stopped counting: a flood of clients
+    # that never send one ran the server out of descriptors.  The 221 still arrives whole.
+    server_context, client_context = _tls_contexts()
+
+    async def test() -> None:
+        config = ServerConfig(implicit_tls=True) if implicit else ServerConfig(tls=TlsPolicy.OPTIONAL)
+        async with SMTPServer(AsyncHandler(), config, port=0, tls=server_context) as server:
+
+            def client() -> tuple[bytes, float]:
+                tls = _TlsClient(server.port, client_context, implicit)
+                try:
+                    tls.send(b"QUIT\r\n")
+                    return tls.read_until_closed()
+                finally:
+                    tls.close()
+
+            plaintext, closed_after = await asyncio.to_thread(client)
+            # The whole 221 (no EHLO over TLS: no enhanced code), after the greeting of implicit TLS.
+            assert plaintext.split(b"\r\n")[-2:] == [b"221 Bye", b""], plaintext
+            assert closed_after < 1.0
+            assert server.connections == 0
+
+    _run(test)
+
+
+def _small_buffers(server: SMTPServer) -> None:
+    """Make the server's writes fill the kernel's buffers soon: accepted sockets inherit the listener's."""
+    assert server._server is not None
+    for listener in server._server.sockets:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+#: A pipelined burst whose replies (some 40 KB) stay under the transport's high-water
+#: mark, so the session never waits for them: with small buffers, and a client that does
+#: not read, its QUIT ends it with most of them still in the transport's buffer.
+_BURST = b"EHLO c.example\r\n" * 300 + b"QUIT\r\n"
+
+
+def test_a_connection_counts_until_its_last_replies_have_left() -> None:
+    # The session is over, its socket not yet: it holds its place in max_connections until
+    # its last replies are written, or until the command timeout ends the wait, as it ends
+    # the wait for any reply a client does not read.
+    class Quick(AsyncHandler):
+        def __init__(self) -> None:
+            self.closed = asyncio.Event()
+
+        async def connection_closed(self, session: Session) -> None:
+            self.closed.set()
+
+    async def test() -> None:
+        handler = Quick()
+        loop = asyncio.get_running_loop()
+        async with SMTPServer(handler, ServerConfig(command_timeout=1.0), port=0, max_connections=1) as server:
+            _small_buffers(server)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            await loop.sock_sendall(sock, _BURST)
+            await asyncio.wait_for(handler.closed.wait(), 5)
+            ended = time.monotonic()
+            assert server.connections == 1
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert await asyncio.wait_for(reader.read(), 5) == b"421 Too many connections, try again later\r\n"
+            writer.close()
+            while server.connections and time.monotonic() - ended < 5:
+                await asyncio.sleep(0.05)
+            assert 0.5 < time.monotonic() - ended < 3.0  # closed at the command timeout
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert (await _reply(reader)).startswith(b"220")
+            writer.close()
+            sock.close()
+
+    _run(test)
+
+
+def test_a_tls_connection_is_closed_once_its_last_replies_have_left() -> None:
+    # Read late, the last replies still arrive; the close follows them, without the
+    # client's close_notify and long before the command timeout.
+    server_context, client_context = _tls_contexts()
+
+    async def test() -> None:
+        config = ServerConfig(implicit_tls=True, command_timeout=30)
+        async with SMTPServer(AsyncHandler(), config, port=0, tls=server_context) as server:
+            _small_buffers(server)
+            tls = await asyncio.to_thread(_TlsClient, server.port, client_context, True, 4096)
+            try:
+                await asyncio.to_thread(tls.send, _BURST)
+                await asyncio.sleep(0.5)
+                assert server.connections == 1  # its replies wait for the client
+                plaintext, closed_after = await asyncio.to_thread(tls.read_until_closed)
+            finally:
+                tls.close()
+            assert plaintext.startswith(b"220 ")
+            assert plaintext.count(b"250 BINARYMIME\r\n") == 300  # the last line of each EHLO reply
+            assert plaintext.endswith(b"\r\n221 2.0.0 Bye\r\n"), plaintext[-100:]
+            assert closed_after < 1.0
+            assert server.connections == 0
+
+    _run(test)
