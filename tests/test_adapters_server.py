@@ -321,12 +321,13 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
-    """ERROR records of the adapters, so a test can say that nothing blew up (or what did)."""
+def errors(caplog: pytest.LogCaptureFixture) -> Callable[[], list[logging.LogRecord]]:
+    """The adapters' ERROR records so far, so a test can say that nothing blew up (or what did).
+
+    A function, read when asked: a list filled at teardown was always empty in the test.
+    """
     caplog.set_level(logging.INFO, logger="smtpcore.adapters")
-    records: list[logging.LogRecord] = []
-    yield records
-    records.extend(r for r in caplog.records if r.levelno >= logging.ERROR)
+    return lambda: [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 # --- a raw client ---------------------------------------------------------------------------------
@@ -1021,7 +1022,7 @@ def test_connection_opened_may_refuse(kind: str) -> None:
 
 
 def test_client_disconnects_mid_data(
-    serve: Callable[..., Running], recorder: Recorder, errors: list[logging.LogRecord]
+    serve: Callable[..., Running], recorder: Recorder, errors: Callable[[], list[logging.LogRecord]]
 ) -> None:
     server = serve()
     raw = Raw(server.port)
@@ -1040,7 +1041,7 @@ def test_client_disconnects_mid_data(
         client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
     assert len(recorder.messages) == 1
     server.stop()
-    assert errors == []
+    assert errors() == []
 
 
 def test_handler_exception_is_451_and_hidden(serve: Callable[..., Running], recorder: Recorder) -> None:
