@@ -74,8 +74,10 @@ class _WatchedSocket(_TimedSocket):
         # Replies before a read wait in the outbox for the hub's next turn (see
         # adapters._outbox); not on TLS, whose bytes only the SSL socket may write.
         self.outbox = outbox if SOCKETS_ARE_FILES and not isinstance(sock, gevent.ssl.SSLSocket) else None
-        #: What the outbox wrote only in part: written before anything else.
+        #: What the outbox wrote only in part: written as the socket drains, before anything else.
         self.unsent = b""
+        # The watcher that writes it (made at the first write the socket took in part).
+        self._writable: Any = None
         # Whether the last reply went into the outbox; then the next read waits
         # for the socket first, on this watcher (made at the first such read).
         self._after_reply = False
@@ -127,26 +129,49 @@ class _WatchedSocket(_TimedSocket):
         return None
 
     def write_now(self, data: bytes) -> None:
-        """The outbox's write: what the socket takes at once, the rest kept in :attr:`unsent`."""
+        """The outbox's write: what the socket takes at once; the rest, :attr:`unsent`, as it drains."""
         # Only put with nothing left over, and one at a time: nothing is ahead of it.
         assert not self.unsent
         # A closed socket's number is -1: nothing is written.
         self.unsent = write_at_once(self.sock.fileno(), data) or b""
+        if self.unsent:
+            # Not left for the session's next write: the session is waiting for
+            # the client, and a client that pipelined waits for the rest of its
+            # replies before it sends more; both would wait for the timeout.  The
+            # hub writes it as the socket drains (as asyncio's transports do),
+            # unless the session writes first (:meth:`_take_unsent`).
+            if self._writable is None:
+                self._writable = gevent.get_hub().loop.io(self.sock.fileno(), 2)  # 2: writable
+            self._writable.start(self._write_unsent)
+
+    def _write_unsent(self) -> None:
+        """Write what the socket takes of :attr:`unsent`: the watcher's callback, in the hub."""
+        self.unsent = write_at_once(self.sock.fileno(), self.unsent) or b""
+        if not self.unsent:
+            self._writable.stop()
+
+    def _take_unsent(self) -> bytes:
+        """What the outbox left, for the session's own write to send first (the watcher stops)."""
+        if self._writable is not None:
+            self._writable.stop()
+        unsent, self.unsent = self.unsent, b""
+        return unsent
 
     def close(self, timeout: float) -> None:
         if self.outbox is not None:
             self.outbox.flush()  # the last replies first
             if self.unsent:
                 self.send(b"", timeout)
-        if self._readable is not None:
-            self._readable.close()
+        for watcher in (self._readable, self._writable):
+            if watcher is not None:
+                watcher.close()
         self.sock.close()
 
     def send(self, data: bytes, timeout: float) -> object:
         if self.outbox is not None:
             self.outbox.flush()  # what was put before goes first
             if self.unsent:
-                data, self.unsent = self.unsent + data, b""
+                data = self._take_unsent() + data
         self.deadline = time.monotonic() + timeout
         self.if_cut_off = LOST
         try:

@@ -233,6 +233,37 @@ def test_what_the_socket_does_not_take_is_written_before_anything_else(
     assert reader.get(timeout=5) == _BIG + b"250 after\r\n"
 
 
+def test_what_the_socket_does_not_take_goes_as_it_drains_while_the_session_reads(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    # A client that pipelined waits for all its replies before it sends more, and
+    # the session for the client: the rest cannot wait for the session's next write.
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    replies = _BIG[: 256 * 1024]
+    io = _WatchedSocket(server, watchdog.aborting, watchdog, outbox)
+    io.send_before_read(replies, 5.0)
+    outbox.flush()  # what the hub's next turn does
+    assert io.unsent
+
+    def read_all_then_answer() -> bytes:
+        data = b""
+        while len(data) < len(replies):
+            data += client.recv(65536)
+        client.sendall(b"QUIT\r\n")
+        return data
+
+    reader = gevent.spawn(read_all_then_answer)
+    started = time.monotonic()
+    assert io.receive(5.0) == b"QUIT\r\n"
+    assert time.monotonic() - started < 1.0
+    assert reader.get(timeout=1) == replies
+    assert not io.unsent
+    assert io.send_before_read(b"221 bye\r\n", 5.0) is None  # the outbox writes again
+    io.close(5.0)
+    assert client.recv(100) == b"221 bye\r\n"
+
+
 def test_a_tls_socket_writes_for_itself(watchdog: _Watchdog, outbox: Outbox) -> None:
     # Only the SSL socket may write the bytes of a TLS session.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
