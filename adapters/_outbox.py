@@ -18,7 +18,10 @@ connection each.
 
 What keeps each connection's bytes in order is the adapter's part: anything a
 session writes itself (a reply with no read after it, a shutdown's 421,
-STARTTLS's 220, what is left at a close) flushes the outbox first.
+STARTTLS's 220, what is left at a close) flushes the outbox first.  What a
+socket does not take at once is the adapter's to write as the socket drains,
+not at its session's next write: the session is reading, and a client that
+pipelined waits for the rest of its replies before it sends more.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ SOCKETS_ARE_FILES = os.name == "posix"
 
 class Writer(Protocol):
     def write_now(self, data: bytes) -> None:
-        """Write ``data`` without waiting (what cannot go now is the writer's to keep)."""
+        """Write ``data`` without waiting (what cannot go now, the writer writes as the socket drains)."""
 
 
 class Outbox:

@@ -112,8 +112,8 @@ class _OutboxTask:
     runs with the next, writing what the batch put.  It never waits on a
     socket: it writes what each one takes at once (``os.write`` on a
     non-blocking socket) and leaves the rest with its connection
-    (:attr:`_Connection.unsent`), which the session then writes itself, within
-    its deadline, before anything more.
+    (:attr:`_Connection.unsent`), which a task of its own writes as the socket
+    drains, unless the session writes first and takes it over.
     """
 
     def __init__(self) -> None:
@@ -147,7 +147,12 @@ class _Connection:
     """
 
     def __init__(
-        self, stream: _Stream, watchdog: _Watchdog, clock: Callable[[], float], outbox: Outbox | None = None
+        self,
+        stream: _Stream,
+        watchdog: _Watchdog,
+        clock: Callable[[], float],
+        outbox: Outbox | None = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self.stream = stream
         self.watchdog = watchdog
@@ -156,8 +161,11 @@ class _Connection:
         self._fileno = -1
         if outbox is not None and SOCKETS_ARE_FILES and isinstance(stream, trio.SocketStream):
             self._fileno = stream.socket.fileno()
-        #: What the outbox wrote only in part: the session writes it before anything else.
+        #: What the outbox wrote only in part: written as the socket drains, before anything else.
         self.unsent = b""
+        # Where the task that writes it runs (the server's nursery), and that task's scope.
+        self._nursery = nursery
+        self._writing_unsent: trio.CancelScope | None = None
         # The run's clock itself: trio.current_time() reaches it through two more calls.
         self.clock = clock
         #: A graceful shutdown has begun: idle reads end.  Then its grace period is over: every read does.
@@ -262,17 +270,43 @@ class _Connection:
         return self._fileno >= 0 and not self.unsent and self.outbox.put(self, data)
 
     def write_now(self, data: bytes) -> None:
-        """The outbox's write: what the socket takes at once, the rest kept in :attr:`unsent`."""
+        """The outbox's write: what the socket takes at once; the rest, :attr:`unsent`, as it drains."""
         if self.closed:  # its number may be another socket's by now
             return
         # Only put with nothing left over, and one at a time: nothing is ahead of it.
         assert not self.unsent
         self.unsent = write_at_once(self._fileno, data) or b""
+        if self.unsent:
+            # Not left for the session's next write: the session is waiting for
+            # the client, and a client that pipelined waits for the rest of its
+            # replies before it sends more; both would wait for the timeout.  A
+            # task writes it as the socket drains (as asyncio's transports do),
+            # unless the session writes first (:meth:`_take_unsent`).
+            assert self._nursery is not None, "a connection the outbox writes to has a nursery"
+            self._writing_unsent = trio.CancelScope()
+            self._nursery.start_soon(self._write_unsent, self._writing_unsent)
+
+    async def _write_unsent(self, scope: trio.CancelScope) -> None:
+        """Write :attr:`unsent` as the socket takes it, until it is all gone or ``scope`` is cancelled."""
+        with scope:
+            while self.unsent and not scope.cancel_called:
+                await trio.lowlevel.wait_writable(self._fileno)
+                if not scope.cancel_called:  # (not taken over while this task was being woken)
+                    self.unsent = write_at_once(self._fileno, self.unsent) or b""
+
+    def _take_unsent(self) -> bytes:
+        """What the outbox left, for the session's own write to send first (the task writing it stops)."""
+        if self._writing_unsent is not None:
+            # Its wait ends here and now, not at its next turn: trio lets only one
+            # task at a time wait for the socket, and the session is about to.
+            self._writing_unsent.cancel()
+        unsent, self.unsent = self.unsent, b""
+        return unsent
 
     async def write(self, data: bytes, timeout: float) -> object:
         self.outbox.flush()  # what was put before goes first
         if self.unsent:
-            data, self.unsent = self.unsent + data, b""
+            data = self._take_unsent() + data
         self._start(timeout, LOST)
         result: object = None
         try:
@@ -304,6 +338,7 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        self._take_unsent()  # too late for it; its task must not wait on a closed socket
         if isinstance(self.stream, trio.SocketStream):
             # A plain socket closes at once; aclose_forcefully's cancelled scope
             # would only add a Cancelled raised and caught per connection.
@@ -390,7 +425,7 @@ class SMTPServer:
                         if len(self._sessions) >= self.max_connections:
                             nursery.start_soon(self._refuse, stream)
                         else:
-                            connection = _Connection(stream, self._watchdog, clock, self._outbox.outbox)
+                            connection = _Connection(stream, self._watchdog, clock, self._outbox.outbox, nursery)
                             self._sessions.add(connection)
                             self._idle = trio.Event()
                             nursery.start_soon(self._run, connection)

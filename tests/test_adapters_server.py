@@ -1215,6 +1215,36 @@ def test_a_client_that_reads_its_replies_late_gets_them_all(serve: Callable[...,
     assert lines[-2].startswith(b"221")
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_MAXSEG"), reason="the client cannot choose its segment size")
+def test_replies_the_socket_takes_only_in_part_arrive_without_waiting(serve: Callable[..., Running]) -> None:
+    # A client that pipelines waits for all its replies before it sends more.  A
+    # small window and small segments (a distant client's) make the server's
+    # socket take only part of the burst's replies (60 KB: one write, below
+    # FLUSH_AT) at once.  The rest must follow as the client reads them, not wait
+    # for the session's next write, which would come only with the timeout's 421.
+    server = serve(ServerConfig(command_timeout=5))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)  # the server's socket then buffers ~48 KB
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    count = 450
+    received = bytearray()
+    while not received.endswith(b"\r\n"):
+        received += sock.recv(65536)  # the greeting
+    sock.sendall(b"EHLO me\r\n" * count)
+    started = time.monotonic()
+    received.clear()
+    while received.count(b"250 ") < count and b"421 " not in received and (chunk := sock.recv(65536)):
+        received += chunk
+    elapsed = time.monotonic() - started
+    sock.close()
+    lines = bytes(received).split(b"\r\n")
+    assert not [line for line in lines if line.startswith(b"421")]
+    assert sum(line.startswith(b"250 ") for line in lines) == count  # each EHLO's last line
+    assert elapsed < 2.0, elapsed
+
+
 def test_connection_limit(serve: Callable[..., Running]) -> None:
     server = serve(max_connections=2)
     first, second = Raw(server.port), Raw(server.port)

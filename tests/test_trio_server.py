@@ -243,10 +243,13 @@ def test_a_call_cut_off_as_it_finishes_counts_as_cut_off(call: str) -> None:
 # --- the outbox: replies that precede a read are written together, by one task --------------------
 
 
-async def _pair(outbox: Outbox) -> tuple[_Connection, trio.SocketStream]:
-    """A connection on one end of a socket pair, with ``outbox``; the other end is the client."""
+async def _pair(outbox: Outbox, nursery: trio.Nursery | None = None) -> tuple[_Connection, trio.SocketStream]:
+    """A connection on one end of a socket pair, with ``outbox``; the other end is the client.
+
+    ``nursery`` runs the task that writes what the socket does not take of an outbox write.
+    """
     ours, theirs = _socketpair()
-    connection = _Connection(trio.SocketStream(ours), _Watchdog(set()), trio.current_time, outbox)
+    connection = _Connection(trio.SocketStream(ours), _Watchdog(set()), trio.current_time, outbox, nursery)
     return connection, trio.SocketStream(theirs)
 
 
@@ -294,23 +297,70 @@ def test_a_write_goes_behind_the_replies_put_before_it() -> None:
 def test_what_the_socket_does_not_take_is_written_by_the_session_first() -> None:
     async def test() -> None:
         outbox = Outbox(lambda flush: None)  # flushed by hand
-        connection, client = await _pair(outbox)
-        connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
-        big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers take
-        assert connection.write_soon(big)
-        outbox.flush()
-        assert connection.unsent and len(connection.unsent) < len(big)
-        # Nothing more goes through the outbox while something is left over.
-        assert not connection.write_soon(b"250 after\r\n")
         async with trio.open_nursery() as nursery:
+            connection, client = await _pair(outbox, nursery)
+            connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+            big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers take
+            assert connection.write_soon(big)
+            outbox.flush()
+            assert connection.unsent and len(connection.unsent) < len(big)
+            # Nothing more goes through the outbox while something is left over.
+            assert not connection.write_soon(b"250 after\r\n")
+            await trio_testing.wait_all_tasks_blocked()  # a task waits to write the rest as the socket drains
 
             async def write() -> None:
                 assert await connection.write(b"250 after\r\n", 5.0) is None
 
+            # The session's write takes the rest over: it waits for the socket in that task's stead.
             nursery.start_soon(write)
+            await trio_testing.wait_all_tasks_blocked()
             assert await _received(client, len(big) + 11) == big + b"250 after\r\n"
-        assert not connection.unsent
-        assert connection.write_soon(b"250 again\r\n")
+            await trio_testing.wait_all_tasks_blocked()  # the write has returned
+            assert not connection.unsent
+            assert connection.write_soon(b"250 again\r\n")
+
+    trio.run(test)
+
+
+def test_a_close_ends_the_task_that_writes_what_the_socket_did_not_take() -> None:
+    # The session ends (its client is gone, say) while that task waits for the socket.
+    async def test() -> None:
+        outbox = Outbox(lambda flush: None)  # flushed by hand
+        async with trio.open_nursery() as nursery:
+            connection, _client = await _pair(outbox, nursery)
+            connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+            assert connection.write_soon(bytes(range(256)) * 8192)  # 2 MiB: more than the socket buffers take
+            outbox.flush()
+            await trio_testing.wait_all_tasks_blocked()
+            await connection.close()
+        # The nursery ended: the task did too, and raised nothing.
+
+    trio.run(test)
+
+
+def test_what_the_socket_does_not_take_goes_as_it_drains_while_the_session_reads() -> None:
+    # A client that pipelined waits for all its replies before it sends more, and
+    # the session for the client: the rest cannot wait for the session's next write.
+    async def test() -> None:
+        outbox = Outbox(lambda flush: None)  # flushed by hand
+        async with trio.open_nursery() as nursery:
+            connection, client = await _pair(outbox, nursery)
+            connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+            replies = bytes(range(256)) * 1024  # 256 KiB: more than the socket takes at once
+            assert connection.write_soon(replies)
+            outbox.flush()
+            assert connection.unsent
+
+            async def read_all_then_answer() -> None:
+                assert await _received(client, len(replies)) == replies
+                await client.send_all(b"QUIT\r\n")
+
+            nursery.start_soon(read_all_then_answer)
+            started = trio.current_time()
+            assert await connection.read(5.0, after_reply=True) == b"QUIT\r\n"
+            assert trio.current_time() - started < 1.0
+            assert not connection.unsent
+            assert connection.write_soon(b"221 bye\r\n")  # the outbox writes again
 
     trio.run(test)
 
@@ -365,14 +415,14 @@ def test_a_close_writes_what_is_pending_first(reply: bytes) -> None:
     # it; 2 MiB is more than the socket takes at once, and the rest goes too.
     async def test() -> None:
         server = SMTPServer(Recorder(), ServerConfig(), port=0)
-        connection, client = await _pair(Outbox(lambda flush: None))
-        await client.send_all(b"QUIT\r\n")
 
         def actions() -> Generator[Action, object, None]:
             assert (yield Receive(5.0, reply)) == b"QUIT\r\n"
             yield Close()
 
         async with trio.open_nursery() as nursery:
+            connection, client = await _pair(Outbox(lambda flush: None), nursery)
+            await client.send_all(b"QUIT\r\n")
             nursery.start_soon(server._carry_out, connection, actions(), None)
             assert await _received(client, len(reply)) == reply
         assert await client.receive_some(100) == b""
