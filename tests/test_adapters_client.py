@@ -443,6 +443,18 @@ def test_fault_per_command_timeout_from_the_config(client: str, fake_smtp_server
     assert "mail timeout" in str(caught.value.__cause__)
 
 
+def _drip(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` a byte every 50 ms, until the client hangs up or for 5 s at most (then a
+    client that missed its timeout fails all the same, if later)."""
+    ends = time.monotonic() + 5
+    with contextlib.suppress(OSError):
+        for byte in data:
+            if time.monotonic() > ends:
+                break
+            sock.sendall(bytes([byte]))
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     ("replies", "options"),
     [
@@ -462,13 +474,7 @@ def test_fault_server_that_drips_a_reply_times_out(client: str, replies: list[by
             for reply in replies:
                 sock.sendall(reply)
                 reader.readline()
-            ends = time.monotonic() + 5  # (then it hangs up: a client that missed its timeout fails otherwise)
-            with contextlib.suppress(OSError):
-                for byte in b"250-drips.example\r\n" * 100:
-                    if time.monotonic() > ends:
-                        break
-                    sock.sendall(bytes([byte]))
-                    time.sleep(0.05)
+            _drip(sock, b"250-drips.example\r\n" * 100)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -480,6 +486,46 @@ def test_fault_server_that_drips_a_reply_times_out(client: str, replies: list[by
                  **options)  # fmt: skip
         assert time.monotonic() - started < 2.5
         assert isinstance(caught.value.__cause__, TimeoutError)
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_fault_server_that_drips_a_tls_record_times_out(client: str, smtp_ca: TestCA) -> None:
+    """The same over TLS, where a read waits for its whole record: a greeting in one record, dripped."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    context = smtp_ca.server_context()
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_side=True)
+            while True:  # an implicit-TLS handshake, at the usual pace
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    if not (data := sock.recv(65536)):
+                        return
+                    incoming.write(data)
+            sock.sendall(outgoing.read())
+            tls.write(b"220-drips.example\r\n" * 100)  # one record of 1,900 octets
+            _drip(sock, outgoing.read())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    config = ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SMTPTransientError) as caught:
+            send(client, "127.0.0.1", listener.getsockname()[1], "a@example.com", ["b@example.org"], CONTENT,
+                 config=config, tls_context=smtp_ca.client_context(), timeout=0.5)  # fmt: skip
+        assert time.monotonic() - started < 2.5
+        assert isinstance(caught.value.__cause__, TimeoutError)
+        assert "waiting: greeting" in str(caught.value.__cause__)
     finally:
         thread.join(10)
         listener.close()
@@ -544,9 +590,17 @@ def test_fault_certificate_not_trusted(client: str, tls: TlsMode, smtp_server_fa
     assert srv.messages == []
 
 
+#: A ServerHello record of 122 octets (its start, then zeros): it takes 6 s to drip whole.
+_SERVER_HELLO = bytes.fromhex("160303007a020000760303") + bytes(116)
+
+
+@pytest.mark.parametrize("server", ["silent", "drips"])
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
-def test_fault_tls_handshake_that_stalls_times_out(client: str, tls: TlsMode) -> None:
-    """Within the timeout (no wait for a close behind it), and said as a TLS failure in every dialect."""
+def test_fault_tls_handshake_that_stalls_times_out(client: str, tls: TlsMode, server: str) -> None:
+    """Within the timeout (no wait for a close behind it), and said as a TLS failure in every dialect.
+
+    A server that sends its handshake a byte at a time gets no more: the bound is on the whole handshake.
+    """
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
 
@@ -558,7 +612,10 @@ def test_fault_tls_handshake_that_stalls_times_out(client: str, tls: TlsMode) ->
                     sock.sendall(reply)
                     reader.readline()
                 sock.sendall(b"220 go ahead\r\n")
-            reader.read()  # (never a byte of TLS back: until the client hangs up)
+            if server == "drips":
+                sock.recv(65536)  # the ClientHello
+                _drip(sock, _SERVER_HELLO)
+            reader.read()  # (never a whole TLS message back: until the client hangs up)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
