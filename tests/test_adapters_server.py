@@ -1159,12 +1159,16 @@ def test_slow_content_below_min_rate_times_out(serve: Callable[..., Running], re
     assert "message_aborted" in recorder.calls
 
 
+#: A second EHLO is a junk command (max_junk_commands): the bursts of them below are not.
+EHLOS_OK = 10**9
+
+
 def test_a_client_that_never_reads_its_replies_is_cut_off(serve: Callable[..., Running], recorder: Recorder) -> None:
     # Pipelined EHLOs answered at 15 times their size: the replies fill the
     # client's small receive buffer and the server's send buffer, and the write
     # that waits behind them must end at the command timeout like a read.
     # The client never stops sending either, so no read ever waits out its timeout.
-    server = serve(ServerConfig(command_timeout=0.5))
+    server = serve(ServerConfig(command_timeout=0.5, max_junk_commands=EHLOS_OK))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(0.2)
@@ -1195,7 +1199,7 @@ def test_a_client_that_never_reads_its_replies_is_cut_off(serve: Callable[..., R
 def test_a_client_that_reads_its_replies_late_gets_them_all(serve: Callable[..., Running]) -> None:
     # The same burst, but the client reads after a pause shorter than the timeout:
     # the write that waited finishes, and the session reads on where it stopped.
-    server = serve(ServerConfig(command_timeout=5))
+    server = serve(ServerConfig(command_timeout=5, max_junk_commands=EHLOS_OK))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(10)
@@ -1222,7 +1226,7 @@ def test_replies_the_socket_takes_only_in_part_arrive_without_waiting(serve: Cal
     # socket take only part of the burst's replies (60 KB: one write, below
     # FLUSH_AT) at once.  The rest must follow as the client reads them, not wait
     # for the session's next write, which would come only with the timeout's 421.
-    server = serve(ServerConfig(command_timeout=5))
+    server = serve(ServerConfig(command_timeout=5, max_junk_commands=EHLOS_OK))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)  # the server's socket then buffers ~48 KB
@@ -1702,7 +1706,7 @@ def test_the_replies_to_a_long_burst_are_written_in_bounded_pieces(command: byte
 
 
 def test_every_reply_to_a_long_burst_arrives_in_order(serve: Callable[..., Running]) -> None:
-    server = serve()
+    server = serve(ServerConfig(max_junk_commands=EHLOS_OK))
     raw = Raw(server.port)
     raw.read_reply()
     raw.send(EHLO_BURST + b"QUIT\r\n")

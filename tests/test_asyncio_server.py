@@ -226,7 +226,9 @@ def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
 
     async def test() -> None:
         handler = Quick()
-        async with SMTPServer(handler, ServerConfig(command_timeout=0.5), port=0) as server:
+        # (A second EHLO is a junk command: no limit on them here, or the session would end first.)
+        config = ServerConfig(command_timeout=0.5, max_junk_commands=10**9)
+        async with SMTPServer(handler, config, port=0) as server:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.setblocking(False)
@@ -612,6 +614,8 @@ def _small_buffers(server: SMTPServer) -> None:
 #: mark, so the session never waits for them: with small buffers, and a client that does
 #: not read, its QUIT ends it with most of them still in the transport's buffer.
 _BURST = b"EHLO c.example\r\n" * 300 + b"QUIT\r\n"
+#: A second EHLO is a junk command: these bursts are not past the limit.
+_BURST_OK = 1000
 
 
 def test_a_connection_counts_until_its_last_replies_have_left() -> None:
@@ -628,7 +632,9 @@ def test_a_connection_counts_until_its_last_replies_have_left() -> None:
     async def test() -> None:
         handler = Quick()
         loop = asyncio.get_running_loop()
-        async with SMTPServer(handler, ServerConfig(command_timeout=1.0), port=0, max_connections=1) as server:
+        async with SMTPServer(
+            handler, ServerConfig(command_timeout=1.0, max_junk_commands=_BURST_OK), port=0, max_connections=1
+        ) as server:
             _small_buffers(server)
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -658,7 +664,7 @@ def test_a_tls_connection_is_closed_once_its_last_replies_have_left() -> None:
     server_context, client_context = _tls_contexts()
 
     async def test() -> None:
-        config = ServerConfig(implicit_tls=True, command_timeout=30)
+        config = ServerConfig(implicit_tls=True, command_timeout=30, max_junk_commands=_BURST_OK)
         async with SMTPServer(AsyncHandler(), config, port=0, tls=server_context) as server:
             _small_buffers(server)
             tls = await asyncio.to_thread(_TlsClient, server.port, client_context, True, 4096)
