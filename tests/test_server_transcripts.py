@@ -723,6 +723,31 @@ def test_application_reply_gets_a_generic_enhanced_code() -> None:
     assert out.endswith(b"250 Fine\r\n550 Nope\r\n")
 
 
+def test_the_generic_enhanced_code_is_of_the_reply_class() -> None:
+    # RFC 2034 §3: once advertised, a 2xx and a 4xx need a code too: X.0.0 of their class.
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Mail):
+            conn.send(Reply(250, "Fine"))
+        elif isinstance(event, Rcpt):
+            conn.send(Reply(450, "Try later"))
+        else:
+            conn.accept()
+
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n", policy=policy)
+    assert out.endswith(b"250 2.0.0 Fine\r\n450 4.0.0 Try later\r\n")
+
+
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+def test_a_hello_reply_never_carries_an_enhanced_code(verb: str) -> None:
+    # RFC 2034 gives the EHLO reply none, and after HELO nothing was advertised:
+    # an enhanced code the application put in its 250 is left out.
+    def policy(conn: ServerConnection, event: Event) -> None:
+        conn.send(Reply(250, "mx.example greets you", "2.0.0")) if isinstance(event, Hello) else conn.accept()
+
+    _, out = drive(f"{verb} c\r\n".encode(), policy=policy)
+    assert out.split(b"\r\n")[1] in (b"250 mx.example greets you", b"250-mx.example greets you")
+
+
 # --- SMTPUTF8, DSN, REQUIRETLS ----------------------------------------------------------------------
 
 
