@@ -451,6 +451,18 @@ def test_content_over_limit_says_nothing_mid_stream() -> None:
     assert out == b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
 
 
+def test_a_refused_message_ends_its_transaction() -> None:
+    # The refusal at the end of data ends the transaction as an accepted message
+    # does: the next one starts with nothing of it (its size error included).
+    conn = make_server(SMALL)
+    drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n" + b"y" * 70000 + b"\r\n.\r\n", conn=conn)
+    assert (conn.state, conn.mail, conn.recipients) == (State.READY, None, ())
+    events, out = drive(b"MAIL FROM:<g@h.i>\r\nRCPT TO:<j@k.l>\r\nDATA\r\nsmall\r\n.\r\n", conn=conn)
+    assert EndOfMessage() in events
+    assert out.endswith(b"250 2.0.0 OK: message accepted\r\n")
+    assert conn.recipients == ()
+
+
 # --- 8BITMIME / BINARYMIME / CHUNKING ---------------------------------------------------------------
 
 
