@@ -1658,6 +1658,12 @@ def test_the_error_count_starts_over_after_a_message_is_accepted() -> None:
         conn = make_server(lmtp, greet=True)
         drive(b"LHLO c\r\nFOO\r\n" + two, conn=conn, policy=answers(*codes))
         assert conn.error_count == count, codes
+    # Each message is judged by its own answers: one delivered before does not
+    # make the next, which nobody took, a delivery.
+    conn = make_server(lmtp, greet=True)
+    drive(b"LHLO c\r\n" + two, conn=conn, policy=answers(250, 250))
+    drive(two, conn=conn, policy=answers(452, 452))
+    assert conn.error_count == 1
 
 
 def test_error_delay() -> None:
