@@ -1727,6 +1727,9 @@ def test_reject_message_reply_after_end_of_data() -> None:
     drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n", conn=conn2)
     with pytest.raises(LocalProtocolError):
         conn2.reject_message(Reply(250, "fine"))
+    conn2.reject_message(Reply(400, "lowest refusal"))  # every 4xx and 5xx refuses
+    _, out = drive(b"x\r\n.\r\n", conn=conn2)
+    assert out == b"400 lowest refusal\r\n"
 
 
 def test_app_421_closes() -> None:
