@@ -326,6 +326,14 @@ def test_only_ascii_verbs_and_keywords_are_upper_cased(line: str) -> None:
     assert isinstance(event, CommandRejected) and out.startswith((b"500 ", b"504 "))
 
 
+def test_an_unknown_verb_is_handed_on_cut_to_16_characters() -> None:
+    # The event names the verb for a log or a policy: a client's junk is not handed on whole.
+    event, out = last(EHLO, b"x" * 40 + b" and more")
+    assert isinstance(event, CommandRejected)
+    assert event.command == "X" * 16
+    assert out == b"500 5.5.1 Command unrecognized"
+
+
 def test_rcpt_utf8_allowed_after_smtputf8_mail() -> None:
     line = "RCPT TO:<\u00fcser@b\u00fccher.example>".encode()
     event, out = last(EHLO + b"MAIL FROM:<a@example.com> SMTPUTF8\r\n", line)
