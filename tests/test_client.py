@@ -94,6 +94,7 @@ def test_a_reply_with_nothing_outstanding_is_an_error_and_sticks() -> None:
         conn.next_event()
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
+    assert conn.closed  # the session is over, not just this call
     with pytest.raises(LocalProtocolError):
         conn.send(Noop())
     # Even bytes left over after a reply count.
