@@ -244,6 +244,9 @@ def test_refused_mail_closes_the_transaction() -> None:
     conn.receive_data(b"550 no\r\n503 no\r\n")
     conn.next_event()
     conn.next_event()
+    # The server has no transaction for a RCPT to join: it would answer 503.
+    with pytest.raises(LocalProtocolError, match="needs an open transaction"):
+        conn.send(Rcpt("c@y.org"))
     conn.send(Mail("a@x.org"))  # no RSET needed: the server has no transaction
 
 
