@@ -339,6 +339,7 @@ def test_a_server_gone_before_the_tls_handshake_closes_the_connection() -> None:
         conn.receive_data(b"")
         assert conn.next_event() == ConnectionClosed(by_peer=True)
         assert conn.closed
+        assert conn.next_event() == ConnectionClosed(by_peer=True)  # and says so again
 
 
 def test_starttls_refused_changes_nothing() -> None:
