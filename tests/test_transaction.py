@@ -1663,6 +1663,7 @@ def test_an_abandoned_message_leaves_the_untried_ones_to_retry(bad: bytes | str)
     for message in untried:
         assert isinstance(message.error, SMTPTransientError)
         assert "ended before this message was tried" in str(message.error)
+        assert message.error.__cause__ is driver.result.error  # what ended the session, for the log
         assert all(isinstance(item.error, SMTPTransientError) for item in message.recipients)
     assert [len(message.recipients) for message in untried] == [2, 1]
 
