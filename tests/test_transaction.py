@@ -1726,6 +1726,36 @@ def test_a_stream_that_cannot_be_read_ends_the_session_with_what_went_before() -
     assert "reading it failed" in str(second.error)
 
 
+def test_a_stream_that_cannot_be_read_at_all_fails_its_message_alone() -> None:
+    # Its first chunk is read before its MAIL: when that fails nothing of it was sent,
+    # so the session goes on with the next message, and this one is to be retried.
+    def failing() -> Iterator[bytes]:
+        raise OSError(5, "Input/output error")
+        yield b""  # (a generator)
+
+    driver = make([(ONE, failing()), (ONE, b"fine\r\n")])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: fine
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        driver,
+    )
+    unread, sent = driver.result.messages
+    assert isinstance(unread.error, SMTPTransientError) and isinstance(unread.error.__cause__, OSError)
+    assert sent.delivered == ("b@y.org",)
+
+
 def test_reject_policy_abandons_stream_and_refuses_whole_content_up_front() -> None:
     driver = make([(ONE, iter([b"ok\r\n", b"bare\nlf"]))], bare_newlines=BareNewlinePolicy.REJECT)
     run_client_transcript(
