@@ -1805,6 +1805,24 @@ def test_streamed_bdat_is_rechunked_and_normalised() -> None:
     assert driver.result.messages[0].delivered == ("b@y.org",)
 
 
+def test_streamed_bdat_ending_in_a_bare_cr_ends_with_its_crlf() -> None:
+    # The final CR's LF is owed until the stream ends; it must still go out (and
+    # no second CRLF after it).
+    driver = make([(ONE, [b"a\r\nb\r"])])
+    run_client_transcript(
+        EHLO_CHUNKING
+        + """
+        C: MAIL FROM:<a@x.org> BODY=8BITMIME
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        S: 250 ok
+        """,
+        driver,
+        complete=False,
+    )
+    assert take_output(driver) == b"BDAT 6 LAST\r\na\r\nb\r\nQUIT\r\n"
+
+
 def test_email_message_is_serialised_by_the_stdlib() -> None:
     message = EmailMessage()
     message["Subject"] = "Grüße"
