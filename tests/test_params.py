@@ -451,9 +451,13 @@ def test_a_utf8_orcpt_is_written_and_read_as_rfc_6533_says() -> None:
     # Raw UTF-8 (utf-8-addr-unitext) once SMTPUTF8 is in use.
     parsed = parse_params("RCPT", ["ORCPT=utf-8;jörg@bücher.example"], ALL, utf8=True)
     assert isinstance(parsed, RcptParams) and parsed.orcpt == ("utf-8", "jörg@bücher.example")
-    for bad in ("a=b@x", "a\\b@x", "a\\x{0A}@x", "a\\x{110000}@x", "a\\x{D800}@x"):
+    for bad in ("a=b@x", "a\\b@x", "a\\x{0A}@x", "a\\x{110000}@x", "a\\x{D800}@x", "a\\x{DFFF}@x"):
         with pytest.raises(ParamError):
             parse_params("RCPT", [f"ORCPT=utf-8;{bad}"], ALL)
+    # Only the surrogates are refused, not the characters either side of them.
+    for code in (0xD7FF, 0xE000):
+        parsed = parse_params("RCPT", [f"ORCPT=utf-8;a\\x{{{code:X}}}@x"], ALL)
+        assert isinstance(parsed, RcptParams) and parsed.orcpt == ("utf-8", f"a{chr(code)}@x")
 
 
 def test_xtext_hex_digits_in_lower_case_are_taken_as_postfix_takes_them() -> None:
