@@ -107,6 +107,18 @@ def test_bounds() -> None:
     assert three_ways(line * 2 + b"250-x\r\n250 " + b"y" * 300 + b"\r\n", config=config)[-1][0] == "error"
 
 
+def test_the_size_bound_is_per_reply() -> None:
+    # max_reply_size on its own (the line count bounds nothing here): one reply over
+    # it is an error, however many replies under it come one after the other.
+    config = ClientConfig(max_reply_line=512, max_reply_size=1024, max_reply_lines=100)
+    line = b"250-" + b"x" * 400 + b"\r\n"
+    # Every octet counts, the CRLFs too: 2 * 406 + 212 is the most.
+    assert three_ways(line * 2 + b"250 " + b"y" * 206 + b"\r\n", config=config)[0].code == 250
+    assert three_ways(line * 2 + b"250 " + b"y" * 207 + b"\r\n", config=config)[-1] == ("error", "reply")
+    events = three_ways((line * 2 + b"250 x\r\n") * 3, expected=3, config=config)
+    assert [event.code for event in events[:-1]] == [250, 250, 250]
+
+
 def test_enhanced_codes_only_when_advertised_and_matching() -> None:
     reader = ReplyReader(ClientConfig())
 
