@@ -168,6 +168,16 @@ def test_clear_forgets_skipping() -> None:
     assert buffer.next_line(LIMIT) == b"EHLO a"
 
 
+def test_clear_forgets_how_far_the_search_got() -> None:
+    # A search past the end of what is left would miss the LF of a shorter line.
+    buffer = ReceiveBuffer()
+    buffer.feed(b"partial line")
+    assert buffer.next_line(LIMIT) is None
+    buffer.clear()
+    buffer.feed(b"EHLO\r\n")
+    assert buffer.next_line(LIMIT) == b"EHLO"
+
+
 def test_search_restarts_after_the_bytes_change() -> None:
     buffer = ReceiveBuffer()
     buffer.feed(b"abc\r")
