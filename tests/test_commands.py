@@ -402,6 +402,16 @@ def test_a_hello_name_with_underscores_is_taken(name: str) -> None:
         assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
 
 
+def test_a_tolerated_hello_name_is_no_longer_than_a_domain_may_be() -> None:
+    # 255 octets, as for a domain (RFC 5321 §4.5.3.1.2): the tolerance is no way round the bound.
+    name = "a_" + "b" * 253
+    event, _ = last(b"", f"EHLO {name}".encode())
+    assert isinstance(event, Hello) and event.domain == name
+    event, out = last(b"", f"EHLO {name}b".encode())
+    assert isinstance(event, CommandRejected)
+    assert out.startswith(b"501 ")
+
+
 @pytest.mark.parametrize(
     "name", ["[192.0.2.1]", "[IPv6:2001:db8::1]", "mail.example.com.", "192.0.2.1", "fe80::1", "::ffff:192.0.2.1"]
 )
