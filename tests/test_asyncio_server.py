@@ -213,19 +213,22 @@ def test_one_timer_per_connection_still_ends_each_wait_on_time() -> None:
     _run(test)
 
 
+class ClosedSignal(AsyncHandler):
+    """Takes everything, and says when its connection has closed."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def connection_closed(self, session: Session) -> None:
+        self.closed.set()
+
+
 def test_a_client_that_never_reads_its_replies_is_cut_off() -> None:
     # EHLO's reply is twenty times longer than the command: without reading
     # them, the client fills every buffer on the way and the server's writes
     # stop.  It must wait no longer than the command timeout, then give up.
-    class Quick(AsyncHandler):
-        def __init__(self) -> None:
-            self.closed = asyncio.Event()
-
-        async def connection_closed(self, session: Session) -> None:
-            self.closed.set()
-
     async def test() -> None:
-        handler = Quick()
+        handler = ClosedSignal()
         # (A second EHLO is a junk command: no limit on them here, or the session would end first.)
         config = ServerConfig(command_timeout=0.5, max_junk_commands=10**9)
         async with SMTPServer(handler, config, port=0) as server:
@@ -622,15 +625,8 @@ def test_a_connection_counts_until_its_last_replies_have_left() -> None:
     # The session is over, its socket not yet: it holds its place in max_connections until
     # its last replies are written, or until the command timeout ends the wait, as it ends
     # the wait for any reply a client does not read.
-    class Quick(AsyncHandler):
-        def __init__(self) -> None:
-            self.closed = asyncio.Event()
-
-        async def connection_closed(self, session: Session) -> None:
-            self.closed.set()
-
     async def test() -> None:
-        handler = Quick()
+        handler = ClosedSignal()
         loop = asyncio.get_running_loop()
         async with SMTPServer(
             handler, ServerConfig(command_timeout=1.0, max_junk_commands=_BURST_OK), port=0, max_connections=1
