@@ -50,10 +50,11 @@ _MAX_UNDECIDED = 256
 class Redactor:
     """Client bytes in, read by read and in order; the same bytes out, secrets replaced."""
 
-    __slots__ = ("_after_cr", "_auth_line", "_head", "_hidden", "_hidden_head", "_marked")
+    __slots__ = ("_after_cr", "_auth_line", "_head", "_held_cr", "_hidden", "_hidden_head", "_marked")
 
     def __init__(self) -> None:
         self._after_cr = False  # the last read ended with CR: an LF first ends the line
+        self._held_cr = False  # ... a CR of a secret, not shown unless that LF comes
         self._start_line()
 
     def _start_line(self) -> None:
@@ -116,9 +117,10 @@ class Redactor:
     def _end_split_crlf(self, data: bytes, hide_all: bool, out: list[bytes]) -> tuple[bytes, bool]:
         """``data`` after the LF that completes a CRLF the last read began, and
         whether the rest of the read is secret (the line it ended was AUTH)."""
+        held, self._held_cr = self._held_cr, False
         if self._after_cr and data[:1] == b"\n":
             hide_all |= self._end_line(self._head[:-1] if self._head else None)
-            out.append(b"\n")
+            out.append(b"\r\n" if held else b"\n")
             data = data[1:]
         self._after_cr = data.endswith(b"\r")
         return data, hide_all
@@ -181,6 +183,7 @@ class Redactor:
             out.append(REDACTED)
             self._marked = True
         if partial and secret.endswith(b"\r"):
-            # Maybe the first half of the CRLF that the next read completes: kept,
-            # so that the transcript still shows where the line ends.
-            out.append(b"\r")
+            # Maybe the first half of the CRLF that the next read completes: shown
+            # with its LF if that comes, so that the transcript still shows where
+            # the line ends, and not at all if it does not (it was the secret's).
+            self._held_cr = True
