@@ -192,6 +192,15 @@ def test_search_restarts_after_the_bytes_change() -> None:
     assert buffer.take(1) == b"a"
     buffer.feed(b"\r\n")
     assert buffer.next_line(LIMIT) == b"bc"
+    # From the very start: what a reader leaves may begin with the LF of a CRLF
+    # whose CR it took (a BDAT chunk one octet too long).
+    buffer.feed(b"ab")
+    assert buffer.next_line(LIMIT) is None
+    del buffer.peek()[:2]
+    buffer.rewind()
+    buffer.feed(b"\nQUIT\r\n")
+    assert buffer.next_line(LIMIT) == b""
+    assert buffer.next_line(LIMIT) == b"QUIT"
 
 
 # --- properties -----------------------------------------------------------------------------------
