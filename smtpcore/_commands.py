@@ -145,7 +145,7 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
             # (Postfix and aiosmtpd keep them all).  The handler still gets one
             # host identifier, or the client a 501.
             name = argument.partition(" ")[0]
-            if not (_is_domain(name) or _tolerated_name(name)):
+            if not ((name != argument and _is_domain(name)) or _tolerated_name(name)):
                 raise Refusal(Reply(501, shown(f"Invalid {verb} argument: {exc}", 200), "5.5.2")) from None
             argument = name
         return Hello._unchecked(domain=argument, verb=verb)
@@ -184,7 +184,7 @@ def _tolerated_name(argument: str) -> bool:
 
 
 def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]:
-    if argument is None or not argument[: len(prefix)].isascii() or argument[: len(prefix)].upper() != prefix:
+    if argument is None or not ((head := argument[: len(prefix)]).isascii() and head.upper() == prefix):
         raise Refusal(Reply(501, f"Syntax: {prefix}<address> [parameters]", "5.5.2"))
     rest = argument[len(prefix) :].lstrip(" ")
     match = _PATH_EXTENT_RE.match(rest)
