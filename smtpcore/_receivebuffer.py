@@ -122,18 +122,6 @@ class ReceiveBuffer:
         self._searched = 0
         return line
 
-    def take(self, limit: int) -> bytes:
-        """Remove and return up to ``limit`` octets (BDAT chunks, raw content)."""
-        data = self._data
-        if limit >= len(data):
-            out = bytes(data)
-            data.clear()
-        else:
-            out = bytes(data[:limit])
-            del data[:limit]
-        self._searched = 0
-        return out
-
     def peek(self) -> bytearray:
         """The buffered bytes themselves, for a content reader that consumes them
         in place.  Call :meth:`rewind` after changing them.  It is the same
@@ -142,8 +130,4 @@ class ReceiveBuffer:
 
     def rewind(self) -> None:
         """Forget how far the line search got: the bytes were changed under it."""
-        self._searched = 0
-
-    def discard(self, count: int) -> None:
-        del self._data[:count]
         self._searched = 0
