@@ -32,7 +32,7 @@ from __future__ import annotations
 from ._config import BareNewlinePolicy
 from ._errors import LocalProtocolError
 
-__all__ = ["DotStuffer", "LineEndings", "needs_normalising", "stuff"]
+__all__ = ["DotStuffer", "LineEndings", "stuff"]
 
 
 def stuff(data: bytes) -> bytes:
@@ -56,12 +56,6 @@ def _double_line_start_dots(data: bytes) -> bytes:
     matches both hand back the same object, uncopied.
     """
     return b"\r\n..".join(data.split(b"\r\n."))
-
-
-def needs_normalising(data: bytes) -> bool:
-    """Whether ``data`` holds a CR or LF that is not part of a CRLF."""
-    crlf = data.count(b"\r\n")
-    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
 class LineEndings:
