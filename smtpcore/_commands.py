@@ -165,16 +165,16 @@ def _tolerated_name(argument: str) -> bool:
     """A client name outside RFC 5321's grammar that real clients send and Postfix,
     aiosmtpd and go-smtp take: refusing it would only keep those clients out.
 
-    A fully qualified name with its root dot ("mail.example.com."), a bare IP
-    address ("192.0.2.1", "fe80::1"), or a name with underscores (Windows sends
-    its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "bad!name", is
+    A fully qualified name with its root dot ("mail.example.com."), a bare IPv6
+    address ("fe80::1"; a bare IPv4 address is already a domain by the grammar),
+    or a name with underscores (Windows sends its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "bad!name", is
     still refused: what a handler gets stays a host identifier.
     """
     if len(argument) > 255:
         return False
     if argument.endswith(".") and not argument.endswith("..") and _is_domain(argument[:-1]):
         return True
-    if ":" in argument or argument[:1].isdigit():
+    if ":" in argument:
         try:
             ipaddress.ip_address(argument)
             return True
