@@ -1698,7 +1698,7 @@ def test_recipient_limit() -> None:
     _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts + b"NOOP\r\n", conn=conn)
     assert len(conn.recipients) == 100
     assert out.endswith(b"452 4.5.3 Too many recipients\r\n" * 2 + b"250 2.0.0 OK\r\n")
-    assert conn._errors == 0  # the excess is not the client's error (RFC 5321 §4.5.3.1.10)
+    assert conn.error_count == 0  # the excess is not the client's error (RFC 5321 §4.5.3.1.10)
 
 
 # --- content rejection, closing replies, misuse ----------------------------------------------------
