@@ -168,6 +168,11 @@ class _TimedSocket:
         """Close the socket once what is owed is written (within ``timeout``)."""
         self.sock.close()
 
+    def abandon(self) -> None:
+        """Close the socket now, writing nothing more: the session is over, with or without
+        its :meth:`close` (a client that left, a greenlet killed in a hook).  Idempotent."""
+        self.sock.close()
+
     def _time_slice(self, seconds: float) -> None:
         raise NotImplementedError
 
@@ -306,7 +311,7 @@ def serve_socket(
         _last_hooks(actions, handler)
         raise
     finally:
-        sock.close()
+        io.abandon()
         actions.close()
 
 

@@ -162,8 +162,15 @@ class _WatchedSocket(_TimedSocket):
             self.outbox.flush()  # the last replies first
             if self.unsent:
                 self.send(b"", timeout)
+        self.abandon()
+
+    def abandon(self) -> None:
+        # The watchers go with the socket: a started one stays in the loop, and a
+        # session killed with unsent bytes would leave its write watcher there.
+        self.unsent = b""
         for watcher in (self._readable, self._writable):
             if watcher is not None:
+                watcher.stop()
                 watcher.close()
         self.sock.close()
 

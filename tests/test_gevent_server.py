@@ -283,6 +283,22 @@ def test_a_close_writes_what_the_socket_did_not_take_first(
     assert reader.get(timeout=5) == _BIG
 
 
+def test_a_session_abandoned_with_unsent_bytes_leaves_no_watcher_in_the_loop(
+    pair: tuple[socket.socket, socket.socket], watchdog: _Watchdog, outbox: Outbox
+) -> None:
+    # What serve_socket does when its greenlet is killed in a hook at a shutdown's
+    # deadline: no close(), whose write would wait for the client.
+    io, reader = _half_written(pair, watchdog, outbox)
+    writable = io._writable
+    assert writable is not None and writable.active
+    io.abandon()
+    assert not writable.active
+    assert not io.unsent
+    received = reader.get(timeout=5)  # the stream ends, short of what was owed
+    assert _BIG.startswith(received) and len(received) < len(_BIG)
+    io.abandon()  # twice is harmless (a session's close, then its end)
+
+
 # --- a read after a reply in the outbox waits for the socket first ---------------------------------
 
 
@@ -363,6 +379,9 @@ class _Watcher:
     def __init__(self, watcher: object) -> None:
         self.watcher = watcher
         self.closed = False
+
+    def stop(self) -> None:
+        self.watcher.stop()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.closed = True
