@@ -307,6 +307,32 @@ def _whole_content(data: bytes, policy: BareNewlinePolicy, exact: bool) -> _Cont
     )
 
 
+#: The header fields that hold addresses (RFC 5322 §3.6.2, §3.6.3, §3.6.6), in lower case.
+_ADDRESS_HEADERS = frozenset(
+    ("from", "sender", "reply-to", "to", "cc", "resent-from", "resent-sender", "resent-to", "resent-cc")
+)
+
+
+def _has_utf8_address(message: email.message.Message) -> bool:
+    """Whether a header field holds an address with UTF-8 in it (a display name does not count).
+
+    Only SMTPUTF8 carries such an address (RFC 6532).  Without it the stdlib's
+    generator writes the field as RFC 2047 encoded words (``user@=?utf-8?q?b=C3=BCcher?=.de``,
+    or the whole field for a compat32 message), which RFC 2047 §5 forbids in an
+    address: the recipient's reader shows it, but no reply reaches it.  Bcc fields
+    are left out: they are never sent.
+    """
+    for name, value in message.items():
+        text = str(value)
+        if (
+            not text.isascii()
+            and name.lower() in _ADDRESS_HEADERS
+            and any(not address.isascii() for _, address in email.utils.getaddresses([text]))
+        ):
+            return True
+    return False
+
+
 #: Headers that name hidden recipients, which no recipient may see (RFC 5322 §3.6.3).
 _HIDDEN_HEADERS = ("Bcc", "Resent-Bcc")
 
@@ -945,8 +971,12 @@ class ClientDriver:
         exact = envelope.params.body == "BINARYMIME"
         policy = self.config.bare_newlines
         if isinstance(message, email.message.Message):  # (before iter(): it iterates over header names)
-            utf8 = envelope.needs_smtputf8 and caps.smtputf8
+            utf8_address = _has_utf8_address(message)
+            utf8 = (envelope.needs_smtputf8 or utf8_address) and caps.smtputf8
             content = _whole_content(_serialise(message, utf8), policy, exact)
+            # Without SMTPUTF8 the stdlib writes such an address as an RFC 2047 word,
+            # which no reader takes for an address: the message needs SMTPUTF8 instead.
+            content.utf8_headers = content.utf8_headers or utf8_address
             if content.eight_bit and not (caps.eight_bit_mime or content.utf8_headers or envelope.needs_smtputf8):
                 # RFC 6152 §3 lets a client convert 8-bit content for a server without
                 # 8BITMIME.  Bytes are never rewritten (a relay passes on what it got), but

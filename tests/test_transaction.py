@@ -1876,6 +1876,57 @@ def test_compat32_messages_are_serialised_as_smtplib_does() -> None:
     assert legacy["Bcc"] == "hidden@z.org"  # the caller's message keeps it
 
 
+def test_a_utf8_address_in_a_header_needs_smtputf8_even_with_an_ascii_envelope() -> None:
+    # Without SMTPUTF8 the stdlib would write it as encoded words ("user@=?utf-8?q?b=C3=BCcher?=.de",
+    # or the whole field for a compat32 message): the reader shows it, and no reply reaches it.
+    modern = EmailMessage()
+    modern["From"], modern["Reply-To"], modern["Subject"] = "a@x.org", "Jö <jö@bücher.de>", "hi"
+    modern.set_content("hi\n")
+    legacy = MIMEText("hi\n")
+    legacy["From"], legacy["Cc"] = "a@x.org", "user@bücher.de"
+    # A UTF-8 display name is what RFC 2047 is for: no SMTPUTF8 needed.
+    named = EmailMessage()
+    named["From"], named["To"] = "a@x.org", "Jö Ärger <b@y.org>"
+    named.set_content("hi\n")
+    driver = make([(ONE, modern), (ONE, legacy), (ONE, named)])
+    run_client_transcript(EHLO_PLAIN, driver, complete=False)
+    run_client_transcript(
+        """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        """,
+        driver,
+        complete=False,
+    )
+    assert take_output(driver) == named.as_bytes(policy=email.policy.SMTP) + b".\r\n"
+    run_client_transcript("S: 250 ok\nC: QUIT\nS: 221 bye", driver)
+    refused, refused_too, delivered = driver.result.messages
+    for outcome in (refused, refused_too):
+        assert isinstance(outcome.error, SMTPNotSupportedError) and "SMTPUTF8" in str(outcome.error)
+    assert delivered.delivered == ("b@y.org",)
+    # With SMTPUTF8 the address goes as it is, in a UTF-8 header (RFC 6532).
+    driver = make([(ONE, modern)])
+    size = len(modern.as_bytes(policy=email.policy.SMTPUTF8))
+    run_client_transcript(
+        EHLO_ALL
+        + f"""
+        C: MAIL FROM:<a@x.org> SIZE={size} BODY=8BITMIME SMTPUTF8
+        C: RCPT TO:<b@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        """,
+        driver,
+        complete=False,
+    )
+    assert "Reply-To: Jö <jö@bücher.de>\r\n".encode() in take_output(driver)
+
+
 def test_an_8bit_message_object_is_made_7bit_for_a_server_without_8bitmime() -> None:
     # RFC 6152 §3: the client may convert.  The stdlib re-encodes an EmailMessage's (or a
     # compat32 Message's) 8-bit parts; bytes are never rewritten, and a part the stdlib
