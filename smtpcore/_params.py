@@ -264,20 +264,30 @@ def _format_orcpt(value: tuple[str, str]) -> str:
 _UTF8_ADDRESS_RE = re.compile(
     r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\x\{[0-9A-Fa-f]{1,6}\}|\+[0-9A-Fa-f]{2})*"
 )
-_EMBEDDED_CHAR_RE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+# One pass over the encoded form: "\x{HEX}" is a character, "+XX" an octet of the
+# UTF-8 (so "+C3+BC" is one "ü").  One pass, so that what one decodes to is never
+# read again ("+5Cx{41}" is "\x{41}", not "A").
+_ENCODED_RE = re.compile(rb"\\x\{([0-9A-Fa-f]{1,6})\}|\+([0-9A-Fa-f]{2})")
 _QCHAR_RE = re.compile(r"[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]")
+
+
+def _decoded(match: re.Match[bytes]) -> bytes:
+    code, octet = match.groups()
+    if octet is not None:
+        return bytes((int(octet, 16),))
+    return chr(int(code, 16)).encode("utf-8")  # ValueError past U+10FFFF, UnicodeError for a surrogate
 
 
 def _utf8_address_decode(text: str) -> str:
     if not _UTF8_ADDRESS_RE.fullmatch(text):
         raise _syntax("Malformed utf-8 ORCPT address (RFC 6533: \\x{HEX} for + = \\ and controls)")
-    if "+" in text:
-        text = xtext_decode(text) if text.isascii() else text  # (raw UTF-8 and xtext do not mix)
     try:
-        decoded = _EMBEDDED_CHAR_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+        decoded = _ENCODED_RE.sub(_decoded, text.encode("utf-8")).decode("utf-8")
+    except UnicodeError:  # a surrogate, or "+XX" octets that are not UTF-8
+        raise _syntax("utf-8 ORCPT address is not UTF-8") from None
     except ValueError:  # past U+10FFFF
         raise _syntax("utf-8 ORCPT address names no Unicode character") from None
-    if any(ord(char) < 32 or ord(char) == 127 or 0xD800 <= ord(char) <= 0xDFFF for char in decoded):
+    if any(ord(char) < 32 or ord(char) == 127 for char in decoded):
         raise _syntax("utf-8 ORCPT address decodes to a control character")
     return decoded
 

@@ -460,6 +460,24 @@ def test_a_utf8_orcpt_is_written_and_read_as_rfc_6533_says() -> None:
         assert isinstance(parsed, RcptParams) and parsed.orcpt == ("utf-8", f"a{chr(code)}@x")
 
 
+def test_a_utf8_orcpt_reads_xtext_octets_beside_raw_utf8_and_decodes_once() -> None:
+    # "+XX" (RFC 3461 xtext, which some senders write for every addr-type) is an octet
+    # of the UTF-8, wherever it stands; what it decodes to is not read a second time.
+    for encoded, address in [
+        ("jörg+2Btag@bücher.example", "jörg+tag@bücher.example"),
+        ("j+C3+B6rg@x", "jörg@x"),
+        ("j+C3\\x{B6}@x", None),  # half a character, then another: not UTF-8
+        ("a+5Cx{41}@x", "a\\x{41}@x"),
+        ("a\\x{2B}41@x", "a+41@x"),
+    ]:
+        if address is None:
+            with pytest.raises(ParamError):
+                parse_params("RCPT", [f"ORCPT=utf-8;{encoded}"], ALL, utf8=True)
+        else:
+            parsed = parse_params("RCPT", [f"ORCPT=utf-8;{encoded}"], ALL, utf8=True)
+            assert isinstance(parsed, RcptParams) and parsed.orcpt == ("utf-8", address), encoded
+
+
 def test_xtext_hex_digits_in_lower_case_are_taken_as_postfix_takes_them() -> None:
     assert xtext_decode("alice+2bsupport@example.com") == "alice+support@example.com"
     assert xtext_decode("+c3+A9+3d") == "é="
