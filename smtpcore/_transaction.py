@@ -547,6 +547,8 @@ class ClientDriver:
         # The index of the message whose first MAIL/RCPT/DATA are already written.
         self._sent_ahead: int | None = None
         self._quit_sent = False
+        # Every message has its outcome and only QUIT's reply is left (see abort).
+        self._quitting = False
         # The message being sent, while its transactions are under way (see _Progress).
         self._progress: _Progress | None = None
         self._error: SMTPDeliveryError | None = None
@@ -627,12 +629,17 @@ class ClientDriver:
         """
         if self.done:
             return
-        error = SMTPTransientError(reason)
-        error.__cause__ = cause
         # Closing the generator unwinds the dialogue where it stands; it reads
         # and sends nothing more.
         self._steps.close()
         self._wait = None
+        if self._quitting:
+            # Only QUIT's reply was left: a connection lost now loses no mail, as a
+            # server that hangs up instead of answering loses none (see _quit).  An
+            # error would have a caller send again what was delivered.
+            return
+        error = SMTPTransientError(reason)
+        error.__cause__ = cause
         self._fail(error)
 
     @property
@@ -723,6 +730,7 @@ class ClientDriver:
             self._outcomes.append(MessageOutcome(tuple(RecipientOutcome(a, error=later) for a in addresses), later))
 
     def _quit(self) -> _Steps:
+        self._quitting = True
         conn = self.connection
         if conn.closed:  # pragma: no cover - defensive: every caller has an open connection
             return

@@ -2096,6 +2096,40 @@ def test_abort_mid_content_stops_reading_the_stream_and_sends_nothing_more() -> 
     assert driver.result.error is outcome.error
 
 
+def test_abort_while_waiting_for_quits_reply_keeps_every_outcome_and_adds_no_error() -> None:
+    # The server never answers QUIT, or resets the connection: every message has its
+    # outcome already, and an error would have the caller send delivered mail again.
+    driver = make([(ONE, b"x")])
+    run_client_transcript(
+        EHLO_PLAIN
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: x
+        C: .
+        S: 250 queued
+        C: QUIT
+        """,
+        driver,
+        complete=False,
+    )
+    driver.abort("no progress within timeout=0.5 s", TimeoutError())
+    assert driver.done
+    assert driver.result.error is None
+    assert driver.result.messages[0].delivered == ("b@y.org",)
+    # A session that failed keeps its own error, not the QUIT's.
+    driver = make([(ONE, b"x")])
+    run_client_transcript("S: 554 go away\nC: QUIT", driver, complete=False)
+    driver.abort("connection reset", ConnectionResetError())
+    error = driver.result.error
+    assert error is not None and not error.transient and "554" in str(error)
+    assert driver.result.messages[0].error is error
+
+
 def test_abort_when_the_tls_handshake_fails() -> None:
     driver = make([(ONE, b"x")], starttls=TlsPolicy.REQUIRED)
     run_client_transcript(
