@@ -494,8 +494,31 @@ class _Progress:
             item if item is not None else RecipientOutcome(address, error=error)
             for item, address in zip(results, addresses, strict=True)
         )
-        delivered = any(item.delivered for item in outcomes)
-        return MessageOutcome(outcomes, None if delivered else error)
+        if any(item.delivered for item in outcomes):
+            return MessageOutcome(outcomes, None)
+        if all(item.error is not error for item in outcomes):
+            # Every recipient has its own refusal (or MAIL's) from the replies before
+            # the session ended.  The message's error is theirs, as when its
+            # transaction ends normally: the session's (a 421, a lost connection)
+            # would say to try again what was refused for good.
+            return MessageOutcome(outcomes, _every_recipient_refused(outcomes))
+        return MessageOutcome(outcomes, error)
+
+
+def _every_recipient_refused(refused: Sequence[RecipientOutcome]) -> SMTPDeliveryError:
+    """A message's error when no recipient took it: permanent unless every refusal was transient."""
+    errors = [item.error for item in refused if item.error is not None]
+    if all(item is errors[0] for item in errors):
+        return errors[0]  # MAIL's refusal, which every recipient shares
+    kind = SMTPTransientError if all(item.transient for item in errors) else SMTPPermanentError
+    last = errors[-1]
+    # The reply in the text: a caller who logs the exception (not each
+    # recipient's) must still see why ("504 5.5.2 ... need fully-qualified hostname").
+    distinct = len({str(item.reply) for item in errors})
+    text = f"every recipient was refused: {last.reply}"
+    if distinct > 1:
+        text = f"every recipient was refused ({distinct} different replies; the last: {last.reply})"
+    return kind(text, last.reply, last.command)
 
 
 def _untried(cause: SMTPDeliveryError) -> SMTPTransientError:
@@ -1144,16 +1167,7 @@ class ClientDriver:
                 conn.send(EndOfMessage())
                 yield from self._reply()
             yield from self._command(Rset())
-            errors = [item.error for item in outcomes.values() if item.error is not None]
-            kind = SMTPTransientError if all(item.transient for item in errors) else SMTPPermanentError
-            last = outcomes[len(rcpts) - 1]
-            # The reply in the text: a caller who logs the exception (not each
-            # recipient's) must still see why ("504 5.5.2 ... need fully-qualified hostname").
-            distinct = len({str(item.rcpt_reply) for item in outcomes.values()})
-            text = f"every recipient was refused: {last.rcpt_reply}"
-            if distinct > 1:
-                text = f"every recipient was refused ({distinct} different replies; the last: {last.rcpt_reply})"
-            return finish(kind(text, last.rcpt_reply, rcpts[-1]))
+            return finish(_every_recipient_refused([outcomes[index] for index in range(len(rcpts))]))
 
         final: list[Reply]
         final_command: Event

@@ -2130,6 +2130,44 @@ def test_abort_while_waiting_for_quits_reply_keeps_every_outcome_and_adds_no_err
     assert driver.result.messages[0].error is error
 
 
+@pytest.mark.parametrize(
+    "replies",
+    [
+        # Pipelined: the 421 answers DATA.
+        "S: 250-mx\nS: 250 PIPELINING\nC: MAIL FROM:<a@x.org>\nC: RCPT TO:<b@y.org>\nC: RCPT TO:<c@y.org>\n"
+        "C: DATA\nS: 250 ok\nS: 550 5.1.1 no such user\nS: 550 5.1.1 no such user\nS: 421 4.7.0 too many errors",
+        # One command at a time: the 421 answers RSET.
+        "S: 250 mx\nC: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<b@y.org>\nS: 550 5.1.1 no such user\n"
+        "C: RCPT TO:<c@y.org>\nS: 550 5.1.1 no such user\nC: RSET\nS: 421 4.7.0 too many errors",
+    ],
+)
+def test_recipients_refused_for_good_before_a_421_make_the_messages_error_permanent(replies: str) -> None:
+    # The session's 421 is transient, but nobody is left for it: a relay that took
+    # the message's error would try again, for ever, what was refused for good.
+    envelope = Envelope("a@x.org", ["b@y.org", "c@y.org"])
+    driver = make([(envelope, b"x\r\n")])
+    run_client_transcript("S: 220 mx\nC: EHLO client.example\n" + replies, driver)
+    result = driver.result
+    assert result.error is not None and result.error.transient  # the session's own
+    message = result.messages[0]
+    assert all(not error.transient for error in message.refused.values())
+    assert isinstance(message.error, SMTPPermanentError)
+    assert str(message.error) == "every recipient was refused: 550 5.1.1 no such user"
+
+
+def test_a_mail_refused_for_good_before_a_421_is_the_messages_error() -> None:
+    driver = make([(ONE, b"x\r\n")])
+    run_client_transcript(
+        "S: 220 mx\nC: EHLO client.example\nS: 250-mx\nS: 250 PIPELINING\n"
+        "C: MAIL FROM:<a@x.org>\nC: RCPT TO:<b@y.org>\nC: DATA\n"
+        "S: 553 5.1.8 sender refused\nS: 421 4.7.0 closing",
+        driver,
+    )
+    message = driver.result.messages[0]
+    assert isinstance(message.error, SMTPPermanentError) and "553" in str(message.error)
+    assert message.refused["b@y.org"] is message.error
+
+
 def test_abort_when_the_tls_handshake_fails() -> None:
     driver = make([(ONE, b"x")], starttls=TlsPolicy.REQUIRED)
     run_client_transcript(
