@@ -1002,9 +1002,16 @@ class ClientDriver:
         exact = envelope.params.body == "BINARYMIME"
         policy = self.config.bare_newlines
         if isinstance(message, email.message.Message):  # (before iter(): it iterates over header names)
-            utf8_address = _has_utf8_address(message)
-            utf8 = (envelope.needs_smtputf8 or utf8_address) and caps.smtputf8
-            content = _whole_content(_serialise(message, utf8), policy, exact)
+            try:
+                utf8_address = _has_utf8_address(message)
+                utf8 = (envelope.needs_smtputf8 or utf8_address) and caps.smtputf8
+                data = _serialise(message, utf8)
+            except Exception as exc:
+                # The stdlib's generator raises what it meets: UnicodeEncodeError for
+                # a str payload with no charset, LookupError for an unknown charset,
+                # and so on.  That message fails alone; the session goes on.
+                raise LocalProtocolError(f"the email package cannot write this message: {exc!r}") from exc
+            content = _whole_content(data, policy, exact)
             # Without SMTPUTF8 the stdlib writes such an address as an RFC 2047 word,
             # which no reader takes for an address: the message needs SMTPUTF8 instead.
             content.utf8_headers = content.utf8_headers or utf8_address
@@ -1014,7 +1021,7 @@ class ClientDriver:
                 # a structured message costs nothing to convert: the stdlib writes its
                 # 8-bit parts as base64 or quoted-printable.  A part it cannot convert
                 # (8-bit text with no charset) leaves the message to be refused as before.
-                with contextlib.suppress(UnicodeError):
+                with contextlib.suppress(Exception):  # (whatever the generator raises: see above)
                     seven_bit = _whole_content(_serialise(message, utf8, seven_bit=True), policy, exact)
                     if not seven_bit.eight_bit:
                         content = seven_bit

@@ -20,7 +20,7 @@ from email.mime.text import MIMEText
 from typing import Any
 
 import pytest
-from client_helpers import byte_split, run_client_transcript, take_output
+from client_helpers import byte_split, pair, run_client_transcript, take_output
 
 from smtpcore import (
     AuthResponse,
@@ -40,6 +40,7 @@ from smtpcore import (
     RcptParams,
     Recipient,
     Reply,
+    ServerConfig,
     SessionOutcome,
     SMTPAuthenticationError,
     SMTPDeliveryError,
@@ -1925,6 +1926,30 @@ def test_a_utf8_address_in_a_header_needs_smtputf8_even_with_an_ascii_envelope()
         complete=False,
     )
     assert "Reply-To: Jö <jö@bücher.de>\r\n".encode() in take_output(driver)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_message_the_email_package_cannot_write_fails_alone(pipelining: bool) -> None:
+    # The stdlib raises UnicodeEncodeError for a str payload with no charset.  Prepared
+    # while the message before it waits for its reply (with pipelining), it must not
+    # take that message, the session or the ones after it down with it.
+    legacy = email.message.Message()
+    legacy["Subject"] = "x"
+    legacy.set_payload("Grüße")
+    modern = EmailMessage()
+    modern.set_payload("Grüße")
+    with pytest.raises(UnicodeEncodeError):
+        legacy.as_bytes()
+    good = Envelope("a@x.org", ["ok@y.org"])
+    driver = make([(good, b"first\r\n"), (ONE, legacy), (ONE, modern), (good, b"last\r\n")])
+    pair(driver, ServerConfig(pipelining=pipelining))
+    first, bad, bad_too, last = driver.result.messages
+    assert first.delivered == last.delivered == ("ok@y.org",)
+    for outcome in (bad, bad_too):
+        assert isinstance(outcome.error, SMTPPermanentError)
+        assert "email package" in str(outcome.error) and isinstance(outcome.error.__cause__, LocalProtocolError)
+        assert isinstance(outcome.error.__cause__.__cause__, UnicodeEncodeError)
+    assert driver.result.error is None
 
 
 def test_an_8bit_message_object_is_made_7bit_for_a_server_without_8bitmime() -> None:
