@@ -879,14 +879,7 @@ class ClientDriver:
             return MessageOutcome(tuple(RecipientOutcome(r.address, error=plan) for r in envelope.recipient_list), plan)
         content, mail, batches, use_bdat = plan
         sent_ahead, self._sent_ahead = self._sent_ahead == index, None
-        if len(batches) > 1 and content.data is None:
-            # The content goes out more than once: a stream must be kept.
-            assert content.stream is not None
-            whole = _whole_content(b"".join(self._pieces(content)), self.config.bare_newlines, content.exact)
-            content.data, content.stream = whole.data, None
-            if not use_bdat:
-                assert whole.data is not None
-                content.stuffed = stuff(whole.data)
+        assert len(batches) == 1 or content.data is not None  # (see _plan_for)
         count = len(envelope.recipient_list)
         decided: list[RecipientOutcome | None] = [None] * count
         progress = self._progress = _Progress(decided)
@@ -929,6 +922,13 @@ class ClientDriver:
         assert caps is not None
         try:
             content = self._prepare(envelope, message, caps)
+            limit = caps.rcpt_max
+            if content.stream is not None and limit is not None and len(envelope.recipient_list) > limit:
+                # The content goes out once per transaction (the server's RCPTMAX), so a
+                # stream is read whole now, before any of it is planned: BODY, SIZE and
+                # every check see all of it, as they see bytes given whole.
+                data = b"".join(self._pieces(content))
+                content = _whole_content(data, self.config.bare_newlines, content.exact)
             params, use_bdat = self._plan(envelope, content, caps)
             # The Envelope validated the sender and every recipient when it was made,
             # and replace() the new parameters: the events need no second check.
@@ -947,6 +947,10 @@ class ClientDriver:
             error = exc if isinstance(exc, SMTPDeliveryError) else SMTPPermanentError(f"cannot send: {exc}")
             if error is not exc:
                 error.__cause__ = exc
+            return error
+        except _SourceError as exc:  # (reading a stream whole, above: nothing of it was sent)
+            error = SMTPTransientError(f"cannot send: reading the message failed: {exc.__cause__!r}")
+            error.__cause__ = exc.__cause__
             return error
         limit = caps.rcpt_max or len(rcpts)
         if content.data is not None and not use_bdat:

@@ -1349,6 +1349,46 @@ def test_rcptmax_splits_recipients_into_transactions() -> None:
     assert message.refused["d@y.org"].transient
 
 
+def test_a_stream_split_by_rcptmax_is_read_whole_before_its_plan() -> None:
+    # It goes out once per transaction, so it is read whole: the same checks, BODY
+    # and SIZE as for bytes given whole.  8-bit content to a server without
+    # 8BITMIME fails before MAIL, as it does in one transaction.
+    envelope = Envelope("a@x.org", ["b@y.org", "c@y.org"])
+    limits = "S: 220 mx\nC: EHLO client.example\nS: 250-mx\nS: 250-SIZE\nS: 250 LIMITS RCPTMAX=1\n"
+    result = run(limits + "C: QUIT\nS: 221 bye", [(envelope, ["Grüße\r\n".encode()])])
+    error = result.messages[0].error
+    assert isinstance(error, SMTPNotSupportedError) and "8BITMIME" in str(error)
+
+    class Broken:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"x\r\n"
+            raise OSError("disk gone")
+
+    # A stream that fails while read: that message alone fails (nothing of it was
+    # sent), with the stream's error as its cause; the next goes.
+    result = run(
+        limits
+        + """
+        C: MAIL FROM:<a@x.org>
+        S: 250 ok
+        C: RCPT TO:<b@y.org>
+        S: 250 ok
+        C: DATA
+        S: 354 go
+        C: y
+        C: .
+        S: 250 ok
+        C: QUIT
+        S: 221 bye
+        """,
+        [(envelope, Broken()), (ONE, [b"y\r\n"])],
+    )
+    failed, sent = result.messages
+    assert failed.error is not None and failed.error.transient and "disk gone" in str(failed.error)
+    assert isinstance(failed.error.__cause__, OSError)
+    assert sent.delivered == ("b@y.org",) and result.error is None
+
+
 THREE = Envelope("a@x.org", ["b@y.org", "c@y.org", "d@y.org"])
 
 
