@@ -13,7 +13,15 @@ import re
 
 from . import _abnf
 
-__all__ = ["AddressError", "address_literal", "check_domain", "check_mailbox", "format_path", "parse_path"]
+__all__ = [
+    "AddressError",
+    "address_literal",
+    "ascii_form",
+    "check_domain",
+    "check_mailbox",
+    "format_path",
+    "parse_path",
+]
 
 # RFC 5321 §4.5.3.1: domain 255 octets, path 256 (with brackets).  Its 64 for a
 # local part is not enforced: §4.5.3.1 makes these the sizes every implementation
@@ -182,6 +190,30 @@ def address_literal(address: str) -> str:
             return f"[IPv6:{ip.compressed}]"
         ip = ip.ipv4_mapped
     return f"[{ip}]"
+
+
+def ascii_form(mailbox: str) -> str | None:
+    """``mailbox`` with its internationalised domain as A-labels, for a session without SMTPUTF8.
+
+    RFC 5321 §2.3.5 wants A-labels in SMTP, and a server without SMTPUTF8 takes
+    nothing else (Postfix converts so too).  None when there is no exact ASCII
+    form: a UTF-8 local part has none, and the stdlib's codec is IDNA 2003,
+    which maps some names to others (``straße`` to ``strasse``, a final sigma
+    to a sigma, a joiner to nothing) where IDNA 2008 keeps them.  So a domain is
+    converted only when its A-label reads back as the same name (letter case
+    aside): then it is the Punycode of that very name, as IDNA 2008 writes it.
+    """
+    if mailbox.isascii():
+        return mailbox
+    local, at, domain = mailbox.rpartition("@")
+    if not at or not local.isascii():
+        return None
+    try:
+        labels = domain.encode("idna")
+        same = labels.decode("idna").lower() == domain.lower()
+    except UnicodeError:  # a label IDNA 2003 refuses, or one too long once encoded
+        return None
+    return f"{local}@{labels.decode('ascii')}" if same else None
 
 
 def format_path(mailbox: str) -> str:

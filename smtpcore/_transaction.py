@@ -86,7 +86,7 @@ from dataclasses import dataclass, field, replace
 from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from typing import TypeAlias, cast
 
-from ._address import address_literal
+from ._address import address_literal, ascii_form
 from ._capabilities import Capabilities
 from ._client import ClientConnection
 from ._config import BareNewlinePolicy, ClientConfig, Timeout, TlsPolicy
@@ -521,6 +521,32 @@ def _every_recipient_refused(refused: Sequence[RecipientOutcome]) -> SMTPDeliver
     return kind(text, last.reply, last.command)
 
 
+def _in_ascii(envelope: Envelope) -> Envelope:
+    """``envelope`` for a server without SMTPUTF8: its internationalised domains as
+    A-labels (see ``ascii_form``), or as it is when an address has no exact ASCII
+    form (its plan then fails: the message needs SMTPUTF8)."""
+    sender = ascii_form(envelope.sender)
+    addresses = [ascii_form(item.address) for item in envelope.recipient_list]
+    if sender is None or None in addresses:
+        return envelope
+    recipients = [
+        replace(item, address=address)
+        for item, address in zip(envelope.recipient_list, cast("list[str]", addresses), strict=True)
+    ]
+    return Envelope(sender, recipients, envelope.params)
+
+
+def _as_given(outcome: MessageOutcome, envelope: Envelope) -> MessageOutcome:
+    """``outcome`` naming each recipient as the caller did (its domain may have gone as A-labels)."""
+    given = [item.address for item in envelope.recipient_list]
+    if all(item.recipient == address for item, address in zip(outcome.recipients, given, strict=True)):
+        return outcome
+    recipients = tuple(
+        replace(item, recipient=address) for item, address in zip(outcome.recipients, given, strict=True)
+    )
+    return replace(outcome, recipients=recipients)
+
+
 def _untried(cause: SMTPDeliveryError) -> SMTPTransientError:
     """The error of a message the session never reached, because another message ended it."""
     error = SMTPTransientError(f"the session ended before this message was tried: {cause}")
@@ -709,7 +735,7 @@ class ClientDriver:
             yield from self._open()
             for index, (envelope, message) in enumerate(self._messages):
                 outcome = yield from self._deliver(index, envelope, message)
-                self._outcomes.append(outcome)
+                self._outcomes.append(_as_given(outcome, envelope))
             yield from self._quit()
         except _Abort as abort:
             self._fail(abort.error)
@@ -746,7 +772,7 @@ class ClientDriver:
         for envelope, _ in self._messages[len(self._outcomes) :]:
             addresses = [r.address for r in envelope.recipient_list]
             if progress is not None:
-                self._outcomes.append(progress.outcome(addresses, error))
+                self._outcomes.append(_as_given(progress.outcome(addresses, error), envelope))
                 progress = None
                 continue
             later = untried or error
@@ -921,6 +947,8 @@ class ClientDriver:
         caps = self.connection.capabilities
         assert caps is not None
         try:
+            if envelope.needs_smtputf8 and not caps.smtputf8 and not envelope.params.smtputf8:
+                envelope = _in_ascii(envelope)
             content = self._prepare(envelope, message, caps)
             limit = caps.rcpt_max
             if content.stream is not None and limit is not None and len(envelope.recipient_list) > limit:

@@ -13,6 +13,7 @@ from smtpcore._address import (
     MAX_LABEL,
     MAX_PATH,
     AddressError,
+    ascii_form,
     check_address_literal,
     check_domain,
     check_mailbox,
@@ -489,3 +490,28 @@ def test_arbitrary_text_only_raises_address_error(text: str) -> None:
         else:
             assert "\r" not in text
             assert "\n" not in text
+
+
+# --- the ASCII form of an internationalised address -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "ascii"),
+    [
+        ("a@x.org", "a@x.org"),
+        ("Postmaster", "Postmaster"),
+        ("", ""),
+        ("a@bücher.example", "a@xn--bcher-kva.example"),
+        ("a@BÜCHER.example", "a@xn--bcher-kva.example"),  # IDNA folds the case, as DNS does
+        ('"a@b"@mañana.example', '"a@b"@xn--maana-pta.example'),  # the last "@" ends the local part
+        ("a@☃.net", "a@xn--n3h.net"),
+        ("jörg@x.org", None),  # a UTF-8 local part has no ASCII form
+        ("a@straße.example", None),  # IDNA 2003 maps it to strasse.example, another domain
+        ("a@ςa.example", None),  # a final sigma to a sigma
+        ("a@a\u200db.example", None),  # a joiner to nothing
+        ("a@\uff42ücher.example", None),  # fullwidth letters to ASCII ones
+        ("a@" + "ü" * 60 + ".example", None),  # a label past 63 octets once encoded
+    ],
+)
+def test_ascii_form_converts_only_what_reads_back_as_the_same_name(mailbox: str, ascii: str | None) -> None:
+    assert ascii_form(mailbox) == ascii

@@ -1064,6 +1064,49 @@ def test_8bit_utf8_and_dsn_parameters() -> None:
     assert result.messages[0].error is None
 
 
+def test_an_internationalised_domain_goes_as_its_a_label_to_a_server_without_smtputf8() -> None:
+    # RFC 5321 §2.3.5 wants A-labels in SMTP; Postfix converts so too.  The outcomes
+    # name each recipient as the caller did.
+    envelope = Envelope("a@x.org", ["b@Bücher.example", "c@mañana.example"])
+    result = run(
+        EHLO_PIPE
+        + """
+        C: MAIL FROM:<a@x.org> SIZE=3
+        C: RCPT TO:<b@xn--bcher-kva.example>
+        C: RCPT TO:<c@xn--maana-pta.example>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 550 5.1.1 no such user
+        S: 354 go
+        C: x
+        C: .
+        C: QUIT
+        S: 250 ok
+        S: 221 bye
+        """,
+        [(envelope, b"x\r\n")],
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@Bücher.example",)
+    assert list(message.refused) == ["c@mañana.example"]
+    assert "c@xn--maana-pta.example" in str(message.refused["c@mañana.example"])  # what was sent
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        Envelope("a@x.org", ["jörg@y.org"]),  # a UTF-8 local part has no ASCII form
+        Envelope("a@x.org", ["b@straße.example"]),  # IDNA 2003 would send it to strasse.example
+        Envelope("a@x.org", ["b@bücher.example", "jörg@y.org"]),  # all or nothing
+    ],
+)
+def test_an_address_with_no_exact_ascii_form_still_needs_smtputf8(envelope: Envelope) -> None:
+    result = run(EHLO_PIPE + "C: QUIT\nS: 221 bye", [(envelope, b"x\r\n")])
+    error = result.messages[0].error
+    assert isinstance(error, SMTPNotSupportedError) and "SMTPUTF8" in str(error)
+
+
 def test_utf8_header_alone_needs_smtputf8_and_missing_extensions_fail_early() -> None:
     content = "Subject: é\r\n\r\nbody\r\n".encode()
     result = run(
