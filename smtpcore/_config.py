@@ -233,6 +233,10 @@ class ServerConfig:
             raise ValueError("max_errors must be at least 1")
         if self.max_junk_commands < 1:
             raise ValueError("max_junk_commands must be at least 1")
+        for name in ("command_timeout", "data_timeout", "tls_handshake_timeout"):
+            if not 0 < getattr(self, name) < float("inf"):
+                # 0 would end every session at its first read, with 421.
+                raise ValueError(f"{name} must be a number of seconds, more than 0")
         if not 0 <= self.error_delay < float("inf"):
             raise ValueError("error_delay must be a number of seconds, 0 or more")
         if not 0 <= self.greet_delay < float("inf"):

@@ -106,6 +106,15 @@ def test_delays_are_a_number_of_seconds(name: str, seconds: float) -> None:
     assert getattr(ServerConfig(**cast("dict[str, Any]", {name: 0.25})), name) == 0.25
 
 
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf")])
+@pytest.mark.parametrize("name", ["command_timeout", "data_timeout", "tls_handshake_timeout"])
+def test_timeouts_are_more_than_zero_seconds(name: str, seconds: float) -> None:
+    # 0 would end every session at its first read (421), before a client could say a word.
+    with pytest.raises(ValueError, match=name):
+        ServerConfig(**cast("dict[str, Any]", {name: seconds}))
+    assert getattr(ServerConfig(**cast("dict[str, Any]", {name: 0.25})), name) == 0.25
+
+
 def test_message_size_zero_means_unlimited() -> None:
     assert ServerConfig(max_message_size=0).max_message_size == 0
     for bad in (1, 65535, -1):
