@@ -119,7 +119,10 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _tls_context(args: argparse.Namespace, verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=args.ca_file)
+    try:
+        context = ssl.create_default_context(cafile=args.ca_file)
+    except (OSError, ssl.SSLError) as exc:  # (ssl.SSLError is an OSError; named for the reader)
+        raise UsageError(f"cannot read --ca-file {args.ca_file}: {exc.strerror or exc}") from None
     if not verify:
         # Opportunistic TLS to MX hosts, as Postfix's "may" level: encrypt when
         # offered, without trusting the certificate (most MX certificates would

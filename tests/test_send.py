@@ -131,7 +131,7 @@ def test_the_default_name_is_the_hosts_when_it_is_a_domain(
     assert default_hostname() == expected
 
 
-def test_usage_errors_exit_2(capsys: Any) -> None:
+def test_usage_errors_exit_2(capsys: Any, tmp_path: Path) -> None:
     assert send("--to", "bob@example.com") == 2
     assert "give a message file" in capsys.readouterr().err
     assert send("missing.eml", "--to", "bob@example.com", "--server", "127.0.0.1:1") == 2
@@ -145,6 +145,13 @@ def test_usage_errors_exit_2(capsys: Any) -> None:
     assert "not valid Unicode" in capsys.readouterr().err
     assert send("--to", "b@example.com", "--body", "\udcff", "--server", "127.0.0.1:1") == 2
     assert "--body is not text in the terminal's encoding" in capsys.readouterr().err
+    # A CA file that is missing, or holds no certificate, is the caller's to fix: not a refusal.
+    assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1:1", "--ca-file", "absent.pem") == 2
+    assert "cannot read --ca-file absent.pem: No such file or directory" in capsys.readouterr().err
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1:1", "--ca-file", str(junk)) == 2
+    assert f"cannot read --ca-file {junk}" in capsys.readouterr().err
 
 
 def test_direct_delivery_without_dnspython_is_one_clear_error(
