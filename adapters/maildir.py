@@ -48,14 +48,48 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 NAME_MAX = 255
 
 
+def domain_key(domain: str) -> str:
+    """``domain`` as the allowlists compare it: in lower case, an IDN as its A-label.
+
+    ``bücher.example`` and ``xn--bcher-kva.example`` are one domain (RFC 5890); a
+    client without SMTPUTF8, which is most, must write the A-label (RFC 6531 §3.2),
+    one with it may write either.  The conversion is the stdlib's IDNA codec, which
+    follows IDNA 2003 and maps some names to others (``straße`` to ``strasse``), so
+    it is used only when the A-label reads back as the same name, as the client
+    converts (``smtpcore._address.ascii_form``); any other domain is compared as
+    given, in lower case, as are address literals.  ``straße.example`` therefore
+    needs its IDNA 2008 A-label, ``xn--strae-oqa.example``, given as well.
+    """
+    lower = domain.lower()
+    if lower.isascii() or lower.startswith("["):  # (the codec leaves ASCII labels as they are)
+        return lower
+    try:
+        labels = lower.encode("idna")
+        if labels.decode("idna") == lower:
+            return labels.decode("ascii")
+    except UnicodeError:  # a label IDNA refuses, or one too long once encoded
+        pass
+    return lower
+
+
+def address_key(address: str) -> str:
+    """``address`` as the sink's allowlists and per-recipient Maildirs key it: in lower case, its
+    domain as :func:`domain_key` writes it."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address.lower()  # (<postmaster>, the one address without a domain)
+    return f"{local.lower()}@{domain_key(domain)}"
+
+
 def _directory_name(recipient: str) -> str:
-    """``recipient`` as a directory name: safe, and one name for one address (lower case).
+    """``recipient`` as a directory name: safe, and one name for one address (as :func:`address_key`
+    writes it: ``u@Bücher.example`` and ``u@xn--bcher-kva.example`` share one).
 
     An address may be up to 254 octets and its escapes triple some, so a name
     past NAME_MAX keeps a readable start and ends with "~" and a digest of the
     whole address: "~" is always escaped, so no shorter name can look the same.
     """
-    lower = recipient.lower()
+    lower = address_key(recipient)
     name = _UNSAFE.sub(lambda m: "".join(f"%{octet:02X}" for octet in m.group().encode()), lower)
     if len(name) > NAME_MAX:  # (all ASCII now: characters are octets)
         digest = hashlib.sha256(lower.encode()).hexdigest()[:32]

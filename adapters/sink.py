@@ -36,7 +36,7 @@ from typing import Any, Literal, overload
 from smtpcore import AuthCredentials, Rcpt, Reply
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session
-from .maildir import Delivery, MaildirStore, TraceInfo, open_private, private_directory
+from .maildir import Delivery, MaildirStore, TraceInfo, address_key, domain_key, open_private, private_directory
 from .passwords import hash_password, verify_password
 
 __all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler", "sink_handler"]
@@ -67,10 +67,10 @@ class MailSink:
         #: ``None`` discards every message (``--discard``).
         self.store = store
         self.hostname = hostname
-        #: Domains and addresses as :func:`_domain_key` and :func:`_address_key` write them.
-        self.accept_domains = {_domain_key(d) for d in accept_domains} or {_domain_key(hostname), "localhost"}
-        self.accept_addresses = {_address_key(a) for a in accept_addresses}
-        self._own_domain = _domain_key(hostname)
+        #: Domains and addresses as :func:`domain_key` and :func:`address_key` write them.
+        self.accept_domains = {domain_key(d) for d in accept_domains} or {domain_key(hostname), "localhost"}
+        self.accept_addresses = {address_key(a) for a in accept_addresses}
+        self._own_domain = domain_key(hostname)
         self.users = users or {}
         # scrypt takes 16 MiB and a CPU for each check: no more at once than there
         # are CPUs, whatever the number of clients trying passwords.
@@ -116,7 +116,7 @@ class MailSink:
         return None
 
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
-        address = _address_key(rcpt.recipient)
+        address = address_key(rcpt.recipient)
         if address == "postmaster" or address in self.accept_addresses:
             return None
         local, _, domain = address.rpartition("@")
@@ -241,34 +241,6 @@ class MailSink:
             session.bytes_received,
             time.time() - session.connected_at,
         )
-
-
-def _domain_key(domain: str) -> str:
-    """``domain`` as the allowlists compare it: in lower case, an IDN as its A-label.
-
-    ``bücher.example`` and ``xn--bcher-kva.example`` are one domain (RFC 5890); a
-    client without SMTPUTF8, which is most, must write the A-label (RFC 6531 §3.2),
-    one with it may write either.  The conversion is the stdlib's IDNA codec; a
-    domain it cannot convert (a character IDNA forbids, an empty label) is
-    compared as given, in lower case, as are address literals.  The codec follows
-    IDNA 2003, which writes ``straße`` as ``strasse``, where IDNA 2008 has
-    ``xn--strae-oqa``: such a domain needs its IDNA 2008 A-label given as well.
-    """
-    lower = domain.lower()
-    if lower.isascii() or lower.startswith("["):  # (the codec leaves ASCII labels as they are)
-        return lower
-    try:
-        return lower.encode("idna").decode("ascii")
-    except UnicodeError:
-        return lower
-
-
-def _address_key(address: str) -> str:
-    """``address`` as the allowlists compare it: in lower case, its domain as :func:`_domain_key` writes it."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return address.lower()  # (<postmaster>, the one address without a domain)
-    return f"{local.lower()}@{_domain_key(domain)}"
 
 
 def _is_own_address_literal(domain: str, local: object) -> bool:

@@ -117,6 +117,20 @@ def test_distinct_recipients_get_distinct_maildirs(tmp_path: Path) -> None:
     )
 
 
+def test_an_internationalised_domain_is_one_maildir_in_either_form(tmp_path: Path) -> None:
+    # As the sink's --accept-domain compares them: a client with SMTPUTF8 may write
+    # the U-label, one without must write the A-label; one mailbox either way.  A
+    # domain IDNA 2003 would map to another name (strasse) keeps a Maildir of its own.
+    store = MaildirStore(tmp_path, per_recipient=True)
+    recipients = ["u@Bücher.example", "u@xn--bcher-kva.example", "u@straße.example", "u@strasse.example"]
+    paths = store.begin(TraceInfo(**{**TRACE.__dict__, "recipients": recipients})).commit()
+    assert sorted(path.parent.parent.name for path in paths) == [
+        "u@stra%C3%9Fe.example",
+        "u@strasse.example",
+        "u@xn--bcher-kva.example",
+    ]
+
+
 def test_a_recipient_too_long_for_a_file_name_gets_a_shortened_distinct_one(tmp_path: Path) -> None:
     """254 octets of address, some of it escaped threefold: past NAME_MAX (255), where mkdir would fail."""
     store = MaildirStore(tmp_path, per_recipient=True)
