@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import math
 import os
 import signal
 import ssl
@@ -171,6 +172,16 @@ def _merge_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+# How a config file's error names the kind of value an option takes.
+_TOML_KINDS = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a string or a list of strings",
+}
+
+
 def _read_config_file(path: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
@@ -194,12 +205,14 @@ def _read_config_file(path: str) -> dict[str, Any]:
         default = SERVE_DEFAULTS[name]
         if isinstance(default, list) and isinstance(value, str):
             value = [value]
+        # An option that is unset by default (a name, a path, a choice) takes a string.
+        expected = str if default is None else type(default)
         if (
-            default is not None
-            and not isinstance(value, type(default))
-            and not (isinstance(default, float) and isinstance(value, int))
+            (not isinstance(value, expected) and not (expected is float and isinstance(value, int)))
+            or (isinstance(value, bool) and expected is not bool)  # (a bool is an int to isinstance)
+            or (isinstance(value, list) and not all(isinstance(item, str) for item in value))
         ):
-            raise ConfigError(f"config file {path}: {key} must be a {type(default).__name__}")
+            raise ConfigError(f"config file {path}: {key} must be {_TOML_KINDS[expected]}, not {value!r}")
         choices = SERVE_CHOICES.get(name)
         if choices is not None and value not in choices:
             raise ConfigError(f"config file {path}: {key} must be one of {', '.join(choices)}, not {value!r}")
@@ -288,6 +301,12 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             raise ConfigError(f"cannot create Maildir {options['maildir']}: {exc.strerror}") from None
     if not options["auth_failure_delay"] >= 0:
         raise ConfigError(f"--auth-failure-delay {options['auth_failure_delay']}: must be 0 or more seconds")
+    if not options["listen"]:
+        raise ConfigError("listen: give at least one HOST:PORT to listen on")
+    if options["max_connections"] < 1:
+        raise ConfigError(f"--max-connections {options['max_connections']}: must be 1 or more")
+    if not 0 <= options["shutdown_timeout"] < math.inf:
+        raise ConfigError(f"--shutdown-timeout {options['shutdown_timeout']}: must be 0 or more seconds")
     if options["max_connections_per_client"] < 0:
         raise ConfigError(f"--max-connections-per-client {options['max_connections_per_client']}: must be 0 or more")
     try:
@@ -401,7 +420,7 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
 
     from .trio_server import SMTPServer
 
-    async def main() -> None:
+    async def main() -> ConfigError | None:
         handler = sink_handler(plan.sink, "trio")
         async with trio.open_nursery() as nursery:
             servers: list[SMTPServer] = []
@@ -412,7 +431,9 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
                     )
                 except OSError as exc:
                     nursery.cancel_scope.cancel()
-                    raise _bind_error(host, port, exc) from None
+                    # Raised outside trio.run, not in the nursery: trio would wrap it in an
+                    # ExceptionGroup, and the user would get a traceback, not one line.
+                    return _bind_error(host, port, exc)
                 servers.append(server)
             _announce(plan, servers)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -426,8 +447,11 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
             async with trio.open_nursery() as stopping:
                 for server in servers:
                     stopping.start_soon(server.shutdown, plan.shutdown_timeout)
+        return None
 
-    trio.run(main)
+    failed = trio.run(main)
+    if failed is not None:
+        raise failed
 
 
 def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:

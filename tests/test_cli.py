@@ -262,7 +262,7 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
     busy.listen()
     port = busy.getsockname()[1]
     try:
-        cases = {
+        cases: dict[tuple[str, ...], str] = {
             ("serve", "--tls-cert", "missing.pem"): "cannot read TLS certificate or key missing.pem",
             ("serve", "--config", "bad.toml"): "unknown key 'colour'",
             ("serve", "--config", "absent.toml"): "cannot read config file absent.toml",
@@ -276,7 +276,29 @@ def test_bad_configuration_is_one_line_and_non_zero(tmp_path: Path) -> None:
             ("serve", "--error-delay", "-1"): "error_delay must be a number of seconds, 0 or more",
             ("serve", "--greet-delay", "nan"): "greet_delay must be a number of seconds, 0 or more",
             ("serve", "--max-connections-per-client", "-1"): "--max-connections-per-client -1: must be 0 or more",
+            ("serve", "--max-connections", "0"): "--max-connections 0: must be 1 or more",
+            ("serve", "--command-timeout", "0"): "command_timeout must be a number of seconds, more than 0",
+            ("serve", "--shutdown-timeout", "-1"): "--shutdown-timeout -1.0: must be 0 or more seconds",
+            # A port in use is one line whatever the adapter (trio's nursery would wrap it in a group).
+            **{
+                ("serve", "--adapter", adapter, "--listen", f"127.0.0.1:{port}"): f"cannot listen on 127.0.0.1:{port}"
+                for adapter in ("trio", "gevent", "blocking")
+            },
         }
+        # Values of the wrong type in a config file (a number for a name or a path,
+        # a list of numbers), and a list of addresses to listen on that is empty.
+        for number, (line, message) in enumerate(
+            [
+                ("hostname = 5", "hostname must be a string, not 5"),
+                ("tls-cert = 5", "tls-cert must be a string"),
+                ('auth-file = ["a"]', "auth-file must be a string"),
+                ("accept-domain = [1, 2]", "accept-domain must be a string or a list of strings"),
+                ("max-connections = true", "max-connections must be a whole number, not True"),
+                ("listen = []", "give at least one HOST:PORT"),
+            ]
+        ):
+            (tmp_path / f"typed{number}.toml").write_text(line + "\n")
+            cases[("serve", "--config", f"typed{number}.toml")] = message
         for args, message in cases.items():
             result = run_cli(tmp_path, *args)
             assert result.returncode == 1, (args, result.stderr)
