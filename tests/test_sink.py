@@ -38,6 +38,15 @@ def test_idn_matching_takes_nothing_else() -> None:
     assert not accepts(sink, "c@xn--bcher-kva.example")
 
 
+def test_a_domain_idna_2003_would_map_to_another_is_not_taken_for_it() -> None:
+    # The codec writes straße as strasse, another domain; its IDNA 2008 A-label is
+    # accepted when it is given too, as docs/cli.md says.
+    sink = MailSink(None, "mx.test", accept_domains=["straße.example", "xn--strae-oqa.example"])
+    assert accepts(sink, "x@straße.example")
+    assert accepts(sink, "x@xn--strae-oqa.example")
+    assert not accepts(sink, "x@strasse.example")
+
+
 def test_a_domain_the_idna_codec_cannot_convert_is_compared_as_given() -> None:
     unconvertible = "ab\ue000.example"  # a private-use character: IDNA has no A-label for it
     sink = MailSink(None, "mx.test", accept_domains=[unconvertible, "a..b.example"])
