@@ -1132,8 +1132,8 @@ class ServerConnection:
             self._chunk_refusal = None
             self._state = self._state_after_refused_chunk
             return self._reject("BDAT", refusal)
-        if self._chunk_last:
-            return self._end_message()
+        if self._chunk_last or (self._message_error is not None and self._message_error.code == 421):
+            return self._end_message()  # (a 421 ends the session at once: see there)
         self._state = S.CHUNKING
         if self._message_error is not None:
             self._queue(self._message_error)
@@ -1156,6 +1156,15 @@ class ServerConnection:
             self._message_taken = False  # by any recipient, so far (LMTP answers once for each)
             self._await_reply(end, count)
             return end
+        if error.code == 421:
+            # The application's "closing" (RFC 5321 §3.8: the server is shutting the
+            # channel): said once, not for each LMTP recipient, and the session ends,
+            # as a 421 to a command ends it (see send()).
+            self._queue(error)
+            self._reset_transaction()
+            self._state = S.CLOSED
+            self._replies_due = 0
+            return MessageRejected(error)
         for _ in range(count):
             self._queue(error)
         self._errors += 1  # a refused message is an error, as a refused command is

@@ -89,6 +89,8 @@ class Recorder(Handler):
         return None
 
     def data_chunk(self, session: Session, data: bytes) -> Reply | None:
+        if b"DISK-FULL" in data:
+            return Reply(421, "disk full, closing", "4.3.0")
         session.extra["chunks"].append(data)
         return None
 
@@ -1108,6 +1110,27 @@ def test_an_unexpected_error_ends_the_session_with_421_and_the_last_hooks(
     with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
         client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
     assert len(recorder.messages) == 1
+
+
+def test_a_421_from_data_chunk_ends_the_session_after_the_message(
+    serve: Callable[..., Running], recorder: Recorder
+) -> None:
+    # RFC 5321 §3.8: 421 means the server closes the channel.  The message is
+    # refused at its end, then the session ends: the NOOP behind it gets nothing.
+    server = serve()
+    raw = Raw(server.port)
+    try:
+        assert raw.read_reply().startswith(b"220")
+        raw.send(b"EHLO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        assert raw.read_reply().startswith(b"250-")  # EHLO
+        raw.send(b"DISK-FULL\r\n.\r\nNOOP\r\n")
+        rest = raw.read_until_closed()
+    finally:
+        raw.close()
+    assert rest.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.0 disk full, closing\r\n"), rest
+    assert recorder.closed.wait(3)
+    assert recorder.calls[-2:] == ["message_aborted", "connection_closed"]
+    assert recorder.messages == []
 
 
 def test_an_unexpected_error_before_the_proxy_header_closes_without_a_word(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1732,6 +1732,35 @@ def test_reject_message_reply_after_end_of_data() -> None:
     assert out == b"400 lowest refusal\r\n"
 
 
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_a_421_refusing_the_message_ends_the_session_after_its_end(lmtp: bool) -> None:
+    # RFC 5321 §3.8: a 421 says the server is closing the channel.  A handler's
+    # "disk full, closing" from data_chunk must not be followed by 250 to the next
+    # command; said once, even to an LMTP client with two recipients.
+    closing = Reply(421, "disk full, closing", "4.3.0")
+    conn = make_server(ServerConfig(lmtp=lmtp))
+    driver = Driver(conn)
+    hello = b"LHLO c\r\n" if lmtp else b"EHLO c\r\n"
+    driver.feed(hello + b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nDATA\r\nhi\r\n")
+    conn.reject_message(closing)
+    driver.feed(b".\r\nNOOP\r\n")
+    assert bytes(driver.output).endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.0 disk full, closing\r\n")
+    assert MessageRejected(closing) in driver.events
+    assert driver.events[-1] == ConnectionClosed(by_peer=False)
+
+
+def test_a_421_refusing_a_bdat_message_ends_the_session_at_its_chunk() -> None:
+    closing = Reply(421, "spool unavailable, closing", "4.3.0")
+    conn = make_server(ServerConfig(chunking=True))
+    driver = Driver(conn)
+    driver.feed(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 3\r\na")
+    conn.reject_message(closing)
+    driver.feed(b"bcBDAT 2 LAST\r\nde")
+    assert bytes(driver.output).endswith(b"250 2.1.5 Recipient OK\r\n421 4.3.0 spool unavailable, closing\r\n")
+    assert MessageRejected(closing) in driver.events
+    assert driver.events[-1] == ConnectionClosed(by_peer=False)
+
+
 def test_app_421_closes() -> None:
     def policy(conn: ServerConnection, event: Event) -> None:
         if isinstance(event, Mail):
