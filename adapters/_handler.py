@@ -462,6 +462,24 @@ _NO_OP_HOOKS = (
 )
 
 
+def check_handler(handler: object, server: str) -> None:
+    """Refuse a handler of the other kind, which would answer 451 to every hook it overrides.
+
+    ``server`` names the adapter: an asyncio or trio server takes an
+    :class:`AsyncHandler` (it awaits what a hook returns), a blocking or gevent one
+    a :class:`Handler` (it calls the hooks in its own thread or greenlet).
+    """
+    wants_async = server in ("asyncio", "trio")
+    wrong = Handler if wants_async else AsyncHandler
+    if isinstance(handler, wrong) and not isinstance(handler, AsyncHandler if wants_async else Handler):
+        right, other = ("AsyncHandler", "Handler") if wants_async else ("Handler", "AsyncHandler")
+        raise TypeError(
+            f"the {server} server takes an adapters.{right}, not an adapters.{other} "
+            f"({type(handler).__name__}): {other} is for the "
+            + ("blocking and gevent servers" if wants_async else "asyncio and trio servers")
+        )
+
+
 def unused_hooks(handler: object) -> frozenset[str]:
     """The no-op hooks ``handler`` leaves as they are: the dispatcher need not call them.
 

@@ -69,6 +69,7 @@ from ._handler import (
     Session,
     StartTls,
     _HookFailed,
+    check_handler,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -628,6 +629,7 @@ class SMTPServer:
         max_connections: int = 100,
         shutdown_timeout: float = 30.0,
     ) -> None:
+        check_handler(handler, "asyncio")
         self.handler = handler
         self.config = config or ServerConfig()
         self.tls = server_context(tls, certfile, keyfile, self.config)

@@ -44,6 +44,7 @@ from ._handler import (
     StartTls,
     TlsInfo,
     call_hook,
+    check_handler,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -366,6 +367,7 @@ class SMTPServer:
         max_connections: int = 100,
         one_cpu: bool = True,
     ) -> None:
+        check_handler(handler, "blocking")
         self.handler = handler
         self.config = config or ServerConfig()
         self.tls = server_context(tls, certfile, keyfile, self.config)

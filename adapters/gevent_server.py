@@ -35,7 +35,7 @@ import gevent.ssl
 
 from smtpcore import ServerConfig
 
-from ._handler import FLUSH_AT, LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, refusal
+from ._handler import FLUSH_AT, LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, check_handler, refusal
 from ._outbox import SOCKETS_ARE_FILES, Outbox, write_at_once
 from ._tls import server_context
 from .blocking_server import TICK, _TimedSocket, serve_socket
@@ -265,6 +265,7 @@ class SMTPServer:
         keyfile: str | None = None,
         max_connections: int = 100,
     ) -> None:
+        check_handler(handler, "gevent")
         self.handler = handler
         self.config = config or ServerConfig()
         self.tls = server_context(tls, certfile, keyfile, self.config)

@@ -53,6 +53,7 @@ from ._handler import (
     StartTls,
     TlsInfo,
     acall_hook,
+    check_handler,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -368,6 +369,7 @@ class SMTPServer:
         keyfile: str | None = None,
         max_connections: int = 100,
     ) -> None:
+        check_handler(handler, "trio")
         self.handler = handler
         self.config = config or ServerConfig()
         self.tls = server_context(tls, certfile, keyfile, self.config)

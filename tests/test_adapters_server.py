@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import pathlib
@@ -1934,3 +1935,26 @@ def test_commands_behind_a_proxy_header_before_the_greeting_are_early_talk(serve
     raw.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 4000 25\r\nEHLO x\r\n")
     assert raw.read_until_closed().startswith(b"554 ")
     raw.close()
+
+
+@pytest.mark.parametrize(
+    ("module", "wrong", "message"),
+    [
+        ("asyncio_server", Handler(), "the asyncio server takes an adapters.AsyncHandler, not an adapters.Handler"),
+        ("trio_server", Handler(), "the trio server takes an adapters.AsyncHandler"),
+        (
+            "blocking_server",
+            AsyncHandler(),
+            "the blocking server takes an adapters.Handler, not an adapters.AsyncHandler",
+        ),
+        ("gevent_server", AsyncHandler(), "the gevent server takes an adapters.Handler"),
+    ],
+)
+def test_a_handler_of_the_other_kind_is_refused_when_the_server_is_made(
+    module: str, wrong: object, message: str
+) -> None:
+    # Taken, it would answer 451 to every hook it overrides: a sync hook's None is
+    # not awaitable, an async hook's coroutine is no reply.
+    server_class = importlib.import_module(f"adapters.{module}").SMTPServer
+    with pytest.raises(TypeError, match=message):
+        server_class(wrong, ServerConfig())
