@@ -132,6 +132,12 @@ class MailParams:
                 isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
             ):
                 raise ValueError(f"MailParams.{name} must be an int from {low} to {high}, not {value!r}")
+        # DSN values as a server reads them (RFC 3461): what it would refuse with 501
+        # is the application's mistake, and fails here rather than as a refused message.
+        if self.ret is not None and self.ret not in ("FULL", "HDRS"):
+            raise ValueError(f"MailParams.ret must be 'FULL' or 'HDRS', not {self.ret!r}")
+        if self.envid is not None and not _reads_back(_xtext, xtext_encode, self.envid):
+            raise ValueError(f"MailParams.envid must be text with no control characters, not {self.envid!r}")
 
 
 _MAIL_RANGES = (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999))
@@ -145,6 +151,46 @@ class RcptParams:
     orcpt: tuple[str, str] | None = None
     rrvs: str | None = None
     extra: tuple[tuple[str, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        # As MailParams checks its own: the values a server would refuse (RFC 3461).
+        notify = self.notify
+        if notify is not None and not (
+            isinstance(notify, tuple)
+            and all(isinstance(item, str) for item in notify)
+            and _reads_back(_notify, ",".join, notify, lambda parsed: parsed == tuple(i.upper() for i in notify))
+        ):
+            raise ValueError(
+                "RcptParams.notify must be ('NEVER',) or a tuple of distinct 'SUCCESS', 'FAILURE', 'DELAY', "
+                f"not {notify!r}"
+            )
+        orcpt = self.orcpt
+        if orcpt is not None and not (
+            isinstance(orcpt, tuple)
+            and len(orcpt) == 2
+            and all(isinstance(item, str) for item in orcpt)
+            and _reads_back(_orcpt, _format_orcpt, orcpt)
+        ):
+            raise ValueError(
+                f"RcptParams.orcpt must be (address type, address), such as ('rfc822', 'user@example.com'), "
+                f"the type a keyword and the address with no control characters, not {orcpt!r}"
+            )
+
+
+def _reads_back(
+    parse: Callable[[str | None], Any],
+    format: Callable[[Any], str],
+    value: Any,
+    same: Callable[[Any], bool] | None = None,
+) -> bool:
+    """Whether ``value``, written as a client writes it, is read back as itself by the server's parser."""
+    try:
+        parsed = parse(format(value))
+    except (UnicodeError, LocalProtocolError):
+        return True  # a lone surrogate: left to the writer, whose error names it
+    except (ParamError, ValueError):
+        return False
+    return same(parsed) if same is not None else parsed == value
 
 
 # --- per-parameter parse and format functions -----------------------------------------------------

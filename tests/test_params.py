@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -557,8 +558,8 @@ def test_format_nothing() -> None:
     assert format_params("RCPT", RcptParams()) == []
 
 
-def test_format_xtext_hides_controls() -> None:
-    assert format_params("MAIL", MailParams(envid="x\r\nRSET")) == ["ENVID=x+0D+0ARSET"]
+def test_format_xtext_encodes_plus_and_equals() -> None:
+    assert format_params("MAIL", MailParams(envid="x+y=z")) == ["ENVID=x+2By+3Dz"]
 
 
 @pytest.mark.parametrize(
@@ -588,7 +589,6 @@ def test_format_extras() -> None:
         MailParams(hold_until="2024-01-02 03:04:05Z"),
         MailParams(hold_until="x\r\ny"),
         MailParams(body="8BITMIME\r\nRSET"),  # type: ignore[arg-type]
-        MailParams(ret="a=b"),  # type: ignore[arg-type]
     ],
 )
 def test_format_checks_typed_fields_too(params: MailParams) -> None:
@@ -596,11 +596,40 @@ def test_format_checks_typed_fields_too(params: MailParams) -> None:
         format_params("MAIL", params)
 
 
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: MailParams(ret="a=b"), "MailParams.ret"),  # type: ignore[arg-type]
+        (lambda: MailParams(ret="full\r\nRSET"), "MailParams.ret"),  # type: ignore[arg-type]
+        (lambda: MailParams(envid="id\r\nRSET"), "MailParams.envid"),
+        (lambda: RcptParams(notify=()), "RcptParams.notify"),
+        (lambda: RcptParams(notify=("NEVER", "SUCCESS")), "RcptParams.notify"),  # RFC 3461 §4.1: NEVER alone
+        (lambda: RcptParams(notify=("SUCCESS", "SUCCESS")), "RcptParams.notify"),
+        (lambda: RcptParams(notify=("BOGUS",)), "RcptParams.notify"),
+        (lambda: RcptParams(notify="SUCCESS"), "RcptParams.notify"),  # type: ignore[arg-type]  # not a tuple
+        (lambda: RcptParams(orcpt=("rfc822;x", "b@d")), "RcptParams.orcpt"),
+        (lambda: RcptParams(orcpt=("rfc822", "a\r\nb")), "RcptParams.orcpt"),
+        (lambda: RcptParams(orcpt=("rfc822",)), "RcptParams.orcpt"),  # type: ignore[arg-type]
+    ],
+)
+def test_dsn_values_a_server_would_refuse_are_refused_when_made(make: Callable[[], object], field: str) -> None:
+    # Sent, each would get 501 and read as a recipient refused for good: the
+    # application's mistake is reported where it is made instead.
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
 def test_format_refuses_an_empty_xtext_value() -> None:
     with pytest.raises(LocalProtocolError):
         format_params("MAIL", MailParams(envid=""))
-    with pytest.raises(LocalProtocolError):
-        format_params("RCPT", RcptParams(notify=()))
+
+
+def test_dsn_values_a_server_takes_are_taken() -> None:
+    assert RcptParams(notify=("success", "DELAY")).notify == ("success", "DELAY")  # keywords in any case
+    assert RcptParams(notify=("NEVER",)).notify == ("NEVER",)
+    assert RcptParams(orcpt=("utf-8", "jörg@bücher.example")).orcpt == ("utf-8", "jörg@bücher.example")
+    assert RcptParams(orcpt=("rfc822", "a+b=c@d")).orcpt == ("rfc822", "a+b=c@d")
+    assert MailParams(ret="HDRS", envid="id=1 x").envid == "id=1 x"
 
 
 def test_format_refuses_a_duplicate_keyword() -> None:
