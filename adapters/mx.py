@@ -30,7 +30,7 @@ from smtpcore._outcomes import (
     SMTPTransientError,
 )
 
-__all__ = ["MxLookupError", "deliver_direct", "group_by_domain", "lookup_mail_hosts"]
+__all__ = ["MxLookupError", "ascii_name", "deliver_direct", "group_by_domain", "lookup_mail_hosts"]
 
 
 class MxLookupError(Exception):
@@ -65,12 +65,52 @@ def _default_resolver() -> Resolver:
     return resolver
 
 
+def ascii_name(domain: str) -> str:
+    """``domain`` as DNS and the socket layer both take it: in A-labels.
+
+    Converted once, here, so that the MX lookup and the connection to an
+    implicit MX name the same domain: dnspython encodes with IDNA 2008 (its
+    ``idna`` package comes with the ``dns`` extra) and the socket layer with the
+    stdlib's IDNA 2003, which maps ``straße`` to ``strasse``, another domain.
+    A name whose A-label does not read back as itself (letter case aside) is
+    refused for good rather than sent somewhere else.
+    """
+    if domain.isascii():
+        return domain
+    try:
+        import dns.exception
+        import dns.name
+    except ModuleNotFoundError:  # (a stub resolver without dnspython): the stdlib's codec, where exact
+        try:
+            labels = domain.encode("idna").decode("ascii")
+            back = labels.encode("ascii").decode("idna")
+        except UnicodeError:
+            labels = back = ""
+    else:
+        try:
+            name = dns.name.from_text(domain)
+            labels, back = name.to_text(omit_final_dot=True), name.to_unicode(omit_final_dot=True)
+        except (dns.exception.DNSException, UnicodeError, ValueError):  # (IDNAException is a DNSException)
+            labels = back = ""
+    if not labels:
+        raise MxLookupError(f"{domain} is not a valid internationalised domain name (IDNA)", transient=False)
+    if back.lower() != domain.lower():
+        raise MxLookupError(
+            f"{domain} would be looked up as {labels}, which is another name (IDNA 2003); "
+            "with the idna package (pip install 'smtpcore[dns]') IDNA 2008 keeps it",
+            transient=False,
+        )
+    return labels
+
+
 def lookup_mail_hosts(domain: str, resolver: Resolver | None = None, rng: random.Random | None = None) -> list[str]:
-    """The hosts to try for ``domain``, best first (RFC 5321 §5.1)."""
+    """The hosts to try for ``domain``, best first (RFC 5321 §5.1); an internationalised
+    domain is looked up, and is its own mail host, as its A-label (see :func:`ascii_name`)."""
     if domain.startswith("[") and domain.endswith("]"):
         # An address literal names the host itself: no DNS.
         literal = domain[1:-1]
         return [literal[5:] if literal.lower().startswith("ipv6:") else literal]
+    domain = ascii_name(domain)
     resolver = resolver or _default_resolver()
     try:
         import dns.exception

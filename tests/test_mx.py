@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dns.exception
+import dns.name
 import dns.resolver
 import pytest
 
@@ -42,6 +43,35 @@ class StubResolver:
             raise answer()
         assert isinstance(answer, list)
         return answer
+
+
+def test_an_internationalised_domain_is_looked_up_and_reached_as_one_a_label() -> None:
+    # The MX query and the connection to an implicit MX must name the same domain:
+    # dnspython encodes with IDNA 2008, the socket layer with the stdlib's IDNA 2003,
+    # which would have taken straße.example to strasse.example, another domain.
+    resolver = StubResolver(
+        {
+            "xn--strae-oqa.example": dns.resolver.NoAnswer,
+            "xn--bcher-kva.example": [MX(10, "mx.xn--bcher-kva.example.")],
+        }
+    )
+    assert lookup_mail_hosts("straße.example", resolver) == ["xn--strae-oqa.example"]
+    assert lookup_mail_hosts("Bücher.example", resolver) == ["mx.xn--bcher-kva.example"]
+    assert resolver.queries == ["xn--strae-oqa.example", "xn--bcher-kva.example"]
+    with pytest.raises(MxLookupError) as info:
+        lookup_mail_hosts("a\ue000b.example", resolver)  # a private-use character: no A-label
+    assert not info.value.transient and resolver.queries[2:] == []
+
+
+def test_without_idna_2008_a_domain_idna_2003_would_rename_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # dnspython without the idna package falls back to IDNA 2003: straße would become
+    # strasse, so the domain is refused for good rather than mail sent elsewhere.
+    monkeypatch.setattr(dns.name, "IDNA_DEFAULT", dns.name.IDNA_2003)
+    resolver = StubResolver({"xn--bcher-kva.example": dns.resolver.NoAnswer})
+    with pytest.raises(MxLookupError, match="another name") as info:
+        lookup_mail_hosts("straße.example", resolver)
+    assert not info.value.transient and resolver.queries == []
+    assert lookup_mail_hosts("bücher.example", resolver) == ["xn--bcher-kva.example"]  # the same in both
 
 
 def test_hosts_by_preference_with_equal_preferences_shuffled() -> None:
