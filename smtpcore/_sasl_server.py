@@ -91,10 +91,16 @@ class CramMd5:
     def __init__(self, hostname: str, nonce: Callable[[], str] | None = None) -> None:
         token = nonce() if nonce is not None else secrets.token_hex(16)
         self._challenge = f"<{token}@{hostname}>".encode("ascii")
+        self._challenged = False
 
     def step(self, response: bytes | None) -> bytes | AuthCredentials:
         if response is None:
+            self._challenged = True
             return self._challenge
+        if not self._challenged:
+            # RFC 4954 §4: the server speaks first in CRAM-MD5, so an initial response
+            # is refused (501) rather than read as the answer to a challenge never sent.
+            raise SaslFailure("CRAM-MD5 takes no initial response: send AUTH CRAM-MD5 alone")
         username, space, digest = _text(response, "CRAM-MD5 response").rpartition(" ")
         if not space or not username or len(digest) != 32:
             raise SaslFailure("CRAM-MD5 response must be 'user hexdigest'")

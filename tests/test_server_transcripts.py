@@ -1015,6 +1015,9 @@ def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
     driver2 = Driver(conn2, check_password)
     driver2.feed(b"EHLO c\r\nAUTH CRAM-MD5\r\n" + b64(f"alice {digest}".encode()).encode() + b"\r\n")
     assert bytes(driver2.output).endswith(b"535 5.7.8 Authentication credentials invalid\r\n")
+    # A response to the challenge that is no "user hexdigest".
+    _, out = auth(b"AUTH CRAM-MD5\r\n" + b64(b"alice short").encode() + b"\r\n")
+    assert out.startswith(b"334 ") and out.endswith(b"\r\n501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n")
 
 
 @pytest.mark.parametrize(
@@ -1059,10 +1062,13 @@ def test_auth_xoauth2() -> None:
         (b"AUTH PLAIN\r\nAGFsaWNlAHB\r\n", b"334 \r\n501 5.5.2 Invalid base64 data\r\n"),
         (b"AUTH PLAIN\r\n" + b"QUFB" * 4000 + b"\r\n", b"334 \r\n500 5.5.6 Authentication response too long\r\n"),
         (b"AUTH PLAIN " + b64(b"\0\xff\0x").encode() + b"\r\n", b"501 5.5.2 PLAIN field is not UTF-8\r\n"),
+        # RFC 4954 §4: the server speaks first in CRAM-MD5; an initial response is refused
+        # with 501, never read as the answer to a challenge that was not sent.
         (
-            b"AUTH CRAM-MD5 " + b64(b"alice short").encode() + b"\r\n",
-            b"501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n",
+            b"AUTH CRAM-MD5 " + b64(b"alice " + b"0" * 32).encode() + b"\r\n",
+            b"501 5.5.2 CRAM-MD5 takes no initial response: send AUTH CRAM-MD5 alone\r\n",
         ),
+        (b"AUTH CRAM-MD5 =\r\n", b"501 5.5.2 CRAM-MD5 takes no initial response: send AUTH CRAM-MD5 alone\r\n"),
         (b"AUTH GSSAPI\r\n", b"504 5.5.4 Unrecognized authentication mechanism\r\n"),
         (b"AUTH XOAUTH2 " + b64(b"user=a").encode() + b"\r\n", b"501 5.5.2 XOAUTH2 response must end with two ^A\r\n"),
     ],
