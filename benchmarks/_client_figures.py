@@ -40,15 +40,11 @@ def collect(quick: bool = False, *, repeat: int | None = None, size: int | None 
             ratio=ehlo_ceiling.median / ehlo.median, against="of bytes.split",
         )
     )  # fmt: skip
-    for label, line in (
-        ("ordinary text", b"The quick brown fox jumps over the lazy dog.\r\n"),
-        ("every line starts with a dot", b".The quick brown fox jumps over the lazy dog.\r\n"),
-        ("bare LF line endings", b"The quick brown fox jumps over the lazy dog.\n"),
-    ):
+    for label, line, ceiling_of in bc.STUFF_TEXTS:
         data = bc.text(size, line)
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         ours, ceiling = measure_pair(
-            label, functools.partial(bc.stuff, chunks), functools.partial(bc.stuff_ceiling, chunks), repeat
+            label, functools.partial(bc.stuff, chunks), functools.partial(ceiling_of, chunks), repeat
         )
         figures.append(
             rate_figure(

@@ -200,8 +200,10 @@ class Canned:
 def serve_bare_asyncio() -> None:
     import asyncio
 
+    from adapters.asyncio_server import LANDING_SIZE
+
     class Bare(asyncio.BufferedProtocol):
-        """A BufferedProtocol with a 64 KiB landing buffer, as our adapter is.
+        """A BufferedProtocol with a landing buffer of our adapter's size (LANDING_SIZE, 96 KiB).
 
         A plain Protocol gets a new 256 KiB bytes object from every read, which
         glibc serves with an mmap and a munmap each time in some processes and
@@ -214,7 +216,7 @@ def serve_bare_asyncio() -> None:
             assert isinstance(transport, asyncio.Transport)
             self.transport = transport
             self.canned = Canned()
-            self.landing = memoryview(bytearray(65536))
+            self.landing = memoryview(bytearray(LANDING_SIZE))
             transport.write(Canned.GREETING)
 
         def get_buffer(self, sizehint: int) -> memoryview:

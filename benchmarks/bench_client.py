@@ -89,6 +89,20 @@ def stuff_ceiling(chunks: list[bytes]) -> int:
     return total
 
 
+def normalise_and_stuff_ceiling(chunks: list[bytes]) -> int:
+    """The ceiling for text with bare LFs: ours writes each as CRLF too, so this does
+    that ``replace`` before the stuffing's (without it the stuffing finds nothing)."""
+    return stuff_ceiling([chunk.replace(b"\n", b"\r\n") for chunk in chunks])
+
+
+#: The ceiling for each kind of text (bare LFs: see normalise_and_stuff_ceiling).
+STUFF_TEXTS = (
+    ("ordinary text", b"The quick brown fox jumps over the lazy dog.\r\n", stuff_ceiling),
+    ("every line starts with a dot", b".The quick brown fox jumps over the lazy dog.\r\n", stuff_ceiling),
+    ("bare LF line endings", b"The quick brown fox jumps over the lazy dog.\n", normalise_and_stuff_ceiling),
+)
+
+
 def _slower(rate: tuple[float, float, float], ceiling: tuple[float, float, float]) -> str:
     """The ratio as "N x slower", readable when it is far below 1."""
     return f"ratio {rate[0] / ceiling[0]:.4f} ({ceiling[0] / rate[0]:.0f}x slower than the ceiling)"
@@ -118,15 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(row("  ceiling: bytes.split into lines", ceiling_rate, "replies/s"))
 
     megabytes = size / 1e6
-    for label, line in (
-        ("ordinary text", b"The quick brown fox jumps over the lazy dog.\r\n"),
-        ("every line starts with a dot", b".The quick brown fox jumps over the lazy dog.\r\n"),
-        ("bare LF line endings", b"The quick brown fox jumps over the lazy dog.\n"),
-    ):
+    for label, line, ceiling_of in STUFF_TEXTS:
         data = text(size, line)
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         ours = measure(label, functools.partial(stuff, chunks), repeat)
-        ceiling = measure(label, functools.partial(stuff_ceiling, chunks), repeat)
+        ceiling = measure(label, functools.partial(ceiling_of, chunks), repeat)
         rate, ceiling_rate = ours.rate(megabytes), ceiling.rate(megabytes)
         figures[f"stuff_mb_s[{label}]"] = rate[0]
         lines.append(row(f"dot-stuffing, {label} (64 KiB chunks)", rate, "MB/s", rate[0] / ceiling_rate[0]))

@@ -81,6 +81,11 @@ def make_body(kind: str, size: int) -> bytes:
 
 
 def receive_body(body: bytes, piece: int, config: ServerConfig = DEFAULT) -> int:
+    return receive_content(body + b".\r\n", piece, config)
+
+
+def receive_content(data: bytes, piece: int, config: ServerConfig = DEFAULT) -> int:
+    """A session's DATA content, ``data`` (the end marker included), fed in pieces of ``piece``."""
     conn = ServerConnection(config)
     conn.accept()
     conn.receive_data(b"EHLO a.example\r\nMAIL FROM:<a@a.example>\r\nRCPT TO:<b@b.example>\r\nDATA\r\n")
@@ -88,7 +93,6 @@ def receive_body(body: bytes, piece: int, config: ServerConfig = DEFAULT) -> int
     for _ in range(4):
         conn.next_event()
         conn.accept()
-    data = body + b".\r\n"
     view = memoryview(data)
     for start in range(0, len(data), piece):
         conn.receive_data(view[start : start + piece])
