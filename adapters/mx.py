@@ -87,9 +87,11 @@ def ascii_name(domain: str) -> str:
         except UnicodeError:
             labels = back = ""
     else:
+        # IDNA 2008 named, not dnspython's default: that is IDNA 2003 before dnspython 2.9.
+        codec = dns.name.IDNA_2008_Practical if dns.name.have_idna_2008 else dns.name.IDNA_2003
         try:
-            name = dns.name.from_text(domain)
-            labels, back = name.to_text(omit_final_dot=True), name.to_unicode(omit_final_dot=True)
+            name = dns.name.from_text(domain, idna_codec=codec)
+            labels, back = name.to_text(omit_final_dot=True), name.to_unicode(omit_final_dot=True, idna_codec=codec)
         except (dns.exception.DNSException, UnicodeError, ValueError):  # (IDNAException is a DNSException)
             labels = back = ""
     if not labels:

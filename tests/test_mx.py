@@ -66,7 +66,7 @@ def test_an_internationalised_domain_is_looked_up_and_reached_as_one_a_label() -
 def test_without_idna_2008_a_domain_idna_2003_would_rename_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # dnspython without the idna package falls back to IDNA 2003: straße would become
     # strasse, so the domain is refused for good rather than mail sent elsewhere.
-    monkeypatch.setattr(dns.name, "IDNA_DEFAULT", dns.name.IDNA_2003)
+    monkeypatch.setattr(dns.name, "have_idna_2008", False)
     resolver = StubResolver({"xn--bcher-kva.example": dns.resolver.NoAnswer})
     with pytest.raises(MxLookupError, match="another name") as info:
         lookup_mail_hosts("straße.example", resolver)
