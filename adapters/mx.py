@@ -17,6 +17,7 @@ sockets or adapters and the tests can give it a stub resolver and local servers.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,10 +49,16 @@ class Resolver(Protocol):
 
 
 def group_by_domain(recipients: Iterable[str]) -> dict[str, list[str]]:
-    """``{domain: [recipients]}``, domains compared without case, order kept."""
+    """``{domain: [recipients]}``, domains compared without case and an internationalised one
+    as its A-label (``bücher.example`` and ``xn--bcher-kva.example`` are one domain, with one
+    transaction), order kept.  A domain with no exact A-label keys as written, in lower case:
+    its lookup says why it fails."""
     groups: dict[str, list[str]] = {}
     for recipient in recipients:
         domain = recipient.rpartition("@")[2].lower()
+        if not domain.isascii() and not domain.startswith("["):
+            with contextlib.suppress(MxLookupError):
+                domain = ascii_name(domain)
         groups.setdefault(domain, []).append(recipient)
     return groups
 

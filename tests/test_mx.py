@@ -110,6 +110,14 @@ def test_group_by_domain_ignores_case_and_keeps_order() -> None:
     }
 
 
+def test_group_by_domain_takes_both_forms_of_an_idn_as_one_domain() -> None:
+    # One transaction to its hosts, not two; a domain with no A-label keys as written.
+    assert group_by_domain(["a@Bücher.example", "b@xn--bcher-kva.example", "c@a\ue000b.example"]) == {
+        "xn--bcher-kva.example": ["a@Bücher.example", "b@xn--bcher-kva.example"],
+        "a\ue000b.example": ["c@a\ue000b.example"],
+    }
+
+
 def outcome(recipients: Sequence[str], codes: dict[str, int]) -> MessageOutcome:
     items = []
     for recipient in recipients:
