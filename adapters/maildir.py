@@ -34,7 +34,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from smtpcore._address import address_literal
+from smtpcore._address import address_literal, exact_a_labels
 
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
 
@@ -56,20 +56,14 @@ def domain_key(domain: str) -> str:
     one with it may write either.  The conversion is the stdlib's IDNA codec, which
     follows IDNA 2003 and maps some names to others (``straße`` to ``strasse``), so
     it is used only when the A-label reads back as the same name, as the client
-    converts (``smtpcore._address.ascii_form``); any other domain is compared as
+    converts (``smtpcore._address.exact_a_labels``); any other domain is compared as
     given, in lower case, as are address literals.  ``straße.example`` therefore
     needs its IDNA 2008 A-label, ``xn--strae-oqa.example``, given as well.
     """
     lower = domain.lower()
     if lower.isascii() or lower.startswith("["):  # (the codec leaves ASCII labels as they are)
         return lower
-    try:
-        labels = lower.encode("idna")
-        if labels.decode("idna") == lower:
-            return labels.decode("ascii")
-    except UnicodeError:  # a label IDNA refuses, or one too long once encoded
-        pass
-    return lower
+    return exact_a_labels(lower) or lower
 
 
 def address_key(address: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from smtpcore._address import exact_a_labels
 from smtpcore._outcomes import (
     MessageOutcome,
     RecipientOutcome,
@@ -88,11 +89,13 @@ def ascii_name(domain: str) -> str:
         import dns.exception
         import dns.name
     except ModuleNotFoundError:  # (a stub resolver without dnspython): the stdlib's codec, where exact
-        try:
-            labels = domain.encode("idna").decode("ascii")
-            back = labels.encode("ascii").decode("idna")
-        except UnicodeError:
-            labels = back = ""
+        exact = exact_a_labels(domain)
+        if exact is None:
+            raise MxLookupError(
+                f"{domain} has no exact A-label without the idna package (pip install 'smtpcore[dns]')",
+                transient=False,
+            ) from None
+        return exact
     else:
         # IDNA 2008 named, not dnspython's default: that is IDNA 2003 before dnspython 2.9.
         codec = dns.name.IDNA_2008_Practical if dns.name.have_idna_2008 else dns.name.IDNA_2003

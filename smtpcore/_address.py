@@ -18,6 +18,7 @@ __all__ = [
     "address_literal",
     "ascii_form",
     "check_domain",
+    "exact_a_labels",
     "check_mailbox",
     "format_path",
     "parse_path",
@@ -208,12 +209,20 @@ def ascii_form(mailbox: str) -> str | None:
     local, at, domain = mailbox.rpartition("@")
     if not at or not local.isascii():
         return None
+    labels = exact_a_labels(domain)
+    return None if labels is None else f"{local}@{labels}"
+
+
+def exact_a_labels(domain: str) -> str | None:
+    """``domain`` in A-labels by the stdlib's IDNA 2003 codec, or None where that is not exact:
+    the A-label must read back as the same name, letter case aside (see :func:`ascii_form`)."""
     try:
         labels = domain.encode("idna")
-        same = labels.decode("idna").lower() == domain.lower()
+        if labels.decode("idna").lower() == domain.lower():
+            return labels.decode("ascii")
     except UnicodeError:  # a label IDNA 2003 refuses, or one too long once encoded
-        return None
-    return f"{local}@{labels.decode('ascii')}" if same else None
+        pass
+    return None
 
 
 def format_path(mailbox: str) -> str:

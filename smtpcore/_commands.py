@@ -167,8 +167,9 @@ def _tolerated_name(argument: str) -> bool:
 
     A fully qualified name with its root dot ("mail.example.com."), a bare IPv6
     address ("fe80::1"; a bare IPv4 address is already a domain by the grammar),
-    or a name with underscores (Windows sends its NetBIOS name: "DESKTOP_7QX2").  Anything else, such as "bad!name", is
-    still refused: what a handler gets stays a host identifier.
+    or a name with underscores (Windows sends its NetBIOS name: "DESKTOP_7QX2").
+    Anything else, such as "bad!name", is still refused: what a handler gets
+    stays a host identifier.
     """
     if len(argument) > 255:
         return False
