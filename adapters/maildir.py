@@ -179,7 +179,11 @@ class Delivery:
             paths = []
             for source, target in staged:
                 final = target / "new" / self._name
-                os.rename(source, final)
+                try:
+                    os.rename(source, final)
+                except FileNotFoundError:
+                    _maildir(target)  # new/ was removed while we ran (see MaildirStore.begin)
+                    os.rename(source, final)
                 paths.append(final)
             for target in self._targets:
                 _fsync_directory(target / "new")
@@ -232,7 +236,14 @@ class MaildirStore:
         targets = self._targets(trace.recipients)
         name = _unique_name(trace.hostname)
         tmp_path = targets[0] / "tmp" / name
-        file = open_private(tmp_path, "xb")  # closed by Delivery.commit/abort
+        try:
+            file = open_private(tmp_path, "xb")  # closed by Delivery.commit/abort
+        except FileNotFoundError:
+            # The Maildir was removed while we ran (a user cleaning up a test sink,
+            # say).  Make it again, as Postfix's local delivery does, rather than
+            # answer 451 to every message until someone restarts us.
+            _maildir(targets[0])
+            file = open_private(tmp_path, "xb")
         delivery = Delivery(file, tmp_path, targets, name)
         delivery.write(trace_headers(trace))
         return delivery

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,21 @@ def test_a_failed_commit_leaves_nothing_in_tmp(tmp_path: Path, monkeypatch: pyte
     monkeypatch.undo()
     assert _all_files(tmp_path) == []
     delivery.abort()  # what a caller may still do: harmless
+
+
+@pytest.mark.parametrize(
+    ("when", "removed"),
+    [("before begin", ""), ("before begin", "tmp"), ("before begin", "new"), ("before commit", "new")],
+)
+def test_a_maildir_removed_while_running_is_made_again(tmp_path: Path, when: str, removed: str) -> None:
+    # A user cleaning up a test sink's mail must not leave it answering 451 until restarted.
+    store = MaildirStore(tmp_path / "maildir")
+    if when == "before begin":
+        shutil.rmtree(tmp_path / "maildir" / removed)
+    delivery = store.begin(TRACE)
+    delivery.write(b"Subject: hi\r\n\r\nbody\r\n")
+    if when == "before commit":
+        shutil.rmtree(tmp_path / "maildir" / removed)
+    path = delivery.commit()[0]
+    assert path.parent == tmp_path / "maildir" / "new"
+    assert sorted(p.name for p in (tmp_path / "maildir").iterdir()) == ["cur", "new", "tmp"]
