@@ -33,8 +33,8 @@ the next event is ``TlsHandshake``.  After the handshake the capabilities are
 forgotten and only EHLO (or QUIT) may follow.  This is the defence against the
 response injection of the "NO STARTTLS" paper (aiosmtplib GHSA-vxj7-4xrp-5vr4).
 
-A 421 reply, to anything, ends the session: the reply is returned, then
-``ConnectionClosed``.  The adapter enforces :attr:`ClientConnection.timeout`,
+A 421 reply, to anything or with nothing outstanding (an idle connection timed
+out), ends the session: the reply is returned, then ``ConnectionClosed``.  The adapter enforces :attr:`ClientConnection.timeout`,
 the RFC 5321 §4.5.3.2 limit for the current wait; the core has no clock, and
 counts :attr:`~ClientConnection.replies_received` so the adapter can tell a
 new wait from a reply still arriving.
@@ -243,7 +243,7 @@ class ClientConnection:
             return PAUSED
         if not self._outstanding:
             if self._buffer:
-                self._fail("the server sent a reply when no command was outstanding")
+                return self._unsolicited_reply()
             if self._peer_closed:
                 self._close(by_peer=True)
                 return ConnectionClosed(by_peer=True)
@@ -257,6 +257,26 @@ class ClientConnection:
                 self._fail(f"the server closed the connection with {len(self._outstanding)} command(s) unanswered")
             return NEED_DATA
         self._on_reply(reply)
+        return reply
+
+    def _unsolicited_reply(self) -> Reply | Sentinel:
+        """Bytes with no command outstanding: only a 421 may come so (RFC 5321 §3.8).
+
+        A server closing an idle connection says 421 first; the caller gets it,
+        then ``ConnectionClosed``.  Anything else is a reply to no command.
+        """
+        if not _may_be_421(self._buffer.peek()):
+            self._fail("the server sent a reply when no command was outstanding")
+        try:
+            reply = self._reader.next_reply(self._buffer)
+        except RemoteProtocolError as exc:
+            self._fail(str(exc))
+        if reply is None:
+            if self._peer_closed:
+                self._fail("the server closed the connection in the middle of a reply")
+            return NEED_DATA
+        self.replies_received += 1
+        self._close(by_peer=True)
         return reply
 
     def _fail(self, why: str) -> None:
@@ -352,7 +372,7 @@ class ClientConnection:
             raise LocalProtocolError("the connection is closed")
         if self._tls is not None:
             raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
-        if self._buffer and not self._outstanding and not self._buffer.peek().startswith(b"421"):
+        if self._buffer and not self._outstanding and not _may_be_421(self._buffer.peek()):
             # Bytes the server sent with nothing outstanding: a reply to a command not
             # yet written (see the module doc).  Found here, before writing, because
             # the command would take it for its own.  (A 421 may come at any time,
@@ -525,3 +545,8 @@ class ClientConnection:
         self._reader.reset()
         self.tls_active = True
         self._reset_session()
+
+
+def _may_be_421(received: bytearray) -> bool:
+    """Whether bytes received with no command outstanding are, or may become, a 421 reply."""
+    return b"421".startswith(received[:3])  # (a "4210" is then refused as a malformed reply)

@@ -127,6 +127,31 @@ def test_a_reply_before_its_command_is_an_error_even_when_nobody_asks_for_events
     assert isinstance(conn.next_event(), ConnectionClosed)
 
 
+@pytest.mark.parametrize("then_closed", [False, True])
+def test_a_421_on_an_idle_connection_is_returned_then_the_session_ends(then_closed: bool) -> None:
+    # RFC 5321 §3.8: a server timing an idle client out says 421 with no command outstanding.
+    conn = ready(b"250-mx\r\n250 ENHANCEDSTATUSCODES\r\n")
+    for octet in b"421 4.4.2 mx Idle timeout\r\n":  # in any pieces
+        assert conn.next_event() in (PAUSED, NEED_DATA)
+        conn.receive_data(bytes([octet]))
+    if then_closed:
+        conn.receive_data(b"")
+    reply = conn.next_event()
+    assert isinstance(reply, Reply)
+    assert (reply.code, reply.enhanced) == (421, "4.4.2")
+    assert conn.next_event() == ConnectionClosed(by_peer=True)
+    with pytest.raises(LocalProtocolError, match="closed"):
+        conn.send(Noop())
+
+
+def test_an_idle_connection_closed_in_the_middle_of_a_421_is_an_error() -> None:
+    conn = ready()
+    conn.receive_data(b"421 4.4.2 mx Idle")
+    conn.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="middle of a reply"):
+        conn.next_event()
+
+
 def test_peer_closing() -> None:
     conn = ready()
     conn.receive_data(b"")
