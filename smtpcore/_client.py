@@ -325,6 +325,10 @@ class ClientConnection:
                 self.capabilities = Capabilities.from_reply(reply) if event.verb != "HELO" else Capabilities()
                 self._reader.enhanced_status_codes = self.capabilities.enhanced_status_codes
         elif kind is Auth or kind is AuthResponse:
+            if reply.code == 334 and isinstance(event, AuthResponse) and event.cancel:
+                # RFC 4954 §4: the server MUST answer "*" with 501.  Another challenge
+                # would have the client cancel again, for ever.
+                self._fail("the server sent another challenge after the client cancelled the AUTH exchange")
             self._auth_challenge = reply.code == 334
         elif kind is StartTls:
             if reply.code == 220:

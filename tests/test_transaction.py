@@ -965,6 +965,26 @@ def test_auth_bad_challenge_is_cancelled() -> None:
     assert result.error.command.cancel
 
 
+def test_a_challenge_after_the_client_cancelled_ends_the_session() -> None:
+    # RFC 4954 §4: "*" MUST get 501.  A server answering 334 again would have the
+    # client cancel for ever, each reply in time, so no timeout would end it.
+    result = run(
+        EHLO_AUTH
+        + """
+        C: AUTH LOGIN
+        S: 334 not*base64
+        C: *
+        S: 334 again
+        """,
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("LOGIN",),
+    )
+    assert isinstance(result.error, SMTPTransientError)
+    assert "after the client cancelled" in str(result.error)
+
+
 def test_auth_no_common_mechanism_and_bad_credentials() -> None:
     result = run(
         EHLO_AUTH + "C: QUIT\nS: 221 bye",
