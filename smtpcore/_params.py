@@ -104,6 +104,16 @@ class DeliverBy:
     mode: Literal["N", "R"]
     trace: bool = False
 
+    def __post_init__(self) -> None:
+        # RFC 2852 §4: by-time = [ "-" / "+" ] 1*9digit; what a server would refuse with 501.
+        seconds = self.seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not -999_999_999 <= seconds <= 999_999_999:
+            raise ValueError(f"DeliverBy.seconds must be an int of at most nine digits, not {seconds!r}")
+        if self.mode not in ("N", "R"):
+            raise ValueError(f"DeliverBy.mode must be 'N' or 'R', not {self.mode!r}")
+        if not isinstance(self.trace, bool):
+            raise ValueError(f"DeliverBy.trace must be True or False, not {self.trace!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class MailParams:
@@ -138,6 +148,23 @@ class MailParams:
             raise ValueError(f"MailParams.ret must be 'FULL' or 'HDRS', not {self.ret!r}")
         if self.envid is not None and not _reads_back(_xtext, xtext_encode, self.envid):
             raise ValueError(f"MailParams.envid must be text with no control characters, not {self.envid!r}")
+        # The rest as the server's parser reads them too.  The client compares BODY
+        # in capitals, so "binarymime" would pass its BINARYMIME checks unseen.
+        if self.body is not None and self.body not in ("7BIT", "8BITMIME", "BINARYMIME"):
+            raise ValueError(f"MailParams.body must be '7BIT', '8BITMIME' or 'BINARYMIME', not {self.body!r}")
+        if self.smtputf8 is not True and self.smtputf8 is not False:
+            raise ValueError(f"MailParams.smtputf8 must be True or False, not {self.smtputf8!r}")
+        if self.requiretls is not True and self.requiretls is not False:
+            raise ValueError(f"MailParams.requiretls must be True or False, not {self.requiretls!r}")
+        if self.auth is not None and not _reads_back(_xtext, xtext_encode, self.auth):
+            raise ValueError(f"MailParams.auth must be a mailbox or '<>' with no control characters, not {self.auth!r}")
+        if self.by is not None and not isinstance(self.by, DeliverBy):
+            raise ValueError(f"MailParams.by must be a DeliverBy, not {self.by!r}")
+        if self.hold_until is not None and not _reads_back(_hold_until, str, self.hold_until):
+            raise ValueError(
+                f"MailParams.hold_until must be an RFC 3339 date-time such as '2026-12-24T18:00:00Z', "
+                f"not {self.hold_until!r}"
+            )
 
 
 _MAIL_RANGES = (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999))
@@ -174,6 +201,11 @@ class RcptParams:
             raise ValueError(
                 f"RcptParams.orcpt must be (address type, address), such as ('rfc822', 'user@example.com'), "
                 f"the type a keyword and the address with no control characters, not {orcpt!r}"
+            )
+        if self.rrvs is not None and not _reads_back(_rrvs, str, self.rrvs):
+            raise ValueError(
+                f"RcptParams.rrvs must be an RFC 3339 date-time such as '2026-12-24T18:00:00Z', "
+                f"optionally followed by ';C' or ';R', not {self.rrvs!r}"
             )
 
 
