@@ -34,8 +34,9 @@ forgotten and only EHLO (or QUIT) may follow.  This is the defence against the
 response injection of the "NO STARTTLS" paper (aiosmtplib GHSA-vxj7-4xrp-5vr4).
 
 A 421 reply, to anything or with nothing outstanding (an idle connection timed
-out), ends the session: the reply is returned, then ``ConnectionClosed``.  The adapter enforces :attr:`ClientConnection.timeout`,
-the RFC 5321 §4.5.3.2 limit for the current wait; the core has no clock, and
+out), ends the session: the reply is returned, then ``ConnectionClosed``.  The
+adapter enforces :attr:`ClientConnection.timeout`, the RFC 5321 §4.5.3.2 limit
+for the current wait; the core has no clock, and
 counts :attr:`~ClientConnection.replies_received` so the adapter can tell a
 new wait from a reply still arriving.
 """
