@@ -194,6 +194,10 @@ class Bdat(Event):
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 <= self.size < 10**15:
             raise LocalProtocolError(f"BDAT size must be a non-negative int, not {self.size!r}")
+        if self.last is not True and self.last is not False:
+            # The writer sends LAST only for True; a truthy 1 would end the transaction
+            # in the client's books while the server still waits for the last chunk.
+            raise LocalProtocolError(f"Bdat.last must be True or False, not {self.last!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +323,8 @@ class AuthResponse(Event):
     def __post_init__(self) -> None:
         if not isinstance(self.data, bytes):
             raise LocalProtocolError("AuthResponse data must be bytes")
+        if self.cancel is not True and self.cancel is not False:
+            raise LocalProtocolError(f"AuthResponse.cancel must be True or False, not {self.cancel!r}")
 
 
 #: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the commands after

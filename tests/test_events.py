@@ -201,6 +201,16 @@ def test_bdat_bad_size(size: Any) -> None:
         Bdat(size)
 
 
+@pytest.mark.parametrize("flag", [1, 0, "yes", None])
+def test_flags_must_be_bools(flag: Any) -> None:
+    # The writer sends LAST (and "*") only for True, while the client machine read a
+    # truthy 1 as the last chunk: client and server would disagree where the message ends.
+    with pytest.raises(LocalProtocolError, match="Bdat.last"):
+        Bdat(5, last=flag)
+    with pytest.raises(LocalProtocolError, match="AuthResponse.cancel"):
+        AuthResponse(cancel=flag)
+
+
 def test_message_data_types() -> None:
     assert MessageData(b"abc").data == b"abc"
     # MessageData takes these at run time (its field is annotated ``bytes`` only) and keeps
