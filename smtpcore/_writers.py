@@ -24,6 +24,7 @@ import base64
 import re
 from collections.abc import Callable
 
+from . import _abnf
 from ._address import AddressError, check_domain, check_mailbox
 from ._errors import LocalProtocolError
 from ._events import (
@@ -149,10 +150,16 @@ def _argument(verb: str, argument: str | None, required: bool) -> bytes:
         if required:
             raise LocalProtocolError(f"{verb} needs an argument")
         return _finish(verb, False)
-    if not isinstance(argument, str) or not _ARGUMENT_RE.fullmatch(argument):
-        raise LocalProtocolError(f"{verb} argument {argument!r} is not one word or a quoted string")
-    # VRFY/EXPN with UTF-8 need their own SMTPUTF8 argument (RFC 6531 §3.7.4):
-    # not supported, so the argument must be ASCII.
+    if not isinstance(argument, str):
+        raise LocalProtocolError(f"{verb} argument must be a str, not {type(argument).__name__}")
+    if not argument.isascii():
+        # VRFY/EXPN with UTF-8 need their own SMTPUTF8 argument (RFC 6531 §3.7.4),
+        # which this client does not send.
+        raise LocalProtocolError(f"{verb} argument {argument!r} must be ASCII (VRFY/EXPN SMTPUTF8 is not supported)")
+    # One word, a quoted string, or a mailbox such as "john smith"@example.com
+    # (RFC 5321 §3.5.1), as the event itself takes.
+    if not (_ARGUMENT_RE.fullmatch(argument) or _abnf.MAILBOX_RE.fullmatch(argument)):
+        raise LocalProtocolError(f"{verb} argument {argument!r} is not one word, a quoted string or a mailbox")
     return _finish(f"{verb} {argument}", False)
 
 

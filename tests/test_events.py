@@ -205,9 +205,9 @@ def test_bdat_bad_size(size: Any) -> None:
 def test_flags_must_be_bools(flag: Any) -> None:
     # The writer sends LAST (and "*") only for True, while the client machine read a
     # truthy 1 as the last chunk: client and server would disagree where the message ends.
-    with pytest.raises(LocalProtocolError, match="Bdat.last"):
+    with pytest.raises(LocalProtocolError, match=r"Bdat\.last"):
         Bdat(5, last=flag)
-    with pytest.raises(LocalProtocolError, match="AuthResponse.cancel"):
+    with pytest.raises(LocalProtocolError, match=r"AuthResponse\.cancel"):
         AuthResponse(cancel=flag)
 
 

@@ -79,6 +79,7 @@ _E = TypeVar("_E", bound=Event)
         (Noop("x"), False, b"NOOP x\r\n"),
         (Help("MAIL"), False, b"HELP MAIL\r\n"),
         (Vrfy("user@x.org"), False, b"VRFY user@x.org\r\n"),
+        (Vrfy('"john smith"@x.org'), False, b'VRFY "john smith"@x.org\r\n'),  # RFC 5321 §3.5.1
         (Expn('"list name"'), False, b'EXPN "list name"\r\n'),
         (StartTls(), False, b"STARTTLS\r\n"),
         (Auth("PLAIN", b"\x00u\x00p"), False, b"AUTH PLAIN AHUAcA==\r\n"),
@@ -100,8 +101,8 @@ def test_utf8_only_with_smtputf8() -> None:
         write_command(Rcpt("ü@y.org"), False)
     with pytest.raises(LocalProtocolError):
         write_command(Hello("bücher.example"))  # EHLO is always ASCII (A-labels)
-    with pytest.raises(LocalProtocolError):
-        write_command(Vrfy("ü"))
+    with pytest.raises(LocalProtocolError, match="must be ASCII"):
+        write_command(Vrfy("ü"), True)  # VRFY has its own SMTPUTF8 argument (RFC 6531 §3.7.4), not sent
     with pytest.raises(LocalProtocolError):
         write_command(Mail("a@x.org", MailParams(extra=(("X", "ü"),))))
     assert write_command(Mail("a@x.org", MailParams(smtputf8=True, extra=(("X", "ü"),)))).endswith("X=ü\r\n".encode())
