@@ -51,8 +51,10 @@ __all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "write_command"]
 
 # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 MAX_COMMAND_LINE = 512
-# RFC 4954 §4: an AUTH line (with an initial response) or a SASL response may
-# be up to 12288 octets.
+# RFC 4954 §4: a SASL response line may be up to 12288 octets.  The AUTH line
+# itself stays within 512, and the transaction driver leaves out an initial
+# response that would not fit (it answers the first challenge instead); a caller
+# of the machine may still send a longer one, as smtplib does and Gmail takes.
 MAX_AUTH_LINE = 12288
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
