@@ -722,25 +722,20 @@ class Dispatcher:
             conn.receive_data(data)
 
     def _greet(self) -> Generator[Action, Any, bool]:
-        """The greeting; False if the client talked first and was refused, or left."""
+        """The greeting; False if the client left (or the server is shutting down) before it."""
         result = yield from self._hook("connection_opened", self.session)
         reply = self._as_reply(result, GREETING_ERROR)
         conn = self.conn
         config = conn.config
-        # Only a PROXY header's read or the greet_delay's can have brought bytes in.
-        if reply is None and config.reject_early_talkers and (config.greet_delay or config.proxy_protocol):
-            if config.greet_delay:
-                # Spam software talks at once; a real client waits for the 220.
-                data = yield from self._io(Receive(config.greet_delay, idle=True))
-                if data is SHUTDOWN or data == b"":
-                    return False
-                if data is not TIMED_OUT:
-                    conn.receive_data(data)
-            try:
-                conn.next_event()  # PAUSED (the greeting is due), unless the client talked first
-            except RemoteProtocolError as exc:
-                log.info("closing %s: %s", self.session.peer, exc)
+        if reply is None and config.reject_early_talkers and config.greet_delay:
+            # Spam software talks at once; a real client waits for the 220.  What it
+            # said (and what came in one read with a PROXY header) makes the core
+            # answer the greeting with 554 and end the session at its next event.
+            data = yield from self._io(Receive(config.greet_delay, idle=True))
+            if data is SHUTDOWN or data == b"":
                 return False
+            if data is not TIMED_OUT:
+                conn.receive_data(data)
         try:
             conn.send(reply) if reply is not None else conn.accept()
         except LocalProtocolError:

@@ -755,8 +755,19 @@ class ServerConnection:
             raise LocalProtocolError(
                 f"{reply.code} is not a reply to {type(pending).__name__.strip('_')}: use {allowed}, 4xx or 5xx"
             )
-        if isinstance(pending, _Greeting) and reply.code not in (220, 421, 554):
-            raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
+        if isinstance(pending, _Greeting):
+            if reply.code not in (220, 421, 554):
+                raise LocalProtocolError("the greeting is 220, 421 or 554 (RFC 5321 §3.1)")
+            if accepted and self._buffer and self.config.reject_early_talkers:
+                # The client talked before its greeting: bytes that came in one read
+                # with a PROXY header, or that the application fed before greeting.
+                # next_event() would have said so; an application that greets
+                # straight after the ProxyHeader event must not let them through.
+                self._queue(R.EARLY_TALKER)
+                self._state = S.CLOSED
+                self._replies_due = 0
+                self._error = RemoteProtocolError("client sent data before the greeting", R.EARLY_TALKER)
+                return
         if accepted and isinstance(pending, Hello) and pending.verb != "HELO" and len(reply.text) > 1:
             # A client would read the lines after the first as extension keywords.
             raise LocalProtocolError(

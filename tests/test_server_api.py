@@ -216,7 +216,7 @@ def test_proxy_header_comes_before_the_greeting() -> None:
     conn = ServerConnection(ServerConfig(proxy_protocol=True))
     assert not conn.reply_due  # no greeting before the header
     assert conn.next_event() is NEED_DATA
-    conn.receive_data(b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 25\r\nEH")
+    conn.receive_data(b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 25\r\n")
     event = conn.next_event()
     assert event == ProxyHeader(("192.0.2.1", 40000), ("198.51.100.2", 25), 1)
     assert conn.proxy is not None
@@ -224,8 +224,37 @@ def test_proxy_header_comes_before_the_greeting() -> None:
     assert conn.reply_due
     conn.accept()
     assert conn.data_to_send().startswith(b"220 ")
-    conn.receive_data(b"LO client.example\r\n")
+    conn.receive_data(b"EHLO client.example\r\n")
     assert isinstance(conn.next_event(), Hello)
+
+
+@pytest.mark.parametrize("early", [b"EH", b"EHLO too.early\r\n"])
+def test_greeting_straight_after_the_header_still_refuses_an_early_talker(early: bytes) -> None:
+    # An application that greets as soon as the ProxyHeader event comes, without
+    # asking next_event() again, must not let bytes sent before the 220 through.
+    conn = ServerConnection(ServerConfig(proxy_protocol=True))
+    conn.receive_data(b"PROXY UNKNOWN\r\n" + early)
+    assert conn.next_event() == ProxyHeader(None, None, 1)
+    conn.accept()
+    assert conn.data_to_send() == b"554 Protocol violation: client sent data before the greeting\r\n"  # no enhanced code before EHLO
+    with pytest.raises(RemoteProtocolError, match="before the greeting"):
+        conn.next_event()
+    # With reject_early_talkers off, the bytes are the first command's.
+    conn = ServerConnection(ServerConfig(proxy_protocol=True, reject_early_talkers=False))
+    conn.receive_data(b"PROXY UNKNOWN\r\nEHLO client.example\r\n")
+    conn.next_event()
+    conn.accept()
+    assert conn.data_to_send().startswith(b"220 ")
+    assert isinstance(conn.next_event(), Hello)
+
+
+def test_bytes_fed_before_the_greeting_are_early_talk() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"EHLO too.early\r\n")
+    conn.accept()
+    assert conn.data_to_send().startswith(b"554 ")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
 
 
 def test_talking_right_after_the_header_is_early_talk() -> None:
