@@ -236,7 +236,8 @@ def test_greeting_straight_after_the_header_still_refuses_an_early_talker(early:
     conn.receive_data(b"PROXY UNKNOWN\r\n" + early)
     assert conn.next_event() == ProxyHeader(None, None, 1)
     conn.accept()
-    assert conn.data_to_send() == b"554 Protocol violation: client sent data before the greeting\r\n"  # no enhanced code before EHLO
+    # (No enhanced code: none is sent before EHLO.)
+    assert conn.data_to_send() == b"554 Protocol violation: client sent data before the greeting\r\n"
     with pytest.raises(RemoteProtocolError, match="before the greeting"):
         conn.next_event()
     # With reject_early_talkers off, the bytes are the first command's.
