@@ -34,6 +34,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from smtpcore._abnf import CONTROL_RE
 from smtpcore._address import address_literal, exact_a_labels
 
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
@@ -89,9 +90,6 @@ def _directory_name(recipient: str) -> str:
         digest = hashlib.sha256(lower.encode()).hexdigest()[:32]
         name = f"{name[: NAME_MAX - len(digest) - 1]}~{digest}"
     return name
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -261,7 +259,7 @@ def _address_literal(host: str) -> str:
 def trace_headers(trace: TraceInfo) -> bytes:
     """``Return-Path`` and ``Received`` (RFC 5321 §4.4), with CRLF line endings."""
     fields = [trace.sender, trace.helo, trace.peer_host, trace.hostname, trace.protocol, *trace.recipients]
-    if any(_CONTROL.search(field) for field in fields):
+    if any(CONTROL_RE.search(field) for field in fields):
         # The core never produces such values; a caller that builds TraceInfo by hand might.
         raise ValueError("trace header fields must not contain control characters")
     for_clause = f"\r\n\tfor <{trace.recipients[0]}>" if len(trace.recipients) == 1 else ""

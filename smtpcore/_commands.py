@@ -65,7 +65,6 @@ class Context:
     transaction_utf8: bool = False
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # The bracketed path at the start of a MAIL/RCPT argument: a quoted local part
 # may contain ">" and spaces, so the end is found with the quoting in mind.
 _PATH_EXTENT_RE = re.compile(r'<(?:[^>"\\]|"(?:[^"\\]|\\.)*")*>')
@@ -87,13 +86,14 @@ def decode_line(line: bytes) -> str:
     except UnicodeDecodeError:
         raise Refusal(R.SYNTAX_NOT_UTF8) from None
     # Skips the regex for the usual line.  On ASCII text isprintable() is false
-    # exactly for C0 controls and DEL, the characters _CONTROL_RE finds: every
-    # other ASCII character is a letter, digit, punctuation or the space, which
-    # Python counts as printable.  Non-ASCII text (where isprintable() also
-    # refuses characters such as U+00A0 that a command may hold) takes the regex.
+    # exactly for C0 controls and DEL, the ASCII characters CONTROL_RE finds:
+    # every other ASCII character is a letter, digit, punctuation or the space,
+    # which Python counts as printable.  Non-ASCII text (where isprintable() also
+    # refuses characters such as U+00A0 that a command may hold) takes the regex,
+    # which refuses C1 controls and U+2028/U+2029 too.
     if text.isascii() and text.isprintable():
         return text
-    if _CONTROL_RE.search(text):
+    if _abnf.CONTROL_RE.search(text):
         raise Refusal(R.SYNTAX_BAD_BYTES)
     return text
 
@@ -175,7 +175,9 @@ def _tolerated_name(argument: str) -> bool:
         return False
     if argument.endswith(".") and not argument.endswith("..") and _is_domain(argument[:-1]):
         return True
-    if ":" in argument:
+    if ":" in argument and "%" not in argument:
+        # (ipaddress takes an RFC 4007 zone, "fe80::1%eth0", with any text after the
+        # "%": a client could write "::1%(forged comment)" into our Received field.)
         try:
             ipaddress.ip_address(argument)
             return True

@@ -512,6 +512,10 @@ class ServerConnection:
         try:
             text = decode_line(line)
         except Refusal as refusal:
+            if line[:4].upper() == b"BDAT" and not line[4:5].isalnum():
+                # "BDAT 35 LAST\r" or "BDAT\x0035": a chunk follows, of a size that
+                # cannot be read; its octets must not be read as commands (smuggling).
+                self._fatal(R.BDAT_UNREADABLE, "client sent a BDAT command that cannot be read")
             return self._reject("", refusal.reply)
         verb, argument = split_verb(text)
         if len(line) > self._plain_line and verb not in _LONGER_LINES:

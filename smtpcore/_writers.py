@@ -57,7 +57,6 @@ MAX_COMMAND_LINE = 512
 # of the machine may still send a longer one, as smtplib does and Gmail takes.
 MAX_AUTH_LINE = 12288
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ARGUMENT_RE = re.compile(r"[^\x00-\x20\x7f]+|\"(?:[^\"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*\"")
 
 
@@ -72,7 +71,7 @@ def _finish(
     ``params``: a MAIL or RCPT line may be longer than ``limit`` by what the
     extensions its parameters use allow (asked only of a line over the limit).
     """
-    bad = _CONTROL_RE.search(text)
+    bad = _abnf.CONTROL_RE.search(text)
     if bad is not None:
         raise LocalProtocolError(f"refusing to send a command containing {bad.group()!r}: {text[:60]!r}")
     try:

@@ -24,7 +24,9 @@ CLASSES = [
     (_abnf.LDH_UTF8, r"[A-Za-z0-9\-]"),  # Ldh-str's characters
     (_abnf.ESMTP_VALUE_UTF8_RE.pattern.removesuffix("+"), r"[\x21-\x3c\x3e-\x7e]"),  # esmtp-value
 ]
-NON_ASCII_EDGES = [0x80, 0xA0, 0xFF, 0x100, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFD, 0xFFFF, 0x10000, 0x10FFFF]
+NON_ASCII_EDGES = [0xA0, 0xFF, 0x100, 0x7FF, 0x800, 0x2027, 0x202A, 0xD7FF, 0xE000, 0xFFFD, 0xFFFF, 0x10000, 0x10FFFF]
+# Non-ASCII, but controls and line breaks: the C1 controls, U+2028 and U+2029.
+NON_ASCII_CONTROLS = [*range(0x80, 0xA0), 0x2028, 0x2029]
 
 
 @pytest.mark.parametrize(("utf8_class", "ascii_class"), CLASSES)
@@ -40,12 +42,15 @@ def test_every_non_ascii_code_point_is_admitted(utf8_class: str, ascii_class: st
     utf8 = re.compile(utf8_class)
     for code in NON_ASCII_EDGES:
         assert utf8.fullmatch(chr(code)), hex(code)
+    for code in NON_ASCII_CONTROLS:
+        assert not utf8.fullmatch(chr(code)), hex(code)
+        assert _abnf.CONTROL_RE.fullmatch(chr(code)), hex(code)
 
 
 @given(st.characters(min_codepoint=0x80))
-def test_any_non_ascii_character_is_admitted(char: str) -> None:
+def test_any_non_ascii_character_but_a_control_is_admitted(char: str) -> None:
     for utf8_class, _ in CLASSES:
-        assert re.fullmatch(utf8_class, char)
+        assert bool(re.fullmatch(utf8_class, char)) == (ord(char) not in NON_ASCII_CONTROLS)
 
 
 def test_the_utf8_rules_use_the_classes() -> None:

@@ -301,6 +301,12 @@ def test_refused(prefix: bytes, line: bytes, reply: bytes) -> None:
         b"BDAT 1000000000000000 LAST",
         b"BDAT 1 " + b"x" * 520,  # over 512 octets
         b"BDAT 1 LAST" + b" " * 5000,  # over any command line: the buffer drops it as it comes
+        # Lines refused before their verb is read: still a BDAT, its chunk still follows.
+        b"BDAT 1 LAST\r",
+        b"bdat 1 LAST\x0b",
+        b"BDAT 1 LAST\xff",
+        b"BDAT\x001 LAST",
+        "BDAT 1 LAST\u0085".encode(),
     ],
 )
 def test_a_bdat_that_cannot_be_read_ends_the_session(line: bytes) -> None:
@@ -422,6 +428,18 @@ def test_a_hello_name_that_real_clients_send_outside_the_grammar_is_taken(name: 
         config = ServerConfig(lmtp=True) if verb == "LHLO" else FULL
         event, _ = last(b"", f"{verb} {name}".encode(), config)
         assert isinstance(event, Hello) and (event.verb, event.domain) == (verb, name)
+
+
+@pytest.mark.parametrize(
+    "name", ["fe80::1%eth0", "::1%a(b)c;d<e>", "::1%x@evil.example", "x\u0085y.example", "x\u009b31m.example"]
+)
+def test_a_hello_name_with_a_zone_or_a_control_is_refused(name: str) -> None:
+    # ipaddress takes any text after "%" as an RFC 4007 zone, and the name goes into
+    # Received: "::1%(mx.trusted.example)" would forge a trace comment.  A C1 control
+    # (U+0085 is a line break to str.splitlines, U+009B a terminal escape) is a control.
+    event, out = last(b"", f"EHLO {name}".encode())
+    assert isinstance(event, CommandRejected)
+    assert out.startswith((b"500 ", b"501 "))
 
 
 @pytest.mark.parametrize(
@@ -600,7 +618,8 @@ def reference_decode(line: bytes) -> Any:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return "not utf-8"
-    return "control" if re.search(r"[\x00-\x1f\x7f]", text) else text
+    # C0, DEL, C1 and the Unicode line and paragraph separators.
+    return "control" if re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", text) else text
 
 
 def checked_decode(line: bytes) -> Any:
