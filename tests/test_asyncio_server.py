@@ -1,23 +1,27 @@
 """The asyncio server's own paths: hooks that wait, one timer per connection, back-pressure.
 
-The asyncio adapter runs each hook eagerly and hands only a hook that really
-waits to a task (see ``adapters/asyncio_server.py``).  The shared adapter tests
-use hooks that never wait, so these cover the other half, and the timer that is
-moved only when a wait must end sooner.  Client and server share one event loop.
+The asyncio adapter runs each hook in a task, started eagerly from Python 3.12
+(see ``adapters/asyncio_server.py``).  The shared adapter tests use hooks that
+never wait, so these cover the other half, what a hook may do as any coroutine
+does, and the timer that is moved only when a wait must end sooner.  Client and
+server share one event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiosmtplib
 import pytest
+import sniffio
 import trustme
 
 from adapters import AsyncHandler, Envelope, Session, SMTPError
@@ -139,6 +143,50 @@ def test_a_hook_that_returns_an_awaitable_rather_than_a_coroutine() -> None:
             assert await _reply(reader) == b"550 5.7.1 Not you\r\n"
             assert (await _reply(reader)).startswith(b"221")
             writer.close()
+
+    _run(test)
+
+
+def test_a_hook_runs_in_a_task_of_the_connections_context() -> None:
+    # asyncio.timeout() and (from 3.12) wait_for() need a current task, as does sniffio,
+    # which httpx and anyio ask; a hook that does not wait once ran outside any task,
+    # and each of these failed with 451.  A ContextVar set in connection_opened is
+    # seen by the later hooks (from 3.11, whose create_task takes a context).
+    peer: contextvars.ContextVar[str] = contextvars.ContextVar("peer")
+    seen: list[object] = []
+
+    class Modern(AsyncHandler):
+        async def connection_opened(self, session: Session) -> Reply | None:
+            peer.set(str(session.peer))
+            return None
+
+        async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+            seen.append(asyncio.current_task() is not None)
+            seen.append(sniffio.current_async_library())
+            seen.append(await asyncio.wait_for(asyncio.sleep(0, "waited"), 1))
+            seen.append(peer.get(None) == str(session.peer) if sys.version_info >= (3, 11) else True)
+            return None
+
+        async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | str | None:
+            if sys.version_info >= (3, 11):
+                try:
+                    async with asyncio.timeout(0.01):  # it must cancel this hook's own task
+                        await asyncio.sleep(5)
+                except TimeoutError:
+                    return Reply(450, "Lookup timed out", "4.4.3")
+            return None
+
+    async def test() -> None:
+        async with SMTPServer(Modern(), ServerConfig(), port=0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _reply(reader)
+            writer.write(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nQUIT\r\n")
+            replies = [await _reply(reader) for _ in range(4)]
+            assert replies[1].startswith(b"250")
+            if sys.version_info >= (3, 11):
+                assert replies[2] == b"450 4.4.3 Lookup timed out\r\n"
+            writer.close()
+        assert seen == [True, "asyncio", "waited", True]
 
     _run(test)
 
