@@ -105,13 +105,33 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--hostname", help="the name in the greeting and trace headers")
     arg("--accept-domain", action="append", metavar="DOMAIN", help="accept mail for this domain (repeatable)")
     arg("--accept-address", action="append", metavar="ADDRESS", help="accept mail for this address (repeatable)")
-    arg("--max-message-size", type=int, metavar="OCTETS")
-    arg("--max-recipients", type=int)
-    arg("--command-timeout", type=float, metavar="SECONDS")
-    arg("--max-connections", type=int)
+    arg(
+        "--max-message-size",
+        type=int,
+        metavar="OCTETS",
+        help="advertised as SIZE; larger messages get 552 5.3.4 (default 10485760)",
+    )
+    arg(
+        "--max-recipients",
+        type=int,
+        metavar="N",
+        help="recipients per message; the excess gets 452 4.5.3 (at least 100; default 1000)",
+    )
+    arg(
+        "--command-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a whole command line must arrive within it (default 300)",
+    )
+    arg(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="sessions at once; the excess is greeted with 421 and closed (default 100)",
+    )
     arg("--max-connections-per-client", type=int, metavar="N", help="sessions one address may have at once (0: any)")
-    arg("--tls-cert", metavar="FILE")
-    arg("--tls-key", metavar="FILE")
+    arg("--tls-cert", metavar="FILE", help="a certificate chain (PEM)")
+    arg("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     arg("--tls", choices=SERVE_CHOICES["tls"], help="STARTTLS policy (default optional with a cert)")
     arg("--implicit-tls", action="store_true", default=None, help="TLS from the first byte (port 465 style)")
     arg("--self-signed", action="store_true", default=None, help="generate a throwaway certificate (testing)")
@@ -155,7 +175,7 @@ def _serve_parser(subparsers: Any) -> None:
         help="a DATA message with a CR or LF outside CRLF: refuse it with 550 5.6.11 (default) or store it",
     )
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
-    arg("--log-level", choices=SERVE_CHOICES["log_level"])
+    arg("--log-level", choices=SERVE_CHOICES["log_level"], help="how much to log (default info)")
     arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
     arg("--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM")
 
