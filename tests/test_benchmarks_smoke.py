@@ -161,7 +161,7 @@ def test_profile_layers_replays_one_session_through_every_layer(capsys: pytest.C
     async def through_asyncio() -> int:
         session, server = profile_layers.asyncio_sessions()
         async with server:
-            return session(profile_layers.SESSION)
+            return await session(profile_layers.SESSION)
 
     written.add(asyncio.run(through_asyncio()))
     assert len(written) == 1 and written.pop() > 200  # greeting, EHLO's list, 4 replies, 221
