@@ -191,6 +191,31 @@ def test_a_hook_runs_in_a_task_of_the_connections_context() -> None:
     _run(test)
 
 
+def test_a_reply_held_back_by_error_delay_goes_at_the_shutdown_deadline_then_421() -> None:
+    # As the blocking and gevent servers do: the pause ends at the deadline, the owed
+    # reply is written, then the 421.  It was cancelled as a stuck hook, a second later,
+    # and the client heard nothing at all.
+    async def test() -> None:
+        config = ServerConfig(error_delay=30, error_delay_after=1)
+        async with SMTPServer(AsyncHandler(), config, port=0) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _reply(reader)
+            writer.write(b"EHLO c.example\r\nBOGUS\r\n")
+            await _reply(reader)
+            assert (await _reply(reader)).startswith(b"500")  # the first error: no delay yet
+            writer.write(b"BOGUS\r\n")  # its reply owes 30 s
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            await server.shutdown(0.2)
+            assert time.monotonic() - started < 1.0
+            assert (await _reply(reader)).startswith(b"500")
+            assert (await _reply(reader)).startswith(b"421 4.3.2")
+            assert await reader.read() == b""
+            writer.close()
+
+    _run(test)
+
+
 @pytest.mark.parametrize("stuck", ["on a future", "spinning"])
 def test_shutdown_cancels_a_hook_stuck_past_the_deadline(stuck: str) -> None:
     # Cancellation reaches a hook waiting on a future through that future, and
