@@ -595,6 +595,9 @@ class ServerConnection:
             return self._anytime(event)
         if kind is Bdat:
             assert isinstance(event, Bdat)
+            if not event.size and not event.last:
+                # "BDAT 0" adds nothing: allowed, but a client could send it for ever.
+                self._junk_command()
             return self._start_chunk(event, self._sequence_refusal(event))
         if kind not in TRANSITIONS.get(state, _NO_TRANSITIONS):
             return self._reject(verb, self._sequence_refusal(event))
@@ -615,7 +618,9 @@ class ServerConnection:
             assert isinstance(event, Mail)
             size = event.params.size
             if config.max_message_size and size is not None and size > config.max_message_size:
-                return self._reject(verb, R.MESSAGE_TOO_BIG, count=False)
+                # An error like any refusal: a client must not hold the connection by
+                # announcing messages too big for ever.
+                return self._reject(verb, R.MESSAGE_TOO_BIG)
         if kind is Auth:
             assert isinstance(event, Auth)
             return self._start_auth(event)

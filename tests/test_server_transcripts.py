@@ -1547,6 +1547,27 @@ def test_a_greeting_said_again_is_junk() -> None:
     assert out.count(b"250-PIPELINING") == 7 and out.endswith(b"421 4.7.0 Too many errors; closing connection\r\n")
 
 
+def test_messages_announced_too_big_are_errors() -> None:
+    # 552 to each (RFC 1870 §6), and each an error as any refusal is: announcing one
+    # oversized message after another must not hold the connection for ever.
+    config = ServerConfig(max_message_size=65536, max_errors=3)
+    events, out = drive(b"EHLO c\r\n" + b"MAIL FROM:<a@b.c> SIZE=65537\r\n" * 4, config)
+    assert [type(e).__name__ for e in events][-2:] == ["CommandRejected", "RemoteProtocolError"]
+    assert out.count(b"552 5.3.4") == 3 and out.endswith(b"421 4.7.0 Too many errors; closing connection\r\n")
+
+
+def test_empty_bdat_chunks_are_junk() -> None:
+    # "BDAT 0" adds nothing but is allowed (RFC 3030 §2); one every few minutes must
+    # not hold the connection for ever either.  "BDAT 0 LAST" ends a message: not junk.
+    config = ServerConfig(max_junk_commands=5, max_errors=1)
+    start = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
+    events, out = drive(start + b"BDAT 0\r\n" * 6 + b"BDAT 0 LAST\r\n", config)
+    assert isinstance(events[-1], RemoteProtocolError)
+    assert out.count(b"250 2.0.0 0 octets received") == 5  # the sixth, past the limit, gets the 421
+    events, _ = drive(start + b"BDAT 0\r\n" * 5 + b"BDAT 0 LAST\r\n", config)
+    assert isinstance(events[-1], EndOfMessage)
+
+
 def test_recipients_over_the_limit_are_errors_past_an_overshoot_of_1000() -> None:
     # 452 for each: a pipelining client sends its RCPTs before it sees the first, and the
     # rest go in the next transaction.  Past 1000 of them (Postfix's overshoot), errors.
