@@ -233,6 +233,13 @@ class ServerConfig:
             raise ValueError("max_errors must be at least 1")
         if self.max_junk_commands < 1:
             raise ValueError("max_junk_commands must be at least 1")
+        if not self.eight_bit_mime and (self.smtputf8 or (self.binarymime and self.chunking)):
+            # RFC 6531 §3.1: a server offering SMTPUTF8 offers 8BITMIME too; and BODY=
+            # BINARYMIME is a value of 8BITMIME's BODY parameter, which would be refused.
+            raise ValueError(
+                "eight_bit_mime=False needs smtputf8=False and binarymime=False too "
+                "(SMTPUTF8 and BINARYMIME both rest on 8BITMIME: RFC 6531 §3.1, RFC 3030 §3)"
+            )
         for name in ("command_timeout", "data_timeout", "tls_handshake_timeout"):
             if not 0 < getattr(self, name) < float("inf"):
                 # 0 would end every session at its first read, with 421.

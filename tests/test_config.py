@@ -256,3 +256,14 @@ def test_client_chunk_size_positive() -> None:
     for bad in (0, -1):
         with pytest.raises(ValueError, match="chunk_size"):
             ClientConfig(chunk_size=bad)
+
+
+def test_8bitmime_off_needs_smtputf8_and_binarymime_off() -> None:
+    # RFC 6531 §3.1: SMTPUTF8 needs 8BITMIME; BODY=BINARYMIME is 8BITMIME's BODY parameter,
+    # so advertising BINARYMIME without it gave 555 to the very parameter it announces.
+    with pytest.raises(ValueError, match="smtputf8=False and binarymime=False"):
+        ServerConfig(eight_bit_mime=False)
+    with pytest.raises(ValueError, match="eight_bit_mime"):
+        ServerConfig(eight_bit_mime=False, smtputf8=False)
+    ServerConfig(eight_bit_mime=False, smtputf8=False, binarymime=False)
+    ServerConfig(eight_bit_mime=False, smtputf8=False, chunking=False)  # BINARYMIME needs CHUNKING too
