@@ -69,7 +69,9 @@ def check_address_literal(literal: str) -> None:
     inner = literal[1:-1]
     tag, colon, rest = inner.partition(":")
     if not colon:
-        # IPv4-address-literal = Snum 3("." Snum); Snum = 1*3DIGIT (0-255)
+        # IPv4-address-literal = Snum 3("." Snum); Snum = 1*3DIGIT (0-255).  The
+        # grammar lets a Snum have leading zeros; ipaddress refuses them (since
+        # CVE-2021-29921: "010" is 8 to some readers, 10 to others), and so do we.
         try:
             ipaddress.IPv4Address(inner)
         except ValueError:
@@ -81,6 +83,14 @@ def check_address_literal(literal: str) -> None:
             if not re.fullmatch(r"[0-9A-Fa-f:.]+", rest):
                 raise ValueError(rest)
             ipaddress.IPv6Address(rest)
+            if "::" in rest:
+                # RFC 5321 §4.1.3: "::" stands for at least two groups of zeros, so at
+                # most 6 groups besides it (4 and the IPv4 address in IPv6v4-comp);
+                # ipaddress also takes "1:2:3:4:5:6:7::", where it stands for one.
+                groups = [group for group in rest.replace("::", ":").split(":") if group]
+                embedded_ipv4 = bool(groups) and "." in groups[-1]
+                if len(groups) - embedded_ipv4 > (4 if embedded_ipv4 else 6):
+                    raise ValueError(rest)
         except ValueError:
             raise AddressError(f"{literal} is not a valid IPv6 address literal") from None
     elif not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?", tag) or not rest:

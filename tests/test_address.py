@@ -41,6 +41,8 @@ GOOD_DOMAINS = [
     "[IPv6:2001:db8::1]",
     "[ipv6:2001:DB8:0:0:0:0:0:1]",
     "[IPv6:::ffff:192.0.2.1]",
+    "[IPv6:1:2:3:4:5:6::]",
+    "[IPv6:1:2:3:4::1.2.3.4]",
     "[x-tag:anything-goes]",
     "[tag:a:b:c]",
 ]
@@ -82,6 +84,11 @@ BAD_DOMAINS = [
     "[IPv6:fe80::1%eth0]",  # a scope id is not RFC 5321 grammar
     "[IPv6:fe80::1%25eth0]",
     "[IPv6:1.2.3.4]",
+    # RFC 5321 §4.1.3: "::" is at least two groups, so at most 6 others (4 with an IPv4 part).
+    "[IPv6:1:2:3:4:5:6:7::]",
+    "[IPv6:1::2:3:4:5:6:7]",
+    "[IPv6:1:2:3:4:5::1.2.3.4]",
+    "[001.002.003.004]",  # leading zeros: octal to some readers (CVE-2021-29921)
     "[tag:]",
     "[:content]",
     "[-tag:content]",
