@@ -1169,6 +1169,9 @@ class ServerConnection:
                 error = R.BARE_NEWLINE
             elif reader.long_line and self.config.long_lines is LongLinePolicy.REJECT:
                 error = R.LINE_TOO_LONG_IN_DATA
+                if self.config.max_line_length != 1000:  # the reply names the limit
+                    text = f"Message contains a line longer than {self.config.max_line_length - 2} octets"
+                    error = Reply(error.code, text, error.enhanced)
         count = len(self._recipients) if self.config.lmtp else 1
         if error is None:
             self._state = S.READY

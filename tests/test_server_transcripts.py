@@ -1890,6 +1890,8 @@ def test_bare_newline_and_long_line_policies() -> None:
     data = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
     _, out = drive(data + b"x" * 1200 + b"\r\n.\r\n")
     assert out.endswith(b"550 5.6.0 Message contains a line longer than 998 octets\r\n")
+    _, out = drive(data + b"x" * 1200 + b"\r\n.\r\n", ServerConfig(max_line_length=1100))
+    assert out.endswith(b"550 5.6.0 Message contains a line longer than 1098 octets\r\n")  # the limit it has
     events, out = drive(data + b"x" * 1200 + b"\r\n.\r\n", ServerConfig(long_lines=LongLinePolicy.ACCEPT))
     assert out.endswith(b"250 2.0.0 OK: message accepted\r\n")
     assert content(events) == b"x" * 1200 + b"\r\n"
