@@ -48,6 +48,8 @@ __all__ = ["send_message", "send_messages"]
 HIGH_WATER = 4 * READ_SIZE
 #: Seconds a close may take (a TLS close_notify exchange) before the connection is aborted.
 CLOSE_TIMEOUT = 1.0
+#: Seconds between looks at whether a TLS close_notify has left (see _Stream.close).
+CLOSE_POLL = 0.01
 
 
 class _Stream(asyncio.BufferedProtocol):
@@ -60,6 +62,8 @@ class _Stream(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # The TCP transport beneath, once start_tls() has put a TLS one above it.
+        self._tcp: asyncio.Transport | None = None
         self._landing = memoryview(bytearray(READ_SIZE))
         self._buffer = bytearray()
         self._eof = False
@@ -68,6 +72,9 @@ class _Stream(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._lost = asyncio.get_running_loop().create_future()
+        # Why the connection was lost (a reset), raised by the read that finds it gone,
+        # as a socket's recv() raises it in the other adapters.
+        self._lost_by: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -89,6 +96,7 @@ class _Stream(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._lost_by = exc
         if not self._lost.done():
             self._lost.set_result(None)
         self._wake()
@@ -119,6 +127,8 @@ class _Stream(asyncio.BufferedProtocol):
             finally:
                 timer.cancel()
                 self._waiter = None
+        if not self._buffer and self._lost_by is not None:
+            raise self._lost_by
         data = bytes(self._buffer)
         self._buffer.clear()
         if self._paused and self.transport is not None:
@@ -154,7 +164,7 @@ class _Stream(asyncio.BufferedProtocol):
             self.abort()
             raise
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self._tcp, self.transport = self.transport, transport
         self._paused = False
 
     def abort(self) -> None:
@@ -164,10 +174,24 @@ class _Stream(asyncio.BufferedProtocol):
             self._aborted = True
 
     async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Close (a TLS close_notify is sent); abort if it is not over within ``timeout`` seconds."""
+        """Close; abort if it is not over within ``timeout`` seconds.
+
+        Over TLS, close() sends our close_notify and then waits for the server's,
+        which a server that has said 221 need not send: the connection is aborted
+        as soon as ours has left, as the other adapters close at once.
+        """
         if self.transport is None or self._aborted:
             return
         self.transport.close()
+        tcp = self._tcp
+        if tcp is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not self._lost.done() and tcp.get_write_buffer_size() and loop.time() < deadline:
+                await asyncio.sleep(CLOSE_POLL)
+            if not self._lost.done():
+                self.transport.abort()
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), timeout)
         except asyncio.TimeoutError:

@@ -421,6 +421,73 @@ def test_fault_server_hangs_up_mid_data(client: str, fake_smtp_server: FakeSMTPS
     assert fake_smtp_server.messages == []
 
 
+@contextlib.contextmanager
+def _one_connection(serve: Any) -> Iterator[int]:
+    """A listener on 127.0.0.1 whose first connection ``serve(sock)`` handles in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def run() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as sock:
+            sock.settimeout(5)
+            serve(sock)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_fault_server_that_resets_after_the_greeting(client: str) -> None:
+    # The cause is the socket's error on every adapter, as client.md promises: asyncio
+    # read a reset as the server closing, and trio gave its BrokenResourceError.
+    def reset(sock: socket.socket) -> None:
+        sock.sendall(b"220 mx ESMTP\r\n")
+        sock.recv(100)  # the EHLO
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    with _one_connection(reset) as port, pytest.raises(SMTPTransientError) as caught:
+        send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=PLAIN)
+    assert isinstance(caught.value.__cause__, ConnectionError), repr(caught.value.__cause__)
+
+
+def test_a_tls_connection_is_closed_after_221_without_waiting_for_the_server(client: str, smtp_ca: TestCA) -> None:
+    # Many MTAs answer QUIT with 221 and wait for the client to close, sending no
+    # close_notify of their own.  asyncio's close() waited for one, CLOSE_TIMEOUT (1 s).
+    client_done = threading.Event()
+
+    def lingering(raw: socket.socket) -> None:
+        with smtp_ca.server_context().wrap_socket(raw, server_side=True) as sock:
+            lines = sock.makefile("rb")
+            sock.sendall(b"220 mx ESMTP\r\n")
+            for reply in (b"250-mx\r\n250 8BITMIME\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+                lines.readline()
+                sock.sendall(reply)
+            while lines.readline() not in (b".\r\n", b""):
+                pass
+            sock.sendall(b"250 queued\r\n")
+            lines.readline()
+            sock.sendall(b"221 bye\r\n")
+            client_done.wait(3)  # no close_notify, no close: the client's to end it
+
+    config = ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
+    with _one_connection(lingering) as port:
+        started = time.monotonic()
+        try:
+            outcome = send(
+                client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT,
+                config=config, tls_context=smtp_ca.client_context(),
+            )  # fmt: skip
+        finally:
+            took = time.monotonic() - started
+            client_done.set()
+    assert outcome.delivered == ("b@example.org",)
+    assert took < 0.9  # at once; asyncio waited its full second for the server's close_notify
+
+
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.slow("RCPT", 5.0)
     started = time.monotonic()
