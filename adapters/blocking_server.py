@@ -445,8 +445,9 @@ class SMTPServer:
                     sock, peer = listener.accept()
                 except (BlockingIOError, TimeoutError):  # a slice ended: look at the flag again
                     continue
-                except OSError:  # shut down, or out of descriptors (EMFILE): not a hot loop
+                except OSError as exc:  # shut down, or out of descriptors (EMFILE): not a hot loop
                     if self._accepting:
+                        log.error("cannot accept a connection (%s); trying again in %s s", exc, TICK)
                         time.sleep(TICK)
                     continue
                 with self._lock:

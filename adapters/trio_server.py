@@ -24,6 +24,7 @@ is pending first, so each connection's bytes keep their order.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -66,6 +67,13 @@ __all__ = ["SMTPServer", "serve"]
 log = logging.getLogger("smtpcore.adapters")
 
 _Stream = trio.abc.Stream
+
+#: What ``accept()`` fails with while the process or the system is out of descriptors or
+#: memory (trio.serve_listeners' list): for the moment, not for good.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How long the accept loop then waits before it tries again: a blocking worker's slice
+#: (``adapters.blocking_server.TICK``), and trio.serve_listeners' wait too.
+ACCEPT_RETRY = 0.1
 
 
 class _CutOff(Exception):
@@ -423,7 +431,7 @@ class SMTPServer:
                 nursery.start_soon(self._outbox.run)
                 with self._accept_scope:
                     while True:
-                        stream = await self._listener.accept()
+                        stream = await self._accept(self._listener)
                         if len(self._sessions) >= self.max_connections:
                             nursery.start_soon(self._refuse, stream)
                         else:
@@ -445,6 +453,19 @@ class SMTPServer:
                 nursery.cancel_scope.cancel()  # a hook that still runs is cancelled (see _session)
         finally:
             self._stopped.set()
+
+    async def _accept(self, listener: trio.SocketListener) -> trio.SocketStream:
+        """The next connection.  Out of descriptors (EMFILE) or memory, wait and try again, as
+        trio.serve_listeners does: raised out of :meth:`serve`, the error would end every session,
+        and the connection waiting in the backlog is served once one is free."""
+        while True:
+            try:
+                return await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                log.error("cannot accept a connection (%s); trying again in %s s", exc, ACCEPT_RETRY)
+                await trio.sleep(ACCEPT_RETRY)
 
     async def _wait_idle(self) -> None:
         if self._sessions:

@@ -18,6 +18,7 @@ workers at once.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import sys
 import threading
@@ -258,9 +259,11 @@ def test_shutdown_wakes_the_idle_workers_at_once(monkeypatch: pytest.MonkeyPatch
         socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
-def test_out_of_descriptors_a_worker_backs_off_then_serves(monkeypatch: pytest.MonkeyPatch) -> None:
-    # accept() failing with EMFILE must not spin a core: the worker waits a slice and tries again,
-    # and the connection waiting in the backlog is served once descriptors are free.
+def test_out_of_descriptors_a_worker_backs_off_then_serves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # accept() failing with EMFILE must not spin a core: the worker says so, waits a slice and
+    # tries again, and the connection waiting in the backlog is served once descriptors are free.
     real_accept = socket.socket.accept
     failures: list[float] = []
 
@@ -275,6 +278,8 @@ def test_out_of_descriptors_a_worker_backs_off_then_serves(monkeypatch: pytest.M
         quit_session(greeted(server.port))
     assert len(failures) == 3
     assert failures[2] - failures[0] >= 1.5 * TICK  # a slice between tries, not a busy loop
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["cannot accept a connection ([Errno 24] Too many open files); trying again in 0.1 s"] * 3
 
 
 class Stuck(Handler):

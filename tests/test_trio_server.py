@@ -11,6 +11,8 @@ a call that is cut off in the very round it finishes.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import socket
 from collections.abc import Generator, Iterator
@@ -29,7 +31,7 @@ else:
 from adapters import AsyncHandler, Envelope, Session
 from adapters._handler import LOST, TIMED_OUT, Action, Close, Receive
 from adapters._outbox import Outbox
-from adapters.trio_server import SMTPServer, _Connection, _CutOff, _OutboxTask, _Watchdog
+from adapters.trio_server import ACCEPT_RETRY, SMTPServer, _Connection, _CutOff, _OutboxTask, _Watchdog
 from smtpcore import Reply, ServerConfig
 
 TIMEOUT_REPLY = b"421 4.4.2 Timeout exceeded, closing connection\r\n"
@@ -558,3 +560,38 @@ def test_the_session_reads_after_a_reply_in_the_outbox_by_waiting_first(outbox: 
         assert len(calls) == (0 if outbox else 1)
 
     trio.run(test)
+
+
+# --- the accept loop --------------------------------------------------------------------------------
+
+
+def test_out_of_descriptors_the_server_backs_off_then_serves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # accept() failing with EMFILE must neither end serve() (and with it every session)
+    # nor spin a core: the server says so, waits and tries again, as the blocking
+    # server's workers do, and the connection waiting in the backlog is served.
+    real_accept = trio.SocketListener.accept
+    failures: list[float] = []
+
+    async def accept(self: trio.SocketListener) -> trio.SocketStream:
+        if len(failures) < 3:
+            failures.append(trio.current_time())
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real_accept(self)
+
+    monkeypatch.setattr(trio.SocketListener, "accept", accept)
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(Recorder(), ServerConfig(), port=0).serve)
+            stream, buffer = await _connect(server)
+            await stream.send_all(b"QUIT\r\n")
+            assert (await _reply(stream, buffer)).startswith(b"221")
+            await server.shutdown(1.0)
+
+    trio.run(test)
+    assert len(failures) == 3
+    assert failures[2] - failures[0] >= 1.5 * ACCEPT_RETRY  # a wait between tries, not a busy loop
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["cannot accept a connection ([Errno 24] Too many open files); trying again in 0.1 s"] * 3
