@@ -504,7 +504,15 @@ class SMTPServer:
     async def _session(self, connection: _Connection) -> None:
         raw = connection.stream
         assert isinstance(raw, trio.SocketStream)
-        session = Session(peer=raw.socket.getpeername(), local=raw.socket.getsockname())
+        try:
+            session = Session(peer=raw.socket.getpeername(), local=raw.socket.getsockname())
+        except OSError as exc:
+            # A client that reset the connection before its session began (ENOTCONN: a port
+            # scanner, a health check closing with SO_LINGER 0).  trio's accept() keeps no
+            # address to fall back on; with none to show the hooks, there is no session, as
+            # for a failed implicit-TLS handshake.  Not a failure of the server's.
+            log.info("lost a connection before its session began: %s", exc)
+            return
         if self.config.implicit_tls:
             assert self.tls is not None
             session.tls_info = await connection.start_tls(self.tls, self.config.tls_handshake_timeout)

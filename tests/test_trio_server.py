@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 from collections.abc import Generator, Iterator
 from socket import socketpair as stdlib_socket_pair
 from typing import TYPE_CHECKING
@@ -595,3 +596,29 @@ def test_out_of_descriptors_the_server_backs_off_then_serves(
     assert failures[2] - failures[0] >= 1.5 * ACCEPT_RETRY  # a wait between tries, not a busy loop
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == ["cannot accept a connection ([Errno 24] Too many open files); trying again in 0.1 s"] * 3
+
+
+def test_a_client_that_resets_before_its_session_begins_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    # A port scanner or a health check connects and resets at once (SO_LINGER 0).  Here
+    # the reset comes before the server has even accepted: no await runs in between, so
+    # its session then finds the socket no longer connected (getpeername: ENOTCONN).
+    caplog.set_level(logging.INFO, logger="smtpcore.adapters")
+
+    async def test() -> None:
+        handler = Recorder()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(SMTPServer(handler, ServerConfig(), port=0).serve)
+            for _ in range(5):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            stream, buffer = await _connect(server)  # and the server goes on
+            await stream.send_all(b"QUIT\r\n")
+            assert (await _reply(stream, buffer)).startswith(b"221")
+            await server.shutdown(1.0)
+        assert handler.closed == 1  # the reset ones had no session: no hook was called for them
+
+    trio.run(test)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    lost = [r for r in caplog.records if r.getMessage().startswith("lost a connection before its session began")]
+    assert len(lost) == 5
