@@ -83,6 +83,7 @@ from smtpcore import (
 )
 
 __all__ = [
+    "HOOK_FAILURES",
     "LOST",
     "SHUTDOWN",
     "TIMED_OUT",
@@ -424,14 +425,24 @@ class _ConnectionLost(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _HookFailed:
-    error: Exception
+    error: BaseException
 
 
-def call_hook(handler: Handler, action: CallHook) -> Any:
-    """Run a blocking hook; an exception comes back as a value for the dispatcher."""
+#: What a hook may raise and still be a hook that failed (logged, answered 451).
+HOOK_FAILURES: tuple[type[BaseException], ...] = (Exception,)
+
+
+def call_hook(handler: Handler, action: CallHook, failures: tuple[type[BaseException], ...] = HOOK_FAILURES) -> Any:
+    """Run a blocking hook; an exception comes back as a value for the dispatcher.
+
+    ``failures`` are the exceptions that count as the hook's failure.  An adapter
+    whose library raises a ``BaseException`` of its own to bound a wait (gevent's
+    ``Timeout``) adds it, so that a hook bounding a lookup with it fails as any
+    other hook does; what the adapter itself stops a hook with must stay out.
+    """
     try:
         return getattr(handler, action.name)(*action.args)
-    except Exception as exc:
+    except failures as exc:
         return _HookFailed(exc)
 
 

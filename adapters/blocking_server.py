@@ -28,6 +28,7 @@ from smtpcore import ServerConfig
 
 from ._cpu import cpu_for_workers, keep_on
 from ._handler import (
+    HOOK_FAILURES,
     LOST,
     READ_SIZE,
     SHUTDOWN,
@@ -249,6 +250,7 @@ def serve_socket(
     peer: Any = None,
     timed: Callable[[socket.socket], _TimedSocket] | None = None,
     handshake_deadline: Deadline = _no_deadline,
+    hook_failures: tuple[type[BaseException], ...] = HOOK_FAILURES,
 ) -> None:
     """Run one SMTP session on a connected socket, then close it.
 
@@ -263,7 +265,9 @@ def serve_socket(
     plain one, then the TLS one after STARTTLS), for an adapter that keeps time
     its own way; gevent's watchdog does (see ``adapters.gevent_server``).
     ``handshake_deadline`` ends a TLS handshake on time where the socket's
-    timeout does not (gevent's: see :func:`_handshake`).
+    timeout does not (gevent's: see :func:`_handshake`).  ``hook_failures`` are the
+    exceptions a hook fails with (see :func:`~adapters._handler.call_hook`): gevent's
+    ``Timeout`` too, in the gevent adapter.
     """
     no_delay(sock)
     session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
@@ -293,7 +297,7 @@ def serve_socket(
             elif isinstance(action, Send):
                 result = io.send(action.data, config.command_timeout)
             elif isinstance(action, CallHook):
-                result = call_hook(handler, action)
+                result = call_hook(handler, action, hook_failures)
             elif isinstance(action, StartTls):
                 assert wrap_tls is not None
                 sock, result = _handshake(sock, wrap_tls, action.timeout, handshake_deadline)
@@ -309,21 +313,23 @@ def serve_socket(
         # Stopped in the middle of an action: gevent kills a greenlet still in a hook at a
         # shutdown's deadline (a thread cannot be).  The session ends as if the client had
         # left, and the handler still hears of it (message_aborted, connection_closed).
-        _last_hooks(actions, handler)
+        _last_hooks(actions, handler, hook_failures)
         raise
     finally:
         io.abandon()
         actions.close()
 
 
-def _last_hooks(actions: Generator[Action, Any, None], handler: Handler) -> None:
+def _last_hooks(
+    actions: Generator[Action, Any, None], handler: Handler, failures: tuple[type[BaseException], ...]
+) -> None:
     """Answer the action in progress LOST, and call the hooks the session still owes."""
     result: Any = LOST
     with contextlib.suppress(StopIteration):
         while True:
             action = actions.send(result)
             # Nothing is read or written any more; the Close is serve_socket's own, as it returns.
-            result = call_hook(handler, action) if isinstance(action, CallHook) else LOST
+            result = call_hook(handler, action, failures) if isinstance(action, CallHook) else LOST
 
 
 class SMTPServer:

@@ -35,7 +35,7 @@ import gevent.ssl
 
 from smtpcore import ServerConfig
 
-from ._handler import FLUSH_AT, LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, check_handler, refusal
+from ._handler import FLUSH_AT, HOOK_FAILURES, LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, check_handler, refusal
 from ._outbox import SOCKETS_ARE_FILES, Outbox, write_at_once
 from ._tls import server_context
 from .blocking_server import TICK, _TimedSocket, serve_socket
@@ -43,6 +43,14 @@ from .blocking_server import TICK, _TimedSocket, serve_socket
 __all__ = ["SMTPServer"]
 
 log = logging.getLogger("smtpcore.adapters")
+
+
+#: What a hook fails with: a ``gevent.Timeout`` too, a ``BaseException``, with which a hook
+#: bounds a lookup (``with gevent.Timeout(0.2):``); escaping the hook, it would end the
+#: session with no reply.  The adapter never stops a hook with one of its own: a shutdown
+#: kills the greenlet (``GreenletExit``, which must pass), the watchdog's :class:`_CutOff`
+#: lands only in a read or a write, and a handshake's deadline raises a ``TimeoutError``.
+_HOOK_FAILURES = (*HOOK_FAILURES, gevent.Timeout)
 
 
 class _CutOff(BaseException):
@@ -350,6 +358,7 @@ class SMTPServer:
                 peer=address,
                 timed=lambda sock: _WatchedSocket(sock, aborting, watchdog, outbox),
                 handshake_deadline=_handshake_deadline,
+                hook_failures=_HOOK_FAILURES,
             )
         except Exception:
             log.exception("session with %s failed", address)

@@ -15,6 +15,7 @@ monkey-patching.
 from __future__ import annotations
 
 import gc
+import logging
 import select
 import socket
 import ssl
@@ -27,10 +28,12 @@ import gevent.ssl
 import pytest
 from test_blocking_server import assert_a_write_nobody_reads_is_lost
 
+from adapters import Handler, Session
 from adapters._handler import SHUTDOWN, TIMED_OUT
 from adapters._outbox import Outbox
 from adapters.blocking_server import TICK
-from adapters.gevent_server import _Watchdog, _WatchedSocket
+from adapters.gevent_server import SMTPServer, _Watchdog, _WatchedSocket
+from smtpcore import Mail, Reply
 
 
 @pytest.fixture
@@ -399,3 +402,48 @@ def test_the_read_watcher_is_closed_with_the_socket(
     watcher = io._readable = _Watcher(io._readable)
     io.close(5.0)
     assert watcher.closed
+
+
+# --- hooks ------------------------------------------------------------------------------------------
+
+
+class _BoundedLookup(Handler):
+    """``mail_from`` bounds a slow lookup the gevent way, and the lookup overruns."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        with gevent.Timeout(0.05):
+            gevent.sleep(5)
+        return None
+
+    def connection_closed(self, session: Session) -> None:
+        self.closed += 1
+
+
+def test_a_gevent_timeout_out_of_a_hook_is_the_hooks_failure(caplog: pytest.LogCaptureFixture) -> None:
+    # gevent.Timeout is a BaseException: let through, it ended the session with no reply
+    # (and the hub printed a failed greenlet).  It is the hook's failure, as any other
+    # exception is (handlers.md): logged, answered 451, and the session goes on.
+    handler = _BoundedLookup()
+    server = SMTPServer(handler, port=0)
+    server.start()
+    try:
+        client = gevent.socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        reader = client.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        client.sendall(b"HELO me\r\nMAIL FROM:<a@example.com>\r\n")
+        assert reader.readline().startswith(b"250 ")
+        assert reader.readline() == b"451 Requested action aborted: local error in processing\r\n"
+        client.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"221 ")
+        assert reader.readline() == b""
+        reader.close()
+        client.close()
+    finally:
+        server.shutdown(1.0)
+    assert handler.closed == 1
+    [failure] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failure.getMessage().startswith("hook raised; answering 451")
+    assert failure.exc_info is not None and isinstance(failure.exc_info[1], gevent.Timeout)
