@@ -5,11 +5,11 @@ next_event, call the hook, send the reply, write.  The protocol is in
 ``smtpcore`` and the hook dispatch in ``_handler.Dispatcher``; this file only
 moves bytes and keeps time.
 
-A blocking ``recv`` cannot be interrupted from another thread, so a read waits
-in slices of :data:`TICK` seconds and checks between slices whether the read's
-deadline or the server's shutdown deadline has passed.  :func:`serve_socket` is
-also the connection loop of the gevent adapter, where the same code runs on
-cooperative sockets.
+A blocking ``recv`` or ``send`` cannot be interrupted from another thread, so a
+read or a write waits in slices of :data:`TICK` seconds and checks between
+slices whether its deadline or the server's shutdown deadline has passed.
+:func:`serve_socket` is also the connection loop of the gevent adapter, where
+the same code runs on cooperative sockets.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ __all__ = ["SMTPServer", "serve_socket"]
 
 log = logging.getLogger("smtpcore.adapters")
 
-#: How often a waiting read looks at the clock and the shutdown flag.
+#: How often a waiting read or write looks at the clock and the shutdown flag.
 TICK = 0.1
 #: Idle workers kept for the next connections; a worker that would be one more ends.
 MAX_IDLE = 32
@@ -98,14 +98,15 @@ def _handshake(
 
 
 class _TimedSocket:
-    """Reads and writes on a socket, each ended by its deadline, and reads by a shutdown.
+    """Reads and writes on a socket, each ended by its deadline and by a shutdown.
 
-    A blocking read cannot be interrupted from another thread, so a read waits
-    in slices of at most :data:`TICK` seconds and looks at the deadline and the
-    shutdown flag between them.  The subclasses differ in how a slice is timed.
+    A blocking call cannot be interrupted from another thread, so a read or a
+    write waits in slices of at most :data:`TICK` seconds and looks at the
+    deadline and the shutdown flag between them.  The subclasses differ in how
+    a slice is timed.
     """
 
-    #: What ``recv`` raises when a slice ends with nothing to read.
+    #: What ``recv`` raises when a slice ends with nothing to read (``send``: nothing written).
     slice_ended: type[OSError]
 
     def __init__(
@@ -138,17 +139,35 @@ class _TimedSocket:
                 return LOST
 
     def send(self, data: bytes, timeout: float) -> object:
+        """Write ``data`` whole within ``timeout`` seconds, or give up (``LOST``).
+
+        The deadline is the whole write's, not each ``send()`` call's: a client
+        that reads a little now and then (the kernel growing the socket's
+        buffer as it does) would otherwise keep a write going for ever.  Once
+        the shutdown's grace period is over, a write the client does not take
+        at once ends too, as every read does, so that the session ends (and
+        ``connection_closed`` runs) before ``shutdown()`` returns.
+        """
+        deadline = time.monotonic() + timeout
+        remaining, sent = timeout, 0
         try:
-            self._time_send(timeout)
-            # A reply almost always fits the socket's buffer: one send() is then
-            # the whole write.  (gevent's sendall() asks for SO_SNDBUF first, a
-            # system call per write.)
-            sent = self.sock.send(data)
-            if sent < len(data):
-                self.sock.sendall(memoryview(data)[sent:])
+            while True:
+                self._time_send(min(remaining, TICK))
+                # Not contextlib.suppress(): a context manager more for every write.
+                try:  # noqa: SIM105
+                    # A reply almost always fits the socket's buffer: one send() is then
+                    # the whole write.  (gevent's sendall() asks for SO_SNDBUF first, a
+                    # system call per write.)
+                    sent += self.sock.send(memoryview(data)[sent:] if sent else data)
+                except self.slice_ended:  # a slice went by with nothing written
+                    pass
+                if sent >= len(data):
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.aborting():
+                    return LOST
         except OSError:
             return LOST
-        return None
 
     def send_before_read(self, data: bytes, timeout: float) -> object:
         """The replies a read comes after: written now here (gevent's may wait for the hub's next turn)."""
@@ -212,20 +231,14 @@ class _KernelTimedSocket(_TimedSocket):
     slice_ended = BlockingIOError
 
     def __init__(
-        self,
-        sock: socket.socket,
-        aborting: Callable[[], bool],
-        send_timeout: float,
-        draining: Callable[[], bool] = lambda: False,
+        self, sock: socket.socket, aborting: Callable[[], bool], draining: Callable[[], bool] = lambda: False
     ) -> None:
         super().__init__(sock, aborting, draining)
         if sock.gettimeout() is not None:
             sock.settimeout(None)  # an ioctl: an accepted socket is blocking already
-        self._slice = TICK
+        self._slice = self._send_slice = TICK
         set_kernel_timeout(sock, socket.SO_RCVTIMEO, TICK)
-        # Per send() call, not for a whole sendall(): a peer that reads a
-        # little now and then keeps a write alive, as it does for Postfix.
-        set_kernel_timeout(sock, socket.SO_SNDTIMEO, send_timeout)
+        set_kernel_timeout(sock, socket.SO_SNDTIMEO, TICK)
 
     def _time_slice(self, seconds: float) -> None:
         # Only the last slice before a deadline is shorter: set it then, and
@@ -235,7 +248,10 @@ class _KernelTimedSocket(_TimedSocket):
             set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, seconds)
 
     def _time_send(self, seconds: float) -> None:
-        pass  # SO_SNDTIMEO, set once
+        # The same for writes: most take one send() in a full slice, and cost nothing here.
+        if seconds < TICK or self._send_slice < TICK:
+            self._send_slice = seconds
+            set_kernel_timeout(self.sock, socket.SO_SNDTIMEO, seconds)
 
 
 def serve_socket(
@@ -280,7 +296,7 @@ def serve_socket(
     if timed is not None:
         io = timed(sock)
     elif kernel_timeouts and KERNEL_TIMEOUTS and session.tls_info is None:
-        io = _KernelTimedSocket(sock, aborting, config.command_timeout, draining)
+        io = _KernelTimedSocket(sock, aborting, draining)
     else:
         io = _PolledSocket(sock, aborting, draining)
     actions = Dispatcher(config, session, transcript=wants_transcript(handler), unused=unused_hooks(handler)).actions()

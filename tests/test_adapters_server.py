@@ -1451,6 +1451,45 @@ def test_graceful_shutdown_deadline_answers_421(serve: Callable[..., Running], r
     assert "message_aborted" in recorder.calls
 
 
+def test_a_shutdown_ends_a_session_stuck_writing_to_a_client_that_never_reads(
+    serve: Callable[..., Running], recorder: Recorder
+) -> None:
+    # The write's own deadline is far off; the shutdown's is not.  By the time stop()
+    # returns the session is over: the connection is closed and connection_closed has
+    # run, with no thread, task or greenlet left writing (the blocking server's thread
+    # was left in send() until its command_timeout, the socket still open).
+    server = serve(ServerConfig(command_timeout=60, max_junk_commands=EHLOS_OK))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(0.2)
+    sock.connect(("127.0.0.1", server.port))
+    stop = threading.Event()
+    ended = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            try:
+                sock.sendall(b"EHLO me\r\n" * 1000)
+            except TimeoutError:
+                continue  # the server is not reading: it is stuck writing
+            except OSError:
+                break  # the server closed the connection
+        ended.set()
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        time.sleep(1.0)  # every buffer on the way is full: the server waits in its write
+        assert not recorder.closed.is_set()
+        server.stop(0.2)
+        assert recorder.closed.is_set(), "stop() returned with the session still writing"
+        assert ended.wait(5)  # the connection was closed (reset, with the client's bytes unread)
+    finally:
+        stop.set()
+        sender.join(5)
+        sock.close()
+
+
 async def _async_sleep(kind: str, seconds: float) -> None:
     if kind == "asyncio":
         await asyncio.sleep(seconds)

@@ -46,11 +46,11 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     client.close()
 
 
-def waiter(kind: str, sock: socket.socket, aborting: list[bool], send_timeout: float = 5.0) -> Waiter:
+def waiter(kind: str, sock: socket.socket, aborting: list[bool]) -> Waiter:
     if kind == "kernel":
         if not KERNEL_TIMEOUTS:
             pytest.skip("kernel-kept socket timeouts are used on Linux only")
-        return _KernelTimedSocket(sock, lambda: aborting[0], send_timeout)
+        return _KernelTimedSocket(sock, lambda: aborting[0])
     return _PolledSocket(sock, lambda: aborting[0])
 
 
@@ -132,9 +132,65 @@ def assert_a_write_nobody_reads_is_lost(io: Waiter, client: socket.socket, timeo
     assert time.monotonic() - started < 5.0
 
 
-def test_a_peer_that_never_reads_cannot_hold_a_write(pair: tuple[socket.socket, socket.socket]) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_peer_that_never_reads_cannot_hold_a_write(kind: str, pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
-    assert_a_write_nobody_reads_is_lost(waiter("kernel", server, [False], send_timeout=0.3), client)
+    assert_a_write_nobody_reads_is_lost(waiter(kind, server, [False]), client)
+
+
+def _slow_reader(client: socket.socket, stop: threading.Event) -> threading.Thread:
+    """A client that reads a little now and then: every read lets the next send() call take a little."""
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def read() -> None:
+        while not stop.wait(0.02):
+            if not client.recv(1024):
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_peer_that_reads_a_little_now_and_then_cannot_hold_a_write_past_its_deadline(
+    kind: str, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    # Timed per send() call, this write went on as long as the client kept taking
+    # a kilobyte a call: some 5 s for 256 KiB.  The deadline is the whole write's.
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stop = threading.Event()
+    reader = _slow_reader(client, stop)
+    try:
+        started = time.monotonic()
+        assert waiter(kind, server, [False]).send(b"x" * 256 * 1024, 0.5) is LOST
+        assert time.monotonic() - started < 2.0
+    finally:
+        stop.set()
+        reader.join(5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_at_the_end_of_a_shutdowns_grace_period_a_write_ends_within_a_slice(
+    kind: str, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    # As a read does: then the session ends, and its last hooks run, before shutdown() returns.
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    aborting = [False]
+    io = waiter(kind, server, aborting)
+    ended: list[object] = []
+    writer = threading.Thread(target=lambda: ended.append(io.send(b"x" * 4 * 1024 * 1024, 60.0)))
+    writer.start()
+    time.sleep(3 * TICK)  # the buffers are full: the write waits for the client
+    assert not ended
+    aborting[0] = True
+    started = time.monotonic()
+    writer.join(5)
+    assert ended == [LOST]
+    assert time.monotonic() - started < TICK * 2
 
 
 def test_the_kernel_waiter_leaves_the_socket_in_blocking_mode(pair: tuple[socket.socket, socket.socket]) -> None:
