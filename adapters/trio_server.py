@@ -190,6 +190,8 @@ class _Connection:
         self.deadline = math.inf
         #: What the call in progress returns if it is cut off; None between calls.
         self.if_cut_off: object = None
+        # The scope of the pause in progress (the core's error delay), which a shutdown's deadline ends.
+        self._pausing: trio.CancelScope | None = None
         self.closed = False
 
     def new_scope(self) -> trio.CancelScope:
@@ -210,6 +212,8 @@ class _Connection:
         self.aborting = True
         if self.if_cut_off is TIMED_OUT:  # a read is waiting: end it now
             self._cancel()
+        if self._pausing is not None:  # and so does a pause: the replies it holds back go now
+            self._pausing.cancel()
 
     def _shutting_down(self, idle: bool) -> bool:
         """Whether a read, idle or not, must end with SHUTDOWN now."""
@@ -324,6 +328,20 @@ class _Connection:
             result = LOST
         self._done()
         return result
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next write, or until the shutdown's grace period is over.
+
+        As the blocking and gevent servers' pauses end: the client then gets the
+        replies it was owed, and its 421 at the read after them.
+        """
+        if self.aborting:
+            return
+        try:
+            with trio.CancelScope() as self._pausing:
+                await trio.sleep(seconds)
+        finally:
+            self._pausing = None
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> TlsInfo | None:
         # The dispatcher wrote the 220 with a Send, which wrote everything put
@@ -570,7 +588,7 @@ class SMTPServer:
                 assert self.tls is not None
                 result = await connection.start_tls(self.tls, action.timeout)
             elif isinstance(action, Pause):
-                await trio.sleep(action.seconds)
+                await connection.pause(action.seconds)
             elif isinstance(action, Close):
                 connection.outbox.flush()  # its last replies first
                 if connection.unsent:

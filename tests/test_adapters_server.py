@@ -1650,6 +1650,28 @@ def test_a_shutdown_does_not_wait_out_a_long_error_delay(serve: Callable[..., Ru
     raw.close()
 
 
+def test_a_client_paused_at_a_shutdowns_deadline_gets_its_replies_then_421(
+    serve: Callable[..., Running], recorder: Recorder
+) -> None:
+    # The error delay holds back the reply to a command inside a transaction, so the
+    # grace period runs out during the pause.  The pause ends then: the client gets
+    # the reply it was owed and the 421, rather than a close without a word.
+    server = serve(ServerConfig(error_delay=60, error_delay_after=1))
+    raw = _in_a_transaction(server.port)
+    try:
+        raw.send(b"FOO\r\n")
+        assert raw.read_reply().startswith(b"500 ")  # the first error: no delay yet
+        raw.send(b"BAR\r\n")  # its reply waits a minute
+        time.sleep(0.2)
+        server.stop(0.5)
+        owed = raw.read_until_closed()
+        assert owed.startswith(b"500 ")
+        assert owed.endswith(b"\r\n421 4.3.2 Server shutting down, closing connection\r\n")
+    finally:
+        raw.close()
+    assert "connection_closed" in recorder.calls
+
+
 # --- memory ---------------------------------------------------------------------------------------
 
 MEMORY_SCRIPT = r"""
