@@ -7,11 +7,13 @@ this file only moves bytes and keeps time.
 
 Each read and write runs in its own cancel scope with what is left of the
 current wait (:class:`~adapters._client_common.Waits`: the driver's timeout,
-or ``timeout=``, per reply and per write).  trio reports a failed TLS handshake as
-``trio.BrokenResourceError``; it is re-raised here as the ``ssl.SSLError``
-behind it, so every dialect raises the same thing.  Timeouts, and what
-:func:`send_messages` and :func:`send_message` return or raise, are as in
-:mod:`adapters.blocking_client`.
+or ``timeout=``, per reply and per write).  trio reports a broken connection
+or a failed TLS handshake as ``trio.BrokenResourceError``, and a connection
+refused at every address as a plain ``OSError``; here each is the ``OSError``
+behind it (the ``ConnectionResetError``, the ``ssl.SSLError``, the
+``ConnectionRefusedError``), so every dialect raises the same thing.
+Timeouts, and what :func:`send_messages` and :func:`send_message` return or
+raise, are as in :mod:`adapters.blocking_client`.
 """
 
 from __future__ import annotations
@@ -45,9 +47,36 @@ from ._client_common import (
 __all__ = ["send_message", "send_messages"]
 
 
+def _os_error(exc: BaseException, what: str) -> OSError:
+    """The ``OSError`` behind a trio error, as the other dialects raise it.
+
+    A stream's ``BrokenResourceError`` is raised from the reset or the broken
+    pipe (over TLS from the TLS stream's own, raised from the socket's), or from
+    the ``ssl.SSLError`` of a handshake.  One with no ``OSError`` behind it
+    becomes a ``ConnectionError`` saying ``what`` failed, caused by it.
+    """
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause
+        cause = cause.__cause__
+    error = ConnectionError(f"{what}: {exc}" if str(exc) else what)
+    error.__cause__ = exc
+    return error
+
+
 async def _connect(host: str, port: int, source_address: tuple[str, int] | None) -> trio.SocketStream:
     if source_address is None:
-        return await trio.open_tcp_stream(host, port)
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            # "all attempts to connect ... failed", from a group of each attempt's error.
+            # When they all failed alike (refused, say), the last of them, as
+            # socket.create_connection raises it: a ConnectionRefusedError in every dialect.
+            attempts = getattr(exc.__cause__, "exceptions", ())
+            if attempts and len({type(attempt) for attempt in attempts}) == 1 and isinstance(attempts[-1], OSError):
+                raise attempts[-1] from None
+            raise
     error: OSError = OSError(f"no address for {host}")
     for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         sock = trio.socket.socket(family, kind, proto)
@@ -73,8 +102,9 @@ async def _secure(
     except trio.TooSlowError:
         raise HandshakeTimeout(host, seconds) from None
     except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        raise cause if isinstance(cause, OSError) else ConnectionError(f"TLS handshake failed: {exc}") from exc
+        error = _os_error(exc, "TLS handshake failed")
+        # The ssl.SSLError itself, as the other dialects raise it: not chained to trio's error.
+        raise error from error.__cause__
     return tls
 
 
@@ -98,7 +128,7 @@ async def _run(
                 else:
                     driver.receive(bytes(await stream.receive_some(READ_SIZE)))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                cause = exc
+                cause = _os_error(exc, "the connection broke")  # docs/client.md: the cause is the OSError
         if scope.cancelled_caught:
             cause = timed_out(driver, timeout)
         if cause is not None:
