@@ -97,12 +97,12 @@ SERVE_CHOICES: dict[str, tuple[str, ...]] = {
 def _serve_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run a mail sink that stores messages in a Maildir")
     arg = p.add_argument
-    arg("--config", help="a TOML file with any of these options (command-line options win)")
+    arg("--config", metavar="FILE", help="a TOML file with any of these options (command-line options win)")
     arg("--listen", action="append", metavar="HOST:PORT", help="where to listen (repeatable; [::1]:25 for IPv6)")
     arg("--adapter", choices=SERVE_CHOICES["adapter"], help="the concurrency adapter (default asyncio)")
     arg("--maildir", metavar="DIR", help="where messages go (default ./maildir)")
     arg("--maildir-per-recipient", action="store_true", default=None, help="one Maildir per recipient")
-    arg("--hostname", help="the name in the greeting and trace headers")
+    arg("--hostname", metavar="NAME", help="the name in the greeting and trace headers (default: this machine's)")
     arg("--accept-domain", action="append", metavar="DOMAIN", help="accept mail for this domain (repeatable)")
     arg("--accept-address", action="append", metavar="ADDRESS", help="accept mail for this address (repeatable)")
     arg(
@@ -129,7 +129,12 @@ def _serve_parser(subparsers: Any) -> None:
         metavar="N",
         help="sessions at once; the excess is greeted with 421 and closed (default 100)",
     )
-    arg("--max-connections-per-client", type=int, metavar="N", help="sessions one address may have at once (0: any)")
+    arg(
+        "--max-connections-per-client",
+        type=int,
+        metavar="N",
+        help="sessions one address may have at once (default 0: any)",
+    )
     arg("--tls-cert", metavar="FILE", help="a certificate chain (PEM)")
     arg("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     arg("--tls", choices=SERVE_CHOICES["tls"], help="STARTTLS policy (default optional with a cert)")
@@ -177,7 +182,9 @@ def _serve_parser(subparsers: Any) -> None:
     arg("--discard", action="store_true", default=None, help="accept and drop every message")
     arg("--log-level", choices=SERVE_CHOICES["log_level"], help="how much to log (default info)")
     arg("--transcript", metavar="DIR", help="write each session's wire bytes to a file here (AUTH redacted)")
-    arg("--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM")
+    arg(
+        "--shutdown-timeout", type=float, metavar="SECONDS", help="how long sessions may finish on SIGTERM (default 30)"
+    )
 
 
 def _merge_options(args: argparse.Namespace) -> dict[str, Any]:
