@@ -412,22 +412,14 @@ class _Connection(asyncio.BufferedProtocol):
         if not self._ended:  # meanwhile (see end())
             self._advance(result)
 
-    if sys.version_info >= (3, 12):
-
-        def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-            return asyncio.Task(coroutine, loop=self._loop, context=self._context, eager_start=True)
-
-    elif sys.version_info >= (3, 11):
-
-        def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-            return self._loop.create_task(coroutine, context=self._context)
-
-    else:
-
-        def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-            # 3.10's create_task has no context: the task gets a copy of this one,
-            # so a ContextVar a hook sets is not seen by the next hook.
-            return self._context.run(self._loop.create_task, coroutine)
+    def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task for a hook, in the connection's context; started eagerly from 3.12."""
+        if asyncio.current_task() is not None:
+            # In a hook's task that went on with the session (see _hook_then_advance):
+            # already inside the context, which cannot be entered twice, nor can a task
+            # start eagerly in it.  This one starts at the loop's next turn, after that.
+            return _task_at_next_turn(self._loop, coroutine, self._context)
+        return _task_now(self._loop, coroutine, self._context)
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Let a task finish ``coroutine``; its result is the current action's."""
@@ -624,6 +616,42 @@ class _Connection(asyncio.BufferedProtocol):
                 self._close_timer = None
             self.done.set_result(None)
             self._server._connection_ended(self)
+
+
+if sys.version_info >= (3, 11):
+
+    def _task_at_next_turn(
+        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
+    ) -> asyncio.Task[Any]:
+        return loop.create_task(coroutine, context=context)
+
+else:
+
+    def _task_at_next_turn(
+        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
+    ) -> asyncio.Task[Any]:
+        # 3.10's create_task has no context: the task gets a copy of the current one
+        # (the connection's, here), so a ContextVar a hook sets is not seen by the next.
+        return loop.create_task(coroutine)
+
+
+if sys.version_info >= (3, 12):
+
+    def _task_now(
+        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
+    ) -> asyncio.Task[Any]:
+        """A task that runs at once, in this callback, until it first waits (an eager start)."""
+        return asyncio.Task(coroutine, loop=loop, context=context, eager_start=True)
+
+elif sys.version_info >= (3, 11):
+    _task_now = _task_at_next_turn
+
+else:
+
+    def _task_now(
+        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
+    ) -> asyncio.Task[Any]:
+        return context.run(loop.create_task, coroutine)  # (in a callback: the context is not entered)
 
 
 def _soon(callback: Callable[[], None]) -> None:
