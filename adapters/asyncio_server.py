@@ -13,10 +13,15 @@ still: asyncio allocates 256 KiB for every ``recv``, which the C allocator
 served by mapping and unmapping memory each time.  A :class:`~asyncio.BufferedProtocol`
 reads into one buffer per connection instead.
 
-Hooks are coroutines.  Most never wait for anything, so :meth:`_Connection._call`
-runs each one eagerly, like a function; only a hook that does wait (on a
-database, a lock, a sleep) is handed to a task, and the session goes on when
-that task is done.
+Hooks are coroutines, and each runs in a task of its own, in one context per
+connection: a hook may use ``asyncio.timeout()``, ``wait_for()`` (which needs a
+task from 3.12), httpx or anyio (which ask sniffio, which asks for the task),
+and a ``ContextVar`` it sets is seen by the next hook, as in trio's task per
+connection.  Stepping a hook's coroutine by hand from the callback, as this
+adapter once did, ran it outside any task, and those failed.  From 3.12 the task
+starts eagerly, so a hook that never waits is done within the callback; before
+3.12 it runs at the loop's next turn.  Either way the task, once its hook is
+done, goes on with the session itself (:meth:`_Connection._hook_then_advance`).
 
 Replies that come before a read are not written at once but at the start of
 the loop's next turn, every connection's together (``adapters._outbox``), as Redis
@@ -104,7 +109,7 @@ LANDING_SIZE = 96 * 1024
 # What a session is waiting for, if anything (None: it is running, or has ended).
 _READ = "read"
 _DRAIN = "drain"  # the transport's write buffer to empty
-_TASK = "task"  # a hook that waits, or the TLS handshake
+_TASK = "task"  # a hook's task, the TLS handshake or a pause
 _TURN = "turn"  # the loop's next turn, after one piece of a long burst's replies
 
 
