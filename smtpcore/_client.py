@@ -377,11 +377,12 @@ class ClientConnection:
             raise LocalProtocolError("the connection is closed")
         if self._tls is not None:
             raise LocalProtocolError("finish the TLS handshake (tls_established()) first")
-        if self._buffer and not self._outstanding and not _may_be_421(self._buffer.peek()):
+        if self._buffer and not self._outstanding and not self._buffer.peek().startswith(b"421"):
             # Bytes the server sent with nothing outstanding: a reply to a command not
             # yet written (see the module doc).  Found here, before writing, because
             # the command would take it for its own.  (A 421 may come at any time,
-            # RFC 5321 §3.8: the next command's reply, it ends the session.)
+            # RFC 5321 §3.8: the next command's reply, it ends the session.  Only a
+            # whole "421", though: a "4" could yet be any 4xx, injected ahead.)
             self._fail("the server sent a reply before the command it answers")
 
     def _send_content(self, data: bytes | bytearray | memoryview, stuffed: bool = False) -> None:

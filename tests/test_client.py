@@ -144,6 +144,17 @@ def test_a_421_on_an_idle_connection_is_returned_then_the_session_ends(then_clos
         conn.send(Noop())
 
 
+@pytest.mark.parametrize("early", [b"4", b"42", b"45"])
+def test_a_partial_reply_before_a_command_is_still_an_error(early: bytes) -> None:
+    # Only a whole "421" may go ahead of a command: a "4" could become any 4xx,
+    # which the command would then take for its own reply (reply injection).
+    conn = ready()
+    conn.receive_data(early)
+    with pytest.raises(RemoteProtocolError, match="before the command"):
+        conn.send(Noop())
+    assert conn.data_to_send() == b""
+
+
 def test_an_idle_connection_closed_in_the_middle_of_a_421_is_an_error() -> None:
     conn = ready()
     conn.receive_data(b"421 4.4.2 mx Idle")
