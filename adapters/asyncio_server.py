@@ -113,6 +113,52 @@ _TASK = "task"  # a hook's task, the TLS handshake or a pause
 _TURN = "turn"  # the loop's next turn, after one piece of a long burst's replies
 
 
+class _Resumed:
+    """Awaiting it carries on a coroutine that was started by hand and is waiting on ``pending``.
+
+    Task-driven coroutines talk to their task through what they yield (a future
+    to wait for, or None to let others run); this passes every such message up
+    to the awaiting task and every answer back down, as ``await coroutine``
+    would have done from the start.
+    """
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coroutine = coroutine
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, pending = self._coroutine, self._pending
+        while True:
+            try:
+                answer = yield pending
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # a cancellation: the hook decides what to make of it
+                try:
+                    pending = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coroutine.send(answer)
+                except StopIteration as done:
+                    return done.value
+
+
+#: Python 3.12's eager tasks: a task per hook, started within the callback.
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+def _uncancel() -> None:
+    """Forget the current task's cancellations (3.11 counts them; asyncio.timeout() reads the count)."""
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        assert task is not None
+        while task.cancelling():
+            task.uncancel()
+
+
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine for a hook that returned some other awaitable."""
     return await awaitable
@@ -156,6 +202,11 @@ class _Connection(asyncio.BufferedProtocol):
         # connection_opened is still set in mail_from, as in trio's task per connection.
         self._context = contextvars.copy_context()
         self._pausing = False  # a Pause action's task is running (see abort())
+        # Before 3.12: the task every hook runs as, what it is parked on, and a hook for it
+        # to carry on (see _call_as_runner).
+        self._runner: asyncio.Task[None] | None = None
+        self._handoff: asyncio.Future[None] | None = None
+        self._suspended: tuple[Coroutine[Any, Any, Any], Any] | None = None
         self._calling = False  # inside _call: a hook's task that ends at once leaves its result here
         self._result_now: Any = None
         # One timer per session, moved only when a wait must end sooner than it
@@ -369,14 +420,15 @@ class _Connection(asyncio.BufferedProtocol):
         return data
 
     def _call(self, action: CallHook) -> Any:
-        """Run a hook in a task: its result, or ``_WAITING`` (the task carries on).
+        """Run a hook as a task: its result, or ``_WAITING`` (the task carries on).
 
-        A task, not the coroutine stepped by hand, because a hook may do what any
-        coroutine does: ``asyncio.timeout()`` and (from 3.12) ``wait_for()`` need a
-        current task, and so does sniffio, which httpx and anyio ask.  From 3.12 the
-        task starts eagerly, in this callback: a hook that does not wait is done
-        at once, at the cost of a task object.  Before 3.12 every hook costs a turn
-        of the loop, one only: the task goes on with the session itself.
+        As a task, because a hook may do what any coroutine does:
+        ``asyncio.timeout()`` and (from 3.12) ``wait_for()`` need a current task,
+        and so does sniffio, which httpx and anyio ask.  A hook that never waits
+        is done within this callback all the same: from 3.12 in a task of its own
+        started eagerly, before 3.12 as the connection's runner (see
+        :meth:`_call_as_runner`).  Either way the task that carries on a hook
+        that waited goes on with the session itself.
         """
         try:
             coroutine = getattr(self._server.handler, action.name)(*action.args)
@@ -384,6 +436,8 @@ class _Connection(asyncio.BufferedProtocol):
             return _HookFailed(exc)
         if type(coroutine) is not types.CoroutineType:
             coroutine = _awaited(coroutine)
+        if not _EAGER_TASKS:
+            return self._call_as_runner(coroutine)
         self._calling = True
         try:
             task = self._hook_task(self._hook_then_advance(coroutine))
@@ -416,6 +470,66 @@ class _Connection(asyncio.BufferedProtocol):
         self._waiting = None
         if not self._ended:  # meanwhile (see end())
             self._advance(result)
+
+    def _call_as_runner(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """(Before 3.12.)  Step the hook at once as the connection's runner task.
+
+        3.10 and 3.11 have no eager tasks, and a task per hook costs a turn of the
+        loop each (a tenth of a kept-alive message).  So every hook runs as one
+        task per connection, the runner: stepped here, with the runner made the
+        current task for the step (asyncio's own ``_enter_task``, private but
+        fixed in these versions), and carried on by the runner itself if it
+        waits.  A timeout it set then cancels the runner, which passes the
+        cancellation down to the hook, as a task of its own would.
+        """
+        runner = self._runner
+        if runner is None:
+            runner = self._runner = _task_now(self._loop, self._run_hooks(), self._context)
+        current = asyncio.current_task()
+        inside = current is runner  # the runner went on with the session
+        pending = None  # (another task is running, a shutdown say: the runner starts the hook)
+        try:
+            if inside:
+                pending = coroutine.send(None)
+            elif current is None:  # a protocol callback, as nearly always
+                asyncio.tasks._enter_task(self._loop, runner)
+                try:
+                    pending = self._context.run(coroutine.send, None)
+                finally:
+                    asyncio.tasks._leave_task(self._loop, runner)
+        except StopIteration as done:
+            return done.value
+        except Exception as exc:
+            return _HookFailed(exc)
+        self._suspended = (coroutine, pending)
+        self._waiting = _TASK
+        self._task = runner
+        if not inside and self._handoff is not None and not self._handoff.done():
+            self._handoff.set_result(None)
+        return _WAITING
+
+    async def _run_hooks(self) -> None:
+        """The runner: carries on each hook that waited, then the session after it."""
+        while not self._ended:
+            if self._suspended is None:  # (a hook may have waited before the runner's first turn)
+                self._handoff = self._loop.create_future()
+                await self._handoff  # until a hook waits (cancelled when the session ends)
+            while self._suspended is not None and not self._ended:
+                coroutine, pending = self._suspended
+                self._suspended = None
+                try:
+                    result = await _Resumed(coroutine, pending)
+                except asyncio.CancelledError:
+                    # The shutdown deadline passed while the hook was stuck: the session ends as if
+                    # the client had left, and the dispatcher still calls message_aborted and connection_closed.
+                    result = LOST
+                except Exception as exc:
+                    result = _HookFailed(exc)
+                _uncancel()  # (a cancellation the hook took, or made into LOST, is over)
+                self._task = None
+                self._waiting = None
+                if not self._ended:
+                    self._advance(result)  # which may step another hook, left in _suspended
 
     def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task for a hook, in the connection's context; started eagerly from 3.12."""
@@ -540,6 +654,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._ended = True
         if self._actions is not None:
             self._actions.close()
+        if self._runner is not None:
+            self._runner.cancel()  # parked, or about to park: it has nothing more to carry on
         self._waiting = None
         if self._timer is not None:
             self._timer.cancel()

@@ -137,26 +137,31 @@ class CountingTransport(asyncio.Transport):
 def asyncio_sessions() -> tuple[Callable[[list[bytes]], Awaitable[int]], SMTPServer]:
     """A session through the asyncio adapter's protocol object, fed as the event loop feeds it.
 
-    Each read goes in once the previous one's hooks are done, as with a client
-    that waits for each reply.  A hook runs in a task: from Python 3.12 one that
-    never waits (the suite's) is done at once; before 3.12 its task needs a turn
-    of the loop, which is timed here too, as production pays it.
+    Each read is fed from a callback, as the loop feeds a protocol (no task is
+    current), once the previous one's hooks are done, as with a client that
+    waits for each reply.  The handler's hooks never wait, so each is done within
+    the callback; the loop's turns between reads are timed too.
     """
     server = SMTPServer(_handlers()[1], CONFIG, host="127.0.0.1", port=0)
 
+    def feed(protocol: _Connection, data: bytes) -> None:
+        size = len(data)
+        protocol.get_buffer(size)[:size] = data
+        protocol.buffer_updated(size)
+
     async def settled(protocol: _Connection) -> None:
-        while protocol._task is not None:
+        await asyncio.sleep(0)  # the callback's turn
+        while protocol._task is not None:  # a hook that waited (none here) or a pause
             await asyncio.sleep(0)
 
     async def session(reads: list[bytes]) -> int:
+        loop = asyncio.get_running_loop()
         protocol = _Connection(server)
         transport = CountingTransport()
-        protocol.connection_made(transport)
+        loop.call_soon(protocol.connection_made, transport)
         for data in reads:
             await settled(protocol)
-            size = len(data)
-            protocol.get_buffer(size)[:size] = data
-            protocol.buffer_updated(size)
+            loop.call_soon(feed, protocol, data)
         await settled(protocol)
         return transport.written
 
