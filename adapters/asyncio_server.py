@@ -18,10 +18,11 @@ connection: a hook may use ``asyncio.timeout()``, ``wait_for()`` (which needs a
 task from 3.12), httpx or anyio (which ask sniffio, which asks for the task),
 and a ``ContextVar`` it sets is seen by the next hook, as in trio's task per
 connection.  Stepping a hook's coroutine by hand from the callback, as this
-adapter once did, ran it outside any task, and those failed.  From 3.12 the task
-starts eagerly, so a hook that never waits is done within the callback; before
-3.12 it runs at the loop's next turn.  Either way the task, once its hook is
-done, goes on with the session itself (:meth:`_Connection._hook_then_advance`).
+adapter once did, ran it outside any task, and those failed.  A hook that never
+waits is still done within the callback: from 3.12 as a task started eagerly,
+before 3.12 as the connection's one runner task, made current for the step
+(:meth:`_Connection._call_as_runner`).  Either way the task that carries on a
+hook that waited goes on with the session itself.
 
 Replies that come before a read are not written at once but at the start of
 the loop's next turn, every connection's together (``adapters._outbox``), as Redis
