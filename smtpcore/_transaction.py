@@ -141,6 +141,9 @@ _NO_RCPT_PARAMS = RcptParams()
 
 # RFC 5321 §4.5.3.1.6: a text line is at most 998 octets plus CRLF.
 _MAX_TEXT_LINE = 998
+# 334 challenges one AUTH exchange may take before the client cancels it: the built-in
+# mechanisms need one or two, SCRAM two, GSSAPI a few (smtplib allows 5).
+_MAX_CHALLENGES = 10
 
 
 @dataclass(frozen=True)
@@ -885,8 +888,14 @@ class ClientDriver:
             withheld, initial = initial, None
         command: Event = Auth(mechanism.name, initial)
         reply = yield from self._command(command)
+        challenges = 0
         while reply.code == 334:
+            challenges += 1
             try:
+                if challenges > _MAX_CHALLENGES:
+                    # A mechanism of the application's that answers every challenge, to a
+                    # server that always sends another: cancel, and the exchange ends.
+                    raise SaslError(f"more than {_MAX_CHALLENGES} challenges")
                 if withheld is not None:
                     command, withheld = AuthResponse(withheld), None
                 else:

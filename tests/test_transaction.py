@@ -985,6 +985,34 @@ def test_a_challenge_after_the_client_cancelled_ends_the_session() -> None:
     assert "after the client cancelled" in str(result.error)
 
 
+def test_a_mechanism_that_never_gives_up_is_cancelled_after_ten_challenges() -> None:
+    class Chatty:
+        name = "X-CHATTY"
+
+        def __init__(self, credentials: Credentials) -> None:
+            pass
+
+        def initial_response(self) -> bytes | None:
+            return None
+
+        def respond(self, challenge: bytes) -> bytes:
+            return b"more"
+
+    more = base64.b64encode(b"more").decode()
+    exchange = "".join(f"S: 334 \nC: {more}\n" for _ in range(10))
+    result = run(
+        "S: 220 mx\nC: EHLO client.example\nS: 250-mx\nS: 250 AUTH X-CHATTY\nC: AUTH X-CHATTY\n"
+        + exchange
+        + "S: 334 \nC: *\nS: 501 5.7.0 cancelled\nC: QUIT\nS: 221 bye\n",
+        [(ONE, b"x")],
+        credentials=Credentials("user", "pw"),
+        allow_insecure_auth=True,
+        auth_mechanisms=("X-CHATTY",),
+        mechanisms={"X-CHATTY": Chatty},
+    )
+    assert isinstance(result.error, SMTPAuthenticationError)
+
+
 def test_auth_no_common_mechanism_and_bad_credentials() -> None:
     result = run(
         EHLO_AUTH + "C: QUIT\nS: 221 bye",
