@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import re
 
+# The characters of CONTROL_RE (below) above U+007F, as a regex class's contents.
+_NON_ASCII_CONTROLS = "\\x80-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+
 
 def _or_non_ascii(ascii_class: str) -> str:
     """A character class: the ASCII characters of ``[ascii_class]``, or UTF8-non-ascii.
@@ -26,12 +29,12 @@ def _or_non_ascii(ascii_class: str) -> str:
     holds that range by visiting its 65,000 BMP code points one at a time, 3 ms
     a class, which was half of the time ``import smtpcore`` took.
 
-    The C1 controls and U+2028/U+2029 are left out too (see CONTROL_RE): the
-    ABNF admits them, but they are controls and line breaks, not text.
+    The characters of CONTROL_RE above U+007F are left out too: the ABNF admits
+    them, but they are controls, line breaks and bidi overrides, not text.
     """
     inside = re.compile(f"[{ascii_class}]")
     left_out = "".join(f"\\x{code:02x}" for code in range(0x80) if not inside.fullmatch(chr(code)))
-    return f"[^{left_out}\\x80-\\x9f\\u2028\\u2029]"
+    return f"[^{left_out}{_NON_ASCII_CONTROLS}]"
 
 
 # RFC 5321 §4.1.2 / RFC 5322 §3.2.3:
@@ -116,12 +119,14 @@ EHLO_LINE_RE = re.compile(r"(?P<keyword>[A-Za-z0-9][A-Za-z0-9\-]*)(?P<params>(?:
 STRING_RE = re.compile(rf"[{ATEXT}]+|{QUOTED_STRING}")
 STRING_UTF8_RE = re.compile(rf"{ATEXT_UTF8}+|{QUOTED_STRING_UTF8}")
 
-# Control characters: C0, DEL and C1 (Unicode category Cc), and the line and
+# Control characters: C0, DEL and C1 (Unicode category Cc); the line and
 # paragraph separators U+2028 and U+2029, which str.splitlines() and many log
-# readers take for line breaks.  None belongs in a command line, a name or an
-# address, UTF-8 or not: "EHLO mail\u0085x" would split a log line, and C1's
-# U+009B starts a terminal escape sequence.
-CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# readers take for line breaks; and the bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069), which make text read in another order than it
+# is ("Trojan Source"; IDNA 2008 disallows them in domain names).  None belongs
+# in a command line, a name or an address, UTF-8 or not: "EHLO mail\u0085x"
+# would split a log line, and C1's U+009B starts a terminal escape sequence.
+CONTROL_RE = re.compile(f"[\x00-\x1f\x7f{_NON_ASCII_CONTROLS}]")
 
 # Numbers in the protocol (SIZE=, BDAT n, LIMITS, priorities) are ASCII digits
 # only, with a bounded length: int() would also take "2_5", " 25", "+25" and

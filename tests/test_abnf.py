@@ -24,9 +24,26 @@ CLASSES = [
     (_abnf.LDH_UTF8, r"[A-Za-z0-9\-]"),  # Ldh-str's characters
     (_abnf.ESMTP_VALUE_UTF8_RE.pattern.removesuffix("+"), r"[\x21-\x3c\x3e-\x7e]"),  # esmtp-value
 ]
-NON_ASCII_EDGES = [0xA0, 0xFF, 0x100, 0x7FF, 0x800, 0x2027, 0x202A, 0xD7FF, 0xE000, 0xFFFD, 0xFFFF, 0x10000, 0x10FFFF]
-# Non-ASCII, but controls and line breaks: the C1 controls, U+2028 and U+2029.
-NON_ASCII_CONTROLS = [*range(0x80, 0xA0), 0x2028, 0x2029]
+NON_ASCII_EDGES = [
+    0xA0,
+    0xFF,
+    0x100,
+    0x7FF,
+    0x800,
+    0x2027,
+    0x202F,
+    0x2065,
+    0x206A,
+    0xD7FF,
+    0xE000,
+    0xFFFD,
+    0xFFFF,
+    0x10000,
+    0x10FFFF,
+]
+# Non-ASCII, but controls, line breaks and bidi overrides: the C1 controls, U+2028 and U+2029,
+# the embeddings and overrides U+202A-U+202E, the isolates U+2066-U+2069.
+NON_ASCII_CONTROLS = [*range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 
 
 @pytest.mark.parametrize(("utf8_class", "ascii_class"), CLASSES)

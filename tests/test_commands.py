@@ -431,12 +431,22 @@ def test_a_hello_name_that_real_clients_send_outside_the_grammar_is_taken(name: 
 
 
 @pytest.mark.parametrize(
-    "name", ["fe80::1%eth0", "::1%a(b)c;d<e>", "::1%x@evil.example", "x\u0085y.example", "x\u009b31m.example"]
+    "name",
+    [
+        "fe80::1%eth0",
+        "::1%a(b)c;d<e>",
+        "::1%x@evil.example",
+        "x\u0085y.example",
+        "x\u009b31m.example",
+        "\u202eelgoog.example",  # a right-to-left override: read as "google", backwards
+        "a\u2066b.example",
+    ],
 )
 def test_a_hello_name_with_a_zone_or_a_control_is_refused(name: str) -> None:
     # ipaddress takes any text after "%" as an RFC 4007 zone, and the name goes into
     # Received: "::1%(mx.trusted.example)" would forge a trace comment.  A C1 control
-    # (U+0085 is a line break to str.splitlines, U+009B a terminal escape) is a control.
+    # (U+0085 is a line break to str.splitlines, U+009B a terminal escape) is a control, and
+    # so is a bidi override, which makes a name read in another order than it is.
     event, out = last(b"", f"EHLO {name}".encode())
     assert isinstance(event, CommandRejected)
     assert out.startswith((b"500 ", b"501 "))
@@ -618,8 +628,8 @@ def reference_decode(line: bytes) -> Any:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return "not utf-8"
-    # C0, DEL, C1 and the Unicode line and paragraph separators.
-    return "control" if re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", text) else text
+    # C0, DEL, C1, the Unicode line and paragraph separators, the bidi overrides and isolates.
+    return "control" if re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text) else text
 
 
 def checked_decode(line: bytes) -> Any:
