@@ -160,6 +160,18 @@ def _uncancel() -> None:
             task.uncancel()
 
 
+async def _hook_result(hook: Awaitable[Any]) -> Any:
+    """What a hook gives the dispatcher: its result, its failure, or LOST."""
+    try:
+        return await hook
+    except asyncio.CancelledError:
+        # The shutdown deadline passed while the hook was stuck: the session ends as if
+        # the client had left, and the dispatcher still calls message_aborted and connection_closed.
+        return LOST
+    except Exception as exc:
+        return _HookFailed(exc)
+
+
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine for a hook that returned some other awaitable."""
     return await awaitable
@@ -208,8 +220,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._runner: asyncio.Task[None] | None = None
         self._handoff: asyncio.Future[None] | None = None
         self._suspended: tuple[Coroutine[Any, Any, Any], Any] | None = None
-        self._calling = False  # inside _call: a hook's task that ends at once leaves its result here
-        self._result_now: Any = None
+        self._calling = False  # inside _call: a hook's task that ends at once returns its result
         # One timer per session, moved only when a wait must end sooner than it
         # would fire: most reads push the deadline later, and then cost nothing.
         self._deadline = 0.0
@@ -444,33 +455,25 @@ class _Connection(asyncio.BufferedProtocol):
             task = self._hook_task(self._hook_then_advance(coroutine))
         finally:
             self._calling = False
-        if task.done():  # (from 3.12: it ran to its end at once, and left its result)
-            result, self._result_now = self._result_now, None
-            return result
+        if task.done():  # (from 3.12: it ran to its end at once)
+            return task.result()
         self._waiting = _TASK
         self._task = task
         return _WAITING
 
-    async def _hook_then_advance(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    async def _hook_then_advance(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """The hook, then the session after it, in the hook's task.
 
         Carrying on here rather than in a done callback saves a turn of the loop.
         """
-        try:
-            result = await coroutine
-        except asyncio.CancelledError:
-            # The shutdown deadline passed while the hook was stuck: the session ends as if
-            # the client had left, and the dispatcher still calls message_aborted and connection_closed.
-            result = LOST
-        except Exception as exc:
-            result = _HookFailed(exc)
-        if self._calling:  # done at once, inside _call (an eager start): it takes the result
-            self._result_now = result
-            return
+        result = await _hook_result(coroutine)
+        if self._calling:  # done at once, inside _call (an eager start): _call takes the result
+            return result
         self._task = None
         self._waiting = None
         if not self._ended:  # meanwhile (see end())
             self._advance(result)
+        return None
 
     def _call_as_runner(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """(Before 3.12.)  Step the hook at once as the connection's runner task.
@@ -485,7 +488,7 @@ class _Connection(asyncio.BufferedProtocol):
         """
         runner = self._runner
         if runner is None:
-            runner = self._runner = _task_now(self._loop, self._run_hooks(), self._context)
+            runner = self._runner = _task_in(self._loop, self._run_hooks(), self._context)
         current = asyncio.current_task()
         inside = current is runner  # the runner went on with the session
         pending = None  # (another task is running, a shutdown say: the runner starts the hook)
@@ -518,14 +521,7 @@ class _Connection(asyncio.BufferedProtocol):
             while self._suspended is not None and not self._ended:
                 coroutine, pending = self._suspended
                 self._suspended = None
-                try:
-                    result = await _Resumed(coroutine, pending)
-                except asyncio.CancelledError:
-                    # The shutdown deadline passed while the hook was stuck: the session ends as if
-                    # the client had left, and the dispatcher still calls message_aborted and connection_closed.
-                    result = LOST
-                except Exception as exc:
-                    result = _HookFailed(exc)
+                result = await _hook_result(_Resumed(coroutine, pending))
                 _uncancel()  # (a cancellation the hook took, or made into LOST, is over)
                 self._task = None
                 self._waiting = None
@@ -533,13 +529,16 @@ class _Connection(asyncio.BufferedProtocol):
                     self._advance(result)  # which may step another hook, left in _suspended
 
     def _hook_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """A task for a hook, in the connection's context; started eagerly from 3.12."""
-        if asyncio.current_task() is not None:
-            # In a hook's task that went on with the session (see _hook_then_advance):
-            # already inside the context, which cannot be entered twice, nor can a task
-            # start eagerly in it.  This one starts at the loop's next turn, after that.
-            return _task_at_next_turn(self._loop, coroutine, self._context)
-        return _task_now(self._loop, coroutine, self._context)
+        """(From 3.12.)  A task for a hook, in the connection's context, started eagerly.
+
+        Not from inside a hook's task that went on with the session (see
+        _hook_then_advance): that is already inside the context, which cannot be
+        entered twice, nor can a task start eagerly in it.  That one starts at
+        the loop's next turn, after the task it was made in.
+        """
+        if sys.version_info >= (3, 12) and asyncio.current_task() is None:
+            return asyncio.Task(coroutine, loop=self._loop, context=self._context, eager_start=True)
+        return _task_in(self._loop, coroutine, self._context)
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Let a task finish ``coroutine``; its result is the current action's."""
@@ -742,38 +741,21 @@ class _Connection(asyncio.BufferedProtocol):
 
 if sys.version_info >= (3, 11):
 
-    def _task_at_next_turn(
+    def _task_in(
         loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
     ) -> asyncio.Task[Any]:
+        """A task that runs ``coroutine`` in ``context``, from the loop's next turn."""
         return loop.create_task(coroutine, context=context)
 
 else:
 
-    def _task_at_next_turn(
+    def _task_in(
         loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
     ) -> asyncio.Task[Any]:
-        # 3.10's create_task has no context: the task gets a copy of the current one
-        # (the connection's, here), so a ContextVar a hook sets is not seen by the next.
-        return loop.create_task(coroutine)
-
-
-if sys.version_info >= (3, 12):
-
-    def _task_now(
-        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
-    ) -> asyncio.Task[Any]:
-        """A task that runs at once, in this callback, until it first waits (an eager start)."""
-        return asyncio.Task(coroutine, loop=loop, context=context, eager_start=True)
-
-elif sys.version_info >= (3, 11):
-    _task_now = _task_at_next_turn
-
-else:
-
-    def _task_now(
-        loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
-    ) -> asyncio.Task[Any]:
-        return context.run(loop.create_task, coroutine)  # (in a callback: the context is not entered)
+        # 3.10's create_task takes no context: made inside it, the task runs in a copy of it,
+        # so a ContextVar set in the task is not seen outside.  (Called from a callback, where
+        # the context is not entered.)
+        return context.run(loop.create_task, coroutine)
 
 
 def _soon(callback: Callable[[], None]) -> None:
