@@ -22,7 +22,7 @@ line, where the parsers refuse it.
 
 from __future__ import annotations
 
-__all__ = ["OVERLONG", "ReceiveBuffer"]
+__all__ = ["OVERLONG", "ReceiveBuffer", "starts_bdat"]
 
 
 class _Overlong:
@@ -35,6 +35,18 @@ class _Overlong:
 
 
 OVERLONG = _Overlong()
+
+
+def starts_bdat(line: bytes | bytearray) -> bool:
+    """Whether ``line`` may be a BDAT command: "BDAT" and then anything but a letter or digit.
+
+    Asked of a line the server refuses before reading its verb (too long, a
+    control, bad UTF-8).  A client that meant it as BDAT sends a chunk next, of
+    a size nobody read, so what follows must not be read as commands
+    (smuggling): "BDAT\x0b35 LAST" is BDAT to a peer that takes any blank as a
+    space.  One test for every such refusal, so none of them is looser.
+    """
+    return line[:4].upper() == b"BDAT" and not line[4:5].isalnum()
 
 
 def _is_auth_line(data: bytearray) -> bool:
@@ -69,8 +81,8 @@ class ReceiveBuffer:
 
     @property
     def overlong_was_bdat(self) -> bool:
-        """The last line handed out as ``OVERLONG`` began "BDAT ": its chunk follows, of
-        a size nobody read, so the server must not read what comes next as commands."""
+        """The last line handed out as ``OVERLONG`` may have been BDAT (see
+        :func:`starts_bdat`)."""
         return self._overlong_bdat
 
     @property
@@ -104,7 +116,7 @@ class ReceiveBuffer:
                 # At least ``limit`` octets and no line end yet: over the limit
                 # whatever comes next, so nothing of it is kept.
                 if not self._skipping:
-                    self._overlong_bdat = data[:5].upper() == b"BDAT "
+                    self._overlong_bdat = starts_bdat(data)
                 self._skipping = True
                 data.clear()
                 self._searched = 0
@@ -112,7 +124,7 @@ class ReceiveBuffer:
         stop = end - 1 if end and data[end - 1] == 13 else end  # (13: CR)
         if self._skipping or (stop + 2 > limit and not (stop + 2 <= auth_limit and _is_auth_line(data))):
             if not self._skipping:
-                self._overlong_bdat = data[:5].upper() == b"BDAT "
+                self._overlong_bdat = starts_bdat(data)
             del data[: end + 1]
             self._searched = 0
             self._skipping = False

@@ -71,7 +71,7 @@ from ._events import (
 )
 from ._params import line_allowance
 from ._proxy import ProxyError, ProxyInfo, read_proxy_header
-from ._receivebuffer import OVERLONG, ReceiveBuffer
+from ._receivebuffer import OVERLONG, ReceiveBuffer, starts_bdat
 from ._redact import Redactor
 from ._replies import Reply
 from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
@@ -512,9 +512,7 @@ class ServerConnection:
         try:
             text = decode_line(line)
         except Refusal as refusal:
-            if line[:4].upper() == b"BDAT" and not line[4:5].isalnum():
-                # "BDAT 35 LAST\r" or "BDAT\x0035": a chunk follows, of a size that
-                # cannot be read; its octets must not be read as commands (smuggling).
+            if starts_bdat(line):  # "BDAT 35 LAST\r", "BDAT\x0035"
                 self._fatal(R.BDAT_UNREADABLE, "client sent a BDAT command that cannot be read")
             return self._reject("", refusal.reply)
         verb, argument = split_verb(text)

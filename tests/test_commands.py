@@ -301,6 +301,8 @@ def test_refused(prefix: bytes, line: bytes, reply: bytes) -> None:
         b"BDAT 1000000000000000 LAST",
         b"BDAT 1 " + b"x" * 520,  # over 512 octets
         b"BDAT 1 LAST" + b" " * 5000,  # over any command line: the buffer drops it as it comes
+        b"BDAT\x0b1 LAST" + b" " * 5000,  # both: a blank other than a space, and over any line
+        b"BDAT\t1 LAST" + b" " * 600,
         # Lines refused before their verb is read: still a BDAT, its chunk still follows.
         b"BDAT 1 LAST\r",
         b"bdat 1 LAST\x0b",
