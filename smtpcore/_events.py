@@ -94,7 +94,14 @@ def _check_string(value: str | None, what: str, optional: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Hello(Event):
-    """EHLO, HELO or LHLO with the client's name (a domain or address literal)."""
+    """EHLO, HELO or LHLO with the client's name (a domain or address literal).
+
+    A server also reports the names outside the grammar that real clients send
+    and Postfix takes (a root dot, a bare IPv6 address, a Windows name with an
+    underscore: see docs/features.md).  Constructing one, to send it, takes
+    only what RFC 5321 allows, so a test that expects such a name compares
+    ``event.domain`` rather than building the event.
+    """
 
     domain: str
     verb: Literal["EHLO", "HELO", "LHLO"] = "EHLO"
