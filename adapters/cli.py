@@ -216,7 +216,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
         try:
             import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
         except ModuleNotFoundError:
-            raise ConfigError("reading --config on Python 3.10 needs: pip install 'smtpcore[toml]'") from None
+            raise ConfigError("reading --config on Python 3.10 needs tomli: pip install tomli (the toml extra)") from None
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)
@@ -370,7 +370,7 @@ def _tls_context(options: dict[str, Any], hostname: str) -> ssl.SSLContext | Non
         try:
             import trustme
         except ModuleNotFoundError:
-            raise ConfigError("--self-signed needs trustme: pip install 'smtpcore[selfsigned]'") from None
+            raise ConfigError("--self-signed needs trustme: pip install trustme (the selfsigned extra)") from None
         authority = trustme.CA()
         certificate = authority.issue_cert(hostname, "localhost", "127.0.0.1", "::1")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -550,7 +550,7 @@ def serve(args: argparse.Namespace) -> int:
         RUNNERS[plan.adapter](plan, None)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"--adapter {plan.adapter} needs {exc.name}: pip install 'smtpcore[{plan.adapter}]'"
+            f"--adapter {plan.adapter} needs {exc.name}: pip install {exc.name} (the {plan.adapter} extra)"
         ) from None
     return 0
 

@@ -68,7 +68,7 @@ def _default_resolver() -> Resolver:
     try:
         import dns.resolver
     except ModuleNotFoundError:
-        raise MxLookupError("direct delivery needs dnspython: pip install 'smtpcore[dns]'", transient=False) from None
+        raise MxLookupError("direct delivery needs dnspython: pip install dnspython idna (the dns extra)", transient=False) from None
     resolver: Resolver = dns.resolver.Resolver()
     return resolver
 
@@ -92,7 +92,7 @@ def ascii_name(domain: str) -> str:
         exact = exact_a_labels(domain)
         if exact is None:
             raise MxLookupError(
-                f"{domain} has no exact A-label without the idna package (pip install 'smtpcore[dns]')",
+                f"{domain} has no exact A-label without the idna package (pip install dnspython idna: the dns extra)",
                 transient=False,
             ) from None
         return exact
@@ -109,7 +109,7 @@ def ascii_name(domain: str) -> str:
     if back.lower() != domain.lower():
         raise MxLookupError(
             f"{domain} would be looked up as {labels}, which is another name (IDNA 2003); "
-            "with the idna package (pip install 'smtpcore[dns]') IDNA 2008 keeps it",
+            "with the idna package (pip install dnspython idna: the dns extra) IDNA 2008 keeps it",
             transient=False,
         )
     return labels

@@ -159,7 +159,7 @@ def test_direct_delivery_without_dnspython_is_one_clear_error(
 ) -> None:
     monkeypatch.setattr(send_command, "_dns_available", lambda: False)
     assert send("--to", "bob@example.com", "--body", "x") == 2
-    assert "pip install 'smtpcore[dns]'" in capsys.readouterr().err
+    assert "pip install dnspython idna" in capsys.readouterr().err
     # An address literal needs no DNS.
     port = str(fake_smtp_server.port)
     assert send("--to", "bob@[127.0.0.1]", "--body", "x", "--port", port, "--starttls", "off") == 0
