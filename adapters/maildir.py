@@ -34,7 +34,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from smtpcore._abnf import CONTROL_RE
+from smtpcore._abnf import CONTROL_RE, DOT_STRING_UTF8
 from smtpcore._address import address_literal, exact_a_labels
 
 __all__ = ["Delivery", "MaildirStore", "TraceInfo"]
@@ -43,6 +43,8 @@ _counter = itertools.count()
 # A recipient becomes a directory name: kept to a safe alphabet, every other octet
 # of its UTF-8 written %XX (so "%" too), so that two recipients never share one.
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+_DOT_STRING = re.compile(DOT_STRING_UTF8)
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 #: The longest file name Linux, macOS and Windows file systems allow (NAME_MAX, octets).
@@ -68,12 +70,27 @@ def domain_key(domain: str) -> str:
 
 
 def address_key(address: str) -> str:
-    """``address`` as the sink's allowlists and per-recipient Maildirs key it: in lower case, its
-    domain as :func:`domain_key` writes it."""
+    """``address`` as the sink's allowlists and per-recipient Maildirs key it: in lower case,
+    without quotes its local part does not need, its domain as :func:`domain_key` writes it."""
     local, at, domain = address.rpartition("@")
     if not at:
         return address.lower()  # (<postmaster>, the one address without a domain)
-    return f"{local.lower()}@{domain_key(domain)}"
+    return f"{_unquoted(local).lower()}@{domain_key(domain)}"
+
+
+def _unquoted(local: str) -> str:
+    """A quoted local part that needs no quotes, without them: ``"you"`` is ``you``.
+
+    The quotes and the backslashes of quoted pairs are not part of the local
+    part (RFC 5322 §3.2.4, which RFC 5321 §4.1.2 follows), so ``"postmaster"@host``
+    is postmaster and ``"y\\ou"@localhost`` shares ``you@localhost``'s Maildir,
+    as Postfix reads them.  One that needs its quotes (``"a b"``) keeps them.
+    """
+    if len(local) > 1 and local[0] == '"' == local[-1]:
+        text = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+        if _DOT_STRING.fullmatch(text):
+            return text
+    return local
 
 
 def _directory_name(recipient: str) -> str:

@@ -101,7 +101,7 @@ def test_unsafe_recipient_names_cannot_escape_the_root(tmp_path: Path) -> None:
 
 
 def test_distinct_recipients_get_distinct_maildirs(tmp_path: Path) -> None:
-    # Quoted local parts may hold "/" or "%": each octet outside the safe alphabet is
+    # Local parts may hold "/" or "%": each octet outside the safe alphabet is
     # written %XX, so "a/b" and "a_b" (which once both became "a_b") stay apart.
     store = MaildirStore(tmp_path, per_recipient=True)
     recipients = ['"a/b"@x.example', '"a_b"@x.example', '"a%2Fb"@x.example', "jörg@x.example", "Bob@X.example"]
@@ -109,13 +109,26 @@ def test_distinct_recipients_get_distinct_maildirs(tmp_path: Path) -> None:
     paths = store.begin(trace).commit()
     assert sorted(path.parent.parent.name for path in paths) == sorted(
         [
-            "%22a%2Fb%22@x.example",
-            "%22a_b%22@x.example",
-            "%22a%252fb%22@x.example",
+            "a%2Fb@x.example",
+            "a%252fb@x.example",
+            "a_b@x.example",  # (it needs no quotes: the next test)
             "j%C3%B6rg@x.example",
             "bob@x.example",
         ]
     )
+
+
+def test_a_local_part_quoted_without_need_is_one_maildir_with_the_plain_form(tmp_path: Path) -> None:
+    # The quotes and quoted pairs are not part of the local part (RFC 5322 §3.2.4):
+    # "you" and "y\ou" are you.  One that needs its quotes keeps them.
+    store = MaildirStore(tmp_path, per_recipient=True)
+    recipients = ['"you"@x.example', '"y\\ou"@x.example', "You@x.example", '"y o u"@x.example', '"y..ou"@x.example']
+    paths = store.begin(TraceInfo(**{**TRACE.__dict__, "recipients": recipients})).commit()
+    assert sorted(path.parent.parent.name for path in paths) == [
+        "%22y%20o%20u%22@x.example",
+        "%22y..ou%22@x.example",
+        "you@x.example",
+    ]
 
 
 def test_an_internationalised_domain_is_one_maildir_in_either_form(tmp_path: Path) -> None:

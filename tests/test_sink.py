@@ -61,6 +61,8 @@ def test_a_domain_the_idna_codec_cannot_convert_is_compared_as_given() -> None:
         ("PostMaster", True),
         ("postmaster@mx.test", True),  # the name the server gives in its greeting
         ("Postmaster@MX.test", True),
+        ('"postmaster"@mx.test', True),  # the quotes are not part of the local part
+        ('"post\\master"@mx.test', True),
         ("postmaster@example.com", True),
         ("POSTMASTER@example.com", True),
         ("postmaster@bücher.example", True),
@@ -76,3 +78,4 @@ def test_postmaster_at_the_servers_own_name_or_any_accepted_domain_is_accepted(r
     # server takes mail for, and the server names itself mx.test everywhere.
     sink = MailSink(None, "mx.test", accept_domains=["example.com", "bücher.example"])
     assert accepts(sink, recipient) is accepted
+    assert accepts(MailSink(None, "mx.test", accept_addresses=['"You"@elsewhere.example']), "you@elsewhere.example")
