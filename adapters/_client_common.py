@@ -212,9 +212,14 @@ class HandshakeTimeout(TimeoutError):
 
 
 def connect_failed(host: str, port: int, exc: OSError) -> SMTPTransientError:
-    """``send_message``'s error for a connection that could not be opened or secured."""
-    what = "set up TLS with" if isinstance(exc, (ssl.SSLError, HandshakeTimeout)) else "connect to"
-    error = SMTPTransientError(f"cannot {what} {host}:{port}: {exc}")
+    """``send_message``'s error for a connection that could not be opened, secured or kept."""
+    if isinstance(exc, (ssl.SSLError, HandshakeTimeout)):
+        what = "cannot set up TLS with"
+    elif isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        what = "lost the connection to"  # (it was made: refused, unreachable and timed out are not these)
+    else:
+        what = "cannot connect to"
+    error = SMTPTransientError(f"{what} {host}:{port}: {exc or type(exc).__name__}")
     error.__cause__ = exc
     return error
 

@@ -147,7 +147,16 @@ class _Stream(asyncio.BufferedProtocol):
     async def start_tls(self, context: ssl.SSLContext, host: str, timeout: float) -> None:
         """The TLS handshake (implicit TLS, or after STARTTLS's 220) within ``timeout`` seconds."""
         assert self.transport is not None
-        self._buffer.clear()  # plaintext after the 220 is never read as TLS-session data
+        # Plaintext after the 220 is never read as TLS-session data (RFC 3207 §4.2).
+        # Reading stops first: on 3.10/3.11 wait_for() starts the handshake a turn
+        # later, and a read queued in between would refill the buffer just cleared
+        # (a forged first reply inside TLS).  start_tls() resumes reading, under TLS.
+        self.transport.pause_reading()
+        self._buffer.clear()
+        if self._eof or self.transport.is_closing():
+            # The server closed after its 220: start_tls() on a transport closed
+            # under it returns None or never ends (3.10/3.11).
+            raise self._lost_by or ConnectionResetError("the server closed the connection before the TLS handshake")
         loop = asyncio.get_running_loop()
         # Our own timer rather than only asyncio's ssl_handshake_timeout, which
         # fails with a ConnectionAbortedError in words of its own (Python 3.11+):
@@ -160,10 +169,18 @@ class _Stream(asyncio.BufferedProtocol):
         except asyncio.TimeoutError:
             self.abort()
             raise HandshakeTimeout(host, timeout) from None
+        except ConnectionResetError as exc:
+            self.abort()
+            if exc.args:
+                raise
+            # asyncio's own, without a word: the others' ssl module says UNEXPECTED_EOF.
+            raise ConnectionResetError("the server closed the connection during the TLS handshake") from None
         except BaseException:
             self.abort()
             raise
-        assert isinstance(transport, asyncio.Transport)
+        if transport is None:  # (3.10/3.11: the connection was closed during the handshake)
+            self.abort()
+            raise ConnectionResetError("the server closed the connection during the TLS handshake")
         self._tcp, self.transport = self.transport, transport
         self._paused = False
 

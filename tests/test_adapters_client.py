@@ -488,6 +488,65 @@ def test_a_tls_connection_is_closed_after_221_without_waiting_for_the_server(cli
     assert took < 0.9  # at once; asyncio waited its full second for the server's close_notify
 
 
+def test_plaintext_behind_the_starttls_220_is_never_read_inside_tls(client: str, smtp_ca: TestCA) -> None:
+    # A man in the middle answers STARTTLS with the 220, enough padding to fill the
+    # client's read, and a forged EHLO reply, then relays the real handshake.  asyncio
+    # on 3.10/3.11 read the forgery after clearing its buffer and before start_tls()
+    # paused the transport, and took it for the first reply inside TLS (a SIZE of 10).
+    forged: list[bytes] = []
+
+    def injecting(sock: socket.socket) -> None:
+        lines = sock.makefile("rb")
+        sock.sendall(b"220 mx ESMTP\r\n")
+        lines.readline()
+        sock.sendall(b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        lines.readline()
+        go_ahead = b"220 2.0.0 go ahead\r\n"
+        sock.sendall(go_ahead + b"X" * (65536 - len(go_ahead)) + b"250-forged.example\r\n250 SIZE 10\r\n")
+        with contextlib.suppress(OSError), smtp_ca.server_context().wrap_socket(sock, server_side=True) as tls:
+            tls_lines = tls.makefile("rb")
+            forged.append(tls_lines.readline())  # the client's EHLO inside TLS, if it got that far
+            tls.sendall(b"250-mx\r\n250 SIZE 100000\r\n")
+            for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+                tls_lines.readline()
+                tls.sendall(reply)
+            while tls_lines.readline() not in (b".\r\n", b""):
+                pass
+            tls.sendall(b"250 queued\r\n")
+            tls_lines.readline()
+            tls.sendall(b"221 bye\r\n")
+
+    with _one_connection(injecting) as port, pytest.raises((SMTPTransientError, SMTPPermanentError)) as caught:
+        send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT,
+             config=REQUIRED, tls_context=smtp_ca.client_context(), timeout=5)  # fmt: skip
+    # The padding and the forgery are not TLS: the handshake fails on them, on every adapter.
+    assert isinstance(caught.value.__cause__, ssl.SSLError), repr(caught.value.__cause__)
+    assert forged == []
+
+
+@pytest.mark.parametrize("when", ["after the STARTTLS 220", "at once, on the implicit TLS port"])
+def test_a_server_that_closes_where_the_handshake_should_begin_fails_at_once(client: str, when: str) -> None:
+    # asyncio on 3.10/3.11 let an AssertionError out (start_tls() on a transport that
+    # had closed under it returned None), or waited out the handshake timeout.
+    def closing(sock: socket.socket) -> None:
+        if when.startswith("after"):
+            lines = sock.makefile("rb")
+            sock.sendall(b"220 mx ESMTP\r\n")
+            lines.readline()
+            sock.sendall(b"250-mx\r\n250 STARTTLS\r\n")
+            lines.readline()
+            sock.sendall(b"220 2.0.0 go ahead\r\n")
+
+    config = REQUIRED if when.startswith("after") else ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
+    with _one_connection(closing) as port, pytest.raises(SMTPTransientError) as caught:
+        started = time.monotonic()
+        send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=config, timeout=5)
+    assert time.monotonic() - started < 2
+    assert isinstance(caught.value.__cause__, OSError), repr(caught.value.__cause__)
+    assert str(caught.value).startswith(("cannot set up TLS with 127.0.0.1:", "lost the connection to 127.0.0.1:"))
+    assert not str(caught.value).endswith(": ")  # (asyncio's own reset said nothing)
+
+
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.slow("RCPT", 5.0)
     started = time.monotonic()
