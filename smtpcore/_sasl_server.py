@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
+from ._abnf import CONTROL_RE
 from ._events import AuthCredentials
 
 __all__ = ["MECHANISMS", "SaslFailure", "ServerMechanism"]
@@ -43,16 +44,21 @@ def _text(data: bytes, what: str) -> str:
         raise SaslFailure(f"{what} is not UTF-8") from None
 
 
-# C0 and C1 controls and DEL, which SASLprep (RFC 4013 §2.3, tables C.2.1, C.2.2)
-# prohibits in a name.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# CONTROL_RE is what every other name is refused for: C0 and C1 controls and DEL,
+# the line and paragraph separators (SASLprep, RFC 4013 §2.3, prohibits them too:
+# tables C.2.1, C.2.2) and the bidi overrides (table C.8), which make a logged
+# "\u202etoor" read as root.
+# A CRAM-MD5 digest: 32 hex digits (RFC 2195 writes them in lower case; upper
+# case is read as the same digest).  Checked before verify() compares it, which
+# hmac.compare_digest refuses to do for a str with non-ASCII in it (a TypeError).
+_HEX_DIGEST_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _name(text: str, what: str) -> str:
     """A user name, authorization identity or token: no controls.  The application
     logs these and may write them into headers, where "admin\r\nX-Forged: 1" or
     an escape sequence would forge a line; passwords are the application's to judge."""
-    if _CONTROL_RE.search(text):
+    if CONTROL_RE.search(text):
         raise SaslFailure(f"{what} contains a control character")
     return text
 
@@ -102,7 +108,7 @@ class CramMd5:
             # is refused (501) rather than read as the answer to a challenge never sent.
             raise SaslFailure("CRAM-MD5 takes no initial response: send AUTH CRAM-MD5 alone")
         username, space, digest = _text(response, "CRAM-MD5 response").rpartition(" ")
-        if not space or not username or len(digest) != 32:
+        if not space or not username or not _HEX_DIGEST_RE.fullmatch(digest):
             raise SaslFailure("CRAM-MD5 response must be 'user hexdigest'")
         challenge = self._challenge
 

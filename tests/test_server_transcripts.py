@@ -1016,8 +1016,11 @@ def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
     driver2.feed(b"EHLO c\r\nAUTH CRAM-MD5\r\n" + b64(f"alice {digest}".encode()).encode() + b"\r\n")
     assert bytes(driver2.output).endswith(b"535 5.7.8 Authentication credentials invalid\r\n")
     # A response to the challenge that is no "user hexdigest".
-    _, out = auth(b"AUTH CRAM-MD5\r\n" + b64(b"alice short").encode() + b"\r\n")
-    assert out.startswith(b"334 ") and out.endswith(b"\r\n501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n")
+    # 32 characters but not hex digits: verify() would have raised TypeError comparing
+    # non-ASCII text (a 451 to the client, a traceback in the log), not said False.
+    for digest in (b"short", "\u00e9".encode() * 32, b"g" * 32, b"0" * 31 + b" "):
+        _, out = auth(b"AUTH CRAM-MD5\r\n" + b64(b"alice " + digest).encode() + b"\r\n")
+        assert out.startswith(b"334 ") and out.endswith(b"\r\n501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n")
 
 
 @pytest.mark.parametrize(
@@ -1029,6 +1032,12 @@ def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
         b"AUTH CRAM-MD5\r\n" + base64.b64encode("ad\x85min ".encode() + b"0" * 32),  # a C1 control (NEL)
         b"AUTH XOAUTH2 " + base64.b64encode(b"user=a\nb\x01auth=Bearer t\x01\x01"),
         b"AUTH XOAUTH2 " + base64.b64encode(b"user=a\x01auth=Bearer t\r\n\x01\x01"),
+        # What str.splitlines() breaks at, and a bidi override ("\u202etoor" reads as root):
+        # refused in every other name too.
+        b"AUTH PLAIN " + base64.b64encode("\0admin\u2028X-Authenticated-As: root\0pw".encode()),
+        b"AUTH PLAIN " + base64.b64encode("root\u2029x\0alice\0pw".encode()),
+        b"AUTH PLAIN " + base64.b64encode("\0\u202etoor\0pw".encode()),
+        b"AUTH XOAUTH2 " + base64.b64encode("user=a\u2028b@x\x01auth=Bearer t\x01\x01".encode()),
     ],
 )
 def test_a_name_or_token_with_a_control_character_is_refused(response: bytes) -> None:
