@@ -683,7 +683,10 @@ class Dispatcher:
                     return
             elif kind is CommandRejected:
                 assert isinstance(event, CommandRejected)
-                log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
+                if event.cause is not None:  # an application's SASL mechanism raised
+                    log.error("%s: AUTH mechanism failed", session.peer, exc_info=event.cause)
+                else:
+                    log.debug("%s: %s refused with %s", session.peer, event.command or "line", event.reply)
             elif conn.reply_due:  # STARTTLS, VRFY, EXPN, RSET, NOOP...: the standard reply
                 conn.accept()
             if conn.data_to_send_size > FLUSH_AT:  # a long pipelined burst: bound what waits to be written

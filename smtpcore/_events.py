@@ -390,10 +390,13 @@ class CommandRejected(Event):
     """The core refused a command itself (unknown verb, bad syntax, bad sequence).
 
     The reply is already queued; the event lets the application log or count it.
+    ``cause`` is the exception an application's SASL mechanism raised (the
+    client was told 454 4.7.0 and nothing of its text), for the log.
     """
 
     command: str
     reply: Reply
+    cause: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True)

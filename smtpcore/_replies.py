@@ -195,6 +195,8 @@ AUTH_BAD_BASE64 = Reply(501, "Invalid base64 data", "5.5.2")
 AUTH_MALFORMED = Reply(501, "Malformed authentication response", "5.5.2")
 AUTH_CANCELLED = Reply(501, "Authentication cancelled", "5.0.0")
 AUTH_LINE_TOO_LONG = Reply(500, "Authentication response too long", "5.5.6")
+# RFC 4954 §6: an application's mechanism failed (it raised): the client may try again.
+AUTH_TEMPORARY_FAILURE = Reply(454, "Temporary authentication failure", "4.7.0")
 TOO_MANY_ERRORS = Reply(421, "Too many errors; closing connection", "4.7.0")
 EARLY_TALKER = Reply(554, "Protocol violation: client sent data before the greeting", "5.5.0")
 IMPROPER_PIPELINING = Reply(554, "Protocol violation: client sent more before the reply it must wait for", "5.5.0")

@@ -721,14 +721,14 @@ class ServerConnection:
         self._state = S.CLOSED
         return event
 
-    def _reject(self, verb: str, reply: Reply | None, count: bool = True) -> Event:
+    def _reject(self, verb: str, reply: Reply | None, count: bool = True, cause: Exception | None = None) -> Event:
         """Answer a command ourselves and tell the application; count it as an error."""
         assert reply is not None
         self._queue(reply)
         if count:
             # Checked at the next next_event(): the application sees this event first.
             self._errors += 1
-        return CommandRejected(verb, reply)
+        return CommandRejected(verb, reply, cause)
 
     def _fatal(self, reply: Reply, why: str) -> None:
         self._queue(reply)
@@ -1042,7 +1042,10 @@ class ServerConnection:
         factory = config.auth_mechanism_factories.get(name) or MECHANISMS.get(name)
         if name not in config.auth_mechanisms or factory is None:
             return self._reject("AUTH", R.AUTH_UNKNOWN_MECHANISM)
-        self._mechanism = factory(config.hostname)
+        try:
+            self._mechanism = factory(config.hostname)
+        except Exception as exc:  # (an application's factory: see _sasl_step)
+            return self._reject("AUTH", R.AUTH_TEMPORARY_FAILURE, cause=exc)
         initial = event.initial_response
         if initial is None:
             return self._sasl_step(None)
@@ -1068,24 +1071,32 @@ class ServerConnection:
 
     def _sasl_step(self, response: bytes | None) -> Event | None:
         assert self._mechanism is not None
+        # A mechanism may be the application's (auth_mechanism_factories): whatever it
+        # raises, or a challenge that is not bytes, ends the exchange with RFC 4954's
+        # 454, never with a client left waiting for a reply or an exception out of
+        # next_event().  Its text stays out of the reply; the event carries it.
         try:
             result = self._mechanism.step(response)
+            if not isinstance(result, AuthCredentials):
+                # RFC 4954 §4: a challenge is "334" SP [base64]; an empty one is "334 ".
+                challenge = b"334 " + base64.b64encode(result) + b"\r\n"
         except SaslFailure as failure:
             return self._end_auth(_sasl_failure_reply(failure))
+        except Exception as exc:
+            return self._end_auth(R.AUTH_TEMPORARY_FAILURE, cause=exc)
         if isinstance(result, AuthCredentials):
             self._mechanism = None
             self._state = S.READY
             self._await_reply(result)
             return result
-        # RFC 4954 §4: a challenge is "334" SP [base64]; an empty one is "334 ".
         self._state = S.AUTH
-        self._out += b"334 " + base64.b64encode(result) + b"\r\n"
+        self._out += challenge
         return None
 
-    def _end_auth(self, reply: Reply) -> Event:
+    def _end_auth(self, reply: Reply, cause: Exception | None = None) -> Event:
         self._mechanism = None
         self._state = S.READY
-        return self._reject("AUTH", reply)
+        return self._reject("AUTH", reply, cause=cause)
 
     # --- message content --------------------------------------------------------------------------
 

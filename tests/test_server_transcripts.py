@@ -1244,6 +1244,47 @@ def test_a_mechanisms_failure_is_always_answered_and_ends_the_exchange(words: st
     assert out.endswith(b"334 \r\n" + reply + b"\r\n250 2.0.0 OK\r\n")
 
 
+class _Broken:
+    """A mechanism of the application's that fails as code does: a lookup raises, or a
+    challenge comes back as str."""
+
+    def __init__(self, hostname: str) -> None:
+        if hostname == "broken-factory":
+            raise RuntimeError("secret-db-password in a traceback")
+
+    def step(self, response: bytes | None) -> Any:
+        if response is None:
+            return "not bytes" if self.__class__.__name__ == "_StrChallenge" else b""
+        raise KeyError("no row for user secret-db-password")
+
+
+class _StrChallenge(_Broken):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("factory", "hostname", "lines"),
+    [
+        (_Broken, "mx", b"AUTH X-APP\r\nZm9v\r\n"),  # the step raises
+        (_Broken, "mx", b"AUTH X-APP Zm9v\r\n"),  # ... on the initial response
+        (_StrChallenge, "mx", b"AUTH X-APP\r\n"),  # a challenge that is no bytes
+        (_Broken, "broken-factory", b"AUTH X-APP\r\n"),  # the factory raises
+    ],
+)
+def test_a_mechanism_that_raises_gets_454_and_the_session_goes_on(factory: Any, hostname: str, lines: bytes) -> None:
+    # RFC 4954 §6: 454 4.7.0.  Anything but SaslFailure escaped next_event() and left the
+    # client's line unanswered, the session in AUTH.  The exception's text is the log's.
+    config = ServerConfig(
+        hostname=hostname, auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, auth_mechanisms=("X-APP",),
+        auth_mechanism_factories={"X-APP": factory},
+    )  # fmt: skip
+    events, out = drive(b"EHLO c\r\n" + lines + b"NOOP\r\n", config)
+    assert out.endswith(b"454 4.7.0 Temporary authentication failure\r\n250 2.0.0 OK\r\n")
+    assert b"secret" not in out
+    rejected = [event for event in events if isinstance(event, CommandRejected)]
+    assert len(rejected) == 1 and isinstance(rejected[0].cause, (KeyError, RuntimeError, TypeError))
+
+
 def test_a_client_gone_before_the_tls_handshake_closes_the_connection() -> None:
     conn = make_server(TLS)
     driver = Driver(conn, tls=False)
