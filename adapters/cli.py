@@ -216,7 +216,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
         try:
             import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
         except ModuleNotFoundError:
-            raise ConfigError("reading --config on Python 3.10 needs tomli: pip install tomli (the toml extra)") from None
+            raise ConfigError("--config on Python 3.10 needs tomli: pip install tomli (the toml extra)") from None
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)

@@ -68,7 +68,7 @@ def _default_resolver() -> Resolver:
     try:
         import dns.resolver
     except ModuleNotFoundError:
-        raise MxLookupError("direct delivery needs dnspython: pip install dnspython idna (the dns extra)", transient=False) from None
+        raise MxLookupError("direct delivery needs dnspython: pip install dnspython idna", transient=False) from None
     resolver: Resolver = dns.resolver.Resolver()
     return resolver
 

@@ -208,7 +208,7 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
     needs_dns = any(not recipient.rpartition("@")[2].startswith("[") for recipient in args.recipients)
     if not args.server and resolver is None and needs_dns and not _dns_available():
         # Said once, before anything is sent, rather than as every recipient's refusal.
-        raise UsageError("direct delivery needs dnspython (pip install dnspython idna: the dns extra), or --server HOST:PORT")
+        raise UsageError("direct delivery needs dnspython (pip install dnspython idna), or --server HOST:PORT")
     # The machine's own name when it is fully qualified, as smtplib sends; else None, and
     # the adapter says the connection's address literal ([192.0.2.7]): "localhost" or a
     # bare "vm" get refused by MX hosts that check the EHLO name (Postfix's

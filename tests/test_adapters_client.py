@@ -538,8 +538,8 @@ def test_a_server_that_closes_where_the_handshake_should_begin_fails_at_once(cli
             sock.sendall(b"220 2.0.0 go ahead\r\n")
 
     config = REQUIRED if when.startswith("after") else ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
+    started = time.monotonic()
     with _one_connection(closing) as port, pytest.raises(SMTPTransientError) as caught:
-        started = time.monotonic()
         send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=config, timeout=5)
     assert time.monotonic() - started < 2
     assert isinstance(caught.value.__cause__, OSError), repr(caught.value.__cause__)
