@@ -101,8 +101,8 @@ def format_row(f: Figure) -> str:
         target = f"target {sign} {what}: {mark}"
     if f.failed:
         figure = f"{'failed':>13} {f.unit:<7} {'':<14}"
-    elif f.derived:  # one figure from a fit: a min-max would pretend it had runs of its own
-        figure = f"{_num(f.median):>13} {f.unit:<7} {'(one fit)':<14}"
+    elif f.derived:  # one figure from other rows' runs: a min-max would pretend it had runs of its own
+        figure = f"{_num(f.median):>13} {f.unit:<7} {'(derived)':<14}"
     else:
         figure = f"{_num(f.median):>13} {f.unit:<7} [{_num(f.low)} .. {_num(f.high)}]"
     note = f.note if not f.failed else "; ".join(filter(None, [f"failed: {f.failed}", f.note]))

@@ -68,6 +68,26 @@ def test_fitted_exponent() -> None:
     assert bench_growth.fitted_exponent([1, 10, 100], [1, 100, 10000]) == pytest.approx(2.0)
 
 
+def test_top_end_slope_catches_growth_at_the_top_only() -> None:
+    # The reviewer's models (check_growth_fit.py): a fixed cost, then a per-unit cost that stays flat,
+    # or doubles or triples by the largest size, which the exponent alone reads as about linear.
+    for sizes in ([1, 10, 100, 1000], [1024, 16 << 10, 256 << 10, 4 << 20, 32 << 20, 100 << 20], [1024, 4096, 16384]):
+        top = sizes[-1]
+        xs = [float(s) for s in sizes]
+        linear = bench_growth.top_end_slope(xs, [50 + s for s in xs])
+        doubles = bench_growth.top_end_slope(xs, [50 + s * (1 + s / top) for s in xs])
+        triples = bench_growth.top_end_slope(xs, [50 + s * (1 + 2 * s / top) for s in xs])
+        assert linear == pytest.approx(1.0)
+        assert bench_growth.TOP_END_LIMIT < doubles < triples, sizes
+
+
+def test_growth_top_end_row() -> None:
+    figures, _ = bench_growth.collect(repeat=1, max_size=16 * 1024, max_recipients=100, max_bytewise=1024)
+    (row,) = [f for f in figures if "top-end slope" in f.name]  # recipients 1, 10, 100: three sizes
+    assert row.name.startswith("recipients") and row.target == bench_growth.TOP_END_LIMIT and row.derived
+    assert "[" not in _report.format_row(row)  # one derived figure: no min-max
+
+
 def test_report_files(tmp_path: Path) -> None:
     figures = [
         Figure("core: x", "a", "MB/s", 2.0, 1.0, 3.0, ratio=0.5, against="of ceiling", target=0.6),
