@@ -145,9 +145,9 @@ def machine() -> dict[str, Any]:
 
 
 def write_json(path: Path, figures: list[Figure], notes: list[str], meta: dict[str, Any]) -> None:
+    # Nothing else is written beside it: the repository's .gitignore covers benchmarks/results/, and
+    # a directory of the user's own (--json elsewhere) is the user's business.
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.parent.name == "results" and not (path.parent / ".gitignore").exists():
-        (path.parent / ".gitignore").write_text("# results of local runs: not committed\n*\n")
     data = {
         "meta": meta,
         "notes": notes,

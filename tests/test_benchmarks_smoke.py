@@ -98,6 +98,8 @@ def test_report_files(tmp_path: Path) -> None:
     _report.write_json(path, figures, ["a note"], _report.machine())
     data = json.loads(path.read_text())
     assert data["figures"][0]["met"] is False and data["meta"]["nproc"]
+    # Nothing written beside it (a user's own directory named "results" once got a .gitignore of "*").
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.json"]
     note = _report.write_chart(tmp_path / "chart.png", figures)
     if note is None:
         assert (tmp_path / "chart.png").stat().st_size > 0
