@@ -164,8 +164,31 @@ def _json_figure(f: Figure) -> dict[str, Any]:
     }
 
 
+def _short(section: str) -> str:
+    """A bar's label names its section in a word: core, growth, e2e or clients."""
+    first = section.split(maxsplit=1)[0].rstrip(":")
+    return {"end": "e2e"}.get(first, first)
+
+
+def _undrawn_targets(figures: list[Figure]) -> str:
+    """The targets that are not on a ratio (commands/s, peak RSS, growth), as "N of M met" per kind."""
+    kinds: dict[str, list[bool]] = {}
+    for f in figures:
+        if f.target is not None and f.target_on == "median":
+            sign = "<" if f.lower_is_better else ">="
+            kind = f"{_short(f.section)} {sign} {f.target:,g} {f.unit}".strip()
+            kinds.setdefault(kind, []).append(bool(f.met))
+    return "; ".join(f"{kind}: {sum(met)} of {len(met)} met" for kind, met in kinds.items())
+
+
 def write_chart(path: Path, figures: list[Figure]) -> str | None:
-    """The ratios of the run as horizontal bars, each with its target; None, or why there is no chart."""
+    """The ratios of the run as horizontal bars; None, or why there is no chart.
+
+    A bar is green or red only when issue 6's target is on that very ratio (its black tick); a ratio
+    whose row has its target on something else (the session's commands/s) or none is grey-blue.
+    The targets on a figure rather than a ratio (commands/s, peak RSS, the growth checks) cannot be
+    drawn on this axis: the caption counts them, and says how many cells failed.
+    """
     try:
         import matplotlib
 
@@ -177,21 +200,40 @@ def write_chart(path: Path, figures: list[Figure]) -> str | None:
     if not shown:
         return "no chart: no ratios in this run"
     shown.reverse()
-    height = max(3.0, 0.28 * len(shown) + 1.2)
+    height = max(3.0, 0.28 * len(shown) + 1.6)
     fig, ax = plt.subplots(figsize=(10, height))
-    labels = [f"{f.section.split()[0]}: {f.name}" for f in shown]
-    colours = ["#2a7" if f.met else ("#c44" if f.met is False else "#58a") for f in shown]
+    labels = [
+        f"{_short(f.section)}: {f.name}" + (f" (target on {f.unit}, not this ratio)" if f.target_on == "median" else "")
+        for f in shown
+    ]
+    on_ratio = [f.target is not None and f.target_on == "ratio" for f in shown]
+    colours = ["#58a" if not drawn else ("#2a7" if f.met else "#c44") for f, drawn in zip(shown, on_ratio, strict=True)]
     ratios = [f.ratio or 0.0 for f in shown]
     ax.barh(range(len(shown)), ratios, color=colours)
     for i, f in enumerate(shown):
-        if f.target is not None and f.target_on == "ratio":
+        if on_ratio[i] and f.target is not None:
             ax.plot([f.target, f.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
-        ax.text(ratios[i], i, f" {ratios[i]:.2f}x", va="center", fontsize=7)
+        ax.text(
+            ratios[i], i, f" {ratios[i]:.2f}x" if ratios[i] >= 0.1 else f" {ratios[i]:.4f}x", va="center", fontsize=7
+        )
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.set_xscale("log")
     ax.axvline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("ratio measured in the same run (log scale); black tick = issue 6 target; green met, red not")
+    caption = [
+        "ratio measured in the same run (log scale); black tick = issue 6 target on that ratio:",
+        "green met, red not; blue = no target on that ratio.  Targets on a figure, not a ratio (not drawn):",
+        _undrawn_targets(figures) or "none in this run",
+    ]
+    unmeasured = sum(
+        1 for f in figures if f.target_on == "ratio" and f.target is not None and f.ratio is None and not f.failed
+    )
+    failed = len(failed_cells(figures))
+    missing = [f"{failed} failed cell(s)"] if failed else []
+    missing += [f"{unmeasured} ratio target(s) not measurable (not met)"] if unmeasured else []
+    if missing:
+        caption.append("no bar: " + ", ".join(missing))
+    ax.set_xlabel("\n".join(caption), fontsize=7)
     ax.set_title("smtpcore benchmarks: ratios against ceilings and peers", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

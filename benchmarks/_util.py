@@ -72,5 +72,6 @@ def measure_pair(
 
 def row(label: str, value: tuple[float, float, float], unit: str, ratio: float | None = None, note: str = "") -> str:
     median, low, high = value
-    ratio_text = f"{ratio:6.2f}x" if ratio is not None else "       "
+    # Small ratios with four decimals, as the suite's table prints them (0.0083x, not 0.01x).
+    ratio_text = "       " if ratio is None else (f"{ratio:6.2f}x" if ratio >= 0.1 else f"{ratio:6.4f}x")
     return f"{label:<48} {median:>14,.1f} {unit:<10} [{low:,.1f} .. {high:,.1f}] {ratio_text} {note}"
