@@ -38,6 +38,10 @@ def test_core_server() -> None:
     # The session, 3 kinds x 3 piece sizes, then 3 kinds at 64 KiB with the content checks off.
     assert len(figures) == 1 + 3 * 3 + 3
     assert [f.target for f in figures if "checks off" in f.name] == [None] * 3
+    # Each 64 KiB row, default checks and checks off, also reads against bytes.find alone (no target).
+    assert sum("x of bytes.find alone" in f.note for f in figures) == 6
+    assert all("bytes.find alone" in f.note for f in figures if "65536" in f.name)
+    assert "data_text_65536_find_ratio" in results and "data_8bit_65536_checks_off_find_ratio" in results
     assert "session_commands_per_s" in results
     assert any(f.target is not None for f in figures)
 
