@@ -19,6 +19,7 @@ import math
 import platform
 import statistics
 import sys
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,7 @@ def write_chart(path: Path, figures: list[Figure]) -> str | None:
     height = max(3.0, 0.28 * len(shown) + 1.6)
     fig, ax = plt.subplots(figsize=(10, height))
     labels = [
-        f"{_short(f.section)}: {f.name}" + (f" (target on {f.unit}, not this ratio)" if f.target_on == "median" else "")
-        for f in shown
+        f"{_short(f.section)}: {f.name}" + (f" (target on {f.unit})" if f.target_on == "median" else "") for f in shown
     ]
     on_ratio = [f.target is not None and f.target_on == "ratio" for f in shown]
     colours = ["#58a" if not drawn else ("#2a7" if f.met else "#c44") for f, drawn in zip(shown, on_ratio, strict=True)]
@@ -223,7 +223,7 @@ def write_chart(path: Path, figures: list[Figure]) -> str | None:
     caption = [
         "ratio measured in the same run (log scale); black tick = issue 6 target on that ratio:",
         "green met, red not; blue = no target on that ratio.  Targets on a figure, not a ratio (not drawn):",
-        _undrawn_targets(figures) or "none in this run",
+        *textwrap.wrap(_undrawn_targets(figures) or "none in this run", 90),
     ]
     unmeasured = sum(
         1 for f in figures if f.target_on == "ratio" and f.target is not None and f.ratio is None and not f.failed
