@@ -11,6 +11,10 @@ Sections, in order (``--only`` picks some):
 Every figure is a median of several runs with min-max; every ratio is measured
 in this run.  ``--quick`` is a smoke test (under a minute): small sizes, few and
 short runs, whose figures are too noisy to quote.
+
+The exit status is 1 when a cell failed (a message not delivered, a client or
+an adapter that raised), so that CI's ``--quick`` run catches a broken adapter;
+a timing target that is missed never fails it (these machines are too noisy).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._report import Figure, machine, print_table, write_chart, write_json
+from ._report import Figure, failed_cells, machine, print_table, write_chart, write_json
 
 SECTIONS = ("core", "growth", "e2e", "clients")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     met = sum(1 for f in targets if f.met)
     print(f"\n{met} of {len(targets)} targets met; {total:.0f} s ({meta['mode']} mode)")
     print(f"wrote {args.json}" + ("" if chart_note else f" and {args.chart}"))
+    failed = failed_cells(figures)
+    if failed:
+        print(f"\nFAILED: {len(failed)} cell(s) did not run to the end (exit status 1):")
+        for f in failed:
+            print(f"  {f.section}: {f.name}: {f.failed}")
+        return 1
     return 0
 
 

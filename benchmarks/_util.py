@@ -56,21 +56,28 @@ def measure_pair(
     of the machine as a difference between them; alternating the runs puts every
     such moment on both sides alike.
     """
-    ours()  # warm up caches and lazy imports
-    ceiling()
-    ceiling_number = ceiling_number or number
-    ours_runs: list[float] = []
-    ceiling_runs: list[float] = []
+    ours_m, ceiling_m = measure_alternating(
+        [(name, ours, number), (f"{name} (ceiling)", ceiling, ceiling_number or number)], repeat
+    )
+    return ours_m, ceiling_m
+
+
+def measure_alternating(funcs: list[tuple[str, Callable[[], object], int]], repeat: int) -> list[Measurement]:
+    """Time each ``(name, func, number)`` in turn, run after run (see :func:`measure_pair`)."""
+    for _, func, _ in funcs:  # warm up caches and lazy imports
+        func()
+    runs: list[list[float]] = [[] for _ in funcs]
     for _ in range(repeat):
-        for func, count, runs in ((ours, number, ours_runs), (ceiling, ceiling_number, ceiling_runs)):
+        for (_, func, count), these in zip(funcs, runs, strict=True):
             start = time.perf_counter()
             for _ in range(count):
                 func()
-            runs.append((time.perf_counter() - start) / count)
-    return Measurement(name, tuple(ours_runs)), Measurement(f"{name} (ceiling)", tuple(ceiling_runs))
+            these.append((time.perf_counter() - start) / count)
+    return [Measurement(name, tuple(these)) for (name, _, _), these in zip(funcs, runs, strict=True)]
 
 
 def row(label: str, value: tuple[float, float, float], unit: str, ratio: float | None = None, note: str = "") -> str:
     median, low, high = value
-    ratio_text = f"{ratio:6.2f}x" if ratio is not None else "       "
+    # Small ratios with four decimals, as the suite's table prints them (0.0083x, not 0.01x).
+    ratio_text = "       " if ratio is None else (f"{ratio:6.2f}x" if ratio >= 0.1 else f"{ratio:6.4f}x")
     return f"{label:<48} {median:>14,.1f} {unit:<10} [{low:,.1f} .. {high:,.1f}] {ratio_text} {note}"

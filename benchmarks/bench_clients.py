@@ -9,8 +9,11 @@ asyncio, aiosmtplib and trio).  Figures are messages per second, median of
 several runs with min-max; our blocking and gevent clients are compared with
 smtplib, our asyncio and trio clients with aiosmtplib, in the same run.
 
-Our client adapters are being written beside this suite: a client that is not
-there, or that fails, is skipped with a note rather than failing the run.
+A client that fails (raises, or does not import) is not run again, but every
+cell of it from then on is a failed row, its targets count as not met, and the
+suite's exit status is 1; a peer that fails or is not installed leaves the rows
+compared with it without a ratio, their targets not met.  Only a framework or
+a peer that is not installed (gevent, trio, aiosmtplib) is skipped with a note.
 
 Run: ``python -m benchmarks.bench_clients [--quick]``.
 """
@@ -29,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from ._report import Figure, from_runs, print_table
+from ._report import Figure, failed_figure, from_runs, median_of, print_table
 from .bench_e2e import KIB, server_process
 from .loadgen import make_message
 
@@ -216,6 +219,19 @@ def sink(kind: str) -> Iterator[int]:
             process.stderr.close()
 
 
+def _importable(name: str, module: str) -> str | None:
+    """None if ``module`` imports; else why not, for a note.  Raises if one of ours is broken."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        # A peer or a framework (aiosmtplib, gevent, trio) that is not installed is the machine's
+        # business; a module of ours that does not import is a failure.
+        if exc.name and exc.name.split(".")[0] not in ("adapters", "smtpcore"):
+            return f"client {name} skipped: {exc.name} is not installed"
+        raise
+    return None
+
+
 def collect(
     quick: bool = False,
     *,
@@ -225,71 +241,124 @@ def collect(
     duration: float | None = None,
     use_sink: str = "auto",
 ) -> tuple[list[Figure], list[str]]:
+    """Every client's rows; a client that fails leaves failed rows (its targets not met) from there on,
+    and a peer that fails or is missing leaves the rows compared with it without a ratio, not met."""
     notes: list[str] = []
     sizes = sizes or ((KIB,) if quick else (KIB, 100 * KIB))
     duration = duration or (0.2 if quick else 0.8)
-    clients: dict[str, tuple[Callable[[int, bytes, int, int], None], str | None]] = {}
-    for name, (module, run, peer) in CLIENTS.items():
+    clients: dict[str, Callable[[int, bytes, int, int], None]] = {}
+    #: name -> (the cell it failed in, "" at import; why): it is not run again, and every cell of it
+    #: from that one on is a failed row.
+    failed: dict[str, tuple[str, str]] = {}
+    missing: set[str] = set()
+    for name, (module, run, _) in CLIENTS.items():
         try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            notes.append(f"client {name} skipped: {module} cannot be imported ({exc})")
+            skipped = _importable(name, module)
+        except Exception as exc:
+            failed[name] = ("", f"{module} cannot be imported ({type(exc).__name__}: {exc})")
             continue
-        clients[name] = (run, peer)
+        if skipped:
+            notes.append(skipped)
+            missing.add(name)
+            continue
+        clients[name] = run
     kind = (smtp_sink() or "asyncio") if use_sink == "auto" else use_sink
     notes.append(
         "client sink: "
         + ("Postfix's smtp-sink (C)" if kind != "asyncio" else "our asyncio server, discarding (its own process)")
     )
+    for name, (_, why) in failed.items():
+        notes.append(f"client {name} failed: {why}")
     figures: list[Figure] = []
     with sink(kind) as port:
         for size in sizes:
             message = make_message(size)[:-3]  # the clients add the terminator themselves
             for conns in connections:
-                counts: dict[str, int] = {}
-                rates: dict[str, list[float]] = {}
-                for name, (run, _) in list(clients.items()):
-                    first = conns * 4
-                    try:
-                        start = time.perf_counter()
-                        run(port, message, first, conns)
-                        rate = first / (time.perf_counter() - start)
-                    except Exception as exc:
-                        notes.append(f"client {name} failed ({type(exc).__name__}: {exc}); skipped from here on")
-                        del clients[name]
-                        continue
-                    counts[name] = max(conns, min(int(rate * duration), 100_000))
-                    rates[name] = []
-                for _ in range(repeat):
-                    for name in list(rates):
-                        if name not in clients:  # it failed in an earlier run
-                            continue
-                        try:
-                            start = time.perf_counter()
-                            clients[name][0](port, message, counts[name], conns)
-                            rates[name].append(counts[name] / (time.perf_counter() - start))
-                        except Exception as exc:
-                            notes.append(f"client {name} failed ({type(exc).__name__}: {exc}); skipped from here on")
-                            del clients[name]
                 label = f"{size // KIB} KiB, {conns} connection{'s' if conns > 1 else ''}"
-                medians = {n: sorted(r)[len(r) // 2] for n, r in rates.items() if r}
-                for name, runs in rates.items():
-                    if not runs:
-                        continue
-                    peer = CLIENTS[name][2]
-                    ratio = medians[name] / medians[peer] if peer in medians else None
-                    figures.append(
-                        from_runs(
-                            SECTION,
-                            f"{name}: {label}",
-                            "msg/s",
-                            runs,
-                            ratio=ratio,
-                            against=f"of {peer}" if ratio is not None else "",
-                            target=target_for(name, size, conns) if ratio is not None else None,
-                        )
-                    )
+                rates = _measure_cell(
+                    clients, failed, port,
+                    message=message, conns=conns, repeat=repeat, duration=duration, label=label, notes=notes,
+                )  # fmt: skip
+                figures += _cell_figures(rates, failed, missing, size=size, conns=conns, label=label)
     return figures, notes
+
+
+def _measure_cell(
+    clients: dict[str, Callable[[int, bytes, int, int], None]],
+    failed: dict[str, tuple[str, str]],
+    port: int,
+    *,
+    message: bytes,
+    conns: int,
+    repeat: int,
+    duration: float,
+    label: str,
+    notes: list[str],
+) -> dict[str, list[float]]:
+    """Every working client's runs in one cell, interleaved; a client that raises goes into ``failed``."""
+
+    def attempt(name: str, count: int) -> float | None:
+        try:
+            start = time.perf_counter()
+            clients[name](port, message, count, conns)
+            return count / (time.perf_counter() - start)
+        except Exception as exc:
+            failed[name] = (label, f"{type(exc).__name__}: {exc}")
+            notes.append(f"client {name} failed ({label}: {failed[name][1]}); its cells from here on are failed rows")
+            return None
+
+    counts: dict[str, int] = {}
+    rates: dict[str, list[float]] = {}
+    for name in clients:
+        if name in failed:
+            continue
+        first = attempt(name, conns * 4)  # warm-up; sizes the timed runs to about `duration` each
+        if first is not None:
+            counts[name] = max(conns, min(int(first * duration), 100_000))
+            rates[name] = []
+    for _ in range(repeat):
+        for name, count in counts.items():
+            if name not in failed:
+                rate = attempt(name, count)
+                if rate is not None:
+                    rates[name].append(rate)
+    # A client that failed part-way has no figure for this cell: its runs so far are dropped.
+    return {name: runs for name, runs in rates.items() if name not in failed}
+
+
+def _cell_figures(
+    rates: dict[str, list[float]],
+    failed: dict[str, tuple[str, str]],
+    missing: set[str],
+    *,
+    size: int,
+    conns: int,
+    label: str,
+) -> list[Figure]:
+    medians = {name: median_of(runs) for name, runs in rates.items()}
+    figures = []
+    for name in CLIENTS:
+        if name in missing:
+            continue
+        peer = CLIENTS[name][2]
+        target = target_for(name, size, conns)
+        if name in failed:
+            where, why = failed[name]
+            why = why if where in ("", label) else f"not run, as it failed in the cell {where!r} before"
+            figures.append(failed_figure(SECTION, f"{name}: {label}", "msg/s", why, target=target))
+            continue
+        ratio = medians[name] / medians[peer] if peer in medians else None
+        note = ""
+        if peer is not None and ratio is None:
+            why = "failed" if peer in failed else "is not installed"
+            note = f"no ratio: {peer} {why}" + ("; target not measurable" if target is not None else "")
+        figures.append(
+            from_runs(
+                SECTION, f"{name}: {label}", "msg/s", rates[name],
+                ratio=ratio, against=f"of {peer}" if ratio is not None else "", target=target, note=note,
+            )
+        )  # fmt: skip
+    return figures
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:

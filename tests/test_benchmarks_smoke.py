@@ -38,6 +38,10 @@ def test_core_server() -> None:
     # The session, 3 kinds x 3 piece sizes, then 3 kinds at 64 KiB with the content checks off.
     assert len(figures) == 1 + 3 * 3 + 3
     assert [f.target for f in figures if "checks off" in f.name] == [None] * 3
+    # Each 64 KiB row, default checks and checks off, also reads against bytes.find alone (no target).
+    assert sum("x of bytes.find alone" in f.note for f in figures) == 6
+    assert all("bytes.find alone" in f.note for f in figures if "65536" in f.name)
+    assert "data_text_65536_find_ratio" in results and "data_8bit_65536_checks_off_find_ratio" in results
     assert "session_commands_per_s" in results
     assert any(f.target is not None for f in figures)
 
@@ -68,6 +72,26 @@ def test_fitted_exponent() -> None:
     assert bench_growth.fitted_exponent([1, 10, 100], [1, 100, 10000]) == pytest.approx(2.0)
 
 
+def test_top_end_slope_catches_growth_at_the_top_only() -> None:
+    # The reviewer's models (check_growth_fit.py): a fixed cost, then a per-unit cost that stays flat,
+    # or doubles or triples by the largest size, which the exponent alone reads as about linear.
+    for sizes in ([1, 10, 100, 1000], [1024, 16 << 10, 256 << 10, 4 << 20, 32 << 20, 100 << 20], [1024, 4096, 16384]):
+        top = sizes[-1]
+        xs = [float(s) for s in sizes]
+        linear = bench_growth.top_end_slope(xs, [50 + s for s in xs])
+        doubles = bench_growth.top_end_slope(xs, [50 + s * (1 + s / top) for s in xs])
+        triples = bench_growth.top_end_slope(xs, [50 + s * (1 + 2 * s / top) for s in xs])
+        assert linear == pytest.approx(1.0)
+        assert bench_growth.TOP_END_LIMIT < doubles < triples, sizes
+
+
+def test_growth_top_end_row() -> None:
+    figures, _ = bench_growth.collect(repeat=1, max_size=16 * 1024, max_recipients=100, max_bytewise=1024)
+    (row,) = [f for f in figures if "top-end slope" in f.name]  # recipients 1, 10, 100: three sizes
+    assert row.name.startswith("recipients") and row.target == bench_growth.TOP_END_LIMIT and row.derived
+    assert "[" not in _report.format_row(row)  # one derived figure: no min-max
+
+
 def test_report_files(tmp_path: Path) -> None:
     figures = [
         Figure("core: x", "a", "MB/s", 2.0, 1.0, 3.0, ratio=0.5, against="of ceiling", target=0.6),
@@ -78,6 +102,8 @@ def test_report_files(tmp_path: Path) -> None:
     _report.write_json(path, figures, ["a note"], _report.machine())
     data = json.loads(path.read_text())
     assert data["figures"][0]["met"] is False and data["meta"]["nproc"]
+    # Nothing written beside it (a user's own directory named "results" once got a .gitignore of "*").
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.json"]
     note = _report.write_chart(tmp_path / "chart.png", figures)
     if note is None:
         assert (tmp_path / "chart.png").stat().st_size > 0
@@ -176,3 +202,129 @@ def test_profile_layers_replays_one_session_through_every_layer(capsys: pytest.C
     ]
     assert all(connection > 0 for _, connection, _ in rows)
     assert "a kept-alive message" in capsys.readouterr().out
+
+
+# A failed cell (a message not delivered, a client or an adapter that raised) must stay in the table
+# as a failed row whose target is not met, and make the suite's exit status non-zero: CI runs
+# `python -m benchmarks --quick` for its exit status alone.  These run without sockets.
+
+
+def test_a_failed_row_is_not_met_and_has_no_figure(tmp_path: Path) -> None:
+    failed = _report.failed_figure("end to end", "asyncio: x", "MiB", "the message failed", target=16.0,
+                                   target_on="median", lower_is_better=True)  # fmt: skip
+    assert failed.met is False
+    assert _report.failed_cells([failed]) == [failed]
+    row = _report.format_row(failed)
+    assert "failed" in row and "NOT met" in row and "the message failed" in row
+    path = tmp_path / "latest.json"
+    _report.write_json(path, [failed], [], {})
+    (data,) = json.loads(path.read_text())["figures"]
+    assert data["median"] is None and data["met"] is False and data["failed"] == "the message failed"
+
+
+def test_under_a_limit_is_strict() -> None:
+    # Issue 6 says "under 16 MiB": exactly 16 is not under it.
+    at = Figure("end to end", "b", "MiB", 16.0, 16.0, 16.0, target=16, target_on="median", lower_is_better=True)
+    assert at.met is False
+
+
+def _suite_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, figures: list[Figure]) -> int:
+    from benchmarks import __main__ as suite
+
+    monkeypatch.setitem(suite.RUNNERS, "core", lambda quick: (figures, []))
+    return suite.main(["--only", "core", "--json", str(tmp_path / "r.json"), "--chart", str(tmp_path / "r.png")])
+
+
+def test_exit_status_is_one_for_a_failed_cell_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missed = Figure("core: x", "slow", "MB/s", 1.0, 1.0, 1.0, ratio=0.1, against="of ceiling", target=0.6)
+    assert _suite_with(monkeypatch, tmp_path, [missed]) == 0  # a missed timing never fails the run
+    broken = _report.failed_figure("core: x", "broken", "msg/s", "RuntimeError: boom")
+    assert _suite_with(monkeypatch, tmp_path, [missed, broken]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 1 cell(s)" in out and "broken: RuntimeError: boom" in out
+
+
+def _no_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from benchmarks import bench_clients
+
+    monkeypatch.setattr(bench_clients, "sink", lambda kind: contextlib.nullcontext(0))
+
+
+def test_a_failing_client_leaves_failed_rows_and_unmet_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import bench_clients
+
+    def works(port: int, message: bytes, n: int, connections: int) -> None:
+        time.sleep(0.0001)
+
+    def raises(port: int, message: bytes, n: int, connections: int) -> None:
+        raise ConnectionResetError("simulated")
+
+    def fails_with_8(port: int, message: bytes, n: int, connections: int) -> None:
+        if connections == 8:
+            raise ConnectionResetError("simulated, 8 connections")
+        time.sleep(0.00005)
+
+    _no_sink(monkeypatch)
+    monkeypatch.setattr(
+        bench_clients,
+        "CLIENTS",
+        {
+            "smtplib": ("json", works, None),
+            "aiosmtplib": ("json", raises, None),  # the peer fails: asyncio's target is not measurable
+            "blocking": ("json", fails_with_8, "smtplib"),  # fails in its second cell
+            "asyncio": ("json", works, "aiosmtplib"),
+        },
+    )
+    figures, notes = bench_clients.collect(sizes=(1024,), connections=(1, 8), repeat=3, duration=0.001)
+    rows = {f.name: f for f in figures}
+    assert len(rows) == 8  # every client in every cell: none vanished
+    assert rows["aiosmtplib: 1 KiB, 1 connection"].failed
+    assert rows["blocking: 1 KiB, 8 connections"].failed and not rows["blocking: 1 KiB, 1 connection"].failed
+    asyncio_row = rows["asyncio: 1 KiB, 1 connection"]
+    assert asyncio_row.ratio is None and asyncio_row.target == 3.0 and asyncio_row.met is False
+    assert "aiosmtplib failed" in asyncio_row.note
+    # The ratio is of the medians the rows print (from_runs'), whatever the number of runs.
+    blocking, smtplib = rows["blocking: 1 KiB, 1 connection"], rows["smtplib: 1 KiB, 1 connection"]
+    assert blocking.ratio == pytest.approx(blocking.median / smtplib.median)
+    assert any("blocking failed" in n for n in notes)
+
+
+def test_an_adapter_that_raises_is_a_failed_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reviewer's case: our asyncio client cannot send; its row (and its target) must stay, failed.
+    import adapters.asyncio_client
+    from benchmarks import bench_clients
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionResetError("simulated regression")
+
+    _no_sink(monkeypatch)
+    monkeypatch.setattr(adapters.asyncio_client, "send_messages", broken)
+    monkeypatch.setattr(bench_clients, "CLIENTS", {"asyncio": bench_clients.CLIENTS["asyncio"]})
+    (row,), _ = bench_clients.collect(sizes=(1024,), connections=(1,), repeat=1, duration=0.001)
+    assert row.failed and "simulated regression" in row.failed and row.target == 3.0 and row.met is False
+
+
+def test_peak_rss_of_a_failed_message_is_not_met(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import types
+
+    from benchmarks import bench_e2e
+
+    @contextlib.contextmanager
+    def fake_server(name: str) -> object:
+        yield types.SimpleNamespace(port=0, pid=0)
+
+    def fake_load(port: int, size: int, messages: int, **kwargs: object) -> object:
+        return types.SimpleNamespace(messages=0 if size > 1024 else messages)  # the big one fails
+
+    monkeypatch.setattr(bench_e2e, "server_process", fake_server)
+    monkeypatch.setattr(bench_e2e.loadgen, "run", fake_load)
+    monkeypatch.setattr(bench_e2e, "proc_status_kib", lambda pid, field: 1000)
+    notes: list[str] = []
+    (row,) = bench_e2e.measure_peak_rss(("asyncio",), 10 * 1024 * 1024, notes)
+    assert row.failed and row.met is False, row
+    assert notes == ["peak RSS, asyncio: the 10 MiB message failed"]
