@@ -273,6 +273,14 @@ class ServerConfig:
         ):
             # AUTH is offered only over TLS: such a server would refuse every MAIL with 530.
             raise ValueError("auth=REQUIRED needs TLS (tls or implicit_tls) or allow_insecure_auth=True")
+        if self.proxy_protocol and self.implicit_tls:
+            # A proxy sends its header in plaintext, before the client's TLS handshake
+            # (HAProxy, an AWS NLB, nginx; Postfix reads it so), and the adapters make
+            # the handshake first: such a server would refuse every connection.
+            raise ValueError(
+                "proxy_protocol with implicit_tls is not supported: the PROXY header comes before the "
+                "TLS handshake; end TLS at the proxy (then implicit_tls=False) or use STARTTLS on this port"
+            )
         from ._sasl_server import MECHANISMS
 
         for name in self.auth_mechanisms:

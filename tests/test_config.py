@@ -232,6 +232,14 @@ def test_auth_set_ups_that_cannot_work_are_refused() -> None:
     ServerConfig(auth=AuthPolicy.OFF, auth_mechanisms=())
 
 
+def test_a_proxy_header_before_implicit_tls_is_refused_as_a_set_up() -> None:
+    # HAProxy, an AWS NLB and nginx send the header in plaintext, then the client's
+    # handshake; the adapters make the handshake first, so every connection failed.
+    with pytest.raises(ValueError, match="PROXY header comes before the TLS handshake"):
+        ServerConfig(proxy_protocol=True, implicit_tls=True)
+    ServerConfig(proxy_protocol=True, tls=TlsPolicy.OPTIONAL)  # STARTTLS after the header is fine
+
+
 def test_timeout_value() -> None:
     timeout = Timeout("data", 300.0, "RFC 5321 §4.5.3.2.6", min_rate=500.0)
     assert timeout.name == "data"
