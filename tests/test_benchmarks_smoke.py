@@ -311,18 +311,19 @@ def test_an_adapter_that_raises_is_a_failed_cell(monkeypatch: pytest.MonkeyPatch
 def test_peak_rss_of_a_failed_message_is_not_met(monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
     import types
+    from collections.abc import Iterator
 
-    from benchmarks import bench_e2e
+    from benchmarks import bench_e2e, loadgen
 
     @contextlib.contextmanager
-    def fake_server(name: str) -> object:
+    def fake_server(name: str) -> Iterator[object]:
         yield types.SimpleNamespace(port=0, pid=0)
 
     def fake_load(port: int, size: int, messages: int, **kwargs: object) -> object:
         return types.SimpleNamespace(messages=0 if size > 1024 else messages)  # the big one fails
 
     monkeypatch.setattr(bench_e2e, "server_process", fake_server)
-    monkeypatch.setattr(bench_e2e.loadgen, "run", fake_load)
+    monkeypatch.setattr(loadgen, "run", fake_load)
     monkeypatch.setattr(bench_e2e, "proc_status_kib", lambda pid, field: 1000)
     notes: list[str] = []
     (row,) = bench_e2e.measure_peak_rss(("asyncio",), 10 * 1024 * 1024, notes)
