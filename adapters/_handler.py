@@ -232,7 +232,7 @@ class Session:
 # --- the hooks --------------------------------------------------------------------------------------
 
 #: What ``message_complete`` may return: one reply, or (LMTP) one per recipient.
-CompleteResult = Reply | list[Reply] | None
+CompleteResult = Reply | list[Reply | None] | None
 
 
 class Handler:
@@ -823,7 +823,9 @@ class Dispatcher:
             result = LOCAL_ERROR
         if isinstance(result, list):
             for item in result:
-                self._answer(item)
+                # None is the standard reply here too, for its recipient alone: accept()
+                # would answer all the rest with 250, the refusals after it among them.
+                self._answer(item if item is not None else conn.standard_reply())
         else:
             reply = self._as_reply(result, LOCAL_ERROR)
             for _ in range(due if reply is not None else 1):

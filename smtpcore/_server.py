@@ -829,6 +829,18 @@ class ServerConnection:
         for reply in self._default_replies():
             self.send(reply)
 
+    def standard_reply(self) -> Reply:
+        """The reply :meth:`accept` would send first for the pending event.
+
+        For LMTP's end of message, where ``accept()`` answers every recipient
+        not answered yet, it is the next recipient's ``250 2.1.5 <...> delivered``:
+        ``send(conn.standard_reply())`` answers that one recipient alone, for an
+        application that refuses some recipients and delivers the others.
+        """
+        if not self._replies_due:
+            raise LocalProtocolError(self._nothing_due())
+        return self._default_replies()[0]
+
     def take_reply_delay(self) -> float:
         """Seconds to wait before writing the replies queued so far; 0 until more is owed.
 

@@ -1018,8 +1018,8 @@ def test_auth_cram_md5_verified_with_stdlib_hmac() -> None:
     # A response to the challenge that is no "user hexdigest".
     # 32 characters but not hex digits: verify() would have raised TypeError comparing
     # non-ASCII text (a 451 to the client, a traceback in the log), not said False.
-    for digest in (b"short", "\u00e9".encode() * 32, b"g" * 32, b"0" * 31 + b" "):
-        _, out = auth(b"AUTH CRAM-MD5\r\n" + b64(b"alice " + digest).encode() + b"\r\n")
+    for not_hex in (b"short", "\u00e9".encode() * 32, b"g" * 32, b"0" * 31 + b" "):
+        _, out = auth(b"AUTH CRAM-MD5\r\n" + b64(b"alice " + not_hex).encode() + b"\r\n")
         assert out.startswith(b"334 ") and out.endswith(b"\r\n501 5.5.2 CRAM-MD5 response must be 'user hexdigest'\r\n")
 
 
@@ -1375,6 +1375,26 @@ def test_lmtp_accept_after_partial_replies_answers_the_rest() -> None:
         policy,
     )
     assert out.endswith(b"451 4.3.0 Try later\r\n250 2.1.5 <g@e.f> delivered\r\n250 2.1.5 <h@e.f> delivered\r\n")
+
+
+def test_lmtp_standard_reply_answers_one_recipient() -> None:
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, EndOfMessage):
+            assert conn.standard_reply() == Reply(250, "<d@e.f> delivered", "2.1.5")
+            conn.send(conn.standard_reply())
+            conn.send(Reply(452, "Mailbox full", "4.2.2"))
+            assert conn.standard_reply() == Reply(250, "<h@e.f> delivered", "2.1.5")
+        conn.accept()
+
+    _, out = drive(
+        b"LHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nRCPT TO:<h@e.f>\r\nDATA\r\nx\r\n.\r\n",
+        LMTP,
+        policy,
+    )
+    assert out.endswith(b"250 2.1.5 <d@e.f> delivered\r\n452 4.2.2 Mailbox full\r\n250 2.1.5 <h@e.f> delivered\r\n")
+    assert make_server(LMTP, greet=False).standard_reply() == Reply(220, "localhost LMTP smtpcore")
+    with pytest.raises(LocalProtocolError, match="no command is waiting for a reply"):
+        make_server(LMTP).standard_reply()
 
 
 def test_lmtp_rejected_message_one_reply_per_recipient() -> None:
