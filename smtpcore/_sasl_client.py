@@ -73,7 +73,12 @@ class ClientMechanism(Protocol):
 def _utf8(text: str | None, what: str) -> bytes:
     if not isinstance(text, str):
         raise LocalProtocolError(f"{what} must be a str")
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: bytes that were not UTF-8, read from the environment or
+        # argv with surrogateescape (a Latin-1 password in a UTF-8 locale).
+        raise LocalProtocolError(f"{what} is not valid Unicode text (it holds bytes that were not UTF-8)") from None
 
 
 class Plain:

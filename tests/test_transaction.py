@@ -1032,6 +1032,18 @@ def test_auth_no_common_mechanism_and_bad_credentials() -> None:
     )
     assert isinstance(result.error, SMTPNotSupportedError)
     assert "NUL" in str(result.error)
+    # A Latin-1 password read from a UTF-8 environment: os.environ holds "p\udce9ss".  The
+    # UnicodeEncodeError escaped receive(), leaving the driver unfinished and no QUIT sent.
+    for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5"):
+        result = run(
+            EHLO_AUTH + "C: QUIT\nS: 221 bye",
+            [(ONE, b"x")],
+            credentials=Credentials("user", "p\udce9ss"),
+            allow_insecure_auth=True,
+            auth_mechanisms=(mechanism,),
+        )
+        assert isinstance(result.error, SMTPNotSupportedError), mechanism
+        assert "password is not valid Unicode text" in str(result.error)
 
 
 def test_custom_mechanism() -> None:
