@@ -7,7 +7,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["KERNEL_TIMEOUTS", "no_delay", "set_kernel_timeout"]
+__all__ = ["KERNEL_TIMEOUTS", "no_delay", "set_kernel_timeout", "still_connected"]
 
 #: Whether plain sockets may wait with the kernel's timeouts (``SO_RCVTIMEO`` and
 #: ``SO_SNDTIMEO`` on a socket in blocking mode): where the ``struct timeval``
@@ -37,3 +37,17 @@ def set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None
     # A zero timeval means "wait forever": never round a short wait down to it.
     micro = max(1000, int(seconds * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", micro // 1_000_000, micro % 1_000_000))
+
+
+def still_connected(sock: socket.socket) -> None:
+    """Raise ``ConnectionResetError`` if the server has reset ``sock``: asked before TLS wraps it.
+
+    ``ssl.wrap_socket`` takes the descriptor from ``sock`` first; finding the
+    socket unconnected (a reset leaves it so), it reads from it and raises, with
+    the new TLS socket, which nothing can close, kept alive by the exception's
+    frames: a retry queue that keeps its errors would keep the descriptors.
+    """
+    try:
+        sock.getpeername()
+    except OSError:
+        raise ConnectionResetError("the server closed the connection before the TLS handshake") from None

@@ -47,7 +47,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
-from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout
+from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout, still_connected
 
 __all__ = ["open_session", "run_session", "send_message", "send_messages"]
 
@@ -61,6 +61,7 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
     def secure(sock: socket.socket, seconds: float) -> socket.socket:
         assert context is not None
         sock.settimeout(seconds)
+        still_connected(sock)
         tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
         try:
             tls.do_handshake()

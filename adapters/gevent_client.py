@@ -37,6 +37,7 @@ from ._client_common import (
     send_one,
     single,
 )
+from ._sockets import still_connected
 from .blocking_client import Secure, open_session
 
 __all__ = ["send_message", "send_messages"]
@@ -71,6 +72,7 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
     def secure(sock: socket.socket, seconds: float) -> socket.socket:
         assert context is not None
         sock.settimeout(seconds)
+        still_connected(sock)
         tls = _TlsSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context)
         try:
             tls.do_handshake()

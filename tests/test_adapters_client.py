@@ -24,9 +24,11 @@ import contextlib
 import functools
 import importlib
 import io
+import os
 import pathlib
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -545,6 +547,37 @@ def test_a_server_that_closes_where_the_handshake_should_begin_fails_at_once(cli
     assert isinstance(caught.value.__cause__, OSError), repr(caught.value.__cause__)
     assert str(caught.value).startswith(("cannot set up TLS with 127.0.0.1:", "lost the connection to 127.0.0.1:"))
     assert not str(caught.value).endswith(": ")  # (asyncio's own reset said nothing)
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd (Linux)")
+def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(client: str) -> None:
+    # blocking and gevent: ssl's wrap_socket took the descriptor, found the socket reset,
+    # and raised with a TLS socket nobody could close, alive while the error was kept.
+    def resetting(sock: socket.socket) -> None:
+        lines = sock.makefile("rb")
+        sock.sendall(b"220 mx ESMTP\r\n")
+        lines.readline()
+        sock.sendall(b"250-mx\r\n250 STARTTLS\r\n")
+        lines.readline()
+        sock.sendall(b"220 2.0.0 go ahead\r\n")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    kept = []  # what a relay's retry queue keeps: each deferred message's error
+    before = _open_sockets()
+    for _ in range(3):
+        with _one_connection(resetting) as port, pytest.raises(SMTPTransientError) as caught:
+            send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=REQUIRED, timeout=5)
+        kept.append(caught.value)
+    assert _open_sockets() <= before
+    assert all(isinstance(error.__cause__, OSError) for error in kept)
 
 
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
