@@ -105,6 +105,12 @@ def single(
     return [(envelope, message)]
 
 
+def check_port(port: int) -> None:
+    """A TCP port, or ValueError: getaddrinfo() takes 65536 + 25 as 25, asyncio raises OverflowError."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
+
+
 def make_driver(config: ClientConfig, messages: Messages, credentials: Credentials | None) -> ClientDriver:
     """The driver for ``messages``; file objects become chunk streams."""
     pairs = [(envelope, _as_driver_message(message, config.chunk_size)) for envelope, message in messages]

@@ -33,6 +33,7 @@ from ._client_common import (
     Waits,
     abandon,
     asend_one,
+    check_port,
     handshake_limit,
     limit,
     make_driver,
@@ -261,6 +262,7 @@ async def send_messages(
     """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
     config = config or ClientConfig()
     context = tls_context_for(config, tls_context)
+    check_port(port)
     driver = make_driver(config, messages, credentials)
     stream = _Stream()
     loop = asyncio.get_running_loop()

@@ -38,6 +38,7 @@ from ._client_common import (
     MessageSource,
     Waits,
     abandon,
+    check_port,
     handshake_limit,
     limit,
     make_driver,
@@ -206,6 +207,7 @@ def open_session(
     """
     config = config or ClientConfig()
     context = tls_context_for(config, tls_context)
+    check_port(port)
     driver = make_driver(config, messages, credentials)
     secure = make_secure(context, host)
     sock = connect((host, port), connect_timeout, source_address)

@@ -205,6 +205,8 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
         raise UsageError(str(exc)) from None
     if args.server and args.port is not None:
         raise UsageError("--port is the port of the MX hosts in direct delivery; with --server, write HOST:PORT")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: a port is a number from 1 to 65535")
     needs_dns = any(not recipient.rpartition("@")[2].startswith("[") for recipient in args.recipients)
     if not args.server and resolver is None and needs_dns and not _dns_available():
         # Said once, before anything is sent, rather than as every recipient's refusal.

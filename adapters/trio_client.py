@@ -35,6 +35,7 @@ from ._client_common import (
     Waits,
     abandon,
     asend_one,
+    check_port,
     handshake_limit,
     limit,
     make_driver,
@@ -150,6 +151,7 @@ async def send_messages(
     """Send (envelope, message) pairs over one connection; the outcome of the whole session."""
     config = config or ClientConfig()
     context = tls_context_for(config, tls_context)
+    check_port(port)
     driver = make_driver(config, messages, credentials)
     try:
         with trio.fail_after(connect_timeout):

@@ -580,6 +580,14 @@ def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(client: str) -> 
     assert all(isinstance(error.__cause__, OSError) for error in kept)
 
 
+@pytest.mark.parametrize("port", [65536 + 25, 0, -1, "25", True])
+def test_a_port_out_of_range_is_a_value_error(client: str, port: Any) -> None:
+    # getaddrinfo() takes 65536 + 25 as 25: three adapters connected to another port
+    # than the one asked for, and asyncio raised OverflowError.
+    with pytest.raises(ValueError, match="port must be an int from 1 to 65535"):
+        send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=PLAIN)
+
+
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.slow("RCPT", 5.0)
     started = time.monotonic()

@@ -140,6 +140,10 @@ def test_usage_errors_exit_2(capsys: Any, tmp_path: Path) -> None:
     # --port is for direct delivery: with --server it would be ignored.
     assert send("--to", "b@example.com", "--body", "x", "--server", "127.0.0.1", "--port", "2525") == 2
     assert "HOST:PORT" in capsys.readouterr().err
+    # getaddrinfo() takes 65536 + 25 as 25: three adapters delivered to port 25, asyncio crashed.
+    for port in ("65561", "0", "-1"):
+        assert send("--to", "b@[127.0.0.1]", "--body", "x", "--port", port) == 2
+        assert "a port is a number from 1 to 65535" in capsys.readouterr().err
     # Octets the locale cannot decode reach sys.argv as lone surrogates ("\udcff" for \xff).
     assert send("--to", "b\udcff@example.com", "--body", "x", "--server", "127.0.0.1:1") == 2
     assert "not valid Unicode" in capsys.readouterr().err
