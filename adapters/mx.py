@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from smtpcore._address import exact_a_labels
 from smtpcore._outcomes import (
     MessageOutcome,
     RecipientOutcome,
+    SMTPDeliveryError,
     SMTPNotSupportedError,
     SMTPPermanentError,
     SMTPTransientError,
@@ -149,6 +150,11 @@ def lookup_mail_hosts(domain: str, resolver: Resolver | None = None, rng: random
     return [host for _, _, host in sorted(decorated)]
 
 
+def _refused_to_talk(error: SMTPDeliveryError) -> bool:
+    """A 5xx greeting: the one permanent reply that answers no command."""
+    return not error.transient and error.command is None and error.reply is not None and error.reply.code >= 500
+
+
 @dataclass(frozen=True)
 class DirectResult:
     """Every recipient's final outcome, and the host that decided it (None: no host did)."""
@@ -193,7 +199,14 @@ def deliver_direct(
             still_pending = []
             for item in outcome.recipients:
                 error = item.error
-                if error is not None and (
+                if error is not None and _refused_to_talk(error):
+                    # A 5xx greeting says "not this host", not "not this mail" (RFC 5321
+                    # §3.1): the next host, as Postfix's smtp_skip_5xx_greeting (yes by
+                    # default); deferred, not bounced, when it was the last.
+                    still_pending.append(item.recipient)
+                    text = f"{host} refused to talk: {error}"
+                    last_error[item.recipient] = replace(item, error=SMTPTransientError(text, error.reply))
+                elif error is not None and (
                     error.transient or (isinstance(error, SMTPNotSupportedError) and error.reply is None)
                 ):
                     # A 4xx, or this host lacks what the message needs: the next host may take it.

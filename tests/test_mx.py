@@ -182,6 +182,29 @@ def test_a_host_that_lacks_what_the_message_needs_is_passed_over() -> None:
     assert result.outcomes["a@example.com"].delivered and result.hosts["a@example.com"] == "tls.mx"
 
 
+def test_a_host_that_greets_with_5xx_is_passed_over_and_the_last_one_defers() -> None:
+    # RFC 5321 §3.1: a 554 greeting is "not this host"; Postfix's smtp_skip_5xx_greeting
+    # (yes by default) goes on to the next MX, and a 5xx to a command stays final.
+    resolver = StubResolver({"example.com": [MX(10, "busy.mx"), MX(20, "good.mx")], "b.example": [MX(10, "busy.mx")]})
+    calls: list[str] = []
+    greeting = Reply(554, "no service here")
+
+    def attempt(host: str, recipients: Sequence[str]) -> MessageOutcome:
+        calls.append(host)
+        if host == "busy.mx":
+            error = SMTPPermanentError(f"the server refused the session: {greeting}", greeting)
+            return MessageOutcome(tuple(RecipientOutcome(r, error=error) for r in recipients), error)
+        return outcome(recipients, {})
+
+    result = deliver_direct(["a@example.com", "b@b.example"], attempt, resolver)
+    assert calls == ["busy.mx", "good.mx", "busy.mx"]
+    assert result.outcomes["a@example.com"].delivered and result.hosts["a@example.com"] == "good.mx"
+    error = result.outcomes["b@b.example"].error
+    assert isinstance(error, SMTPTransientError) and error.reply == greeting  # deferred, not bounced
+    assert str(error).startswith("busy.mx refused to talk: the server refused the session: 554")
+    assert result.hosts["b@b.example"] is None
+
+
 def test_every_host_down_or_greylisting_is_transient() -> None:
     resolver = StubResolver({"example.com": [MX(10, "a.mx"), MX(20, "b.mx")], "gone.example": dns.resolver.NXDOMAIN})
 
