@@ -459,7 +459,7 @@ class _Progress:
     and in LMTP a recipient whose own reply came before is delivered.
     """
 
-    __slots__ = ("decided", "final", "mail", "mail_reply", "positions", "rcpt_replies", "rcpts")
+    __slots__ = ("decided", "ended", "final", "mail", "mail_reply", "positions", "rcpt_replies", "rcpts")
 
     def __init__(self, decided: list[RecipientOutcome | None]) -> None:
         #: Each recipient's outcome, in the envelope's order, once a transaction decided it.
@@ -473,6 +473,8 @@ class _Progress:
         self.rcpt_replies: list[Reply | None] = []
         #: The replies after the content so far: one in SMTP, one per accepted recipient in LMTP.
         self.final: list[Reply] = []
+        #: The command that ended the content (EndOfMessage, or BDAT LAST) once it was sent.
+        self.ended: Event | None = None
 
     def outcome(self, addresses: Sequence[str], error: SMTPDeliveryError) -> MessageOutcome:
         """The message's outcome: what the replies decided, ``error`` for every other recipient."""
@@ -481,6 +483,18 @@ class _Progress:
         mail_error = None
         if mail is not None and self.mail_reply is not None and not self.mail_reply.is_positive:
             mail_error = _mail_refusal(mail, self.mail_reply)
+        unknown = None
+        if self.ended is not None and error.reply is None:
+            # The whole message went out and no reply came back (a 421 is a reply: not
+            # taken): the server may have it (RFC 5321 §4.5.3.2.6), which a caller must
+            # tell from a message never sent.  ``command`` is the end whose reply is missing.
+            unknown = SMTPTransientError(
+                f"{error}, after the whole message was sent: it may have been delivered, "
+                "and sending it again may deliver it twice",
+                None,
+                self.ended,
+            )
+            unknown.__cause__ = error.__cause__ or error
         accepted = 0
         for position, rcpt, reply in zip(self.positions, self.rcpts, self.rcpt_replies, strict=True):
             outcome = RecipientOutcome(rcpt.recipient, reply, error=mail_error or error)
@@ -490,6 +504,8 @@ class _Progress:
                 else:
                     if accepted < len(self.final):  # (LMTP: its own reply came before the end)
                         outcome = _delivered_or_not(rcpt, reply, self.final[accepted], EndOfMessage())
+                    elif unknown is not None:
+                        outcome = RecipientOutcome(rcpt.recipient, reply, error=unknown)
                     accepted += 1
             results[position] = outcome
         # The recipients of the transactions the session never reached.
@@ -499,6 +515,8 @@ class _Progress:
         )
         if any(item.delivered for item in outcomes):
             return MessageOutcome(outcomes, None)
+        if unknown is not None and any(item.error is unknown for item in outcomes):
+            return MessageOutcome(outcomes, unknown)
         if all(item.error is not error for item in outcomes):
             # Every recipient has its own refusal (or MAIL's) from the replies before
             # the session ended.  The message's error is theirs, as when its
@@ -1153,7 +1171,7 @@ class ClientDriver:
         assert progress is not None
         progress.mail, progress.rcpts, progress.mail_reply = mail, rcpts, None
         rcpt_replies: list[Reply | None] = [None] * len(rcpts)
-        progress.rcpt_replies, progress.final = rcpt_replies, []
+        progress.rcpt_replies, progress.final, progress.ended = rcpt_replies, [], None
         data_reply: Reply | None = None
         if caps.pipelining and self.config.use_pipelining:
             if not sent:
@@ -1239,6 +1257,7 @@ class ClientDriver:
                 final, final_command = [data_reply] * len(accepted), Data()
             else:
                 yield from self._send_data(content, mail.params.body is not None)
+                progress.ended = EndOfMessage()
                 if ahead:
                     yield from self._send_ahead()
                 final_command = EndOfMessage()
@@ -1288,6 +1307,8 @@ class ClientDriver:
             if current:
                 conn.send(MessageData(current))
             if last:
+                assert self._progress is not None
+                self._progress.ended = chunk
                 if ahead:
                     yield from self._send_ahead()
                 for _ in range(accepted if self.config.lmtp else 1):

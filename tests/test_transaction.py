@@ -534,6 +534,33 @@ def test_a_lost_connection_keeps_the_refusals_and_the_earlier_transactions() -> 
     assert message.refused["e@y.org"] is result.error and result.error.transient
 
 
+@pytest.mark.parametrize("chunking", [False, True])
+def test_a_connection_lost_after_the_end_of_data_says_the_message_may_be_delivered(chunking: bool) -> None:
+    # RFC 5321 §4.5.3.2.6: the server may have the message.  A relay must be able to tell
+    # this from a message never sent (it once read the same as a loss after MAIL).
+    envelope = Envelope("a@x.org", ["b@y.org", "c@y.org"])
+    end = "C: BDAT 3 LAST\nC: x\r\n" if chunking else "C: DATA\nS: 354 go\nC: x\nC: .\n"
+    result = run(
+        "S: 220 mx\nC: EHLO client.example\nS: 250-mx\n"
+        + ("S: 250 CHUNKING\n" if chunking else "S: 250 8BITMIME\n")
+        + "C: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<b@y.org>\nS: 250 ok\nC: RCPT TO:<c@y.org>\nS: 550 no\n"
+        + end
+        + "CLOSE\n",
+        [(envelope, b"x")],
+    )
+    message = result.messages[0]
+    error = message.error
+    assert isinstance(error, SMTPTransientError)
+    assert "after the whole message was sent: it may have been delivered" in str(error)
+    assert error.command == (Bdat(3, last=True) if chunking else EndOfMessage())
+    assert message.refused["b@y.org"] is error
+    assert reply_of(message.refused["c@y.org"]).code == 550  # refused before: stays refused
+    # Lost before the end went out: never sent, and no such words.
+    result = run(EHLO_PLAIN + "C: MAIL FROM:<a@x.org>\nS: 250 ok\nC: RCPT TO:<b@y.org>\nCLOSE\n", [(ENV, b"x")])
+    assert result.messages[0].error is not None and "may have been delivered" not in str(result.messages[0].error)
+    assert result.messages[0].error.command is None
+
+
 def test_a_421_to_mail_leaves_every_recipient_to_retry() -> None:
     # Without pipelining nothing but MAIL was sent; and a refused MAIL decides
     # every recipient, whether its RCPT's reply came before the 421 or not.
