@@ -86,9 +86,10 @@ def xtext_decode(value: str) -> str:
     except UnicodeDecodeError:
         raise _syntax("xtext value is not UTF-8") from None
     # ENVID is printable ASCII and ORCPT / AUTH= carry addresses (RFC 3461 §4.2,
-    # §4.4; RFC 4954 §5): a control character decoded from "+0D" or "+00" has no
+    # §4.4; RFC 4954 §5): a control character decoded from "+0D" or "+00" (or a C1
+    # control, a line separator, a bidi override: what every name refuses) has no
     # business there and would travel on into DSNs and headers.
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+    if _abnf.CONTROL_RE.search(text):
         raise _syntax("xtext value decodes to a control character")
     return text
 
@@ -146,8 +147,8 @@ class MailParams:
         # is the application's mistake, and fails here rather than as a refused message.
         if self.ret is not None and self.ret not in ("FULL", "HDRS"):
             raise ValueError(f"MailParams.ret must be 'FULL' or 'HDRS', not {self.ret!r}")
-        if self.envid is not None and not _reads_back(_xtext, xtext_encode, self.envid):
-            raise ValueError(f"MailParams.envid must be text with no control characters, not {self.envid!r}")
+        if self.envid is not None and not _reads_back(_envid, xtext_encode, self.envid):
+            raise ValueError(f"MailParams.envid must be US-ASCII text with no control characters, not {self.envid!r}")
         # The rest as the server's parser reads them too.  The client compares BODY
         # in capitals, so "binarymime" would pass its BINARYMIME checks unseen.
         if self.body is not None and self.body not in ("7BIT", "8BITMIME", "BINARYMIME"):
@@ -265,6 +266,15 @@ def _xtext(value: str | None) -> str:
     if value is None:
         raise _syntax("Parameter needs a value")
     return xtext_decode(value)
+
+
+def _envid(value: str | None) -> str:
+    # RFC 3461 §4.4: the envelope identifier is printable US-ASCII (Postfix answers
+    # 501 to anything else); only ORCPT and AUTH= may carry UTF-8 addresses.
+    text = _xtext(value)
+    if not text.isascii():
+        raise _syntax("ENVID must be US-ASCII text (RFC 3461 §4.4)")
+    return text
 
 
 def _mt_priority(value: str | None) -> int:
@@ -396,7 +406,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("BODY", "MAIL", "8BITMIME", "body", _choice("7BIT", "8BITMIME", "BINARYMIME"), rfc="RFC 6152, 3030"),
     ParamSpec("SMTPUTF8", "MAIL", "SMTPUTF8", "smtputf8", _flag, _format_flag, rfc="RFC 6531"),
     ParamSpec("RET", "MAIL", "DSN", "ret", _choice("FULL", "HDRS"), rfc="RFC 3461"),
-    ParamSpec("ENVID", "MAIL", "DSN", "envid", _xtext, xtext_encode, rfc="RFC 3461"),
+    ParamSpec("ENVID", "MAIL", "DSN", "envid", _envid, xtext_encode, rfc="RFC 3461"),
     ParamSpec("AUTH", "MAIL", "AUTH", "auth", _xtext, xtext_encode, rfc="RFC 4954"),
     ParamSpec("REQUIRETLS", "MAIL", "REQUIRETLS", "requiretls", _flag, _format_flag, rfc="RFC 8689"),
     ParamSpec("MT-PRIORITY", "MAIL", "MT-PRIORITY", "mt_priority", _mt_priority, rfc="RFC 6710"),

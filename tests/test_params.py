@@ -42,7 +42,9 @@ ALL = frozenset(
 
 
 # Text without C0 controls or DEL: decoded xtext refuses those (see test_xtext_refuses_controls).
-NO_CONTROLS = st.characters(blacklist_categories=["Cs"], blacklist_characters=[chr(c) for c in [*range(32), 127]])
+# What CONTROL_RE refuses in any name: C0, DEL, C1, the line separators, the bidi overrides and isolates.
+CONTROLS = [*range(32), 127, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+NO_CONTROLS = st.characters(blacklist_categories=["Cs"], blacklist_characters=[chr(c) for c in CONTROLS])
 
 
 def mail(*words: str, extensions: frozenset[str] = ALL, extra: frozenset[str] = frozenset(), utf8: bool = False) -> Any:
@@ -77,7 +79,7 @@ GOOD = [
     ("MAIL", "RET=hdrs", "ret", "HDRS"),
     ("MAIL", "ENVID=QQ314159", "envid", "QQ314159"),
     ("MAIL", "ENVID=a+2Bb+3Dc", "envid", "a+b=c"),
-    ("MAIL", "ENVID=+C3+A9", "envid", "é"),
+    ("MAIL", "ENVID=a+20b", "envid", "a b"),
     ("MAIL", "AUTH=<>", "auth", "<>"),
     ("MAIL", "AUTH=user+40example.com", "auth", "user@example.com"),
     ("MAIL", "REQUIRETLS", "requiretls", True),
@@ -161,6 +163,9 @@ MALFORMED = [
     ("MAIL", "ENVID=a+G0"),
     ("MAIL", "ENVID=+FF"),
     ("MAIL", "ENVID=+C3"),
+    ("MAIL", "ENVID=+C3+A9"),  # UTF-8: RFC 3461 §4.4 has printable US-ASCII (Postfix: 501)
+    ("MAIL", "ENVID=a+C2+85b"),  # a C1 control, as every name refuses it
+    ("MAIL", "ENVID=+E2+80+AEtoor"),  # a bidi override
     ("MAIL", "AUTH"),
     ("MAIL", "AUTH=a+zz"),
     ("MAIL", "REQUIRETLS=1"),
@@ -601,6 +606,7 @@ def test_format_checks_typed_fields_too(field: str, value: str) -> None:
         (lambda: MailParams(ret="a=b"), "MailParams.ret"),  # type: ignore[arg-type]
         (lambda: MailParams(ret="full\r\nRSET"), "MailParams.ret"),  # type: ignore[arg-type]
         (lambda: MailParams(envid="id\r\nRSET"), "MailParams.envid"),
+        (lambda: MailParams(envid="\u00e9-id"), "MailParams.envid"),  # a server refuses it (501)
         (lambda: RcptParams(notify=()), "RcptParams.notify"),
         (lambda: RcptParams(notify=("NEVER", "SUCCESS")), "RcptParams.notify"),  # RFC 3461 §4.1: NEVER alone
         (lambda: RcptParams(notify=("SUCCESS", "SUCCESS")), "RcptParams.notify"),
@@ -699,7 +705,7 @@ mail_params = st.builds(
     smtputf8=st.booleans(),
     ret=st.none() | st.sampled_from(["FULL", "HDRS"]),
     # An empty ENVID or AUTH cannot be written (esmtp-value is 1*char): see below.
-    envid=st.none() | printable.filter(bool),
+    envid=st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=20),
     auth=st.none() | printable.filter(bool),
     requiretls=st.booleans(),
     mt_priority=st.none() | st.integers(-9, 9),
