@@ -339,6 +339,11 @@ class ClientConnection:
                 self._tls = "announce"
         elif kind is Quit:
             self._close(by_peer=False)
+        elif (kind is EndOfMessage or kind is Bdat) and (reply.code == 221 or 300 <= reply.code < 400):
+            # RFC 5321 §4.3.2: no server ends a message with "closing" or "go ahead".  An
+            # LMTP server one reply short hands the pipelined QUIT's 221 to the last
+            # recipient, which would read as its delivery: the replies are out of step.
+            self._fail(f"{reply.code} is no reply to the end of a message: the replies are out of step")
 
     # --- output -----------------------------------------------------------------------------------
 

@@ -497,6 +497,41 @@ def test_a_421_after_some_lmtp_recipients_keeps_their_deliveries() -> None:
     assert message.refused["d@y.org"] is result.error
 
 
+@pytest.mark.parametrize("stray", ["221 bye", "354 go"])
+def test_an_lmtp_server_a_reply_short_is_out_of_step_not_a_delivery(stray: str) -> None:
+    # The QUIT pipelined behind the end of data got its 221, which was credited to the
+    # last recipient as its delivery.  No server ends a message with 221 or a 3xx.
+    two = Envelope("a@x.org", ["b@y.org", "c@y.org"])
+    result = run(
+        """
+        S: 220 lmtp
+        C: LHLO client.example
+        S: 250-lmtp
+        S: 250 PIPELINING
+        C: MAIL FROM:<a@x.org>
+        C: RCPT TO:<b@y.org>
+        C: RCPT TO:<c@y.org>
+        C: DATA
+        S: 250 ok
+        S: 250 ok
+        S: 250 ok
+        S: 354 go
+        C: x
+        C: .
+        C: QUIT
+        S: 250 delivered
+        """
+        + f"S: {stray}\n",
+        [(two, b"x")],
+        lmtp=True,
+    )
+    message = result.messages[0]
+    assert message.delivered == ("b@y.org",)
+    error = message.refused["c@y.org"]
+    assert error.transient and "may have been delivered" in str(error)
+    assert "out of step" in str(result.error)
+
+
 def test_a_lost_connection_keeps_the_refusals_and_the_earlier_transactions() -> None:
     # RCPTMAX splits the recipients: the first transaction's outcome stands, the
     # second's 550 came before the connection broke, the one after it is unknown.
