@@ -6,8 +6,9 @@ import contextlib
 import socket
 import struct
 import sys
+from typing import Any
 
-__all__ = ["KERNEL_TIMEOUTS", "no_delay", "set_kernel_timeout", "still_connected"]
+__all__ = ["KERNEL_TIMEOUTS", "limit_unsent", "no_delay", "set_kernel_timeout", "still_connected"]
 
 #: Whether plain sockets may wait with the kernel's timeouts (``SO_RCVTIMEO`` and
 #: ``SO_SNDTIMEO`` on a socket in blocking mode): where the ``struct timeval``
@@ -30,6 +31,26 @@ def no_delay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+#: What trio sets on every TCP stream, and for the same reason (python-trio/trio#72).
+UNSENT_LIMIT = 16 * 1024
+
+
+def limit_unsent(sock: socket.socket | Any) -> None:
+    """Keep at most :data:`UNSENT_LIMIT` octets written but unsent in the kernel (``TCP_NOTSENT_LOWAT``).
+
+    A client's wait for a data block (RFC 5321 §4.5.3.2.5) must measure the
+    server, not the kernel: with megabytes queued, a blocked write wakes only
+    once about a third has drained, so a server reading steadily but slowly ran
+    out a 1 s wait that trio's client, with this set, never did.  Throughput
+    over loopback is the same either way (measured with 100 KiB messages).
+    Where the option does not exist (not Linux or macOS), nothing changes.
+    """
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LIMIT)
 
 
 def set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:

@@ -42,6 +42,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
+from ._sockets import limit_unsent
 
 __all__ = ["send_message", "send_messages"]
 
@@ -272,6 +273,7 @@ async def send_messages(
     except asyncio.TimeoutError:
         raise TimeoutError(f"cannot connect to {host}:{port} within {connect_timeout:g} s") from None
     assert stream.transport is not None
+    limit_unsent(stream.transport.get_extra_info("socket"))
     tell_local_address(driver, stream.transport.get_extra_info("sockname"))
     try:
         if config.implicit_tls:

@@ -48,7 +48,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
-from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout, still_connected
+from ._sockets import KERNEL_TIMEOUTS, limit_unsent, no_delay, set_kernel_timeout, still_connected
 
 __all__ = ["open_session", "run_session", "send_message", "send_messages"]
 
@@ -212,6 +212,7 @@ def open_session(
     secure = make_secure(context, host)
     sock = connect((host, port), connect_timeout, source_address)
     no_delay(sock)
+    limit_unsent(sock)
     tell_local_address(driver, sock.getsockname())
     if config.implicit_tls:
         try:

@@ -588,6 +588,28 @@ def test_a_port_out_of_range_is_a_value_error(client: str, port: Any) -> None:
         send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=PLAIN)
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="TCP_NOTSENT_LOWAT is Linux's and macOS's")
+def test_the_kernel_holds_little_unsent_so_a_data_block_wait_measures_the_server(
+    client: str, fake_smtp_server: FakeSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With megabytes queued a blocked write woke only once a third had drained: a server
+    # reading 640 KB/s without a pause ran out a 1 s data_block wait in three adapters of
+    # four.  trio sets the option on every stream itself; the others on their socket.
+    if client == "trio":
+        pytest.skip("trio's SocketStream sets TCP_NOTSENT_LOWAT itself")
+    module = importlib.import_module(f"adapters.{'blocking' if client == 'gevent' else client}_client")
+    real, seen = module.limit_unsent, []
+
+    def checked(sock: Any) -> None:
+        real(sock)
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT))
+
+    monkeypatch.setattr(module, "limit_unsent", checked)
+    server = fake_smtp_server
+    send(client, server.host, server.port, "a@example.com", ["b@example.org"], CONTENT, config=PLAIN)
+    assert seen == [16 * 1024]
+
+
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.slow("RCPT", 5.0)
     started = time.monotonic()
