@@ -141,7 +141,9 @@ class _Stream(asyncio.BufferedProtocol):
     async def write(self, data: bytes, timeout: float) -> None:
         assert self.transport is not None
         if self.transport.is_closing():
-            raise ConnectionResetError("the connection is closed")
+            # The socket's own error where there was one (a reset, a broken pipe), as the
+            # other adapters' send() raises it.
+            raise self._lost_by or ConnectionResetError("the connection is closed")
         self.transport.write(data)
         if self._drain is not None:
             await asyncio.wait_for(asyncio.shield(self._drain), timeout)

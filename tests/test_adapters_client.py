@@ -610,6 +610,27 @@ def test_the_kernel_holds_little_unsent_so_a_data_block_wait_measures_the_server
     assert seen == [16 * 1024]
 
 
+def test_a_reset_mid_content_is_the_sockets_own_error(client: str) -> None:
+    # asyncio made up a ConnectionResetError("the connection is closed") for the write
+    # after the reset; the others raise the socket's error, with its errno.
+    def resetting(sock: socket.socket) -> None:
+        lines = sock.makefile("rb")
+        sock.sendall(b"220 mx ESMTP\r\n")
+        for reply in (b"250-mx\r\n250 PIPELINING\r\n", b"250 ok\r\n250 ok\r\n354 go\r\n"):
+            lines.readline()
+            sock.sendall(reply)
+        lines.readline()  # (the RCPT and DATA lines are the second burst's)
+        lines.readline()
+        sock.recv(1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    big = b"Subject: x\r\n\r\n" + (b"y" * 76 + b"\r\n") * 100_000  # more than the socket buffers hold
+    with _one_connection(resetting) as port, pytest.raises(SMTPTransientError) as caught:
+        send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], big, config=PLAIN, timeout=5)
+    cause = caught.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno is not None, repr(cause)
+
+
 def test_fault_slow_server_times_out(client: str, fake_smtp_server: FakeSMTPServer) -> None:
     fake_smtp_server.slow("RCPT", 5.0)
     started = time.monotonic()
