@@ -90,6 +90,14 @@ def top_end_slope(sizes: list[float], seconds: list[float]) -> float:
     return last / reference
 
 
+def _check(name: str, value: float, limit: float, note: str) -> Figure:
+    """A linearity check's row: one figure derived from the series' runs (no min-max), under ``limit``."""
+    return Figure(
+        SECTION, name, "", value, value, value,
+        target=limit, target_on="median", lower_is_better=True, derived=True, note=note,
+    )  # fmt: skip
+
+
 def run_recipients(count: int) -> int:
     data = (
         b"EHLO client.example.com\r\nMAIL FROM:<sender@example.com>\r\n"
@@ -173,23 +181,13 @@ def collect(
         amounts = [float(x) for x in xs]
         if len(xs) >= 2:
             exponent = marginal_exponent(amounts, fastest)
-            figures.append(
-                Figure(
-                    SECTION, f"{name}: fitted exponent, marginal time vs size", "", exponent, exponent, exponent,
-                    target=LINEAR_LIMIT, target_on="median", lower_is_better=True, derived=True,
-                    note=f"1.0 = linear; time above the {xs[0]:,}'s",
-                )
-            )  # fmt: skip
+            note = f"1.0 = linear; time above the {xs[0]:,}'s"
+            figures.append(_check(f"{name}: fitted exponent, marginal time vs size", exponent, LINEAR_LIMIT, note))
         if len(xs) >= 3:
             slope = top_end_slope(amounts, fastest)
             middle = xs[len(xs) // 2]
-            figures.append(
-                Figure(
-                    SECTION, f"{name}: top-end slope", "", slope, slope, slope,
-                    target=TOP_END_LIMIT, target_on="median", lower_is_better=True, derived=True,
-                    note=f"1.0 = linear; per {unit_of} from {xs[-2]:,} to {xs[-1]:,} over from {xs[0]:,} to {middle:,}",
-                )
-            )  # fmt: skip
+            note = f"1.0 = linear; per {unit_of} from {xs[-2]:,} to {xs[-1]:,} over from {xs[0]:,} to {middle:,}"
+            figures.append(_check(f"{name}: top-end slope", slope, TOP_END_LIMIT, note))
     return figures, []
 
 

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.mime.text import MIMEText
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 import trio
@@ -443,6 +443,16 @@ def _one_connection(serve: Any) -> Iterator[int]:
         listener.close()
 
 
+def _up_to_starttls(sock: socket.socket, extensions: bytes = b"") -> BinaryIO:
+    """Greet, answer EHLO offering STARTTLS (after ``extensions``), read STARTTLS; the lines read so far."""
+    lines = sock.makefile("rb")
+    sock.sendall(b"220 mx ESMTP\r\n")
+    lines.readline()
+    sock.sendall(b"250-mx\r\n" + extensions + b"250 STARTTLS\r\n")
+    lines.readline()
+    return lines
+
+
 def test_fault_server_that_resets_after_the_greeting(client: str) -> None:
     # The cause is the socket's error on every adapter, as client.md promises: asyncio
     # read a reset as the server closing, and trio gave its BrokenResourceError.
@@ -498,11 +508,7 @@ def test_plaintext_behind_the_starttls_220_is_never_read_inside_tls(client: str,
     forged: list[bytes] = []
 
     def injecting(sock: socket.socket) -> None:
-        lines = sock.makefile("rb")
-        sock.sendall(b"220 mx ESMTP\r\n")
-        lines.readline()
-        sock.sendall(b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
-        lines.readline()
+        _up_to_starttls(sock, b"250-PIPELINING\r\n")
         go_ahead = b"220 2.0.0 go ahead\r\n"
         sock.sendall(go_ahead + b"X" * (65536 - len(go_ahead)) + b"250-forged.example\r\n250 SIZE 10\r\n")
         with contextlib.suppress(OSError), smtp_ca.server_context().wrap_socket(sock, server_side=True) as tls:
@@ -532,11 +538,7 @@ def test_a_server_that_closes_where_the_handshake_should_begin_fails_at_once(cli
     # had closed under it returned None), or waited out the handshake timeout.
     def closing(sock: socket.socket) -> None:
         if when.startswith("after"):
-            lines = sock.makefile("rb")
-            sock.sendall(b"220 mx ESMTP\r\n")
-            lines.readline()
-            sock.sendall(b"250-mx\r\n250 STARTTLS\r\n")
-            lines.readline()
+            _up_to_starttls(sock)
             sock.sendall(b"220 2.0.0 go ahead\r\n")
 
     config = REQUIRED if when.startswith("after") else ClientConfig(implicit_tls=True, starttls=TlsPolicy.OFF)
@@ -562,11 +564,7 @@ def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(client: str) -> 
     # blocking and gevent: ssl's wrap_socket took the descriptor, found the socket reset,
     # and raised with a TLS socket nobody could close, alive while the error was kept.
     def resetting(sock: socket.socket) -> None:
-        lines = sock.makefile("rb")
-        sock.sendall(b"220 mx ESMTP\r\n")
-        lines.readline()
-        sock.sendall(b"250-mx\r\n250 STARTTLS\r\n")
-        lines.readline()
+        _up_to_starttls(sock)
         sock.sendall(b"220 2.0.0 go ahead\r\n")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
