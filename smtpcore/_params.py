@@ -375,7 +375,7 @@ def _utf8_address_decode(text: str) -> str:
         raise _syntax("utf-8 ORCPT address is not UTF-8") from None
     except ValueError:  # past U+10FFFF
         raise _syntax("utf-8 ORCPT address names no Unicode character") from None
-    if any(ord(char) < 32 or ord(char) == 127 for char in decoded):
+    if _abnf.CONTROL_RE.search(decoded):  # (as in xtext_decode: what every name refuses)
         raise _syntax("utf-8 ORCPT address decodes to a control character")
     return decoded
 
