@@ -28,6 +28,14 @@ GOOD = [
     (V2_TCP6, ProxyInfo(2, ("::1", 1), ("::2", 2))),  # a TLV after the addresses is skipped
     (v2(0, 0x00, b""), ProxyInfo(2, None, None)),  # LOCAL (a health check)
     (v2(1, 0x31, bytes(216)), ProxyInfo(2, None, None)),  # UNIX socket
+    # The edges (found by mutation testing): the longest v1 line; PROXY with UNSPEC, which
+    # the spec says to take as LOCAL; the longest v2 header we take.
+    (b"PROXY UNKNOWN " + b"x" * (MAX_V1_LENGTH - 16) + b"\r\n", ProxyInfo(1, None, None)),
+    (v2(1, 0x00, b""), ProxyInfo(2, None, None)),
+    (
+        v2(1, 0x11, V2_TCP4[16:] + bytes(MAX_V2_LENGTH - 16 - 12)),
+        ProxyInfo(2, ("192.0.2.1", 40000), ("198.51.100.2", 25)),
+    ),
 ]
 
 
@@ -59,6 +67,17 @@ BAD = [
     V2_SIGNATURE + bytes([0x22, 0x11]) + struct.pack("!H", 0),  # command 2
     v2(1, 0x11, b"\x00" * 4),  # too short for IPv4
     V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", MAX_V2_LENGTH),  # too long
+    # Each check on its own, the rest of the header valid (found by mutation testing:
+    # with an empty address block, "too short" fired first and hid the check aimed at).
+    V2_SIGNATURE[:-1] + b"X" + V2_TCP4[12:],  # the signature's last octet wrong
+    bytes([0x31]).join([V2_TCP4[:12], V2_TCP4[13:]]),  # version 3, a valid IPv4 block
+    bytes([0x22]).join([V2_TCP4[:12], V2_TCP4[13:]]),  # command 2, a valid IPv4 block
+    v2(1, 0x11, V2_TCP4[16:24]),  # IPv4 addresses without their ports
+    v2(1, 0x21, bytes(20)),  # IPv6: 20 octets of 36
+    b"PROXY UNKNOWN " + b"x" * (MAX_V1_LENGTH - 15) + b"\r\n",  # 108 octets
+    b"PROXY UNKNOWN " + b"x" * 284 + b"\r\n",  # far over, CRLF and all in one read
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 05 25\r\n",  # a port's leading zero
+    b"PROXY UNKNOWN a\rb\r\n",  # a bare CR
 ]
 
 

@@ -2044,3 +2044,44 @@ def test_extensions_make_room_for_their_parameters_on_the_command_line() -> None
     # And the room is bounded: a line past it is refused without being kept.
     _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c> " + b"X" * 1300 + b"\r\n", config)
     assert out.endswith(b"500 5.5.2 Line too long\r\n")
+
+
+# --- found by mutation testing: behaviour no test held -----------------------------------------------
+
+
+def test_rset_before_ehlo_leaves_the_session_waiting_for_ehlo() -> None:
+    # RSET is fine at any time, but it is no greeting: MAIL still needs EHLO or HELO first.
+    _, out = drive(b"RSET\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n")
+    assert out.split(b"\r\n")[1:-1] == [
+        b"250 Reset OK",
+        b"503 Send EHLO first",
+        b"503 Send EHLO first",
+    ]
+
+
+@pytest.mark.parametrize("greeting", [None, Reply(554, "No service")])
+def test_a_refused_chunk_is_read_and_dropped_never_handed_out_or_run(greeting: Reply | None) -> None:
+    # Its octets are consumed (RFC 3030 §2), but they are no message content, and in a
+    # session greeted with 554 they are not read as commands either ("NOOP" would get a
+    # reply of its own).
+    conn = make_server(ServerConfig(chunking=True), greet=greeting is None)
+    if greeting is not None:
+        conn.send(greeting)
+    driver = Driver(conn)
+    driver.feed((b"" if greeting else b"EHLO c\r\n") + b"BDAT 6 LAST\r\nNOOP\r\nQUIT\r\n")
+    assert not any(isinstance(event, MessageData) for event in driver.events)
+    replies = bytes(driver.output).split(b"\r\n")[:-1]
+    # The BDAT's 503, then QUIT's 221: nothing answers the chunk's "NOOP".
+    assert replies[-1].startswith(b"221 ") and replies[-2].startswith(b"503 ")
+    assert not replies[-3].startswith(b"503 ")
+
+
+@pytest.mark.parametrize("chunking", [False, True])
+def test_a_message_of_exactly_the_size_limit_is_taken(chunking: bool) -> None:
+    # RFC 1870: SIZE is the largest message the server takes, that one included.
+    config = ServerConfig(chunking=True, max_message_size=65536)
+    start = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
+    for body, reply in [((b"x" * 62 + b"\r\n") * 1024, b"250 "), (b"x" + (b"x" * 62 + b"\r\n") * 1024, b"552 ")]:
+        message = b"BDAT %d LAST\r\n" % len(body) + body if chunking else b"DATA\r\n" + body + b".\r\n"
+        _, out = drive(start + message, config)
+        assert out.rsplit(b"\r\n", 2)[-2].startswith(reply), (len(body), out[-80:])
