@@ -30,7 +30,7 @@ GOOD = [
     (v2(1, 0x31, bytes(216)), ProxyInfo(2, None, None)),  # UNIX socket
     # The edges (found by mutation testing): the longest v1 line; PROXY with UNSPEC, which
     # the spec says to take as LOCAL; the longest v2 header we take.
-    (b"PROXY UNKNOWN " + b"x" * (MAX_V1_LENGTH - 16) + b"\r\n", ProxyInfo(1, None, None)),
+    (b"PROXY UNKNOWN " + b"x" * 91 + b"\r\n", ProxyInfo(1, None, None)),  # 107 octets: the spec's longest
     (v2(1, 0x00, b""), ProxyInfo(2, None, None)),
     (
         v2(1, 0x11, V2_TCP4[16:] + bytes(MAX_V2_LENGTH - 16 - 12)),
@@ -74,7 +74,7 @@ BAD = [
     bytes([0x22]).join([V2_TCP4[:12], V2_TCP4[13:]]),  # command 2, a valid IPv4 block
     v2(1, 0x11, V2_TCP4[16:24]),  # IPv4 addresses without their ports
     v2(1, 0x21, bytes(20)),  # IPv6: 20 octets of 36
-    b"PROXY UNKNOWN " + b"x" * (MAX_V1_LENGTH - 15) + b"\r\n",  # 108 octets
+    b"PROXY UNKNOWN " + b"x" * 92 + b"\r\n",  # 108 octets
     b"PROXY UNKNOWN " + b"x" * 284 + b"\r\n",  # far over, CRLF and all in one read
     b"PROXY TCP4 192.0.2.1 198.51.100.2 05 25\r\n",  # a port's leading zero
     b"PROXY UNKNOWN a\rb\r\n",  # a bare CR
@@ -85,6 +85,19 @@ BAD = [
 def test_bad_headers_are_refused(header: bytes) -> None:
     with pytest.raises(ProxyError):
         read_proxy_header(bytearray(header + bytes(64)))
+
+
+@pytest.mark.parametrize("start", [b"PX", b"PROXYX", b"PROXY" + b"\t"])
+def test_what_cannot_begin_a_v1_header_is_refused_at_once(start: bytes) -> None:
+    # Without waiting for a line end: a client talking SMTP is told at its first octets.
+    with pytest.raises(ProxyError, match="did not start with a PROXY header"):
+        read_proxy_header(bytearray(start))
+
+
+def test_v1_of_107_octets_without_crlf_is_refused() -> None:
+    assert read_proxy_header(bytearray(b"PROXY UNKNOWN " + b"x" * 92)) is None  # 106: may still end
+    with pytest.raises(ProxyError, match="107"):
+        read_proxy_header(bytearray(b"PROXY UNKNOWN " + b"x" * 93))
 
 
 def test_v1_without_crlf_is_refused_at_the_bound() -> None:
