@@ -30,6 +30,7 @@ from smtpcore import (
     ConnectionClosed,
     EndOfMessage,
     Event,
+    Hello,
     Mail,
     MessageData,
     MessageRejected,
@@ -209,3 +210,25 @@ def pair(
 
 def byte_split(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
+
+
+#: An EHLO reply offering what the client machine's tests need.
+EHLO_ALL = b"250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250 STARTTLS\r\n"
+
+
+def reply(conn: ClientConnection, data: bytes) -> Reply:
+    conn.receive_data(data)
+    event = conn.next_event()
+    assert isinstance(event, Reply), event
+    return event
+
+
+def ready(ehlo: bytes = EHLO_ALL, **options: Any) -> ClientConnection:
+    conn = ClientConnection(ClientConfig(**options))
+    assert conn.next_event() is NEED_DATA
+    reply(conn, b"220 mx ESMTP\r\n")
+    assert conn.next_event() is PAUSED
+    conn.send(Hello("client.example", "LHLO" if options.get("lmtp") else "EHLO"))
+    reply(conn, ehlo)
+    conn.data_to_send()
+    return conn

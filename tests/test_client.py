@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import pytest
+from client_helpers import EHLO_ALL, ready, reply
 
 from smtpcore import (
     NEED_DATA,
@@ -34,26 +35,6 @@ from smtpcore import (
     StartTls,
     TlsHandshake,
 )
-
-EHLO_ALL = b"250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250 STARTTLS\r\n"
-
-
-def reply(conn: ClientConnection, data: bytes) -> Reply:
-    conn.receive_data(data)
-    event = conn.next_event()
-    assert isinstance(event, Reply), event
-    return event
-
-
-def ready(ehlo: bytes = EHLO_ALL, **options: Any) -> ClientConnection:
-    conn = ClientConnection(ClientConfig(**options))
-    assert conn.next_event() is NEED_DATA
-    reply(conn, b"220 mx ESMTP\r\n")
-    assert conn.next_event() is PAUSED
-    conn.send(Hello("client.example", "LHLO" if options.get("lmtp") else "EHLO"))
-    reply(conn, ehlo)
-    conn.data_to_send()
-    return conn
 
 
 def test_greeting_is_the_first_reply_and_pipelined_replies_pair_in_order() -> None:

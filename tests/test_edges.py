@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from client_helpers import ready, reply
 
 from smtpcore import (
     NEED_DATA,
@@ -20,7 +21,6 @@ from smtpcore import (
     ClientConnection,
     Data,
     EndOfMessage,
-    Hello,
     LocalProtocolError,
     Mail,
     MessageData,
@@ -40,29 +40,18 @@ from smtpcore._replyreader import ReplyReader
 # --- client: replies the machine must not take -------------------------------------------------------
 
 
-def _ready(extensions: bytes = b"250-PIPELINING\r\n250-CHUNKING\r\n250 STARTTLS\r\n") -> ClientConnection:
-    conn = ClientConnection()
-    conn.receive_data(b"220 mx ESMTP\r\n")
-    conn.next_event()
-    conn.send(Hello("client.example"))
-    conn.receive_data(b"250-mx\r\n" + extensions)
-    conn.next_event()
-    return conn
-
-
 def _in_transaction() -> ClientConnection:
-    conn = _ready()
+    conn = ready()
     conn.send(Mail("a@example.com"))
     conn.send(Rcpt("b@example.com"))
-    conn.receive_data(b"250 ok\r\n250 ok\r\n")
-    conn.next_event()
-    conn.next_event()
+    reply(conn, b"250 ok\r\n")
+    reply(conn, b"250 ok\r\n")
     return conn
 
 
 def test_only_220_to_starttls_starts_tls() -> None:
     # RFC 3207 §4: 220, or a refusal.  A 250 is neither: no handshake follows it.
-    conn = _ready()
+    conn = ready()
     conn.send(StartTls())
     conn.receive_data(b"250 not really\r\n")
     assert conn.next_event() == Reply(250, "not really")
@@ -72,7 +61,7 @@ def test_only_220_to_starttls_starts_tls() -> None:
 
 def test_an_unsolicited_reply_other_than_421_is_a_protocol_error() -> None:
     # Only a whole 421 may come with nothing outstanding (an idle timeout, RFC 5321 §3.8).
-    conn = _ready()
+    conn = ready()
     conn.receive_data(b"450 unsolicited\r\n")
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
