@@ -44,10 +44,6 @@ def _text(data: bytes, what: str) -> str:
         raise SaslFailure(f"{what} is not UTF-8") from None
 
 
-# CONTROL_RE is what every other name is refused for: C0 and C1 controls and DEL,
-# the line and paragraph separators (SASLprep, RFC 4013 §2.3, prohibits them too:
-# tables C.2.1, C.2.2) and the bidi overrides (table C.8), which make a logged
-# "\u202etoor" read as root.
 # A CRAM-MD5 digest: 32 hex digits (RFC 2195 writes them in lower case; upper
 # case is read as the same digest).  Checked before verify() compares it, which
 # hmac.compare_digest refuses to do for a str with non-ASCII in it (a TypeError).
@@ -57,7 +53,12 @@ _HEX_DIGEST_RE = re.compile(r"[0-9a-fA-F]{32}")
 def _name(text: str, what: str) -> str:
     """A user name, authorization identity or token: no controls.  The application
     logs these and may write them into headers, where "admin\r\nX-Forged: 1" or
-    an escape sequence would forge a line; passwords are the application's to judge."""
+    an escape sequence would forge a line; passwords are the application's to judge.
+
+    The controls are those every other name refuses (``CONTROL_RE``): C0, C1 and
+    DEL, the line and paragraph separators (SASLprep, RFC 4013 §2.3, prohibits
+    them too: tables C.2.1, C.2.2) and the bidi overrides (table C.8): a logged
+    U+202E then "toor" reads as root."""
     if CONTROL_RE.search(text):
         raise SaslFailure(f"{what} contains a control character")
     return text
