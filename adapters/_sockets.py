@@ -37,7 +37,7 @@ def no_delay(sock: socket.socket) -> None:
 UNSENT_LIMIT = 16 * 1024
 
 
-def limit_unsent(sock: socket.socket | Any) -> None:
+def limit_unsent(sock: Any) -> None:  # (a socket, or the TransportSocket of an asyncio transport)
     """Keep at most :data:`UNSENT_LIMIT` octets written but unsent in the kernel (``TCP_NOTSENT_LOWAT``).
 
     A client's wait for a data block (RFC 5321 §4.5.3.2.5) must measure the
