@@ -272,7 +272,7 @@ def collect(
     figures: list[Figure] = []
     with sink(kind) as port:
         for size in sizes:
-            message = make_message(size)[:-3]  # the clients add the terminator themselves
+            message = make_message(size)
             for conns in connections:
                 label = f"{size // KIB} KiB, {conns} connection{'s' if conns > 1 else ''}"
                 rates = _measure_cell(

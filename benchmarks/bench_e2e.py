@@ -2,9 +2,9 @@
 
 Each server runs in a process of its own (``benchmarks._serve``) and discards
 what it receives.  The load comes from Postfix's ``smtp-source`` when it is
-installed (``apt-get install postfix``; it is a C program, so the generator is
-never the limit for a Python server) and otherwise from :mod:`benchmarks.loadgen`,
-our multi-process raw-socket generator.  Figures:
+installed (``apt-get install postfix``; a C program, it leaves more of the machine
+to the server under test than a Python generator can) and otherwise from :mod:`benchmarks.loadgen`,
+our multi-process generator built on our own client machine.  Figures:
 
 * messages per second for each message size, with a connection per message and
   with kept-alive sessions, all with the same number of concurrent sessions;
@@ -323,7 +323,7 @@ def collect(
         + (
             "Postfix's smtp-source (C, one process; no pipelining)"
             if load != "loadgen"
-            else "benchmarks/loadgen.py (2 processes, raw sockets, pipelined envelope)"
+            else "benchmarks/loadgen.py (2 processes, smtpcore's client machine, pipelined where offered)"
         )
     )
     try:

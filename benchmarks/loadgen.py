@@ -1,22 +1,28 @@
-"""A multi-process SMTP load generator on raw sockets, for the end-to-end benchmarks.
+"""A multi-process SMTP load generator built on smtpcore's own client, for the end-to-end benchmarks.
 
 Used when Postfix's ``smtp-source`` is not installed (and for the peak-memory
-figure, which needs one message of a chosen size).  It is built to cost the
-server under test as little CPU as possible:
+figure, which needs one message of a chosen size).  Every session is a
+:class:`smtpcore.ClientConnection`, the client state machine our client
+adapters drive: it writes the commands and the dot-stuffed content, reads and
+pairs every reply, and pipelines MAIL, RCPT and DATA in one write when the
+server offers PIPELINING (RFC 2920), one command at a time when it does not
+(aiosmtpd does not).  Around it, the generator is built to cost the server
+under test as little CPU as possible:
 
 * each worker is a separate process (the server has its own), so no two share a GIL;
 * a worker drives all its sessions from one ``selectors`` loop on non-blocking
-  sockets, with no framework between the loop and the socket;
-* every byte it sends is precomputed: one ``MAIL``/``RCPT``/``DATA`` burst
-  (pipelined, as RFC 2920 allows once EHLO has offered PIPELINING), then the
-  dot-safe message and its terminator sent from a ``memoryview``;
-* replies are only counted -- a reply ends at a line whose fourth octet is a
-  space -- and their first digit checked.
+  sockets, with no framework between the loop and the socket, and writes as
+  soon as it has bytes (the selector is asked only when the socket is full);
+* the content goes to the machine in pieces of ``PIECE`` octets, each written
+  before the next is made, so a 100 MiB message never sits whole in an output
+  buffer.
 
-A session waits for the greeting, sends EHLO and waits for its reply, then per
-message: the envelope burst (three replies, the last one 354), the content (one
-reply).  Kept-alive sessions send their next message on the same connection;
-otherwise each message has a connection of its own, ended with QUIT.
+A session waits for the greeting, sends EHLO, then per message the envelope
+(MAIL, RCPT, DATA), the content after the 354, and counts the message on the
+reply to its end.  Kept-alive sessions send their next message on the same
+connection; otherwise each message has a connection of its own, ended with
+QUIT.  Any reply of 400 or more, or a protocol error, fails the session (it is
+counted and closed, not retried).
 
 Run it by hand: ``python -m benchmarks.loadgen PORT --size 1024 --messages 2000 --sessions 20 [--keepalive]``.
 """
@@ -31,23 +37,44 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from smtpcore import (
+    NEED_DATA,
+    ClientConfig,
+    ClientConnection,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Hello,
+    Mail,
+    MessageData,
+    ProtocolError,
+    Quit,
+    Rcpt,
+    Reply,
+)
+
 __all__ = ["LoadResult", "make_message", "run"]
 
 HOST = "127.0.0.1"
-EHLO = b"EHLO loadgen.example\r\n"
-ENVELOPE = b"MAIL FROM:<sender@loadgen.example>\r\nRCPT TO:<user@bench.example>\r\nDATA\r\n"
-QUIT = b"QUIT\r\n"
+SENDER, RECIPIENT = "sender@loadgen.example", "user@bench.example"
+CONFIG = ClientConfig(local_hostname="loadgen.example")
+# Events are values: one of each serves every session and message (the machine
+# checks an event's syntax when it is made, and need not for each message).
+HELLO, QUIT, END = Hello("loadgen.example"), Quit(), EndOfMessage()
+ENVELOPE: tuple[Mail | Rcpt | Data, ...] = (Mail(SENDER), Rcpt(RECIPIENT), Data())
+#: Content is handed to the client machine this many octets at a time.
+PIECE = 256 * 1024
 #: Whole-session bound: a server that stops answering ends the run instead of hanging it.
 STALL_TIMEOUT = 60.0
 
 
 def make_message(size: int) -> bytes:
-    """About ``size`` octets of headers and text in 78-octet lines, no line starting with a dot, then ".\\r\\n"."""
+    """About ``size`` octets of headers and text in 78-octet lines, none starting with a dot."""
     head = b"From: <sender@loadgen.example>\r\nTo: <user@bench.example>\r\nSubject: load\r\n\r\n"
     line = b"x" * 76 + b"\r\n"
     body = (line * (max(0, size - len(head)) // len(line) + 1))[: max(0, size - len(head))]
     body = body[: body.rfind(b"\r\n") + 2] if b"\r\n" in body else b""
-    return head + body + b".\r\n"
+    return head + body
 
 
 @dataclass(frozen=True)
@@ -61,18 +88,22 @@ class LoadResult:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Session:
-    """One connection's state: what it waits for and what it still has to send."""
+class _Failed(Exception):
+    """The session is over and counts as failed: refused, or broken by the server."""
 
-    __slots__ = ("inbuf", "need", "out", "phase", "sent", "sock")
+
+class _Session:
+    """One connection: its client machine, the bytes it has yet to write, where its message is."""
+
+    __slots__ = ("conn", "content", "envelope", "out", "sock", "writing")
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
-        self.inbuf = b""
-        self.need = 0  # replies still awaited in this phase
-        self.phase = ""
-        self.out = memoryview(b"")
-        self.sent = 0
+        self.conn = ClientConnection(CONFIG)
+        self.out = memoryview(b"")  # written by the machine, not yet by the socket
+        self.writing = False  # the selector watches for room to write
+        self.envelope: list[Mail | Rcpt | Data] = []  # commands of the message not yet sent
+        self.content: memoryview | None = None  # content not yet given to the machine (after the 354)
 
 
 def _drive(port: int, message: bytes, messages: int, sessions: int, keepalive: bool) -> tuple[int, int, float]:
@@ -88,16 +119,12 @@ def _drive(port: int, message: bytes, messages: int, sessions: int, keepalive: b
         claimed += 1
         return True
 
-    def send(s: _Session, data: bytes | memoryview, phase: str, need: int) -> None:
-        s.out, s.sent, s.phase, s.need = memoryview(data), 0, phase, need
-        assert s.sock is not None
-        selector.modify(s.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, s)
-
     def connect(s: _Session) -> None:
         sock = socket.create_connection((HOST, port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        s.sock, s.inbuf, s.phase, s.need = sock, b"", "greeting", 1
+        s.sock, s.conn, s.out, s.writing = sock, ClientConnection(CONFIG), memoryview(b""), False
+        s.envelope, s.content = [], None
         selector.register(sock, selectors.EVENT_READ, s)
         live.add(s)
 
@@ -108,43 +135,76 @@ def _drive(port: int, message: bytes, messages: int, sessions: int, keepalive: b
             s.sock = None
         live.discard(s)
 
-    def advance(s: _Session) -> None:
-        """All replies of this phase are in: on to the next."""
-        nonlocal done
-        if s.phase == "greeting":
-            send(s, EHLO, "ehlo", 1)
-        elif s.phase == "ehlo":
-            # A connection per message claimed its message when it connected.
-            if not keepalive or claim():
-                send(s, ENVELOPE, "envelope", 3)
-            else:
-                send(s, QUIT, "quit", 1)
-        elif s.phase == "envelope":
-            send(s, message, "body", 1)
-        elif s.phase == "body":
-            done += 1
-            if keepalive and claim():
-                send(s, ENVELOPE, "envelope", 3)
-            else:
-                send(s, QUIT, "quit", 1)
-        elif s.phase == "quit":
-            close(s)
-            if not keepalive and claim():
-                connect(s)
-
-    def replies(s: _Session, data: bytes) -> int:
-        """Count the replies completed in ``data``; -1 if one was not a success."""
-        s.inbuf += data
-        count = 0
+    def write(s: _Session) -> None:
+        """Write what the machine has made; the content's next piece once the last is out."""
+        assert s.sock is not None
         while True:
-            end = s.inbuf.find(b"\r\n")
-            if end < 0:
-                return count
-            line, s.inbuf = s.inbuf[:end], s.inbuf[end + 2 :]
-            if len(line) == 3 or line[3:4] == b" ":
-                if line[:1] not in (b"2", b"3"):
-                    return -1
-                count += 1
+            if not s.out:
+                if s.content is not None:
+                    piece, s.content = s.content[:PIECE], s.content[PIECE:]
+                    s.conn.send(MessageData(bytes(piece)))
+                    if not s.content:
+                        s.content = None
+                        s.conn.send(END)
+                s.out = memoryview(s.conn.data_to_send())
+                if not s.out:
+                    break
+            try:
+                s.out = s.out[s.sock.send(s.out) :]
+            except (BlockingIOError, InterruptedError):
+                break
+            if s.out:
+                break
+        wants = bool(s.out) or s.content is not None
+        if wants != s.writing:
+            s.writing = wants
+            selector.modify(s.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0), s)
+
+    def start_message(s: _Session) -> None:
+        assert s.conn.capabilities is not None
+        # Pipelining is the server's to offer: without it, one command per reply.
+        count = len(ENVELOPE) if s.conn.capabilities.has("PIPELINING") else 1
+        for command in ENVELOPE[:count]:
+            s.conn.send(command)
+        s.envelope = list(ENVELOPE[count:])
+
+    def next_step(s: _Session) -> None:
+        """Nothing is outstanding: send what comes next."""
+        conn = s.conn
+        if conn.capabilities is None:  # the greeting is in
+            conn.send(HELLO)
+        elif s.envelope:  # the rest of a message's envelope, without pipelining
+            conn.send(s.envelope.pop(0))
+        elif isinstance(conn.last_command, Hello) and (not keepalive or claim()):
+            start_message(s)  # a connection per message claimed its message when it connected
+        elif isinstance(conn.last_command, EndOfMessage) and keepalive and claim():
+            start_message(s)
+        else:
+            conn.send(QUIT)
+
+    def react(s: _Session) -> bool:
+        """Take every event the machine has; False once the session is over."""
+        nonlocal done
+        conn = s.conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                return True
+            if isinstance(event, Reply):
+                if event.code >= 400:
+                    raise _Failed(f"{event.code} to {conn.last_command!r}")
+                if isinstance(conn.last_command, Data):
+                    s.content = memoryview(message)
+                elif isinstance(conn.last_command, EndOfMessage):
+                    done += 1
+            elif isinstance(event, ConnectionClosed):
+                if not isinstance(conn.last_command, Quit):
+                    raise _Failed("closed by the server")
+                return False
+            else:  # PAUSED: every command has its reply
+                if s.content is None:  # after a 354 the content comes first, from write()
+                    next_step(s)
+                return True
 
     for _ in range(min(sessions, messages)):
         s = _Session()
@@ -166,23 +226,20 @@ def _drive(port: int, message: bytes, messages: int, sessions: int, keepalive: b
                 continue
             last_progress = now
             try:
-                if mask & selectors.EVENT_WRITE and s.sent < len(s.out):
-                    s.sent += s.sock.send(s.out[s.sent :])
-                    if s.sent >= len(s.out):
-                        selector.modify(s.sock, selectors.EVENT_READ, s)
                 if mask & selectors.EVENT_READ:
-                    data = s.sock.recv(65536)
-                    if not data:
-                        raise ConnectionError("closed by the server")
-                    got = replies(s, data)
-                    if got < 0:
-                        raise ConnectionError("refused")
-                    s.need -= got
-                    if s.need <= 0 and s.sent >= len(s.out):
-                        advance(s)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
+                    try:
+                        data = s.sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        data = None
+                    if data is not None:
+                        s.conn.receive_data(data)
+                        if not react(s):
+                            close(s)
+                            if not keepalive and claim():
+                                connect(s)
+                            continue
+                write(s)
+            except (_Failed, ProtocolError, OSError):
                 errors += 1
                 close(s)
     selector.close()
@@ -240,7 +297,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SMTP load generator (raw sockets, pipelined, multi-process)")
+    parser = argparse.ArgumentParser(description="SMTP load generator (smtpcore's client machine, multi-process)")
     parser.add_argument("port", type=int)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--messages", type=int, default=1000)
