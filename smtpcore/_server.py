@@ -205,8 +205,13 @@ _DEFAULT_REPLIES: dict[type[object], Reply] = {
 
 
 def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
-    """RFC 2034 §3: once advertised (``esc``), every reply carries an enhanced code."""
-    if esc and reply.enhanced is None and reply.code // 100 in (2, 4, 5) and reply.code != 220:
+    """RFC 2034 §3: once advertised (``esc``), every reply carries an enhanced code.
+
+    The two it exempts, the greeting and the reply to EHLO, never come here with
+    ``esc`` set: the greeting precedes EHLO, and the EHLO reply is written apart.
+    So a 220 here answers STARTTLS, and gets its code like any other reply.
+    """
+    if esc and reply.enhanced is None and reply.code // 100 in (2, 4, 5):
         return Reply._unchecked(reply.code, reply.text, f"{reply.code // 100}.0.0")
     return reply
 

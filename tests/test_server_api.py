@@ -420,3 +420,27 @@ def test_a_positive_ehlo_reply_of_several_lines_is_refused_not_cut() -> None:
         conn.send(Reply(250, ["mx.example.com greets you", "second line"]))
     conn.send(Reply(550, ["not from you", "go away"]))  # a refusal may have several
     assert conn.data_to_send().endswith(b"550-not from you\r\n550 go away\r\n")
+
+
+def test_an_applications_220_to_starttls_gets_an_enhanced_code_like_any_reply() -> None:
+    # RFC 2034 §3 exempts only the greeting and the reply to EHLO; Postfix says "220 2.0.0".
+    conn = greeted(ServerConfig(hostname="mx.example", tls=TlsPolicy.OPTIONAL))
+    conn.data_to_send()
+    conn.receive_data(b"EHLO c.example\r\n")
+    answer_all(conn)
+    conn.receive_data(b"STARTTLS\r\n")
+    assert isinstance(conn.next_event(), StartTls)
+    conn.send(Reply(220, "go ahead"))
+    conn.next_event()  # TlsHandshake
+    conn.tls_established()
+    assert conn.data_to_send().endswith(b"\r\n220 2.0.0 go ahead\r\n")
+    # Before EHLO offered enhanced codes (after HELO) the same reply has none.
+    helo = greeted(ServerConfig(hostname="mx.example", tls=TlsPolicy.OPTIONAL))
+    helo.receive_data(b"HELO c.example\r\n")
+    answer_all(helo)
+    helo.receive_data(b"STARTTLS\r\n")
+    assert isinstance(helo.next_event(), StartTls)
+    helo.send(Reply(220, "go ahead"))
+    helo.next_event()
+    helo.tls_established()
+    assert helo.data_to_send().endswith(b"\r\n220 go ahead\r\n")
