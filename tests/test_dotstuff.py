@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -105,6 +106,7 @@ PIECES = st.lists(
 
 @given(PIECES)
 def test_whole_content_normalises_like_line_endings(pieces: list[bytes]) -> None:
+    from smtpcore import _transaction as transaction
     from smtpcore._transaction import _MAX_TEXT_LINE, _whole_content
 
     data = b"".join(pieces)
@@ -112,10 +114,28 @@ def test_whole_content_normalises_like_line_endings(pieces: list[bytes]) -> None
     reference = endings.feed(data) + endings.finish()
     if reference and not reference.endswith(b"\r\n"):
         reference += b"\r\n"
-    content = _whole_content(data, BareNewlinePolicy.NORMALISE, exact=False)
-    assert content.data == reference
     longest = max(map(len, reference.split(b"\r\n")), default=0)
-    assert content.binary == (b"\x00" in reference or longest > _MAX_TEXT_LINE)
+    # Large content is counted, not split, when its line endings are all CRLF: both ways.
+    for split_at_most in (transaction._SPLIT_AT_MOST, 0):
+        with mock.patch.object(transaction, "_SPLIT_AT_MOST", split_at_most):
+            content = _whole_content(data, BareNewlinePolicy.NORMALISE, exact=False)
+        assert content.data == reference
+        assert content.binary == (b"\x00" in reference or longest > _MAX_TEXT_LINE)
+
+
+@given(
+    st.lists(st.integers(0, 1100) | st.sampled_from([997, 998, 999, 1000]), max_size=12),
+    st.booleans(),
+)
+def test_the_first_long_line_is_found_by_hops_as_by_splitting(lengths: list[int], final_crlf: bool) -> None:
+    # The driver finds a line over 998 octets by hopping from line end to line end;
+    # splitting into lines (what it did before) is the reference.
+    from smtpcore._transaction import _MAX_TEXT_LINE, _first_long_line
+
+    data = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_crlf and lengths else b"")
+    lines = data.split(b"\r\n")
+    expected = next(((i, len(line)) for i, line in enumerate(lines, 1) if len(line) > _MAX_TEXT_LINE), None)
+    assert _first_long_line(data) == expected
 
 
 @given(PIECES, st.lists(st.integers(0, 20), max_size=5))
