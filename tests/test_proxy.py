@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._proxy import MAX_V1_LENGTH, MAX_V2_LENGTH, V2_SIGNATURE, ProxyError, ProxyInfo, read_proxy_header
+from smtpcore._proxy import (
+    MAX_V1_LENGTH,
+    MAX_V2_LENGTH,
+    MIN_LENGTH,
+    V2_SIGNATURE,
+    ProxyError,
+    ProxyInfo,
+    octets_left,
+    read_proxy_header,
+)
 
 
 def v2(command: int, family: int, body: bytes) -> bytes:
@@ -114,3 +123,120 @@ def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
     with contextlib.suppress(ProxyError):
         read_proxy_header(buffer)
     assert len(buffer) <= len(data)
+
+
+# --- reading no further than the header (implicit TLS behind a proxy) ------------------------------
+#
+# The octets after the header are then the client's TLS handshake, which only the
+# TLS layer may read: a reader that reads at most octets_left() each time must
+# end exactly at the header's end, however the header arrives.
+
+
+def read_bounded(stream: bytes, arrivals: list[int]) -> tuple[ProxyInfo | None, int]:
+    """Read a header from ``stream`` as an adapter does: each read takes what has arrived,
+    ``octets_left`` octets at most; ``arrivals`` are the sizes of the segments the network
+    delivers, one more whenever nothing is left to read.  What was parsed, and how many
+    octets of ``stream`` were read."""
+    buffer, read, arrived = bytearray(), 0, 0
+    segments = iter(arrivals)
+    while True:
+        bound = octets_left(buffer)
+        assert bound >= 1, "asked for no octets with the header still incomplete"
+        if arrived == read:
+            arrived = min(len(stream), arrived + next(segments, len(stream)))
+            if arrived == read:  # the stream ended before the header did
+                return None, read
+        chunk = stream[read : read + min(bound, arrived - read)]
+        read += len(chunk)
+        buffer += chunk
+        info = read_proxy_header(buffer)
+        if info is not None:
+            assert buffer == b""  # nothing after the header was read
+            return info, read
+
+
+def _v1_tcp(family: str, source: str, destination: str, ports: tuple[int, int]) -> bytes:
+    return f"PROXY {family} {source} {destination} {ports[0]} {ports[1]}\r\n".encode()
+
+
+_ports = st.tuples(st.integers(0, 65535), st.integers(0, 65535))
+_tlvs = st.binary(max_size=300)
+#: Valid headers of every kind, each with what it says.
+HEADERS = st.one_of(
+    st.sampled_from(GOOD),
+    st.builds(
+        lambda src, dst, ports: (
+            _v1_tcp("TCP4", str(src), str(dst), ports),
+            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=4),
+        st.ip_addresses(v=4),
+        _ports,
+    ),
+    st.builds(
+        lambda src, dst, ports: (
+            _v1_tcp("TCP6", str(src), str(dst), ports),
+            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=6),
+        st.ip_addresses(v=6),
+        _ports,
+    ),
+    st.builds(
+        lambda text: (
+            b"PROXY UNKNOWN" + (b" " + text if text is not None else b"") + b"\r\n",
+            ProxyInfo(1, None, None),
+        ),
+        st.none() | st.binary(max_size=MAX_V1_LENGTH - 16).filter(lambda text: b"\r" not in text and b"\n" not in text),
+    ),
+    st.builds(
+        lambda src, dst, ports, tlvs: (
+            v2(1, 0x11, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
+            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=4),
+        st.ip_addresses(v=4),
+        _ports,
+        _tlvs,
+    ),
+    st.builds(
+        lambda src, dst, ports, tlvs: (
+            v2(1, 0x21, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
+            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=6),
+        st.ip_addresses(v=6),
+        _ports,
+        _tlvs,
+    ),
+    st.builds(lambda body: (v2(0, 0x11, body), ProxyInfo(2, None, None)), _tlvs),  # LOCAL, anything after it
+)
+
+
+@given(HEADERS, st.binary(min_size=1, max_size=64), st.lists(st.integers(1, 200), max_size=40))
+def test_reads_bounded_by_octets_left_end_exactly_at_the_header_however_it_arrives(
+    header_and_info: tuple[bytes, ProxyInfo], after: bytes, arrivals: list[int]
+) -> None:
+    header, expected = header_and_info
+    # The octets after it (a ClientHello) may come in the same segment as the header's end.
+    assert read_bounded(header + after, arrivals) == (expected, len(header))
+
+
+@given(HEADERS)
+def test_octets_left_never_passes_the_end_of_any_prefix_and_is_zero_at_it(
+    header_and_info: tuple[bytes, ProxyInfo],
+) -> None:
+    header, _ = header_and_info
+    for size in range(len(header)):
+        assert 1 <= octets_left(header[:size]) <= len(header) - size
+    assert octets_left(header) == 0
+    assert octets_left(header + b"\x16\x03\x01") == -3  # past the end: by how much
+
+
+def test_octets_left_reads_the_shortest_header_first_then_v1_to_its_crlf() -> None:
+    assert octets_left(b"") == MIN_LENGTH == len(b"PROXY UNKNOWN\r\n")  # and v2's fixed part is 16
+    assert read_bounded(b"PROXY UNKNOWN\r\n\x16\x03", []) == (ProxyInfo(1, None, None), MIN_LENGTH)
+    assert octets_left(b"PROXY TCP4 192.0.2.1") == 2  # "\r\n" may come next
+    assert octets_left(b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r") == 1
+    assert octets_left(V2_TCP4[:15]) == 1
+    assert octets_left(V2_TCP4[:16]) == 12  # exactly the length the fixed part declares
