@@ -591,6 +591,8 @@ class Dispatcher:
         try:
             config = self.conn.config
             if config.proxy_protocol:
+                # Behind a proxy an implicit-TLS connection is TLS only once the handshake after the header is made.
+                self.session.tls = self.conn.tls_active and not config.implicit_tls
                 if not (yield from self._proxy_header()):
                     raise _ConnectionLost
                 if config.implicit_tls and not (yield from self._handshake_after_proxy()):
@@ -773,7 +775,7 @@ class Dispatcher:
         if info is None:
             log.info("TLS handshake with %s failed", self.session.peer)
             return False
-        self.session.tls_info = info
+        self.session.tls, self.session.tls_info = True, info
         return True
 
     def _greet(self) -> Generator[Action, Any, bool]:

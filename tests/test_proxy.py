@@ -302,9 +302,13 @@ def test_octets_read_past_the_header_on_an_implicit_tls_port_fail_the_connection
 class Hooks(Handler):
     def __init__(self) -> None:
         self.opened_with: tuple[Any, TlsInfo | None, bool] | None = None
+        self.closed_with: tuple[TlsInfo | None, bool] | None = None
 
     def connection_opened(self, session: Session) -> None:
         self.opened_with = (session.peer, session.tls_info, session.tls)
+
+    def connection_closed(self, session: Session) -> None:
+        self.closed_with = (session.tls_info, session.tls)
 
 
 TLS_INFO = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
@@ -383,6 +387,7 @@ def test_a_failed_handshake_after_the_header_ends_the_connection_without_a_word(
     assert done[-3:] == [("handshake", 7.0, HELLO), ("close",), ("hook", "connection_closed")]
     assert not [step for step in done if step[0] == "write" or (step[0] == "read" and step[2])]
     assert hooks.opened_with is None
+    assert hooks.closed_with == (None, False)  # never encrypted
 
 
 def test_an_adapter_that_reads_past_the_header_fails_the_connection_without_a_word(
