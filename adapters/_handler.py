@@ -13,18 +13,19 @@ a reply, when the envelope starts and ends: all of that is decided here, by
 generator of *actions*, in the style of a sans-IO protocol:
 
 * :class:`Receive` -- write its ``send`` bytes if it has any (the replies owed
-  so far), then read some bytes (within ``timeout`` seconds) and send back the
-  bytes, ``b""`` at end of file, :data:`TIMED_OUT` or :data:`SHUTDOWN`
-  (:data:`LOST` if the write failed).  A graceful shutdown answers
-  :data:`SHUTDOWN` at once to a read marked ``idle`` (no transaction is open),
-  and to every read once its grace period is over;
+  so far), then read some bytes (within ``timeout`` seconds, and no more than
+  its ``limit`` if it has one) and send back the bytes, ``b""`` at end of file,
+  :data:`TIMED_OUT` or :data:`SHUTDOWN` (:data:`LOST` if the write failed).  A
+  graceful shutdown answers :data:`SHUTDOWN` at once to a read marked ``idle``
+  (no transaction is open), and to every read once its grace period is over;
 * :class:`Send` -- write these bytes, send back ``None``;
 * :class:`CallHook` -- call the hook through :func:`call_hook` /
   :func:`acall_hook` and send back what it returns; :data:`LOST` if the
   adapter had to stop it (a hook still running at a shutdown's deadline is
   cancelled, or its greenlet killed);
 * :class:`StartTls` -- do the TLS handshake now; send back a :class:`TlsInfo`,
-  or ``None`` if it failed;
+  or ``None`` if it failed (after STARTTLS's 220, and on an implicit-TLS port
+  behind a PROXY-protocol proxy, after the proxy's header);
 * :class:`Pause` -- wait ``seconds``, send back ``None`` (the core's error delay,
   before a write; a shutdown's deadline may end it sooner);
 * :class:`Close` -- close the socket, send back ``None``.
@@ -103,6 +104,7 @@ __all__ = [
     "TlsInfo",
     "acall_hook",
     "call_hook",
+    "handshake_first",
     "refusal",
     "unused_hooks",
     "wants_transcript",
@@ -355,6 +357,12 @@ class Receive:
     #: not wait for it, and cuts it off at once (with a 421, unless no SMTP has been
     #: spoken yet).
     idle: bool = False
+    #: The most octets this read may take, or None for the adapter's usual read
+    #: size.  Set only for the PROXY header on an implicit-TLS port (the core's
+    #: ``ServerConnection.max_read``): the octets after it are the client's TLS
+    #: handshake, which only the TLS layer may read, so the adapter must not read
+    #: one more, nor read ahead of the next ``Receive`` (asyncio stops reading).
+    limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -515,6 +523,16 @@ def wants_transcript(handler: object) -> bool:
     return overridden and bool(getattr(handler, "transcript_enabled", True))
 
 
+def handshake_first(config: ServerConfig) -> bool:
+    """Whether the adapter makes the implicit-TLS handshake as the connection opens,
+    before the dispatcher starts (and then sets ``Session.tls_info`` itself).
+
+    Not behind a PROXY-protocol proxy: its header comes first, in plaintext, and
+    the dispatcher asks for the handshake (a :class:`StartTls`) once it has read it.
+    """
+    return config.implicit_tls and not config.proxy_protocol
+
+
 def refusal(config: ServerConfig, reply: Reply = TOO_MANY_CONNECTIONS) -> bytes:
     """The bytes of a greeting that refuses the connection (the adapters' connection limit).
 
@@ -571,8 +589,14 @@ class Dispatcher:
 
     def _actions(self) -> Generator[Action, Any, None]:
         try:
-            if self.conn.config.proxy_protocol and not (yield from self._proxy_header()):
-                raise _ConnectionLost
+            config = self.conn.config
+            if config.proxy_protocol:
+                # Behind a proxy an implicit-TLS connection is TLS only once the handshake after the header is made.
+                self.session.tls = self.conn.tls_active and not config.implicit_tls
+                if not (yield from self._proxy_header()):
+                    raise _ConnectionLost
+                if config.implicit_tls and not (yield from self._handshake_after_proxy()):
+                    raise _ConnectionLost
             if (yield from self._greet()):
                 yield from self._session()
             yield from self._flush()
@@ -723,6 +747,9 @@ class Dispatcher:
             except RemoteProtocolError as exc:
                 log.info("closing %s: %s", self.session.peer, exc)
                 return False
+            except LocalProtocolError:  # an adapter that read past max_read: a bug, reported as one
+                log.exception("closing %s without a word", self.session.peer)
+                return False
             if isinstance(event, ProxyHeader):
                 if event.source is not None:
                     self.session.peer, self.session.local = event.source, event.destination
@@ -730,10 +757,26 @@ class Dispatcher:
             if event is not NEED_DATA:  # the connection closed before the header
                 return False
             # Idle: until the header is in, there is nothing a shutdown could cut short.
-            data = yield from self._io(Receive(self._wait_timeout(), idle=True))
+            # Bounded on an implicit-TLS port, where the TLS handshake follows the header.
+            data = yield from self._io(Receive(self._wait_timeout(), idle=True, limit=conn.max_read))
             if data is TIMED_OUT or data is SHUTDOWN:  # no SMTP has been spoken
                 return False
             conn.receive_data(data)
+
+    def _handshake_after_proxy(self) -> Generator[Action, Any, bool]:
+        """The implicit-TLS handshake behind a proxy: after its header, before the greeting.
+
+        From here the session is what it is on an implicit-TLS port without a
+        proxy: TLS before the greeting, ``tls_info`` set for ``connection_opened``,
+        and no ``tls_established`` hook (which is STARTTLS's).  A handshake that
+        fails ends the connection without a word, as a bad header does.
+        """
+        info = yield from self._io(StartTls(self.conn.config.tls_handshake_timeout))
+        if info is None:
+            log.info("TLS handshake with %s failed", self.session.peer)
+            return False
+        self.session.tls, self.session.tls_info = True, info
+        return True
 
     def _greet(self) -> Generator[Action, Any, bool]:
         """The greeting; False if the client left (or the server is shutting down) before it."""

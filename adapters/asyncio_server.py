@@ -39,6 +39,10 @@ written to a client that does not read makes the session wait, within the
 command timeout.  STARTTLS uses ``loop.start_tls()``; whatever was buffered
 before the handshake is dropped.  Implicit TLS uses it too, on a connection
 counted against ``max_connections`` from its accept, as in the other adapters.
+Behind a PROXY-protocol proxy on an implicit-TLS port, the header is read first,
+in reads the dispatcher bounds (``Receive.limit``): each lands in a slice of the
+buffer that size, and the transport stops reading after it until the next
+``Receive``, so that the ClientHello after the header is left to ``start_tls()``.
 
 A connection counts until its socket is closed, not only until its session
 ends: the last replies may still be on their way (see :meth:`_Connection._close`),
@@ -77,6 +81,7 @@ from ._handler import (
     StartTls,
     _HookFailed,
     check_handler,
+    handshake_first,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -227,6 +232,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         # The read a Receive still owes once its write has drained (None: a Send's write).
         self._read_after_drain: float | None = None
+        # The current Receive's bound on its read (None: none, nearly always), and whether
+        # reading stopped after a bounded read, until the next Receive (see buffer_updated).
+        self._read_limit: int | None = None
+        self._held = False
 
     # Protocol callbacks ---------------------------------------------------------------------------
 
@@ -238,9 +247,17 @@ class _Connection(asyncio.BufferedProtocol):
             self._server._connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._landing
+        limit = self._read_limit
+        return self._landing if limit is None else self._landing[:limit]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._read_limit is not None:
+            # A bounded read (a PROXY header before an implicit-TLS handshake): the
+            # transport reads whenever the socket is readable, so it stops here, and
+            # reads again only when the next Receive says how much may come.
+            self._held = True
+            assert self.transport is not None
+            self.transport.pause_reading()
         if self._waiting is _READ and not self._buffer:
             self._waiting = None
             # Not copied: the core copies what it is fed, and a copy here made
@@ -350,6 +367,10 @@ class _Connection(asyncio.BufferedProtocol):
             kind = type(action)
             if kind is Receive:
                 self._idle = action.idle
+                self._read_limit = action.limit
+                if self._held:  # after a bounded read: the next one may come now
+                    self._held = False
+                    transport.resume_reading()
                 if action.send:  # the replies owed so far go out first
                     result = self._write(action.send, then_read=action.timeout)
                     if result is _WAITING:
@@ -573,6 +594,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert self.transport is not None
         assert self._server.tls is not None  # the core offers STARTTLS only when configured for it
         self._buffer.clear()  # plaintext sent after STARTTLS is never read
+        self._read_limit, self._held = None, False  # start_tls() reads for itself, then for us as ever
         try:
             transport = await self._loop.start_tls(
                 self.transport, self, self._server.tls, server_side=True, ssl_handshake_timeout=timeout
@@ -816,7 +838,7 @@ class SMTPServer:
         # and a flood of clients that never finish one would not count against
         # max_connections.
         loop = asyncio.get_running_loop()
-        implicit = self.tls if self.config.implicit_tls and not OWN_HANDSHAKE else None
+        implicit = self.tls if handshake_first(self.config) and not OWN_HANDSHAKE else None
         timeout = self.config.tls_handshake_timeout if implicit else None
         if self._unix_path is not None:
             if os.path.exists(self._unix_path):
@@ -861,7 +883,7 @@ class SMTPServer:
         )
         if connection._tls:  # asyncio did the handshake (see OWN_HANDSHAKE)
             session.tls_info = tls_info(transport.get_extra_info("ssl_object"))
-        handshake = self.config.tls_handshake_timeout if self.config.implicit_tls and not connection._tls else None
+        handshake = self.config.tls_handshake_timeout if handshake_first(self.config) and not connection._tls else None
         connection.start(dispatcher.actions(), session, handshake)
 
     def _connection_ended(self, connection: _Connection) -> None:

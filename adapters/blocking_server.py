@@ -46,6 +46,7 @@ from ._handler import (
     TlsInfo,
     call_hook,
     check_handler,
+    handshake_first,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -122,7 +123,9 @@ class _TimedSocket:
         """Whether a read (an ``idle`` one, or any) must end now with SHUTDOWN."""
         return self.aborting() or (idle and self.draining())
 
-    def receive(self, timeout: float, idle: bool = False) -> object:
+    def receive(self, timeout: float, idle: bool = False, limit: int | None = None) -> object:
+        """The next bytes (``limit`` octets at most, if given), or what ended the wait."""
+        size = READ_SIZE if limit is None else limit
         deadline = time.monotonic() + timeout
         while True:
             if self.shutting_down(idle):
@@ -132,7 +135,7 @@ class _TimedSocket:
                 return TIMED_OUT
             self._time_slice(min(remaining, TICK))
             try:
-                return self.sock.recv(READ_SIZE)
+                return self.sock.recv(size)
             except self.slice_ended:
                 continue
             except OSError:
@@ -287,7 +290,7 @@ def serve_socket(
     """
     no_delay(sock)
     session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
-    if config.implicit_tls:
+    if handshake_first(config):  # (behind a proxy, the dispatcher asks for it after the header)
         assert wrap_tls is not None
         sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout, handshake_deadline)
         if session.tls_info is None:
@@ -309,7 +312,7 @@ def serve_socket(
                 if action.send and io.send_before_read(action.send, config.command_timeout) is LOST:
                     result = LOST
                 else:
-                    result = io.receive(action.timeout, action.idle)
+                    result = io.receive(action.timeout, action.idle, action.limit)
             elif isinstance(action, Send):
                 result = io.send(action.data, config.command_timeout)
             elif isinstance(action, CallHook):

@@ -99,7 +99,7 @@ class _WatchedSocket(_TimedSocket):
         self.idle = False
         watchdog.watch(self)
 
-    def receive(self, timeout: float, idle: bool = False) -> object:
+    def receive(self, timeout: float, idle: bool = False, limit: int | None = None) -> object:
         if self.shutting_down(idle):
             return SHUTDOWN
         self.deadline = time.monotonic() + timeout
@@ -109,7 +109,7 @@ class _WatchedSocket(_TimedSocket):
             if self._after_reply:
                 self._after_reply = False
                 self._wait_readable()
-            return self.sock.recv(READ_SIZE)
+            return self.sock.recv(READ_SIZE if limit is None else limit)
         except _CutOff:
             return SHUTDOWN if self.shutting_down(idle) else TIMED_OUT
         except OSError:

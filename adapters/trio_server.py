@@ -55,6 +55,7 @@ from ._handler import (
     TlsInfo,
     acall_hook,
     check_handler,
+    handshake_first,
     refusal,
     unused_hooks,
     wants_transcript,
@@ -243,24 +244,28 @@ class _Connection:
         self.deadline = math.inf
         self.if_cut_off = None
 
-    async def read(self, timeout: float, *, after_reply: bool = False, idle: bool = False) -> object:
-        """The next bytes from the client; ``after_reply`` when a reply was just put in the outbox."""
+    async def read(
+        self, timeout: float, *, after_reply: bool = False, idle: bool = False, limit: int | None = None
+    ) -> object:
+        """The next bytes from the client (``limit`` octets at most, if given); ``after_reply``
+        when a reply was just put in the outbox."""
         if self._shutting_down(idle):
             return SHUTDOWN
         self.idle = idle
         self._start(timeout, TIMED_OUT)
         data: object
         try:
+            size = READ_SIZE if limit is None else limit
             if after_reply:
-                data = await self._read_when_readable()
+                data = await self._read_when_readable(size)
             else:
-                data = await self.stream.receive_some(READ_SIZE)
+                data = await self.stream.receive_some(size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = LOST
         self._done()
         return data
 
-    async def _read_when_readable(self) -> object:
+    async def _read_when_readable(self, size: int) -> object:
         # A client waits for a reply before it sends more (one that pipelines
         # has sent it already, and the core has it), and this reply is still
         # in the outbox: receive_some's first recv would find nothing, raise
@@ -272,7 +277,7 @@ class _Connection:
         while True:
             await trio.lowlevel.wait_readable(self._fileno)
             try:
-                return os.read(self._fileno, READ_SIZE)
+                return os.read(self._fileno, size)
             except BlockingIOError:  # woken with nothing to read after all: wait again
                 continue
             except OSError:  # reset by the peer, say: what receive_some calls broken
@@ -531,7 +536,7 @@ class SMTPServer:
             # for a failed implicit-TLS handshake.  Not a failure of the server's.
             log.info("lost a connection before its session began: %s", exc)
             return
-        if self.config.implicit_tls:
+        if handshake_first(self.config):  # (behind a proxy, the dispatcher asks for it after the header)
             assert self.tls is not None
             session.tls_info = await connection.start_tls(self.tls, self.config.tls_handshake_timeout)
             if session.tls_info is None:
@@ -573,13 +578,15 @@ class SMTPServer:
             result = None
             if isinstance(action, Receive):
                 if not action.send:
-                    result = await connection.read(action.timeout, idle=action.idle)
+                    result = await connection.read(action.timeout, idle=action.idle, limit=action.limit)
                 elif connection.write_soon(action.send):
-                    result = await connection.read(action.timeout, after_reply=True, idle=action.idle)
+                    result = await connection.read(
+                        action.timeout, after_reply=True, idle=action.idle, limit=action.limit
+                    )
                 elif await connection.write(action.send, self.config.command_timeout) is LOST:
                     result = LOST
                 else:
-                    result = await connection.read(action.timeout, idle=action.idle)
+                    result = await connection.read(action.timeout, idle=action.idle, limit=action.limit)
             elif isinstance(action, Send):
                 result = await connection.write(action.data, self.config.command_timeout)
             elif isinstance(action, CallHook):

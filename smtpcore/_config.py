@@ -182,7 +182,9 @@ class ServerConfig:
     #: (Postfix's smtpd_junk_command_limit).
     max_junk_commands: int = 100
     #: Connections come through a proxy speaking the PROXY protocol (v1 or v2):
-    #: read its header before anything else, and only then greet.
+    #: read its header before anything else, and only then greet.  With
+    #: ``implicit_tls`` the header comes first in plaintext, as HAProxy sends it,
+    #: and the TLS handshake after it (see ``ServerConnection.max_read``).
     proxy_protocol: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
@@ -273,14 +275,6 @@ class ServerConfig:
         ):
             # AUTH is offered only over TLS: such a server would refuse every MAIL with 530.
             raise ValueError("auth=REQUIRED needs TLS (tls or implicit_tls) or allow_insecure_auth=True")
-        if self.proxy_protocol and self.implicit_tls:
-            # A proxy sends its header in plaintext, before the client's TLS handshake
-            # (HAProxy, an AWS NLB, nginx; Postfix reads it so), and the adapters make
-            # the handshake first: such a server would refuse every connection.
-            raise ValueError(
-                "proxy_protocol with implicit_tls is not supported: the PROXY header comes before the "
-                "TLS handshake; end TLS at the proxy (then implicit_tls=False) or use STARTTLS on this port"
-            )
         from ._sasl_server import MECHANISMS
 
         for name in self.auth_mechanisms:

@@ -35,7 +35,10 @@ class LocalProtocolError(ProtocolError):
 
     Examples: sending a reply when no command is waiting for one, a reply code
     outside 200-599, or a command argument containing CR or LF.  Nothing has been
-    written to the outgoing buffer; the connection is still usable.
+    written to the outgoing buffer; the connection is still usable, but for one
+    case that nothing can undo: a server adapter that read past the PROXY header
+    of an implicit-TLS connection (see ``ServerConnection.max_read``), whose
+    connection is then closed.
     """
 
 

@@ -9,6 +9,11 @@ of at most 107 octets; version 2 is a 16-octet binary preamble plus a declared
 length that we cap (``MAX_V2_LENGTH``), so a peer cannot make us buffer more.
 TLVs in version 2 are skipped.  Anything else is a :class:`ProxyError`: a
 connection that was supposed to come through the proxy and did not is refused.
+
+On an implicit-TLS port the client's TLS handshake follows the header at once,
+often in the same segment, and only the TLS layer may read it: neither
+``ssl.SSLSocket`` nor asyncio's ``start_tls`` can be handed octets already read.
+:func:`octets_left` says how much may be read without passing the header's end.
 """
 
 from __future__ import annotations
@@ -18,12 +23,21 @@ import re
 import struct
 from dataclasses import dataclass
 
-__all__ = ["MAX_V1_LENGTH", "MAX_V2_LENGTH", "ProxyError", "ProxyInfo", "read_proxy_header"]
+__all__ = [
+    "MAX_V1_LENGTH",
+    "MAX_V2_LENGTH",
+    "MIN_LENGTH",
+    "ProxyError",
+    "ProxyInfo",
+    "octets_left",
+    "read_proxy_header",
+]
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
 MAX_V1_LENGTH = 107  # the spec's worst case, CRLF included
 MAX_V2_LENGTH = 16 + 2048  # addresses plus generous room for TLVs
+MIN_LENGTH = len(b"PROXY UNKNOWN\r\n")  # the shortest header of either version (v2's fixed part is 16)
 
 # PROXY TCP4|TCP6 <src> <dst> <srcport> <dstport>, or PROXY UNKNOWN [anything]
 _V1_RE = re.compile(
@@ -117,3 +131,32 @@ def read_proxy_header(buffer: bytearray) -> ProxyInfo | None:
     info = _v2(version_command & 0x0F, family, bytes(buffer[16 : 16 + length]))
     del buffer[: 16 + length]
     return info
+
+
+def octets_left(received: bytes | bytearray) -> int:
+    """How many more octets may be read without passing the end of the header ``received`` begins.
+
+    The least that is left of *any* header that starts with ``received``, so a
+    read of at most this many octets never takes one that follows the header:
+
+    * nothing yet: :data:`MIN_LENGTH` (15), the shortest header;
+    * version 2: what is missing of the 16-octet fixed part, then of the length
+      it declares (exactly: the header ends there);
+    * version 1: the line ends at its first CRLF, and no CR comes before it
+      (the grammar has none), so once the shortest header's length is in, 1 if
+      ``received`` ends with CR (its LF may be next) and 2 otherwise.
+
+    0 once ``received`` holds a whole header, less than 0 when it holds more
+    (``-n``: n octets past its end).  Octets that cannot begin a header get the
+    version 1 answer: :func:`read_proxy_header` refuses them, and whatever was
+    read after them is never used.
+    """
+    size = len(received)
+    if received[:1] == V2_SIGNATURE[:1]:
+        if size < 16:
+            return 16 - size
+        return 16 + int.from_bytes(received[14:16], "big") - size
+    end = received.find(b"\r\n", 0, MAX_V1_LENGTH)
+    if end >= 0:
+        return end + 2 - size
+    return max(MIN_LENGTH - size, 1 if received.endswith(b"\r") else 2)

@@ -70,7 +70,7 @@ from ._events import (
     unchecked_message_data,
 )
 from ._params import line_allowance
-from ._proxy import ProxyError, ProxyInfo, read_proxy_header
+from ._proxy import ProxyError, ProxyInfo, octets_left, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer, starts_bdat
 from ._redact import Redactor
 from ._replies import Reply
@@ -429,6 +429,23 @@ class ServerConnection:
             return data
         return handshake if state is S.TLS else command
 
+    @property
+    def max_read(self) -> int | None:
+        """The most octets the adapter's next read may take, or ``None``: as many as have come.
+
+        A bound only while the PROXY header of an implicit-TLS connection is
+        read (``proxy_protocol`` with ``implicit_tls``): the client's TLS
+        handshake follows the header at once, and only the TLS layer may read
+        it, so the header is read in reads that cannot pass its end (see
+        ``_proxy.octets_left``).  0 when a whole header is buffered already:
+        ``next_event()`` has it.  Octets read past the header are an error
+        (:class:`LocalProtocolError`, at the ``ProxyHeader`` event).  Without
+        TLS the octets after the header are SMTP, and are read as they come.
+        """
+        if self._state is S.PROXY and self.config.implicit_tls:
+            return max(0, octets_left(self._received))
+        return None
+
     # --- input ----------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -556,6 +573,15 @@ class ServerConnection:
         self._buffer.rewind()
         if info is None:
             return self._end_of_input()
+        if self._received and self.config.implicit_tls:
+            # The octets after the header are the client's TLS handshake: the
+            # adapter read past max_read.  They cannot be given back to the TLS
+            # layer, and must neither be read as SMTP nor be lost without a word.
+            self._state = S.CLOSED
+            raise LocalProtocolError(
+                f"{len(self._received)} octets were read past the PROXY header of an implicit-TLS "
+                "connection: they are the TLS handshake's (read at most max_read octets)"
+            )
         self.proxy = info
         self._state = S.GREETING
         self._replies_due = 1

@@ -1999,6 +1999,260 @@ def test_commands_behind_a_proxy_header_before_the_greeting_are_early_talk(serve
     raw.close()
 
 
+# --- implicit TLS behind a PROXY-protocol proxy ----------------------------------------------------
+#
+# HAProxy's send-proxy in TCP mode before port 465: the header in plaintext, then the
+# client's TLS handshake, often in the same segment.  The server must read the header
+# and not one octet more (the rest is the TLS layer's), then make the handshake, then greet.
+
+BEHIND_PROXY = ServerConfig(proxy_protocol=True, implicit_tls=True)
+PROXY_V1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 465\r\n"
+
+
+def _proxy_v2(command: int, family: int, body: bytes) -> bytes:
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20 | command, family]) + len(body).to_bytes(2, "big") + body
+
+
+#: Each header, and the client it names (None: the proxy's own connection, so the socket's peer).
+PROXY_HEADERS = {
+    "v1-tcp4": (PROXY_V1, ("192.0.2.1", 40000)),
+    "v1-tcp6": (b"PROXY TCP6 2001:db8::1 2001:db8::2 40001 465\r\n", ("2001:db8::1", 40001)),
+    "v1-unknown": (b"PROXY UNKNOWN\r\n", None),
+    "v2-tcp4": (
+        _proxy_v2(1, 0x11, bytes([192, 0, 2, 2, 198, 51, 100, 2, 0x9C, 0x42, 0x01, 0xD1])),
+        ("192.0.2.2", 40002),
+    ),
+    "v2-tcp6": (
+        _proxy_v2(
+            1, 0x21, bytes(15) + b"\x03" + bytes(15) + b"\x04" + bytes([0x9C, 0x43, 0x01, 0xD1]) + b"\x04\x00\x01X"
+        ),
+        ("::3", 40003),
+    ),
+    "v2-local": (_proxy_v2(0, 0x00, b""), None),
+}
+
+
+class ProxiedTls:
+    """A client reaching an implicit-TLS port through a proxy: the PROXY header, then TLS.
+
+    The handshake runs over memory BIOs, so that the header and the ClientHello can
+    leave in one write, as a proxy's first segment often carries them, or the header
+    an octet at a time; the rest of the handshake then goes over the socket.
+    """
+
+    def __init__(self, port: int, context: ssl.SSLContext, header: bytes, *, drip: bool = False) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")
+        self.buffer = b""
+        with pytest.raises(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        hello = self._outgoing.read()
+        if drip:
+            for octet in header[:-1]:
+                self.sock.sendall(bytes([octet]))
+                time.sleep(0.005)  # (TCP_NODELAY on both sides: one segment, and most often one read, each)
+            self.sock.sendall(header[-1:] + hello)  # the header's last octet, and right behind it the ClientHello
+        else:
+            self.sock.sendall(header + hello)  # one write, one segment: the header's end and the ClientHello
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self) -> None:
+        if data := self._outgoing.read():
+            self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError(self.buffer)
+        self._incoming.write(data)
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def read_reply(self) -> bytes:
+        while True:
+            lines = self.buffer.split(b"\r\n")
+            for index, line in enumerate(lines[:-1]):
+                if len(line) < 4 or line[3:4] == b" ":
+                    reply = b"\r\n".join(lines[: index + 1]) + b"\r\n"
+                    self.buffer = self.buffer[len(reply) :]
+                    return reply
+            try:
+                data = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._fill()
+                continue
+            if not data:  # the server's close_notify
+                raise EOFError(self.buffer)
+            self.buffer += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _mail_through(client: ProxiedTls) -> None:
+    """Greeted, EHLO, a message and QUIT, inside TLS."""
+    assert client.read_reply().startswith(b"220 ")
+    client.send(b"EHLO client.example\r\n")
+    ehlo = client.read_reply()
+    assert ehlo.startswith(b"250-") and b"STARTTLS" not in ehlo  # TLS already, as on port 465
+    client.send(b"MAIL FROM:<a@example.com>\r\n")
+    assert client.read_reply().startswith(b"250 ")
+    client.send(b"RCPT TO:<b@example.com>\r\n")
+    assert client.read_reply().startswith(b"250 ")
+    client.send(b"DATA\r\n")
+    assert client.read_reply().startswith(b"354 ")
+    client.send(STUFFED + b".\r\nQUIT\r\n")
+    assert client.read_reply().startswith(b"250 ")
+    assert client.read_reply().startswith(b"221 ")
+
+
+@pytest.mark.parametrize("drip", [False, True], ids=["with-the-clienthello", "an-octet-at-a-time"])
+@pytest.mark.parametrize("header_name", list(PROXY_HEADERS))
+def test_implicit_tls_behind_a_proxy(
+    serve: Callable[..., Running],
+    recorder: Recorder,
+    server_tls: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
+    header_name: str,
+    drip: bool,
+) -> None:
+    header, source = PROXY_HEADERS[header_name]
+    server = serve(BEHIND_PROXY, tls=server_tls)
+    client = ProxiedTls(server.port, client_tls, header, drip=drip)
+    client.handshake()  # fails if the server read any of the ClientHello with the header
+    _mail_through(client)
+    own_address = client.sock.getsockname()[:2]
+    client.close()
+    assert recorder.messages[0]["data"] == MESSAGE
+    assert recorder.messages[0]["tls"] is True
+    session = recorder.sessions[0]
+    assert session.peer[:2] == (source or own_address)  # the real client, from the header
+    assert session.tls_info is not None and session.tls_info.version in ("TLSv1.2", "TLSv1.3")
+    assert recorder.closed.wait(2)
+    # The hooks of a port-465 session without a proxy: no tls_established (STARTTLS's own).
+    assert "tls_established" not in recorder.calls
+    assert recorder.calls[0] == "connection_opened"
+
+
+def test_a_client_that_skips_the_proxy_is_closed_without_a_word(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # A ClientHello where the header should be is a bad header: closed, as on a plain PROXY port.
+    server = serve(BEHIND_PROXY, tls=server_tls)
+    raw = Raw(server.port)
+    raw.send(client_hello(client_tls))
+    assert raw.read_until_closed() == b""
+    raw.close()
+    assert recorder.closed.wait(2)
+    assert "connection_opened" not in recorder.calls
+
+
+def test_a_header_then_no_handshake_times_out_without_a_word(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext
+) -> None:
+    server = serve(ServerConfig(proxy_protocol=True, implicit_tls=True, tls_handshake_timeout=0.5), tls=server_tls)
+    raw = Raw(server.port)
+    raw.send(PROXY_V1)  # and then nothing: the handshake's timeout applies
+    started = time.monotonic()
+    assert raw.read_until_closed() == b""  # no plaintext reply, ever
+    assert 0.3 < time.monotonic() - started < 2.0
+    raw.close()
+    assert recorder.closed.wait(2)
+    assert "connection_opened" not in recorder.calls
+
+
+def test_a_shutdown_closes_a_connection_owing_its_header_before_implicit_tls_at_once(
+    serve: Callable[..., Running], server_tls: ssl.SSLContext
+) -> None:
+    server = serve(BEHIND_PROXY, tls=server_tls)
+    raw = Raw(server.port)
+    raw.send(PROXY_V1[:20])  # and then nothing more
+    time.sleep(0.2)  # the session is waiting in the header's read
+    started = time.monotonic()
+    stopper = threading.Thread(target=server.stop, args=(10.0,))
+    stopper.start()
+    assert raw.read_until_closed() == b""
+    stopper.join(10)
+    raw.close()
+    assert time.monotonic() - started < 2  # not the 10 s of grace
+
+
+def test_a_shutdown_during_the_handshake_after_the_header_waits_for_it_and_says_nothing(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # As on port 465 without a proxy: the handshake has its own deadline, and no SMTP is said outside TLS.
+    server = serve(ServerConfig(proxy_protocol=True, implicit_tls=True, tls_handshake_timeout=1.0), tls=server_tls)
+    raw = Raw(server.port)
+    raw.send(PROXY_V1 + client_hello(client_tls)[:10])  # a handshake begun, never finished
+    time.sleep(0.2)
+    started = time.monotonic()
+    stopper = threading.Thread(target=server.stop, args=(10.0,))
+    stopper.start()
+    assert raw.read_until_closed() == b""
+    stopper.join(10)
+    raw.close()
+    assert time.monotonic() - started < 3  # the handshake's second (and a shutdown's last), not the 10 s of grace
+    assert "connection_opened" not in recorder.calls
+
+
+def test_the_connections_of_one_client_behind_a_proxy_are_counted_by_its_real_address(
+    kind: str, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    from adapters.sink import MailSink, sink_handler
+
+    sink = MailSink(None, "mx.example", max_connections_per_client=1)
+    server = start_server(kind, sink_handler(sink, kind), BEHIND_PROXY, tls=server_tls)
+    clients: list[ProxiedTls] = []
+    try:
+        for header in (PROXY_V1, PROXY_V1, PROXY_V1.replace(b"192.0.2.1", b"192.0.2.9")):
+            clients.append(ProxiedTls(server.port, client_tls, header))
+            clients[-1].handshake()
+        # All three come from 127.0.0.1 (the proxy); two from 192.0.2.1 behind it.
+        assert clients[0].read_reply().startswith(b"220 ")
+        assert clients[1].read_reply() == b"421 Too many connections from your address; try again later\r\n"
+        assert clients[2].read_reply().startswith(b"220 ")
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_early_talk_behind_a_proxy_is_judged_inside_tls(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # As on port 465 without a proxy: what the client says before the greeting, inside
+    # TLS, is early talk; the ClientHello after the header is not.
+    server = serve(ServerConfig(proxy_protocol=True, implicit_tls=True, greet_delay=0.3), tls=server_tls)
+    early = ProxiedTls(server.port, client_tls, PROXY_V1)
+    early.handshake()
+    early.send(b"EHLO spam.example\r\n")
+    assert early.read_reply() == b"554 Protocol violation: client sent data before the greeting\r\n"
+    with pytest.raises((EOFError, ssl.SSLError)):  # and closed
+        early.read_reply()
+    early.close()
+    patient = ProxiedTls(server.port, client_tls, PROXY_V1)
+    patient.handshake()
+    started = time.monotonic()
+    assert patient.read_reply().startswith(b"220 ")
+    assert time.monotonic() - started >= 0.25
+    patient.send(b"EHLO good.example\r\n")
+    assert patient.read_reply().startswith(b"250-")
+    patient.close()
+    assert recorder.calls.count("hello") == 1
+
+
 @pytest.mark.parametrize(
     ("module", "wrong", "message"),
     [

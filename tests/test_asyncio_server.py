@@ -543,6 +543,51 @@ def test_a_proxy_header_read_into_the_shared_buffer_sets_the_peer() -> None:
     _run(test)
 
 
+class Pausable(Recording):
+    """:class:`Recording`, and whether the transport would read (it reads whenever the socket is readable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def test_a_proxy_header_before_implicit_tls_is_read_in_bounded_reads_and_nothing_after_it() -> None:
+    # Behind a proxy on an implicit-TLS port the octets after the header are the
+    # ClientHello, start_tls()'s to read: each read lands in a slice no longer than
+    # the core allows, and after the header's last one the transport reads no more.
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    header = b"PROXY TCP4 192.0.2.7 192.0.2.1 50000 465\r\n"
+
+    async def test() -> None:
+        config = ServerConfig(proxy_protocol=True, implicit_tls=True)
+        async with SMTPServer(AsyncHandler(), config, port=0, tls=context) as server:
+            connection, transport = _Connection(server), Pausable()
+            connection.connection_made(transport)
+            sizes: list[int] = []
+            while sum(sizes) < len(header):
+                assert transport.reading
+                landing = connection.get_buffer(65536)  # as the loop asks, for as much as comes
+                chunk = header[sum(sizes) : sum(sizes) + len(landing)]
+                landing[: len(chunk)] = chunk
+                sizes.append(len(chunk))
+                connection.buffer_updated(len(chunk))
+            assert sizes[0] == 15 and max(sizes[1:]) == 2  # never a read that could pass the end
+            assert sum(sizes) == len(header)
+            assert not transport.reading  # the ClientHello is left in the socket for start_tls()
+            assert transport.log == []  # and not a word in plaintext
+            _hang_up(connection)
+
+    _run(test)
+
+
 @pytest.mark.parametrize("waiting", [False, True], ids=["ends-at-once", "hooks-wait"])
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
 def test_a_tls_session_ends_without_asyncio_warnings(implicit: bool, waiting: bool) -> None:

@@ -327,6 +327,29 @@ def test_self_signed_starttls(tmp_path: Path) -> None:
     assert "ESMTPS" in maildir_files(tmp_path / "maildir")[0].read_text()
 
 
+@pytest.mark.parametrize("adapter", ["asyncio", "trio", "gevent", "blocking"])
+def test_implicit_tls_behind_a_proxy(tmp_path: Path, adapter: str) -> None:
+    # HAProxy's send-proxy in TCP mode in front of port 465: the header in plaintext, then TLS.
+    import ssl
+
+    class Proxied(smtplib.SMTP_SSL):
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            sock = socket.create_connection((host, port), timeout)
+            sock.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 465\r\n")
+            return self.context.wrap_socket(sock, server_hostname=host)
+
+    options = ("--adapter", adapter, "--self-signed", "--implicit-tls", "--proxy-protocol")
+    with serving(tmp_path, *options) as (_, port):
+        # (A throwaway certificate.)
+        with Proxied(
+            "127.0.0.1", port, context=ssl._create_unverified_context(), local_hostname="client.test"
+        ) as client:
+            assert client.sendmail("a@example.org", ["bob@localhost"], MESSAGE) == {}
+    headers = maildir_files(tmp_path / "maildir")[0].read_text()
+    assert "Received: from client.test ([192.0.2.1])" in headers  # the real client, from the header
+    assert "with ESMTPS" in headers
+
+
 def test_transcript_records_the_wire_with_auth_redacted(tmp_path: Path) -> None:
     assert SMTPCORE is not None
     hashed = subprocess.run(

@@ -232,12 +232,12 @@ def test_auth_set_ups_that_cannot_work_are_refused() -> None:
     ServerConfig(auth=AuthPolicy.OFF, auth_mechanisms=())
 
 
-def test_a_proxy_header_before_implicit_tls_is_refused_as_a_set_up() -> None:
+def test_a_proxy_header_before_implicit_tls_is_a_set_up_we_take() -> None:
     # HAProxy, an AWS NLB and nginx send the header in plaintext, then the client's
-    # handshake; the adapters make the handshake first, so every connection failed.
-    with pytest.raises(ValueError, match="PROXY header comes before the TLS handshake"):
-        ServerConfig(proxy_protocol=True, implicit_tls=True)
-    ServerConfig(proxy_protocol=True, tls=TlsPolicy.OPTIONAL)  # STARTTLS after the header is fine
+    # handshake: the header is read first, then the handshake is made (see max_read).
+    config = ServerConfig(proxy_protocol=True, implicit_tls=True)
+    assert config.proxy_protocol and config.implicit_tls
+    ServerConfig(proxy_protocol=True, tls=TlsPolicy.OPTIONAL)  # STARTTLS after the header is fine too
 
 
 def test_timeout_value() -> None:

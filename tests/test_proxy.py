@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._proxy import MAX_V1_LENGTH, MAX_V2_LENGTH, V2_SIGNATURE, ProxyError, ProxyInfo, read_proxy_header
+from adapters import Handler, Session, TlsInfo
+from adapters._handler import CallHook, Close, Dispatcher, Receive, Send, StartTls
+from smtpcore import (
+    NEED_DATA,
+    ConnectionClosed,
+    LocalProtocolError,
+    ProxyHeader,
+    ServerConfig,
+    ServerConnection,
+    State,
+)
+from smtpcore._proxy import (
+    MAX_V1_LENGTH,
+    MAX_V2_LENGTH,
+    MIN_LENGTH,
+    V2_SIGNATURE,
+    ProxyError,
+    ProxyInfo,
+    octets_left,
+    read_proxy_header,
+)
 
 
 def v2(command: int, family: int, body: bytes) -> bytes:
@@ -114,3 +136,268 @@ def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
     with contextlib.suppress(ProxyError):
         read_proxy_header(buffer)
     assert len(buffer) <= len(data)
+
+
+# --- reading no further than the header (implicit TLS behind a proxy) ------------------------------
+#
+# The octets after the header are then the client's TLS handshake, which only the
+# TLS layer may read: a reader that reads at most octets_left() each time must
+# end exactly at the header's end, however the header arrives.
+
+
+def read_bounded(stream: bytes, arrivals: list[int]) -> tuple[ProxyInfo | None, int]:
+    """Read a header from ``stream`` as an adapter does: each read takes what has arrived,
+    ``octets_left`` octets at most; ``arrivals`` are the sizes of the segments the network
+    delivers, one more whenever nothing is left to read.  What was parsed, and how many
+    octets of ``stream`` were read."""
+    buffer, read, arrived = bytearray(), 0, 0
+    segments = iter(arrivals)
+    while True:
+        bound = octets_left(buffer)
+        assert bound >= 1, "asked for no octets with the header still incomplete"
+        if arrived == read:
+            arrived = min(len(stream), arrived + next(segments, len(stream)))
+            if arrived == read:  # the stream ended before the header did
+                return None, read
+        chunk = stream[read : read + min(bound, arrived - read)]
+        read += len(chunk)
+        buffer += chunk
+        info = read_proxy_header(buffer)
+        if info is not None:
+            assert buffer == b""  # nothing after the header was read
+            return info, read
+
+
+def _v1_tcp(family: str, source: str, destination: str, ports: tuple[int, int]) -> bytes:
+    return f"PROXY {family} {source} {destination} {ports[0]} {ports[1]}\r\n".encode()
+
+
+_ports = st.tuples(st.integers(0, 65535), st.integers(0, 65535))
+_tlvs = st.binary(max_size=300)
+#: Valid headers of every kind, each with what it says.
+HEADERS = st.one_of(
+    st.sampled_from(GOOD),
+    st.builds(
+        lambda src, dst, ports: (
+            _v1_tcp("TCP4", str(src), str(dst), ports),
+            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=4),
+        st.ip_addresses(v=4),
+        _ports,
+    ),
+    st.builds(
+        lambda src, dst, ports: (
+            _v1_tcp("TCP6", str(src), str(dst), ports),
+            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=6),
+        st.ip_addresses(v=6),
+        _ports,
+    ),
+    st.builds(
+        lambda text: (
+            b"PROXY UNKNOWN" + (b" " + text if text is not None else b"") + b"\r\n",
+            ProxyInfo(1, None, None),
+        ),
+        st.none() | st.binary(max_size=MAX_V1_LENGTH - 16).filter(lambda text: b"\r" not in text and b"\n" not in text),
+    ),
+    st.builds(
+        lambda src, dst, ports, tlvs: (
+            v2(1, 0x11, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
+            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=4),
+        st.ip_addresses(v=4),
+        _ports,
+        _tlvs,
+    ),
+    st.builds(
+        lambda src, dst, ports, tlvs: (
+            v2(1, 0x21, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
+            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
+        ),
+        st.ip_addresses(v=6),
+        st.ip_addresses(v=6),
+        _ports,
+        _tlvs,
+    ),
+    st.builds(lambda body: (v2(0, 0x11, body), ProxyInfo(2, None, None)), _tlvs),  # LOCAL, anything after it
+)
+
+
+@given(HEADERS, st.binary(min_size=1, max_size=64), st.lists(st.integers(1, 200), max_size=40))
+def test_reads_bounded_by_octets_left_end_exactly_at_the_header_however_it_arrives(
+    header_and_info: tuple[bytes, ProxyInfo], after: bytes, arrivals: list[int]
+) -> None:
+    header, expected = header_and_info
+    # The octets after it (a ClientHello) may come in the same segment as the header's end.
+    assert read_bounded(header + after, arrivals) == (expected, len(header))
+
+
+@given(HEADERS)
+def test_octets_left_never_passes_the_end_of_any_prefix_and_is_zero_at_it(
+    header_and_info: tuple[bytes, ProxyInfo],
+) -> None:
+    header, _ = header_and_info
+    for size in range(len(header)):
+        assert 1 <= octets_left(header[:size]) <= len(header) - size
+    assert octets_left(header) == 0
+    assert octets_left(header + b"\x16\x03\x01") == -3  # past the end: by how much
+
+
+def test_octets_left_reads_the_shortest_header_first_then_v1_to_its_crlf() -> None:
+    assert octets_left(b"") == MIN_LENGTH == len(b"PROXY UNKNOWN\r\n")  # and v2's fixed part is 16
+    assert read_bounded(b"PROXY UNKNOWN\r\n\x16\x03", []) == (ProxyInfo(1, None, None), MIN_LENGTH)
+    assert octets_left(b"PROXY TCP4 192.0.2.1") == 2  # "\r\n" may come next
+    assert octets_left(b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r") == 1
+    assert octets_left(V2_TCP4[:15]) == 1
+    assert octets_left(V2_TCP4[:16]) == 12  # exactly the length the fixed part declares
+
+
+# --- the core: ServerConnection.max_read ------------------------------------------------------------
+
+BEHIND_PROXY_ON_465 = ServerConfig(proxy_protocol=True, implicit_tls=True, tls_handshake_timeout=7.0)
+HEADER = b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 465\r\n"
+#: The first octets of a ClientHello: a TLS handshake record.
+HELLO = b"\x16\x03\x01\x02\x00\x01"
+
+
+def test_max_read_bounds_the_reads_of_the_header_on_an_implicit_tls_port_only() -> None:
+    assert ServerConnection(ServerConfig(proxy_protocol=True)).max_read is None  # after it comes SMTP
+    assert ServerConnection(ServerConfig(implicit_tls=True)).max_read is None
+    conn = ServerConnection(BEHIND_PROXY_ON_465)
+    assert conn.max_read == MIN_LENGTH
+    conn.receive_data(HEADER[:15])
+    assert conn.next_event() is NEED_DATA
+    assert conn.max_read == 2
+    conn.receive_data(HEADER[15:-1])
+    assert conn.next_event() is NEED_DATA
+    assert conn.max_read == 1  # "\r" in, "\n" may be next
+    conn.receive_data(HEADER[-1:])
+    assert conn.max_read == 0  # whole: next_event() has it
+    assert conn.next_event() == ProxyHeader(("192.0.2.1", 40000), ("198.51.100.2", 465), 1)
+    assert conn.max_read is None  # inside TLS, reads are as large as ever
+    assert conn.tls_active  # the handshake comes before the greeting
+    conn.accept()
+    assert conn.data_to_send().startswith(b"220 ")
+
+
+@pytest.mark.parametrize("after", [HELLO, b"EHLO x\r\n"])
+def test_octets_read_past_the_header_on_an_implicit_tls_port_fail_the_connection(after: bytes) -> None:
+    # They are the TLS handshake's: never read as SMTP, never dropped without a word.
+    conn = ServerConnection(BEHIND_PROXY_ON_465)
+    conn.receive_data(HEADER + after)
+    with pytest.raises(LocalProtocolError, match=f"{len(after)} octets were read past the PROXY header"):
+        conn.next_event()
+    assert conn.state is State.CLOSED
+    assert conn.data_to_send() == b""  # not a word: the client expects a TLS handshake
+    assert not conn.reply_due
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+# --- the dispatcher: the header, then the handshake, then the greeting ------------------------------
+
+
+class Hooks(Handler):
+    def __init__(self) -> None:
+        self.opened_with: tuple[Any, TlsInfo | None, bool] | None = None
+        self.closed_with: tuple[TlsInfo | None, bool] | None = None
+
+    def connection_opened(self, session: Session) -> None:
+        self.opened_with = (session.peer, session.tls_info, session.tls)
+
+    def connection_closed(self, session: Session) -> None:
+        self.closed_with = (session.tls_info, session.tls)
+
+
+TLS_INFO = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+
+
+def drive(
+    config: ServerConfig,
+    stream: bytes,
+    inside_tls: list[bytes],
+    *,
+    handshake: TlsInfo | None = TLS_INFO,
+    honour_limits: bool = True,
+) -> tuple[list[tuple[Any, ...]], Hooks]:
+    """Drive a Dispatcher as an adapter would: reads take from ``stream`` (``limit`` octets at
+    most, unless told not to honour it) until a StartTls, then come from ``inside_tls``.
+    What it asked for, in order, and the handler."""
+    hooks = Hooks()
+    actions = Dispatcher(config, Session(peer=("203.0.113.9", 5555))).actions()
+    done: list[tuple[Any, ...]] = []
+    result: Any = None
+    tls = False
+    with contextlib.suppress(StopIteration):
+        while True:
+            action = actions.send(result)
+            result = None
+            if isinstance(action, Receive):
+                done.append(("read", action.limit, action.send))
+                if tls:
+                    result = inside_tls.pop(0) if inside_tls else b""
+                else:
+                    size = len(stream) if action.limit is None or not honour_limits else action.limit
+                    result, stream = stream[:size], stream[size:]
+            elif isinstance(action, StartTls):
+                done.append(("handshake", action.timeout, stream))
+                tls, result = True, handshake
+            elif isinstance(action, CallHook):
+                done.append(("hook", action.name))
+                result = getattr(hooks, action.name)(*action.args)
+            elif isinstance(action, Send):
+                done.append(("write", action.data))
+            else:
+                assert isinstance(action, Close)
+                done.append(("close",))
+    return done, hooks
+
+
+def test_the_dispatcher_reads_the_header_within_bounds_then_asks_for_the_handshake_then_greets() -> None:
+    done, hooks = drive(BEHIND_PROXY_ON_465, HEADER + HELLO, [b"QUIT\r\n"])
+    reads = [step for step in done if step[0] == "read"]
+    assert reads[0] == ("read", MIN_LENGTH, b"")
+    handshake = done.index(("handshake", 7.0, HELLO))  # the ClientHello left whole for the TLS layer
+    assert all(step[0] == "read" and step[1] is not None for step in done[:handshake])
+    assert handshake > 2  # 15 octets, then two at a time
+    after = done[handshake + 1 :]
+    assert after[0] == ("hook", "connection_opened")  # after the handshake, as on port 465 without a proxy
+    assert after[1][0] == "read" and after[1][1] is None and after[1][2].startswith(b"220 ")  # greeted inside TLS
+    assert ("hook", "tls_established") not in done  # that hook is STARTTLS's, as on port 465
+    assert done[-2:] == [("close",), ("hook", "connection_closed")]
+    assert hooks.opened_with == (("192.0.2.1", 40000), TLS_INFO, True)
+
+
+def test_without_tls_the_header_is_read_as_before() -> None:
+    # SMTP follows it: read as it comes (and a command in the same read is early talk).
+    done, _ = drive(ServerConfig(proxy_protocol=True), HEADER + b"QUIT\r\n", [])
+    assert done[0] == ("read", None, b"")
+    assert not [step for step in done if step[0] == "handshake"]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [HEADER + HELLO, V2_TCP4 + HELLO, v2(0, 0x00, b"") + HELLO, b"PROXY UNKNOWN\r\n" + HELLO],
+    ids=["v1", "v2", "v2-local", "v1-unknown"],
+)
+def test_a_failed_handshake_after_the_header_ends_the_connection_without_a_word(stream: bytes) -> None:
+    done, hooks = drive(BEHIND_PROXY_ON_465, stream, [], handshake=None)
+    assert done[-3:] == [("handshake", 7.0, HELLO), ("close",), ("hook", "connection_closed")]
+    assert not [step for step in done if step[0] == "write" or (step[0] == "read" and step[2])]
+    assert hooks.opened_with is None
+    assert hooks.closed_with == (None, False)  # never encrypted
+
+
+def test_an_adapter_that_reads_past_the_header_fails_the_connection_without_a_word(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A bug in an adapter: the ClientHello is in the core, where it must not be read as SMTP.
+    done, hooks = drive(BEHIND_PROXY_ON_465, HEADER + HELLO, [], honour_limits=False)
+    assert done == [("read", MIN_LENGTH, b""), ("close",), ("hook", "connection_closed")]
+    assert hooks.opened_with is None
+    (error,) = [record for record in caplog.records if record.levelno >= logging.ERROR]  # said, as a bug
+    assert error.exc_info is not None
+    assert isinstance(error.exc_info[1], LocalProtocolError)
+    assert "read past the PROXY header" in str(error.exc_info[1])
