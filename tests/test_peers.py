@@ -221,6 +221,40 @@ def test_swaks_lmtp_behind_proxy(server: str, version: str, smtp_server_factory:
     assert message.peer == ("203.0.113.7", 40000)
 
 
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_swaks_implicit_tls_behind_proxy(server: str, version: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """HAProxy's send-proxy in front of port 465: the header in plaintext, the ClientHello right
+    behind it (swaks writes both at once), then SMTP inside TLS."""
+    srv = smtp_server_factory(server, tls="implicit", config=ServerConfig(proxy_protocol=True))
+    family = "TCP4" if version == "1" else "AF_INET"
+    swaks(
+        srv.port,
+        "--tls-on-connect",
+        "--tls-verify",
+        "--tls-ca-path",
+        srv.ca_file,
+        "--proxy-version",
+        version,
+        "--proxy-family",
+        family,
+        "--proxy-source",
+        "203.0.113.7",
+        "--proxy-source-port",
+        "40000",
+        "--proxy-dest",
+        "198.51.100.1",
+        "--proxy-dest-port",
+        "465",
+        "--to",
+        "b@example.org",
+    )
+    (message,) = srv.wait_for(1)
+    assert message.tls and message.recipients == ["b@example.org"]
+    assert message.peer == ("203.0.113.7", 40000)
+
+
 # --- Postfix's smtp-source and smtp-sink ------------------------------------------------------------
 
 
