@@ -428,11 +428,11 @@ def run_asyncio(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
                     await started.shutdown(0)
                 raise _bind_error(host, port, exc) from None
             servers.append(server)
-        _announce(plan, servers)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        _announce(plan, servers)  # (only now: a supervisor may stop us as soon as it reads this)
         if ready is not None:
             ready()
         await stop.wait()
@@ -462,8 +462,8 @@ def run_trio(plan: ServePlan, ready: Callable[[], None] | None = None) -> None:
                     # ExceptionGroup, and the user would get a traceback, not one line.
                     return _bind_error(host, port, exc)
                 servers.append(server)
-            _announce(plan, servers)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                _announce(plan, servers)  # (only now: a supervisor may stop us as soon as it reads this)
                 if ready is not None:
                     ready()
                 async for _ in signals:
@@ -504,11 +504,11 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
                 started.shutdown(0)
             raise _bind_error(host, port, exc) from None
         servers.append(server)
-    _announce(plan, servers)
     if plan.adapter == "gevent":
         stop: Any = gevent.event.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, stop.set)
+        _announce(plan, servers)  # (only now: a supervisor may stop us as soon as it reads this)
         if ready is not None:
             ready()
         stop.wait()
@@ -516,6 +516,7 @@ def run_threads(plan: ServePlan, ready: Callable[[], None] | None = None) -> Non
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        _announce(plan, servers)  # (only now: a supervisor may stop us as soon as it reads this)
         if ready is not None:
             ready()
         while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers

@@ -13,8 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from adapters import cli
 
 SMTPCORE = shutil.which("smtpcore")
 pytestmark = pytest.mark.skipif(SMTPCORE is None, reason="the smtpcore console script is not installed")
@@ -394,3 +397,40 @@ def test_smtpcore_send_delivers_to_smtpcore_serve(tmp_path: Path) -> None:
     assert "550 5.7.1" in lines[1]
     [stored] = maildir_files(tmp_path / "maildir")
     assert stored.read_bytes().endswith(MESSAGE)
+
+
+def sigterm_caught() -> bool:
+    """Whether this process catches SIGTERM, as the kernel sees it (gevent's handler is
+    libev's, which ``signal.getsignal`` does not show)."""
+    with open("/proc/self/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
+@pytest.mark.parametrize("adapter", ["asyncio", "trio", "gevent", "blocking"])
+def test_the_listening_line_comes_only_once_sigterm_stops_the_server_gracefully(
+    monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """A supervisor may send SIGTERM the moment it reads "listening on": the server must
+    then shut down as asked, not die of the signal.  (The line used to come first, and
+    the handlers after it: a quick enough SIGTERM killed the process.)"""
+    argv = ["serve", "--discard", "--adapter", adapter, "--listen", "127.0.0.1:0", "--shutdown-timeout", "0"]
+    plan = cli.build_plan(cli._merge_options(cli.build_parser().parse_args(argv)))
+    caught_at_announce: list[bool] = []
+
+    def announce(plan: cli.ServePlan, servers: list[Any]) -> None:
+        caught_at_announce.append(sigterm_caught())
+        if not caught_at_announce[-1]:
+            raise RuntimeError("SIGTERM would kill the server here")  # (raising it would kill pytest)
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_announce", announce)
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    assert not sigterm_caught()  # else the check above would prove nothing
+    try:
+        cli.RUNNERS[adapter](plan, None)  # returns once the SIGTERM has shut it down
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert caught_at_announce == [True]
