@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -101,21 +102,19 @@ def test_sigterm_stops_every_listener_at_once(tmp_path: Path, adapter: str) -> N
     ):
         assert process.stdout is not None
         second = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", process.stdout.readline())[0])
-        held = []
-        for port in (first, second):  # an open transaction on each: its shutdown waits for it
-            client = smtplib.SMTP("127.0.0.1", port)
-            client.ehlo("client.test")
-            client.mail("alice@example.org")
-            held.append(client)
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        for port in (first, second):
-            assert not greeted(port)
-        assert process.wait(timeout=15) == 0
-        assert time.monotonic() - started < 3.8  # one timeout (2 s) and some grace, not two
-        for client in held:
-            client.close()
+        with contextlib.ExitStack() as held:  # closed even if an assertion fails: no socket left to a later test
+            for port in (first, second):  # an open transaction on each: its shutdown waits for it
+                client = smtplib.SMTP("127.0.0.1", port)
+                held.callback(client.close)  # (not QUIT: the server is going, and says 421)
+                client.ehlo("client.test")
+                client.mail("alice@example.org")
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            for port in (first, second):
+                assert not greeted(port)
+            assert process.wait(timeout=15) == 0
+            assert time.monotonic() - started < 3.8  # one timeout (2 s) and some grace, not two
 
 
 def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
