@@ -120,6 +120,14 @@ def swaks(port: int, *options: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
+def proxy_options(version: str, port: int) -> list[str]:
+    """swaks's options for a PROXY header (``version`` "1" or "2") from 203.0.113.7:40000 to 198.51.100.1:``port``."""
+    family = "TCP4" if version == "1" else "AF_INET"
+    source = ["--proxy-source", "203.0.113.7", "--proxy-source-port", "40000"]
+    destination = ["--proxy-dest", "198.51.100.1", "--proxy-dest-port", str(port)]
+    return ["--proxy-version", version, "--proxy-family", family, *source, *destination]
+
+
 def data_file(tmp_path: pathlib.Path, content: bytes) -> str:
     """``content`` for ``swaks --data @file``: swaks adds the CRLF that ends the last line."""
     assert content.endswith(b"\r\n")
@@ -191,24 +199,12 @@ def test_swaks_lmtp_behind_proxy(server: str, version: str, smtp_server_factory:
     """LMTP's reply per recipient after the content, through a PROXY header naming the real client."""
     srv = smtp_server_factory(server, lmtp=True, config=ServerConfig(proxy_protocol=True))
     srv.reject_delivery("full@example.org")
-    family = "TCP4" if version == "1" else "AF_INET"
     done = swaks(
         srv.port,
         "--protocol",
         "LMTP",
         "--pipeline",
-        "--proxy-version",
-        version,
-        "--proxy-family",
-        family,
-        "--proxy-source",
-        "203.0.113.7",
-        "--proxy-source-port",
-        "40000",
-        "--proxy-dest",
-        "198.51.100.1",
-        "--proxy-dest-port",
-        "24",
+        *proxy_options(version, 24),
         "--to",
         "b@example.org,full@example.org",
         check=False,
@@ -228,25 +224,13 @@ def test_swaks_implicit_tls_behind_proxy(server: str, version: str, smtp_server_
     """HAProxy's send-proxy in front of port 465: the header in plaintext, the ClientHello right
     behind it (swaks writes both at once), then SMTP inside TLS."""
     srv = smtp_server_factory(server, tls="implicit", config=ServerConfig(proxy_protocol=True))
-    family = "TCP4" if version == "1" else "AF_INET"
     swaks(
         srv.port,
         "--tls-on-connect",
         "--tls-verify",
         "--tls-ca-path",
         srv.ca_file,
-        "--proxy-version",
-        version,
-        "--proxy-family",
-        family,
-        "--proxy-source",
-        "203.0.113.7",
-        "--proxy-source-port",
-        "40000",
-        "--proxy-dest",
-        "198.51.100.1",
-        "--proxy-dest-port",
-        "465",
+        *proxy_options(version, 465),
         "--to",
         "b@example.org",
     )
