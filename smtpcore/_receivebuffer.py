@@ -44,8 +44,10 @@ def starts_bdat(line: bytes | bytearray) -> bool:
     control, bad UTF-8).  A client that meant it as BDAT sends a chunk next, of
     a size nobody read, so what follows must not be read as commands
     (smuggling): "BDAT\x0b35 LAST" is BDAT to a peer that takes any blank as a
-    space.  One test for every such refusal, so none of them is looser.
+    space.  One test for every such refusal, so none of them is looser.  Blanks
+    before it count for nothing (" BDAT 35 LAST" is BDAT to a peer that strips them).
     """
+    line = line.lstrip(b" \t\x0b\x0c")
     return line[:4].upper() == b"BDAT" and not line[4:5].isalnum()
 
 

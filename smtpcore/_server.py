@@ -549,6 +549,8 @@ class ServerConnection:
             # The HTTP verbs are not in PARSERS: this is the only place they can be.
             if is_non_smtp(verb):
                 self._fatal(R.NON_SMTP_COMMAND, f"client sent a non-SMTP command ({verb})")
+            if starts_bdat(line):  # "BDAT\u00a035 LAST": a BDAT to a peer that splits at any blank
+                self._fatal(R.BDAT_UNREADABLE, "client sent a BDAT command that cannot be read")
             return self._reject(verb[:16], R.SYNTAX_UNRECOGNIZED)
         context = self._context  # one object, refreshed: cheaper than a new one per command
         context.extensions = self._extensions

@@ -309,6 +309,12 @@ def test_refused(prefix: bytes, line: bytes, reply: bytes) -> None:
         b"BDAT 1 LAST\xff",
         b"BDAT\x001 LAST",
         "BDAT 1 LAST\u0085".encode(),
+        # A verb we do not know, but BDAT to a peer that splits at any blank, or strips them first.
+        "BDAT\u00a01 LAST".encode(),
+        "bdat\u30001 LAST".encode(),
+        "BDAT\u16801 LAST".encode(),
+        b" BDAT 1 LAST",
+        b"\tBDAT 1 LAST",
     ],
 )
 def test_a_bdat_that_cannot_be_read_ends_the_session(line: bytes) -> None:
