@@ -45,9 +45,11 @@ def starts_bdat(line: bytes | bytearray) -> bool:
     a size nobody read, so what follows must not be read as commands
     (smuggling): "BDAT\x0b35 LAST" is BDAT to a peer that takes any blank as a
     space.  One test for every such refusal, so none of them is looser.  Blanks
-    before it count for nothing (" BDAT 35 LAST" is BDAT to a peer that strips them).
+    before it count for nothing (" BDAT 35 LAST" is BDAT to a peer that strips them),
+    up to 32 of them: only the line's head is looked at, never copied whole (``line``
+    may be a buffer of many lines, asked once for each overlong one).
     """
-    line = line.lstrip(b" \t\x0b\x0c")
+    line = line[:37].lstrip(b" \t\x0b\x0c")
     return line[:4].upper() == b"BDAT" and not line[4:5].isalnum()
 
 
