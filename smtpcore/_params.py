@@ -444,7 +444,11 @@ def parse_params(
 
     ``extensions`` is the set of EHLO keywords this session advertised (upper
     case); ``extra_keywords`` the parameter keywords the application handles
-    itself.  Raises :class:`ParamError` carrying the reply to send.
+    itself.  ``utf8`` lets a value hold UTF-8 (RFC 6531 §3.3): for RCPT, pass
+    whether the transaction's MAIL had SMTPUTF8; for MAIL, whether SMTPUTF8 was
+    advertised, and a UTF-8 value is then taken only if this MAIL also carries
+    the SMTPUTF8 parameter (§3.4), which may come after it on the line.
+    Raises :class:`ParamError` carrying the reply to send.
     """
     if not words:
         # No parameters (most RCPTs, a bare MAIL): what the loop would build,
@@ -455,10 +459,13 @@ def parse_params(
     seen: set[str] = set()
     specs = _BY_KEYWORD[command]
     value_re = _abnf.ESMTP_VALUE_UTF8_RE if utf8 else _abnf.ESMTP_VALUE_RE
+    utf8_word = None  # the first word with a UTF-8 value, which MAIL must justify
     for word in words:
         keyword, equals, value = word.partition("=")
         if not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword) or (equals and not value_re.fullmatch(value)):
             raise _syntax(f"Malformed parameter {shown(word)}")
+        if utf8_word is None and not value.isascii():
+            utf8_word = word
         keyword = keyword.upper()
         if keyword in seen:
             raise _syntax(f"Parameter {shown(keyword)} given twice")
@@ -476,6 +483,11 @@ def parse_params(
             raise ParamError(Reply(504, f"BODY={parsed} not supported", "5.5.4"))
         values[spec.field] = parsed
     if command == "MAIL":
+        if utf8_word is not None and not values.get("smtputf8"):
+            # RFC 6531 §3.4: what needs the extension needs the parameter.  Our
+            # client refuses to write such a MAIL; taking it would hand the
+            # application a UTF-8 value in a transaction that is not SMTPUTF8.
+            raise _syntax(f"Malformed parameter {shown(utf8_word)}: a UTF-8 value needs the SMTPUTF8 parameter")
         return MailParams(extra=tuple(extra), **values)
     return RcptParams(extra=tuple(extra), **values)
 

@@ -398,7 +398,24 @@ def test_extra_value_must_still_be_esmtp_grammar() -> None:
         with pytest.raises(ParamError) as info:
             mail(word, extra=frozenset({"XFOO"}))
         assert info.value.reply.code == 501
-    assert mail("XFOO=é", extra=frozenset({"XFOO"}), utf8=True).extra == (("XFOO", "é"),)
+    assert mail("XFOO=é", "SMTPUTF8", extra=frozenset({"XFOO"}), utf8=True).extra == (("XFOO", "é"),)
+
+
+@pytest.mark.parametrize("order", ["value first", "SMTPUTF8 first"])
+def test_mail_takes_a_utf8_value_only_with_its_own_smtputf8(order: str) -> None:
+    # RFC 6531 §3.4: a MAIL whose envelope needs the extension carries SMTPUTF8.
+    # Advertising it (utf8=True) is not enough, and the keyword may come after
+    # the value on the line.
+    words = ["XFOO=é", "SMTPUTF8"] if order == "value first" else ["SMTPUTF8", "XFOO=é"]
+    params = mail(*words, extra=frozenset({"XFOO"}), utf8=True)
+    assert params.smtputf8 is True
+    assert params.extra == (("XFOO", "é"),)
+    with pytest.raises(ParamError) as info:
+        mail("XFOO=é", "XBAR=ü", extra=frozenset({"XFOO", "XBAR"}), utf8=True)
+    assert (info.value.reply.code, info.value.reply.enhanced) == (501, "5.5.4")
+    assert info.value.reply.text == ("Malformed parameter XFOO=?: a UTF-8 value needs the SMTPUTF8 parameter",)
+    # RCPT has no SMTPUTF8 of its own: there utf8 is the transaction's.
+    assert rcpt("XFOO=é", extra=frozenset({"XFOO"}), utf8=True).extra == (("XFOO", "é"),)
 
 
 def test_utf8_values_only_with_utf8() -> None:
