@@ -268,7 +268,10 @@ def run(
         done, errors, end = _drive(port, message, messages, sessions, keepalive)
         return LoadResult(done, errors, end - start)
     processes = max(1, min(processes, sessions, messages))
-    context = multiprocessing.get_context("fork")
+    # Spawned, not forked: the caller may have threads (a test's server, a benchmark's
+    # timers), and a fork copies their locks in whatever state they are in (3.12 warns).
+    # The workers start before the clock does, so their start-up is not measured.
+    context = multiprocessing.get_context("spawn")
     go = context.Event()
     results = context.Queue()
     workers = []
