@@ -168,7 +168,8 @@ class MailParams:
             )
 
 
-_MAIL_RANGES = (("size", 0, 10**20), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999))
+# SIZE is 1*20DIGIT (RFC 1870), MT-PRIORITY one digit and a sign (RFC 6710), HOLDFOR 1*9DIGIT (RFC 4865).
+_MAIL_RANGES = (("size", 0, 10**20 - 1), ("mt_priority", -9, 9), ("hold_for", 0, 999_999_999))
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,7 @@ def _format_flag(value: Any) -> str | None:
     return None
 
 
-def _number(value: str | None, maximum: int = 10**20) -> int:
+def _number(value: str | None, maximum: int = 10**20 - 1) -> int:
     if value is None or not _abnf.NUMBER_RE.fullmatch(value):
         raise _syntax("Value must be ASCII digits")
     number = int(value)

@@ -776,10 +776,42 @@ def test_no_words_is_what_the_loop_builds(command: Any) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("size", -1), ("size", 10**20 + 1), ("size", True), ("size", "10"), ("mt_priority", 42), ("hold_for", -5)],
+    [
+        ("size", -1),
+        ("size", 10**20),  # 21 digits: SIZE is 1*20DIGIT, and a server refuses it
+        ("size", True),
+        ("size", "10"),
+        ("mt_priority", 42),
+        ("mt_priority", 10),
+        ("mt_priority", -10),
+        ("hold_for", -5),
+        ("hold_for", 10**9),
+    ],
 )
 def test_mail_params_refuse_values_out_of_range(field: str, value: object) -> None:
     # What the parser never builds, an application can: caught before a client sends it.
     with pytest.raises(ValueError, match=f"MailParams.{field} must be an int"):
         MailParams(**{field: value})  # type: ignore[arg-type]
     assert MailParams(**{field: 0}) == MailParams(**{field: 0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("word", "params", "one_past"),
+    [
+        ("SIZE=" + "9" * 20, MailParams(size=10**20 - 1), lambda: MailParams(size=10**20)),
+        ("MT-PRIORITY=9", MailParams(mt_priority=9), lambda: MailParams(mt_priority=10)),
+        ("MT-PRIORITY=-9", MailParams(mt_priority=-9), lambda: MailParams(mt_priority=-10)),
+        ("HOLDFOR=999999999", MailParams(hold_for=999_999_999), lambda: MailParams(hold_for=10**9)),
+        ("BY=999999999;R", MailParams(by=DeliverBy(999_999_999, "R")), lambda: DeliverBy(10**9, "R")),
+        ("BY=-999999999;N", MailParams(by=DeliverBy(-999_999_999, "N")), lambda: DeliverBy(-(10**9), "N")),
+    ],
+)
+def test_the_largest_values_made_are_the_largest_a_server_reads(
+    word: str, params: MailParams, one_past: Callable[[], object]
+) -> None:
+    # Each range's edge: the value an application may make is written as the
+    # word a server parses back to it, and one step past it is refused when made.
+    assert format_params("MAIL", params) == [word]
+    assert mail(word) == params
+    with pytest.raises(ValueError, match="must be an int"):
+        one_past()
