@@ -255,7 +255,7 @@ class ClientConnection:
             self._fail(str(exc))
         if reply is None:
             if self._peer_closed:
-                self._fail(f"the server closed the connection with {len(self._outstanding)} command(s) unanswered")
+                self._fail(self._closed_unanswered())
             return NEED_DATA
         self._on_reply(reply)
         return reply
@@ -279,6 +279,24 @@ class ClientConnection:
         self.replies_received += 1
         self._close(by_peer=True)
         return reply
+
+    def _closed_unanswered(self) -> str:
+        """What a server that closed mid-exchange left unanswered, named as the user sent it."""
+        first = self._outstanding[0].event
+        if first is None:
+            awaited = "the greeting"
+        elif isinstance(first, Hello):
+            awaited = first.verb
+        elif isinstance(first, EndOfMessage):
+            awaited = "the end of the message"
+        elif isinstance(first, AuthResponse):
+            awaited = "an AUTH response"
+        else:
+            awaited = type(first).__name__.upper()
+        more = len(self._outstanding) - 1
+        also = f" (and {more} command{'s' if more > 1 else ''} after it)" if more else ""
+        waited = "sending" if first is None else "replying to"
+        return f"the server closed the connection without {waited} {awaited}{also}"
 
     def _fail(self, why: str) -> None:
         self._error = RemoteProtocolError(why)
