@@ -220,6 +220,8 @@ class _Connection(asyncio.BufferedProtocol):
         # connection_opened is still set in mail_from, as in trio's task per connection.
         self._context = contextvars.copy_context()
         self._pausing = False  # a Pause action's task is running (see abort())
+        # The task is a TLS handshake's, until its done callback (see drain()).
+        self._handshaking = False
         # Before 3.12: the task every hook runs as, what it is parked on, and a hook for it
         # to carry on (see _call_as_runner).
         self._runner: asyncio.Task[None] | None = None
@@ -341,7 +343,8 @@ class _Connection(asyncio.BufferedProtocol):
     def _handshake_done(self, task: asyncio.Task[Any]) -> None:
         self._task = None
         self._waiting = None
-        info = None if task.cancelled() else task.result()  # cancelled: by a shutdown's deadline
+        self._handshaking = False
+        info = None if task.cancelled() else task.result()  # cancelled: by a shutdown (see drain())
         if info is None:  # no session, as in the other adapters: not a hook is called
             self._end()
             return
@@ -571,10 +574,11 @@ class _Connection(asyncio.BufferedProtocol):
         """A TLS handshake's or a pause's task is over: the session goes on."""
         self._task = None
         self._waiting = None
+        handshake, self._handshaking = self._handshaking, False
         if self._ended:  # meanwhile (see end())
             return
-        if task.cancelled():  # by a shutdown's deadline
-            self._advance(LOST)
+        if task.cancelled():  # by a shutdown: a handshake's as one that failed, a pause's as a lost client
+            self._advance(None if handshake else LOST)
             return
         error = task.exception()
         if error is not None:  # pragma: no cover - neither raises (_start_tls catches what it can)
@@ -595,6 +599,11 @@ class _Connection(asyncio.BufferedProtocol):
         assert self._server.tls is not None  # the core offers STARTTLS only when configured for it
         self._buffer.clear()  # plaintext sent after STARTTLS is never read
         self._read_limit, self._held = None, False  # start_tls() reads for itself, then for us as ever
+        if self._server.draining:  # as if drain() had come a moment later
+            log.info("TLS handshake not begun: the server is shutting down")
+            self._abort_transport()
+            return None
+        self._handshaking = True
         try:
             transport = await self._loop.start_tls(
                 self.transport, self, self._server.tls, server_side=True, ssl_handshake_timeout=timeout
@@ -603,6 +612,10 @@ class _Connection(asyncio.BufferedProtocol):
             log.info("TLS handshake failed: %s", exc)
             self._abort_transport()
             return None
+        except asyncio.CancelledError:  # by a shutdown (see drain()): the task's done callback says what follows
+            log.info("TLS handshake cut short: the server is shutting down")
+            self._abort_transport()
+            raise
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self._reading_paused = False
@@ -638,8 +651,17 @@ class _Connection(asyncio.BufferedProtocol):
     # Ending ----------------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """A graceful shutdown began: an idle read in progress gets SHUTDOWN now (later ones at once)."""
-        if self._waiting is _READ and self._idle:
+        """A graceful shutdown began: an idle read in progress gets SHUTDOWN now (later ones at once),
+        and a TLS handshake in progress ends as one that failed.
+
+        Mid-handshake no SMTP can be spoken, so nothing is lost by closing it, and
+        a client that opened port 465 and says nothing (a scanner) would hold the
+        shutdown for its whole grace period.  The cancelled task aborts the
+        transport (see ``_start_tls``); a session after a PROXY header or STARTTLS
+        then hears ``None``, as for a failed handshake (see ``_task_done``)."""
+        if self._handshaking and self._task is not None:
+            self._task.cancel()
+        elif self._waiting is _READ and self._idle:
             self._waiting = None
             self._advance(SHUTDOWN)
 

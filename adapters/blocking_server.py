@@ -74,22 +74,46 @@ def _no_deadline(seconds: float) -> contextlib.AbstractContextManager[object]:
 
 
 def _handshake(
-    sock: socket.socket, wrap: WrapTls, timeout: float, deadline: Deadline = _no_deadline
+    sock: socket.socket,
+    wrap: WrapTls,
+    timeout: float,
+    deadline: Deadline = _no_deadline,
+    shutting_down: Callable[[], bool] = lambda: False,
 ) -> tuple[socket.socket, TlsInfo | None]:
-    """The server side of a TLS handshake, done within ``timeout`` seconds in all.
+    """The server side of a TLS handshake, done within ``timeout`` seconds in all,
+    and given up as soon as the server is ``shutting_down``.
 
     CPython's ``do_handshake`` takes the socket's timeout as a deadline for the
     whole handshake; gevent's applies it to each wait for the client, so a
     client sending a byte at a time would keep it going for ever: gevent passes
     a ``deadline`` of its own.
+
+    A blocking handshake cannot be interrupted from another thread, so it waits
+    in slices of :data:`TICK` seconds, as reads do, and a graceful shutdown
+    ends it between two: mid-handshake no SMTP can be spoken, so nothing is
+    lost, and a client that opened port 465 and said nothing (a scanner) would
+    otherwise hold the shutdown for its whole grace period.  A slice that ends
+    leaves the handshake where it was: OpenSSL asked for more bytes and was
+    given none, and the next ``do_handshake`` goes on from there.
     """
     tls = sock
     try:
         tls = wrap(sock)
-        tls.settimeout(timeout)
         handshaking = cast(ssl.SSLSocket, tls)  # or gevent.ssl.SSLSocket, which has the same methods
+        ends = time.monotonic() + timeout
         with deadline(timeout):
-            handshaking.do_handshake()
+            while True:
+                if shutting_down():
+                    raise ConnectionAbortedError("the server is shutting down")
+                remaining = ends - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("TLS handshake timed out")
+                tls.settimeout(min(remaining, TICK))
+                try:
+                    handshaking.do_handshake()
+                    break
+                except TimeoutError:  # a slice went by (or gevent's ``deadline``: the clock says which)
+                    continue
         return tls, tls_info(handshaking)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         log.info("TLS handshake failed: %s", exc)
@@ -292,7 +316,9 @@ def serve_socket(
     session = Session(peer=sock.getpeername() if peer is None else peer, local=sock.getsockname())
     if handshake_first(config):  # (behind a proxy, the dispatcher asks for it after the header)
         assert wrap_tls is not None
-        sock, session.tls_info = _handshake(sock, wrap_tls, config.tls_handshake_timeout, handshake_deadline)
+        sock, session.tls_info = _handshake(
+            sock, wrap_tls, config.tls_handshake_timeout, handshake_deadline, lambda: aborting() or draining()
+        )
         if session.tls_info is None:
             return
     io: _TimedSocket
@@ -319,7 +345,9 @@ def serve_socket(
                 result = call_hook(handler, action, hook_failures)
             elif isinstance(action, StartTls):
                 assert wrap_tls is not None
-                sock, result = _handshake(sock, wrap_tls, action.timeout, handshake_deadline)
+                sock, result = _handshake(
+                    sock, wrap_tls, action.timeout, handshake_deadline, lambda: aborting() or draining()
+                )
                 # A TLS socket keeps Python's timeouts (or the adapter's own).
                 io = timed(sock) if timed is not None else _PolledSocket(sock, aborting, draining)
             elif isinstance(action, Pause):

@@ -355,6 +355,7 @@ class SMTPServer:
                 self.config,
                 self._wrap_tls if self.tls else None,
                 aborting,
+                draining=watchdog.draining,  # (for the TLS handshake: the watchdog keeps the reads' time)
                 peer=address,
                 timed=lambda sock: _WatchedSocket(sock, aborting, watchdog, outbox),
                 handshake_deadline=_handshake_deadline,

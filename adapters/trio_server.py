@@ -193,6 +193,8 @@ class _Connection:
         self.if_cut_off: object = None
         # The scope of the pause in progress (the core's error delay), which a shutdown's deadline ends.
         self._pausing: trio.CancelScope | None = None
+        # The scope of the TLS handshake in progress, which a graceful shutdown ends at once.
+        self._handshaking: trio.CancelScope | None = None
         self.closed = False
 
     def new_scope(self) -> trio.CancelScope:
@@ -208,6 +210,8 @@ class _Connection:
         self.draining = True
         if self.if_cut_off is TIMED_OUT and self.idle:  # an idle read is waiting: end it now
             self._cancel()
+        if self._handshaking is not None:  # so does a TLS handshake (see start_tls)
+            self._handshaking.cancel()
 
     def abort(self) -> None:
         self.aborting = True
@@ -353,16 +357,26 @@ class _Connection:
         # before it; from here on only the TLS stream may write to the socket.
         assert not self.unsent, "STARTTLS's reply is written with a Send"
         self._fileno = -1
+        # A graceful shutdown ends a handshake at once, as a failed one: mid-handshake
+        # no SMTP can be spoken, so nothing is lost, and a client that opened port 465
+        # and said nothing (a scanner) would otherwise hold the shutdown for its whole
+        # grace period.  (Its own scope: the session's is the watchdog's, for reads and writes.)
+        if self.draining:
+            log.info("TLS handshake not begun: the server is shutting down")
+            return None
         tls = trio.SSLStream(self.stream, context, server_side=True)
-        with trio.move_on_after(timeout):
-            try:
-                await tls.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.info("TLS handshake failed: %s", exc)
-                return None
-            self.stream = tls
-            return tls_info(tls)  # SSLStream forwards version(), cipher(), getpeercert()
-        log.info("TLS handshake timed out")
+        try:
+            with trio.move_on_after(timeout) as self._handshaking:
+                try:
+                    await tls.do_handshake()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    log.info("TLS handshake failed: %s", exc)
+                    return None
+                self.stream = tls
+                return tls_info(tls)  # SSLStream forwards version(), cipher(), getpeercert()
+        finally:
+            self._handshaking = None
+        log.info("TLS handshake cut short: %s", "the server is shutting down" if self.draining else "timed out")
         return None
 
     async def close(self) -> None:
