@@ -346,6 +346,14 @@ class Raw:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def up_to_starttls(self) -> None:
+        """Greeting, EHLO, STARTTLS: the server now waits for the ClientHello."""
+        assert self.read_reply().startswith(b"220 ")
+        self.send(b"EHLO me\r\n")
+        assert self.read_reply().startswith(b"250")
+        self.send(b"STARTTLS\r\n")
+        assert self.read_reply().startswith(b"220 ")
+
     def read_reply(self) -> bytes:
         while True:
             lines = self.buffer.split(b"\r\n")
@@ -457,11 +465,7 @@ def test_a_tls_handshake_has_a_deadline_not_an_idle_timer(
     server = serve(config, tls=server_tls)
     raw = Raw(server.port)
     if not implicit:
-        raw.read_reply()
-        raw.send(b"EHLO me\r\n")
-        raw.read_reply()
-        raw.send(b"STARTTLS\r\n")
-        assert raw.read_reply().startswith(b"220")
+        raw.up_to_starttls()
     started = time.monotonic()
     closed_after = None
     try:
@@ -496,11 +500,7 @@ def test_tls_failure_ends_the_connection(
 ) -> None:
     server = serve(ServerConfig(tls=TlsPolicy.OPTIONAL), tls=server_tls)
     raw = Raw(server.port)
-    raw.read_reply()
-    raw.send(b"EHLO me\r\n")
-    raw.read_reply()
-    raw.send(b"STARTTLS\r\n")
-    assert raw.read_reply().startswith(b"220")
+    raw.up_to_starttls()
     raw.send(b"EHLO plaintext-after-starttls\r\nMAIL FROM:<a@example.com>\r\n")  # not a ClientHello
     assert raw.read_until_closed() in (b"",)  # no plaintext answer, ever
     raw.close()
@@ -2054,13 +2054,7 @@ class ProxiedTls(Raw):
     """
 
     def __init__(self, port: int, context: ssl.SSLContext, header: bytes, *, drip: bool = False) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")
-        self.buffer = b""
-        with pytest.raises(ssl.SSLWantReadError):
-            self.tls.do_handshake()
-        hello = self._outgoing.read()
+        hello = self._begin(socket.create_connection(("127.0.0.1", port), timeout=5), context)
         if drip:
             for octet in header[:-1]:
                 self.sock.sendall(bytes([octet]))
@@ -2068,6 +2062,16 @@ class ProxiedTls(Raw):
             self.sock.sendall(header[-1:] + hello)  # the header's last octet, and right behind it the ClientHello
         else:
             self.sock.sendall(header + hello)  # one write, one segment: the header's end and the ClientHello
+
+    def _begin(self, sock: socket.socket, context: ssl.SSLContext) -> bytes:
+        """TLS over memory BIOs on ``sock``; the ClientHello to send."""
+        self.sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")
+        self.buffer = b""
+        with pytest.raises(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        return self._outgoing.read()
 
     def handshake(self) -> None:
         while True:
@@ -2215,11 +2219,7 @@ def test_a_shutdown_closes_a_connection_in_its_tls_handshake_at_once(
     if where == "behind-a-proxy":
         raw.send(PROXY_V1)  # and then no ClientHello
     elif where == "starttls":
-        assert raw.read_reply().startswith(b"220 ")
-        raw.send(b"EHLO me\r\n")
-        raw.read_reply()
-        raw.send(b"STARTTLS\r\n")
-        assert raw.read_reply().startswith(b"220 ")  # and then no ClientHello
+        raw.up_to_starttls()  # and then no ClientHello
     time.sleep(0.3)  # the server is in the handshake, waiting for the client
     elapsed = closed_without_a_word_by_a_shutdown(server, raw)
     assert elapsed < 2  # neither the handshake's 20 s nor the 10 s of grace
@@ -2232,13 +2232,7 @@ class DrippedTls(ProxiedTls):
     than the blocking and gevent servers' slice of a wait (``TICK``)."""
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, pieces: int = 4, pause: float = 0.15) -> None:
-        self.sock = sock
-        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")
-        self.buffer = b""
-        with pytest.raises(ssl.SSLWantReadError):
-            self.tls.do_handshake()
-        hello = self._outgoing.read()
+        hello = self._begin(sock, context)
         size = -(-len(hello) // pieces)
         for start in range(0, len(hello), size):
             time.sleep(pause)
@@ -2258,11 +2252,7 @@ def test_a_slow_clienthello_still_makes_a_handshake(
     server = serve(ServerConfig(implicit_tls=implicit, tls=TlsPolicy.OPTIONAL), tls=server_tls)
     raw = Raw(server.port)
     if not implicit:
-        raw.read_reply()
-        raw.send(b"EHLO me\r\n")
-        raw.read_reply()
-        raw.send(b"STARTTLS\r\n")
-        assert raw.read_reply().startswith(b"220 ")
+        raw.up_to_starttls()
     client = DrippedTls(raw.sock, client_tls)
     client.handshake()
     if implicit:
