@@ -1986,6 +1986,15 @@ def test_a_rewritten_recipient_must_be_an_address() -> None:
 # --- early talkers ---------------------------------------------------------------------------------
 
 
+def greeted_after_the_delay(client: Raw, started: float, delay: float) -> None:
+    """A client that waits for the greeting gets it, ``delay`` after ``started`` at the least, and its session."""
+    assert client.read_reply().startswith(b"220 ")
+    assert time.monotonic() - started >= delay
+    client.send(b"EHLO good.example\r\n")
+    assert client.read_reply().startswith(b"250-")
+    client.close()
+
+
 def test_a_client_that_talks_before_the_greeting_is_refused(serve: Callable[..., Running], recorder: Recorder) -> None:
     # Spam software talks at once; greet_delay gives it the time to (Postfix's postscreen
     # waits 6 s).  A client that waits for the 220 gets it, that much later.
@@ -1995,12 +2004,7 @@ def test_a_client_that_talks_before_the_greeting_is_refused(serve: Callable[...,
     assert early.read_until_closed() == b"554 Protocol violation: client sent data before the greeting\r\n"
     early.close()
     started = time.monotonic()
-    patient = Raw(server.port)
-    assert patient.read_reply().startswith(b"220 ")
-    assert time.monotonic() - started >= 0.3
-    patient.send(b"EHLO good.example\r\n")
-    assert patient.read_reply().startswith(b"250-")
-    patient.close()
+    greeted_after_the_delay(Raw(server.port), started, 0.3)
     assert recorder.calls.count("hello") == 1
 
 
@@ -2303,12 +2307,7 @@ def test_early_talk_behind_a_proxy_is_judged_inside_tls(
     early.close()
     patient = ProxiedTls(server.port, client_tls, PROXY_V1)
     patient.handshake()
-    started = time.monotonic()
-    assert patient.read_reply().startswith(b"220 ")
-    assert time.monotonic() - started >= 0.25
-    patient.send(b"EHLO good.example\r\n")
-    assert patient.read_reply().startswith(b"250-")
-    patient.close()
+    greeted_after_the_delay(patient, time.monotonic(), 0.25)
     assert recorder.calls.count("hello") == 1
 
 
