@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -174,27 +174,27 @@ def _v1_tcp(family: str, source: str, destination: str, ports: tuple[int, int]) 
 
 _ports = st.tuples(st.integers(0, 65535), st.integers(0, 65535))
 _tlvs = st.binary(max_size=300)
+
+
+def _tcp_headers(version: Literal[1, 2], ip: Literal[4, 6]) -> st.SearchStrategy[tuple[bytes, ProxyInfo]]:
+    """PROXY v1 or v2 headers for TCP over IPv4 or IPv6 (``ip``), each with what it says."""
+
+    def header(src: Any, dst: Any, ports: tuple[int, int], tlvs: bytes) -> tuple[bytes, ProxyInfo]:
+        if version == 1:
+            data = _v1_tcp(f"TCP{ip}", str(src), str(dst), ports)
+        else:
+            data = v2(1, 0x11 if ip == 4 else 0x21, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs)
+        return data, ProxyInfo(version, (str(src), ports[0]), (str(dst), ports[1]))
+
+    after = _tlvs if version == 2 else st.just(b"")  # (v1 has no TLVs)
+    return st.builds(header, st.ip_addresses(v=ip), st.ip_addresses(v=ip), _ports, after)
+
+
 #: Valid headers of every kind, each with what it says.
 HEADERS = st.one_of(
     st.sampled_from(GOOD),
-    st.builds(
-        lambda src, dst, ports: (
-            _v1_tcp("TCP4", str(src), str(dst), ports),
-            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
-        ),
-        st.ip_addresses(v=4),
-        st.ip_addresses(v=4),
-        _ports,
-    ),
-    st.builds(
-        lambda src, dst, ports: (
-            _v1_tcp("TCP6", str(src), str(dst), ports),
-            ProxyInfo(1, (str(src), ports[0]), (str(dst), ports[1])),
-        ),
-        st.ip_addresses(v=6),
-        st.ip_addresses(v=6),
-        _ports,
-    ),
+    _tcp_headers(1, 4),
+    _tcp_headers(1, 6),
     st.builds(
         lambda text: (
             b"PROXY UNKNOWN" + (b" " + text if text is not None else b"") + b"\r\n",
@@ -202,26 +202,8 @@ HEADERS = st.one_of(
         ),
         st.none() | st.binary(max_size=MAX_V1_LENGTH - 16).filter(lambda text: b"\r" not in text and b"\n" not in text),
     ),
-    st.builds(
-        lambda src, dst, ports, tlvs: (
-            v2(1, 0x11, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
-            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
-        ),
-        st.ip_addresses(v=4),
-        st.ip_addresses(v=4),
-        _ports,
-        _tlvs,
-    ),
-    st.builds(
-        lambda src, dst, ports, tlvs: (
-            v2(1, 0x21, src.packed + dst.packed + struct.pack("!HH", *ports) + tlvs),
-            ProxyInfo(2, (str(src), ports[0]), (str(dst), ports[1])),
-        ),
-        st.ip_addresses(v=6),
-        st.ip_addresses(v=6),
-        _ports,
-        _tlvs,
-    ),
+    _tcp_headers(2, 4),
+    _tcp_headers(2, 6),
     st.builds(lambda body: (v2(0, 0x11, body), ProxyInfo(2, None, None)), _tlvs),  # LOCAL, anything after it
 )
 
