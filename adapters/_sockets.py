@@ -6,9 +6,12 @@ import contextlib
 import socket
 import struct
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["KERNEL_TIMEOUTS", "limit_unsent", "no_delay", "set_kernel_timeout", "still_connected"]
+__all__ = ["KERNEL_TIMEOUTS", "limit_unsent", "no_delay", "set_kernel_timeout", "still_connected", "wrapped_for_tls"]
+
+_Tls = TypeVar("_Tls")
 
 #: Whether plain sockets may wait with the kernel's timeouts (``SO_RCVTIMEO`` and
 #: ``SO_SNDTIMEO`` on a socket in blocking mode): where the ``struct timeval``
@@ -72,3 +75,26 @@ def still_connected(sock: socket.socket) -> None:
         sock.getpeername()
     except OSError:
         raise ConnectionResetError("the server closed the connection before the TLS handshake") from None
+
+
+def wrapped_for_tls(sock: socket.socket, wrap: Callable[[], _Tls], kind: type[Any]) -> _Tls:
+    """``wrap()``, the TLS socket of ``kind`` it makes over ``sock``; closed if it cannot be made.
+
+    :func:`still_connected` catches a reset that came before the wrap, but a
+    reset may still arrive between that look and the wrap's own: the TLS socket,
+    which already holds the descriptor, then raises from its constructor without
+    closing itself.  It is found in the frames of the error (the constructor's
+    ``self``) and closed here, so that no descriptor outlives the failure.
+    """
+    still_connected(sock)
+    try:
+        return wrap()
+    except OSError as exc:
+        traceback = exc.__traceback__
+        while traceback is not None:
+            made = traceback.tb_frame.f_locals.get("self")
+            if isinstance(made, kind):
+                with contextlib.suppress(OSError):
+                    made.close()
+            traceback = traceback.tb_next
+        raise

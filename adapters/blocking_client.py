@@ -48,7 +48,7 @@ from ._client_common import (
     timed_out,
     tls_context_for,
 )
-from ._sockets import KERNEL_TIMEOUTS, limit_unsent, no_delay, set_kernel_timeout, still_connected
+from ._sockets import KERNEL_TIMEOUTS, limit_unsent, no_delay, set_kernel_timeout, wrapped_for_tls
 
 __all__ = ["open_session", "run_session", "send_message", "send_messages"]
 
@@ -62,8 +62,9 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
     def secure(sock: socket.socket, seconds: float) -> socket.socket:
         assert context is not None
         sock.settimeout(seconds)
-        still_connected(sock)
-        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        tls = wrapped_for_tls(
+            sock, lambda: context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False), ssl.SSLSocket
+        )
         try:
             tls.do_handshake()
         except TimeoutError:

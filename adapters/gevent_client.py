@@ -37,7 +37,7 @@ from ._client_common import (
     send_one,
     single,
 )
-from ._sockets import still_connected
+from ._sockets import wrapped_for_tls
 from .blocking_client import Secure, open_session
 
 __all__ = ["send_message", "send_messages"]
@@ -72,8 +72,11 @@ def _secure(context: ssl.SSLContext | None, host: str) -> Secure:
     def secure(sock: socket.socket, seconds: float) -> socket.socket:
         assert context is not None
         sock.settimeout(seconds)
-        still_connected(sock)
-        tls = _TlsSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context)
+        tls = wrapped_for_tls(
+            sock,
+            lambda: _TlsSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context),
+            _TlsSocket,
+        )
         try:
             tls.do_handshake()
         except TimeoutError:
