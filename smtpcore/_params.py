@@ -460,12 +460,14 @@ def parse_params(
     seen: set[str] = set()
     specs = _BY_KEYWORD[command]
     value_re = _abnf.ESMTP_VALUE_UTF8_RE if utf8 else _abnf.ESMTP_VALUE_RE
-    utf8_word = None  # the first word with a UTF-8 value, which MAIL must justify
+    # A MAIL may hold UTF-8 values only with its own SMTPUTF8: the first such word, to refuse it by.
+    justify_utf8 = utf8 and command == "MAIL"
+    utf8_word = None
     for word in words:
         keyword, equals, value = word.partition("=")
         if not _abnf.ESMTP_KEYWORD_RE.fullmatch(keyword) or (equals and not value_re.fullmatch(value)):
             raise _syntax(f"Malformed parameter {shown(word)}")
-        if utf8_word is None and not value.isascii():
+        if justify_utf8 and utf8_word is None and not value.isascii():
             utf8_word = word
         keyword = keyword.upper()
         if keyword in seen:
