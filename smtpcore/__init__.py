@@ -48,7 +48,7 @@ from ._params import DeliverBy, MailParams, RcptParams, xtext_decode, xtext_enco
 from ._proxy import ProxyInfo
 from ._replies import Reply
 from ._sasl_client import ClientMechanism, Credentials, SaslError, choose_mechanism
-from ._sasl_server import SaslFailure, ServerMechanism
+from ._sasl_server import OAuthError, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
 from ._server import ServerConnection, State
 from ._transaction import ClientDriver, Envelope, Message, Recipient
@@ -89,6 +89,7 @@ __all__ = [
     "MessageOutcome",
     "MessageRejected",
     "Noop",
+    "OAuthError",
     "ProtocolError",
     "ProxyHeader",
     "ProxyInfo",

@@ -319,7 +319,7 @@ class ClientConfig:
     allow_insecure_auth: bool = False
     #: Mechanisms the client may use, strongest first; the driver picks the first
     #: one the server offers that the credentials can serve.
-    auth_mechanisms: tuple[str, ...] = ("XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
+    auth_mechanisms: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "PLAIN", "LOGIN")
     #: Pipeline MAIL/RCPT/DATA when the server offers PIPELINING.
     use_pipelining: bool = True
     #: Send content with BDAT when the server offers CHUNKING.

@@ -1,4 +1,4 @@
-"""Client-side SASL mechanisms for AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
+"""Client-side SASL mechanisms for AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER.
 
 A mechanism turns credentials into responses; it works on raw bytes and never
 sees base64 or the wire (the writer encodes, the connection decodes the 334
@@ -8,7 +8,7 @@ for it to the driver.
 
 Which mechanism to use is :func:`choose_mechanism`'s job: the first name in the
 caller's list (ordered strongest first) that the server offers and that the
-credentials can serve (XOAUTH2 needs a token, the others a password).  A
+credentials can serve (XOAUTH2 and OAUTHBEARER need a token, the others a password).  A
 mechanism that cannot be used is never "tried"; a name the caller did not list
 is never used, whatever the server offers.  :func:`usable_mechanisms` gives all
 of them in that order, for a client that tries the next after a refusal.
@@ -29,6 +29,7 @@ __all__ = [
     "CramMd5",
     "Credentials",
     "Login",
+    "OAuthBearer",
     "Plain",
     "SaslError",
     "XOAuth2",
@@ -43,7 +44,7 @@ class SaslError(Exception):
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the client proves: a password, or an OAuth2 bearer token (XOAUTH2).
+    """What the client proves: a password, or an OAuth2 bearer token (XOAUTH2, OAUTHBEARER).
 
     Secrets are left out of the repr so logging the object leaks nothing.
     """
@@ -153,27 +154,52 @@ class XOAuth2:
     """Google's and Microsoft's XOAUTH2: ``user=U ^A auth=Bearer T ^A ^A``.
 
     On failure the server sends a 334 with a JSON error; the protocol wants an
-    empty response to it, after which the server sends the final 5xx.
+    empty response to it, after which the server sends the final 5xx.  The
+    error is kept in ``server_error``, for the failure's message.
     """
 
     name = "XOAUTH2"
+    #: What answers the error challenge.
+    _ACKNOWLEDGEMENT = b""
 
     def __init__(self, credentials: Credentials) -> None:
         user = _utf8(credentials.username, "username")
         token = _utf8(credentials.token, "token")
         if b"\x01" in user or b"\x01" in token:
-            raise LocalProtocolError("XOAUTH2 credentials may not contain ^A")
-        self._message = b"user=" + user + b"\x01auth=Bearer " + token + b"\x01\x01"
-        self._errors = 0
+            raise LocalProtocolError(f"{self.name} credentials may not contain ^A")
+        self._message = self._first_message(user, token)
+        #: The error challenge's content (JSON, RFC 7628 §3.2.2), once the server sent one.
+        self.server_error: bytes | None = None
+
+    def _first_message(self, user: bytes, token: bytes) -> bytes:
+        return b"user=" + user + b"\x01auth=Bearer " + token + b"\x01\x01"
 
     def initial_response(self) -> bytes | None:
         return self._message
 
     def respond(self, challenge: bytes) -> bytes:
-        self._errors += 1
-        if self._errors > 1:
-            raise SaslError("XOAUTH2 got a second challenge")
-        return b""
+        # The only challenge after the credentials is the error; a second is not
+        # the protocol (a server would have to have read ours as something else).
+        if self.server_error is not None:
+            raise SaslError(f"{self.name} got a second challenge")
+        self.server_error = challenge
+        return self._ACKNOWLEDGEMENT
+
+
+class OAuthBearer(XOAuth2):
+    """RFC 7628 OAUTHBEARER, XOAUTH2's standard successor: ``n,a=U, ^A auth=Bearer T ^A ^A``.
+
+    The user goes in the GS2 header (RFC 5801), with "," and "=" written as
+    ``=2C`` and ``=3D``; an empty username leaves it out.  The error challenge
+    is answered with ``^A`` (RFC 7628 §3.2.3).
+    """
+
+    name = "OAUTHBEARER"
+    _ACKNOWLEDGEMENT = b"\x01"
+
+    def _first_message(self, user: bytes, token: bytes) -> bytes:
+        authzid = b"a=" + user.replace(b"=", b"=3D").replace(b",", b"=2C") if user else b""
+        return b"n," + authzid + b",\x01auth=Bearer " + token + b"\x01\x01"
 
 
 #: The built-in mechanisms: name -> factory(credentials).
@@ -182,11 +208,15 @@ MECHANISMS: Mapping[str, Callable[[Credentials], ClientMechanism]] = {
     "LOGIN": Login,
     "CRAM-MD5": CramMd5,
     "XOAUTH2": XOAuth2,
+    "OAUTHBEARER": OAuthBearer,
 }
+
+#: The mechanisms that prove a bearer token rather than a password.
+TOKEN_MECHANISMS = frozenset({"XOAUTH2", "OAUTHBEARER"})
 
 
 def _usable(name: str, credentials: Credentials) -> bool:
-    if name == "XOAUTH2":
+    if name in TOKEN_MECHANISMS:
         return credentials.token is not None
     if name in MECHANISMS:
         return credentials.password is not None

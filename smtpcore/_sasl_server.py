@@ -1,4 +1,4 @@
-"""Server-side SASL mechanisms for AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
+"""Server-side SASL mechanisms for AUTH (RFC 4954): PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER.
 
 A mechanism is a tiny state machine over raw bytes (the server does the base64):
 ``step(response)`` returns either the next challenge (bytes, sent as ``334``) or
@@ -13,15 +13,18 @@ in ``ServerConfig.auth_mechanism_factories``.
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ._abnf import CONTROL_RE
 from ._events import AuthCredentials
+from ._replies import Reply
 
-__all__ = ["MECHANISMS", "SaslFailure", "ServerMechanism"]
+__all__ = ["MECHANISMS", "OAuthError", "SaslFailure", "ServerMechanism"]
 
 
 class SaslFailure(Exception):
@@ -137,10 +140,93 @@ class XOAuth2:
         return AuthCredentials("XOAUTH2", _name(user, "user name"), token=token)
 
 
+# RFC 5801 §4: gs2-header = gs2-cb-flag "," [ gs2-authzid ] ","
+#   gs2-cb-flag = ( "p=" cb-name ) / "n" / "y" ;  gs2-authzid = "a=" saslname
+# A saslname writes "," as "=2C" and "=" as "=3D"; no other "=" may appear.
+_GS2_HEADER_RE = re.compile(r"(n|y|p=[A-Za-z0-9.-]+),(?:a=((?:[^,=]|=2C|=3D)+))?,")
+# RFC 7628 §3.1: kvpair = key "=" value kvsep ;  key = 1*(ALPHA)
+_KEY_RE = re.compile(r"[A-Za-z]+")
+
+
+class OAuthBearer:
+    """RFC 7628 OAUTHBEARER: ``n,a=U, ^A host=H ^A port=P ^A auth=Bearer T ^A ^A``.
+
+    The user (the GS2 header's ``a=``, which RFC 7628 lets the client leave
+    out) becomes ``username``; host and port are the client's, unchecked.
+    """
+
+    def step(self, response: bytes | None) -> bytes | AuthCredentials:
+        if response is None:
+            return b""
+        fields = _text(response, "OAUTHBEARER response").split("\x01")
+        if len(fields) < 3 or fields[-2:] != ["", ""]:
+            raise SaslFailure("OAUTHBEARER response must end with two ^A")
+        header = _GS2_HEADER_RE.fullmatch(fields[0])
+        if header is None:
+            raise SaslFailure("OAUTHBEARER response must begin with a GS2 header such as n,a=user@example.com,")
+        if header.group(1).startswith("p="):
+            # The client asks for channel binding, which RFC 7628 §3.1 defines for no
+            # binding type yet: it must not be quietly ignored (RFC 5801 §5).
+            raise SaslFailure("OAUTHBEARER channel binding is not supported")
+        values: dict[str, str] = {}
+        for field in fields[1:-2]:
+            key, equals, value = field.partition("=")
+            if not equals or not _KEY_RE.fullmatch(key) or key in values:
+                raise SaslFailure("OAUTHBEARER response has a malformed or repeated key=value pair")
+            values[key] = value
+        # RFC 7628 §3.1 and RFC 6750 §2.1: the scheme is case-insensitive, then 1*SP.
+        scheme, _, token = values.get("auth", "").partition(" ")
+        token = token.lstrip(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise SaslFailure("OAUTHBEARER response needs auth=Bearer and a token")
+        user = (header.group(2) or "").replace("=2C", ",").replace("=3D", "=")
+        return AuthCredentials("OAUTHBEARER", _name(user, "user name"), token=_name(token, "token"))
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthError:
+    """Why a bearer token was refused, told in the challenge OAUTHBEARER and XOAUTH2 send before the refusal.
+
+    RFC 7628 §3.2.2: ``status`` is required (``invalid_token``, ``insufficient_scope``;
+    Google's XOAUTH2 sends an HTTP status such as ``"401"``), ``scope`` is the
+    scope a token needs, ``openid_configuration`` the URL where the client finds
+    how to get one.  Pass :meth:`to_json` to ``ServerConnection.send_auth_error``
+    (or return the object from an adapter's ``auth`` hook): the client answers
+    the challenge and then gets ``reply`` (None: 535 5.7.8).
+    """
+
+    status: str = "invalid_token"
+    scope: str | None = None
+    openid_configuration: str | None = None
+    reply: Reply | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("status", "scope", "openid_configuration"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"OAuthError.{name} must be a str, not {type(value).__name__}")
+        if self.reply is not None and (not isinstance(self.reply, Reply) or not 400 <= self.reply.code < 600):
+            raise ValueError(f"OAuthError.reply must be a 4xx or 5xx Reply, not {self.reply!r}")
+
+    def to_json(self) -> bytes:
+        """The challenge's content: ``{"status": ..., "schemes": "bearer", ...}`` as UTF-8."""
+        error = {"status": self.status, "schemes": "bearer"}
+        if self.scope is not None:
+            error["scope"] = self.scope
+        if self.openid_configuration is not None:
+            error["openid-configuration"] = self.openid_configuration
+        return json.dumps(error, separators=(",", ":")).encode("utf-8")
+
+
 #: The built-in mechanisms: name -> factory(hostname).
 MECHANISMS: dict[str, Callable[[str], ServerMechanism]] = {
     "PLAIN": lambda hostname: Plain(),
     "LOGIN": lambda hostname: Login(),
     "CRAM-MD5": CramMd5,
     "XOAUTH2": lambda hostname: XOAuth2(),
+    "OAUTHBEARER": lambda hostname: OAuthBearer(),
 }
+
+#: The mechanisms whose exchange has no step for an error challenge
+#: (``ServerConnection.send_auth_error``): refused with a plain reply.
+NO_ERROR_CHALLENGE = frozenset({"PLAIN", "LOGIN", "CRAM-MD5"})

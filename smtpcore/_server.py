@@ -74,7 +74,7 @@ from ._proxy import ProxyError, ProxyInfo, octets_left, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer, starts_bdat
 from ._redact import Redactor
 from ._replies import Reply
-from ._sasl_server import MECHANISMS, SaslFailure, ServerMechanism
+from ._sasl_server import MECHANISMS, NO_ERROR_CHALLENGE, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
 
 __all__ = ["TRANSITIONS", "ServerConnection", "State"]
@@ -361,6 +361,8 @@ class ServerConnection:
         self._pipelining_offered = False
         self._esc = False
         self._mechanism: ServerMechanism | None = None
+        #: The refusal send_auth_error() holds back until the client answers its challenge.
+        self._auth_refusal: Reply | None = None
         self._reset_transaction()
 
     def _reset_transaction(self) -> None:
@@ -1099,6 +1101,9 @@ class ServerConnection:
         return self._sasl_base64(initial)
 
     def _auth_line(self, line: bytes | object) -> Event | None:
+        if self._auth_refusal is not None:
+            self._end_error_challenge()
+            return None
         if line is OVERLONG:
             return self._end_auth(R.AUTH_LINE_TOO_LONG)
         assert isinstance(line, bytes)
@@ -1137,6 +1142,45 @@ class ServerConnection:
         self._state = S.AUTH
         self._out += challenge
         return None
+
+    def send_auth_error(self, error: bytes, reply: Reply = R.AUTH_FAILED) -> None:
+        """Refuse the pending ``AuthCredentials`` after telling the client why, in a challenge.
+
+        OAUTHBEARER (RFC 7628 §3.2.2) and XOAUTH2 refuse a token this way:
+        ``334`` and the base64 of ``error`` (the JSON of
+        :meth:`smtpcore.OAuthError.to_json`, which says whether the token expired
+        or lacks a scope); the client answers (``^A``, or an empty line for
+        XOAUTH2), and only then is ``reply`` sent: a 4xx or 5xx, 535 5.7.8 by
+        default.  It counts as a failed login then, as a refusal by
+        :meth:`send` does.  PLAIN, LOGIN and CRAM-MD5 have no such step: a
+        client would read the challenge as a question.  Refuse them with
+        :meth:`send`.
+        """
+        if not isinstance(error, bytes):
+            raise LocalProtocolError(f"send_auth_error() takes the error as bytes, not {type(error).__name__}")
+        if not isinstance(reply, Reply) or not 400 <= reply.code < 600 or reply.code == 421:
+            raise LocalProtocolError("send_auth_error() refuses with a 4xx or 5xx Reply; a 421 goes with send()")
+        if not self._replies_due:
+            raise LocalProtocolError(self._nothing_due())
+        pending = self._pending
+        if not isinstance(pending, AuthCredentials):
+            what = type(pending).__name__.strip("_")
+            raise LocalProtocolError(f"send_auth_error() answers AuthCredentials, not {what}")
+        if pending.mechanism in NO_ERROR_CHALLENGE:
+            raise LocalProtocolError(f"{pending.mechanism} has no error challenge: refuse it with send()")
+        self._replies_due = 0
+        self._auth_refusal = reply
+        self._state = S.AUTH
+        self._out += b"334 " + base64.b64encode(error) + b"\r\n"
+
+    def _end_error_challenge(self) -> None:
+        # Whatever the client answered (RFC 7628's ^A, XOAUTH2's empty line, a "*"
+        # to cancel, even a line too long to read), the exchange ends with the
+        # refusal the application chose: the client had no say left in it.
+        reply, self._auth_refusal = self._auth_refusal, None
+        assert reply is not None
+        self._queue(_with_enhanced_code(reply, self._esc))
+        self._transition(self._pending, accepted=False)
 
     def _end_auth(self, reply: Reply, cause: Exception | None = None) -> Event:
         self._mechanism = None

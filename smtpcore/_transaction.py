@@ -123,7 +123,7 @@ from ._outcomes import (
     error_for,
 )
 from ._params import BodyType, MailParams, RcptParams, required_extensions
-from ._replies import Reply
+from ._replies import Reply, shown
 from ._sasl_client import ClientMechanism, Credentials, SaslError, usable_mechanisms
 from ._sentinels import NEED_DATA
 from ._writers import MAX_COMMAND_LINE, write_command
@@ -452,6 +452,17 @@ _Steps = Generator[_Wait, None, None]
 
 #: A message ready to go: its content, its MAIL, its RCPTs in batches (RCPTMAX), BDAT or not.
 _Plan: TypeAlias = "tuple[_Content, Mail, list[list[Rcpt]], bool]"
+
+
+def _told(mechanism: ClientMechanism) -> str:
+    """What an OAuth server said of the token before refusing it (its error
+    challenge, RFC 7628 §3.2.2), for the failure's message: an expired token
+    reads differently from a missing scope.  Empty for other mechanisms."""
+    error = getattr(mechanism, "server_error", None)
+    if not isinstance(error, bytes) or not error:
+        return ""
+    # Printable ASCII and bounded, as any peer's words we repeat: no control may reach a log line.
+    return f" (the server said: {shown(error.decode('utf-8', 'replace'), 200)})"
 
 
 def _over_recipient_limit(reply: Reply) -> bool:
@@ -923,10 +934,10 @@ class ClientDriver:
             reply, command = yield from self._sasl_exchange(mechanism, initial)
             if reply.is_positive:
                 return
-            text = f"authentication with {name} failed: {reply}"
+            text = f"authentication with {name} failed: {reply}{_told(mechanism)}"
             if not reply.is_permanent:
                 raise _Abort(SMTPTransientError(text, reply, command), quit=True)
-            refusals.append(f"{name}: {reply}")
+            refusals.append(f"{name}: {reply}{_told(mechanism)}")
         if len(refusals) > 1:
             text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
         raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)
