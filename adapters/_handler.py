@@ -72,6 +72,7 @@ from smtpcore import (
     MailParams,
     MessageData,
     MessageRejected,
+    OAuthError,
     ProxyHeader,
     Rcpt,
     RcptParams,
@@ -272,8 +273,12 @@ class Handler:
     def message_aborted(self, session: Session, reply: Reply | None) -> None:
         """A message whose content had started will not be delivered (``reply`` is None if the client left)."""
 
-    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
-        """True accepts (235); False or None refuses (535)."""
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
+        """True accepts (235); False or None refuses (535).
+
+        An ``OAuthError`` refuses an XOAUTH2 or OAUTHBEARER token the way those
+        mechanisms do: its JSON in a challenge first, then its reply (535).
+        """
         return False
 
     def tls_established(self, session: Session) -> None:
@@ -318,7 +323,7 @@ class AsyncHandler:
     async def message_aborted(self, session: Session, reply: Reply | None) -> None:
         return None
 
-    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return False
 
     async def tls_established(self, session: Session) -> None:
@@ -883,6 +888,15 @@ class Dispatcher:
             result = None
         elif result is False or result is None:
             result = AUTH_FAILED
+        elif isinstance(result, OAuthError):
+            reply = result.reply or AUTH_FAILED
+            try:
+                self.conn.send_auth_error(result.to_json(), reply)
+            except LocalProtocolError:
+                # PLAIN, LOGIN and CRAM-MD5 have no error challenge: the refusal alone.
+                result = reply
+            else:
+                return
         self._answer(result)
         self.session.credentials = self.conn.authenticated
 

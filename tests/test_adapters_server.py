@@ -14,6 +14,7 @@ import base64
 import contextlib
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import pathlib
@@ -40,6 +41,7 @@ from smtpcore import (
     Hello,
     LocalProtocolError,
     Mail,
+    OAuthError,
     Rcpt,
     Reply,
     ServerConfig,
@@ -111,7 +113,9 @@ class Recorder(Handler):
     def message_aborted(self, session: Session, reply: Reply | None) -> None:
         self.calls.append("message_aborted")
 
-    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
+        if credentials.token is not None:  # XOAUTH2, OAUTHBEARER
+            return credentials.token == "good-token" or OAuthError("invalid_token", scope="https://mail.example/")
         return credentials.username == "alice" and credentials.verify("s3cret")
 
     def tls_established(self, session: Session) -> None:
@@ -152,7 +156,7 @@ class AsyncWrapper(AsyncHandler):
     async def message_aborted(self, session: Session, reply: Reply | None) -> None:
         self.inner.message_aborted(session, reply)
 
-    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return self.inner.auth(session, credentials)
 
     async def tls_established(self, session: Session) -> None:
@@ -554,6 +558,45 @@ def test_smtplib_auth(
         client.password = "s3cret"
         code, _ = client.auth(mechanism, method)
         assert code == 235
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert recorder.messages[0]["auth"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "message", "answer"),
+    [
+        ("XOAUTH2", "user=alice\x01auth=Bearer {token}\x01\x01", ""),
+        ("OAUTHBEARER", "n,a=alice,\x01host=127.0.0.1\x01auth=Bearer {token}\x01\x01", "\x01"),
+    ],
+)
+def test_smtplib_oauth_is_told_why_its_token_was_refused(
+    serve: Callable[..., Running], recorder: Recorder, mechanism: str, message: str, answer: str
+) -> None:
+    # The handler returns an OAuthError: the client reads it in a 334 (RFC 7628
+    # §3.2.2), answers, and only then gets its 535; a good token gets in after it.
+    config = ServerConfig(auth=AuthPolicy.REQUIRED, allow_insecure_auth=True, auth_mechanisms=(mechanism,))
+    server = serve(config)
+    challenges: list[bytes | None] = []
+
+    def respond(token: str) -> Callable[..., str]:
+        def authobject(challenge: bytes | None = None) -> str:
+            challenges.append(challenge)
+            return message.format(token=token) if challenge is None else answer
+
+        return authobject
+
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+            client.auth(mechanism, respond("expired"))
+        assert (failed.value.smtp_code, failed.value.smtp_error) == (535, b"5.7.8 Authentication credentials invalid")
+        assert challenges[0] is None and challenges[1] is not None
+        assert json.loads(challenges[1]) == {
+            "status": "invalid_token",
+            "schemes": "bearer",
+            "scope": "https://mail.example/",
+        }
+        assert client.auth(mechanism, respond("good-token"))[0] == 235
         client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
     assert recorder.messages[0]["auth"] == "alice"
 
