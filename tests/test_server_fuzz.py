@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from smtpcore import (
+    AuthCredentials,
     AuthPolicy,
     Event,
     Rcpt,
@@ -33,6 +34,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 CONFIG = ServerConfig(
     auth=AuthPolicy.OPTIONAL,
+    auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2"),
     allow_insecure_auth=True,
     tls=TlsPolicy.OPTIONAL,
     dsn=True,
@@ -68,6 +70,10 @@ VOCAB = [
     b"AUTH LOGIN\r\n",
     b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n",
     base64.b64encode(b"\0u\0p") + b"\r\n",
+    # A token the policy refuses with an error challenge, one it takes, and the answer to the challenge.
+    b"AUTH OAUTHBEARER " + base64.b64encode(b"n,a=u,\x01auth=Bearer bad\x01\x01") + b"\r\n",
+    b"AUTH XOAUTH2 " + base64.b64encode(b"user=u\x01auth=Bearer good\x01\x01") + b"\r\n",
+    b"AQ==\r\n",
     b"*\r\n",
     b"=\r\n",
     b"QUIT\r\n",
@@ -82,9 +88,11 @@ streams = st.lists(st.one_of(st.sampled_from(VOCAB), st.binary(max_size=12)), ma
 
 
 def policy(conn: ServerConnection, event: Event) -> None:
-    """Accept, except recipients called "no" and one password."""
+    """Accept, except recipients called "no" and the token "bad" (refused after an error challenge)."""
     if isinstance(event, Rcpt) and event.recipient.startswith("no@"):
         conn.send(Reply(550, "No such user", "5.1.1"))
+    elif isinstance(event, AuthCredentials) and event.token == "bad":
+        conn.send_auth_error(b'{"status":"invalid_token"}')
     else:
         conn.accept()
 
@@ -187,8 +195,9 @@ def test_vocabulary_then_junk_only_raise_remote_protocol_error(data: bytes, junk
 
 def send_defaults(conn: ServerConnection, event: Event) -> None:
     """``policy``, answering through send() with the replies accept() stands for."""
-    if isinstance(event, Rcpt) and event.recipient.startswith("no@"):
-        conn.send(Reply(550, "No such user", "5.1.1"))
+    refused = isinstance(event, Rcpt) and event.recipient.startswith("no@")
+    if refused or (isinstance(event, AuthCredentials) and event.token == "bad"):
+        policy(conn, event)
     else:
         for reply in conn._default_replies():
             conn.send(reply)
