@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import queue
 import smtplib
 import ssl
@@ -35,7 +36,7 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any, Literal
 
-from smtpcore import AuthCredentials, AuthPolicy, Mail, MailParams, Rcpt, Reply, ServerConfig, TlsPolicy
+from smtpcore import AuthCredentials, AuthPolicy, Mail, MailParams, OAuthError, Rcpt, Reply, ServerConfig, TlsPolicy
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Recipient, Session
 
@@ -190,7 +191,13 @@ class _Capture(Handler):
     def message_aborted(self, session: Session, reply: Reply | None) -> None:
         session.extra.pop(_CONTENT, None)
 
-    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+    def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
+        if credentials.token is not None:  # XOAUTH2, OAUTHBEARER
+            token = self.server.tokens.get(credentials.username)
+            if token is not None and hmac.compare_digest(token.encode(), credentials.token.encode()):
+                return True
+            # What Gmail does: the reason in a 334 first, so the client's retry logic runs.
+            return OAuthError("invalid_token")
         password = self.server.users.get(credentials.username)
         return password is not None and credentials.verify(password)
 
@@ -219,7 +226,7 @@ class _AsyncCapture(AsyncHandler):
     async def message_aborted(self, session: Session, reply: Reply | None) -> None:
         self.inner.message_aborted(session, reply)
 
-    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | None:
+    async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return self.inner.auth(session, credentials)
 
 
@@ -237,6 +244,7 @@ def build_config(
     auth_required: bool,
     allow_insecure_auth: bool,
     lmtp: bool,
+    tokens: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """``config`` (or the defaults) with the fixture's options applied on top."""
     base = config if config is not None else ServerConfig()
@@ -250,8 +258,12 @@ def build_config(
             changes.update(implicit_tls=True, tls=TlsPolicy.OFF)
         else:
             changes["tls"] = TlsPolicy.REQUIRED if tls == "required" else TlsPolicy.OPTIONAL
-    if auth is not None or auth_required:
+    if auth is not None or tokens is not None or auth_required:
         changes["auth"] = AuthPolicy.REQUIRED if auth_required else AuthPolicy.OPTIONAL
+    if tokens is not None:
+        # Bearer tokens are checked by XOAUTH2 and OAUTHBEARER; passwords (auth=) by the rest.
+        passwords = base.auth_mechanisms if auth is not None else ()
+        changes["auth_mechanisms"] = (*passwords, "XOAUTH2", "OAUTHBEARER")
     if allow_insecure_auth:
         changes["allow_insecure_auth"] = True
     if lmtp:
@@ -274,6 +286,7 @@ class SMTPTestServer:
         config: ServerConfig | None = None,
         *,
         users: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
         ca: TestCA | None = None,
         shutdown_timeout: float = 1.0,
     ) -> None:
@@ -282,6 +295,8 @@ class SMTPTestServer:
         self.adapter = adapter
         self.config = config if config is not None else ServerConfig()
         self.users: dict[str, str] = dict(users or {})
+        #: OAuth2 bearer tokens by user, for XOAUTH2 and OAUTHBEARER.
+        self.tokens: dict[str, str] = dict(tokens or {})
         self.needs_tls = self.config.implicit_tls or self.config.tls is not TlsPolicy.OFF
         if self.needs_tls and ca is None:
             raise ValueError("this configuration needs TLS: pass ca=TestCA(...)")

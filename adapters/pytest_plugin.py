@@ -90,7 +90,17 @@ def pytest_configure(config: pytest.Config) -> None:
 class SMTPServerFactory:
     """What ``smtp_server_factory`` gives: call it to start a server; all stop when the test ends."""
 
-    OPTIONS = ("adapter", "tls", "auth", "auth_required", "allow_insecure_auth", "lmtp", "config", "shutdown_timeout")
+    OPTIONS = (
+        "adapter",
+        "tls",
+        "auth",
+        "tokens",
+        "auth_required",
+        "allow_insecure_auth",
+        "lmtp",
+        "config",
+        "shutdown_timeout",
+    )
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
@@ -103,6 +113,7 @@ class SMTPServerFactory:
         *,
         tls: TlsMode | bool | None = None,
         auth: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
         auth_required: bool = False,
         allow_insecure_auth: bool = False,
         lmtp: bool = False,
@@ -116,6 +127,8 @@ class SMTPServerFactory:
         ``"starttls"`` (or True), ``"required"`` or ``"implicit"``, with a
         certificate from ``smtp_ca``.  ``auth``: ``{"user": "password"}`` for
         PLAIN and LOGIN (offered only over TLS unless ``allow_insecure_auth``);
+        ``tokens``: ``{"user": "bearer token"}`` for XOAUTH2 and OAUTHBEARER (a
+        wrong token is told ``invalid_token`` in a 334, then gets 535);
         ``auth_required``: no mail without it.  ``lmtp``: speak LMTP.
         ``config``: any ``ServerConfig``, with the options above applied on top.
         """
@@ -128,6 +141,7 @@ class SMTPServerFactory:
             auth_required=auth_required,
             allow_insecure_auth=allow_insecure_auth,
             lmtp=lmtp,
+            tokens=tokens,
         )
         needs_tls = final.implicit_tls or final.tls.value != "off"
         ca: TestCA | None = self._request.getfixturevalue("smtp_ca") if needs_tls else None
@@ -135,6 +149,7 @@ class SMTPServerFactory:
             adapter or self._default_adapter,
             final,
             users=auth,
+            tokens=tokens,
             ca=ca,
             shutdown_timeout=shutdown_timeout,
         )

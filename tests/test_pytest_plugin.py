@@ -153,6 +153,31 @@ def test_implicit_tls(smtp_server):
     assert smtp_server.wait_for()[0].authenticated == "bob"
 
 
+@pytest.mark.smtp_server(tls="starttls", auth={"alice": "pw"}, tokens={"carol": "ya29.tok"})
+def test_oauth_tokens(smtp_server):
+    from adapters.blocking_client import send_message
+    from smtpcore import ClientConfig, Credentials, SMTPAuthenticationError
+
+    config = ClientConfig(auth_mechanisms=("OAUTHBEARER",))
+    context = smtp_server.client_context()
+    with pytest.raises(SMTPAuthenticationError, match='said: {"status":"invalid_token"'):
+        send_message(smtp_server.host, smtp_server.port, "c@example.org", ["b@example.com"], MESSAGE,
+                     config=config, tls_context=context, credentials=Credentials("carol", token="old"))
+    send_message(smtp_server.host, smtp_server.port, "c@example.org", ["b@example.com"], MESSAGE,
+                 config=config, tls_context=context, credentials=Credentials("carol", token="ya29.tok"))
+    with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
+        client.starttls(context=context)
+        client.ehlo()
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"]
+        challenges = []
+        def xoauth2(challenge=None):
+            challenges.append(challenge)
+            return "user=carol\x01auth=Bearer ya29.tok\x01\x01" if challenge is None else ""
+        client.auth("XOAUTH2", xoauth2)
+        client.sendmail("c@example.org", ["b@example.com"], MESSAGE)
+    assert [m.authenticated for m in smtp_server.wait_for(2)] == ["carol", "carol"]
+
+
 @pytest.mark.smtp_server(tls="required")
 def test_tls_required(smtp_server):
     with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
@@ -258,7 +283,7 @@ def test_parameter_as_options(smtp_server):
 
 
 def test_smtp_server_fixture(pytester: pytest.Pytester) -> None:
-    result = run(pytester, REAL, passed=19, errors=1)
+    result = run(pytester, REAL, passed=20, errors=1)
     result.stdout.fnmatch_lines(["*TypeError: unknown smtp_server option(s) colour; known: adapter, *"])
 
 
