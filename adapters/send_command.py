@@ -4,7 +4,8 @@ The message comes from a file, from standard input (``-``), or is built from
 ``--subject`` and ``--body``.  With ``--server`` it goes to that relay; without,
 each recipient domain's mail hosts are looked up (``adapters.mx``) and tried in
 order.  The password never appears on the command line: it is read from the
-environment variable named by ``--password-env`` or asked for at a prompt.
+environment variable named by ``--password-env`` or asked for at a prompt; an
+OAuth2 bearer token (XOAUTH2, OAUTHBEARER) from the one ``--token-env`` names.
 
 Exit status: 0 when every recipient accepted the message, 75 (EX_TEMPFAIL)
 when the only failures were transient (a greylisting server: try again later),
@@ -37,6 +38,7 @@ from smtpcore import (
     MessageOutcome,
     Rcpt,
     RecipientOutcome,
+    SMTPAuthenticationError,
     TlsPolicy,
 )
 from smtpcore._outcomes import SMTPDeliveryError
@@ -70,6 +72,11 @@ def add_parser(subparsers: Any) -> None:
     arg("--ca-file", metavar="FILE", help="trust this CA bundle instead of the system's")
     arg("--user", help="authenticate as this user (password from --password-env or a prompt)")
     arg("--password-env", default="SMTPCORE_PASSWORD", metavar="NAME", help="variable holding the password")
+    arg(
+        "--token-env",
+        metavar="NAME",
+        help="variable holding an OAuth2 bearer token: authenticate with XOAUTH2 or OAUTHBEARER, not a password",
+    )
     arg(
         "--helo",
         metavar="NAME",
@@ -107,6 +114,17 @@ def _message(
     message["Message-ID"] = make_msgid(domain=helo)
     message.set_content(args.body or "")
     return message
+
+
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    if args.token_env is not None:
+        if not args.user:
+            raise UsageError("--token-env needs --user: the account the token was issued for")
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise UsageError(f"--token-env: {args.token_env} is unset or empty")
+        return Credentials(args.user, token=token)
+    return Credentials(args.user, _password(args)) if args.user else None
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -226,7 +244,7 @@ def _send(args: argparse.Namespace, stdin: IO[bytes], resolver: Any, cleanup: co
             starttls=TlsPolicy.OFF if args.tls else STARTTLS[starttls],
             implicit_tls=args.tls,
         )
-        credentials = Credentials(args.user, _password(args)) if args.user else None
+        credentials = _credentials(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     send = _sender(args.adapter)
@@ -265,7 +283,9 @@ def _report(results: dict[str, RecipientOutcome], hosts: dict[str, str | None]) 
             status, transient = "deferred", True
         else:
             status, permanent = "refused", True
-        detail = str(reply) if reply is not None else str(item.error)
+        # A refused login is told whole: which mechanism, and what an OAuth server said of the token.
+        told_whole = reply is None or isinstance(item.error, SMTPAuthenticationError)
+        detail = str(item.error) if told_whole else str(reply)
         print(f"{recipient:<{width}}  {status:<9}  {hosts.get(recipient) or '-':<20}  {detail}")
     if permanent:
         return 1

@@ -182,6 +182,25 @@ def test_password_comes_from_the_environment_never_the_command_line(
     assert send(*args, "--password-env", "MY_SECRET") == 2  # no terminal to ask on
 
 
+def test_an_oauth_token_comes_from_the_environment(
+    smtp_server_factory: SMTPServerFactory, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    server = smtp_server_factory(tls="starttls", tokens={"alice@example.org": "ya29.good"})
+    args = ["--server", f"127.0.0.1:{server.port}", "--ca-file", server.ca_file, "--to", "bob@example.com"]
+    args += ["--body", "x", "--user", "alice@example.org", "--token-env", "MY_TOKEN"]
+    monkeypatch.setenv("MY_TOKEN", "ya29.expired")
+    assert send(*args) == 1
+    assert 'the server said: {"status":"invalid_token"' in capsys.readouterr().out
+    monkeypatch.setenv("MY_TOKEN", "ya29.good")
+    assert send(*args) == 0
+    assert server.wait_for(1)[0].authenticated == "alice@example.org"
+    monkeypatch.delenv("MY_TOKEN")
+    assert send(*args) == 2
+    assert "--token-env: MY_TOKEN is unset or empty" in capsys.readouterr().err
+    assert send(*[arg for arg in args if arg not in ("--user", "alice@example.org")]) == 2
+    assert "--token-env needs --user" in capsys.readouterr().err
+
+
 @dataclass
 class MX:
     preference: int
