@@ -1023,19 +1023,21 @@ def test_the_session_knows_both_ends(serve: Callable[..., Running], recorder: Re
 
 
 def test_unix_socket(kind: str, recorder: Recorder) -> None:
-    path = os.path.join(tempfile.mkdtemp(), "smtp.sock")
-    server = start_server(kind, recorder, ServerConfig(), unix_path=path)
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        sock.connect(path)
-        assert sock.recv(1024).startswith(b"220 ")
-        sock.sendall(b"QUIT\r\n")
-        assert sock.recv(1024).startswith(b"221 ")
-        sock.close()
-    finally:
-        server.stop()
-    assert not os.path.exists(path)
+    # A directory of its own, short (a socket path has a hundred-odd octets at most) and removed.
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "smtp.sock")
+        server = start_server(kind, recorder, ServerConfig(), unix_path=path)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(path)
+            assert sock.recv(1024).startswith(b"220 ")
+            sock.sendall(b"QUIT\r\n")
+            assert sock.recv(1024).startswith(b"221 ")
+            sock.close()
+        finally:
+            server.stop()
+        assert not os.path.exists(path)  # the server removed its socket file
 
 
 def test_ipv6(kind: str, recorder: Recorder) -> None:
