@@ -63,8 +63,8 @@ def set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None
     sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", micro // 1_000_000, micro % 1_000_000))
 
 
-def still_connected(sock: socket.socket) -> None:
-    """Raise ``ConnectionResetError`` if the server has reset ``sock``: asked before TLS wraps it.
+def still_connected(sock: socket.socket, peer: str = "server") -> None:
+    """Raise ``ConnectionResetError`` if the ``peer`` has reset ``sock``: asked before TLS wraps it.
 
     ``ssl.wrap_socket`` takes the descriptor from ``sock`` first; finding the
     socket unconnected (a reset leaves it so), it reads from it and raises, with
@@ -74,10 +74,10 @@ def still_connected(sock: socket.socket) -> None:
     try:
         sock.getpeername()
     except OSError:
-        raise ConnectionResetError("the server closed the connection before the TLS handshake") from None
+        raise ConnectionResetError(f"the {peer} closed the connection before the TLS handshake") from None
 
 
-def wrapped_for_tls(sock: socket.socket, wrap: Callable[[], _Tls], kind: type[Any]) -> _Tls:
+def wrapped_for_tls(sock: socket.socket, wrap: Callable[[], _Tls], kind: type[Any], peer: str = "server") -> _Tls:
     """``wrap()``, the TLS socket of ``kind`` it makes over ``sock``; closed if it cannot be made.
 
     :func:`still_connected` catches a reset that came before the wrap, but a
@@ -86,7 +86,7 @@ def wrapped_for_tls(sock: socket.socket, wrap: Callable[[], _Tls], kind: type[An
     closing itself.  It is found in the frames of the error (the constructor's
     ``self``) and closed here, so that no descriptor outlives the failure.
     """
-    still_connected(sock)
+    still_connected(sock, peer)
     try:
         return wrap()
     except OSError as exc:

@@ -51,7 +51,7 @@ from ._handler import (
     unused_hooks,
     wants_transcript,
 )
-from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout
+from ._sockets import KERNEL_TIMEOUTS, no_delay, set_kernel_timeout, wrapped_for_tls
 from ._tls import server_context, tls_info
 
 __all__ = ["SMTPServer", "serve_socket"]
@@ -452,8 +452,15 @@ class SMTPServer:
         return int(self.address[1])
 
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
-        assert self.tls is not None
-        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls = self.tls
+        assert tls is not None
+
+        # A client that resets as the wrap begins must not leave the half-made TLS socket to
+        # the garbage collector (a ResourceWarning): see wrapped_for_tls.
+        def wrap() -> ssl.SSLSocket:
+            return tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+        return wrapped_for_tls(sock, wrap, ssl.SSLSocket, "client")
 
     def start(self) -> None:
         if isinstance(self._address, str):

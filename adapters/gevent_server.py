@@ -37,6 +37,7 @@ from smtpcore import ServerConfig
 
 from ._handler import FLUSH_AT, HOOK_FAILURES, LOST, READ_SIZE, SHUTDOWN, TIMED_OUT, Handler, check_handler, refusal
 from ._outbox import SOCKETS_ARE_FILES, Outbox, write_at_once
+from ._sockets import wrapped_for_tls
 from ._tls import server_context
 from .blocking_server import TICK, _TimedSocket, serve_socket
 
@@ -331,8 +332,12 @@ class SMTPServer:
         return len(self._group)
 
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
-        return gevent.ssl.SSLSocket(  # type: ignore[no-any-return]
-            sock=sock, server_side=True, do_handshake_on_connect=False, _context=self.tls
+        # As the blocking server's: a reset as the wrap begins leaves no half-made TLS socket.
+        return wrapped_for_tls(  # type: ignore[no-any-return]
+            sock,
+            lambda: gevent.ssl.SSLSocket(sock=sock, server_side=True, do_handshake_on_connect=False, _context=self.tls),
+            gevent.ssl.SSLSocket,
+            "client",
         )
 
     def _handle(self, sock: socket.socket, address: Any) -> None:

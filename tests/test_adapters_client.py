@@ -571,7 +571,7 @@ def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(
     # reaches the wrap, as it does now and then on a loaded machine: without the look,
     # every reset does.
     if reset == "after the look":
-        monkeypatch.setattr(adapters._sockets, "still_connected", lambda sock: None)
+        monkeypatch.setattr(adapters._sockets, "still_connected", lambda sock, peer="server": None)
 
     def resetting(sock: socket.socket) -> None:
         _up_to_starttls(sock)
