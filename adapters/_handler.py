@@ -889,14 +889,10 @@ class Dispatcher:
         elif result is False or result is None:
             result = AUTH_FAILED
         elif isinstance(result, OAuthError):
-            reply = result.reply or AUTH_FAILED
-            try:
-                self.conn.send_auth_error(result.to_json(), reply)
-            except LocalProtocolError:
-                # PLAIN, LOGIN and CRAM-MD5 have no error challenge: the refusal alone.
-                result = reply
-            else:
-                return
+            # The reason in a challenge first where the mechanism has the step (XOAUTH2,
+            # OAUTHBEARER); for the others the core sends the refusal alone.
+            self.conn.send_auth_error(result)
+            return
         self._answer(result)
         self.session.credentials = self.conn.authenticated
 

@@ -12,6 +12,7 @@ from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     Auth,
     AuthCredentials,
+    AuthRefused,
     AuthResponse,
     Bdat,
     CommandRejected,
@@ -61,6 +62,7 @@ __all__ = [
     "Auth",
     "AuthCredentials",
     "AuthPolicy",
+    "AuthRefused",
     "AuthResponse",
     "BareNewlinePolicy",
     "Bdat",

@@ -28,6 +28,7 @@ from ._replies import Reply
 __all__ = [
     "Auth",
     "AuthCredentials",
+    "AuthRefused",
     "AuthResponse",
     "Bdat",
     "CommandRejected",
@@ -383,6 +384,18 @@ class ProxyHeader(Event):
     source: tuple[str, int] | None
     destination: tuple[str, int] | None
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRefused(Event):
+    """The client answered the error challenge of ``send_auth_error()``: the AUTH exchange is over.
+
+    ``reply`` is queued: the refusal held back until now, or 501 if the client
+    cancelled with ``*`` (RFC 4954 §4).  Nothing is due; the event is for the
+    log, and tells an adapter that the next command starts now.
+    """
+
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)

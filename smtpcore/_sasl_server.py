@@ -142,8 +142,11 @@ class XOAuth2:
 
 # RFC 5801 §4: gs2-header = gs2-cb-flag "," [ gs2-authzid ] ","
 #   gs2-cb-flag = ( "p=" cb-name ) / "n" / "y" ;  gs2-authzid = "a=" saslname
-# A saslname writes "," as "=2C" and "=" as "=3D"; no other "=" may appear.
-_GS2_HEADER_RE = re.compile(r"(n|y|p=[A-Za-z0-9.-]+),(?:a=((?:[^,=]|=2C|=3D)+))?,")
+# A saslname writes "," as "=2C" and "=" as "=3D".  Clients that build "n,a=%s," from
+# the login as it is (mutt, curl, go-sasl) send "=" bare and "a=" empty: read them as
+# they meant it, a bare "=" as itself and an empty name as none.
+_GS2_HEADER_RE = re.compile(r"(n|y|p=[A-Za-z0-9.-]+),(?:a=([^,]*))?,")
+_SASLNAME_ESCAPE_RE = re.compile(r"=(2[Cc]|3[Dd])")
 # RFC 7628 §3.1: kvpair = key "=" value kvsep ;  key = 1*(ALPHA)
 _KEY_RE = re.compile(r"[A-Za-z]+")
 
@@ -176,11 +179,16 @@ class OAuthBearer:
             values[key] = value
         # RFC 7628 §3.1 and RFC 6750 §2.1: the scheme is case-insensitive, then 1*SP.
         scheme, _, token = values.get("auth", "").partition(" ")
-        token = token.lstrip(" ")
+        token = token.strip(" ")
         if scheme.lower() != "bearer" or not token:
             raise SaslFailure("OAUTHBEARER response needs auth=Bearer and a token")
-        user = (header.group(2) or "").replace("=2C", ",").replace("=3D", "=")
+        user = _SASLNAME_ESCAPE_RE.sub(lambda m: "," if m.group(1) in ("2C", "2c") else "=", header.group(2) or "")
         return AuthCredentials("OAUTHBEARER", _name(user, "user name"), token=_name(token, "token"))
+
+
+#: RFC 6750 §3.1's error codes as Gmail's XOAUTH2 says them: it answers "400" to an
+#: expired or revoked token, and clients refresh the token on that status alone.
+_XOAUTH2_STATUS = {"invalid_request": "400", "invalid_token": "400", "insufficient_scope": "403"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +198,14 @@ class OAuthError:
     RFC 7628 §3.2.2: ``status`` is required (``invalid_token``, ``insufficient_scope``;
     Google's XOAUTH2 sends an HTTP status such as ``"401"``), ``scope`` is the
     scope a token needs, ``openid_configuration`` the URL where the client finds
-    how to get one.  Pass :meth:`to_json` to ``ServerConnection.send_auth_error``
-    (or return the object from an adapter's ``auth`` hook): the client answers
-    the challenge and then gets ``reply`` (None: 535 5.7.8).
+    how to get one.  Pass it to ``ServerConnection.send_auth_error`` (or return
+    it from an adapter's ``auth`` hook): the client answers the challenge and
+    then gets ``reply`` (None: 535 5.7.8).
+
+    XOAUTH2 is Google's, and its clients read Google's statuses, HTTP codes:
+    ``"400"`` for a token to refresh (K-9 Mail and Thunderbird for Android
+    refresh only on that), ``"403"`` for a missing scope.  :meth:`to_json`
+    writes the RFC 6750 codes so for XOAUTH2, and any other status as it is.
     """
 
     status: str = "invalid_token"
@@ -205,12 +218,16 @@ class OAuthError:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"OAuthError.{name} must be a str, not {type(value).__name__}")
-        if self.reply is not None and (not isinstance(self.reply, Reply) or not 400 <= self.reply.code < 600):
-            raise ValueError(f"OAuthError.reply must be a 4xx or 5xx Reply, not {self.reply!r}")
+        reply = self.reply
+        if reply is not None and (not isinstance(reply, Reply) or not 400 <= reply.code < 600 or reply.code == 421):
+            raise ValueError(f"OAuthError.reply must be a 4xx or 5xx Reply other than 421, not {reply!r}")
 
-    def to_json(self) -> bytes:
-        """The challenge's content: ``{"status": ..., "schemes": "bearer", ...}`` as UTF-8."""
-        error = {"status": self.status, "schemes": "bearer"}
+    def to_json(self, mechanism: str = "OAUTHBEARER") -> bytes:
+        """The challenge's content for ``mechanism``: ``{"status": ..., "schemes": "bearer", ...}``."""
+        status = self.status
+        if mechanism == "XOAUTH2":
+            status = _XOAUTH2_STATUS.get(status, status)
+        error = {"status": status, "schemes": "bearer"}
         if self.scope is not None:
             error["scope"] = self.scope
         if self.openid_configuration is not None:
@@ -227,6 +244,6 @@ MECHANISMS: dict[str, Callable[[str], ServerMechanism]] = {
     "OAUTHBEARER": lambda hostname: OAuthBearer(),
 }
 
-#: The mechanisms whose exchange has no step for an error challenge
-#: (``ServerConnection.send_auth_error``): refused with a plain reply.
-NO_ERROR_CHALLENGE = frozenset({"PLAIN", "LOGIN", "CRAM-MD5"})
+#: The mechanisms with a step for an error challenge (``ServerConnection.send_auth_error``);
+#: any other, an application's own among them, is refused with a plain reply.
+ERROR_CHALLENGE_MECHANISMS = frozenset({"XOAUTH2", "OAUTHBEARER"})

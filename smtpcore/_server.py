@@ -48,6 +48,7 @@ from ._events import (
     ENDS_GROUP,
     Auth,
     AuthCredentials,
+    AuthRefused,
     Bdat,
     CommandRejected,
     ConnectionClosed,
@@ -74,7 +75,7 @@ from ._proxy import ProxyError, ProxyInfo, octets_left, read_proxy_header
 from ._receivebuffer import OVERLONG, ReceiveBuffer, starts_bdat
 from ._redact import Redactor
 from ._replies import Reply
-from ._sasl_server import MECHANISMS, NO_ERROR_CHALLENGE, SaslFailure, ServerMechanism
+from ._sasl_server import ERROR_CHALLENGE_MECHANISMS, MECHANISMS, OAuthError, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
 
 __all__ = ["TRANSITIONS", "ServerConnection", "State"]
@@ -1102,8 +1103,7 @@ class ServerConnection:
 
     def _auth_line(self, line: bytes | object) -> Event | None:
         if self._auth_refusal is not None:
-            self._end_error_challenge()
-            return None
+            return self._end_error_challenge(line)
         if line is OVERLONG:
             return self._end_auth(R.AUTH_LINE_TOO_LONG)
         assert isinstance(line, bytes)
@@ -1143,21 +1143,25 @@ class ServerConnection:
         self._out += challenge
         return None
 
-    def send_auth_error(self, error: bytes, reply: Reply = R.AUTH_FAILED) -> None:
+    def send_auth_error(self, error: OAuthError | bytes, reply: Reply | None = None) -> None:
         """Refuse the pending ``AuthCredentials`` after telling the client why, in a challenge.
 
-        OAUTHBEARER (RFC 7628 §3.2.2) and XOAUTH2 refuse a token this way:
-        ``334`` and the base64 of ``error`` (the JSON of
-        :meth:`smtpcore.OAuthError.to_json`, which says whether the token expired
-        or lacks a scope); the client answers (``^A``, or an empty line for
-        XOAUTH2), and only then is ``reply`` sent: a 4xx or 5xx, 535 5.7.8 by
-        default.  It counts as a failed login then, as a refusal by
-        :meth:`send` does.  PLAIN, LOGIN and CRAM-MD5 have no such step: a
-        client would read the challenge as a question.  Refuse them with
-        :meth:`send`.
+        XOAUTH2 and OAUTHBEARER (RFC 7628 §3.2.2) refuse a token this way:
+        ``334`` and the base64 of a JSON error, which says whether the token
+        expired or lacks a scope.  ``error`` is an :class:`~smtpcore.OAuthError`
+        (written for the mechanism in use: XOAUTH2 clients read Google's HTTP
+        statuses) or the JSON itself.  The client answers (``^A``, or an empty
+        line for XOAUTH2), and only then is the refusal sent: ``reply``, else
+        the OAuthError's, else 535 5.7.8; an :class:`~smtpcore.AuthRefused` event
+        says so.  It counts as a failed login then, as a refusal by :meth:`send`
+        does.  Only XOAUTH2 and OAUTHBEARER have this step (any other
+        mechanism's client would read the challenge as its next question):
+        for the others the refusal goes at once, as :meth:`send` sends it.
         """
-        if not isinstance(error, bytes):
-            raise LocalProtocolError(f"send_auth_error() takes the error as bytes, not {type(error).__name__}")
+        if not isinstance(error, (OAuthError, bytes)):
+            raise LocalProtocolError(f"send_auth_error() takes an OAuthError or bytes, not {type(error).__name__}")
+        if reply is None:
+            reply = (error.reply if isinstance(error, OAuthError) else None) or R.AUTH_FAILED
         if not isinstance(reply, Reply) or not 400 <= reply.code < 600 or reply.code == 421:
             raise LocalProtocolError("send_auth_error() refuses with a 4xx or 5xx Reply; a 421 goes with send()")
         if not self._replies_due:
@@ -1166,21 +1170,26 @@ class ServerConnection:
         if not isinstance(pending, AuthCredentials):
             what = type(pending).__name__.strip("_")
             raise LocalProtocolError(f"send_auth_error() answers AuthCredentials, not {what}")
-        if pending.mechanism in NO_ERROR_CHALLENGE:
-            raise LocalProtocolError(f"{pending.mechanism} has no error challenge: refuse it with send()")
+        if pending.mechanism not in ERROR_CHALLENGE_MECHANISMS:
+            self.send(reply)
+            return
+        challenge = error.to_json(pending.mechanism) if isinstance(error, OAuthError) else error
         self._replies_due = 0
         self._auth_refusal = reply
         self._state = S.AUTH
-        self._out += b"334 " + base64.b64encode(error) + b"\r\n"
+        self._out += b"334 " + base64.b64encode(challenge) + b"\r\n"
 
-    def _end_error_challenge(self) -> None:
-        # Whatever the client answered (RFC 7628's ^A, XOAUTH2's empty line, a "*"
-        # to cancel, even a line too long to read), the exchange ends with the
-        # refusal the application chose: the client had no say left in it.
+    def _end_error_challenge(self, line: bytes | object) -> Event:
+        # Whatever the client answered (RFC 7628's ^A, XOAUTH2's empty line, even a
+        # line too long to read), the exchange ends with the refusal the application
+        # chose; but a "*" cancels, and RFC 4954 §4 wants 501 for that.
         reply, self._auth_refusal = self._auth_refusal, None
         assert reply is not None
+        if isinstance(line, bytes) and line.rstrip(b" \t") == b"*":
+            reply = R.AUTH_CANCELLED
         self._queue(_with_enhanced_code(reply, self._esc))
         self._transition(self._pending, accepted=False)
+        return AuthRefused(reply)
 
     def _end_auth(self, reply: Reply, cause: Exception | None = None) -> Event:
         self._mechanism = None

@@ -124,7 +124,7 @@ from ._outcomes import (
 )
 from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply, shown
-from ._sasl_client import ClientMechanism, Credentials, SaslError, usable_mechanisms
+from ._sasl_client import TOKEN_MECHANISMS, ClientMechanism, Credentials, SaslError, usable_mechanisms
 from ._sentinels import NEED_DATA
 from ._writers import MAX_COMMAND_LINE, write_command
 
@@ -925,7 +925,12 @@ class ClientDriver:
             # or LOGIN then sends (a downgrade smtplib allows).
             candidates = candidates[:1]
         refusals: list[str] = []
+        token_refused = False
         for name, factory in candidates:
+            if token_refused and name in TOKEN_MECHANISMS:
+                # A 535 to a token is about the token, which the next token mechanism
+                # would carry again: one more failed login on the server, nothing learnt.
+                continue
             try:
                 mechanism = factory(credentials)
                 initial = mechanism.initial_response()
@@ -938,6 +943,7 @@ class ClientDriver:
             if not reply.is_permanent:
                 raise _Abort(SMTPTransientError(text, reply, command), quit=True)
             refusals.append(f"{name}: {reply}{_told(mechanism)}")
+            token_refused = token_refused or (name in TOKEN_MECHANISMS and reply.code == 535)
         if len(refusals) > 1:
             text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
         raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)

@@ -594,7 +594,8 @@ def test_smtplib_oauth_is_told_why_its_token_was_refused(
         assert (failed.value.smtp_code, failed.value.smtp_error) == (535, b"5.7.8 Authentication credentials invalid")
         assert challenges[0] is None and challenges[1] is not None
         assert json.loads(challenges[1]) == {
-            "status": "invalid_token",
+            # XOAUTH2 says it as Gmail does, the HTTP status its clients refresh a token on.
+            "status": "400" if mechanism == "XOAUTH2" else "invalid_token",
             "schemes": "bearer",
             "scope": "https://mail.example/",
         }
@@ -643,8 +644,9 @@ def test_a_client_that_resets_before_the_tls_handshake_leaves_no_socket_open(
             break
         time.sleep(0.02)
     assert len(failed) == 3 and _open_sockets() <= before
-    if reset == "before the look":
-        assert "the client closed the connection before the TLS handshake" in failed[0].getMessage()
+    # Seen by the look, or (a reset that arrives after it: on a loaded machine, now and then) by the wrap.
+    said = ("the client closed the connection before the TLS handshake", "Connection reset by peer")
+    assert all(record.getMessage().endswith(said) for record in failed)
 
 
 @contextlib.contextmanager
@@ -1905,6 +1907,56 @@ def test_every_reply_to_a_long_burst_arrives_in_order(serve: Callable[..., Runni
     replies = received.split(b"250 ")
     assert len(replies) == 12288 + 1 and received.endswith(b"221 2.0.0 Bye\r\n")
     assert len(set(replies[1:-1])) == 1  # each the same EHLO reply, whole
+
+
+class _TokenHandler(Handler):
+    """Refuses every token and password with an OAuthError of its own reply."""
+
+    def auth(self, session: Session, credentials: AuthCredentials) -> OAuthError:
+        return OAuthError("invalid_token", reply=Reply(535, "Token expired", "5.7.8"))
+
+
+def test_an_oauth_error_from_the_hook_is_a_challenge_then_its_reply_or_the_reply_alone() -> None:
+    auth: dict[str, Any] = {
+        "auth": AuthPolicy.OPTIONAL,
+        "allow_insecure_auth": True,
+        "auth_mechanisms": ("XOAUTH2", "PLAIN"),
+    }
+    token = b"AUTH XOAUTH2 " + base64.b64encode(b"user=u\x01auth=Bearer t\x01\x01") + b"\r\n"
+    _, writes = _drive(_TokenHandler(), [b"EHLO a\r\n" + token, b"\r\n"], **auth)
+    error = base64.b64encode(b'{"status":"400","schemes":"bearer"}')
+    assert b"".join(writes).endswith(b"\r\n334 " + error + b"\r\n535 5.7.8 Token expired\r\n")
+    # PLAIN has no such step: its client would read the 334 as a question.
+    password = b"AUTH PLAIN " + base64.b64encode(b"\0u\0pw") + b"\r\n"
+    _, writes = _drive(_TokenHandler(), [b"EHLO a\r\n" + password], **auth)
+    assert b"".join(writes).endswith(b"250 AUTH XOAUTH2 PLAIN\r\n535 5.7.8 Token expired\r\n")
+
+
+def test_the_command_after_an_error_challenge_gets_its_whole_time() -> None:
+    # The client's answer to the challenge ends the exchange (an AuthRefused event): the
+    # next command's deadline starts then, not when the challenge was sent.
+    from adapters._handler import CallHook, Dispatcher, Receive, Send
+
+    now = [0.0]
+    config = ServerConfig(auth=AuthPolicy.OPTIONAL, allow_insecure_auth=True, auth_mechanisms=("XOAUTH2",))
+    actions = Dispatcher(config, Session(peer=("127.0.0.1", 1)), clock=lambda: now[0]).actions()
+    token = b"AUTH XOAUTH2 " + base64.b64encode(b"user=u\x01auth=Bearer t\x01\x01") + b"\r\n"
+    inputs = [b"EHLO a\r\n" + token, b"\r\n"]
+    timeouts: list[float] = []
+    result: Any = None
+    while len(timeouts) < 4:
+        action = actions.send(result)
+        result = None
+        if isinstance(action, CallHook):
+            result = getattr(_TokenHandler(), action.name)(*action.args)
+        elif isinstance(action, Receive):
+            timeouts.append(action.timeout)
+            now[0] += 290.0  # each read comes just before its deadline
+            result = inputs.pop(0) if inputs else b"NOOP\r\n"
+        else:
+            assert isinstance(action, Send)
+    actions.close()
+    assert timeouts == [300.0, 300.0, 300.0, 300.0]
 
 
 # --- hooks a handler does not override are not called ------------------------------------------------

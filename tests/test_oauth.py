@@ -19,6 +19,7 @@ from helpers import Driver, check_three_ways, drive, make_server
 from smtpcore import (
     AuthCredentials,
     AuthPolicy,
+    AuthRefused,
     ClientConfig,
     ClientDriver,
     CommandRejected,
@@ -45,6 +46,8 @@ CONFIG = ServerConfig(
 GOOD = "ya29.good-token"
 ERROR = OAuthError("invalid_token", scope="https://mail.example/")
 ERROR_JSON = b'{"status":"invalid_token","schemes":"bearer","scope":"https://mail.example/"}'
+# Google's XOAUTH2 says it in HTTP statuses: "400" is the one its clients refresh a token on.
+XOAUTH2_ERROR_JSON = b'{"status":"400","schemes":"bearer","scope":"https://mail.example/"}'
 
 
 def b64(data: bytes) -> str:
@@ -63,7 +66,7 @@ def refuse_with_error(conn: ServerConnection, event: Event) -> None:
         elif event.mechanism == "PLAIN":
             conn.send(Reply(535, "no", "5.7.8"))
         else:
-            conn.send_auth_error(ERROR.to_json())
+            conn.send_auth_error(ERROR)
     else:
         conn.accept()
 
@@ -87,6 +90,10 @@ def session(lines: bytes, config: ServerConfig = CONFIG) -> tuple[list[Any], byt
         (b"n,,\x01auth=Bearer " + GOOD.encode() + b"\x01\x01", ""),  # a= may be left out
         (b"y,a=u,\x01auth=bearer  " + GOOD.encode() + b"\x01\x01", "u"),  # "y": no binding; scheme any case
         (b"n,a=a=2Cb=3Dc,\x01auth=Bearer " + GOOD.encode() + b"\x01\x01", "a,b=c"),  # RFC 5801's escapes
+        (b"n,a=a=2cb=3dc,\x01auth=Bearer " + GOOD.encode() + b"\x01\x01", "a,b=c"),  # in lower case too
+        # What mutt, curl and go-sasl write, "n,a=%s," from the login as it is: a bare "=", an empty name.
+        (b"n,a=a=b@x,\x01auth=Bearer " + GOOD.encode() + b"\x01\x01", "a=b@x"),
+        (b"n,a=,\x01auth=Bearer " + GOOD.encode() + b" \x01\x01", ""),  # (a trailing blank: not the token's)
         ("n,a=jos\u00e9@example.com,\x01auth=Bearer ".encode() + GOOD.encode() + b"\x01\x01", "jos\u00e9@example.com"),
     ],
 )
@@ -106,9 +113,9 @@ def test_oauthbearer_credentials_reach_the_application(message: bytes, username:
         (b"\x01", "OAUTHBEARER response must end with two ^A"),  # the answer to an error, unasked
         (b"a=u,\x01auth=Bearer t\x01\x01", "OAUTHBEARER response must begin with a GS2 header"),
         (b"n,a=u\x01auth=Bearer t\x01\x01", "OAUTHBEARER response must begin with a GS2 header"),
-        (b"n,a=u=41,\x01auth=Bearer t\x01\x01", "OAUTHBEARER response must begin with a GS2 header"),
         (b"p=tls-unique,a=u,\x01auth=Bearer t\x01\x01", "OAUTHBEARER channel binding is not supported"),
         (b"n,a=u,\x01host\x01auth=Bearer t\x01\x01", "OAUTHBEARER response has a malformed or repeated"),
+        (b"n,a=u,b,\x01auth=Bearer t\x01\x01", "OAUTHBEARER response must begin with a GS2 header"),
         (b"n,a=u,\x01auth=Bearer t\x01auth=Bearer u\x01\x01", "OAUTHBEARER response has a malformed or repeated"),
         (b"n,a=u,\x01h0st=x\x01auth=Bearer t\x01\x01", "OAUTHBEARER response has a malformed or repeated"),
         (b"n,a=u,\x01host=mx\x01\x01", "OAUTHBEARER response needs auth=Bearer and a token"),
@@ -140,19 +147,34 @@ def test_oauthbearer_without_an_initial_response_asks_with_an_empty_challenge() 
     [
         ("OAUTHBEARER", b"n,a=u,\x01auth=Bearer expired\x01\x01", b"AQ=="),  # RFC 7628 §3.2.3: ^A
         ("XOAUTH2", b"user=u\x01auth=Bearer expired\x01\x01", b""),  # Google's: an empty line
-        ("XOAUTH2", b"user=u\x01auth=Bearer expired\x01\x01", b"*"),  # a cancel ends it the same way
-        ("OAUTHBEARER", b"n,a=u,\x01auth=Bearer expired\x01\x01", b"not base64!"),
+        ("OAUTHBEARER", b"n,a=u,\x01auth=Bearer expired\x01\x01", b"not base64!"),  # any answer will do
+        ("OAUTHBEARER", b"n,a=u,\x01auth=Bearer expired\x01\x01", b"QUIT"),  # (base64, and a SASL response here)
+        ("OAUTHBEARER", b"n,a=u,\x01auth=Bearer expired\x01\x01", b"x" * 20000),  # too long: read, and over
     ],
 )
 def test_a_refused_token_is_told_why_then_refused(mechanism: str, message: bytes, answer: bytes) -> None:
     lines = bearer(message, mechanism) + answer + b"\r\nNOOP\r\n"
     events, out = session(lines)
-    challenge = b"334 " + base64.b64encode(ERROR_JSON) + b"\r\n"
+    error = XOAUTH2_ERROR_JSON if mechanism == "XOAUTH2" else ERROR_JSON
+    challenge = b"334 " + base64.b64encode(error) + b"\r\n"
     assert out == challenge + b"535 5.7.8 Authentication credentials invalid\r\n250 2.0.0 OK\r\n"
-    # The answer to the challenge is no command and no event: AuthCredentials, then NOOP.
-    assert [type(event).__name__ for event in events] == ["AuthCredentials", "Noop"]
+    # The answer to the challenge is no command: AuthCredentials, the end of the exchange, NOOP.
+    refusal = Reply(535, "Authentication credentials invalid", "5.7.8")
+    assert events[:2] == [AuthCredentials(mechanism, "u", token="expired"), AuthRefused(refusal)]
+    assert [type(event).__name__ for event in events[2:]] == ["Noop"]
     # Whole and byte by byte: the same.
     check_three_ways(b"EHLO c\r\n" + lines, CONFIG, policy=refuse_with_error)
+
+
+def test_a_cancel_in_answer_to_the_challenge_gets_501() -> None:
+    # RFC 4954 §4: "*" cancels, and the server MUST answer 501; RFC 7628 §3.2.3 lets the
+    # client answer the error that way.  The login still failed.
+    conn = make_server(CONFIG)
+    driver = Driver(conn, refuse_with_error)
+    driver.feed(b"EHLO c\r\n" + bearer(b"n,,\x01auth=Bearer bad\x01\x01") + b"*\r\n")
+    assert bytes(driver.output).endswith(b"\r\n501 5.0.0 Authentication cancelled\r\n")
+    assert driver.events[-1] == AuthRefused(Reply(501, "Authentication cancelled", "5.0.0"))
+    assert conn.error_count == 1 and conn.state is State.READY
 
 
 def test_the_error_challenge_counts_one_failed_login_when_the_refusal_goes() -> None:
@@ -174,11 +196,21 @@ def test_the_error_challenge_counts_one_failed_login_when_the_refusal_goes() -> 
 def test_the_refusal_after_the_challenge_is_the_applications() -> None:
     def temporary(conn: ServerConnection, event: Event) -> None:
         if isinstance(event, AuthCredentials):
-            conn.send_auth_error(b'{"status":"503"}', Reply(454, "Token service unavailable", "4.7.0"))
+            conn.send_auth_error(OAuthError("temporarily_unavailable", reply=Reply(454, "Try later", "4.7.0")))
         else:
             conn.accept()
 
     _, out = drive(b"EHLO c\r\n" + bearer(b"user=u\x01auth=Bearer t\x01\x01", "XOAUTH2") + b"\r\n", CONFIG, temporary)
+    error = b'{"status":"temporarily_unavailable","schemes":"bearer"}'  # (a status of its own: as it is)
+    assert out.endswith(b"334 " + base64.b64encode(error) + b"\r\n454 4.7.0 Try later\r\n")
+
+    def raw_json(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, AuthCredentials):
+            conn.send_auth_error(b'{"status":"503"}', Reply(454, "Token service unavailable", "4.7.0"))
+        else:
+            conn.accept()
+
+    _, out = drive(b"EHLO c\r\n" + bearer(b"n,,\x01auth=Bearer t\x01\x01") + b"\x01\r\n", CONFIG, raw_json)
     assert out.endswith(b"334 eyJzdGF0dXMiOiI1MDMifQ==\r\n454 4.7.0 Token service unavailable\r\n")
 
 
@@ -200,15 +232,15 @@ def test_send_auth_error_says_what_it_cannot_do() -> None:
     conn.accept()
     conn.receive_data(b"AUTH PLAIN " + b64(b"\x00alice\x00pw").encode() + b"\r\n")
     assert isinstance(conn.next_event(), AuthCredentials)
-    with pytest.raises(LocalProtocolError, match="PLAIN has no error challenge: refuse it with send"):
-        conn.send_auth_error(b"{}")
-    with pytest.raises(LocalProtocolError, match="takes the error as bytes, not str"):
+    with pytest.raises(LocalProtocolError, match="takes an OAuthError or bytes, not str"):
         conn.send_auth_error("{}")  # type: ignore[arg-type]
     for reply in (Reply(235, "ok"), Reply(421, "bye")):
         with pytest.raises(LocalProtocolError, match="a 4xx or 5xx Reply; a 421 goes with send"):
             conn.send_auth_error(b"{}", reply)
-    conn.send(Reply(535, "no", "5.7.8"))  # nothing was spoiled
-    assert conn.data_to_send().endswith(b"535 5.7.8 no\r\n")
+    # PLAIN has no error challenge (its client would take the 334 for a question): the refusal alone.
+    conn.send_auth_error(OAuthError(reply=Reply(535, "no", "5.7.8")))
+    assert conn.data_to_send().endswith(b"\r\n535 5.7.8 no\r\n")
+    assert conn.state is State.READY and conn.error_count == 1
 
 
 def test_oauth_error_json() -> None:
@@ -223,8 +255,15 @@ def test_oauth_error_json() -> None:
         "openid-configuration": "https://id.example/.well-known/openid-configuration",
     }
     assert OAuthError("r\u00e9").to_json().isascii()  # JSON escapes: the challenge is base64 of ASCII
-    with pytest.raises(ValueError, match="4xx or 5xx Reply"):
-        OAuthError(reply=Reply(250, "ok"))
+    # For XOAUTH2, RFC 6750's codes as Gmail's HTTP statuses; any other status as it is.
+    assert [
+        json.loads(OAuthError(status).to_json("XOAUTH2"))["status"]
+        for status in ("invalid_token", "invalid_request", "insufficient_scope", "401", "whatever")
+    ] == ["400", "400", "403", "401", "whatever"]
+    assert json.loads(OAuthError().to_json("OAUTHBEARER"))["status"] == "invalid_token"
+    for reply in (Reply(250, "ok"), Reply(421, "bye")):
+        with pytest.raises(ValueError, match="4xx or 5xx Reply other than 421"):
+            OAuthError(reply=reply)
     with pytest.raises(TypeError, match="status must be a str"):
         OAuthError(401)  # type: ignore[arg-type]
 
@@ -283,9 +322,22 @@ def test_client_and_server_in_memory(mechanism: str) -> None:
     bad = pair(driver, config, refuse_with_error)
     error = bad.driver.result.error
     assert error is not None and not bad.messages
-    assert str(error) == (
-        f"authentication with {mechanism} failed: 535 5.7.8 Authentication credentials invalid"
-        f" (the server said: {ERROR_JSON.decode()})"
-    )
+    said = (XOAUTH2_ERROR_JSON if mechanism == "XOAUTH2" else ERROR_JSON).decode()
+    refusal = "535 5.7.8 Authentication credentials invalid"
+    assert str(error) == f"authentication with {mechanism} failed: {refusal} (the server said: {said})"
     answer = b"AQ==" if mechanism == "OAUTHBEARER" else b""
     assert b"\r\n" + answer + b"\r\nQUIT\r\n" in bad.wire_to_server
+
+
+def test_a_token_refused_by_one_mechanism_is_not_sent_again_by_the_other() -> None:
+    # Gmail offers both: after a 535 to XOAUTH2 the same token under OAUTHBEARER is only a
+    # second failed login.  (Passwords still go on to the next mechanism: see test_transaction.)
+    both = ServerConfig(auth=AuthPolicy.REQUIRED, allow_insecure_auth=True, auth_mechanisms=("OAUTHBEARER", "XOAUTH2"))
+    client = ClientConfig(starttls=TlsPolicy.OFF, allow_insecure_auth=True)
+    driver = ClientDriver(
+        client, [(Envelope("a@x.org", ["b@y.org"]), b"hi")], credentials=Credentials("u", token="old")
+    )
+    result = pair(driver, both, refuse_with_error)
+    assert result.wire_to_server.count(b"AUTH ") == 1 and b"AUTH XOAUTH2 " in result.wire_to_server
+    assert result.server.error_count == 1
+    assert str(result.driver.result.error).startswith("authentication with XOAUTH2 failed: 535")

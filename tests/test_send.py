@@ -190,7 +190,9 @@ def test_an_oauth_token_comes_from_the_environment(
     args += ["--body", "x", "--user", "alice@example.org", "--token-env", "MY_TOKEN"]
     monkeypatch.setenv("MY_TOKEN", "ya29.expired")
     assert send(*args) == 1
-    assert 'the server said: {"status":"invalid_token"' in capsys.readouterr().out
+    # XOAUTH2, the first the client tries: Gmail's "400", the status to refresh a token on.
+    refused = "authentication with XOAUTH2 failed: 535 5.7.8 Authentication credentials invalid"
+    assert f'{refused} (the server said: {{"status":"400"' in capsys.readouterr().out
     monkeypatch.setenv("MY_TOKEN", "ya29.good")
     assert send(*args) == 0
     assert server.wait_for(1)[0].authenticated == "alice@example.org"
