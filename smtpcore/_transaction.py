@@ -907,8 +907,9 @@ class ClientDriver:
         534 and 538 say a mechanism is too weak or needs TLS.  So, as smtplib
         does, each usable mechanism of ``config.auth_mechanisms`` the server offers
         is tried in turn, each once: a few attempts stay under every server's
-        error limit.  A 4xx (454: a temporary failure) ends it at once, transient.
-        Only over TLS: see below.
+        error limit.  A token is the exception: a 535 to it is about the token,
+        so the other token mechanism is not tried with it.  A 4xx (454: a
+        temporary failure) ends it at once, transient.  Only over TLS: see below.
         """
         conn = self.connection
         caps = conn.capabilities
