@@ -123,16 +123,21 @@ class CramMd5:
         return AuthCredentials("CRAM-MD5", _name(username, "user name"), verifier=verify)
 
 
+def _bearer_fields(response: bytes, name: str) -> list[str]:
+    """The ``^A``-separated fields of an XOAUTH2 or OAUTHBEARER response, without the two ``^A`` that end it."""
+    fields = _text(response, f"{name} response").split("\x01")
+    if len(fields) < 3 or fields[-2:] != ["", ""]:
+        raise SaslFailure(f"{name} response must end with two ^A")
+    return fields[:-2]
+
+
 class XOAuth2:
     """Google/Microsoft XOAUTH2: ``user=U ^A auth=Bearer T ^A ^A``."""
 
     def step(self, response: bytes | None) -> bytes | AuthCredentials:
         if response is None:
             return b""
-        fields = _text(response, "XOAUTH2 response").split("\x01")
-        if len(fields) < 3 or fields[-2:] != ["", ""]:
-            raise SaslFailure("XOAUTH2 response must end with two ^A")
-        values = dict(field.partition("=")[::2] for field in fields[:-2])
+        values = dict(field.partition("=")[::2] for field in _bearer_fields(response, "XOAUTH2"))
         user, auth = values.get("user"), values.get("auth", "")
         if not user or not auth.startswith("Bearer "):
             raise SaslFailure("XOAUTH2 response needs user= and auth=Bearer")
@@ -161,9 +166,7 @@ class OAuthBearer:
     def step(self, response: bytes | None) -> bytes | AuthCredentials:
         if response is None:
             return b""
-        fields = _text(response, "OAUTHBEARER response").split("\x01")
-        if len(fields) < 3 or fields[-2:] != ["", ""]:
-            raise SaslFailure("OAUTHBEARER response must end with two ^A")
+        fields = _bearer_fields(response, "OAUTHBEARER")
         header = _GS2_HEADER_RE.fullmatch(fields[0])
         if header is None:
             raise SaslFailure("OAUTHBEARER response must begin with a GS2 header such as n,a=user@example.com,")
@@ -172,7 +175,7 @@ class OAuthBearer:
             # binding type yet: it must not be quietly ignored (RFC 5801 §5).
             raise SaslFailure("OAUTHBEARER channel binding is not supported")
         values: dict[str, str] = {}
-        for field in fields[1:-2]:
+        for field in fields[1:]:
             key, equals, value = field.partition("=")
             if not equals or not _KEY_RE.fullmatch(key) or key in values:
                 raise SaslFailure("OAUTHBEARER response has a malformed or repeated key=value pair")

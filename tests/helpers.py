@@ -16,9 +16,13 @@ client sends (CRLF added), ``S: `` lines the exact bytes the server must write.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import pytest
 
 from smtpcore import (
     NEED_DATA,
@@ -236,3 +240,20 @@ def run_transcript(
             assert normalise(events) == normalise(first), mode
     assert first is not None
     return first
+
+
+# --- descriptors ----------------------------------------------------------------------------------
+
+#: Skips a test that counts the process's sockets where /proc cannot tell them (not Linux).
+counts_sockets = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd (Linux)"
+)
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open: a leak shows as one more after than before."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the directory's own descriptor, gone by now)
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count

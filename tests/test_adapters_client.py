@@ -24,7 +24,6 @@ import contextlib
 import functools
 import importlib
 import io
-import os
 import pathlib
 import socket
 import ssl
@@ -42,6 +41,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
 from aiosmtpd.smtp import Session as AiosmtpdSession
+from helpers import counts_sockets, open_sockets
 
 import adapters._sockets
 from adapters._fakeserver import FakeSMTPServer
@@ -552,15 +552,7 @@ def test_a_server_that_closes_where_the_handshake_should_begin_fails_at_once(cli
     assert not str(caught.value).endswith(": ")  # (asyncio's own reset said nothing)
 
 
-def _open_sockets() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-    return count
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd (Linux)")
+@counts_sockets
 @pytest.mark.parametrize("reset", ["before the look", "after the look"])
 def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(
     client: str, reset: str, monkeypatch: pytest.MonkeyPatch
@@ -579,12 +571,12 @@ def test_a_reset_before_the_tls_handshake_leaves_no_socket_open(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     kept = []  # what a relay's retry queue keeps: each deferred message's error
-    before = _open_sockets()
+    before = open_sockets()
     for _ in range(3):
         with _one_connection(resetting) as port, pytest.raises(SMTPTransientError) as caught:
             send(client, "127.0.0.1", port, "a@example.com", ["b@example.org"], CONTENT, config=REQUIRED, timeout=5)
         kept.append(caught.value)
-    assert _open_sockets() <= before
+    assert open_sockets() <= before
     assert all(isinstance(error.__cause__, OSError) for error in kept)
 
 

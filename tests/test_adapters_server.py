@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 import trustme
+from helpers import counts_sockets, open_sockets
 
 import adapters._sockets
 from adapters import AsyncHandler, Envelope, Handler, Session, SMTPError, asyncio_server
@@ -604,15 +605,7 @@ def test_smtplib_oauth_is_told_why_its_token_was_refused(
     assert recorder.messages[0]["auth"] == "alice"
 
 
-def _open_sockets() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-    return count
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd (Linux)")
+@counts_sockets
 @pytest.mark.parametrize("reset", ["before the look", "after the look"])
 def test_a_client_that_resets_before_the_tls_handshake_leaves_no_socket_open(
     kind: str,
@@ -632,7 +625,7 @@ def test_a_client_that_resets_before_the_tls_handshake_leaves_no_socket_open(
         monkeypatch.setattr(adapters._sockets, "still_connected", lambda sock, peer="server": None)
     caplog.set_level(logging.INFO, logger="smtpcore.adapters")
     server = serve(ServerConfig(implicit_tls=True), tls=server_tls)
-    before = _open_sockets()
+    before = open_sockets()
     for _ in range(3):
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -640,10 +633,10 @@ def test_a_client_that_resets_before_the_tls_handshake_leaves_no_socket_open(
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         failed = [r for r in caplog.records if r.getMessage().startswith("TLS handshake failed")]
-        if len(failed) == 3 and _open_sockets() <= before:
+        if len(failed) == 3 and open_sockets() <= before:
             break
         time.sleep(0.02)
-    assert len(failed) == 3 and _open_sockets() <= before
+    assert len(failed) == 3 and open_sockets() <= before
     # Seen by the look, or (a reset that arrives after it: on a loaded machine, now and then) by the wrap.
     said = ("the client closed the connection before the TLS handshake", "Connection reset by peer")
     assert all(record.getMessage().endswith(said) for record in failed)
@@ -1783,7 +1776,7 @@ def test_a_client_paused_at_a_shutdowns_deadline_gets_its_replies_then_421(
 
 MEMORY_SCRIPT = r"""
 import os, socket, sys, threading
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, os.path.join({root!r}, "tests")]  # (the test module imports helpers)
 from tests.test_adapters_server import Recorder, start_server
 from adapters import Handler
 from smtpcore import ServerConfig
