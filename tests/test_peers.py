@@ -3,6 +3,9 @@
 The other adapter tests meet smtplib, aiosmtplib and aiosmtpd, all Python.
 These meet peers written by other people in other languages, on 127.0.0.1:
 
+* ``test_curl_*``: curl (C, libcurl's SASL) against each server adapter:
+  OAUTHBEARER over STARTTLS, a refused token's error challenge answered and
+  the 535 after it, then the good token in the AUTH line itself.
 * ``test_swaks_*``: swaks (Perl) against each server adapter: PIPELINING,
   dot-stuffed and 8-bit content, STARTTLS with a verified certificate, AUTH
   PLAIN, LOGIN and CRAM-MD5, implicit TLS, and LMTP behind the PROXY protocol
@@ -20,11 +23,13 @@ These meet peers written by other people in other languages, on 127.0.0.1:
   only as root.
 
 Each group is skipped, saying how to install it, when its program is missing:
-``scripts/install-peers.sh`` installs both Debian packages (swaks, postfix).
+``scripts/install-peers.sh`` installs the Debian packages (swaks, postfix, curl).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pathlib
 import re
@@ -58,7 +63,7 @@ from smtpcore import (
 )
 
 SERVERS = ["asyncio", "trio", "gevent", "blocking"]
-INSTALL = "scripts/install-peers.sh installs it (Debian: apt-get install swaks postfix)"
+INSTALL = "scripts/install-peers.sh installs it (Debian: apt-get install swaks postfix curl)"
 
 
 def _program(name: str) -> str | None:
@@ -73,11 +78,13 @@ SMTP_SOURCE = _program("smtp-source")
 SMTP_SINK = _program("smtp-sink")
 POSTFIX = _program("postfix")
 POSTQUEUE = _program("postqueue")
+CURL = _program("curl")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 needs_swaks = pytest.mark.skipif(SWAKS is None, reason=f"swaks is not installed: {INSTALL}")
 needs_smtp_source = pytest.mark.skipif(SMTP_SOURCE is None, reason=f"smtp-source is not installed: {INSTALL}")
 needs_smtp_sink = pytest.mark.skipif(SMTP_SINK is None, reason=f"smtp-sink is not installed: {INSTALL}")
+needs_curl = pytest.mark.skipif(CURL is None, reason=f"curl is not installed: {INSTALL}")
 
 # Lines dot-stuffing must survive, a long line, 8-bit text; it must arrive exactly so.
 CONTENT = (
@@ -181,6 +188,37 @@ def test_swaks_starttls_auth(server: str, mechanism: str, smtp_server_factory: S
     assert message.tls and message.tls_version in ("TLSv1.2", "TLSv1.3")
     assert message.authenticated == "alice"
     assert message.recipients == ["b@example.org"]
+
+
+def curl(port: int, ca_file: str, token: str, *options: str) -> tuple[int, list[str]]:
+    """Submit a short message with curl over STARTTLS (the certificate verified), authenticating
+    with an OAuth2 bearer token; curl's exit status, and the SMTP lines of its transcript."""
+    assert CURL is not None
+    message = "Subject: curl\r\n\r\nbody\r\n"
+    command = [CURL, "-sv", f"smtp://127.0.0.1:{port}", "--ssl-reqd", "--cacert", ca_file]
+    command += ["--mail-from", "a@example.com", "--mail-rcpt", "b@example.org", "--upload-file", "-"]
+    command += ["--user", "alice@example.org:", "--oauth2-bearer", token, *options]
+    done = subprocess.run(command, input=message, capture_output=True, text=True, timeout=60)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.startswith(("> ", "< "))]
+
+
+@needs_curl
+@pytest.mark.parametrize("server", SERVERS)
+def test_curl_oauthbearer_is_told_why_then_gets_in_with_a_good_token(
+    server: str, smtp_server_factory: SMTPServerFactory
+) -> None:
+    srv = smtp_server_factory(server, tls="required", tokens={"alice@example.org": "good-token"})
+    status, lines = curl(srv.port, srv.ca_file, "expired-token")
+    assert status == 67  # CURLE_LOGIN_DENIED
+    assert "< 250 AUTH XOAUTH2 OAUTHBEARER" in lines and "> AUTH OAUTHBEARER" in lines  # curl prefers it
+    challenge = lines[lines.index("> AQ==") - 1]  # RFC 7628 §3.2.3: curl answers the error with ^A
+    assert json.loads(base64.b64decode(challenge[len("< 334 ") :]))["status"] == "invalid_token"
+    assert lines[lines.index("> AQ==") + 1] == "< 535 5.7.8 Authentication credentials invalid"
+    status, lines = curl(srv.port, srv.ca_file, "good-token", "--sasl-ir")  # the response on the AUTH line
+    assert status == 0, lines
+    assert any(line.startswith("> AUTH OAUTHBEARER bixh") for line in lines)  # base64 of "n,a="
+    (message,) = srv.wait_for(1)
+    assert message.authenticated == "alice@example.org" and message.tls
 
 
 @needs_swaks
