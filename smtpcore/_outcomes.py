@@ -67,7 +67,24 @@ class SMTPNotSupportedError(SMTPPermanentError):
 
 
 class SMTPAuthenticationError(SMTPPermanentError):
-    """AUTH was refused with a 5xx (535: bad credentials)."""
+    """AUTH was refused with a 5xx (535: bad credentials).
+
+    ``server_error`` is what an OAuth server said of the token before refusing
+    it (XOAUTH2, OAUTHBEARER: the JSON of its error challenge, RFC 7628
+    §3.2.2), else None.  Its ``"status"`` tells a token to refresh
+    (``"invalid_token"``; Gmail's XOAUTH2 says ``"400"``) from one that lacks
+    a scope, without parsing the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        reply: Reply | None = None,
+        command: Event | None = None,
+        server_error: bytes | None = None,
+    ) -> None:
+        super().__init__(message, reply, command)
+        self.server_error = server_error
 
 
 def error_for(reply: Reply, command: Event | None, what: str) -> SMTPDeliveryError:

@@ -927,6 +927,7 @@ class ClientDriver:
             candidates = candidates[:1]
         refusals: list[str] = []
         token_refused = False
+        server_error: bytes | None = None
         for name, factory in candidates:
             if token_refused and name in TOKEN_MECHANISMS:
                 # A 535 to a token is about the token, which the next token mechanism
@@ -944,10 +945,11 @@ class ClientDriver:
             if not reply.is_permanent:
                 raise _Abort(SMTPTransientError(text, reply, command), quit=True)
             refusals.append(f"{name}: {reply}{_told(mechanism)}")
+            server_error = getattr(mechanism, "server_error", None) or server_error
             token_refused = token_refused or (name in TOKEN_MECHANISMS and reply.code == 535)
         if len(refusals) > 1:
             text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
-        raise _Abort(SMTPAuthenticationError(text, reply, command), quit=True)
+        raise _Abort(SMTPAuthenticationError(text, reply, command, server_error), quit=True)
 
     def _sasl_exchange(
         self, mechanism: ClientMechanism, initial: bytes | None

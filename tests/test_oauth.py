@@ -32,6 +32,7 @@ from smtpcore import (
     SaslError,
     ServerConfig,
     ServerConnection,
+    SMTPAuthenticationError,
     State,
     TlsPolicy,
     choose_mechanism,
@@ -325,6 +326,8 @@ def test_client_and_server_in_memory(mechanism: str) -> None:
     said = (XOAUTH2_ERROR_JSON if mechanism == "XOAUTH2" else ERROR_JSON).decode()
     refusal = "535 5.7.8 Authentication credentials invalid"
     assert str(error) == f"authentication with {mechanism} failed: {refusal} (the server said: {said})"
+    # The same, for a program that refreshes its token on the status: no parsing of the message.
+    assert isinstance(error, SMTPAuthenticationError) and error.server_error == said.encode()
     answer = b"AQ==" if mechanism == "OAUTHBEARER" else b""
     assert b"\r\n" + answer + b"\r\nQUIT\r\n" in bad.wire_to_server
 
@@ -340,4 +343,6 @@ def test_a_token_refused_by_one_mechanism_is_not_sent_again_by_the_other() -> No
     result = pair(driver, both, refuse_with_error)
     assert result.wire_to_server.count(b"AUTH ") == 1 and b"AUTH XOAUTH2 " in result.wire_to_server
     assert result.server.error_count == 1
-    assert str(result.driver.result.error).startswith("authentication with XOAUTH2 failed: 535")
+    error = result.driver.result.error
+    assert str(error).startswith("authentication with XOAUTH2 failed: 535")
+    assert isinstance(error, SMTPAuthenticationError) and error.server_error == XOAUTH2_ERROR_JSON

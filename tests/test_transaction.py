@@ -921,6 +921,7 @@ def test_after_a_5xx_the_next_mechanism_is_tried_each_once() -> None:
         allow_insecure_auth=True,
     )
     assert isinstance(result.error, SMTPAuthenticationError)
+    assert result.error.server_error is None  # a password: no OAuth error challenge to keep
     # Every one refused: the error names each; the last reply is the error's.
     result = run(
         EHLO_AUTH
