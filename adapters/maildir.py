@@ -260,7 +260,13 @@ class MaildirStore:
             _maildir(targets[0])
             file = open_private(tmp_path, "xb")
         delivery = Delivery(file, tmp_path, targets, name)
-        delivery.write(trace_headers(trace))
+        try:
+            delivery.write(trace_headers(trace))
+        except BaseException:
+            # No Delivery reaches the caller, so nothing else would close the file or
+            # remove its name from tmp/ (a full disk, or trace fields refused).
+            delivery.abort()
+            raise
         return delivery
 
 

@@ -23,19 +23,21 @@ server answers 250) only after the Maildir delivery is fsynced and renamed into 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import ipaddress
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
 from smtpcore import AuthCredentials, Rcpt, Reply
 
-from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session
+from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
 from .maildir import Delivery, MaildirStore, TraceInfo, address_key, domain_key, open_private, private_directory
 from .passwords import hash_password, verify_password
 
@@ -45,9 +47,25 @@ log = logging.getLogger("smtpcore.serve")
 
 RELAY_DENIED = Reply(550, "Relaying denied: this server only accepts mail for its own domains", "5.7.1")
 TOO_MANY_FROM_CLIENT = Reply(421, "Too many connections from your address; try again later", "4.7.0")
+#: The file system is full (or the user's quota is): what Postfix answers when its queue
+#: is, a transient failure the client retries (RFC 3463 X.3.1, "mail system full").
+#: Any other write error is the dispatcher's 451 4.3.0, with its traceback in the log.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 _DELIVERY = "smtpcore.delivery"
 _TRANSCRIPT = "smtpcore.transcript"
 _COUNTED = "smtpcore.counted-client"
+
+
+@contextlib.contextmanager
+def _storage(step: str) -> Iterator[None]:
+    """A full file system as ``452 4.3.1``: the client keeps the message and tries again later."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        log.warning("maildir %s failed: %s; answering 452 4.3.1", step, exc)
+        raise SMTPError(452, "4.3.1", "Insufficient system storage") from exc
 
 
 class MailSink:
@@ -140,16 +158,19 @@ class MailSink:
             hostname=self.hostname,
             protocol=_protocol(session, self.lmtp),
         )
-        session.extra[_DELIVERY] = self.store.begin(trace)
+        with _storage("begin"):
+            session.extra[_DELIVERY] = self.store.begin(trace)
 
     def data_chunk(self, session: Session, data: bytes) -> None:
         delivery: Delivery | None = session.extra.get(_DELIVERY)
         if delivery is not None:
-            delivery.write(data)
+            with _storage("write"):
+                delivery.write(data)
 
     def message_complete(self, session: Session, envelope: Envelope) -> CompleteResult:
         delivery: Delivery | None = session.extra.pop(_DELIVERY, None)
-        stored = delivery.commit() if delivery is not None else []
+        with _storage("commit"):
+            stored = delivery.commit() if delivery is not None else []
         duration = time.time() - (envelope.started_at or time.time())
         log.info(
             "message from=<%s> to=%s size=%d peer=%s tls=%s auth=%s result=stored%s duration=%.3fs",

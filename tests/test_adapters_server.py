@@ -666,6 +666,49 @@ def two_sink_sessions(kind: str, sink: Any) -> Iterator[tuple[socket.socket, Any
         server.stop()
 
 
+@pytest.mark.parametrize("step", ["open", "trace headers", "content", "commit"])
+def test_a_full_disk_gets_452_and_leaves_no_file_behind(
+    kind: str, step: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Postfix says when its queue's file system is full: a transient 452 4.3.1 the
+    # client retries, not the 451 "local error" of a bug.  The delivery's file is removed.
+    import errno
+
+    import adapters.maildir
+    from adapters.maildir import MaildirStore
+    from adapters.sink import MailSink, sink_handler
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    write = adapters.maildir.Delivery.write
+
+    def full_after_the_headers(delivery: adapters.maildir.Delivery, data: bytes) -> None:
+        if delivery.size:  # the trace headers went first
+            full()
+        write(delivery, data)
+
+    if step == "open":
+        monkeypatch.setattr(adapters.maildir, "open_private", full)
+    elif step == "trace headers":
+        monkeypatch.setattr(adapters.maildir.Delivery, "write", full)
+    elif step == "content":
+        monkeypatch.setattr(adapters.maildir.Delivery, "write", full_after_the_headers)
+    else:  # the last step: the message is in new/ already, and must leave it
+        monkeypatch.setattr(adapters.maildir, "_fsync_directory", full)
+    store = MaildirStore(tmp_path / "maildir")
+    server = start_server(kind, sink_handler(MailSink(store, "mx.example"), kind), ServerConfig())
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("a@example.com", ["postmaster"], MESSAGE)
+            assert (refused.value.smtp_code, refused.value.smtp_error) == (452, b"4.3.1 Insufficient system storage")
+            assert client.noop()[0] == 250  # the session goes on
+    finally:
+        server.stop()
+    assert [path.name for path in (tmp_path / "maildir").glob("*/*")] == []
+
+
 @pytest.mark.parametrize("blocking_call", ["auth", "message_complete"])
 def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
     kind: str, blocking_call: str, tmp_path: pathlib.Path
