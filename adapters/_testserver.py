@@ -263,7 +263,7 @@ def build_config(
     if tokens is not None:
         # Bearer tokens are checked by XOAUTH2 and OAUTHBEARER; passwords (auth=) by the rest.
         passwords = base.auth_mechanisms if auth is not None else ()
-        changes["auth_mechanisms"] = (*passwords, "XOAUTH2", "OAUTHBEARER")
+        changes["auth_mechanisms"] = tuple(dict.fromkeys((*passwords, "XOAUTH2", "OAUTHBEARER")))
     if allow_insecure_auth:
         changes["allow_insecure_auth"] = True
     if lmtp:

@@ -208,10 +208,15 @@ class Delivery:
         return paths
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp_path)
+        try:
+            # After a full disk the buffer still holds what could not be written, and
+            # close() tries again and raises again: the file is closed all the same, and
+            # its name must still leave tmp/.
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp_path)
 
     def _remove_everywhere(self) -> None:
         """Undo a failed commit: close the file, unlink its name in every target's tmp/ and new/.

@@ -128,7 +128,7 @@ class SMTPServerFactory:
         certificate from ``smtp_ca``.  ``auth``: ``{"user": "password"}`` for
         PLAIN and LOGIN (offered only over TLS unless ``allow_insecure_auth``);
         ``tokens``: ``{"user": "bearer token"}`` for XOAUTH2 and OAUTHBEARER (a
-        wrong token is told ``invalid_token`` in a 334, then gets 535);
+        wrong token is told why in a 334, as Gmail does, then gets 535);
         ``auth_required``: no mail without it.  ``lmtp``: speak LMTP.
         ``config``: any ``ServerConfig``, with the options above applied on top.
         """

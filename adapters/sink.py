@@ -440,7 +440,19 @@ def sink_handler(sink: MailSink, adapter: str) -> SinkHandler | AsyncSinkHandler
 
         def in_the_hubs_threadpool(call: Callable[[], Any]) -> Any:
             # The hub of the thread that serves the session, looked up when the call is made.
-            return gevent.get_hub().threadpool.apply(call)
+            # The worker hands an exception back rather than raising it there: gevent would
+            # print its traceback to stderr for every refusal (a full disk's 452 among them),
+            # which the dispatcher answers and logs itself.
+            def caught() -> tuple[Any, Exception | None]:
+                try:
+                    return call(), None
+                except Exception as exc:
+                    return None, exc
+
+            result, error = gevent.get_hub().threadpool.apply(caught)
+            if error is not None:
+                raise error
+            return result
 
         return SinkHandler(sink, in_the_hubs_threadpool, gevent.sleep)
     if adapter == "blocking":

@@ -945,7 +945,8 @@ class ClientDriver:
             if not reply.is_permanent:
                 raise _Abort(SMTPTransientError(text, reply, command), quit=True)
             refusals.append(f"{name}: {reply}{_told(mechanism)}")
-            server_error = getattr(mechanism, "server_error", None) or server_error
+            said = getattr(mechanism, "server_error", None)
+            server_error = said if isinstance(said, bytes) and said else server_error
             token_refused = token_refused or (name in TOKEN_MECHANISMS and reply.code == 535)
         if len(refusals) > 1:
             text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
