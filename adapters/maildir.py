@@ -251,6 +251,14 @@ class MaildirStore:
         names = dict.fromkeys(_directory_name(r) for r in recipients)
         return [_maildir(self.root / name) for name in names]
 
+    def free_space(self) -> int | None:
+        """Octets free for an unprivileged user on the Maildir's file system, or None if it cannot say."""
+        try:
+            stats = os.statvfs(self.root)
+        except (OSError, AttributeError):  # (no statvfs on Windows)
+            return None
+        return stats.f_bavail * stats.f_frsize
+
     def begin(self, trace: TraceInfo) -> Delivery:
         """Open a new message in ``tmp/`` and write its trace headers."""
         targets = self._targets(trace.recipients)

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from smtpcore import AuthCredentials, Rcpt, Reply
+from smtpcore import AuthCredentials, Mail, Rcpt, Reply
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
 from .maildir import Delivery, MaildirStore, TraceInfo, address_key, domain_key, open_private, private_directory
@@ -46,6 +46,7 @@ __all__ = ["AsyncSinkHandler", "MailSink", "SinkHandler", "sink_handler"]
 log = logging.getLogger("smtpcore.serve")
 
 RELAY_DENIED = Reply(550, "Relaying denied: this server only accepts mail for its own domains", "5.7.1")
+INSUFFICIENT_STORAGE = Reply(452, "Insufficient system storage", "4.3.1")
 TOO_MANY_FROM_CLIENT = Reply(421, "Too many connections from your address; try again later", "4.7.0")
 #: The file system is full (or the user's quota is): what Postfix answers when its queue
 #: is, a transient failure the client retries (RFC 3463 X.3.1, "mail system full").
@@ -65,7 +66,7 @@ def _storage(step: str) -> Iterator[None]:
         if exc.errno not in _FULL:
             raise
         log.warning("maildir %s failed: %s; answering 452 4.3.1", step, exc)
-        raise SMTPError(452, "4.3.1", "Insufficient system storage") from exc
+        raise SMTPError(452, "4.3.1", "Insufficient system storage") from exc  # INSUFFICIENT_STORAGE
 
 
 class MailSink:
@@ -131,6 +132,18 @@ class MailSink:
                 return TOO_MANY_FROM_CLIENT
             self._clients[host] = count + 1
         session.extra[_COUNTED] = host
+        return None
+
+    def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        # A client that declares the size (RFC 1870) hears at once that it will not
+        # fit, before it sends the message, as Postfix's smtpd tells it.
+        size = mail.params.size
+        if self.store is None or not size:
+            return None
+        free = self.store.free_space()
+        if free is not None and free < size:
+            log.warning("maildir has %d octets free, the message declares %d; answering 452 4.3.1", free, size)
+            return INSUFFICIENT_STORAGE
         return None
 
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
@@ -333,6 +346,9 @@ class SinkHandler(Handler):
     def connection_opened(self, session: Session) -> Reply | None:
         return self.sink.connection_opened(session)
 
+    def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        return self.sink.mail_from(session, mail)
+
     def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)
 
@@ -389,6 +405,9 @@ class AsyncSinkHandler(AsyncHandler):
 
     async def connection_opened(self, session: Session) -> Reply | None:
         return self.sink.connection_opened(session)
+
+    async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
+        return self.sink.mail_from(session, mail)
 
     async def rcpt_to(self, session: Session, rcpt: Rcpt) -> Reply | None:
         return self.sink.rcpt_to(session, rcpt)

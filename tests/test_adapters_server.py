@@ -720,6 +720,28 @@ def test_a_full_disk_gets_452_and_leaves_no_file_behind(
     assert "failed with" not in capfd.readouterr().err  # (gevent's threadpool prints what its workers raise)
 
 
+def test_a_declared_size_past_the_free_space_gets_452_at_mail(
+    kind: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Postfix's smtpd checks SIZE= against its queue's free space: the client learns at
+    # MAIL, before sending the message, and retries later (or elsewhere).
+    from adapters.maildir import MaildirStore
+    from adapters.sink import MailSink, sink_handler
+
+    store = MaildirStore(tmp_path / "maildir")
+    monkeypatch.setattr(store, "free_space", lambda: 50_000)
+    server = start_server(kind, sink_handler(MailSink(store, "mx.example"), kind), ServerConfig())
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+            client.ehlo()
+            assert client.mail("a@example.com", ["SIZE=60000"]) == (452, b"4.3.1 Insufficient system storage")
+            assert client.mail("a@example.com", ["SIZE=40000"])[0] == 250
+            client.rset()
+            assert client.mail("a@example.com")[0] == 250  # no size declared: nothing to compare
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("blocking_call", ["auth", "message_complete"])
 def test_the_sinks_blocking_calls_leave_the_other_sessions_running(
     kind: str, blocking_call: str, tmp_path: pathlib.Path

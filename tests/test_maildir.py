@@ -300,3 +300,9 @@ def test_a_maildir_removed_while_running_is_made_again(tmp_path: Path, when: str
     path = delivery.commit()[0]
     assert path.parent == tmp_path / "maildir" / "new"
     assert sorted(p.name for p in (tmp_path / "maildir").iterdir()) == ["cur", "new", "tmp"]
+
+
+def test_free_space_is_the_file_systems_for_an_unprivileged_user(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path / "maildir")
+    stats = os.statvfs(tmp_path)
+    assert store.free_space() == pytest.approx(stats.f_bavail * stats.f_frsize, rel=0.01)
