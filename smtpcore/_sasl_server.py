@@ -199,7 +199,7 @@ class OAuthError:
     """Why a bearer token was refused, told in the challenge OAUTHBEARER and XOAUTH2 send before the refusal.
 
     RFC 7628 §3.2.2: ``status`` is required (``invalid_token``, ``insufficient_scope``;
-    Google's XOAUTH2 sends an HTTP status such as ``"401"``), ``scope`` is the
+    Google's XOAUTH2 sends an HTTP status such as ``"400"``), ``scope`` is the
     scope a token needs, ``openid_configuration`` the URL where the client finds
     how to get one.  Pass it to ``ServerConnection.send_auth_error`` (or return
     it from an adapter's ``auth`` hook): the client answers the challenge and
@@ -217,6 +217,8 @@ class OAuthError:
     reply: Reply | None = None
 
     def __post_init__(self) -> None:
+        if not self.status:
+            raise ValueError("OAuthError.status is required (RFC 7628 §3.2.2): invalid_token, for one")
         for name in ("status", "scope", "openid_configuration"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):

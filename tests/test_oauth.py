@@ -267,6 +267,9 @@ def test_oauth_error_json() -> None:
             OAuthError(reply=reply)
     with pytest.raises(TypeError, match="status must be a str"):
         OAuthError(401)  # type: ignore[arg-type]
+    for missing in ("", None):
+        with pytest.raises(ValueError, match="status is required"):
+            OAuthError(missing)  # type: ignore[arg-type]
 
 
 # --- the client --------------------------------------------------------------------------------------
