@@ -115,6 +115,14 @@ def test_a_reply_code_must_begin_with_2_to_5(raw: bytes) -> None:
         _read(raw)
 
 
+def test_a_malformed_reply_line_is_shown_in_part() -> None:
+    # The error repeats what the server sent, for the log: its first 60 octets, not a
+    # 512-octet line (nor, from a hostile server, whatever it packed into one).
+    with pytest.raises(RemoteProtocolError) as caught:
+        _read(b"XYZ " + b"q" * 500 + b"\r\n")
+    assert str(caught.value) == f"malformed reply line {(b'XYZ ' + b'q' * 56)!r}..."
+
+
 def test_an_enhanced_code_has_at_most_three_digits_a_part() -> None:
     # RFC 3463 §2: class.subject.detail, subject and detail 1 to 3 digits; "2.1.1234" is text.
     assert _read(b"250 2.1.123 x\r\n").enhanced == "2.1.123"

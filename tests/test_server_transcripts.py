@@ -2046,6 +2046,32 @@ def test_extensions_make_room_for_their_parameters_on_the_command_line() -> None
     assert out.endswith(b"500 5.5.2 Line too long\r\n")
 
 
+@pytest.mark.parametrize(
+    ("dsn", "auth", "longest"),
+    [
+        # 512, and 64 for the parameters whose RFCs say nothing, SIZE 26, SMTPUTF8 10: 612.
+        (False, False, 612),
+        # DSN: MAIL +100, RCPT +500.  A line is read before its verb is known, so the longest
+        # either command may be is the limit: RCPT's 64 + 500.
+        (True, False, 1076),
+        # AUTH= +500 on MAIL too: MAIL's 64 + 26 + 10 + 100 + 500 = 700 is now the longer.
+        (True, True, 1212),
+    ],
+)
+def test_the_room_of_each_extension_is_exact(dsn: bool, auth: bool, longest: int) -> None:
+    # Each number of RFC 1870, 3461 §4, 4954 §5 and 6531 held at its edge: a line of
+    # ``longest`` octets is read (and its unknown parameter refused), one more is too long.
+    config = ServerConfig(dsn=dsn, auth=AuthPolicy.OPTIONAL if auth else AuthPolicy.OFF, allow_insecure_auth=True)
+    start = b"MAIL FROM:<a@b.c> X-PAD="
+    for length, reply in (
+        (longest, b"555 5.5.4 Parameter X-PAD not recognized or not implemented"),
+        (longest + 1, b"500 5.5.2 Line too long"),
+    ):
+        line = start + b"x" * (length - len(start) - 2) + b"\r\n"
+        _, out = drive(b"EHLO c\r\n" + line, config)
+        assert out.endswith(b"\r\n" + reply + b"\r\n"), (length, out[-60:])
+
+
 # --- found by mutation testing: behaviour no test held -----------------------------------------------
 
 
