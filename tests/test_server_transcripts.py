@@ -2075,6 +2075,18 @@ def test_the_room_of_each_extension_is_exact(dsn: bool, auth: bool, longest: int
 # --- found by mutation testing: behaviour no test held -----------------------------------------------
 
 
+def test_a_thousand_recipients_past_the_limit_are_no_error_and_the_next_is() -> None:
+    # Postfix's smtpd_recipient_overshoot_limit (1000): the recipients a client sends past
+    # max_recipients are refused with 452, and only those past a thousand more count as
+    # errors, so that one list server's long envelope does not end its session.
+    config = ServerConfig(max_recipients=100, max_errors=1, error_delay=0)
+    rcpts = b"".join(b"RCPT TO:<u%d@x.example>\r\n" % i for i in range(100 + 1000))
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts + b"NOOP\r\n", config)
+    assert out.count(b"452 4.5.3 Too many recipients\r\n") == 1000 and out.endswith(b"\r\n250 2.0.0 OK\r\n")
+    _, out = drive(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n" + rcpts + b"RCPT TO:<one@more.example>\r\nNOOP\r\n", config)
+    assert out.endswith(b"452 4.5.3 Too many recipients\r\n421 4.7.0 Too many errors; closing connection\r\n")
+
+
 def test_rset_before_ehlo_leaves_the_session_waiting_for_ehlo() -> None:
     # RSET is fine at any time, but it is no greeting: MAIL still needs EHLO or HELO first.
     _, out = drive(b"RSET\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n")
