@@ -2075,6 +2075,19 @@ def test_the_room_of_each_extension_is_exact(dsn: bool, auth: bool, longest: int
 # --- found by mutation testing: behaviour no test held -----------------------------------------------
 
 
+@pytest.mark.parametrize("room", [1, 2, 5])
+def test_a_message_over_the_size_limit_is_handed_out_exactly_up_to_it(room: int) -> None:
+    # Whatever piece crosses max_message_size, the application gets the octets up to the
+    # limit and not one more (sv68: a piece that left one octet of room handed out none).
+    limit = 65536
+    config = ServerConfig(max_message_size=limit)
+    first = b"x" * (limit - room)
+    pieces = [b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<b@c.d>\r\nDATA\r\n", first, b"abcdefgh\r\n.\r\n"]
+    events, out = drive(pieces, config)
+    assert content(events) == first + b"abcdefgh"[:room]
+    assert out.endswith(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n")
+
+
 def test_a_thousand_recipients_past_the_limit_are_no_error_and_the_next_is() -> None:
     # Postfix's smtpd_recipient_overshoot_limit (1000): the recipients a client sends past
     # max_recipients are refused with 452, and only those past a thousand more count as
