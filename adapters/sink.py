@@ -66,7 +66,8 @@ def _storage(step: str) -> Iterator[None]:
         if exc.errno not in _FULL:
             raise
         log.warning("maildir %s failed: %s; answering 452 4.3.1", step, exc)
-        raise SMTPError(452, "4.3.1", "Insufficient system storage") from exc  # INSUFFICIENT_STORAGE
+        # INSUFFICIENT_STORAGE, as an exception: a data hook answers by raising.
+        raise SMTPError(452, "4.3.1", "Insufficient system storage") from exc
 
 
 class MailSink:

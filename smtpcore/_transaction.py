@@ -454,12 +454,17 @@ _Steps = Generator[_Wait, None, None]
 _Plan: TypeAlias = "tuple[_Content, Mail, list[list[Rcpt]], bool]"
 
 
-def _told(mechanism: ClientMechanism) -> str:
+def _server_error(mechanism: ClientMechanism) -> bytes | None:
     """What an OAuth server said of the token before refusing it (its error
-    challenge, RFC 7628 §3.2.2), for the failure's message: an expired token
-    reads differently from a missing scope.  Empty for other mechanisms."""
+    challenge, RFC 7628 §3.2.2): an expired token reads differently from a
+    missing scope.  None for other mechanisms."""
     error = getattr(mechanism, "server_error", None)
-    if not isinstance(error, bytes) or not error:
+    return error if isinstance(error, bytes) and error else None
+
+
+def _told(error: bytes | None) -> str:
+    """``error`` for the failure's message; empty without one."""
+    if error is None:
         return ""
     # Printable ASCII and bounded, as any peer's words we repeat: no control may reach a log line.
     return f" (the server said: {shown(error.decode('utf-8', 'replace'), 200)})"
@@ -941,12 +946,12 @@ class ClientDriver:
             reply, command = yield from self._sasl_exchange(mechanism, initial)
             if reply.is_positive:
                 return
-            text = f"authentication with {name} failed: {reply}{_told(mechanism)}"
+            said = _server_error(mechanism)
+            text = f"authentication with {name} failed: {reply}{_told(said)}"
             if not reply.is_permanent:
                 raise _Abort(SMTPTransientError(text, reply, command), quit=True)
-            refusals.append(f"{name}: {reply}{_told(mechanism)}")
-            said = getattr(mechanism, "server_error", None)
-            server_error = said if isinstance(said, bytes) and said else server_error
+            refusals.append(f"{name}: {reply}{_told(said)}")
+            server_error = said or server_error
             token_refused = token_refused or (name in TOKEN_MECHANISMS and reply.code == 535)
         if len(refusals) > 1:
             text = f"authentication failed with every mechanism tried ({'; '.join(refusals)})"
