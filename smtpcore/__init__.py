@@ -34,6 +34,7 @@ from ._events import (
     StartTls,
     TlsHandshake,
     Vrfy,
+    XClient,
 )
 from ._outcomes import (
     MessageOutcome,
@@ -121,6 +122,7 @@ __all__ = [
     "TlsHandshake",
     "TlsPolicy",
     "Vrfy",
+    "XClient",
     "choose_mechanism",
     "xtext_decode",
     "xtext_encode",

@@ -128,6 +128,12 @@ STRING_UTF8_RE = re.compile(rf"{ATEXT_UTF8}+|{QUOTED_STRING_UTF8}")
 # would split a log line, and C1's U+009B starts a terminal escape sequence.
 CONTROL_RE = re.compile(f"[\x00-\x1f\x7f{_NON_ASCII_CONTROLS}]")
 
+# A host name with underscores, as Windows machines send their NetBIOS names
+# ("EHLO DESKTOP_7QX2") and reverse lookups may return: no domain by RFC 5321's
+# grammar, but Postfix, aiosmtpd and go-smtp take it, and refusing it would only
+# keep those clients out.  The grammar of a domain, with "_" as a letter.
+UNDERSCORED_NAME_RE = re.compile(r"[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*(?:\.[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*)*\.?")
+
 # Numbers in the protocol (SIZE=, BDAT n, LIMITS, priorities) are ASCII digits
 # only, with a bounded length: int() would also take "2_5", " 25", "+25" and
 # non-ASCII digits, and an unbounded run of digits is a denial of service.

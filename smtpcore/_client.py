@@ -21,8 +21,10 @@ outstanding: send a command), ``send()`` serialises through the one writer
 
 What ``send()`` refuses (``LocalProtocolError``, nothing written): commands
 pipelined when the server did not offer PIPELINING or after a command that must
-end a group (EHLO, DATA, STARTTLS, AUTH, QUIT, NOOP, VRFY, EXPN); MAIL before a
-successful hello or inside a transaction; RCPT, DATA, BDAT out of sequence;
+end a group (EHLO, DATA, STARTTLS, AUTH, QUIT, NOOP, VRFY, EXPN, XCLIENT); MAIL
+before a successful hello or inside a transaction; XCLIENT (Postfix's) the
+server did not offer, with attributes it does not list, or inside a transaction
+(its 220 starts the session over: EHLO again); RCPT, DATA, BDAT out of sequence;
 MAIL parameters whose extension the server did not advertise; AUTH before TLS
 unless ``allow_insecure_auth``; content outside DATA/BDAT; BDAT content that
 does not total the announced size.
@@ -68,6 +70,7 @@ from ._events import (
     Rset,
     StartTls,
     TlsHandshake,
+    XClient,
 )
 from ._params import required_extensions
 from ._receivebuffer import ReceiveBuffer
@@ -79,8 +82,10 @@ from ._writers import write_command
 __all__ = ["ClientConnection"]
 
 # These change the session in a way the client must see before it may send
-# anything else; so does each SASL response, answered by the next challenge.
-_ENDS_GROUP = ENDS_GROUP | {AuthResponse}
+# anything else; so does each SASL response, answered by the next challenge,
+# and XCLIENT, after which the session starts over (a server may take it
+# pipelined, but what could follow it before the new EHLO?).
+_ENDS_GROUP = ENDS_GROUP | {AuthResponse, XClient}
 
 # RFC 5321 §4.5.3.2: which timeout governs the wait for which reply.
 _TIMEOUTS: dict[type[Event] | None, tuple[str, str]] = {
@@ -357,6 +362,12 @@ class ClientConnection:
                 self._tls = "announce"
         elif kind is Quit:
             self._close(by_peer=False)
+        elif kind is XClient:
+            if reply.code == 220:
+                # XCLIENT_README: the server greets again and the session starts over,
+                # TLS aside: what the last EHLO said no longer holds.  (A 250, from
+                # Postfix before 2.3, takes the attributes and leaves the session as it was.)
+                self._reset_session()
         elif (kind is EndOfMessage or kind is Bdat) and (reply.code == 221 or 300 <= reply.code < 400):
             # RFC 5321 §4.3.2: no server ends a message with "closing" or "go ahead".  An
             # LMTP server one reply short hands the pipelined QUIT's 221 to the last
@@ -548,6 +559,17 @@ class ClientConnection:
                 raise LocalProtocolError("TLS is already active")
             if is_open:
                 raise LocalProtocolError("STARTTLS inside a mail transaction")
+        elif kind is XClient:
+            assert isinstance(event, XClient)
+            offered = caps.params("XCLIENT")
+            if offered is None:
+                raise LocalProtocolError("the server did not advertise XCLIENT")
+            # The EHLO line names the attributes the server takes (XCLIENT_README).
+            missing = set(event.attributes) - {name.upper() for name in offered}
+            if missing:
+                raise LocalProtocolError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}")
+            if is_open:
+                raise LocalProtocolError("XCLIENT inside a mail transaction (XCLIENT_README): finish it or send RSET")
         elif kind is Auth:
             if not (self.tls_active or self.config.allow_insecure_auth):
                 raise LocalProtocolError("refusing to send AUTH before TLS (set allow_insecure_auth to allow it)")

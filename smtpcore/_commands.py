@@ -36,13 +36,15 @@ from ._events import (
     Rset,
     StartTls,
     Vrfy,
+    XClient,
     unchecked_mail,
     unchecked_rcpt,
 )
 from ._params import _NO_MAIL_PARAMS, _NO_RCPT_PARAMS, MailParams, ParamError, RcptParams, parse_params
 from ._replies import Reply, shown
+from ._xclient import ATTRIBUTES, XClientError, canonical_value, decode_value
 
-__all__ = ["PARSERS", "Context", "Refusal", "decode_line", "split_verb"]
+__all__ = ["PARSERS", "Context", "Refusal", "decode_line", "parse_xclient", "split_verb"]
 
 
 class Refusal(Exception):
@@ -124,12 +126,6 @@ def _no_argument(event: Event) -> Callable[[str | None, Context], Event]:
     return parse
 
 
-# A host name with underscores, as Windows machines send their NetBIOS names
-# ("EHLO DESKTOP_7QX2"): no domain by RFC 5321's grammar, but Postfix, aiosmtpd
-# and go-smtp take it, and refusing it would only keep those clients out.
-_UNDERSCORED_NAME_RE = re.compile(r"[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*(?:\.[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*)*\.?")
-
-
 def _hello(verb: str) -> Callable[[str | None, Context], Event]:
     def parse(argument: str | None, context: Context) -> Event:
         if not argument:
@@ -183,7 +179,7 @@ def _tolerated_name(argument: str) -> bool:
             return True
         except ValueError:
             pass
-    return "_" in argument and _UNDERSCORED_NAME_RE.fullmatch(argument) is not None
+    return "_" in argument and _abnf.UNDERSCORED_NAME_RE.fullmatch(argument) is not None
 
 
 def _path_and_params(argument: str | None, prefix: str) -> tuple[str, list[str]]:
@@ -343,6 +339,34 @@ def _auth(argument: str | None, context: Context) -> Event:
     # bad encoding gets its own reply (501 5.5.2) after the mechanism is known.
     initial = words[1].encode("ascii", "replace") if len(words) == 2 else None
     return Auth._unchecked(mechanism=mechanism, initial_response=initial)
+
+
+_XCLIENT_SYNTAX = Reply(501, "Syntax: XCLIENT attribute=value ...", "5.5.4")
+
+
+def parse_xclient(argument: str | None, context: Context) -> XClient:
+    """XCLIENT 1*( SP attribute-name "=" attribute-value ) (Postfix's XCLIENT_README).
+
+    Not in :data:`PARSERS`: only a server configured with ``xclient=True`` knows
+    the verb (to any other it is unknown, 500).  Names are case-insensitive; an
+    attribute given twice keeps its last value, as in Postfix.
+    """
+    words = _words(argument or "")
+    if not words:
+        raise Refusal(_XCLIENT_SYNTAX)
+    values: dict[str, str | None] = dict.fromkeys((attribute.lower() for attribute in ATTRIBUTES), None)
+    for word in words:
+        name, equals, raw = word.partition("=")
+        name = name.upper() if name.isascii() else name
+        if name not in ATTRIBUTES:
+            raise Refusal(Reply(501, shown(f"Bad XCLIENT attribute name: {name}", 80), "5.5.4"))
+        if not equals:
+            raise Refusal(_XCLIENT_SYNTAX)
+        try:
+            values[name.lower()] = canonical_value(name, decode_value(raw))
+        except XClientError as exc:
+            raise Refusal(Reply(501, shown(f"Bad XCLIENT value: {exc}", 200), "5.5.4")) from None
+    return XClient._unchecked(**values)
 
 
 #: verb -> parser(argument, context) -> event

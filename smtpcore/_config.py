@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _abnf
 from ._address import AddressError, check_domain
+from ._events import XClient
 
 if TYPE_CHECKING:
     from ._sasl_server import ServerMechanism
@@ -186,6 +187,11 @@ class ServerConfig:
     #: ``implicit_tls`` the header comes first in plaintext, as HAProxy sends it,
     #: and the TLS handshake after it (see ``ServerConnection.max_read``).
     proxy_protocol: bool = False
+    #: Offer XCLIENT (Postfix): a proxy in front (nginx's mail proxy, a content
+    #: filter) names the client it speaks for, and the session starts over as
+    #: that client's.  Whom to believe is the application's decision: each
+    #: command is an ``XClient`` event, which it accepts (220) or refuses (550 5.7.0).
+    xclient: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
     #: Seconds to wait before the greeting, to catch such clients: spam software
@@ -332,6 +338,13 @@ class ClientConfig:
     #: server may take it, refuse it, or cut or fold the line.
     send_long_lines: bool = False
 
+    #: Speak for another client (Postfix's XCLIENT): after STARTTLS and before AUTH,
+    #: send these attributes, and say EHLO again once the server greets anew (with
+    #: the ``helo`` given, if it is a name EHLO may carry).  For a proxy or a content
+    #: filter the server trusts; a server that does not offer XCLIENT, or refuses it,
+    #: fails the session.
+    xclient: XClient | None = None
+
     # Reply bounds: larger replies are a RemoteProtocolError, not a memory leak.
     max_reply_line: int = 8192
     max_reply_size: int = 32 * 1024
@@ -349,6 +362,8 @@ class ClientConfig:
             _check_hostname(self.local_hostname)
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        if self.xclient is not None and not isinstance(self.xclient, XClient):
+            raise ValueError(f"xclient must be an XClient event, not {type(self.xclient).__name__}")
         if self.max_reply_line < 512:
             raise ValueError("max_reply_line must be at least 512 (RFC 5321 §4.5.3.1.5)")
         if self.max_reply_size < self.max_reply_line:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _abnf
 from ._address import AddressError, check_domain, check_mailbox
 from ._errors import LocalProtocolError
 from ._params import MailParams, RcptParams
 from ._replies import Reply
+from ._xclient import ATTRIBUTES, TEMPUNAVAIL, UNAVAILABLE, XClientError, canonical_value
 
 __all__ = [
     "Auth",
@@ -50,6 +51,7 @@ __all__ = [
     "StartTls",
     "TlsHandshake",
     "Vrfy",
+    "XClient",
 ]
 
 _E = TypeVar("_E", bound="Event")
@@ -333,6 +335,55 @@ class AuthResponse(Event):
             raise LocalProtocolError("AuthResponse data must be bytes")
         if self.cancel is not True and self.cancel is not False:
             raise LocalProtocolError(f"AuthResponse.cancel must be True or False, not {self.cancel!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class XClient(Event):
+    """XCLIENT (Postfix's XCLIENT_README): a trusted proxy names the client it speaks for.
+
+    Each field is one attribute, ``None`` when the command did not give it, or
+    ``"[UNAVAILABLE]"`` when the proxy does not know it (NAME may also be
+    ``"[TEMPUNAVAIL]"``: its lookup failed for now).  ``addr`` and ``destaddr``
+    are IP addresses (no ``IPV6:`` prefix here; the writer adds it), ``port``
+    and ``destport`` decimal strings, ``proto`` ``"SMTP"`` or ``"ESMTP"``,
+    ``login`` the name the proxy authenticated.  At least one is given.
+
+    The server offers XCLIENT only with ``ServerConfig(xclient=True)``, and the
+    application decides who may use it: a 220 accepts (the session starts over
+    as if the proxy's client had connected), ``550 5.7.0`` refuses.
+    """
+
+    #: An attribute the proxy does not know; and NAME's lookup that failed for now.
+    UNAVAILABLE: ClassVar[str] = UNAVAILABLE
+    TEMPUNAVAIL: ClassVar[str] = TEMPUNAVAIL
+
+    name: str | None = None
+    addr: str | None = None
+    port: str | None = None
+    proto: str | None = None
+    helo: str | None = None
+    login: str | None = None
+    destaddr: str | None = None
+    destport: str | None = None
+
+    def __post_init__(self) -> None:
+        given = False
+        for attribute in ATTRIBUTES:
+            value = getattr(self, attribute.lower())
+            if value is not None:
+                given = True
+                try:
+                    object.__setattr__(self, attribute.lower(), canonical_value(attribute, value))
+                except XClientError as exc:
+                    raise LocalProtocolError(str(exc)) from None
+        if not given:
+            raise LocalProtocolError("XClient needs at least one attribute")
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The attributes given, by their upper-case names, in the order of the EHLO line."""
+        values = {attribute: getattr(self, attribute.lower()) for attribute in ATTRIBUTES}
+        return {attribute: value for attribute, value in values.items() if value is not None}
 
 
 #: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the commands after

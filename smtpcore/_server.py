@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
 
 from . import _replies as R
-from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, split_verb
+from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, parse_xclient, split_verb
 from ._config import AuthPolicy, BareNewlinePolicy, LongLinePolicy, ServerConfig, Timeout, TlsPolicy
 from ._data import ChunkReader, DataReader
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -68,6 +68,7 @@ from ._events import (
     StartTls,
     TlsHandshake,
     Vrfy,
+    XClient,
     unchecked_message_data,
 )
 from ._params import line_allowance
@@ -77,6 +78,7 @@ from ._redact import Redactor
 from ._replies import Reply
 from ._sasl_server import ERROR_CHALLENGE_MECHANISMS, MECHANISMS, OAuthError, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
+from ._xclient import ATTRIBUTES, UNAVAILABLE
 
 __all__ = ["TRANSITIONS", "ServerConnection", "State"]
 
@@ -145,18 +147,21 @@ _IDLE = frozenset({S.CONNECTED, S.READY, S.REFUSED})
 #: QUIT, HELP, VRFY and EXPN are allowed in every state that reads commands and
 #: change nothing but what their names say, so they are not repeated here.
 TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
-    S.CONNECTED: {Hello: S.READY},
-    S.READY: {Hello: S.READY, Mail: S.MAIL, StartTls: S.TLS, Auth: S.AUTH},
+    S.CONNECTED: {Hello: S.READY, XClient: S.CONNECTED},
+    S.READY: {Hello: S.READY, Mail: S.MAIL, StartTls: S.TLS, Auth: S.AUTH, XClient: S.CONNECTED},
     S.MAIL: {Hello: S.READY, Rcpt: S.RCPT},
     S.RCPT: {Hello: S.READY, Rcpt: S.RCPT, Data: S.DATA, Bdat: S.CHUNK},
     S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
 }
 _ANYTIME = frozenset({Noop, Rset, Quit, Help, Vrfy, Expn})
+_XCLIENT_FIELDS = tuple(attribute.lower() for attribute in ATTRIBUTES)
+#: The XCLIENT attributes that last until another XCLIENT changes them (the others: _accepted_xclient).
+_XCLIENT_LASTING = ("name", "addr", "port", "destaddr", "destport")
 # RCPTs past max_recipients in one transaction that are not errors (Postfix's default).
 _RECIPIENT_OVERSHOOT = 1000
 _NO_TRANSITIONS: dict[type[Event], State] = {}
 #: Before TLS under TlsPolicy.REQUIRED only these get through (RFC 3207 §4).
-_ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset)
+_ALLOWED_BEFORE_TLS = (Hello, StartTls, Noop, Quit, Rset, XClient)
 #: Under AuthPolicy.REQUIRED these wait for a successful AUTH (RFC 4954 §6).
 _NEED_AUTH = (Mail, Rcpt, Data, Bdat, Vrfy, Expn)
 _POLICED = frozenset({StartTls, Auth, Bdat})
@@ -166,8 +171,17 @@ _ONE_ROUND_TRIP_MECHANISMS = frozenset({"PLAIN", "EXTERNAL"})
 
 # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.  The
 # wrong hello is simply not a verb of this connection: 500, like any unknown verb.
+# XCLIENT is a verb only where it is offered (Dovecot's LMTP takes it too).
 _SMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb != "LHLO"}
 _LMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb not in ("HELO", "EHLO")}
+_PARSERS = {
+    (False, False): _SMTP_PARSERS,
+    (True, False): _LMTP_PARSERS,
+    (False, True): {**_SMTP_PARSERS, "XCLIENT": parse_xclient},
+    (True, True): {**_LMTP_PARSERS, "XCLIENT": parse_xclient},
+}
+#: XCLIENT_README: "followed by the names of the attributes that the XCLIENT implementation supports".
+_XCLIENT_LINE = "XCLIENT " + " ".join(ATTRIBUTES)
 
 
 class _Greeting:
@@ -188,6 +202,7 @@ _POSITIVE: dict[type[object], frozenset[int]] = {
     EndOfMessage: frozenset({250}),
     StartTls: frozenset({220}),
     AuthCredentials: frozenset({235}),
+    XClient: frozenset({220}),
     Vrfy: frozenset({250, 251, 252}),
     Expn: frozenset({250, 252}),
 }
@@ -226,7 +241,8 @@ def _with_enhanced_code(reply: Reply, esc: bool) -> Reply:
 def _greeting_and_defaults(hostname: str, lmtp: bool) -> tuple[Reply, Mapping[type[object], Reply]]:
     """accept()'s greeting, and its reply to everything but the greeting and LMTP's end of message."""
     greeting = Reply(220, f"{hostname} {'LMTP' if lmtp else 'ESMTP'} smtpcore")
-    return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname)}
+    # XCLIENT is accepted with the greeting: the session starts over (XCLIENT_README).
+    return greeting, {**_DEFAULT_REPLIES, Hello: Reply(250, hostname), XClient: greeting}
 
 
 # The commands whose lines may be longer than max_command_line: MAIL and RCPT by
@@ -300,6 +316,8 @@ class ServerConnection:
         self._replies_due = 0 if self.config.proxy_protocol else 1
         #: What the PROXY header said, once read (None without proxy_protocol).
         self.proxy: ProxyInfo | None = None
+        #: What the accepted XCLIENT commands said, or None (see _accepted_xclient).
+        self.xclient: XClient | None = None
         self._peer_closed = False
         self._error: RemoteProtocolError | None = None
         # Errors since the last accepted message, failed logins included (see max_errors).
@@ -320,7 +338,7 @@ class ServerConnection:
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
-        self._parsers = _LMTP_PARSERS if self.config.lmtp else _SMTP_PARSERS
+        self._parsers = _PARSERS[self.config.lmtp, self.config.xclient]
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
         self._restricted = self._tls_required or self._auth_required
@@ -715,6 +733,8 @@ class ServerConnection:
             return R.NESTED_MAIL
         if kind in (Rcpt, Data, Bdat) and state is S.READY:
             return R.MAIL_FIRST
+        if kind is XClient and state in (S.MAIL, S.RCPT, S.CHUNKING):
+            return R.XCLIENT_IN_TRANSACTION
         if kind in (Data, Bdat) and state is S.MAIL:
             if not self._rcpt_attempted:
                 return R.RCPT_FIRST
@@ -824,6 +844,8 @@ class ServerConnection:
         if isinstance(pending, Hello):
             # The EHLO reply lists keywords; RFC 2034 gives it no enhanced code.
             self._out += self._hello_reply(pending, reply) if accepted else reply.to_bytes(False)
+        elif accepted and type(pending) is XClient:
+            self._out += reply.to_bytes(False)  # a greeting, which RFC 2034 exempts
         else:
             self._queue(_with_enhanced_code(reply, self._esc))
         if reply.code == 421:
@@ -975,6 +997,29 @@ class ServerConnection:
         # A line left unfinished in plaintext must not join the first line under TLS.
         self._redactor = None
 
+    def _accepted_xclient(self, xclient: XClient) -> None:
+        """The session starts over as the named client's (XCLIENT_README), TLS aside.
+
+        ``self.xclient`` keeps NAME, ADDR, PORT, DESTADDR and DESTPORT from earlier
+        XCLIENT commands unless this one changes them; HELO, PROTO and LOGIN come
+        from this one alone, as Postfix resets them.  A LOGIN is an authentication
+        (the proxy did it): AUTH is then refused as done, and AuthPolicy.REQUIRED
+        is met.  The client must say EHLO again.
+        """
+        earlier = self.xclient
+        values = {attribute: getattr(xclient, attribute) for attribute in _XCLIENT_FIELDS}
+        if earlier is not None:
+            for attribute in _XCLIENT_LASTING:
+                if values[attribute] is None:
+                    values[attribute] = getattr(earlier, attribute)
+        self.xclient = XClient._unchecked(**values)
+        self._reset_session()
+        login = xclient.login
+        if login is not None and login != UNAVAILABLE:
+            self.authenticated = AuthCredentials._unchecked(
+                mechanism="XCLIENT", username=login, authorization_id="", password=None, token=None, verifier=None
+            )
+
     #: Accepted commands that change more than the state, and what they change
     #: (a lookup by type: cheaper than asking isinstance of each in turn).
     _ON_ACCEPTED: ClassVar[dict[type[object], Callable[[ServerConnection, Any], None]]] = {
@@ -983,6 +1028,7 @@ class ServerConnection:
         Hello: _accepted_hello,
         Data: _accepted_data,
         StartTls: _accepted_starttls,
+        XClient: _accepted_xclient,
     }
 
     def _hello_reply(self, hello: Hello, reply: Reply) -> bytes:
@@ -1026,6 +1072,8 @@ class ServerConnection:
             lines.append("REQUIRETLS")
         if config.advertise_limits:
             lines.append(f"LIMITS RCPTMAX={config.max_recipients}")
+        if config.xclient:
+            lines.append(_XCLIENT_LINE)
         lines.extend(config.extra_extensions)
         return lines
 

@@ -108,6 +108,7 @@ from ._events import (
     Rset,
     StartTls,
     TlsHandshake,
+    XClient,
     unchecked_mail,
     unchecked_rcpt,
 )
@@ -886,11 +887,37 @@ class ClientDriver:
                     raise _Abort(error_for(reply, StartTls(), "STARTTLS refused and TLS is required"), quit=True)
             elif policy is TlsPolicy.REQUIRED:
                 raise _Abort(SMTPNotSupportedError("the server does not offer STARTTLS and TLS is required"), quit=True)
+        if self.config.xclient is not None:
+            yield from self._speak_for(self.config.xclient)
         if self._credentials is not None:
             yield from self._authenticate(self._credentials)
 
-    def _hello(self) -> _Steps:
+    def _speak_for(self, xclient: XClient) -> _Steps:
+        """XCLIENT, then EHLO again: the session is the named client's from here on."""
+        caps = self.connection.capabilities
+        assert caps is not None
+        offered = caps.params("XCLIENT")
+        if offered is None:
+            raise _Abort(SMTPNotSupportedError("the server does not offer XCLIENT"), quit=True)
+        missing = set(xclient.attributes) - {name.upper() for name in offered}
+        if missing:
+            raise _Abort(
+                SMTPNotSupportedError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}"), quit=True
+            )
+        reply = yield from self._command(xclient)
+        if reply.code == 250:
+            return  # Postfix before 2.3: the attributes are taken, the session goes on (no new greeting)
+        if reply.code != 220:
+            raise _Abort(error_for(reply, xclient, "XCLIENT refused"), quit=True)
+        yield from self._hello(xclient.helo)
+
+    def _hello(self, name: str | None = None) -> _Steps:
         hostname = self.config.local_hostname or self._local_literal
+        if name is not None and name != XClient.UNAVAILABLE:
+            # After XCLIENT: the named client's own EHLO name, which the server would
+            # otherwise replace with ours (Postfix keeps the last one), if EHLO may carry it.
+            with contextlib.suppress(LocalProtocolError):
+                hostname = Hello(name).domain
         first = Hello(hostname, "LHLO" if self.config.lmtp else "EHLO")
         reply = yield from self._command(first)
         if reply.is_positive:

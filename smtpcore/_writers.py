@@ -44,8 +44,10 @@ from ._events import (
     Rset,
     StartTls,
     Vrfy,
+    XClient,
 )
-from ._params import Command, MailParams, RcptParams, format_params, line_allowance, required_extensions
+from ._params import Command, MailParams, RcptParams, format_params, line_allowance, required_extensions, xtext_encode
+from ._xclient import ATTRIBUTES, UNAVAILABLE, XClientError, canonical_value
 
 __all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "write_command"]
 
@@ -185,6 +187,31 @@ def _auth_response(event: AuthResponse, utf8: bool) -> bytes:
     return _finish(base64.b64encode(event.data).decode("ascii"), False, MAX_AUTH_LINE)
 
 
+def _xclient(event: XClient, utf8: bool) -> bytes:
+    words = ["XCLIENT"]
+    for attribute in ATTRIBUTES:
+        value = getattr(event, attribute.lower())
+        if value is None:
+            continue
+        try:
+            value = canonical_value(attribute, value)  # (again: the event may have been built unchecked)
+        except XClientError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if attribute in ("ADDR", "DESTADDR") and ":" in value and value != UNAVAILABLE:
+            value = "IPV6:" + value
+        # xtext: no value can hold a space, a CR or an "=" that would read as another attribute.
+        words.append(f"{attribute}={xtext_encode(value)}")
+    if len(words) == 1:
+        raise LocalProtocolError("XClient needs at least one attribute")
+    text = " ".join(words)
+    if len(text) + 2 > MAX_COMMAND_LINE:
+        raise LocalProtocolError(
+            f"the XCLIENT line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: send the "
+            "attributes in several XClient commands, with NAME and ADDR in the last (XCLIENT_README, note 1)"
+        )
+    return _finish(text, False)
+
+
 def _fixed(verb: str) -> Callable[[Event, bool], bytes]:
     line = verb.encode("ascii") + b"\r\n"
     return lambda event, utf8: line
@@ -205,6 +232,7 @@ _WRITERS: dict[type[Event], Callable[[Event, bool], bytes]] = {
     Rset: _fixed("RSET"),
     Quit: _fixed("QUIT"),
     StartTls: _fixed("STARTTLS"),
+    XClient: _xclient,  # type: ignore[dict-item]
 }
 
 

@@ -28,6 +28,7 @@ from smtpcore import (
     ServerConnection,
     State,
     TlsPolicy,
+    XClient,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,6 +39,7 @@ CONFIG = ServerConfig(
     allow_insecure_auth=True,
     tls=TlsPolicy.OPTIONAL,
     dsn=True,
+    xclient=True,
     max_message_size=65536,
     max_errors=1000,
 )
@@ -77,6 +79,10 @@ VOCAB = [
     b"*\r\n",
     b"=\r\n",
     b"QUIT\r\n",
+    # XCLIENT taken (the session starts over, LOGIN authenticates), refused, and malformed.
+    b"XCLIENT ADDR=192.0.2.7 NAME=mail.example.org LOGIN=u+2Bx\r\n",
+    b"XCLIENT NAME=refused.example\r\n",
+    b"XCLIENT HELO=+0D+0A PORT=99999\r\n",
     b"FOO\r\n",
     b"x" * 600 + b"\r\n",
     b"\r",
@@ -88,9 +94,12 @@ streams = st.lists(st.one_of(st.sampled_from(VOCAB), st.binary(max_size=12)), ma
 
 
 def policy(conn: ServerConnection, event: Event) -> None:
-    """Accept, except recipients called "no" and the token "bad" (refused after an error challenge)."""
+    """Accept, except recipients called "no", the token "bad" (refused after an error
+    challenge) and XCLIENT naming "refused.example"."""
     if isinstance(event, Rcpt) and event.recipient.startswith("no@"):
         conn.send(Reply(550, "No such user", "5.1.1"))
+    elif isinstance(event, XClient) and event.name == "refused.example":
+        conn.send(Reply(550, "Insufficient authorization", "5.7.0"))
     elif isinstance(event, AuthCredentials) and event.token == "bad":
         conn.send_auth_error(b'{"status":"invalid_token"}')
     else:
@@ -196,6 +205,7 @@ def test_vocabulary_then_junk_only_raise_remote_protocol_error(data: bytes, junk
 def send_defaults(conn: ServerConnection, event: Event) -> None:
     """``policy``, answering through send() with the replies accept() stands for."""
     refused = isinstance(event, Rcpt) and event.recipient.startswith("no@")
+    refused = refused or (isinstance(event, XClient) and event.name == "refused.example")
     if refused or (isinstance(event, AuthCredentials) and event.token == "bad"):
         policy(conn, event)
     else:
@@ -205,7 +215,7 @@ def send_defaults(conn: ServerConnection, event: Event) -> None:
 
 ACCEPT_CONFIGS = [
     CONFIG,
-    ServerConfig(lmtp=True, max_errors=1000, max_message_size=65536),
+    ServerConfig(lmtp=True, xclient=True, max_errors=1000, max_message_size=65536),
     ServerConfig(enhanced_status_codes=False, vrfy_enabled=True, expn_enabled=True, max_errors=1000),
     ServerConfig(tls=TlsPolicy.REQUIRED, auth=AuthPolicy.REQUIRED, allow_insecure_auth=True, max_errors=1000),
 ]
@@ -213,7 +223,13 @@ ACCEPT_CONFIGS = [
 
 # Mostly well-formed sessions, so that commands are accepted and transactions
 # end, with pieces of the vocabulary in between.
-OTHERS = [b"STARTTLS\r\n", b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"VRFY x\r\n", b"EXPN y\r\n"]
+OTHERS = [
+    b"XCLIENT ADDR=IPV6:2001:db8::7 LOGIN=u\r\n",
+    b"STARTTLS\r\n",
+    b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n",
+    b"VRFY x\r\n",
+    b"EXPN y\r\n",
+]
 transactions = st.tuples(
     st.sampled_from([b"MAIL FROM:<a@example.com>\r\n", b"MAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\n"]),
     st.lists(st.sampled_from([b"RCPT TO:<b@example.com>\r\n", b"RCPT TO:<no@example.com>\r\n"]), max_size=3),

@@ -1,0 +1,140 @@
+"""XCLIENT (Postfix): what its attributes may hold, and how they are written.
+
+A proxy in front of an SMTP server (nginx's mail proxy, a content filter, a
+test program) speaks for a client the server cannot see.  When the server
+offers XCLIENT, the proxy sends ``XCLIENT ADDR=192.0.2.7 NAME=mail.example.org``
+and the server takes those for the client's own, as if the proxy were that
+client; the server then greets again (220) and the client starts over with EHLO.
+The command is Postfix's (XCLIENT_README), also spoken by Dovecot and Exim.
+
+This module is the one place that knows the attributes' grammar.  Both roles
+use it: the server's parser to read a command, the event's constructor to
+refuse a value that could not be sent, and the writer to encode one.  Values
+travel as xtext (RFC 3461 §4, ``_params.xtext_encode``), so no value can end
+the line or start another command.  Each is checked as Postfix checks it, and the ones that name a host
+or an address must name one: they end up in logs and Received fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from . import _abnf
+from ._address import AddressError, check_domain
+from ._params import ParamError, xtext_decode
+
+__all__ = [
+    "ATTRIBUTES",
+    "TEMPUNAVAIL",
+    "UNAVAILABLE",
+    "XClientError",
+    "canonical_value",
+    "decode_value",
+]
+
+#: The attributes, in the order of the EHLO line (Postfix's own order).
+ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+#: The value of an attribute the proxy does not know (any case on the wire).
+UNAVAILABLE = "[UNAVAILABLE]"
+#: NAME only: the proxy's reverse DNS lookup failed for now, not for good.
+TEMPUNAVAIL = "[TEMPUNAVAIL]"
+
+_ADDRESSES = frozenset({"ADDR", "DESTADDR"})
+_PORTS = frozenset({"PORT", "DESTPORT"})
+# Postfix's limit for NAME and HELO (XCLIENT_README, note 1), the longest domain name.
+_MAX_NAME = 255
+
+
+class XClientError(ValueError):
+    """A value XCLIENT cannot carry; the message names the attribute and why."""
+
+
+def canonical_value(name: str, value: str) -> str:
+    """``value`` as an event holds it, or :class:`XClientError`.
+
+    ``name`` is an upper-case attribute.  The markers are upper-cased
+    (``[unavailable]`` is ``[UNAVAILABLE]``), PROTO too, and an address loses its
+    ``IPV6:`` prefix and takes its compressed form (``2001:db8::7``).
+    """
+    if not isinstance(value, str):
+        raise XClientError(f"{name} must be a string, not {type(value).__name__}")
+    marker = value.upper() if value[:1] == "[" and value.isascii() else None
+    if marker == UNAVAILABLE or (marker == TEMPUNAVAIL and name == "NAME"):
+        # Every attribute may be unavailable (PROTO too, in Postfix's own tests); only a
+        # name lookup can fail for now.
+        return marker
+    if not value or _abnf.CONTROL_RE.search(value):
+        # (A space may be in a HELO or LOGIN value, as xtext "+20"; the other
+        # attributes' grammars have none.)
+        raise XClientError(f"{name} must be a non-empty value without control characters")
+    if name in _ADDRESSES:
+        return _address(name, value)
+    if name in _PORTS:
+        if not (value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535):
+            raise XClientError(f"{name} must be a port number from 0 to 65535, not {value!r}")
+        return str(int(value))
+    if name == "PROTO":
+        if not (value.isascii() and value.upper() in ("SMTP", "ESMTP")):
+            raise XClientError(f"PROTO must be SMTP or ESMTP, not {value!r}")
+        return value.upper()
+    if name == "NAME":
+        if len(value) > _MAX_NAME or not (_is_host_name(value) or _underscored(value)):
+            raise XClientError(f"NAME must be a host name, {UNAVAILABLE} or {TEMPUNAVAIL}, not {value!r}")
+        return value
+    if name == "HELO":
+        # Whatever the client said, as Postfix keeps it: a HELO name need not be a
+        # host name (the next EHLO is what the server checks).
+        if len(value) > _MAX_NAME:
+            raise XClientError(f"HELO must be at most {_MAX_NAME} characters")
+        return value
+    if name == "LOGIN":
+        return value
+    raise XClientError(f"{name!r} is not an XCLIENT attribute ({', '.join(ATTRIBUTES)})")
+
+
+def _is_host_name(value: str) -> bool:
+    # An address is not a name, in brackets or not: a top label of digits only is
+    # refused as Postfix's valid_hostname() refuses it ("192.0.2.7", "192.0.2.7.").
+    if value.startswith("[") or value.rstrip(".").rpartition(".")[2].isdigit():
+        return False
+    try:
+        check_domain(value, utf8=False)
+    except AddressError:
+        return False
+    return True
+
+
+def _underscored(value: str) -> bool:
+    return not value.rstrip(".").rpartition(".")[2].isdigit() and _abnf.UNDERSCORED_NAME_RE.fullmatch(value) is not None
+
+
+def _address(name: str, value: str) -> str:
+    """An IPv4 address, or an IPv6 address after ``IPV6:`` (taken without it too: it is unambiguous)."""
+    text = value[5:] if value[:5].upper() == "IPV6:" else value
+    # (No "%": ipaddress takes an RFC 4007 zone with any text after it.)
+    if "%" not in text:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            if text is value or address.version == 6:
+                return str(address)
+    raise XClientError(f"{name} must be an IP address (IPV6: before an IPv6 one), not {value!r}")
+
+
+def decode_value(raw: str) -> str:
+    """An attribute value as sent: xtext, decoded, or as it is if it is not xtext.
+
+    XCLIENT_README note 3: Postfix before 2.3 sent values unencoded, and so does
+    nginx for LOGIN (``LOGIN=user+tag@example.org``).  A value that is not valid
+    xtext (a ``+`` without two hex digits after it) is therefore taken as it is,
+    as Postfix's servers take it.  Valid xtext is decoded, and what it decodes
+    to is checked like any value (``+0D+0A`` is a control character, refused).
+    """
+    if "+" not in raw or not _abnf.XTEXT_RE.fullmatch(raw):
+        return raw
+    try:
+        return xtext_decode(raw)
+    except ParamError as exc:
+        raise XClientError(exc.reply.text[0]) from None
