@@ -82,6 +82,7 @@ from smtpcore import (
     ServerConnection,
     State,
     TlsHandshake,
+    XClient,
 )
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "LOST",
     "SHUTDOWN",
     "TIMED_OUT",
+    "XCLIENT_REFUSED",
     "AsyncHandler",
     "CallHook",
     "Close",
@@ -115,6 +117,8 @@ log = logging.getLogger("smtpcore.adapters")
 
 #: What an unexpected exception in a hook turns into (its text is only logged).
 LOCAL_ERROR = Reply(451, "Requested action aborted: local error in processing", "4.3.0")
+#: The default answer to XCLIENT: whom to believe is the application's decision.
+XCLIENT_REFUSED = Reply(550, "Insufficient authorization", "5.7.0")
 #: The greeting when a hook failed before the session could begin, and the last reply of a
 #: session the dispatcher could not carry on (something it did not expect was raised).
 GREETING_ERROR = Reply(421, "Service not available, closing transmission channel", "4.3.0")
@@ -198,8 +202,12 @@ class Session:
     hello_verb: str | None = None
     tls: bool = False
     tls_info: TlsInfo | None = None
-    #: The accepted AUTH exchange (``credentials.username`` is the identity).
+    #: The accepted AUTH exchange (``credentials.username`` is the identity).  After
+    #: an accepted XCLIENT with LOGIN, its mechanism is ``"XCLIENT"``.
     credentials: AuthCredentials | None = None
+    #: What the accepted XCLIENT commands said (NAME, HELO, PROTO...), or None.
+    #: ``peer`` and ``local`` then hold ADDR/PORT and DESTADDR/DESTPORT.
+    xclient: XClient | None = None
     envelope: Envelope = field(default_factory=Envelope)
     bytes_received: int = 0
     #: Free for the application (a database handle, a temporary file, ...).
@@ -281,6 +289,16 @@ class Handler:
         """
         return False
 
+    def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        """XCLIENT (``ServerConfig(xclient=True)``): None accepts, and the session starts over
+        as the named client's; the default refuses (550 5.7.0).
+
+        Accept it only from the proxies you trust, by ``session.peer``: once one
+        is accepted, ``session.peer`` is the named client's, so a second XCLIENT
+        is judged by that address, as Postfix judges it.
+        """
+        return XCLIENT_REFUSED
+
     def tls_established(self, session: Session) -> None:
         return None
 
@@ -325,6 +343,10 @@ class AsyncHandler:
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return False
+
+    async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        """As :meth:`Handler.xclient`."""
+        return XCLIENT_REFUSED
 
     async def tls_established(self, session: Session) -> None:
         return None
@@ -896,6 +918,20 @@ class Dispatcher:
         self._answer(result)
         self.session.credentials = self.conn.authenticated
 
+    def _on_xclient(self, event: XClient) -> Generator[Action, Any, None]:
+        conn, session = self.conn, self.session
+        before, proxy = conn.xclient, session.peer
+        self._answer((yield from self._hook("xclient", session, event)))
+        named = conn.xclient
+        if named is before or named is None:  # refused
+            return
+        session.xclient = named
+        if named.addr is not None:
+            session.peer = _named_host(named.addr, named.port)
+        if named.destaddr is not None:
+            session.local = _named_host(named.destaddr, named.destport)
+        log.info("%s: XCLIENT accepted, the session is now %s's: %s", proxy, session.peer, event.attributes)
+
     #: The events that call a hook, and the method that does it.  Every other
     #: event is answered in ``_session`` (most with the standard reply).
     _ON_EVENT: ClassVar[dict[type[object], Callable[[Dispatcher, Any], Generator[Action, Any, None]]]] = {
@@ -908,6 +944,7 @@ class Dispatcher:
         EndOfMessage: _on_end_of_message,
         MessageRejected: _on_message_rejected,
         AuthCredentials: _on_auth_credentials,
+        XClient: _on_xclient,
     }
 
     def _answer(self, result: object) -> Reply | None:
@@ -1025,3 +1062,10 @@ class Dispatcher:
     def _abort_bytes(self, reply: Reply) -> bytes:
         self.conn.end_session(reply)
         return self.conn.data_to_send()
+
+
+def _named_host(address: str, port: str | None) -> tuple[str, int] | None:
+    """``Session.peer`` (or ``local``) as XCLIENT names it: None for an unavailable address, port 0 for a port."""
+    if address == XClient.UNAVAILABLE:
+        return None
+    return address, int(port) if port is not None and port != XClient.UNAVAILABLE else 0

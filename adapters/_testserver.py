@@ -36,7 +36,18 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any, Literal
 
-from smtpcore import AuthCredentials, AuthPolicy, Mail, MailParams, OAuthError, Rcpt, Reply, ServerConfig, TlsPolicy
+from smtpcore import (
+    AuthCredentials,
+    AuthPolicy,
+    Mail,
+    MailParams,
+    OAuthError,
+    Rcpt,
+    Reply,
+    ServerConfig,
+    TlsPolicy,
+    XClient,
+)
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Recipient, Session
 
@@ -118,8 +129,11 @@ class CapturedMessage:
     #: Whether the session was encrypted (implicit TLS or after STARTTLS), and with which version.
     tls: bool
     tls_version: str | None
-    #: The AUTH identity, or None.
+    #: The AUTH identity (or XCLIENT's LOGIN), or None.
     authenticated: str | None
+    #: What an accepted XCLIENT said (with ``ServerConfig(xclient=True)``), or None;
+    #: ``peer`` is then the address it named.
+    xclient: XClient | None = None
 
     @property
     def recipients(self) -> list[str]:
@@ -137,6 +151,7 @@ class _Rules:
     recipients: dict[str, Reply] = field(default_factory=dict)
     deliveries: dict[str, Reply] = field(default_factory=dict)
     message: Reply | None = None
+    xclient: Reply | None = None
 
 
 class _Capture(Handler):
@@ -182,6 +197,7 @@ class _Capture(Handler):
                     tls=session.tls,
                     tls_version=session.tls_info.version if session.tls_info else None,
                     authenticated=session.authenticated,
+                    xclient=session.xclient,
                 )
             )
         if not server.config.lmtp or not any(refusals):
@@ -190,6 +206,11 @@ class _Capture(Handler):
 
     def message_aborted(self, session: Session, reply: Reply | None) -> None:
         session.extra.pop(_CONTENT, None)
+
+    def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        # Trusted from anyone: the test server is there to test the proxy that sends it.
+        with self.server._lock:
+            return self.server._rules.xclient
 
     def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         if credentials.token is not None:  # XOAUTH2, OAUTHBEARER
@@ -225,6 +246,9 @@ class _AsyncCapture(AsyncHandler):
 
     async def message_aborted(self, session: Session, reply: Reply | None) -> None:
         self.inner.message_aborted(session, reply)
+
+    async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        return self.inner.xclient(session, xclient)
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return self.inner.auth(session, credentials)
@@ -410,6 +434,11 @@ class SMTPTestServer:
         """Answer every message after its content with ``reply`` (nothing is captured); ``None`` stops."""
         with self._lock:
             self._rules.message = reply
+
+    def reject_xclient(self, reply: Reply | None = None) -> None:
+        """Answer XCLIENT with ``reply`` (default ``550 5.7.0``); it is accepted from anyone otherwise."""
+        with self._lock:
+            self._rules.xclient = reply or Reply(550, "Insufficient authorization", "5.7.0")
 
     def reset_rules(self) -> None:
         """Accept everything again."""

@@ -51,6 +51,7 @@ from smtpcore import (
     ServerConnection,
     State,
     TlsPolicy,
+    XClient,
 )
 
 ADAPTERS = ["asyncio", "trio", "gevent", "blocking"]
@@ -109,6 +110,9 @@ class Recorder(Handler):
                 "tls": session.tls,
                 "auth": session.authenticated,
                 "params": envelope.mail_params,
+                "peer": session.peer,
+                "local": session.local,
+                "xclient": session.xclient,
             }
         )
         return None
@@ -120,6 +124,11 @@ class Recorder(Handler):
         if credentials.token is not None:  # XOAUTH2, OAUTHBEARER
             return credentials.token == "good-token" or OAuthError("invalid_token", scope="https://mail.example/")
         return credentials.username == "alice" and credentials.verify("s3cret")
+
+    def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        # Trusted from the loopback address only: once a proxy has named another
+        # client, that client's address is judged, as Postfix judges it.
+        return None if session.peer[0] == "127.0.0.1" else super().xclient(session, xclient)
 
     def tls_established(self, session: Session) -> None:
         self.calls.append("tls_established")
@@ -161,6 +170,9 @@ class AsyncWrapper(AsyncHandler):
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return self.inner.auth(session, credentials)
+
+    async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        return self.inner.xclient(session, xclient)
 
     async def tls_established(self, session: Session) -> None:
         self.inner.tls_established(session)
@@ -1137,6 +1149,36 @@ def test_the_session_knows_both_ends(serve: Callable[..., Running], recorder: Re
     assert recorder.sessions[0].peer[:2] == raw.sock.getsockname()[:2]
     assert recorder.sessions[0].local[:2] == raw.sock.getpeername()[:2]
     raw.close()
+
+
+def test_xclient_names_the_client_the_hooks_see(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve(ServerConfig(xclient=True, auth=AuthPolicy.REQUIRED, allow_insecure_auth=True))
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("proxy.example")
+        assert client.has_extn("xclient")
+        named = "ADDR=IPV6:2001:db8::7 PORT=4242 DESTADDR=198.51.100.1 DESTPORT=587 LOGIN=joe NAME=mail.example.org"
+        assert client.docmd("XCLIENT", named) == (220, b"localhost ESMTP smtpcore")
+        client.ehlo("client.example.org")
+        # Judged by the address it was given: no longer a trusted proxy.
+        assert client.docmd("XCLIENT", "ADDR=127.0.0.1") == (550, b"5.7.0 Insufficient authorization")
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+    (message,) = recorder.messages
+    assert message["peer"] == ("2001:db8::7", 4242) and message["local"] == ("198.51.100.1", 587)
+    assert message["auth"] == "joe"  # the proxy authenticated the client: no AUTH was needed
+    assert message["xclient"] == XClient(
+        addr="2001:db8::7", port="4242", destaddr="198.51.100.1", destport="587", login="joe", name="mail.example.org"
+    )
+
+
+def test_xclient_is_refused_unless_the_handler_says_whom_to_trust(kind: str) -> None:
+    server = start_server(kind, Handler(), ServerConfig(xclient=True))
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port) as client:
+            client.ehlo("proxy.example")
+            assert client.docmd("XCLIENT", "ADDR=192.0.2.7") == (550, b"5.7.0 Insufficient authorization")
+            assert client.docmd("MAIL", "FROM:<a@example.com>")[0] == 250
+    finally:
+        server.stop(2.0)
 
 
 def test_unix_socket(kind: str, recorder: Recorder) -> None:
