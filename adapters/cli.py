@@ -72,6 +72,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "greet_delay": 0.0,
     "lmtp": False,
     "proxy_protocol": False,
+    "xclient_from": [],
     "reject_improper_pipelining": False,
     "long_lines": "reject",
     "bare_newlines": "reject",
@@ -163,6 +164,12 @@ def _serve_parser(subparsers: Any) -> None:
     )
     arg("--lmtp", action="store_true", default=None, help="speak LMTP (RFC 2033)")
     arg("--proxy-protocol", action="store_true", default=None, help="expect a PROXY v1/v2 header first")
+    arg(
+        "--xclient-from",
+        action="append",
+        metavar="NETWORK",
+        help="offer XCLIENT and believe it from this address or network, e.g. a mail proxy's (repeatable)",
+    )
     arg(
         "--reject-improper-pipelining",
         action="store_true",
@@ -302,6 +309,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             hostname=hostname,
             lmtp=options["lmtp"],
             proxy_protocol=options["proxy_protocol"],
+            xclient=bool(options["xclient_from"]),
             tls=TlsPolicy(tls_policy) if not options["implicit_tls"] else TlsPolicy.OFF,
             implicit_tls=options["implicit_tls"],
             auth=AuthPolicy(options["auth"]),
@@ -338,6 +346,8 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
         raise ConfigError(f"--max-connections-per-client {options['max_connections_per_client']}: must be 0 or more")
     try:
         sink = _make_sink(options, store, hostname, users)
+    except ValueError as exc:  # an --xclient-from that is no network
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot create --transcript directory {options['transcript']}: {exc.strerror}") from None
     return ServePlan(
@@ -362,6 +372,7 @@ def _make_sink(options: dict[str, Any], store: MaildirStore | None, hostname: st
         transcript_dir=options["transcript"],
         auth_failure_delay=options["auth_failure_delay"],
         max_connections_per_client=options["max_connections_per_client"],
+        xclient_from=options["xclient_from"],
     )
 
 

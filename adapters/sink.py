@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from smtpcore import AuthCredentials, Mail, Rcpt, Reply
+from smtpcore import AuthCredentials, Mail, Rcpt, Reply, XClient
 
-from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
+from ._handler import XCLIENT_REFUSED, AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
 from .maildir import Delivery, MaildirStore, TraceInfo, address_key, domain_key, open_private, private_directory
 from .passwords import hash_password, verify_password
 
@@ -83,6 +83,7 @@ class MailSink:
         transcript_dir: str | os.PathLike[str] | None = None,
         auth_failure_delay: float = 2.0,
         max_connections_per_client: int = 0,
+        xclient_from: Iterable[str] = (),
     ) -> None:
         #: ``None`` discards every message (``--discard``).
         self.store = store
@@ -115,6 +116,8 @@ class MailSink:
         self._clients: dict[str, int] = {}
         self._clients_lock = threading.Lock()  # the blocking server's sessions are threads
         self.lmtp = lmtp
+        #: The proxies whose XCLIENT is believed (``--xclient-from``); nobody else's is.
+        self.xclient_from = tuple(_network(text) for text in xclient_from)
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         if self.transcript_dir is not None:
@@ -133,6 +136,19 @@ class MailSink:
                 return TOO_MANY_FROM_CLIENT
             self._clients[host] = count + 1
         session.extra[_COUNTED] = host
+        return None
+
+    def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        # Judged by the address the session has now: once a proxy has named a client,
+        # that client may not name another (unless it is a trusted proxy itself).
+        host = _host(session.peer)
+        try:
+            trusted = any(ipaddress.ip_address(host) in network for network in self.xclient_from)
+        except ValueError:  # a Unix socket, or an address XCLIENT left unavailable
+            trusted = False
+        if not trusted:
+            log.warning("xclient refused peer=%s", host)
+            return XCLIENT_REFUSED
         return None
 
     def mail_from(self, session: Session, mail: Mail) -> Reply | None:
@@ -301,6 +317,13 @@ def _unmapped(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return address
 
 
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"--xclient-from {text!r}: not an IP address or network (192.0.2.7, 10.0.0.0/8)") from None
+
+
 def _host(peer: object) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
@@ -346,6 +369,9 @@ class SinkHandler(Handler):
 
     def connection_opened(self, session: Session) -> Reply | None:
         return self.sink.connection_opened(session)
+
+    def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        return self.sink.xclient(session, xclient)
 
     def mail_from(self, session: Session, mail: Mail) -> Reply | None:
         return self.sink.mail_from(session, mail)
@@ -406,6 +432,9 @@ class AsyncSinkHandler(AsyncHandler):
 
     async def connection_opened(self, session: Session) -> Reply | None:
         return self.sink.connection_opened(session)
+
+    async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
+        return self.sink.xclient(session, xclient)
 
     async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
         return self.sink.mail_from(session, mail)

@@ -133,6 +133,32 @@ def test_serve_is_not_an_open_relay(tmp_path: Path) -> None:
             client.rset()
 
 
+@pytest.mark.parametrize("adapter", ["asyncio", "gevent"])
+def test_serve_believes_xclient_from_the_proxy_it_is_told_of_only(tmp_path: Path, adapter: str) -> None:
+    options = ("--adapter", adapter, "--hostname", "mx.test", "--xclient-from", "127.0.0.0/8")
+    with serving(tmp_path, *options) as (process, port):
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="proxy.test") as client:
+            client.ehlo()
+            named = "ADDR=192.0.2.7 PORT=4242 NAME=mail.example.org LOGIN=joe"
+            assert client.docmd("XCLIENT", named) == (220, b"mx.test ESMTP smtpcore")
+            client.ehlo("client.example.org")
+            # The named client is no trusted proxy: it may not name another.
+            assert client.docmd("XCLIENT", "ADDR=127.0.0.1")[0] == 550
+            assert client.sendmail("alice@example.org", ["bob@mx.test"], MESSAGE) == {}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
+    (stored,) = maildir_files(tmp_path / "maildir")
+    assert b"Received: from client.example.org ([192.0.2.7])" in stored.read_bytes()
+    assert "peer=192.0.2.7 tls=False auth=joe result=stored" in stderr
+    assert "xclient refused peer=192.0.2.7" in stderr
+    # Without --xclient-from the command is unknown, as it is to any server that does not offer it.
+    with serving(tmp_path, "--adapter", adapter) as (_, port), smtplib.SMTP("127.0.0.1", port) as client:
+        client.ehlo()
+        assert not client.has_extn("xclient")
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.7")[0] == 500
+
+
 @pytest.mark.parametrize("refuse", [True, False])
 def test_improper_pipelining_is_logged_or_refused(tmp_path: Path, refuse: bool) -> None:
     with serving(tmp_path, *(["--reject-improper-pipelining"] if refuse else [])) as (process, port):

@@ -70,6 +70,14 @@ def test_long_lines_and_bare_newlines_from_the_config_file(tmp_path: Path) -> No
     assert usage.value.code == 2
 
 
+def test_xclient_from_offers_xclient_and_takes_networks_only() -> None:
+    assert not cli.build_plan(options("--discard", "--hostname", "mx.test")).config.xclient
+    plan = cli.build_plan(options("--discard", "--hostname", "mx.test", "--xclient-from", "10.0.0.5"))
+    assert plan.config.xclient
+    with pytest.raises(cli.ConfigError, match=r"--xclient-from 'nginx': not an IP address or network"):
+        cli.build_plan(options("--discard", "--hostname", "mx.test", "--xclient-from", "nginx"))
+
+
 @pytest.mark.parametrize("command", ["serve", "send"])
 def test_docs_cli_md_documents_every_option(command: str) -> None:
     subparsers = next(
