@@ -29,6 +29,7 @@ Each group is skipped, saying how to install it, when its program is missing:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import pathlib
@@ -60,6 +61,7 @@ from smtpcore import (
     SessionOutcome,
     SMTPTransientError,
     TlsPolicy,
+    XClient,
 )
 
 SERVERS = ["asyncio", "trio", "gevent", "blocking"]
@@ -165,6 +167,36 @@ def test_swaks_pipelined_content(server: str, smtp_server_factory: SMTPServerFac
     assert message.raw == CONTENT
     assert message.recipients == ["b@example.org", "c@example.org"]
     assert message.mail_from == "a@example.com"
+
+
+@needs_swaks
+@pytest.mark.parametrize("server", SERVERS)
+def test_swaks_xclient(server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """swaks speaks for another client (Postfix's XCLIENT), its values xtext-encoded; refused, it stops."""
+    srv = smtp_server_factory(server, config=ServerConfig(xclient=True))
+    named = ["--xclient-addr", "IPV6:2001:db8::7", "--xclient-port", "4242", "--xclient-name", "mail.example.org"]
+    login = ["--xclient-login", "joe+tag@example.org", "--xclient-helo", "client.example.org"]
+    done = swaks(srv.port, *named, *login, "--to", "b@example.org", "--pipeline")
+    # A "+" in a value travels as "+2B" (in whatever order swaks writes them); the server
+    # greets again, and swaks says EHLO again.
+    (command,) = [line for line in done.stdout.splitlines() if line.startswith(" -> XCLIENT ")]
+    assert sorted(command.split()[2:]) == [
+        "ADDR=IPV6:2001:db8::7",
+        "HELO=client.example.org",
+        "LOGIN=joe+2Btag@example.org",
+        "NAME=mail.example.org",
+        "PORT=4242",
+    ]
+    assert done.stdout.count("<-  220 ") == 2 and done.stdout.count(" -> EHLO ") == 2
+    (message,) = srv.wait_for(1)
+    assert message.peer == ("2001:db8::7", 4242)
+    assert message.authenticated == "joe+tag@example.org"
+    assert message.xclient is not None
+    assert (message.xclient.name, message.xclient.helo) == ("mail.example.org", "client.example.org")
+    srv.reject_xclient()
+    refused = swaks(srv.port, *named, "--to", "b@example.org", check=False)
+    assert "<** 550 5.7.0 Insufficient authorization" in refused.stdout
+    assert refused.returncode != 0 and len(srv.messages) == 1
 
 
 @needs_swaks
@@ -498,6 +530,8 @@ smtpd_error_sleep_time = 0
 # 100 recipients a transaction (1000 by default), for the client's test of a recipient limit.
 smtpd_recipient_limit = 100
 smtpd_tls_security_level = encrypt
+# Our clients may speak for another client (XCLIENT) from here, as a proxy in front of Postfix would.
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
 queue_run_delay = 1s
@@ -698,6 +732,33 @@ def test_postfix_large_message(client: str, server: str, relay: Relay) -> None:
     assert outcome.delivered == (f"big@{RELAYED[server]}",)
     (relayed,) = arrived(relay, relay.servers[server], sender)
     assert relayed.raw.split(b"\r\n", 3)[3] == content
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_our_client_speaks_for_another_through_postfix(client: str, relay: Relay) -> None:
+    """XCLIENT to Postfix's smtpd after STARTTLS: Postfix takes the named client for the real one."""
+    sender = f"xclient-{client}@example.com"
+    named = XClient(addr="127.0.0.9", port="2525", name="mail.example.org", helo="client.example.org", proto="ESMTP")
+    log = relay.postfix.log_end()
+    outcome = send(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        sender,
+        [f"named@{RELAYED['blocking']}"],
+        CONTENT,
+        config=dataclasses.replace(SUBMIT, xclient=named),
+        tls_context=relay.ca.client_context(),
+    )
+    assert outcome.delivered == (f"named@{RELAYED['blocking']}",)
+    # Postfix logs the session as the named client's, with the EHLO after XCLIENT.  (Postfix
+    # 3.7 counts the XCLIENT itself as "0/1", though it greeted again and took the names.)
+    relay.postfix.wait_for_log(r"client=mail\.example\.org\[127\.0\.0\.9\]", log)
+    relay.postfix.wait_for_log(r"disconnect from mail\.example\.org\[127\.0\.0\.9\] ehlo=3 xclient=\S+ starttls=1", log)
+    (relayed,) = arrived(relay, relay.servers["blocking"], sender)
+    # Its Received field names the client by the HELO and the name and address XCLIENT gave.
+    received = relayed.raw.split(b"\r\n", 1)[0]
+    assert received == b"Received: from client.example.org (mail.example.org [127.0.0.9])"
 
 
 @pytest.mark.parametrize("server", SERVERS)
