@@ -14,6 +14,9 @@ These meet peers written by other people in other languages, on 127.0.0.1:
   with parallel sessions, a connection per message and kept alive, SMTP and LMTP.
 * ``test_smtp_sink_*``: each client adapter delivering to Postfix's ``smtp-sink``,
   which writes down every envelope and message it receives.
+* ``test_nginx_*``: nginx's mail proxy (C) in front of each server adapter,
+  with ``xclient on``: it authenticates the client itself (or not) and names
+  it to our server with XCLIENT, unencoded, as nginx writes it.
 * ``test_postfix_*``: a whole Postfix instance (its own configuration and
   queue, started for this module) between our client and our server: the
   client submits to Postfix's smtpd (STARTTLS required, PIPELINING, BDAT,
@@ -23,21 +26,25 @@ These meet peers written by other people in other languages, on 127.0.0.1:
   only as root.
 
 Each group is skipped, saying how to install it, when its program is missing:
-``scripts/install-peers.sh`` installs the Debian packages (swaks, postfix, curl).
+``scripts/install-peers.sh`` installs the Debian packages (swaks, postfix, curl,
+nginx-light with its mail module).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import http.server
 import json
 import os
 import pathlib
 import re
 import shutil
+import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +72,9 @@ from smtpcore import (
 )
 
 SERVERS = ["asyncio", "trio", "gevent", "blocking"]
-INSTALL = "scripts/install-peers.sh installs it (Debian: apt-get install swaks postfix curl)"
+INSTALL = (
+    "scripts/install-peers.sh installs it (Debian: apt-get install swaks postfix curl nginx-light libnginx-mod-mail)"
+)
 
 
 def _program(name: str) -> str | None:
@@ -81,6 +90,9 @@ SMTP_SINK = _program("smtp-sink")
 POSTFIX = _program("postfix")
 POSTQUEUE = _program("postqueue")
 CURL = _program("curl")
+NGINX = _program("nginx")
+#: Debian builds nginx's mail proxy as a module of its own (libnginx-mod-mail).
+NGINX_MAIL_MODULE = pathlib.Path("/usr/lib/nginx/modules/ngx_mail_module.so")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 needs_swaks = pytest.mark.skipif(SWAKS is None, reason=f"swaks is not installed: {INSTALL}")
@@ -114,6 +126,110 @@ def wait_listening(port: int, process: subprocess.Popen[Any] | None = None, time
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+# --- nginx's mail proxy ---------------------------------------------------------------------------
+
+
+class NginxMailProxy:
+    """nginx's SMTP proxy on an ephemeral port of 127.0.0.1, in front of one of our servers.
+
+    nginx asks an HTTP service (``auth_http``) where each client goes, after the
+    client's AUTH or, without one, after its RCPT: this one sends every client
+    to ``backend`` and takes the login joe / s3cret.  With ``xclient on`` nginx
+    then tells the backend whom it speaks for: EHLO, ``XCLIENT ADDR=... [LOGIN=...]
+    NAME=...``, the client's own EHLO, and its MAIL and RCPT, before it joins the two.
+    """
+
+    def __init__(self, backend_port: int) -> None:
+        assert NGINX is not None
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="smtpcore-nginx-"))
+        self.auth = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _auth_service(backend_port))
+        threading.Thread(target=self.auth.serve_forever, daemon=True).start()
+        self.port = free_port()
+        load = f"load_module {NGINX_MAIL_MODULE};" if NGINX_MAIL_MODULE.exists() else ""
+        (self.root / "nginx.conf").write_text(
+            f"""\
+{load}
+daemon off;
+master_process off;
+pid {self.root}/nginx.pid;
+error_log {self.root}/error.log info;
+events {{ worker_connections 64; }}
+mail {{
+    server_name proxy.test;
+    auth_http 127.0.0.1:{self.auth.server_address[1]}/auth;
+    xclient on;
+    smtp_auth none plain login;
+    server {{
+        listen 127.0.0.1:{self.port};
+        protocol smtp;
+    }}
+}}
+"""
+        )
+        log = str(self.root / "error.log")
+        command = [NGINX, "-p", str(self.root), "-e", log, "-c", str(self.root / "nginx.conf")]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_listening(self.port, self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            errors = (self.root / "error.log").read_text(errors="replace") if (self.root / "error.log").exists() else ""
+            self.stop()
+            raise RuntimeError(f"nginx did not start ({exc}); is its mail module installed? {errors}") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.communicate(timeout=15)
+        self.auth.shutdown()
+        self.auth.server_close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _auth_service(backend_port: int) -> type[http.server.BaseHTTPRequestHandler]:
+    class Auth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            # nginx's auth_http protocol: the answer is in the headers.
+            method, user, password = (self.headers.get(name) for name in ("Auth-Method", "Auth-User", "Auth-Pass"))
+            self.send_response(200)
+            if method == "none" or (user, password) == ("joe", "s3cret"):
+                self.send_header("Auth-Status", "OK")
+                self.send_header("Auth-Server", "127.0.0.1")
+                self.send_header("Auth-Port", str(backend_port))
+            else:
+                self.send_header("Auth-Status", "Invalid login or password")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Auth
+
+
+@pytest.mark.skipif(NGINX is None, reason=f"nginx is not installed: {INSTALL}")
+@pytest.mark.parametrize("server", SERVERS)
+def test_nginx_mail_proxy_names_its_clients_with_xclient(server: str, smtp_server_factory: SMTPServerFactory) -> None:
+    """Behind nginx the hooks see the client nginx serves, not nginx: its address, EHLO name and login."""
+    srv = smtp_server_factory(server, config=ServerConfig(xclient=True))
+    proxy = NginxMailProxy(srv.port)
+    try:
+        # From 127.0.0.2, so that the client's address is not nginx's own.
+        client = ("127.0.0.1", proxy.port)
+        with smtplib.SMTP(*client, local_hostname="client.example.org", source_address=("127.0.0.2", 0)) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.org"], b"Subject: as is\r\n\r\nhello\r\n")
+        with smtplib.SMTP(*client, local_hostname="laptop.example.org", source_address=("127.0.0.2", 0)) as smtp:
+            smtp.login("joe", "s3cret")  # nginx checks it (auth_http), and passes it on as LOGIN=joe
+            smtp.sendmail("joe@example.com", ["b@example.org"], b"Subject: logged in\r\n\r\nhello\r\n")
+        anonymous, joe = srv.wait_for(2)
+    finally:
+        proxy.stop()
+    # nginx names no port (0 here), and, without a resolver, no host name.
+    assert anonymous.peer == ("127.0.0.2", 0) and anonymous.hello == "client.example.org"
+    assert anonymous.xclient == XClient(addr="127.0.0.2", name="[UNAVAILABLE]")
+    assert anonymous.authenticated is None and anonymous.raw == b"Subject: as is\r\n\r\nhello\r\n"
+    assert joe.peer == ("127.0.0.2", 0) and joe.hello == "laptop.example.org" and joe.authenticated == "joe"
+    assert joe.mail_from == "joe@example.com" and joe.raw == b"Subject: logged in\r\n\r\nhello\r\n"
 
 
 # --- swaks ----------------------------------------------------------------------------------------
