@@ -181,6 +181,9 @@ class ClientConnection:
         self._stuffer: DotStuffer | None = None
         self._chunk_left = 0
         self._auth_challenge = False
+        # What the last EHLO's XCLIENT line listed, kept past the new greeting an
+        # XCLIENT gets, for another XCLIENT before EHLO (a proxy splitting a long one).
+        self._xclient_offered: tuple[str, ...] | None = None
 
     # --- inspection -------------------------------------------------------------------------------
 
@@ -367,7 +370,10 @@ class ClientConnection:
                 # XCLIENT_README: the server greets again and the session starts over,
                 # TLS aside: what the last EHLO said no longer holds.  (A 250, from
                 # Postfix before 2.3, takes the attributes and leaves the session as it was.)
+                caps = self.capabilities
+                offered = caps.params("XCLIENT") if caps is not None else self._xclient_offered
                 self._reset_session()
+                self._xclient_offered = offered
         elif (kind is EndOfMessage or kind is Bdat) and (reply.code == 221 or 300 <= reply.code < 400):
             # RFC 5321 §4.3.2: no server ends a message with "closing" or "go ahead".  An
             # LMTP server one reply short hands the pipelined QUIT's 221 to the last
@@ -523,6 +529,21 @@ class ClientConnection:
                 raise LocalProtocolError("LMTP uses LHLO, SMTP uses EHLO or HELO")
         elif kind is Quit or kind is Rset or kind is Noop:
             pass
+        elif kind is XClient:
+            assert isinstance(event, XClient)
+            offered = caps.params("XCLIENT") if caps is not None else self._xclient_offered
+            if offered is None:
+                raise LocalProtocolError(
+                    "the server did not advertise XCLIENT"
+                    if caps is not None
+                    else "send EHLO and wait for its 250 first"
+                )
+            # The EHLO line names the attributes the server takes (XCLIENT_README).
+            missing = set(event.attributes) - {name.upper() for name in offered}
+            if missing:
+                raise LocalProtocolError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}")
+            if is_open:
+                raise LocalProtocolError("XCLIENT inside a mail transaction (XCLIENT_README): finish it or send RSET")
         elif caps is None:
             raise LocalProtocolError("send EHLO (or HELO/LHLO) and wait for its 250 first")
         elif kind is Mail:
@@ -559,17 +580,6 @@ class ClientConnection:
                 raise LocalProtocolError("TLS is already active")
             if is_open:
                 raise LocalProtocolError("STARTTLS inside a mail transaction")
-        elif kind is XClient:
-            assert isinstance(event, XClient)
-            offered = caps.params("XCLIENT")
-            if offered is None:
-                raise LocalProtocolError("the server did not advertise XCLIENT")
-            # The EHLO line names the attributes the server takes (XCLIENT_README).
-            missing = set(event.attributes) - {name.upper() for name in offered}
-            if missing:
-                raise LocalProtocolError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}")
-            if is_open:
-                raise LocalProtocolError("XCLIENT inside a mail transaction (XCLIENT_README): finish it or send RSET")
         elif kind is Auth:
             if not (self.tls_active or self.config.allow_insecure_auth):
                 raise LocalProtocolError("refusing to send AUTH before TLS (set allow_insecure_auth to allow it)")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _abnf
 from ._address import AddressError, check_domain
+from ._errors import LocalProtocolError
 from ._events import XClient
 
 if TYPE_CHECKING:
@@ -362,8 +363,15 @@ class ClientConfig:
             _check_hostname(self.local_hostname)
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
-        if self.xclient is not None and not isinstance(self.xclient, XClient):
-            raise ValueError(f"xclient must be an XClient event, not {type(self.xclient).__name__}")
+        if self.xclient is not None:
+            if not isinstance(self.xclient, XClient):
+                raise ValueError(f"xclient must be an XClient event, not {type(self.xclient).__name__}")
+            from ._writers import write_command  # (the writer needs the events, which need no config)
+
+            try:
+                write_command(self.xclient)  # the driver sends it as one command: it must fit in one line
+            except LocalProtocolError as exc:
+                raise ValueError(f"xclient: {exc}") from None
         if self.max_reply_line < 512:
             raise ValueError("max_reply_line must be at least 512 (RFC 5321 §4.5.3.1.5)")
         if self.max_reply_size < self.max_reply_line:

@@ -338,7 +338,7 @@ class ServerConnection:
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
-        self._parsers = _PARSERS[self.config.lmtp, self.config.xclient]
+        self._parsers = _PARSERS[bool(self.config.lmtp), bool(self.config.xclient)]
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
         self._restricted = self._tls_required or self._auth_required
@@ -866,7 +866,8 @@ class ServerConnection:
 
         The greeting gets 220, EHLO the extension list, MAIL 250 2.1.0, RCPT
         250 2.1.5, DATA 354, the end of a message 250 (one per recipient in
-        LMTP), STARTTLS 220, AUTH 235, VRFY 252 and EXPN 252.
+        LMTP), STARTTLS 220, AUTH 235, VRFY 252, EXPN 252, and XCLIENT the
+        greeting again.
         """
         if not self._replies_due:
             raise LocalProtocolError(self._nothing_due())
@@ -1014,6 +1015,9 @@ class ServerConnection:
                     values[attribute] = getattr(earlier, attribute)
         self.xclient = XClient._unchecked(**values)
         self._reset_session()
+        # The proxy's own manners are not the named client's (a policy may refuse
+        # improper pipelining at DATA).
+        self.improper_pipelining = None
         login = xclient.login
         if login is not None and login != UNAVAILABLE:
             self.authenticated = AuthCredentials._unchecked(
@@ -1121,13 +1125,17 @@ class ServerConnection:
         """The adapter finished the TLS handshake the ``TlsHandshake`` event asked for.
 
         The session starts over (RFC 3207 §4.2): the client must send EHLO again,
-        and nothing learnt before TLS (hello, authentication, transaction) is kept.
+        and nothing learnt before TLS (hello, authentication, transaction, what an
+        XCLIENT said) is kept.
         """
         if self._state is not S.TLS:
             raise LocalProtocolError("tls_established() is only valid after a TlsHandshake event")
         self._buffer.clear()
         self.tls_active = True
         self._reset_session()
+        # Said in plaintext, where anyone on the path could have said it: a proxy
+        # that speaks for a client over TLS says so again inside it.
+        self.xclient = None
         self._state = S.CONNECTED
 
     # --- AUTH -------------------------------------------------------------------------------------

@@ -887,8 +887,11 @@ class ClientDriver:
                     raise _Abort(error_for(reply, StartTls(), "STARTTLS refused and TLS is required"), quit=True)
             elif policy is TlsPolicy.REQUIRED:
                 raise _Abort(SMTPNotSupportedError("the server does not offer STARTTLS and TLS is required"), quit=True)
-        if self.config.xclient is not None:
-            yield from self._speak_for(self.config.xclient)
+        xclient = self.config.xclient
+        if xclient is not None:
+            yield from self._speak_for(xclient)
+            if xclient.login not in (None, XClient.UNAVAILABLE):
+                return  # the LOGIN is the authentication: an AUTH now would get 503 (already authenticated)
         if self._credentials is not None:
             yield from self._authenticate(self._credentials)
 
@@ -908,16 +911,20 @@ class ClientDriver:
         if reply.code == 250:
             return  # Postfix before 2.3: the attributes are taken, the session goes on (no new greeting)
         if reply.code != 220:
-            raise _Abort(error_for(reply, xclient, "XCLIENT refused"), quit=True)
+            # Transient whatever its code: a refusal is about the proxy's trust (a
+            # setting to fix), not about the mail, which must not bounce for it.
+            raise _Abort(SMTPTransientError(f"XCLIENT refused: {reply}", reply, xclient), quit=True)
         yield from self._hello(xclient.helo)
 
     def _hello(self, name: str | None = None) -> _Steps:
         hostname = self.config.local_hostname or self._local_literal
         if name is not None and name != XClient.UNAVAILABLE:
             # After XCLIENT: the named client's own EHLO name, which the server would
-            # otherwise replace with ours (Postfix keeps the last one), if EHLO may carry it.
+            # otherwise replace with ours (Postfix keeps the last one), if EHLO may carry
+            # it (a name in UTF-8 may not: EHLO is ASCII).
             with contextlib.suppress(LocalProtocolError):
-                hostname = Hello(name).domain
+                write_command(Hello(name))
+                hostname = name
         first = Hello(hostname, "LHLO" if self.config.lmtp else "EHLO")
         reply = yield from self._command(first)
         if reply.is_positive:

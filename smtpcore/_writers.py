@@ -206,8 +206,9 @@ def _xclient(event: XClient, utf8: bool) -> bytes:
     text = " ".join(words)
     if len(text) + 2 > MAX_COMMAND_LINE:
         raise LocalProtocolError(
-            f"the XCLIENT line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: send the "
-            "attributes in several XClient commands, with NAME and ADDR in the last (XCLIENT_README, note 1)"
+            f"the XCLIENT line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: send the attributes "
+            "in several XClient commands (XCLIENT_README, note 1), HELO, PROTO and LOGIN in the last: "
+            "a server keeps the others from one to the next, those from the last alone"
         )
     return _finish(text, False)
 

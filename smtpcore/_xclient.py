@@ -18,6 +18,7 @@ or an address must name one: they end up in logs and Received fields.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from . import _abnf
 from ._address import AddressError, check_domain
@@ -43,6 +44,9 @@ _ADDRESSES = frozenset({"ADDR", "DESTADDR"})
 _PORTS = frozenset({"PORT", "DESTPORT"})
 # Postfix's limit for NAME and HELO (XCLIENT_README, note 1), the longest domain name.
 _MAX_NAME = 255
+# RFC 3461 §4 xtext with its upper-case hex digits only (``_abnf.XTEXT_RE`` takes
+# lower case too, for MAIL parameters): see decode_value.
+_UPPER_XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 
 
 class XClientError(ValueError):
@@ -63,6 +67,8 @@ def canonical_value(name: str, value: str) -> str:
         # Every attribute may be unavailable (PROTO too, in Postfix's own tests); only a
         # name lookup can fail for now.
         return marker
+    if marker == TEMPUNAVAIL:  # (else a LOGIN of that name would authenticate a user "[TEMPUNAVAIL]")
+        raise XClientError(f"{TEMPUNAVAIL} is for NAME only; {name} may be {UNAVAILABLE}")
     if not value or _abnf.CONTROL_RE.search(value):
         # (A space may be in a HELO or LOGIN value, as xtext "+20"; the other
         # attributes' grammars have none.)
@@ -126,15 +132,19 @@ def _address(name: str, value: str) -> str:
 def decode_value(raw: str) -> str:
     """An attribute value as sent: xtext, decoded, or as it is if it is not xtext.
 
-    XCLIENT_README note 3: Postfix before 2.3 sent values unencoded, and so does
-    nginx for LOGIN (``LOGIN=user+tag@example.org``).  A value that is not valid
-    xtext (a ``+`` without two hex digits after it) is therefore taken as it is,
-    as Postfix's servers take it.  Valid xtext is decoded, and what it decodes
-    to is checked like any value (``+0D+0A`` is a control character, refused).
+    XCLIENT_README note 3: Postfix before 2.3 sent values unencoded, and nginx
+    still sends LOGIN so (``LOGIN=user+tag@example.org``).  A value is therefore
+    decoded only if it is xtext as RFC 3461 writes it (a ``+`` and two upper-case
+    hex digits) and decodes to UTF-8 without a control character; any other is
+    taken as it is, as Postfix takes a value it cannot unquote.  So
+    ``user+ab@example.org`` and ``sales+0a@example.org`` stay themselves, and
+    ``a+0D+0Ab`` is that text, never a line break.  What stays ambiguous is an
+    unencoded ``+`` before two upper-case hex digits (``joe+2024``, read as
+    ``joe 24``): nginx's LOGIN cannot say which it meant.
     """
-    if "+" not in raw or not _abnf.XTEXT_RE.fullmatch(raw):
+    if "+" not in raw or not _UPPER_XTEXT_RE.fullmatch(raw):
         return raw
     try:
         return xtext_decode(raw)
-    except ParamError as exc:
-        raise XClientError(exc.reply.text[0]) from None
+    except ParamError:  # not UTF-8, or a control character: not what an encoder writes
+        return raw

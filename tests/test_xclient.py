@@ -22,8 +22,10 @@ from smtpcore import (
     AuthCredentials,
     AuthPolicy,
     ClientConfig,
+    ClientConnection,
     ClientDriver,
     CommandRejected,
+    Credentials,
     Envelope,
     Event,
     Hello,
@@ -33,7 +35,7 @@ from smtpcore import (
     ServerConfig,
     ServerConnection,
     SMTPNotSupportedError,
-    SMTPPermanentError,
+    SMTPTransientError,
     State,
     TlsPolicy,
     XClient,
@@ -180,12 +182,12 @@ def test_before_any_ehlo_too() -> None:
         ),
         (
             b" PORT=[TEMPUNAVAIL]",
-            b"501 5.5.4 Bad XCLIENT value: PORT must be a port number from 0 to 65535, not '[TEMPUNAVAIL]'",
+            b"501 5.5.4 Bad XCLIENT value: [TEMPUNAVAIL] is for NAME only; PORT may be [UNAVAILABLE]",
         ),
-        # Control characters, as xtext, that would split a log line or forge a Received field.
-        (b" HELO=a+0D+0Ab", b"501 5.5.4 Bad XCLIENT value: xtext value decodes to a control character"),
-        (b" LOGIN=+00", b"501 5.5.4 Bad XCLIENT value: xtext value decodes to a control character"),
-        (b" LOGIN=+FF", b"501 5.5.4 Bad XCLIENT value: xtext value is not UTF-8"),
+        (
+            b" LOGIN=[tempunavail]",
+            b"501 5.5.4 Bad XCLIENT value: [TEMPUNAVAIL] is for NAME only; LOGIN may be [UNAVAILABLE]",
+        ),
     ],
 )
 def test_malformed_commands_get_501_and_change_nothing(argument: bytes, reply: bytes) -> None:
@@ -215,6 +217,13 @@ def test_a_line_over_512_octets_is_too_long() -> None:
         # xtext is decoded; a value that is not xtext is taken as it is (XCLIENT_README note 3, and nginx's LOGIN).
         ("LOGIN=joe+2Btag@example.org", XClient(login="joe+tag@example.org")),
         ("LOGIN=joe+tag@example.org", XClient(login="joe+tag@example.org")),
+        ("LOGIN=user+ab@example.org", XClient(login="user+ab@example.org")),  # lower-case hex: not xtext
+        ("LOGIN=sales+0a@example.org", XClient(login="sales+0a@example.org")),
+        ("LOGIN=u+C3@example.org", XClient(login="u+C3@example.org")),  # xtext, but not UTF-8
+        # Xtext whose octets are control characters was no encoder's: taken as the text it is, never a line break.
+        ("HELO=a+0D+0Ab LOGIN=+00", XClient(helo="a+0D+0Ab", login="+00")),
+        # What stays ambiguous: an unencoded "+" before two upper-case hex digits.
+        ("LOGIN=joe+2024@example.org", XClient(login="joe 24@example.org")),
         ("LOGIN=j+C3+B6rg HELO=[192.0.2.7]", XClient(login="jörg", helo="[192.0.2.7]")),
         ("HELO=my+20laptop", XClient(helo="my laptop")),
         # Given twice, the last value counts, as in Postfix.
@@ -437,7 +446,8 @@ def test_driver_fails_the_session_when_xclient_is_not_offered_or_refused() -> No
     assert result.driver.result.error is None  # ours offers every attribute
     result = run_driver(ClientConfig(xclient=named), CONFIG, distrusting)
     error = result.driver.result.error
-    assert isinstance(error, SMTPPermanentError) and str(error).startswith("XCLIENT refused: 550 5.7.0")
+    # Transient: a refusal is about the proxy's trust, and the mail must not bounce for it.
+    assert isinstance(error, SMTPTransientError) and str(error).startswith("XCLIENT refused: 550 5.7.0")
     assert b"XCLIENT" in result.wire_to_server and b"MAIL" not in result.wire_to_server
 
 
@@ -469,7 +479,9 @@ def test_driver_against_postfix_after_starttls_and_before_the_mail(split: object
     named = XClient(addr="2001:db8::7", name="mail.example.org", helo="client.example.org")
     messages = [(Envelope("a@b.example", ["c@d.example"]), b"Subject: x\r\n\r\nbody\r\n")]
     driver = ClientDriver(ClientConfig(local_hostname="proxy.example", xclient=named, use_chunking=False), messages)
-    text = POSTFIX + """
+    text = (
+        POSTFIX
+        + """
         S: 220 postfix.test ESMTP Postfix
         C: EHLO client.example.org
         S: 250-postfix.test
@@ -488,6 +500,7 @@ def test_driver_against_postfix_after_starttls_and_before_the_mail(split: object
         S: 250 2.0.0 Ok: queued as 4FqX
         S: 221 2.0.0 Bye
     """
+    )
     run_client_transcript(text, driver, split=split)  # type: ignore[arg-type]
     assert driver.done and driver.result.error is None and driver.result.messages[0].delivered == ("c@d.example",)
 
@@ -504,6 +517,7 @@ def test_driver_takes_the_250_of_a_postfix_before_2_3_and_goes_on() -> None:
     [
         ("421 4.3.2 Shutting down", "the server is closing the session: 421 4.3.2 Shutting down"),
         ("550 5.7.0 Error: insufficient authorization", "XCLIENT refused: 550 5.7.0 Error: insufficient authorization"),
+        ("454 4.7.0 Try again", "XCLIENT refused: 454 4.7.0 Try again"),
     ],
 )
 def test_driver_fails_the_session_on_a_refusal(reply: str, error: str) -> None:
@@ -513,12 +527,13 @@ def test_driver_fails_the_session_on_a_refusal(reply: str, error: str) -> None:
     quit = "" if reply.startswith("421") else "C: QUIT\nS: 221 Bye\n"
     run_client_transcript(POSTFIX + f"S: {reply}\n" + quit, driver)
     assert driver.done and str(driver.result.error) == error
+    assert isinstance(driver.result.error, SMTPTransientError)
     assert driver.result.messages[0].delivered == ()
 
 
 def test_driver_does_not_send_an_attribute_the_server_does_not_list() -> None:
     named = XClient(addr="192.0.2.7", destport="25", login="joe")
-    driver = ClientDriver(ClientConfig(local_hostname="proxy.example", starttls="off", xclient=named), [])
+    driver = ClientDriver(ClientConfig(local_hostname="proxy.example", starttls=TlsPolicy.OFF, xclient=named), [])
     text = """
         S: 220 old.test ESMTP Postfix
         C: EHLO proxy.example
@@ -539,3 +554,63 @@ def test_the_writer_checks_an_event_built_unchecked() -> None:
         write_command(XClient._unchecked(**values))
     with pytest.raises(LocalProtocolError, match="control characters"):
         write_command(XClient._unchecked(**{**values, "login": "joe\r\nQUIT"}))
+
+
+def test_what_xclient_said_in_plaintext_is_forgotten_at_the_tls_handshake() -> None:
+    conn = make_server(ServerConfig(xclient=True, tls=TlsPolicy.OPTIONAL))
+    drive(EHLO + b"XCLIENT ADDR=192.0.2.7 LOGIN=alice\r\n", conn=conn)
+    assert conn.xclient is not None and conn.authenticated is not None
+    drive([EHLO, b"STARTTLS\r\n"], conn=conn)
+    # RFC 3207 §4.2: anyone on the path could have said it.
+    assert conn.tls_active and conn.xclient is None and conn.authenticated is None
+
+
+def test_the_proxys_pipelining_is_not_held_against_the_named_client() -> None:
+    conn = make_server(CONFIG)
+    drive(b"NOOP\r\nNOOP\r\n", conn=conn)
+    assert conn.improper_pipelining == "NOOP"
+    drive(b"XCLIENT ADDR=192.0.2.7\r\n", conn=conn)
+    assert conn.improper_pipelining is None
+
+
+def test_a_true_value_other_than_true_configures_it_too() -> None:
+    conn = ServerConnection(ServerConfig(xclient=1, lmtp=0))  # type: ignore[arg-type]
+    conn.accept()
+    _, out = drive(b"XCLIENT ADDR=192.0.2.7\r\n", conn=conn)
+    assert out.endswith(b"220 localhost ESMTP smtpcore\r\n")
+
+
+def test_client_may_send_another_xclient_before_ehlo() -> None:
+    # A proxy splitting attributes that do not fit in one line.
+    conn = ready(OFFERED)
+    conn.send(XClient(name="mail.example.org"))
+    reply(conn, b"220 mx ESMTP\r\n")
+    conn.send(XClient(addr="192.0.2.7", helo="client.example.org"))
+    assert conn.data_to_send().endswith(b"XCLIENT ADDR=192.0.2.7 HELO=client.example.org\r\n")
+    fresh = ClientConnection()
+    reply(fresh, b"220 mx ESMTP\r\n")
+    with pytest.raises(LocalProtocolError, match="send EHLO"):
+        fresh.send(XClient(addr="192.0.2.7"))
+
+
+def test_client_config_refuses_an_xclient_over_one_line() -> None:
+    with pytest.raises(
+        ValueError, match="xclient: the XCLIENT line would be 516 octets, over 512: send the attributes in several"
+    ):
+        ClientConfig(xclient=XClient(name="n" * 245, helo="h" * 250))
+
+
+def test_driver_with_a_login_does_not_authenticate_again() -> None:
+    config = ServerConfig(xclient=True, auth=AuthPolicy.REQUIRED, allow_insecure_auth=True)
+    named = XClient(addr="192.0.2.7", login="joe")
+    messages = [(Envelope("a@b.example", ["c@d.example"]), b"Subject: x\r\n\r\nbody\r\n")]
+    client = ClientConfig(xclient=named, allow_insecure_auth=True)
+    result = pair(ClientDriver(client, messages, credentials=Credentials("proxy", password="pw")), config, trusting)
+    assert result.driver.result.error is None and len(result.messages) == 1
+    assert b"AUTH" not in result.wire_to_server
+
+
+def test_driver_says_its_own_name_when_the_helo_is_not_ascii() -> None:
+    named = XClient(addr="192.0.2.7", helo="b\u00fccher.example")
+    result = run_driver(ClientConfig(local_hostname="proxy.example", xclient=named), CONFIG)
+    assert result.driver.result.error is None and result.wire_to_server.count(b"EHLO proxy.example\r\n") == 2
