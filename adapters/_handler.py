@@ -608,6 +608,8 @@ class Dispatcher:
         self._content_start: tuple[float, int] | None = None
         # The Hello the session was last brought up to date with (see _sync).
         self._hello: Hello | None = None
+        # session.peer and session.local before the first accepted XCLIENT named others.
+        self._unnamed: tuple[Any, Any] | None = None
 
     # The generator the adapter drives.
     def actions(self) -> Generator[Action, Any, None]:
@@ -761,6 +763,9 @@ class Dispatcher:
             return False
         conn.tls_established()
         self.session.tls, self.session.tls_info = True, info
+        if self._unnamed is not None:  # what XCLIENT said in plaintext is forgotten (the core's conn.xclient too)
+            self.session.peer, self.session.local = self._unnamed
+            self.session.xclient = self._unnamed = None
         yield from self._sync()
         yield from self._hook("tls_established", self.session)
         return True
@@ -925,6 +930,8 @@ class Dispatcher:
         named = conn.xclient
         if named is before or named is None:  # refused
             return
+        if self._unnamed is None:
+            self._unnamed = (session.peer, session.local)
         session.xclient = named
         if named.addr is not None:
             session.peer = _named_host(named.addr, named.port)

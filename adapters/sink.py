@@ -143,9 +143,11 @@ class MailSink:
         # that client may not name another (unless it is a trusted proxy itself).
         host = _host(session.peer)
         try:
-            trusted = any(ipaddress.ip_address(host) in network for network in self.xclient_from)
+            address = _unmapped(host.partition("%")[0])
         except ValueError:  # a Unix socket, or an address XCLIENT left unavailable
             trusted = False
+        else:  # (an IPv4 client of a dual-stack socket, or of a PROXY v2 header, is ::ffff:a.b.c.d)
+            trusted = any(address in network for network in self.xclient_from)
         if not trusted:
             log.warning("xclient refused peer=%s", host)
             return XCLIENT_REFUSED
@@ -327,6 +329,8 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 def _host(peer: object) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
+    if peer is None:  # behind a proxy that did not know (PROXY's UNKNOWN, XCLIENT's ADDR=[UNAVAILABLE])
+        return "unknown"
     return str(peer) or "unix"
 
 

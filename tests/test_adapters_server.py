@@ -1170,6 +1170,22 @@ def test_xclient_names_the_client_the_hooks_see(serve: Callable[..., Running], r
     )
 
 
+def test_what_xclient_said_before_starttls_is_forgotten_after_it(
+    serve: Callable[..., Running], recorder: Recorder, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    server = serve(ServerConfig(xclient=True, tls=TlsPolicy.OPTIONAL), tls=server_tls)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=5) as client:
+        client.ehlo("proxy.example")
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.7 PORT=4242 LOGIN=joe")[0] == 220
+        client.ehlo("client.example.org")
+        client.starttls(context=client_tls)
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    (message,) = recorder.messages
+    # The connection's own address again, and no login: the plaintext said them (RFC 3207 §4.2).
+    assert message["peer"][0] == "127.0.0.1" and message["peer"][1] != 4242
+    assert message["xclient"] is None and message["auth"] is None and message["tls"] is True
+
+
 def test_xclient_is_refused_unless_the_handler_says_whom_to_trust(kind: str) -> None:
     server = start_server(kind, Handler(), ServerConfig(xclient=True))
     try:

@@ -1,12 +1,13 @@
-"""The mail sink's recipient allowlists (``smtpcore serve --accept-domain/--accept-address``)."""
+"""The mail sink's recipient allowlists (``smtpcore serve --accept-domain/--accept-address``), and
+whose XCLIENT it believes (``--xclient-from``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from adapters._handler import Session
+from adapters._handler import XCLIENT_REFUSED, Session
 from adapters.sink import RELAY_DENIED, MailSink
-from smtpcore import Rcpt
+from smtpcore import Rcpt, XClient
 
 
 def accepts(sink: MailSink, recipient: str) -> bool:
@@ -79,3 +80,20 @@ def test_postmaster_at_the_servers_own_name_or_any_accepted_domain_is_accepted(r
     sink = MailSink(None, "mx.test", accept_domains=["example.com", "bücher.example"])
     assert accepts(sink, recipient) is accepted
     assert accepts(MailSink(None, "mx.test", accept_addresses=['"You"@elsewhere.example']), "you@elsewhere.example")
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        (("10.0.0.5", 1), True),
+        (("::ffff:10.0.0.5", 1, 0, 0), True),  # an IPv4 proxy seen by a dual-stack socket
+        (("2001:db8::5", 1, 0, 0), True),
+        (("10.0.1.5", 1), False),
+        (None, False),  # an earlier XCLIENT said ADDR=[UNAVAILABLE]
+        ("", False),  # a Unix socket
+    ],
+)
+def test_xclient_is_believed_from_the_proxies_named_only(peer: object, trusted: bool) -> None:
+    sink = MailSink(None, "mx.test", xclient_from=["10.0.0.0/24", "2001:db8::/64"])
+    reply = sink.xclient(Session(peer=peer), XClient(addr="192.0.2.7"))
+    assert reply is (None if trusted else XCLIENT_REFUSED)
