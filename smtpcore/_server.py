@@ -582,6 +582,10 @@ class ServerConnection:
         except Refusal as refusal:
             if refusal.reply is R.BDAT_UNREADABLE:
                 self._fatal(refusal.reply, "client sent a BDAT command that cannot be read")
+            if verb == "RCPT" and mail is not None:
+                # A recipient tried and refused: DATA then gets "no valid recipients"
+                # (554, as Postfix says it), not "send RCPT first".
+                self._rcpt_attempted = True
             return self._reject(verb, refusal.reply)
         return self._command(verb, event)
 

@@ -1509,6 +1509,29 @@ def test_sequence_errors() -> None:
     )
 
 
+def test_data_after_recipients_refused_for_their_syntax_has_no_valid_recipients() -> None:
+    # Tried, and refused before the application saw them: the RCPTs were sent, so
+    # "send RCPT first" would be wrong; Postfix says "no valid recipients" too.
+    run_transcript(
+        f"""
+        {GREETING}
+        C: EHLO client.example
+        {EHLO_DEFAULT}
+        C: MAIL FROM:<a@example.com>
+        S: 250 2.1.0 Sender OK
+        C: RCPT TO:<no-brackets@example.com
+        S: 501 5.5.2 Address must be in angle brackets
+        C: RCPT TO:<jörg@example.com>
+        S: 553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter
+        C: DATA
+        S: 554 5.5.1 No valid recipients
+        C: BDAT 5 LAST
+        C: abc
+        S: 554 5.5.1 No valid recipients
+        """
+    )
+
+
 def test_data_after_only_refused_recipients() -> None:
     def policy(conn: ServerConnection, event: Event) -> None:
         if isinstance(event, Rcpt):
