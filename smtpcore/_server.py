@@ -1019,9 +1019,6 @@ class ServerConnection:
                     values[attribute] = getattr(earlier, attribute)
         self.xclient = XClient._unchecked(**values)
         self._reset_session()
-        # The proxy's own manners are not the named client's (a policy may refuse
-        # improper pipelining at DATA).
-        self.improper_pipelining = None
         login = xclient.login
         if login is not None and login != UNAVAILABLE:
             self.authenticated = AuthCredentials._unchecked(
