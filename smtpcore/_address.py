@@ -21,6 +21,7 @@ __all__ = [
     "exact_a_labels",
     "check_mailbox",
     "format_path",
+    "is_domain",
     "parse_path",
 ]
 
@@ -121,6 +122,15 @@ def check_domain(name: str, utf8: bool = False) -> None:
         else:
             raise AddressError(f"{name!r} is not a domain name or address literal")
     _check_domain_part(name)
+
+
+def is_domain(name: str, utf8: bool = False) -> bool:
+    """Whether :func:`check_domain` takes ``name``."""
+    try:
+        check_domain(name, utf8)
+    except AddressError:
+        return False
+    return True
 
 
 def check_mailbox(address: str, utf8: bool = False) -> None:

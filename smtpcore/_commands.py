@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import _abnf
 from . import _replies as R
-from ._address import AddressError, check_domain, parse_path
+from ._address import AddressError, check_domain, is_domain, parse_path
 from ._events import (
     Auth,
     Bdat,
@@ -141,20 +141,12 @@ def _hello(verb: str) -> Callable[[str | None, Context], Event]:
             # (Postfix and aiosmtpd keep them all).  The handler still gets one
             # host identifier, or the client a 501.
             name = argument.partition(" ")[0]
-            if not ((name != argument and _is_domain(name)) or _tolerated_name(name)):
+            if not ((name != argument and is_domain(name, utf8=True)) or _tolerated_name(name)):
                 raise Refusal(Reply(501, shown(f"Invalid {verb} argument: {exc}", 200), "5.5.2")) from None
             argument = name
         return Hello._unchecked(domain=argument, verb=verb)
 
     return parse
-
-
-def _is_domain(name: str) -> bool:
-    try:
-        check_domain(name, utf8=True)
-    except AddressError:
-        return False
-    return True
 
 
 def _tolerated_name(argument: str) -> bool:
@@ -169,7 +161,7 @@ def _tolerated_name(argument: str) -> bool:
     """
     if len(argument) > 255:
         return False
-    if argument.endswith(".") and not argument.endswith("..") and _is_domain(argument[:-1]):
+    if argument.endswith(".") and not argument.endswith("..") and is_domain(argument[:-1], utf8=True):
         return True
     if ":" in argument and "%" not in argument:
         # (ipaddress takes an RFC 4007 zone, "fe80::1%eth0", with any text after the

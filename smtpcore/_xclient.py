@@ -21,7 +21,7 @@ import ipaddress
 import re
 
 from . import _abnf
-from ._address import AddressError, check_domain
+from ._address import is_domain
 from ._params import ParamError, xtext_decode
 
 __all__ = [
@@ -84,7 +84,7 @@ def canonical_value(name: str, value: str) -> str:
             raise XClientError(f"PROTO must be SMTP or ESMTP, not {value!r}")
         return value.upper()
     if name == "NAME":
-        if len(value) > _MAX_NAME or not (_is_host_name(value) or _underscored(value)):
+        if len(value) > _MAX_NAME or not _is_host_name(value):
             raise XClientError(f"NAME must be a host name, {UNAVAILABLE} or {TEMPUNAVAIL}, not {value!r}")
         return value
     if name == "HELO":
@@ -99,19 +99,14 @@ def canonical_value(name: str, value: str) -> str:
 
 
 def _is_host_name(value: str) -> bool:
-    # An address is not a name, in brackets or not: a top label of digits only is
-    # refused as Postfix's valid_hostname() refuses it ("192.0.2.7", "192.0.2.7.").
+    """A domain, or a name with underscores (``DESKTOP_7QX2``) as Postfix's valid_hostname() takes it.
+
+    An address is not a name, in brackets or not: a top label of digits only is
+    refused as valid_hostname() refuses it ("192.0.2.7", "192.0.2.7.").
+    """
     if value.startswith("[") or value.rstrip(".").rpartition(".")[2].isdigit():
         return False
-    try:
-        check_domain(value, utf8=False)
-    except AddressError:
-        return False
-    return True
-
-
-def _underscored(value: str) -> bool:
-    return not value.rstrip(".").rpartition(".")[2].isdigit() and _abnf.UNDERSCORED_NAME_RE.fullmatch(value) is not None
+    return is_domain(value) or _abnf.UNDERSCORED_NAME_RE.fullmatch(value) is not None
 
 
 def _address(name: str, value: str) -> str:
