@@ -366,12 +366,17 @@ class ClientConfig:
         if self.xclient is not None:
             if not isinstance(self.xclient, XClient):
                 raise ValueError(f"xclient must be an XClient event, not {type(self.xclient).__name__}")
-            from ._writers import write_command  # (the writer needs the events, which need no config)
+            from ._writers import MAX_COMMAND_LINE, xclient_text  # (the writer needs the events, not the config)
 
             try:
-                write_command(self.xclient)  # the driver sends it as one command: it must fit in one line
+                length = len(xclient_text(self.xclient)) + 2
             except LocalProtocolError as exc:
                 raise ValueError(f"xclient: {exc}") from None
+            if length > MAX_COMMAND_LINE:
+                raise ValueError(
+                    f"xclient: its XCLIENT line would be {length} octets, over {MAX_COMMAND_LINE}, and the "
+                    "driver sends one XCLIENT: shorten its values (NAME and HELO are 255 at most each)"
+                )
         if self.max_reply_line < 512:
             raise ValueError("max_reply_line must be at least 512 (RFC 5321 §4.5.3.1.5)")
         if self.max_reply_size < self.max_reply_line:

@@ -900,19 +900,20 @@ class ClientDriver:
         caps = self.connection.capabilities
         assert caps is not None
         offered = caps.params("XCLIENT")
+        # Transient, as a refusal is below: a server that does not take XCLIENT (or
+        # what it says) is a setting to fix between the proxy and it, and the mail
+        # must wait for the fix, not bounce.
         if offered is None:
-            raise _Abort(SMTPNotSupportedError("the server does not offer XCLIENT"), quit=True)
+            raise _Abort(SMTPTransientError("the server does not offer XCLIENT"), quit=True)
         missing = set(xclient.attributes) - {name.upper() for name in offered}
         if missing:
             raise _Abort(
-                SMTPNotSupportedError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}"), quit=True
+                SMTPTransientError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}"), quit=True
             )
         reply = yield from self._command(xclient)
         if reply.code == 250:
             return  # Postfix before 2.3: the attributes are taken, the session goes on (no new greeting)
         if reply.code != 220:
-            # Transient whatever its code: a refusal is about the proxy's trust (a
-            # setting to fix), not about the mail, which must not bounce for it.
             raise _Abort(SMTPTransientError(f"XCLIENT refused: {reply}", reply, xclient), quit=True)
         yield from self._hello(xclient.helo)
 

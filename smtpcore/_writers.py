@@ -187,7 +187,8 @@ def _auth_response(event: AuthResponse, utf8: bool) -> bytes:
     return _finish(base64.b64encode(event.data).decode("ascii"), False, MAX_AUTH_LINE)
 
 
-def _xclient(event: XClient, utf8: bool) -> bytes:
+def xclient_text(event: XClient) -> str:
+    """The XCLIENT command line without its CRLF, checked and xtext-encoded, whatever its length."""
     words = ["XCLIENT"]
     for attribute in ATTRIBUTES:
         value = getattr(event, attribute.lower())
@@ -203,12 +204,19 @@ def _xclient(event: XClient, utf8: bool) -> bytes:
         words.append(f"{attribute}={xtext_encode(value)}")
     if len(words) == 1:
         raise LocalProtocolError("XClient needs at least one attribute")
-    text = " ".join(words)
+    return " ".join(words)
+
+
+def _xclient(event: XClient, utf8: bool) -> bytes:
+    text = xclient_text(event)
     if len(text) + 2 > MAX_COMMAND_LINE:
+        # XCLIENT_README note 1, and what a server keeps from one XCLIENT to the next:
+        # Postfix resets HELO, PROTO and LOGIN unless the last one gives them, and a
+        # client that has given ADDR is judged by that address (usually no longer trusted).
         raise LocalProtocolError(
             f"the XCLIENT line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: send the attributes "
-            "in several XClient commands (XCLIENT_README, note 1), HELO, PROTO and LOGIN in the last: "
-            "a server keeps the others from one to the next, those from the last alone"
+            "in several XClient commands, PORT, DESTADDR and DESTPORT first, NAME, ADDR, HELO, PROTO and "
+            "LOGIN in the last (XCLIENT_README, note 1)"
         )
     return _finish(text, False)
 

@@ -47,6 +47,7 @@ _MAX_NAME = 255
 # RFC 3461 §4 xtext with its upper-case hex digits only (``_abnf.XTEXT_RE`` takes
 # lower case too, for MAIL parameters): see decode_value.
 _UPPER_XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+_HEXCHAR_RE = re.compile(r"\+([0-9A-F]{2})")
 
 
 class XClientError(ValueError):
@@ -129,17 +130,27 @@ def decode_value(raw: str) -> str:
 
     XCLIENT_README note 3: Postfix before 2.3 sent values unencoded, and nginx
     still sends LOGIN so (``LOGIN=user+tag@example.org``).  A value is therefore
-    decoded only if it is xtext as RFC 3461 writes it (a ``+`` and two upper-case
-    hex digits) and decodes to UTF-8 without a control character; any other is
-    taken as it is, as Postfix takes a value it cannot unquote.  So
-    ``user+ab@example.org`` and ``sales+0a@example.org`` stay themselves, and
-    ``a+0D+0Ab`` is that text, never a line break.  What stays ambiguous is an
-    unencoded ``+`` before two upper-case hex digits (``joe+2024``, read as
-    ``joe 24``): nginx's LOGIN cannot say which it meant.
+    decoded only if it is xtext as an encoder writes it: each ``+`` followed by
+    two upper-case hex digits naming an octet xtext must encode (``+``, ``=``, a
+    space, a control or a non-ASCII octet), and the octets UTF-8 without a control
+    character.  Any other value is taken as it is, as Postfix takes a value it
+    cannot unquote.  So ``user+ab@example.org``, ``sales+0a@example.org`` and
+    ``+61dmin`` stay themselves (no encoder writes ``a`` as ``+61``: reading it so
+    would authenticate ``admin``), and ``a+0D+0Ab`` is that text, never a line
+    break.  What stays ambiguous is an unencoded ``+`` before the hex of such an
+    octet (``joe+2024``, read as ``joe 24``): nginx's LOGIN cannot say which it
+    meant.
     """
     if "+" not in raw or not _UPPER_XTEXT_RE.fullmatch(raw):
+        return raw
+    if any(_left_as_is(int(match.group(1), 16)) for match in _HEXCHAR_RE.finditer(raw)):
         return raw
     try:
         return xtext_decode(raw)
     except ParamError:  # not UTF-8, or a control character: not what an encoder writes
         return raw
+
+
+def _left_as_is(octet: int) -> bool:
+    """An octet xtext writes as itself, never as ``+XX`` (RFC 3461 §4: xchar)."""
+    return 0x21 <= octet <= 0x7E and octet not in (0x2B, 0x3D)
