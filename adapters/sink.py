@@ -321,15 +321,20 @@ def _unmapped(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
-        return ipaddress.ip_network(text, strict=False)
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ValueError(f"--xclient-from {text!r}: not an IP address or network (192.0.2.7, 10.0.0.0/8)") from None
+    mapped = network.network_address
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None and network.prefixlen >= 96:
+        # "::ffff:10.0.0.5", as a dual-stack socket shows an IPv4 proxy: peers are compared unmapped.
+        return ipaddress.ip_network(f"{mapped.ipv4_mapped}/{network.prefixlen - 96}")
+    return network
 
 
 def _host(peer: object) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
-    if peer is None:  # behind a proxy that did not know (PROXY's UNKNOWN, XCLIENT's ADDR=[UNAVAILABLE])
+    if peer is None:  # an XCLIENT said ADDR=[UNAVAILABLE]
         return "unknown"
     return str(peer) or "unix"
 

@@ -97,3 +97,11 @@ def test_xclient_is_believed_from_the_proxies_named_only(peer: object, trusted: 
     sink = MailSink(None, "mx.test", xclient_from=["10.0.0.0/24", "2001:db8::/64"])
     reply = sink.xclient(Session(peer=peer), XClient(addr="192.0.2.7"))
     assert reply is (None if trusted else XCLIENT_REFUSED)
+
+
+@pytest.mark.parametrize("configured", ["::ffff:10.0.0.5", "::ffff:10.0.0.0/120", "10.0.0.5"])
+@pytest.mark.parametrize("peer", [("10.0.0.5", 1), ("::ffff:10.0.0.5", 1, 0, 0)])
+def test_an_ipv4_proxy_is_the_same_written_mapped_or_not(configured: str, peer: tuple[object, ...]) -> None:
+    # The log shows the mapped form a dual-stack socket gives; an operator may copy it into the option.
+    sink = MailSink(None, "mx.test", xclient_from=[configured])
+    assert sink.xclient(Session(peer=peer), XClient(addr="192.0.2.7")) is None
