@@ -35,6 +35,7 @@ from ._events import (
     TlsHandshake,
     Vrfy,
     XClient,
+    XForward,
 )
 from ._outcomes import (
     MessageOutcome,
@@ -123,6 +124,7 @@ __all__ = [
     "TlsPolicy",
     "Vrfy",
     "XClient",
+    "XForward",
     "choose_mechanism",
     "xtext_decode",
     "xtext_encode",

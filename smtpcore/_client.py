@@ -71,6 +71,7 @@ from ._events import (
     StartTls,
     TlsHandshake,
     XClient,
+    XForward,
 )
 from ._params import required_extensions
 from ._receivebuffer import ReceiveBuffer
@@ -529,21 +530,22 @@ class ClientConnection:
                 raise LocalProtocolError("LMTP uses LHLO, SMTP uses EHLO or HELO")
         elif kind is Quit or kind is Rset or kind is Noop:
             pass
-        elif kind is XClient:
-            assert isinstance(event, XClient)
-            offered = caps.params("XCLIENT") if caps is not None else self._xclient_offered
+        elif kind is XClient or kind is XForward:
+            assert isinstance(event, (XClient, XForward))
+            verb = "XCLIENT" if kind is XClient else "XFORWARD"
+            offered = caps.params(verb) if caps is not None else (self._xclient_offered if kind is XClient else None)
             if offered is None:
                 raise LocalProtocolError(
-                    "the server did not advertise XCLIENT"
+                    f"the server did not advertise {verb}"
                     if caps is not None
                     else "send EHLO and wait for its 250 first"
                 )
-            # The EHLO line names the attributes the server takes (XCLIENT_README).
+            # The EHLO line names the attributes the server takes (XCLIENT_README, XFORWARD_README).
             missing = set(event.attributes) - {name.upper() for name in offered}
             if missing:
-                raise LocalProtocolError(f"the server's XCLIENT does not take {', '.join(sorted(missing))}")
+                raise LocalProtocolError(f"the server's {verb} does not take {', '.join(sorted(missing))}")
             if is_open:
-                raise LocalProtocolError("XCLIENT inside a mail transaction (XCLIENT_README): finish it or send RSET")
+                raise LocalProtocolError(f"{verb} inside a mail transaction ({verb}_README): finish it or send RSET")
         elif caps is None:
             raise LocalProtocolError("send EHLO (or HELO/LHLO) and wait for its 250 first")
         elif kind is Mail:

@@ -37,14 +37,15 @@ from ._events import (
     StartTls,
     Vrfy,
     XClient,
+    XForward,
     unchecked_mail,
     unchecked_rcpt,
 )
 from ._params import _NO_MAIL_PARAMS, _NO_RCPT_PARAMS, MailParams, ParamError, RcptParams, parse_params
 from ._replies import Reply, shown
-from ._xclient import ATTRIBUTES, XClientError, canonical_value, decode_value
+from ._xclient import XClientError, decode_value
 
-__all__ = ["PARSERS", "Context", "Refusal", "decode_line", "parse_xclient", "split_verb"]
+__all__ = ["PARSERS", "Context", "Refusal", "decode_line", "parse_xclient", "parse_xforward", "split_verb"]
 
 
 class Refusal(Exception):
@@ -333,32 +334,41 @@ def _auth(argument: str | None, context: Context) -> Event:
     return Auth._unchecked(mechanism=mechanism, initial_response=initial)
 
 
-_XCLIENT_SYNTAX = Reply(501, "Syntax: XCLIENT attribute=value ...", "5.5.4")
+def _attributes(verb: str, cls: type[XClient] | type[XForward]) -> Callable[[str | None, Context], Event]:
+    """XCLIENT or XFORWARD: ``verb 1*( SP attribute-name "=" attribute-value )`` (Postfix's READMEs).
 
-
-def parse_xclient(argument: str | None, context: Context) -> XClient:
-    """XCLIENT 1*( SP attribute-name "=" attribute-value ) (Postfix's XCLIENT_README).
-
-    Not in :data:`PARSERS`: only a server configured with ``xclient=True`` knows
-    the verb (to any other it is unknown, 500).  Names are case-insensitive; an
+    Not in :data:`PARSERS`: only a server configured to offer the verb knows it
+    (to any other it is unknown, 500).  Names are case-insensitive; an
     attribute given twice keeps its last value, as in Postfix.
     """
-    words = _words(argument or "")
-    if not words:
-        raise Refusal(_XCLIENT_SYNTAX)
-    values: dict[str, str | None] = dict.fromkeys((attribute.lower() for attribute in ATTRIBUTES), None)
-    for word in words:
-        name, equals, raw = word.partition("=")
-        name = name.upper() if name.isascii() else name
-        if name not in ATTRIBUTES:
-            raise Refusal(Reply(501, shown(f"Bad XCLIENT attribute name: {name}", 80), "5.5.4"))
-        if not equals:
-            raise Refusal(_XCLIENT_SYNTAX)
-        try:
-            values[name.lower()] = canonical_value(name, decode_value(raw))
-        except XClientError as exc:
-            raise Refusal(Reply(501, shown(f"Bad XCLIENT value: {exc}", 200), "5.5.4")) from None
-    return XClient._unchecked(**values)
+    syntax = Reply(501, f"Syntax: {verb} attribute=value ...", "5.5.4")
+    names = cls._ATTRIBUTES
+    canonical = cls._canonical
+
+    def parse(argument: str | None, context: Context) -> Event:
+        words = _words(argument or "")
+        if not words:
+            raise Refusal(syntax)
+        values: dict[str, str | None] = dict.fromkeys((attribute.lower() for attribute in names), None)
+        for word in words:
+            name, equals, raw = word.partition("=")
+            name = name.upper() if name.isascii() else name
+            if name not in names:
+                raise Refusal(Reply(501, shown(f"Bad {verb} attribute name: {name}", 80), "5.5.4"))
+            if not equals:
+                raise Refusal(syntax)
+            try:
+                values[name.lower()] = canonical(name, decode_value(raw))
+            except XClientError as exc:
+                raise Refusal(Reply(501, shown(f"Bad {verb} value: {exc}", 200), "5.5.4")) from None
+        return cls._unchecked(**values)
+
+    return parse
+
+
+#: The parsers of the verbs a server knows only when it offers them (see ServerConfig).
+parse_xclient = _attributes("XCLIENT", XClient)
+parse_xforward = _attributes("XFORWARD", XForward)
 
 
 #: verb -> parser(argument, context) -> event

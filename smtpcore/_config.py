@@ -193,6 +193,11 @@ class ServerConfig:
     #: that client's.  Whom to believe is the application's decision: each
     #: command is an ``XClient`` event, which it accepts (220) or refuses (550 5.7.0).
     xclient: bool = False
+    #: Offer XFORWARD (Postfix): an MTA handing mail to this server as a content
+    #: filter says where the mail came from, for logging.  Each command is an
+    #: ``XForward`` event, accepted (250) or refused (550 5.7.0) by the application;
+    #: ``conn.xforward`` holds what was said until the transaction ends.
+    xforward: bool = False
     #: Refuse a client that talks before the greeting (554 and close).
     reject_early_talkers: bool = True
     #: Seconds to wait before the greeting, to catch such clients: spam software
@@ -366,10 +371,10 @@ class ClientConfig:
         if self.xclient is not None:
             if not isinstance(self.xclient, XClient):
                 raise ValueError(f"xclient must be an XClient event, not {type(self.xclient).__name__}")
-            from ._writers import MAX_COMMAND_LINE, xclient_text  # (the writer needs the events, not the config)
+            from ._writers import MAX_COMMAND_LINE, attributes_text  # (the writer needs the events, not the config)
 
             try:
-                length = len(xclient_text(self.xclient)) + 2
+                length = len(attributes_text(self.xclient)) + 2
             except LocalProtocolError as exc:
                 raise ValueError(f"xclient: {exc}") from None
             if length > MAX_COMMAND_LINE:

@@ -24,7 +24,15 @@ from ._address import AddressError, check_domain, check_mailbox
 from ._errors import LocalProtocolError
 from ._params import MailParams, RcptParams
 from ._replies import Reply
-from ._xclient import ATTRIBUTES, TEMPUNAVAIL, UNAVAILABLE, XClientError, canonical_value
+from ._xclient import (
+    ATTRIBUTES,
+    FORWARD_ATTRIBUTES,
+    TEMPUNAVAIL,
+    UNAVAILABLE,
+    XClientError,
+    canonical_forward_value,
+    canonical_value,
+)
 
 __all__ = [
     "Auth",
@@ -52,6 +60,7 @@ __all__ = [
     "TlsHandshake",
     "Vrfy",
     "XClient",
+    "XForward",
 ]
 
 _E = TypeVar("_E", bound="Event")
@@ -337,8 +346,39 @@ class AuthResponse(Event):
             raise LocalProtocolError(f"AuthResponse.cancel must be True or False, not {self.cancel!r}")
 
 
+class _Attributes(Event):
+    """What XCLIENT and XFORWARD share: named attributes, each ``None`` when not given."""
+
+    __slots__ = ()
+    _ATTRIBUTES: ClassVar[tuple[str, ...]]
+
+    @staticmethod
+    def _canonical(name: str, value: str) -> str:
+        """An attribute's value as the event holds it, or ``XClientError``."""
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        given = False
+        for attribute in self._ATTRIBUTES:
+            value = getattr(self, attribute.lower())
+            if value is not None:
+                given = True
+                try:
+                    object.__setattr__(self, attribute.lower(), self._canonical(attribute, value))
+                except XClientError as exc:
+                    raise LocalProtocolError(str(exc)) from None
+        if not given:
+            raise LocalProtocolError(f"{type(self).__name__} needs at least one attribute")
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The attributes given, by their upper-case names, in the order of the EHLO line."""
+        values = {attribute: getattr(self, attribute.lower()) for attribute in self._ATTRIBUTES}
+        return {attribute: value for attribute, value in values.items() if value is not None}
+
+
 @dataclass(frozen=True, slots=True)
-class XClient(Event):
+class XClient(_Attributes):
     """XCLIENT (Postfix's XCLIENT_README): a trusted proxy names the client it speaks for.
 
     Each field is one attribute, ``None`` when the command did not give it, or
@@ -356,6 +396,8 @@ class XClient(Event):
     #: An attribute the proxy does not know; and NAME's lookup that failed for now.
     UNAVAILABLE: ClassVar[str] = UNAVAILABLE
     TEMPUNAVAIL: ClassVar[str] = TEMPUNAVAIL
+    _ATTRIBUTES: ClassVar[tuple[str, ...]] = ATTRIBUTES
+    _canonical = staticmethod(canonical_value)
 
     name: str | None = None
     addr: str | None = None
@@ -366,24 +408,34 @@ class XClient(Event):
     destaddr: str | None = None
     destport: str | None = None
 
-    def __post_init__(self) -> None:
-        given = False
-        for attribute in ATTRIBUTES:
-            value = getattr(self, attribute.lower())
-            if value is not None:
-                given = True
-                try:
-                    object.__setattr__(self, attribute.lower(), canonical_value(attribute, value))
-                except XClientError as exc:
-                    raise LocalProtocolError(str(exc)) from None
-        if not given:
-            raise LocalProtocolError("XClient needs at least one attribute")
 
-    @property
-    def attributes(self) -> dict[str, str]:
-        """The attributes given, by their upper-case names, in the order of the EHLO line."""
-        values = {attribute: getattr(self, attribute.lower()) for attribute in ATTRIBUTES}
-        return {attribute: value for attribute, value in values.items() if value is not None}
+@dataclass(frozen=True, slots=True)
+class XForward(_Attributes):
+    """XFORWARD (Postfix's XFORWARD_README): where the mail of the next transaction came from, to log.
+
+    Sent by an MTA that hands mail to a content filter (Postfix with
+    ``smtp_send_xforward_command = yes``): the client it got the mail from
+    (``name``, ``addr``, ``port``, its ``helo``), the protocol (``proto``), its own
+    queue ID (``ident``) and whether the mail was ``"LOCAL"`` or ``"REMOTE"``
+    (``source``).  ``"[UNAVAILABLE]"`` for what it does not know, ``None`` for what
+    this command did not say.  Unlike XCLIENT it changes nothing about the
+    session: the server answers 250 and keeps the attributes until the
+    transaction that follows ends.  ``name``, ``helo``, ``proto`` and ``ident`` are
+    whatever the first MTA was told (not necessarily DNS names); only ``addr``
+    (an IP address), ``port`` and ``source`` have a grammar.
+    """
+
+    UNAVAILABLE: ClassVar[str] = UNAVAILABLE
+    _ATTRIBUTES: ClassVar[tuple[str, ...]] = FORWARD_ATTRIBUTES
+    _canonical = staticmethod(canonical_forward_value)
+
+    name: str | None = None
+    addr: str | None = None
+    port: str | None = None
+    proto: str | None = None
+    helo: str | None = None
+    ident: str | None = None
+    source: str | None = None
 
 
 #: RFC 2920 §3.1 (and RFC 3207, 4954 for STARTTLS and AUTH): the commands after

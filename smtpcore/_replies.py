@@ -177,8 +177,8 @@ NO_VALID_RECIPIENTS = Reply(554, "No valid recipients", "5.5.1")
 NO_VALID_RECIPIENTS_LMTP = Reply(503, "No valid recipients", "5.5.1")
 DATA_AFTER_BDAT = Reply(503, "DATA is not allowed after BDAT in the same transaction", "5.5.1")
 BINARYMIME_NEEDS_BDAT = Reply(503, "BODY=BINARYMIME requires BDAT, not DATA", "5.5.1")
-# XCLIENT_README: "may be sent at any time, except in the middle of a mail delivery transaction".
-XCLIENT_IN_TRANSACTION = Reply(503, "Mail transaction in progress; send RSET first", "5.5.1")
+# XCLIENT_README and XFORWARD_README: "at any time except in the middle of a mail delivery transaction".
+TRANSACTION_IN_PROGRESS = Reply(503, "Mail transaction in progress; send RSET first", "5.5.1")
 REFUSED_SESSION = Reply(503, "Connection refused; only QUIT is accepted", "5.5.1")
 TOO_MANY_RECIPIENTS = Reply(452, "Too many recipients", "4.5.3")
 MESSAGE_TOO_BIG = Reply(552, "Message size exceeds fixed maximum message size", "5.3.4")

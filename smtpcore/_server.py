@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
 
 from . import _replies as R
-from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, parse_xclient, split_verb
+from ._commands import PARSERS, Context, Refusal, decode_line, is_non_smtp, parse_xclient, parse_xforward, split_verb
 from ._config import AuthPolicy, BareNewlinePolicy, LongLinePolicy, ServerConfig, Timeout, TlsPolicy
 from ._data import ChunkReader, DataReader
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -69,6 +69,7 @@ from ._events import (
     TlsHandshake,
     Vrfy,
     XClient,
+    XForward,
     unchecked_message_data,
 )
 from ._params import line_allowance
@@ -78,7 +79,7 @@ from ._redact import Redactor
 from ._replies import Reply
 from ._sasl_server import ERROR_CHALLENGE_MECHANISMS, MECHANISMS, OAuthError, SaslFailure, ServerMechanism
 from ._sentinels import NEED_DATA, PAUSED, Sentinel
-from ._xclient import ATTRIBUTES, UNAVAILABLE
+from ._xclient import ATTRIBUTES, FORWARD_ATTRIBUTES, UNAVAILABLE
 
 __all__ = ["TRANSITIONS", "ServerConnection", "State"]
 
@@ -147,14 +148,15 @@ _IDLE = frozenset({S.CONNECTED, S.READY, S.REFUSED})
 #: QUIT, HELP, VRFY and EXPN are allowed in every state that reads commands and
 #: change nothing but what their names say, so they are not repeated here.
 TRANSITIONS: Final[dict[State, dict[type[Event], State]]] = {
-    S.CONNECTED: {Hello: S.READY, XClient: S.CONNECTED},
-    S.READY: {Hello: S.READY, Mail: S.MAIL, StartTls: S.TLS, Auth: S.AUTH, XClient: S.CONNECTED},
+    S.CONNECTED: {Hello: S.READY, XClient: S.CONNECTED, XForward: S.CONNECTED},
+    S.READY: {Hello: S.READY, Mail: S.MAIL, StartTls: S.TLS, Auth: S.AUTH, XClient: S.CONNECTED, XForward: S.READY},
     S.MAIL: {Hello: S.READY, Rcpt: S.RCPT},
     S.RCPT: {Hello: S.READY, Rcpt: S.RCPT, Data: S.DATA, Bdat: S.CHUNK},
     S.CHUNKING: {Hello: S.READY, Bdat: S.CHUNK},
 }
 _ANYTIME = frozenset({Noop, Rset, Quit, Help, Vrfy, Expn})
 _XCLIENT_FIELDS = tuple(attribute.lower() for attribute in ATTRIBUTES)
+_XFORWARD_FIELDS = tuple(attribute.lower() for attribute in FORWARD_ATTRIBUTES)
 #: The XCLIENT attributes that last until another XCLIENT changes them (the others: _accepted_xclient).
 _XCLIENT_LASTING = ("name", "addr", "port", "destaddr", "destport")
 # RCPTs past max_recipients in one transaction that are not errors (Postfix's default).
@@ -171,17 +173,24 @@ _ONE_ROUND_TRIP_MECHANISMS = frozenset({"PLAIN", "EXTERNAL"})
 
 # RFC 2033 §4.1: LMTP has LHLO and no HELO/EHLO; SMTP the other way round.  The
 # wrong hello is simply not a verb of this connection: 500, like any unknown verb.
-# XCLIENT is a verb only where it is offered (Dovecot's LMTP takes it too).
+# XCLIENT and XFORWARD are verbs only where they are offered (Dovecot's LMTP takes XCLIENT too).
 _SMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb != "LHLO"}
 _LMTP_PARSERS = {verb: parser for verb, parser in PARSERS.items() if verb not in ("HELO", "EHLO")}
-_PARSERS = {
-    (False, False): _SMTP_PARSERS,
-    (True, False): _LMTP_PARSERS,
-    (False, True): {**_SMTP_PARSERS, "XCLIENT": parse_xclient},
-    (True, True): {**_LMTP_PARSERS, "XCLIENT": parse_xclient},
-}
-#: XCLIENT_README: "followed by the names of the attributes that the XCLIENT implementation supports".
+
+
+@functools.lru_cache(maxsize=8)
+def _parsers(lmtp: bool, xclient: bool, xforward: bool) -> dict[str, Callable[[str | None, Context], Event]]:
+    parsers = dict(_LMTP_PARSERS if lmtp else _SMTP_PARSERS)
+    if xclient:
+        parsers["XCLIENT"] = parse_xclient
+    if xforward:
+        parsers["XFORWARD"] = parse_xforward
+    return parsers
+
+
+#: The EHLO lines are "followed by the names of the attributes that the ... implementation supports".
 _XCLIENT_LINE = "XCLIENT " + " ".join(ATTRIBUTES)
+_XFORWARD_LINE = "XFORWARD " + " ".join(FORWARD_ATTRIBUTES)
 
 
 class _Greeting:
@@ -203,6 +212,7 @@ _POSITIVE: dict[type[object], frozenset[int]] = {
     StartTls: frozenset({220}),
     AuthCredentials: frozenset({235}),
     XClient: frozenset({220}),
+    XForward: frozenset({250}),
     Vrfy: frozenset({250, 251, 252}),
     Expn: frozenset({250, 252}),
 }
@@ -217,6 +227,7 @@ _DEFAULT_REPLIES: dict[type[object], Reply] = {
     AuthCredentials: R.AUTH_OK,
     Vrfy: R.VRFY_DEFAULT,
     Expn: R.EXPN_ACCEPTED,
+    XForward: R.OK,
 }
 
 
@@ -338,7 +349,7 @@ class ServerConnection:
         self._tls_announced = False
         self._context = Context(frozenset(), self.config.extra_parameters)
         # Read on every command; the configuration is fixed for the connection.
-        self._parsers = _PARSERS[bool(self.config.lmtp), bool(self.config.xclient)]
+        self._parsers = _parsers(bool(self.config.lmtp), bool(self.config.xclient), bool(self.config.xforward))
         self._tls_required = self.config.tls is TlsPolicy.REQUIRED
         self._auth_required = self.config.auth is AuthPolicy.REQUIRED
         self._restricted = self._tls_required or self._auth_required
@@ -387,6 +398,9 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         #: The accepted MAIL of the current transaction, or None.
         self.mail: Mail | None = None
+        #: What the accepted XFORWARD commands said for this transaction, or None
+        #: (XFORWARD_README: kept until the transaction ends, RSET or the end of data).
+        self.xforward: XForward | None = None
         self._recipients: list[Rcpt] = []
         self._rcpt_attempted = False
         self._recipients_over_limit = 0  # RCPTs refused for max_recipients
@@ -737,8 +751,8 @@ class ServerConnection:
             return R.NESTED_MAIL
         if kind in (Rcpt, Data, Bdat) and state is S.READY:
             return R.MAIL_FIRST
-        if kind is XClient and state in (S.MAIL, S.RCPT, S.CHUNKING):
-            return R.XCLIENT_IN_TRANSACTION
+        if (kind is XClient or kind is XForward) and state in (S.MAIL, S.RCPT, S.CHUNKING):
+            return R.TRANSACTION_IN_PROGRESS
         if kind in (Data, Bdat) and state is S.MAIL:
             if not self._rcpt_attempted:
                 return R.RCPT_FIRST
@@ -870,8 +884,8 @@ class ServerConnection:
 
         The greeting gets 220, EHLO the extension list, MAIL 250 2.1.0, RCPT
         250 2.1.5, DATA 354, the end of a message 250 (one per recipient in
-        LMTP), STARTTLS 220, AUTH 235, VRFY 252, EXPN 252, and XCLIENT the
-        greeting again.
+        LMTP), STARTTLS 220, AUTH 235, VRFY 252, EXPN 252, XCLIENT the
+        greeting again and XFORWARD 250 2.0.0.
         """
         if not self._replies_due:
             raise LocalProtocolError(self._nothing_due())
@@ -1025,6 +1039,17 @@ class ServerConnection:
                 mechanism="XCLIENT", username=login, authorization_id="", password=None, token=None, verifier=None
             )
 
+    def _accepted_xforward(self, xforward: XForward) -> None:
+        # XFORWARD_README: the first XFORWARD sets every attribute to [UNAVAILABLE],
+        # each one then changes those it gives.
+        earlier = self.xforward
+        values = {
+            attribute: value if value is not None else (getattr(earlier, attribute) if earlier else UNAVAILABLE)
+            for attribute in _XFORWARD_FIELDS
+            for value in (getattr(xforward, attribute),)
+        }
+        self.xforward = XForward._unchecked(**values)
+
     #: Accepted commands that change more than the state, and what they change
     #: (a lookup by type: cheaper than asking isinstance of each in turn).
     _ON_ACCEPTED: ClassVar[dict[type[object], Callable[[ServerConnection, Any], None]]] = {
@@ -1034,6 +1059,7 @@ class ServerConnection:
         Data: _accepted_data,
         StartTls: _accepted_starttls,
         XClient: _accepted_xclient,
+        XForward: _accepted_xforward,
     }
 
     def _hello_reply(self, hello: Hello, reply: Reply) -> bytes:
@@ -1079,6 +1105,8 @@ class ServerConnection:
             lines.append(f"LIMITS RCPTMAX={config.max_recipients}")
         if config.xclient:
             lines.append(_XCLIENT_LINE)
+        if config.xforward:
+            lines.append(_XFORWARD_LINE)
         lines.extend(config.extra_extensions)
         return lines
 

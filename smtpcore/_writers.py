@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from . import _abnf
 from ._address import AddressError, check_domain, check_mailbox
@@ -45,9 +45,10 @@ from ._events import (
     StartTls,
     Vrfy,
     XClient,
+    XForward,
 )
 from ._params import Command, MailParams, RcptParams, format_params, line_allowance, required_extensions, xtext_encode
-from ._xclient import ATTRIBUTES, UNAVAILABLE, XClientError, canonical_value
+from ._xclient import UNAVAILABLE, XClientError
 
 __all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "write_command"]
 
@@ -187,36 +188,45 @@ def _auth_response(event: AuthResponse, utf8: bool) -> bytes:
     return _finish(base64.b64encode(event.data).decode("ascii"), False, MAX_AUTH_LINE)
 
 
-def xclient_text(event: XClient) -> str:
-    """The XCLIENT command line without its CRLF, checked and xtext-encoded, whatever its length."""
-    words = ["XCLIENT"]
-    for attribute in ATTRIBUTES:
-        value = getattr(event, attribute.lower())
-        if value is None:
-            continue
-        try:
-            value = canonical_value(attribute, value)  # (again: the event may have been built unchecked)
-        except XClientError as exc:
-            raise LocalProtocolError(str(exc)) from None
+def attributes_text(event: XClient | XForward) -> str:
+    """The XCLIENT or XFORWARD command line without its CRLF, checked and xtext-encoded, whatever its length."""
+    verb = "XCLIENT" if type(event) is XClient else "XFORWARD"
+    words = [verb]
+    for attribute, value in _attribute_values(event):
         if attribute in ("ADDR", "DESTADDR") and ":" in value and value != UNAVAILABLE:
             value = "IPV6:" + value
         # xtext: no value can hold a space, a CR or an "=" that would read as another attribute.
         words.append(f"{attribute}={xtext_encode(value)}")
     if len(words) == 1:
-        raise LocalProtocolError("XClient needs at least one attribute")
+        raise LocalProtocolError(f"{type(event).__name__} needs at least one attribute")
     return " ".join(words)
 
 
-def _xclient(event: XClient, utf8: bool) -> bytes:
-    text = xclient_text(event)
+def _attribute_values(event: XClient | XForward) -> Iterator[tuple[str, str]]:
+    for attribute in event._ATTRIBUTES:
+        value = getattr(event, attribute.lower())
+        if value is not None:
+            try:
+                yield attribute, event._canonical(attribute, value)  # (again: the event may be unchecked)
+            except XClientError as exc:
+                raise LocalProtocolError(str(exc)) from None
+
+
+def _attributes(event: XClient | XForward, utf8: bool) -> bytes:
+    text = attributes_text(event)
     if len(text) + 2 > MAX_COMMAND_LINE:
-        # XCLIENT_README note 1, and what a server keeps from one XCLIENT to the next:
-        # Postfix resets HELO, PROTO and LOGIN unless the last one gives them, and a
-        # client that has given ADDR is judged by that address (usually no longer trusted).
+        if type(event) is XForward:  # XFORWARD_README, note 2: each value is kept until the transaction ends
+            advice = "send the attributes in several XForward commands"
+        else:
+            # XCLIENT_README note 1, and what a server keeps from one XCLIENT to the next:
+            # Postfix resets HELO, PROTO and LOGIN unless the last one gives them, and a
+            # client that has given ADDR is judged by that address (usually no longer trusted).
+            advice = (
+                "send the attributes in several XClient commands, PORT, DESTADDR and DESTPORT first, "
+                "NAME, ADDR, HELO, PROTO and LOGIN in the last (XCLIENT_README, note 1)"
+            )
         raise LocalProtocolError(
-            f"the XCLIENT line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: send the attributes "
-            "in several XClient commands, PORT, DESTADDR and DESTPORT first, NAME, ADDR, HELO, PROTO and "
-            "LOGIN in the last (XCLIENT_README, note 1)"
+            f"the {text.split()[0]} line would be {len(text) + 2} octets, over {MAX_COMMAND_LINE}: {advice}"
         )
     return _finish(text, False)
 
@@ -241,7 +251,8 @@ _WRITERS: dict[type[Event], Callable[[Event, bool], bytes]] = {
     Rset: _fixed("RSET"),
     Quit: _fixed("QUIT"),
     StartTls: _fixed("STARTTLS"),
-    XClient: _xclient,  # type: ignore[dict-item]
+    XClient: _attributes,  # type: ignore[dict-item]
+    XForward: _attributes,  # type: ignore[dict-item]
 }
 
 

@@ -1,4 +1,4 @@
-"""XCLIENT (Postfix): what its attributes may hold, and how they are written.
+"""XCLIENT and XFORWARD (Postfix): what their attributes may hold.
 
 A proxy in front of an SMTP server (nginx's mail proxy, a content filter, a
 test program) speaks for a client the server cannot see.  When the server
@@ -6,6 +6,11 @@ offers XCLIENT, the proxy sends ``XCLIENT ADDR=192.0.2.7 NAME=mail.example.org``
 and the server takes those for the client's own, as if the proxy were that
 client; the server then greets again (220) and the client starts over with EHLO.
 The command is Postfix's (XCLIENT_README), also spoken by Dovecot and Exim.
+
+XFORWARD is its sibling for logging: an MTA that hands mail to a content
+filter (Postfix's smtp client, ``smtp_send_xforward_command``) says where the
+mail came from, ``XFORWARD NAME=... ADDR=... HELO=... IDENT=...``, for the
+transaction that follows; nothing about the session changes (XFORWARD_README).
 
 This module is the one place that knows the attributes' grammar.  Both roles
 use it: the server's parser to read a command, the event's constructor to
@@ -26,15 +31,19 @@ from ._params import ParamError, xtext_decode
 
 __all__ = [
     "ATTRIBUTES",
+    "FORWARD_ATTRIBUTES",
     "TEMPUNAVAIL",
     "UNAVAILABLE",
     "XClientError",
+    "canonical_forward_value",
     "canonical_value",
     "decode_value",
 ]
 
 #: The attributes, in the order of the EHLO line (Postfix's own order).
 ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+#: XFORWARD's attributes, in the order of its EHLO line (Postfix's own order).
+FORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 #: The value of an attribute the proxy does not know (any case on the wire).
 UNAVAILABLE = "[UNAVAILABLE]"
 #: NAME only: the proxy's reverse DNS lookup failed for now, not for good.
@@ -77,9 +86,7 @@ def canonical_value(name: str, value: str) -> str:
     if name in _ADDRESSES:
         return _address(name, value)
     if name in _PORTS:
-        if not (value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535):
-            raise XClientError(f"{name} must be a port number from 0 to 65535, not {value!r}")
-        return str(int(value))
+        return _port(name, value)
     if name == "PROTO":
         if not (value.isascii() and value.upper() in ("SMTP", "ESMTP")):
             raise XClientError(f"PROTO must be SMTP or ESMTP, not {value!r}")
@@ -97,6 +104,45 @@ def canonical_value(name: str, value: str) -> str:
     if name == "LOGIN":
         return value
     raise XClientError(f"{name!r} is not an XCLIENT attribute ({', '.join(ATTRIBUTES)})")
+
+
+def canonical_forward_value(name: str, value: str) -> str:
+    """An XFORWARD attribute's ``value`` as an event holds it, or :class:`XClientError`.
+
+    Looser than XCLIENT's, as Postfix is: XFORWARD only says what to log, and
+    what it forwards is what the first MTA was told by its client, whatever
+    that was.  NAME and HELO need not be DNS names (``HELO=[192.0.2.7]``, a
+    HELO with spaces), so any text goes, as Postfix's smtpd takes it (it
+    replaces the characters special in headers; here the application decides,
+    and no value can hold a control character).  Refusing one would fail the
+    delivery of the first MTA's mail.  ADDR, PORT and SOURCE keep their grammar.
+    """
+    if not isinstance(value, str):
+        raise XClientError(f"{name} must be a string, not {type(value).__name__}")
+    if value[:1] == "[" and value.isascii() and value.upper() == UNAVAILABLE:
+        return UNAVAILABLE
+    if not value or _abnf.CONTROL_RE.search(value):
+        raise XClientError(f"{name} must be a non-empty value without control characters")
+    if name == "ADDR":
+        return _address(name, value)
+    if name == "PORT":
+        return _port(name, value)
+    if name == "SOURCE":
+        if not (value.isascii() and value.upper() in ("LOCAL", "REMOTE")):
+            raise XClientError(f"SOURCE must be LOCAL or REMOTE, not {value!r}")
+        return value.upper()
+    if name not in FORWARD_ATTRIBUTES:
+        raise XClientError(f"{name!r} is not an XFORWARD attribute ({', '.join(FORWARD_ATTRIBUTES)})")
+    limit = 64 if name == "PROTO" else _MAX_NAME  # XFORWARD_README, note 1
+    if len(value) > limit:
+        raise XClientError(f"{name} must be at most {limit} characters")
+    return value
+
+
+def _port(name: str, value: str) -> str:
+    if not (value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535):
+        raise XClientError(f"{name} must be a port number from 0 to 65535, not {value!r}")
+    return str(int(value))
 
 
 def _is_host_name(value: str) -> bool:

@@ -40,6 +40,7 @@ CONFIG = ServerConfig(
     tls=TlsPolicy.OPTIONAL,
     dsn=True,
     xclient=True,
+    xforward=True,
     max_message_size=65536,
     max_errors=1000,
 )
@@ -83,6 +84,9 @@ VOCAB = [
     b"XCLIENT ADDR=192.0.2.7 NAME=mail.example.org LOGIN=u+2Bx\r\n",
     b"XCLIENT NAME=refused.example\r\n",
     b"XCLIENT HELO=+0D+0A PORT=99999\r\n",
+    # XFORWARD taken (kept until the transaction ends) and malformed.
+    b"XFORWARD NAME=spike.example ADDR=192.0.2.7 HELO=my+20laptop IDENT=4FqX\r\n",
+    b"XFORWARD SOURCE=ELSEWHERE\r\n",
     b"FOO\r\n",
     b"x" * 600 + b"\r\n",
     b"\r",

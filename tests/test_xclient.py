@@ -1,4 +1,5 @@
-"""XCLIENT (Postfix's XCLIENT_README): a trusted proxy names the client it speaks for.
+"""XCLIENT (Postfix's XCLIENT_README): a trusted proxy names the client it speaks for; and
+XFORWARD (XFORWARD_README), its sibling for logging, at the end.
 
 The server core offers and parses it (``ServerConfig(xclient=True)``) and starts
 the session over when the application accepts it; the client core writes it,
@@ -38,8 +39,9 @@ from smtpcore import (
     State,
     TlsPolicy,
     XClient,
+    XForward,
 )
-from smtpcore._commands import Context, Refusal, parse_xclient
+from smtpcore._commands import Context, Refusal, parse_xclient, parse_xforward
 from smtpcore._writers import write_command
 
 CONFIG = ServerConfig(hostname="mx.example.com", xclient=True)
@@ -352,8 +354,9 @@ def test_any_event_the_client_can_write_the_server_reads_back(attributes: dict[s
     else:
         error = ""
     if error:
-        # Only what the grammar refuses (a value with a bidi control, say) or a line too long.
-        assert "several XClient commands" in error or "control characters" in error
+        # Only what the grammar refuses (a value with a bidi control, say), a line too long,
+        # or a HELO or LOGIN that reads as NAME's marker.
+        assert any(reason in error for reason in ("several XClient commands", "control characters", "for NAME only"))
         return
     verb, _, argument = line[:-2].decode("ascii").partition(" ")
     assert verb == "XCLIENT"
@@ -366,7 +369,7 @@ def test_any_event_the_client_can_write_the_server_reads_back(attributes: dict[s
 @given(argument=st.text(max_size=80))
 def test_any_argument_is_an_event_or_a_501(argument: str) -> None:
     try:
-        event: XClient | Reply = parse_xclient(argument, Context(frozenset(), frozenset()))
+        event: Event | Reply = parse_xclient(argument, Context(frozenset(), frozenset()))
     except Refusal as refusal:
         event = refusal.reply
     if isinstance(event, Reply):
@@ -622,3 +625,142 @@ def test_driver_says_its_own_name_when_the_helo_is_not_ascii() -> None:
     named = XClient(addr="192.0.2.7", helo="b\u00fccher.example")
     result = run_driver(ClientConfig(local_hostname="proxy.example", xclient=named), CONFIG)
     assert result.driver.result.error is None and result.wire_to_server.count(b"EHLO proxy.example\r\n") == 2
+
+
+# --- XFORWARD ---------------------------------------------------------------------------------------
+
+FORWARDING = ServerConfig(hostname="filter.example.com", xforward=True)
+
+
+def test_xforward_offered_and_kept_for_the_transaction_that_follows() -> None:
+    conn = make_server(FORWARDING)
+    first = b"XFORWARD NAME=spike.porcupine.org ADDR=168.100.189.2 PROTO=ESMTP\r\n"
+    events, out = drive(EHLO + first + b"XFORWARD HELO=spike.porcupine.org\r\nMAIL FROM:<a@b.example>\r\n", conn=conn)
+    assert b"250 XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n" in out
+    assert replies(out) == [b"250 2.0.0 OK", b"250 2.0.0 OK", b"250 2.1.0 Sender OK"]
+    assert isinstance(events[1], XForward) and events[1].attributes == {
+        "NAME": "spike.porcupine.org",
+        "ADDR": "168.100.189.2",
+        "PROTO": "ESMTP",
+    }
+    # XFORWARD_README: the first one sets every attribute to [UNAVAILABLE], each then changes what it gives.
+    assert conn.xforward == XForward(
+        name="spike.porcupine.org",
+        addr="168.100.189.2",
+        port="[UNAVAILABLE]",
+        proto="ESMTP",
+        helo="spike.porcupine.org",
+        ident="[UNAVAILABLE]",
+        source="[UNAVAILABLE]",
+    )
+    # Not inside the transaction; forgotten when it ends; the session itself never changed.
+    _, out = drive(b"XFORWARD IDENT=4FqX\r\nRCPT TO:<c@d.example>\r\nDATA\r\nhi\r\n.\r\n", conn=conn)
+    assert out.startswith(b"503 5.5.1 Mail transaction in progress; send RSET first\r\n")
+    assert conn.xforward is None and conn.hello == Hello("proxy.example") and conn.state is State.READY
+
+
+@pytest.mark.parametrize("ending", [b"RSET\r\n", b"EHLO proxy.example\r\n"])
+def test_xforward_is_forgotten_at_rset_and_a_new_ehlo(ending: bytes) -> None:
+    conn = make_server(FORWARDING)
+    drive(EHLO + b"XFORWARD ADDR=192.0.2.7\r\n", conn=conn)
+    assert conn.xforward is not None
+    drive(ending, conn=conn)
+    assert conn.xforward is None
+
+
+def test_xforward_refused_changes_nothing() -> None:
+    conn = make_server(FORWARDING)
+    policy = lambda c, e: c.send(REFUSED) if isinstance(e, XForward) else c.accept()  # noqa: E731
+    _, out = drive(EHLO + b"XFORWARD ADDR=192.0.2.7\r\n", conn=conn, policy=policy)
+    assert replies(out) == [b"550 5.7.0 Insufficient authorization"] and conn.xforward is None
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        # What the first MTA was told, whatever it was: a HELO need be no name (Postfix takes it, and
+        # refusing it would fail the delivery of that MTA's mail).
+        ("HELO=[192.0.2.7] NAME=unknown", XForward(helo="[192.0.2.7]", name="unknown")),
+        ("HELO=my+20laptop IDENT=4FqX+2B1", XForward(helo="my laptop", ident="4FqX+1")),
+        (
+            "ADDR=IPV6:2001:db8::7 PORT=25 SOURCE=local PROTO=UTF8SMTPS",
+            XForward(addr="2001:db8::7", port="25", source="LOCAL", proto="UTF8SMTPS"),
+        ),
+        ("NAME=[unavailable] SOURCE=[Unavailable]", XForward(name="[UNAVAILABLE]", source="[UNAVAILABLE]")),
+    ],
+)
+def test_xforward_attributes(argument: str, expected: XForward) -> None:
+    assert parse_xforward(argument, Context(frozenset(), frozenset())) == expected
+
+
+@pytest.mark.parametrize(
+    ("argument", "reply"),
+    [
+        (b"", b"501 5.5.4 Syntax: XFORWARD attribute=value ..."),
+        (b" LOGIN=joe", b"501 5.5.4 Bad XFORWARD attribute name: LOGIN"),
+        (
+            b" ADDR=mail.example",
+            b"501 5.5.4 Bad XFORWARD value: ADDR must be an IP address (IPV6: before an IPv6 one), not 'mail.example'",
+        ),
+        (b" SOURCE=ELSEWHERE", b"501 5.5.4 Bad XFORWARD value: SOURCE must be LOCAL or REMOTE, not 'ELSEWHERE'"),
+        (b" PROTO=" + b"P" * 65, b"501 5.5.4 Bad XFORWARD value: PROTO must be at most 64 characters"),
+        (b" IDENT=" + b"i" * 256, b"501 5.5.4 Bad XFORWARD value: IDENT must be at most 255 characters"),
+    ],
+)
+def test_xforward_malformed(argument: bytes, reply: bytes) -> None:
+    conn = make_server(FORWARDING)
+    _, out = drive(EHLO + b"XFORWARD" + argument + b"\r\n", conn=conn)
+    assert replies(out) == [reply] and conn.xforward is None
+
+
+def test_xforward_not_offered_is_unknown_and_is_not_xclient() -> None:
+    _, out = drive(EHLO + b"XFORWARD ADDR=192.0.2.7\r\nXCLIENT ADDR=192.0.2.7\r\n", FORWARDING.__class__(xclient=True))
+    assert replies(out) == [b"500 5.5.1 Command unrecognized", b"220 localhost ESMTP smtpcore"]
+    _, out = drive(EHLO + b"XCLIENT ADDR=192.0.2.7\r\n", FORWARDING)
+    assert replies(out) == [b"500 5.5.1 Command unrecognized"]
+
+
+def test_xforward_client_side_pipelines_before_mail() -> None:
+    conn = ready(b"250-mx\r\n250-PIPELINING\r\n250 XFORWARD NAME ADDR PROTO HELO\r\n")
+    with pytest.raises(LocalProtocolError, match="the server's XFORWARD does not take IDENT"):
+        conn.send(XForward(ident="4FqX"))
+    conn.send(XForward(name="spike.porcupine.org", addr="2001:db8::7", helo="my laptop"))
+    conn.send(Mail("a@b.example"))  # not a command that ends a group: Postfix pipelines the two
+    assert conn.data_to_send() == (
+        b"XFORWARD NAME=spike.porcupine.org ADDR=IPV6:2001:db8::7 HELO=my+20laptop\r\nMAIL FROM:<a@b.example>\r\n"
+    )
+    with pytest.raises(LocalProtocolError, match="XFORWARD inside a mail transaction"):
+        conn.send(XForward(name="x.example"))
+    plain = ready(b"250-mx\r\n250 PIPELINING\r\n")
+    with pytest.raises(LocalProtocolError, match="did not advertise XFORWARD"):
+        plain.send(XForward(name="x.example"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attributes=st.fixed_dictionaries(
+        {},
+        optional={
+            "name": values,
+            "addr": addresses,
+            "port": ports,
+            "proto": values.filter(lambda v: len(v) <= 64),
+            "helo": values,
+            "ident": values,
+            "source": st.sampled_from(["LOCAL", "REMOTE", "[UNAVAILABLE]"]),
+        },
+    ).filter(bool)
+)
+def test_any_xforward_the_client_can_write_the_server_reads_back(attributes: dict[str, str]) -> None:
+    try:
+        event = XForward(**attributes)
+        line = write_command(event)
+    except LocalProtocolError as exc:
+        error = str(exc)
+    else:
+        error = ""
+    if error:
+        assert "several XForward commands" in error or "control characters" in error
+        return
+    verb, _, argument = line[:-2].decode("ascii").partition(" ")
+    assert verb == "XFORWARD" and parse_xforward(argument, Context(frozenset(), frozenset())) == event
