@@ -83,6 +83,7 @@ from smtpcore import (
     State,
     TlsHandshake,
     XClient,
+    XForward,
 )
 
 __all__ = [
@@ -90,7 +91,7 @@ __all__ = [
     "LOST",
     "SHUTDOWN",
     "TIMED_OUT",
-    "XCLIENT_REFUSED",
+    "INSUFFICIENT_AUTHORIZATION",
     "AsyncHandler",
     "CallHook",
     "Close",
@@ -117,8 +118,8 @@ log = logging.getLogger("smtpcore.adapters")
 
 #: What an unexpected exception in a hook turns into (its text is only logged).
 LOCAL_ERROR = Reply(451, "Requested action aborted: local error in processing", "4.3.0")
-#: The default answer to XCLIENT: whom to believe is the application's decision.
-XCLIENT_REFUSED = Reply(550, "Insufficient authorization", "5.7.0")
+#: The default answer to XCLIENT and XFORWARD: whom to believe is the application's decision.
+INSUFFICIENT_AUTHORIZATION = Reply(550, "Insufficient authorization", "5.7.0")
 #: The greeting when a hook failed before the session could begin, and the last reply of a
 #: session the dispatcher could not carry on (something it did not expect was raised).
 GREETING_ERROR = Reply(421, "Service not available, closing transmission channel", "4.3.0")
@@ -173,6 +174,9 @@ class Envelope:
     started_at: float | None = None
     #: ``data_start`` was called (so ``message_complete`` or ``message_aborted`` will be).
     data_started: bool = False
+    #: Where the message came from, as the MTA in front said it with XFORWARD before
+    #: MAIL (``ServerConfig(xforward=True)``), or None.
+    xforward: XForward | None = None
 
     @property
     def recipients(self) -> list[str]:
@@ -225,6 +229,12 @@ class Session:
         ``ServerConfig.reject_improper_pipelining``.  A policy may refuse such a
         client at DATA, as Postfix's reject_unauth_pipelining does."""
         return self._conn.improper_pipelining if self._conn is not None else None
+
+    @property
+    def xforward(self) -> XForward | None:
+        """What the accepted XFORWARD commands said for the coming (or current)
+        transaction, or None; ``envelope.xforward`` keeps it with the message."""
+        return self._conn.xforward if self._conn is not None else None
 
     @property
     def authenticated(self) -> str | None:
@@ -297,7 +307,16 @@ class Handler:
         is accepted, ``session.peer`` is the named client's, so a second XCLIENT
         is judged by that address, as Postfix judges it.
         """
-        return XCLIENT_REFUSED
+        return INSUFFICIENT_AUTHORIZATION
+
+    def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        """XFORWARD (``ServerConfig(xforward=True)``): None accepts (250), and
+        ``session.xforward`` and then ``envelope.xforward`` say where the next message
+        came from; the default refuses (550 5.7.0).  Accept it from the MTA that
+        hands you mail (Postfix with ``smtp_send_xforward_command = yes``), by
+        ``session.peer``: it only says what to log, but logs are evidence.
+        """
+        return INSUFFICIENT_AUTHORIZATION
 
     def tls_established(self, session: Session) -> None:
         return None
@@ -346,7 +365,11 @@ class AsyncHandler:
 
     async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         """As :meth:`Handler.xclient`."""
-        return XCLIENT_REFUSED
+        return INSUFFICIENT_AUTHORIZATION
+
+    async def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        """As :meth:`Handler.xforward`."""
+        return INSUFFICIENT_AUTHORIZATION
 
     async def tls_established(self, session: Session) -> None:
         return None
@@ -846,8 +869,9 @@ class Dispatcher:
 
     def _on_mail(self, event: Mail) -> Generator[Action, Any, None]:
         self._answer((yield from self._hook("mail_from", self.session, event)))
-        if self.conn.mail is event:
-            self.session.envelope = Envelope(event.sender, event.params, started_at=time.time())
+        conn = self.conn
+        if conn.mail is event:
+            self.session.envelope = Envelope(event.sender, event.params, started_at=time.time(), xforward=conn.xforward)
 
     def _on_rcpt(self, event: Rcpt) -> Generator[Action, Any, None]:
         result = yield from self._hook("rcpt_to", self.session, event)
@@ -939,6 +963,9 @@ class Dispatcher:
             session.local = _named_host(named.destaddr, named.destport)
         log.info("%s: XCLIENT accepted, the session is now %s's: %s", proxy, session.peer, event.attributes)
 
+    def _on_xforward(self, event: XForward) -> Generator[Action, Any, None]:
+        self._answer((yield from self._hook("xforward", self.session, event)))
+
     #: The events that call a hook, and the method that does it.  Every other
     #: event is answered in ``_session`` (most with the standard reply).
     _ON_EVENT: ClassVar[dict[type[object], Callable[[Dispatcher, Any], Generator[Action, Any, None]]]] = {
@@ -952,6 +979,7 @@ class Dispatcher:
         MessageRejected: _on_message_rejected,
         AuthCredentials: _on_auth_credentials,
         XClient: _on_xclient,
+        XForward: _on_xforward,
     }
 
     def _answer(self, result: object) -> Reply | None:

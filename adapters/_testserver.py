@@ -47,6 +47,7 @@ from smtpcore import (
     ServerConfig,
     TlsPolicy,
     XClient,
+    XForward,
 )
 
 from ._handler import AsyncHandler, CompleteResult, Envelope, Handler, Recipient, Session
@@ -134,6 +135,9 @@ class CapturedMessage:
     #: What an accepted XCLIENT said (with ``ServerConfig(xclient=True)``), or None;
     #: ``peer`` is then the address it named.
     xclient: XClient | None = None
+    #: Where the message came from, as an XFORWARD before its MAIL said it (with
+    #: ``ServerConfig(xforward=True)``), or None.
+    xforward: XForward | None = None
 
     @property
     def recipients(self) -> list[str]:
@@ -152,6 +156,7 @@ class _Rules:
     deliveries: dict[str, Reply] = field(default_factory=dict)
     message: Reply | None = None
     xclient: Reply | None = None
+    xforward: Reply | None = None
 
 
 class _Capture(Handler):
@@ -198,6 +203,7 @@ class _Capture(Handler):
                     tls_version=session.tls_info.version if session.tls_info else None,
                     authenticated=session.authenticated,
                     xclient=session.xclient,
+                    xforward=envelope.xforward,
                 )
             )
         if not server.config.lmtp or not any(refusals):
@@ -211,6 +217,10 @@ class _Capture(Handler):
         # Trusted from anyone: the test server is there to test the proxy that sends it.
         with self.server._lock:
             return self.server._rules.xclient
+
+    def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        with self.server._lock:
+            return self.server._rules.xforward
 
     def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         if credentials.token is not None:  # XOAUTH2, OAUTHBEARER
@@ -249,6 +259,9 @@ class _AsyncCapture(AsyncHandler):
 
     async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         return self.inner.xclient(session, xclient)
+
+    async def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        return self.inner.xforward(session, xforward)
 
     async def auth(self, session: Session, credentials: AuthCredentials) -> bool | Reply | OAuthError | None:
         return self.inner.auth(session, credentials)
@@ -439,6 +452,11 @@ class SMTPTestServer:
         """Answer XCLIENT with ``reply`` (default ``550 5.7.0``); it is accepted from anyone otherwise."""
         with self._lock:
             self._rules.xclient = reply or Reply(550, "Insufficient authorization", "5.7.0")
+
+    def reject_xforward(self, reply: Reply | None = None) -> None:
+        """Answer XFORWARD with ``reply`` (default ``550 5.7.0``); it is accepted from anyone otherwise."""
+        with self._lock:
+            self._rules.xforward = reply or Reply(550, "Insufficient authorization", "5.7.0")
 
     def reset_rules(self) -> None:
         """Accept everything again."""

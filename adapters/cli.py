@@ -73,6 +73,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "lmtp": False,
     "proxy_protocol": False,
     "xclient_from": [],
+    "xforward_from": [],
     "reject_improper_pipelining": False,
     "long_lines": "reject",
     "bare_newlines": "reject",
@@ -169,6 +170,12 @@ def _serve_parser(subparsers: Any) -> None:
         action="append",
         metavar="NETWORK",
         help="offer XCLIENT and believe it from this address or network, e.g. a mail proxy's (repeatable)",
+    )
+    arg(
+        "--xforward-from",
+        action="append",
+        metavar="NETWORK",
+        help="offer XFORWARD and believe it from this address or network, e.g. Postfix's before a filter (repeatable)",
     )
     arg(
         "--reject-improper-pipelining",
@@ -310,6 +317,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
             lmtp=options["lmtp"],
             proxy_protocol=options["proxy_protocol"],
             xclient=bool(options["xclient_from"]),
+            xforward=bool(options["xforward_from"]),
             tls=TlsPolicy(tls_policy) if not options["implicit_tls"] else TlsPolicy.OFF,
             implicit_tls=options["implicit_tls"],
             auth=AuthPolicy(options["auth"]),
@@ -346,7 +354,7 @@ def build_plan(options: dict[str, Any]) -> ServePlan:
         raise ConfigError(f"--max-connections-per-client {options['max_connections_per_client']}: must be 0 or more")
     try:
         sink = _make_sink(options, store, hostname, users)
-    except ValueError as exc:  # an --xclient-from that is no network
+    except ValueError as exc:  # an --xclient-from or --xforward-from that is no network
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot create --transcript directory {options['transcript']}: {exc.strerror}") from None
@@ -373,6 +381,7 @@ def _make_sink(options: dict[str, Any], store: MaildirStore | None, hostname: st
         auth_failure_delay=options["auth_failure_delay"],
         max_connections_per_client=options["max_connections_per_client"],
         xclient_from=options["xclient_from"],
+        xforward_from=options["xforward_from"],
     )
 
 

@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from smtpcore import AuthCredentials, Mail, Rcpt, Reply, XClient
+from smtpcore import AuthCredentials, Mail, Rcpt, Reply, XClient, XForward
 
-from ._handler import XCLIENT_REFUSED, AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
+from ._handler import INSUFFICIENT_AUTHORIZATION, AsyncHandler, CompleteResult, Envelope, Handler, Session, SMTPError
 from .maildir import Delivery, MaildirStore, TraceInfo, address_key, domain_key, open_private, private_directory
 from .passwords import hash_password, verify_password
 
@@ -84,6 +84,7 @@ class MailSink:
         auth_failure_delay: float = 2.0,
         max_connections_per_client: int = 0,
         xclient_from: Iterable[str] = (),
+        xforward_from: Iterable[str] = (),
     ) -> None:
         #: ``None`` discards every message (``--discard``).
         self.store = store
@@ -117,7 +118,9 @@ class MailSink:
         self._clients_lock = threading.Lock()  # the blocking server's sessions are threads
         self.lmtp = lmtp
         #: The proxies whose XCLIENT is believed (``--xclient-from``); nobody else's is.
-        self.xclient_from = tuple(_network(text) for text in xclient_from)
+        self.xclient_from = tuple(_network(text, "--xclient-from") for text in xclient_from)
+        #: The MTAs whose XFORWARD is believed (``--xforward-from``): a sink behind Postfix as a content filter.
+        self.xforward_from = tuple(_network(text, "--xforward-from") for text in xforward_from)
         #: One file per session with its wire bytes (AUTH secrets redacted), or None.
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         if self.transcript_dir is not None:
@@ -141,16 +144,23 @@ class MailSink:
     def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         # Judged by the address the session has now: once a proxy has named a client,
         # that client may not name another (unless it is a trusted proxy itself).
+        return self._trusted(session, self.xclient_from, "xclient")
+
+    def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        return self._trusted(session, self.xforward_from, "xforward")
+
+    def _trusted(self, session: Session, networks: tuple[_Network, ...], command: str) -> Reply | None:
+        """None if ``session.peer`` is in one of ``networks``, else the refusal (logged)."""
         host = _host(session.peer)
         try:
             address = _unmapped(host.partition("%")[0])
         except ValueError:  # a Unix socket, or an address XCLIENT left unavailable
             trusted = False
         else:  # (an IPv4 client of a dual-stack socket, or of a PROXY v2 header, is ::ffff:a.b.c.d)
-            trusted = any(address in network for network in self.xclient_from)
+            trusted = any(address in network for network in networks)
         if not trusted:
-            log.warning("xclient refused peer=%s", host)
-            return XCLIENT_REFUSED
+            log.warning("%s refused peer=%s", command, host)
+            return INSUFFICIENT_AUTHORIZATION
         return None
 
     def mail_from(self, session: Session, mail: Mail) -> Reply | None:
@@ -205,11 +215,12 @@ class MailSink:
             stored = delivery.commit() if delivery is not None else []
         duration = time.time() - (envelope.started_at or time.time())
         log.info(
-            "message from=<%s> to=%s size=%d peer=%s tls=%s auth=%s result=stored%s duration=%.3fs",
+            "message from=<%s> to=%s size=%d peer=%s%s tls=%s auth=%s result=stored%s duration=%.3fs",
             envelope.mail_from,
             ",".join(f"<{r}>" for r in envelope.recipients),
             envelope.size,
             _host(session.peer),
+            _forwarded(envelope.xforward),
             session.tls,
             session.authenticated or "-",
             f" path={stored[0].name}" if stored else " (discarded)",
@@ -319,16 +330,27 @@ def _unmapped(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return address
 
 
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(text: str, option: str) -> _Network:
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"--xclient-from {text!r}: not an IP address or network (192.0.2.7, 10.0.0.0/8)") from None
+        raise ValueError(f"{option} {text!r}: not an IP address or network (192.0.2.7, 10.0.0.0/8)") from None
     mapped = network.network_address
     if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None and network.prefixlen >= 96:
         # "::ffff:10.0.0.5", as a dual-stack socket shows an IPv4 proxy: peers are compared unmapped.
         return ipaddress.ip_network(f"{mapped.ipv4_mapped}/{network.prefixlen - 96}")
     return network
+
+
+def _forwarded(xforward: XForward | None) -> str:
+    """`` forwarded=ADDR`` when an MTA said with XFORWARD where the mail came from (its
+    other attributes are free text, for an application to quote as it logs them)."""
+    if xforward is None or xforward.addr is None:
+        return ""
+    return f" forwarded={'unknown' if xforward.addr == XForward.UNAVAILABLE else xforward.addr}"
 
 
 def _host(peer: object) -> str:
@@ -381,6 +403,9 @@ class SinkHandler(Handler):
 
     def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         return self.sink.xclient(session, xclient)
+
+    def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        return self.sink.xforward(session, xforward)
 
     def mail_from(self, session: Session, mail: Mail) -> Reply | None:
         return self.sink.mail_from(session, mail)
@@ -444,6 +469,9 @@ class AsyncSinkHandler(AsyncHandler):
 
     async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         return self.sink.xclient(session, xclient)
+
+    async def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        return self.sink.xforward(session, xforward)
 
     async def mail_from(self, session: Session, mail: Mail) -> Reply | None:
         return self.sink.mail_from(session, mail)

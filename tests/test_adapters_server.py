@@ -52,6 +52,7 @@ from smtpcore import (
     State,
     TlsPolicy,
     XClient,
+    XForward,
 )
 
 ADAPTERS = ["asyncio", "trio", "gevent", "blocking"]
@@ -113,6 +114,7 @@ class Recorder(Handler):
                 "peer": session.peer,
                 "local": session.local,
                 "xclient": session.xclient,
+                "xforward": envelope.xforward,
             }
         )
         return None
@@ -129,6 +131,10 @@ class Recorder(Handler):
         # Trusted from the loopback address only: once a proxy has named another
         # client, that client's address is judged, as Postfix judges it.
         return None if session.peer[0] == "127.0.0.1" else super().xclient(session, xclient)
+
+    def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        self.calls.append(f"xforward {session.xforward}")  # (what was said before this one)
+        return None
 
     def tls_established(self, session: Session) -> None:
         self.calls.append("tls_established")
@@ -173,6 +179,9 @@ class AsyncWrapper(AsyncHandler):
 
     async def xclient(self, session: Session, xclient: XClient) -> Reply | None:
         return self.inner.xclient(session, xclient)
+
+    async def xforward(self, session: Session, xforward: XForward) -> Reply | None:
+        return self.inner.xforward(session, xforward)
 
     async def tls_established(self, session: Session) -> None:
         self.inner.tls_established(session)
@@ -1186,15 +1195,53 @@ def test_what_xclient_said_before_starttls_is_forgotten_after_it(
     assert message["xclient"] is None and message["auth"] is None and message["tls"] is True
 
 
-def test_xclient_is_refused_unless_the_handler_says_whom_to_trust(kind: str) -> None:
-    server = start_server(kind, Handler(), ServerConfig(xclient=True))
+def test_xclient_and_xforward_are_refused_unless_the_handler_says_whom_to_trust(kind: str) -> None:
+    server = start_server(kind, Handler(), ServerConfig(xclient=True, xforward=True))
     try:
         with smtplib.SMTP("127.0.0.1", server.port) as client:
             client.ehlo("proxy.example")
             assert client.docmd("XCLIENT", "ADDR=192.0.2.7") == (550, b"5.7.0 Insufficient authorization")
+            assert client.docmd("XFORWARD", "ADDR=192.0.2.7") == (550, b"5.7.0 Insufficient authorization")
             assert client.docmd("MAIL", "FROM:<a@example.com>")[0] == 250
     finally:
         server.stop(2.0)
+
+
+def test_xforward_says_where_each_message_came_from(serve: Callable[..., Running], recorder: Recorder) -> None:
+    server = serve(ServerConfig(xforward=True))
+    with smtplib.SMTP("127.0.0.1", server.port) as client:
+        client.ehlo("postfix.example")
+        assert client.docmd("XFORWARD", "NAME=spike.example ADDR=192.0.2.7 IDENT=4FqX")[0] == 250
+        assert client.docmd("XFORWARD", "HELO=laptop.example SOURCE=REMOTE")[0] == 250
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+        client.sendmail("c@example.com", ["b@example.com"], MESSAGE)  # a transaction without XFORWARD
+    first, second = recorder.messages
+    assert first["xforward"] == XForward(
+        name="spike.example",
+        addr="192.0.2.7",
+        port="[UNAVAILABLE]",
+        proto="[UNAVAILABLE]",
+        helo="laptop.example",
+        ident="4FqX",
+        source="REMOTE",
+    )
+    assert second["xforward"] is None
+    assert first["peer"][0] == "127.0.0.1"  # logging only: the session is the MTA's
+    assert [call for call in recorder.calls if call.startswith("xforward")] == [
+        "xforward None",
+        "xforward "
+        + repr(
+            XForward(
+                name="spike.example",
+                addr="192.0.2.7",
+                port="[UNAVAILABLE]",
+                proto="[UNAVAILABLE]",
+                helo="[UNAVAILABLE]",
+                ident="4FqX",
+                source="[UNAVAILABLE]",
+            )
+        ),
+    ]
 
 
 def test_unix_socket(kind: str, recorder: Recorder) -> None:

@@ -159,6 +159,18 @@ def test_serve_believes_xclient_from_the_proxy_it_is_told_of_only(tmp_path: Path
         assert client.docmd("XCLIENT", "ADDR=192.0.2.7")[0] == 500
 
 
+def test_serve_logs_where_xforward_says_the_mail_came_from(tmp_path: Path) -> None:
+    with serving(tmp_path, "--hostname", "mx.test", "--xforward-from", "127.0.0.1") as (process, port):
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="postfix.test") as client:
+            client.ehlo()
+            assert client.docmd("XFORWARD", "ADDR=IPV6:2001:db8::7 NAME=spike.example IDENT=4FqX")[0] == 250
+            assert client.sendmail("alice@example.org", ["bob@mx.test"], MESSAGE) == {}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
+    assert "peer=127.0.0.1 forwarded=2001:db8::7 tls=False auth=- result=stored" in stderr
+
+
 @pytest.mark.parametrize("refuse", [True, False])
 def test_improper_pipelining_is_logged_or_refused(tmp_path: Path, refuse: bool) -> None:
     with serving(tmp_path, *(["--reject-improper-pipelining"] if refuse else [])) as (process, port):

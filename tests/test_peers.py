@@ -648,6 +648,8 @@ smtpd_recipient_limit = 100
 smtpd_tls_security_level = encrypt
 # Our clients may speak for another client (XCLIENT) from here, as a proxy in front of Postfix would.
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
+# Tell our servers, which offer XFORWARD, where the mail came from (as to a content filter).
+smtp_send_xforward_command = yes
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
 queue_run_delay = 1s
@@ -738,7 +740,7 @@ def relay(smtp_ca: TestCA) -> Iterator[Relay]:
     if not IS_ROOT:
         pytest.skip("a Postfix instance of its own needs root (its master process starts as root)")
     # Postfix pipelines only where RFC 2920 allows: our servers would refuse it otherwise.
-    config = ServerConfig(tls=TlsPolicy.OPTIONAL, dsn=True, reject_improper_pipelining=True)
+    config = ServerConfig(tls=TlsPolicy.OPTIONAL, dsn=True, reject_improper_pipelining=True, xforward=True)
     lmtp_config = ServerConfig(lmtp=True, reject_improper_pipelining=True)
     servers = {adapter: SMTPTestServer(adapter, config, ca=smtp_ca).start() for adapter in SERVERS}
     lmtp = {adapter: SMTPTestServer(adapter, lmtp_config).start() for adapter in SERVERS}
@@ -875,6 +877,33 @@ def test_our_client_speaks_for_another_through_postfix(client: str, relay: Relay
     # Its Received field names the client by the HELO and the name and address XCLIENT gave.
     received = relayed.raw.split(b"\r\n", 1)[0]
     assert received == b"Received: from client.example.org (mail.example.org [127.0.0.9])"
+
+
+@pytest.mark.parametrize(("client", "server"), ACROSS)
+def test_postfix_says_where_the_mail_came_from_with_xforward(client: str, server: str, relay: Relay) -> None:
+    """Postfix in front of our server as of a content filter: XFORWARD names the client it got the mail from."""
+    sender = f"xforward-{client}@example.com"
+    log = relay.postfix.log_end()
+    config = dataclasses.replace(SUBMIT, local_hostname="laptop.example.org")
+    outcome = send(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        sender,
+        [f"f@{RELAYED[server]}"],
+        CONTENT,
+        config=config,
+        tls_context=relay.ca.client_context(),
+    )
+    assert outcome.delivered == (f"f@{RELAYED[server]}",)
+    queue_id = relay.postfix.wait_for_log(r"postfix/smtpd\[\d+\]: ([0-9A-F]+): client=", log).group(1)
+    (relayed,) = arrived(relay, relay.servers[server], sender)
+    assert relayed.hello == "postfix.test"  # the session is Postfix's own...
+    forwarded = relayed.xforward  # ...and XFORWARD says whose the mail was, and Postfix's queue ID for it
+    assert forwarded is not None
+    assert (forwarded.addr, forwarded.helo, forwarded.ident) == ("127.0.0.1", "laptop.example.org", queue_id)
+    assert (forwarded.proto, forwarded.source) == ("ESMTP", "REMOTE") and (forwarded.port or "").isdigit()
+    assert forwarded.name == "[UNAVAILABLE]"  # smtpd_peername_lookup = no: Postfix says it does not know
 
 
 @pytest.mark.parametrize("server", SERVERS)

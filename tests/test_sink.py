@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters._handler import XCLIENT_REFUSED, Session
+from adapters._handler import INSUFFICIENT_AUTHORIZATION, Session
 from adapters.sink import RELAY_DENIED, MailSink
-from smtpcore import Rcpt, XClient
+from smtpcore import Rcpt, XClient, XForward
 
 
 def accepts(sink: MailSink, recipient: str) -> bool:
@@ -96,7 +96,7 @@ def test_postmaster_at_the_servers_own_name_or_any_accepted_domain_is_accepted(r
 def test_xclient_is_believed_from_the_proxies_named_only(peer: object, trusted: bool) -> None:
     sink = MailSink(None, "mx.test", xclient_from=["10.0.0.0/24", "2001:db8::/64"])
     reply = sink.xclient(Session(peer=peer), XClient(addr="192.0.2.7"))
-    assert reply is (None if trusted else XCLIENT_REFUSED)
+    assert reply is (None if trusted else INSUFFICIENT_AUTHORIZATION)
 
 
 @pytest.mark.parametrize("configured", ["::ffff:10.0.0.5", "::ffff:10.0.0.0/120", "10.0.0.5"])
@@ -105,3 +105,10 @@ def test_an_ipv4_proxy_is_the_same_written_mapped_or_not(configured: str, peer: 
     # The log shows the mapped form a dual-stack socket gives; an operator may copy it into the option.
     sink = MailSink(None, "mx.test", xclient_from=[configured])
     assert sink.xclient(Session(peer=peer), XClient(addr="192.0.2.7")) is None
+
+
+def test_xforward_is_believed_from_its_own_networks_only() -> None:
+    sink = MailSink(None, "mx.test", xclient_from=["10.0.0.0/24"], xforward_from=["127.0.0.1"])
+    assert sink.xforward(Session(peer=("127.0.0.1", 1)), XForward(addr="192.0.2.7")) is None
+    assert sink.xforward(Session(peer=("10.0.0.5", 1)), XForward(addr="192.0.2.7")) is INSUFFICIENT_AUTHORIZATION
+    assert sink.xclient(Session(peer=("127.0.0.1", 1)), XClient(addr="192.0.2.7")) is INSUFFICIENT_AUTHORIZATION
