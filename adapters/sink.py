@@ -234,10 +234,11 @@ class MailSink:
             delivery.abort()
         envelope = session.envelope
         log.info(
-            "message from=<%s> to=%s peer=%s result=aborted%s",
+            "message from=<%s> to=%s peer=%s%s result=aborted%s",
             envelope.mail_from,
             ",".join(f"<{r}>" for r in envelope.recipients),
             _host(session.peer),
+            _forwarded(envelope.xforward),
             f" reply={reply.code}" if reply is not None else "",
         )
 

@@ -188,6 +188,10 @@ def _auth_response(event: AuthResponse, utf8: bool) -> bytes:
     return _finish(base64.b64encode(event.data).decode("ascii"), False, MAX_AUTH_LINE)
 
 
+#: The longest attribute value an XCLIENT or XFORWARD writes, encoded.
+_MAX_ENCODED = 255
+
+
 def attributes_text(event: XClient | XForward) -> str:
     """The XCLIENT or XFORWARD command line without its CRLF, checked and xtext-encoded, whatever its length."""
     verb = "XCLIENT" if type(event) is XClient else "XFORWARD"
@@ -196,7 +200,11 @@ def attributes_text(event: XClient | XForward) -> str:
         if attribute in ("ADDR", "DESTADDR") and ":" in value and value != UNAVAILABLE:
             value = "IPV6:" + value
         # xtext: no value can hold a space, a CR or an "=" that would read as another attribute.
-        words.append(f"{attribute}={xtext_encode(value)}")
+        encoded = xtext_encode(value)
+        if len(encoded) > _MAX_ENCODED:
+            # Postfix counts the 255 on the value as sent (XFORWARD_README note 1, XCLIENT's note 1).
+            raise LocalProtocolError(f"{attribute} is {len(encoded)} characters as xtext, over {_MAX_ENCODED}")
+        words.append(f"{attribute}={encoded}")
     if len(words) == 1:
         raise LocalProtocolError(f"{type(event).__name__} needs at least one attribute")
     return " ".join(words)

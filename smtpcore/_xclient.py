@@ -109,13 +109,13 @@ def canonical_value(name: str, value: str) -> str:
 def canonical_forward_value(name: str, value: str) -> str:
     """An XFORWARD attribute's ``value`` as an event holds it, or :class:`XClientError`.
 
-    Looser than XCLIENT's, as Postfix is: XFORWARD only says what to log, and
-    what it forwards is what the first MTA was told by its client, whatever
-    that was.  NAME and HELO need not be DNS names (``HELO=[192.0.2.7]``, a
-    HELO with spaces), so any text goes, as Postfix's smtpd takes it (it
-    replaces the characters special in headers; here the application decides,
-    and no value can hold a control character).  Refusing one would fail the
-    delivery of the first MTA's mail.  ADDR, PORT and SOURCE keep their grammar.
+    Looser than XCLIENT's: XFORWARD only says what to log, and what it forwards
+    is what the first MTA was told by its client, whatever that was.  NAME and
+    HELO need not be DNS names (``HELO=[192.0.2.7]``, a HELO with spaces), so any
+    text goes but a control character; the application quotes what it logs.  A
+    refusal would only lose the information (Postfix's smtp client logs a
+    warning and goes on to MAIL), so nothing is refused that could be logged.
+    ADDR, PORT and SOURCE keep their grammar.
     """
     if not isinstance(value, str):
         raise XClientError(f"{name} must be a string, not {type(value).__name__}")

@@ -43,6 +43,7 @@ from smtpcore import (
 )
 from smtpcore._commands import Context, Refusal, parse_xclient, parse_xforward
 from smtpcore._writers import write_command
+from smtpcore._xclient import XClientError, canonical_forward_value, canonical_value
 
 CONFIG = ServerConfig(hostname="mx.example.com", xclient=True)
 GREETING = b"220 mx.example.com ESMTP smtpcore\r\n"
@@ -356,7 +357,8 @@ def test_any_event_the_client_can_write_the_server_reads_back(attributes: dict[s
     if error:
         # Only what the grammar refuses (a value with a bidi control, say), a line too long,
         # or a HELO or LOGIN that reads as NAME's marker.
-        assert any(reason in error for reason in ("several XClient commands", "control characters", "for NAME only"))
+        reasons = ("several XClient commands", "control characters", "for NAME only", "as xtext, over 255")
+        assert any(reason in error for reason in reasons)
         return
     verb, _, argument = line[:-2].decode("ascii").partition(" ")
     assert verb == "XCLIENT"
@@ -678,8 +680,8 @@ def test_xforward_refused_changes_nothing() -> None:
 @pytest.mark.parametrize(
     ("argument", "expected"),
     [
-        # What the first MTA was told, whatever it was: a HELO need be no name (Postfix takes it, and
-        # refusing it would fail the delivery of that MTA's mail).
+        # What the first MTA was told, whatever it was: a HELO need be no name (a refusal would only
+        # lose the information).
         ("HELO=[192.0.2.7] NAME=unknown", XForward(helo="[192.0.2.7]", name="unknown")),
         ("HELO=my+20laptop IDENT=4FqX+2B1", XForward(helo="my laptop", ident="4FqX+1")),
         (
@@ -760,7 +762,22 @@ def test_any_xforward_the_client_can_write_the_server_reads_back(attributes: dic
     else:
         error = ""
     if error:
-        assert "several XForward commands" in error or "control characters" in error
+        assert any(reason in error for reason in ("several XForward commands", "control characters", "as xtext, over"))
         return
     verb, _, argument = line[:-2].decode("ascii").partition(" ")
     assert verb == "XFORWARD" and parse_xforward(argument, Context(frozenset(), frozenset())) == event
+
+
+def test_xforward_values_the_event_refuses_and_the_writers_bound() -> None:
+    with pytest.raises(LocalProtocolError, match="HELO must be a string"):
+        XForward(helo=5)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="IDENT must be a non-empty value without control characters"):
+        XForward(ident="")
+    # Postfix counts 255 on the value as sent: 100 spaces make a HELO of 199 characters 399 as xtext.
+    with pytest.raises(LocalProtocolError, match="HELO is 397 characters as xtext, over 255"):
+        write_command(XForward(helo=("a " * 100).strip()))
+    with pytest.raises(ValueError, match="xclient: LOGIN is 300 characters as xtext, over 255"):
+        ClientConfig(xclient=XClient(login="+" * 100))
+    for canonical, verb in ((canonical_value, "XCLIENT"), (canonical_forward_value, "XFORWARD")):
+        with pytest.raises(XClientError, match=f"'FOO' is not an {verb} attribute"):
+            canonical("FOO", "x")
