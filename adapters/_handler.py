@@ -209,9 +209,6 @@ class Session:
     #: The accepted AUTH exchange (``credentials.username`` is the identity).  After
     #: an accepted XCLIENT with LOGIN, its mechanism is ``"XCLIENT"``.
     credentials: AuthCredentials | None = None
-    #: What the accepted XCLIENT commands said (NAME, HELO, PROTO...), or None.
-    #: ``peer`` and ``local`` then hold ADDR/PORT and DESTADDR/DESTPORT.
-    xclient: XClient | None = None
     envelope: Envelope = field(default_factory=Envelope)
     bytes_received: int = 0
     #: Free for the application (a database handle, a temporary file, ...).
@@ -229,6 +226,13 @@ class Session:
         ``ServerConfig.reject_improper_pipelining``.  A policy may refuse such a
         client at DATA, as Postfix's reject_unauth_pipelining does."""
         return self._conn.improper_pipelining if self._conn is not None else None
+
+    @property
+    def xclient(self) -> XClient | None:
+        """What the accepted XCLIENT commands said (NAME, HELO, PROTO...), or None;
+        ``peer`` and ``local`` then hold ADDR/PORT and DESTADDR/DESTPORT.  Forgotten
+        at a STARTTLS handshake, with ``peer`` and ``local`` back to the connection's."""
+        return self._conn.xclient if self._conn is not None else None
 
     @property
     def xforward(self) -> XForward | None:
@@ -786,9 +790,9 @@ class Dispatcher:
             return False
         conn.tls_established()
         self.session.tls, self.session.tls_info = True, info
-        if self._unnamed is not None:  # what XCLIENT said in plaintext is forgotten (the core's conn.xclient too)
+        if self._unnamed is not None:  # what XCLIENT said in plaintext is forgotten (conn.xclient too)
             self.session.peer, self.session.local = self._unnamed
-            self.session.xclient = self._unnamed = None
+            self._unnamed = None
         yield from self._sync()
         yield from self._hook("tls_established", self.session)
         return True
@@ -956,7 +960,6 @@ class Dispatcher:
             return
         if self._unnamed is None:
             self._unnamed = (session.peer, session.local)
-        session.xclient = named
         if named.addr is not None:
             session.peer = _named_host(named.addr, named.port)
         if named.destaddr is not None:

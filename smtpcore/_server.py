@@ -1043,11 +1043,12 @@ class ServerConnection:
         # XFORWARD_README: the first XFORWARD sets every attribute to [UNAVAILABLE],
         # each one then changes those it gives.
         earlier = self.xforward
-        values = {
-            attribute: value if value is not None else (getattr(earlier, attribute) if earlier else UNAVAILABLE)
-            for attribute in _XFORWARD_FIELDS
-            for value in (getattr(xforward, attribute),)
-        }
+        values = {}
+        for attribute in _XFORWARD_FIELDS:
+            value = getattr(xforward, attribute)
+            if value is None:
+                value = getattr(earlier, attribute) if earlier is not None else UNAVAILABLE
+            values[attribute] = value
         self.xforward = XForward._unchecked(**values)
 
     #: Accepted commands that change more than the state, and what they change
