@@ -109,6 +109,7 @@ from ._events import (
     StartTls,
     TlsHandshake,
     XClient,
+    XForward,
     unchecked_mail,
     unchecked_rcpt,
 )
@@ -170,9 +171,17 @@ class Envelope:
     sender: str
     recipients: Sequence[str | Recipient]
     params: MailParams = field(default_factory=lambda: _NO_MAIL_PARAMS)
+    #: Where the message came from, for a content filter that hands it back to its
+    #: MTA: sent as XFORWARD before MAIL when the server offers it (only the
+    #: attributes it lists), and left out otherwise, as Postfix's client does.
+    xforward: XForward | None = None
 
     def __post_init__(self) -> None:
         Mail(self.sender, self.params)  # validates (LocalProtocolError)
+        if self.xforward is not None:
+            if not isinstance(self.xforward, XForward):
+                raise LocalProtocolError(f"xforward must be an XForward event, not {type(self.xforward).__name__}")
+            write_command(self.xforward)  # what cannot be written fails here, not mid-session
         if isinstance(self.recipients, (str, bytes)):
             raise LocalProtocolError("recipients must be a sequence of addresses, not one string")
         items = tuple(item if isinstance(item, Recipient) else Recipient(item) for item in self.recipients)
@@ -243,6 +252,8 @@ class _Content:
     exact: bool = False
     #: ``data`` dot-stuffed for DATA (made while waiting for the server).
     stuffed: bytes | None = None
+    #: The XFORWARD to send before each MAIL of the message (see Envelope.xforward).
+    xforward: XForward | None = None
 
     @property
     def size(self) -> int | None:
@@ -463,6 +474,16 @@ def _server_error(mechanism: ClientMechanism) -> bytes | None:
     return error if isinstance(error, bytes) and error else None
 
 
+def _offered_xforward(xforward: XForward | None, caps: Capabilities) -> XForward | None:
+    """``xforward`` with only the attributes the server's XFORWARD line lists; None if none is left."""
+    offered = caps.params("XFORWARD")
+    if xforward is None or offered is None:
+        return None
+    names = {name.upper() for name in offered}
+    attributes = {name.lower(): value for name, value in xforward.attributes.items() if name in names}
+    return XForward(**attributes) if attributes else None
+
+
 def _told(error: bytes | None) -> str:
     """``error`` for the failure's message; empty without one."""
     if error is None:
@@ -607,7 +628,7 @@ def _in_ascii(envelope: Envelope) -> Envelope:
         replace(item, address=address)
         for item, address in zip(envelope.recipient_list, cast("list[str]", addresses), strict=True)
     ]
-    return Envelope(sender, recipients, envelope.params)
+    return Envelope(sender, recipients, envelope.params, envelope.xforward)
 
 
 def _as_given(outcome: MessageOutcome, envelope: Envelope) -> MessageOutcome:
@@ -1107,6 +1128,7 @@ class ClientDriver:
         limit = caps.rcpt_max or len(rcpts)
         if content.data is not None and not use_bdat:
             content.stuffed = stuff(content.data)
+        content.xforward = _offered_xforward(envelope.xforward, caps)
         return content, mail, [rcpts[i : i + limit] for i in range(0, len(rcpts), limit)], use_bdat
 
     def _send_ahead(self) -> _Steps:
@@ -1129,8 +1151,8 @@ class ClientDriver:
         plan = self._plans[index] = self._plan_for(index)
         if isinstance(plan, SMTPDeliveryError):
             return  # nothing to send for it; it gets its outcome in turn
-        _, mail, batches, use_bdat = plan
-        self._send_envelope(mail, batches[0], use_bdat)
+        content, mail, batches, use_bdat = plan
+        self._send_envelope(content.xforward, mail, batches[0], use_bdat)
         self._sent_ahead = index
         yield from self._prepare_while_waiting(index + 1)
 
@@ -1145,9 +1167,11 @@ class ClientDriver:
         if index < len(self._messages) and index not in self._plans:
             self._plans[index] = self._plan_for(index)
 
-    def _send_envelope(self, mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
-        """MAIL, every RCPT and (for DATA) DATA, in one group (RFC 2920)."""
+    def _send_envelope(self, xforward: XForward | None, mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
+        """XFORWARD, MAIL, every RCPT and (for DATA) DATA, in one group (RFC 2920)."""
         conn = self.connection
+        if xforward is not None:
+            conn.send(xforward)
         conn.send(mail)
         for rcpt in rcpts:
             conn.send(rcpt)
@@ -1272,14 +1296,20 @@ class ClientDriver:
         data_reply: Reply | None = None
         if caps.pipelining and self.config.use_pipelining:
             if not sent:
-                self._send_envelope(mail, rcpts, use_bdat)
+                self._send_envelope(content.xforward, mail, rcpts, use_bdat)
                 yield from self._prepare_while_waiting(len(self._outcomes) + 1)
+            if content.xforward is not None:
+                # Whatever it is: a refusal only loses what the server would have logged
+                # (Postfix's client logs a warning and goes on too).
+                yield from self._reply()
             mail_reply = progress.mail_reply = yield from self._reply()
             for index in range(len(rcpts)):
                 rcpt_replies[index] = yield from self._reply()
             if not use_bdat:
                 data_reply = yield from self._reply()
         else:
+            if content.xforward is not None:
+                yield from self._command(content.xforward)  # (its reply as above)
             mail_reply = progress.mail_reply = yield from self._command(mail)
             if mail_reply.is_positive:
                 for index, rcpt in enumerate(rcpts):

@@ -40,6 +40,7 @@ from smtpcore import (
     ServerConfig,
     ServerConnection,
     TlsHandshake,
+    XForward,
 )
 
 
@@ -143,6 +144,8 @@ class Received:
     mail: Mail
     recipients: list[Rcpt]
     content: bytes
+    #: What XFORWARD said for the message (a server with ``xforward=True``), or None.
+    xforward: XForward | None = None
 
 
 @dataclass
@@ -191,7 +194,7 @@ def pair(
             elif isinstance(event, MessageData):
                 current[1] += bytes(event.data)
             elif isinstance(event, EndOfMessage):
-                result.messages.append(Received(current[0], list(server.recipients), current[1]))
+                result.messages.append(Received(current[0], list(server.recipients), current[1], server.xforward))
             elif isinstance(event, MessageRejected):
                 result.rejected.append(event.reply)
             assert isinstance(event, Event)  # NEED_DATA and PAUSED broke out above

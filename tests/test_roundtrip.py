@@ -38,7 +38,9 @@ from smtpcore import (
     SMTPNotSupportedError,
     SMTPPermanentError,
     TlsPolicy,
+    XForward,
 )
+from smtpcore._xclient import FORWARD_ATTRIBUTES
 
 ATOM = st.text(alphabet=string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=10)
 UTF8_ATOM = st.text(alphabet="äöüßéñ漢字" + string.ascii_lowercase, min_size=1, max_size=8)
@@ -83,7 +85,21 @@ def envelopes(draw: st.DrawFn, dsn: bool, utf8: bool) -> Envelope:
             )
         recipients.append(Recipient(address, rcpt))
     sender = draw(st.just("") | addresses(utf8))
-    return Envelope(sender, recipients, params)
+    # Where a content filter got the message (XFORWARD): free text, an address, a port.
+    xforward = draw(
+        st.none()
+        | st.builds(
+            XForward,
+            name=st.none()
+            | st.text(
+                st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1, max_size=30
+            ),
+            addr=st.none() | st.ip_addresses().map(str),
+            port=st.none() | st.integers(0, 65535).map(str),
+            ident=st.just("4FqX"),
+        )
+    )
+    return Envelope(sender, recipients, params, xforward)
 
 
 def expected_content(data: bytes) -> bytes:
@@ -112,6 +128,7 @@ SERVER_EXTENSIONS = ("MT-PRIORITY", "DELIVERBY 60", "FUTURERELEASE 604800 2012-0
     dsn=st.booleans(),
     chunk_size=st.sampled_from([1, 3, 7, 64, 4096]),
     stream=st.booleans(),
+    xforward=st.booleans(),
 )
 def test_roundtrip(
     data: st.DataObject,
@@ -121,6 +138,7 @@ def test_roundtrip(
     dsn: bool,
     chunk_size: int,
     stream: bool,
+    xforward: bool,
 ) -> None:
     envelope = data.draw(envelopes(dsn, utf8=smtputf8))
     content = data.draw(CONTENT)
@@ -130,6 +148,7 @@ def test_roundtrip(
         smtputf8=smtputf8,
         dsn=dsn,
         extra_extensions=SERVER_EXTENSIONS,
+        xforward=xforward,
         max_line_length=100_000,
         # Our client pipelines only where RFC 2920 allows: the server would say if not.
         reject_improper_pipelining=True,
@@ -176,6 +195,13 @@ def test_roundtrip(
         (r.address, r.params) for r in envelope.recipient_list
     ]
     assert received.content == expected
+    # The envelope's XFORWARD went before its MAIL, to a server that offers it: what it gave, the rest unknown.
+    if xforward and envelope.xforward is not None:
+        sent = envelope.xforward.attributes
+        assert received.xforward is not None
+        assert received.xforward.attributes == {name: sent.get(name, "[UNAVAILABLE]") for name in FORWARD_ATTRIBUTES}
+    else:
+        assert received.xforward is None
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -781,3 +781,82 @@ def test_xforward_values_the_event_refuses_and_the_writers_bound() -> None:
     for canonical, verb in ((canonical_value, "XCLIENT"), (canonical_forward_value, "XFORWARD")):
         with pytest.raises(XClientError, match=f"'FOO' is not an {verb} attribute"):
             canonical("FOO", "x")
+
+
+# --- XFORWARD from the driver: a content filter handing mail back to its MTA ----------------------
+
+ORIGINAL = XForward(name="spike.example", addr="192.0.2.7", helo="laptop.example", ident="4FqX", source="REMOTE")
+
+
+def forwarded_messages(*xforwards: XForward | None) -> list[tuple[Envelope, bytes]]:
+    return [
+        (Envelope(f"s{number}@b.example", ["c@d.bücher.example"], xforward=xforward), b"Subject: x\r\n\r\nbody\r\n")
+        for number, xforward in enumerate(xforwards)
+    ]
+
+
+@pytest.mark.parametrize(
+    "client", [ClientConfig(), ClientConfig(use_pipelining=False), ClientConfig(use_chunking=False)]
+)
+def test_driver_sends_each_messages_xforward_before_its_mail(client: ClientConfig) -> None:
+    # The third goes ahead with the second's end when pipelining: its XFORWARD with it.  The
+    # server has no SMTPUTF8, so the recipient's domain goes as A-labels: the XFORWARD stays.
+    seen: list[XForward | None] = []
+
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Mail):
+            seen.append(conn.xforward)
+        conn.accept()
+
+    messages = forwarded_messages(ORIGINAL, None, ORIGINAL)
+    result = pair(ClientDriver(client, messages), ServerConfig(xforward=True, smtputf8=False), policy)
+    assert result.driver.result.error is None
+    assert [outcome.delivered for outcome in result.driver.result.messages] == [("c@d.bücher.example",)] * 3
+    assert [xforward and xforward.ident for xforward in seen] == ["4FqX", None, "4FqX"]
+    assert result.wire_to_server.count(b"XFORWARD NAME=spike.example ADDR=192.0.2.7 HELO=laptop.example") == 2
+
+
+def test_driver_sends_only_what_the_server_lists_and_nothing_to_a_server_without_xforward() -> None:
+    driver = ClientDriver(ClientConfig(starttls=TlsPolicy.OFF), forwarded_messages(ORIGINAL))
+    text = """
+        S: 220 postfix.test ESMTP
+        C: EHLO localhost
+        S: 250-postfix.test
+        S: 250-PIPELINING
+        S: 250 XFORWARD NAME ADDR PROTO HELO
+        C: XFORWARD NAME=spike.example ADDR=192.0.2.7 HELO=laptop.example
+        C: MAIL FROM:<s0@b.example>
+        C: RCPT TO:<c@d.xn--bcher-kva.example>
+        C: DATA
+        S: 250 2.0.0 Ok
+        S: 250 2.1.0 Ok
+        S: 250 2.1.5 Ok
+        S: 354 End data with <CR><LF>.<CR><LF>
+        C: Subject: x
+        C:
+        C: body
+        C: .
+        C: QUIT
+        S: 250 2.0.0 Ok: queued as 1
+        S: 221 2.0.0 Bye
+    """
+    run_client_transcript(text, driver)
+    assert driver.result.error is None
+    plain = pair(ClientDriver(ClientConfig(), forwarded_messages(ORIGINAL)), ServerConfig())
+    assert plain.driver.result.error is None and b"XFORWARD" not in plain.wire_to_server
+
+
+def test_driver_goes_on_when_xforward_is_refused() -> None:
+    # It only loses what the server would have logged, as Postfix's client goes on.
+    def refuse(conn: ServerConnection, event: Event) -> None:
+        conn.send(REFUSED) if isinstance(event, XForward) else conn.accept()
+
+    result = pair(ClientDriver(ClientConfig(), forwarded_messages(ORIGINAL)), ServerConfig(xforward=True), refuse)
+    assert result.driver.result.error is None and len(result.messages) == 1
+
+
+def test_an_envelopes_xforward_is_checked_when_it_is_made() -> None:
+    with pytest.raises(LocalProtocolError, match="xforward must be an XForward event"):
+        Envelope("a@b.example", ["c@d.example"], xforward=XClient(addr="192.0.2.7"))  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="HELO is 300 characters as xtext"):
+        Envelope("a@b.example", ["c@d.example"], xforward=XForward(helo="+" * 100))
