@@ -69,6 +69,7 @@ from smtpcore import (
     SMTPTransientError,
     TlsPolicy,
     XClient,
+    XForward,
 )
 
 SERVERS = ["asyncio", "trio", "gevent", "blocking"]
@@ -648,8 +649,10 @@ smtpd_recipient_limit = 100
 smtpd_tls_security_level = encrypt
 # Our clients may speak for another client (XCLIENT) from here, as a proxy in front of Postfix would.
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
-# Tell our servers, which offer XFORWARD, where the mail came from (as to a content filter).
+# Tell our servers, which offer XFORWARD, where the mail came from (as to a content filter),
+# and hear it from our clients (as from one).
 smtp_send_xforward_command = yes
+smtpd_authorized_xforward_hosts = 127.0.0.0/8
 smtpd_tls_chain_files = {conf}/smtpd.pem
 smtp_tls_security_level = may
 queue_run_delay = 1s
@@ -905,6 +908,39 @@ def test_postfix_says_where_the_mail_came_from_with_xforward(client: str, server
     assert (forwarded.proto, forwarded.source) == ("ESMTP", "REMOTE") and (forwarded.port or "").isdigit()
     # smtpd_peername_lookup = no: Postfix leaves an unknown NAME out, and the first XFORWARD makes it [UNAVAILABLE].
     assert forwarded.name == "[UNAVAILABLE]"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_our_client_says_where_the_mail_came_from_to_postfix(client: str, relay: Relay) -> None:
+    """A content filter handing mail back to Postfix: XFORWARD before MAIL, and Postfix logs the first client."""
+    sender = f"filtered-{client}@example.com"
+    original = XForward(
+        name="spike.example.org", addr="192.0.2.7", helo="laptop.example.org", ident="4FqX", source="REMOTE"
+    )
+    log = relay.postfix.log_end()
+    envelope = Envelope(sender, [f"back@{RELAYED['blocking']}"], xforward=original)
+    result = session(
+        client,
+        "127.0.0.1",
+        relay.postfix.port,
+        [(envelope, CONTENT)],
+        config=SUBMIT,
+        tls_context=relay.ca.client_context(),
+    )
+    assert result.error is None and result.messages[0].delivered == (f"back@{RELAYED['blocking']}",)
+    relay.postfix.wait_for_log(r"client=\S+, orig_queue_id=4FqX, orig_client=spike\.example\.org\[192\.0\.2\.7\]", log)
+    # And Postfix passes it on to our server in turn, as it got it: the first client, not ours.
+    (relayed,) = arrived(relay, relay.servers["blocking"], sender)
+    assert relayed.xforward is not None
+    assert relayed.xforward.attributes == {
+        "NAME": "spike.example.org",
+        "ADDR": "192.0.2.7",
+        "PORT": "[UNAVAILABLE]",
+        "PROTO": "[UNAVAILABLE]",
+        "HELO": "laptop.example.org",
+        "IDENT": "4FqX",
+        "SOURCE": "REMOTE",
+    }
 
 
 @pytest.mark.parametrize("server", SERVERS)
