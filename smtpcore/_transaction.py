@@ -128,7 +128,7 @@ from ._params import BodyType, MailParams, RcptParams, required_extensions
 from ._replies import Reply, shown
 from ._sasl_client import TOKEN_MECHANISMS, ClientMechanism, Credentials, SaslError, usable_mechanisms
 from ._sentinels import NEED_DATA
-from ._writers import MAX_COMMAND_LINE, write_command
+from ._writers import MAX_COMMAND_LINE, split_xforward, write_command
 
 __all__ = ["ClientDriver", "Envelope", "Message", "Recipient"]
 
@@ -181,7 +181,7 @@ class Envelope:
         if self.xforward is not None:
             if not isinstance(self.xforward, XForward):
                 raise LocalProtocolError(f"xforward must be an XForward event, not {type(self.xforward).__name__}")
-            write_command(self.xforward)  # what cannot be written fails here, not mid-session
+            split_xforward(self.xforward)  # what cannot be written fails here, not mid-session
         if isinstance(self.recipients, (str, bytes)):
             raise LocalProtocolError("recipients must be a sequence of addresses, not one string")
         items = tuple(item if isinstance(item, Recipient) else Recipient(item) for item in self.recipients)
@@ -252,8 +252,8 @@ class _Content:
     exact: bool = False
     #: ``data`` dot-stuffed for DATA (made while waiting for the server).
     stuffed: bytes | None = None
-    #: The XFORWARD to send before each MAIL of the message (see Envelope.xforward).
-    xforward: XForward | None = None
+    #: The XFORWARD commands to send before each MAIL of the message (see Envelope.xforward).
+    xforward: list[XForward] = field(default_factory=list)
 
     @property
     def size(self) -> int | None:
@@ -474,14 +474,15 @@ def _server_error(mechanism: ClientMechanism) -> bytes | None:
     return error if isinstance(error, bytes) and error else None
 
 
-def _offered_xforward(xforward: XForward | None, caps: Capabilities) -> XForward | None:
-    """``xforward`` with only the attributes the server's XFORWARD line lists; None if none is left."""
+def _offered_xforward(xforward: XForward | None, caps: Capabilities) -> list[XForward]:
+    """The XFORWARD commands that say ``xforward``'s attributes the server's XFORWARD line
+    lists, each within a command line; none if none is left."""
     offered = caps.params("XFORWARD")
     if xforward is None or offered is None:
-        return None
+        return []
     names = {name.upper() for name in offered}
     attributes = {name.lower(): value for name, value in xforward.attributes.items() if name in names}
-    return XForward(**attributes) if attributes else None
+    return split_xforward(XForward(**attributes)) if attributes else []
 
 
 def _told(error: bytes | None) -> str:
@@ -1167,11 +1168,11 @@ class ClientDriver:
         if index < len(self._messages) and index not in self._plans:
             self._plans[index] = self._plan_for(index)
 
-    def _send_envelope(self, xforward: XForward | None, mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
+    def _send_envelope(self, xforward: list[XForward], mail: Mail, rcpts: list[Rcpt], use_bdat: bool) -> None:
         """XFORWARD, MAIL, every RCPT and (for DATA) DATA, in one group (RFC 2920)."""
         conn = self.connection
-        if xforward is not None:
-            conn.send(xforward)
+        for command in xforward:
+            conn.send(command)
         conn.send(mail)
         for rcpt in rcpts:
             conn.send(rcpt)
@@ -1298,7 +1299,7 @@ class ClientDriver:
             if not sent:
                 self._send_envelope(content.xforward, mail, rcpts, use_bdat)
                 yield from self._prepare_while_waiting(len(self._outcomes) + 1)
-            if content.xforward is not None:
+            for _ in content.xforward:
                 # Whatever it is: a refusal only loses what the server would have logged
                 # (Postfix's client logs a warning and goes on too).
                 yield from self._reply()
@@ -1308,8 +1309,8 @@ class ClientDriver:
             if not use_bdat:
                 data_reply = yield from self._reply()
         else:
-            if content.xforward is not None:
-                yield from self._command(content.xforward)  # (its reply as above)
+            for command in content.xforward:
+                yield from self._command(command)  # (its reply as above)
             mail_reply = progress.mail_reply = yield from self._command(mail)
             if mail_reply.is_positive:
                 for index, rcpt in enumerate(rcpts):
@@ -1324,6 +1325,11 @@ class ClientDriver:
 
         if not mail_reply.is_positive:
             error = _mail_refusal(mail, mail_reply)
+            if content.xforward:
+                # XFORWARD_README: the server forgets it at RSET or the end of a message;
+                # a refused MAIL is neither, and the next message must not be logged
+                # under this one's origin (Postfix's client sends RSET here too).
+                yield from self._command(Rset())
             return (
                 [
                     RecipientOutcome(rcpt.recipient, reply, error=error)

@@ -50,7 +50,7 @@ from ._events import (
 from ._params import Command, MailParams, RcptParams, format_params, line_allowance, required_extensions, xtext_encode
 from ._xclient import UNAVAILABLE, XClientError
 
-__all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "write_command"]
+__all__ = ["MAX_AUTH_LINE", "MAX_COMMAND_LINE", "split_xforward", "write_command"]
 
 # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 MAX_COMMAND_LINE = 512
@@ -218,6 +218,34 @@ def _attribute_values(event: XClient | XForward) -> Iterator[tuple[str, str]]:
                 yield attribute, event._canonical(attribute, value)  # (again: the event may be unchecked)
             except XClientError as exc:
                 raise LocalProtocolError(str(exc)) from None
+
+
+def split_xforward(event: XForward) -> list[XForward]:
+    """``event`` as the XFORWARD commands that say it within command lines, in order.
+
+    XFORWARD's attributes add up until the transaction (XFORWARD_README), so
+    they may be said in several commands, as Postfix's client does (NAME, ADDR,
+    PORT, then the others): one command when it fits, as many as it takes
+    otherwise.  Raises ``LocalProtocolError`` for a value that cannot be written.
+    """
+    commands: list[XForward] = []
+    group: dict[str, str] = {}
+    for attribute, value in _attribute_values(event):
+        attributes_text(_xforward({attribute: value}))  # the value alone: 255 at most as xtext
+        longer = {**group, attribute: value}
+        if group and len(attributes_text(_xforward(longer))) + 2 > MAX_COMMAND_LINE:
+            commands.append(_xforward(group))
+            longer = {attribute: value}
+        group = longer
+    if not group:
+        raise LocalProtocolError("XForward needs at least one attribute")
+    commands.append(_xforward(group))
+    return commands
+
+
+def _xforward(values: dict[str, str]) -> XForward:
+    """An XForward of checked ``values`` (by upper-case attribute name)."""
+    return XForward._unchecked(**{name.lower(): values.get(name) for name in XForward._ATTRIBUTES})
 
 
 def _attributes(event: XClient | XForward, utf8: bool) -> bytes:

@@ -860,3 +860,46 @@ def test_an_envelopes_xforward_is_checked_when_it_is_made() -> None:
         Envelope("a@b.example", ["c@d.example"], xforward=XClient(addr="192.0.2.7"))  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError, match="HELO is 300 characters as xtext"):
         Envelope("a@b.example", ["c@d.example"], xforward=XForward(helo="+" * 100))
+    # What needs two lines is no error: the driver says it in two commands.
+    Envelope("a@b.example", ["c@d.example"], xforward=XForward(name="n" * 253, helo="h" * 253, ident="i" * 200))
+
+
+def test_driver_resets_after_a_refused_mail_so_the_next_message_has_no_stale_xforward() -> None:
+    seen: list[XForward | None] = []
+
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Mail):
+            seen.append(conn.xforward)
+            if event.sender == "s0@b.example":
+                conn.send(Reply(452, "Try later", "4.3.1"))
+                return
+        conn.accept()
+
+    for client in (ClientConfig(), ClientConfig(use_pipelining=False)):
+        seen.clear()
+        messages = forwarded_messages(ORIGINAL, None)
+        result = pair(ClientDriver(client, messages), ServerConfig(xforward=True), policy)
+        assert [outcome.delivered for outcome in result.driver.result.messages] == [(), ("c@d.bücher.example",)]
+        assert b"RSET" in result.wire_to_server
+        # XFORWARD_README: a refused MAIL is no end of a transaction; without the RSET the
+        # second message would be logged under the first one's origin.
+        assert [xforward and xforward.ident for xforward in seen] == ["4FqX", None]
+
+
+def test_driver_says_a_long_xforward_in_several_commands() -> None:
+    # Each value may be 255 octets, so all of them need not fit in one line; they add up.
+    long = XForward(name="n" * 253, helo="h" * 253, ident="i" * 200, addr="192.0.2.7", source="REMOTE")
+    seen: list[XForward | None] = []
+
+    def policy(conn: ServerConnection, event: Event) -> None:
+        if isinstance(event, Mail):
+            seen.append(conn.xforward)
+        conn.accept()
+
+    messages = [(Envelope("a@b.example", ["c@d.example"], xforward=long), b"Subject: x\r\n\r\nbody\r\n")]
+    result = pair(ClientDriver(ClientConfig(), messages), ServerConfig(xforward=True), policy)
+    assert result.driver.result.error is None
+    assert result.wire_to_server.count(b"XFORWARD ") == 2
+    (merged,) = seen
+    assert merged is not None
+    assert merged.attributes == {**long.attributes, "PORT": "[UNAVAILABLE]", "PROTO": "[UNAVAILABLE]"}
