@@ -42,7 +42,7 @@ from smtpcore import (
     XForward,
 )
 from smtpcore._commands import Context, Refusal, parse_xclient, parse_xforward
-from smtpcore._writers import write_command
+from smtpcore._writers import split_xforward, write_command
 from smtpcore._xclient import XClientError, canonical_forward_value, canonical_value
 
 CONFIG = ServerConfig(hostname="mx.example.com", xclient=True)
@@ -903,3 +903,14 @@ def test_driver_says_a_long_xforward_in_several_commands() -> None:
     (merged,) = seen
     assert merged is not None
     assert merged.attributes == {**long.attributes, "PORT": "[UNAVAILABLE]", "PROTO": "[UNAVAILABLE]"}
+
+
+def test_one_xforward_line_over_512_is_refused_and_split_says_it_in_two() -> None:
+    long = XForward(name="n" * 253, helo="h" * 253, ident="i" * 200)
+    with pytest.raises(LocalProtocolError, match="over 512: send the attributes in several XForward commands"):
+        write_command(long)
+    assert [list(command.attributes) for command in split_xforward(long)] == [["NAME"], ["HELO", "IDENT"]]
+    with pytest.raises(LocalProtocolError, match="XForward needs at least one attribute"):
+        split_xforward(
+            XForward._unchecked(**dict.fromkeys(("name", "addr", "port", "proto", "helo", "ident", "source")))
+        )
